@@ -1,0 +1,5 @@
+"""``python -m osup_mp`` is ``osup-mp``."""
+
+from osup_mp.cli import main
+
+main()

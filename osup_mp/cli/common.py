@@ -1,0 +1,41 @@
+"""What the commands share: loading the config, talking to the tree, failing cleanly."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from osup_mp.client import Client, ClientError, NotRunning
+from osup_mp.config import Config, ConfigError, load_config, resolve_config_path, resolve_env
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    click.echo(f"osup-mp: {message}", err=True)
+    sys.exit(code)
+
+
+def load(ctx: click.Context) -> Config:
+    """The effective config, or exit 2 with the one-line reason."""
+    obj = ctx.find_root().obj or {}
+    try:
+        env = resolve_env(obj.get("env"))
+        return load_config(resolve_config_path(obj.get("config_path")), env)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def request(cfg: Config, command: str, *, timeout: float = 30.0, **args: Any) -> Any:
+    """One control request; exits 3 when no tree runs and 1 when the tree says no."""
+    try:
+        with Client.for_config(cfg, timeout=timeout) as client:
+            return client.request(command, **args)
+    except NotRunning:
+        fail(f"not running (no control socket at {cfg.control_socket})", EXIT_NOT_RUNNING)
+    except ClientError as exc:
+        fail(str(exc))

@@ -1,0 +1,77 @@
+"""``osup-mp status``: the tree's components as a table, or JSON with ``--json``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from osup_mp.cli.common import EXIT_NOT_RUNNING, load, request
+from osup_mp.pidfile import running_pid
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def command(ctx: click.Context, as_json: bool) -> None:
+    """Show every component: pid, state, uptime, restarts, RSS, CPU. Exit 3 if not running."""
+    cfg = load(ctx)
+    if running_pid(cfg.pidfile) is None:
+        if as_json:
+            click.echo(json.dumps({"running": False, "pid": None, "components": []}))
+        else:
+            click.echo("osup-mp: not running")
+        sys.exit(EXIT_NOT_RUNNING)
+    data = request(cfg, "status")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    render(data)
+
+
+def render(data: dict[str, Any]) -> None:
+    console = Console()
+    console.print(
+        f"osup-mp running: pid {data['pid']}, env {data['env']}, "
+        f"up {_duration(data['uptime_s'])}, config {data.get('config') or '<defaults>'}"
+    )
+    table = Table(box=None, header_style="bold")
+    for column in ("NAME", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU", "LAST EXIT"):
+        table.add_column(column)
+    for c in data["components"]:
+        table.add_row(
+            c["name"],
+            str(c["pid"] or "-"),
+            c["state"],
+            _duration(c["uptime_s"]),
+            str(c["restarts"]),
+            _bytes(c["rss_bytes"]),
+            "-" if c["cpu_percent"] is None else f"{c['cpu_percent']:.1f}%",
+            c.get("last_exit") or "",
+        )
+    console.print(table)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.1f}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)

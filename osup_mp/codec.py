@@ -1,0 +1,490 @@
+"""Wire codec for supervisor <-> worker messages (Erlang ``{packet, 4}`` framing).
+
+Every frame on the wire is a 4-byte big-endian unsigned payload length
+followed by exactly that many bytes holding ONE MessagePack-encoded map with
+``str`` keys.  This is the framing Erlang ports use with ``{packet, 4}``, so
+either end may be an Erlang/Elixir node or anything else that speaks
+length-prefixed MessagePack.
+
+This module deliberately imports nothing from the rest of ``osup_mp`` (only
+the standard library and ``msgpack``), so it can be reused by simple clients
+and tested in isolation.
+
+Design decisions
+----------------
+* **Strict unpacking.**  Input comes from other processes and is untrusted.
+  Payloads are decoded with ``raw=False`` (str must be valid UTF-8),
+  ``strict_map_key=True`` (map keys must be str or bytes) and no extension
+  types at all: ``max_ext_len=0`` plus an ``ext_hook`` that rejects, which
+  also stops msgpack's built-in Timestamp (ext -1) from slipping through.
+  The top-level object must be a ``dict`` whose keys are all ``str``; with
+  ``require_type=True`` it must also carry a ``str`` ``"type"`` entry.
+  Every msgpack failure is re-raised as :class:`BadMessage` (a
+  :class:`FrameError`, itself a ``ValueError``) with a short reason, so
+  callers only ever need to catch :class:`FrameError`.
+* **Bounded sizes.**  ``max_str_len``, ``max_bin_len``, ``max_array_len`` and
+  ``max_map_len`` are bounded by the payload size (which is at most
+  ``max_frame``), so a small hostile payload cannot make the decoder
+  pre-allocate a huge container.
+* **Frame size checked before buffering.**  The length prefix is validated
+  against ``max_frame`` as soon as its 4 bytes are available: an oversized
+  frame raises :class:`FrameTooLarge` without waiting for (or buffering) its
+  body.  A zero-length frame is a :class:`BadMessage` (an empty payload is not
+  a map).  :func:`pack` refuses to produce a payload over ``max_frame``.
+* **Symmetric encoder.**  :func:`pack` refuses to emit anything the strict
+  decoder would reject (non-``str`` top-level keys, nested keys that are not
+  ``str``/``bytes``, ``ExtType``/``Timestamp`` values), so a bug in the
+  sender surfaces as :class:`BadMessage` at the sender instead of breaking
+  the receiver's stream.
+* **Incremental decoder.**  :class:`FrameDecoder` accepts bytes split at any
+  point (one byte at a time, or many frames at once).  It keeps one
+  ``bytearray`` and, within each ``feed()``, a read offset; it decodes every
+  complete frame in a loop through zero-copy ``memoryview`` slices and
+  compacts the buffer once per :meth:`FrameDecoder.feed` call (never per
+  frame), so the total work is O(n) in the number of bytes fed.  After the first bad frame the stream cannot be
+  resynchronised, so the decoder becomes ``broken`` and every later
+  ``feed()`` raises :class:`FrameError`.
+* **Threading.**  The msgpack ``Packer`` is reused between calls for speed.
+  ``Packer`` instances are not thread-safe.  This project is single-threaded
+  per process, but the cached packer is still kept per thread
+  (``threading.local``) so that an unexpected extra thread cannot corrupt a
+  frame.  A :class:`FrameDecoder` instance must not be shared between threads.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import msgpack  # type: ignore[import-untyped, unused-ignore]
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "HEADER",
+    "BadMessage",
+    "FrameDecoder",
+    "FrameError",
+    "FrameTooLarge",
+    "TruncatedFrame",
+    "pack",
+    "read_frame",
+    "unpack_payload",
+    "write_frame",
+]
+
+DEFAULT_MAX_FRAME: int = 16 * 1024 * 1024
+"""Default upper bound, in bytes, for one frame's payload (header excluded)."""
+
+HEADER = struct.Struct(">I")
+"""The 4-byte big-endian unsigned length prefix of every frame."""
+
+_HEADER_SIZE = HEADER.size
+_MAX_LENGTH = 0xFFFFFFFF  # the largest length a 4-byte prefix can express
+_unpack_header_from = HEADER.unpack_from
+
+
+# --------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------
+
+
+class FrameError(ValueError):
+    """Base class of every error raised by this codec.
+
+    When raised by :meth:`FrameDecoder.feed`, :attr:`messages` holds the
+    messages that were decoded from the same ``feed()`` call before the bad
+    frame (in order); it is empty otherwise.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.messages: list[dict[str, Any]] = []
+
+
+class FrameTooLarge(FrameError):
+    """A length prefix or an encoded payload exceeds the ``max_frame`` limit.
+
+    :attr:`size` is the offending length in bytes and :attr:`limit` the limit
+    that was in force; the message names both.
+    """
+
+    def __init__(self, message: str, *, size: int = -1, limit: int = -1) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class BadMessage(FrameError):
+    """A frame's payload is not an acceptable message.
+
+    Raised for invalid MessagePack, trailing bytes inside a frame, a payload
+    that is not a map, a non-``str`` key, an extension type, a zero-length
+    frame, a missing or non-``str`` ``"type"`` (when required), and by
+    :func:`pack` for a message that cannot be encoded.
+    """
+
+
+class TruncatedFrame(FrameError):
+    """The stream ended in the middle of a frame (see :func:`read_frame`)."""
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def _check_max_frame(max_frame: int) -> int:
+    """Validate *max_frame* and clamp it to what a 4-byte prefix can carry."""
+    if isinstance(max_frame, bool) or not isinstance(max_frame, int):
+        raise TypeError(f"max_frame must be an int, not {type(max_frame).__name__}")
+    if max_frame < 1:
+        raise ValueError(f"max_frame must be >= 1, got {max_frame}")
+    return min(max_frame, _MAX_LENGTH)
+
+
+def _too_large(what: str, size: int, limit: int) -> FrameTooLarge:
+    return FrameTooLarge(
+        f"{what} {size} bytes exceeds max_frame {limit} bytes",
+        size=size,
+        limit=limit,
+    )
+
+
+def _kind(obj: object) -> str:
+    return type(obj).__name__
+
+
+def _reject_ext(code: int, data: bytes) -> object:
+    raise BadMessage(f"msgpack ext type {code} is not allowed")
+
+
+def _reason(exc: BaseException) -> str:
+    """A short human-readable reason for a msgpack decoding failure."""
+    if isinstance(exc, msgpack.ExtraData):
+        return "trailing bytes after the message inside the frame"
+    if isinstance(exc, msgpack.StackError):
+        return "message nested too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        return "str is not valid UTF-8"
+    if isinstance(exc, msgpack.FormatError):
+        return "invalid msgpack data"
+    text = str(exc)
+    if "max_ext_len" in text or "timestamp" in text.lower():
+        return "msgpack ext types are not allowed"
+    if "map key" in text:
+        return f"map keys must be str ({text})"
+    if "incomplete input" in text:
+        return "payload ends in the middle of a msgpack object"
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return f"invalid msgpack ({_kind(exc)}: {text})" if text else "invalid msgpack"
+
+
+def _decode(
+    payload: bytes | bytearray | memoryview, size: int, require_type: bool
+) -> dict[str, Any]:
+    """Strictly decode one payload of *size* bytes (already size-checked)."""
+    if size == 0:
+        raise BadMessage("empty payload (zero-length frame) is not a map")
+    try:
+        obj = msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_reject_ext,
+            max_ext_len=0,
+            max_str_len=size,
+            max_bin_len=size,
+            max_array_len=size,
+            max_map_len=size,
+        )
+    except FrameError:
+        raise
+    except Exception as exc:
+        raise BadMessage(_reason(exc)) from exc
+    if type(obj) is not dict:
+        raise BadMessage(f"payload is a msgpack {_kind(obj)}, not a map")
+    for key in obj:
+        if type(key) is not str:
+            raise BadMessage(f"top-level map key must be str, not {_kind(key)}")
+    if require_type:
+        msg_type = obj.get("type")
+        if msg_type is None and "type" not in obj:
+            raise BadMessage('message has no "type" key')
+        if type(msg_type) is not str:
+            raise BadMessage(f'message "type" must be str, not {_kind(msg_type)}')
+    return obj
+
+
+_EXT = (msgpack.ExtType, msgpack.Timestamp)
+_CONTAINER_OR_EXT = (dict, list, tuple, *_EXT)
+
+
+def _check_encodable(msg: dict[Any, Any]) -> None:
+    """Reject what the strict decoder would reject but msgpack happily packs.
+
+    Only called after the packer succeeded, so nesting depth is bounded by the
+    packer's recursion limit and reference cycles have already been refused.
+    """
+    for key in msg:
+        if not isinstance(key, str):
+            raise BadMessage(f"top-level map key must be str, not {_kind(key)}")
+    stack: list[Any] = [msg]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, _EXT):  # checked first: ExtType is a namedtuple
+            raise BadMessage(f"msgpack ext values are not allowed ({_kind(obj)})")
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                if not isinstance(key, (str, bytes)):
+                    raise BadMessage(f"map key must be str or bytes, not {_kind(key)}")
+                if isinstance(value, _CONTAINER_OR_EXT):
+                    stack.append(value)
+        else:  # list or tuple
+            stack.extend(item for item in obj if isinstance(item, _CONTAINER_OR_EXT))
+
+
+_tls = threading.local()
+
+
+def _packer() -> Any:
+    """The calling thread's cached ``msgpack.Packer`` (not thread-safe itself)."""
+    try:
+        return _tls.packer
+    except AttributeError:
+        packer = msgpack.Packer(use_bin_type=True)
+        _tls.packer = packer
+        return packer
+
+
+# --------------------------------------------------------------------------
+# One-shot encode / decode
+# --------------------------------------------------------------------------
+
+
+def pack(msg: Mapping[str, Any], *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """Encode *msg* as one frame: 4-byte big-endian length + msgpack map.
+
+    Raises :class:`BadMessage` if *msg* is not a mapping with ``str`` keys or
+    holds something that cannot be encoded (or that the strict decoder would
+    refuse), and :class:`FrameTooLarge` if the payload exceeds *max_frame*.
+    """
+    limit = _check_max_frame(max_frame)
+    if not isinstance(msg, Mapping):
+        raise BadMessage(f"message must be a mapping, not {_kind(msg)}")
+    obj: dict[Any, Any] = msg if isinstance(msg, dict) else dict(msg)
+    packer = _packer()
+    try:
+        payload: bytes = packer.pack(obj)
+    except (TypeError, ValueError, OverflowError) as exc:
+        packer.reset()
+        raise BadMessage(f"cannot encode message: {exc}") from exc
+    except BaseException:
+        packer.reset()
+        raise
+    size = len(payload)
+    if size > limit:
+        raise _too_large("encoded payload", size, limit)
+    _check_encodable(obj)
+    return HEADER.pack(size) + payload
+
+
+def unpack_payload(
+    payload: bytes | memoryview,
+    *,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    require_type: bool = False,
+) -> dict[str, Any]:
+    """Strictly decode one frame payload (without its 4-byte header).
+
+    Returns the message as a ``dict`` with ``str`` keys.  Raises
+    :class:`FrameTooLarge` if the payload is longer than *max_frame* and
+    :class:`BadMessage` for anything that is not exactly one acceptable map.
+    """
+    limit = _check_max_frame(max_frame)
+    size = payload.nbytes if isinstance(payload, memoryview) else len(payload)
+    if size > limit:
+        raise _too_large("payload length", size, limit)
+    return _decode(payload, size, require_type)
+
+
+# --------------------------------------------------------------------------
+# Incremental decoder
+# --------------------------------------------------------------------------
+
+
+class FrameDecoder:
+    """Incremental decoder for a stream of ``{packet, 4}`` msgpack frames.
+
+    Feed it bytes as they arrive, split anywhere; :meth:`feed` returns every
+    message completed so far.  Not thread-safe.
+    """
+
+    __slots__ = ("_buf", "_error", "_limit", "_require_type")
+
+    def __init__(
+        self, *, max_frame: int = DEFAULT_MAX_FRAME, require_type: bool = False
+    ) -> None:
+        self._limit = _check_max_frame(max_frame)
+        self._require_type = require_type
+        self._buf = bytearray()
+        self._error: FrameError | None = None
+
+    @property
+    def max_frame(self) -> int:
+        """The payload size limit in force."""
+        return self._limit
+
+    @property
+    def broken(self) -> bool:
+        """True once a bad frame was seen; the stream cannot be resynchronised."""
+        return self._error is not None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of an incomplete frame (0 at a boundary or when broken)."""
+        return len(self._buf)
+
+    @property
+    def at_boundary(self) -> bool:
+        """True when no partial frame is held and the decoder is not broken.
+
+        At EOF, ``not at_boundary`` means the peer stopped mid-frame.
+        """
+        return self._error is None and not self._buf
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, Any]]:
+        """Add *data* and return all messages now complete, in order.
+
+        Raises :class:`FrameError` (:class:`FrameTooLarge` or
+        :class:`BadMessage`) on the first bad frame; the exception's
+        ``messages`` holds the good messages decoded before it in this call.
+        After that the decoder is :attr:`broken` and every call raises.
+        """
+        if self._error is not None:
+            raise FrameError(
+                f"decoder is broken by an earlier error ({self._error}); "
+                "the stream cannot be resynchronised"
+            )
+        buf = self._buf
+        if data:
+            buf += data
+        end = len(buf)
+        out: list[dict[str, Any]] = []
+        if end < _HEADER_SIZE:
+            return out
+        limit = self._limit
+        require_type = self._require_type
+        pos = 0
+        try:
+            with memoryview(buf) as view:
+                while end - pos >= _HEADER_SIZE:
+                    (length,) = _unpack_header_from(buf, pos)
+                    if length > limit:
+                        raise _too_large("frame length", length, limit)
+                    if length == 0:
+                        raise BadMessage(
+                            "zero-length frame (an empty payload is not a map)"
+                        )
+                    start = pos + _HEADER_SIZE
+                    stop = start + length
+                    if stop > end:
+                        break
+                    with view[start:stop] as payload:
+                        out.append(_decode(payload, length, require_type))
+                    pos = stop
+        except FrameError as exc:
+            self._error = exc
+            self._buf = bytearray()  # rebind (not resize): drop the data
+            exc.messages = out
+            raise
+        if pos:
+            del buf[:pos]  # compact once per feed, not once per frame
+        return out
+
+
+# --------------------------------------------------------------------------
+# Blocking helpers for simple clients
+# --------------------------------------------------------------------------
+
+
+class _ByteReader(Protocol):
+    def read(self, n: int, /) -> bytes | None: ...
+
+
+class _ByteWriter(Protocol):
+    def write(self, data: bytes, /) -> int | None: ...
+
+    def flush(self) -> object: ...
+
+
+def _read_exact(stream: _ByteReader, n: int) -> bytes:
+    """Read up to *n* bytes, looping over short reads; shorter only at EOF."""
+    chunk = stream.read(n)
+    if not chunk or len(chunk) == n:
+        return chunk or b""
+    parts = bytearray(chunk)
+    while len(parts) < n:
+        chunk = stream.read(n - len(parts))
+        if not chunk:
+            break
+        parts += chunk
+    return bytes(parts)
+
+
+def read_frame(
+    stream: _ByteReader,
+    *,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    require_type: bool = False,
+) -> dict[str, Any] | None:
+    """Read exactly one frame from a blocking binary file-like (``.read(n)``).
+
+    Returns ``None`` at a clean EOF (before any header byte).  Raises
+    :class:`TruncatedFrame` if EOF comes mid-frame, :class:`FrameTooLarge`
+    (before reading the body) or :class:`BadMessage` for a bad frame.
+    """
+    limit = _check_max_frame(max_frame)
+    header = _read_exact(stream, _HEADER_SIZE)
+    if not header:
+        return None
+    if len(header) < _HEADER_SIZE:
+        raise TruncatedFrame(
+            f"truncated frame: EOF after {len(header)} of {_HEADER_SIZE} header bytes"
+        )
+    (length,) = HEADER.unpack(header)
+    if length > limit:
+        raise _too_large("frame length", length, limit)
+    if length == 0:
+        raise BadMessage("zero-length frame (an empty payload is not a map)")
+    body = _read_exact(stream, length)
+    if len(body) < length:
+        raise TruncatedFrame(
+            f"truncated frame: EOF after {len(body)} of {length} payload bytes"
+        )
+    return _decode(body, length, require_type)
+
+
+def write_frame(
+    stream: _ByteWriter,
+    msg: Mapping[str, Any],
+    *,
+    max_frame: int = DEFAULT_MAX_FRAME,
+) -> None:
+    """Encode *msg* with :func:`pack`, write the whole frame and flush."""
+    data = pack(msg, max_frame=max_frame)
+    while data:
+        written = stream.write(data)
+        # Buffered streams write everything; raw streams may write less.
+        # ``None`` (file-likes that report no count) is taken as "all
+        # written": this helper is for blocking streams only.
+        if written is None or written >= len(data):
+            break
+        if written <= 0:
+            raise OSError(
+                f"short write: stream accepted {written} of {len(data)} bytes"
+            )
+        data = data[written:]
+    stream.flush()

@@ -1,0 +1,195 @@
+"""Framed message channel between processes of the tree.
+
+Every link inside the tree (parent ⇄ component, component ⇄ component) is a duplex pipe —
+the Unix ``socketpair`` that ``multiprocessing.Pipe`` is built on — wrapped in a
+:class:`Channel` that frames and batches messages itself.
+
+Design decisions:
+
+* Frames are a 4-byte big-endian length plus a pickle. Both ends are processes of the same
+  tree (forked from one parent), so pickle is safe here and is the fastest codec for the small
+  tuples the runtime sends. Nothing from outside the tree (agents, control clients) ever
+  reaches a Channel: those use the strict MessagePack codec in :mod:`osup_mp.codec`.
+* The socket is non-blocking and I/O is batched: :meth:`Channel.receive` drains everything the
+  kernel holds and returns all complete messages at once, and :meth:`Channel.send` only
+  appends to an output buffer that the owner's loop flushes once per wake-up. A burst of
+  pipelined calls therefore costs one read and one write, not one per message.
+* File descriptors travel with ``SCM_RIGHTS`` (the parent hands two components the two ends
+  of a fresh pipe). A message sent with :meth:`Channel.send_with_fds` must be a tuple; it is
+  received with the list of descriptors appended as its last element.
+"""
+
+from __future__ import annotations
+
+import array
+import collections
+import errno
+import os
+import pickle
+import select
+import socket
+import struct
+import time
+from typing import Any
+
+_HEADER = struct.Struct(">I")
+_READ_SIZE = 256 * 1024
+_MAX_FDS = 4
+_ANCILLARY = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
+MAX_MESSAGE = 64 * 1024 * 1024
+
+
+class ChannelClosed(ConnectionError):
+    """The other end of the channel is gone."""
+
+
+def channel_pair() -> tuple[Channel, Channel]:
+    """Two connected channels: the ``socketpair`` a duplex ``multiprocessing.Pipe`` is made of."""
+    a, b = socket.socketpair()
+    return Channel(a), Channel(b)
+
+
+class Channel:
+    """One end of a framed, batched, non-blocking message pipe."""
+
+    __slots__ = ("sock", "closed", "_out", "_in", "_fileno", "_consumed", "_fd_marks")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.closed = False
+        # (stream offset where the frame carrying them ends, fds): Linux ends a read at a
+        # message that carried descriptors, so they belong to the frame ending there.
+        self._fd_marks: collections.deque[tuple[int, list[int]]] = collections.deque()
+        self._consumed = 0
+        self._out = bytearray()
+        self._in = bytearray()
+        self._fileno = sock.fileno()
+
+    @classmethod
+    def from_fd(cls, fd: int) -> Channel:
+        return cls(socket.socket(fileno=fd))
+
+    def fileno(self) -> int:
+        return self._fileno
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send(self, msg: Any) -> None:
+        """Queue ``msg``; it leaves on the next :meth:`flush`."""
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        self._out += _HEADER.pack(len(data))
+        self._out += data
+
+    @property
+    def pending_output(self) -> bool:
+        return bool(self._out)
+
+    def flush(self) -> bool:
+        """Write as much queued output as the socket takes; True when all of it left."""
+        while self._out:
+            try:
+                n = self.sock.send(self._out)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                self._mark_closed()
+                if exc.errno in (errno.EPIPE, errno.ECONNRESET):
+                    return True
+                raise
+            del self._out[:n]
+        return True
+
+    def flush_blocking(self, timeout: float | None = None) -> None:
+        """Flush everything, waiting for buffer space (used on control paths only)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.flush():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError("channel flush timed out")
+            select.select([], [self._fileno], [], remaining)
+
+    def send_now(self, msg: Any) -> None:
+        self.send(msg)
+        self.flush_blocking()
+
+    def send_with_fds(self, msg: Any, fds: list[int]) -> None:
+        """Send ``msg`` with ``fds`` attached (SCM_RIGHTS); flushes earlier output first."""
+        self.flush_blocking()
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        frame = _HEADER.pack(len(data)) + data
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        sent = 0
+        while True:
+            try:
+                sent = self.sock.sendmsg([frame], anc)
+                break
+            except BlockingIOError:
+                select.select([], [self._fileno], [])
+        self._out += frame[sent:]
+        self.flush_blocking()
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def receive(self) -> list[Any]:
+        """Everything that has arrived, decoded; sets :attr:`closed` at EOF."""
+        while not self.closed:
+            try:
+                data, anc, _flags, _addr = self.sock.recvmsg(_READ_SIZE, _ANCILLARY)
+            except BlockingIOError:
+                break
+            except (ConnectionResetError, OSError):
+                self._mark_closed()
+                break
+            if not data:
+                self._mark_closed()
+                break
+            self._in += data
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+                    self._fd_marks.append((self._consumed + len(self._in), list(fds)))
+            if len(data) < _READ_SIZE and not anc:
+                break  # drained: skip the extra recv that would only say EAGAIN
+        return self._decode()
+
+    def _decode(self) -> list[Any]:
+        buf = self._in
+        out: list[Any] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            (size,) = _HEADER.unpack_from(buf, pos)
+            if size > MAX_MESSAGE:
+                raise ValueError(f"channel frame of {size} bytes exceeds {MAX_MESSAGE}")
+            if end - pos - 4 < size:
+                break
+            msg = pickle.loads(buf[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+            marks = self._fd_marks
+            if marks and marks[0][0] <= self._consumed + pos:
+                # Descriptors ride on tuple messages and arrive appended as a last element.
+                msg = (*msg, marks.popleft()[1])
+            out.append(msg)
+        if pos:
+            del buf[:pos]
+            self._consumed += pos
+        return out
+
+    def wait_readable(self, timeout: float | None) -> bool:
+        r, _, _ = select.select([self._fileno], [], [], timeout)
+        return bool(r)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _mark_closed(self) -> None:
+        self.closed = True
+
+    def close(self) -> None:
+        self.closed = True
+        for _end, fds in self._fd_marks:
+            for fd in fds:
+                os.close(fd)
+        self._fd_marks.clear()
+        self.sock.close()

@@ -1,0 +1,342 @@
+"""The component base class and the event loop every component process runs.
+
+A component is a small actor in the spirit of Erlang's ``gen_server``: subclasses fill in
+:meth:`Component.init`, :meth:`~Component.handle_call`, :meth:`~Component.handle_cast`,
+:meth:`~Component.handle_info` and :meth:`~Component.terminate`, and never write a loop of
+their own. :class:`ComponentLoop` owns the process: one ``selectors`` wait over the parent
+channel, peer channels, watched file descriptors, the signal wakeup fd and a timer heap.
+
+Design decisions:
+
+* Batching: each wake-up drains every readable channel, handles all messages, then flushes
+  every channel once, so a burst of pipelined calls costs one read and one write.
+* Let it crash: an exception in a callback fails the call in flight, runs ``terminate`` and
+  exits non-zero; restarting is the supervisor's job, not the component's.
+* Components find each other by name through the parent (a broker, like Erlang's registered
+  names): :meth:`Component.peer` asks the parent once, receives one end of a fresh pipe whose
+  other end goes to the callee, and from then on talks directly — the parent is never on the
+  path of a call between components.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import selectors
+import signal
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from loguru import logger
+
+from osup_mp.runtime.calls import CallError, CallMux, ReplyCallback
+from osup_mp.runtime.channel import Channel
+
+NOREPLY: Any = object()
+"""Returned by ``handle_call`` to answer later with :meth:`Component.reply`."""
+
+NORMAL_REASONS = frozenset({"normal", "shutdown"})
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who to answer: the channel a call came on and its correlation id."""
+
+    channel: Channel
+    call_id: int
+
+
+class PeerRef:
+    """A handle on another component, by name; connects lazily through the parent."""
+
+    def __init__(self, loop: ComponentLoop, name: str) -> None:
+        self._loop = loop
+        self.name = name
+        self._mux: CallMux | None = None
+
+    def _connected(self) -> CallMux:
+        if self._mux is None or self._mux.channel.closed:
+            self._mux = self._loop.connect(self.name)
+        return self._mux
+
+    def call(self, request: Any, timeout: float | None = 5.0) -> Any:
+        return self._connected().call(request, timeout)
+
+    def call_async(
+        self, request: Any, callback: ReplyCallback, timeout: float | None = 5.0
+    ) -> None:
+        self._connected().call_async(request, callback, timeout)
+
+    def cast(self, request: Any) -> None:
+        """Fire and forget; silently dropped when the peer is not running (as in OTP)."""
+        try:
+            self._connected().cast(request)
+        except CallError:
+            pass
+
+
+class Component:
+    """Base class for components. Override the callbacks; use the helpers."""
+
+    #: Component name as registered in the tree; set by the runtime before :meth:`init`.
+    name: str = ""
+    #: Default reply to calls nobody handles.
+    unknown_call_error: ClassVar[str] = "unknown call"
+
+    _loop: ComponentLoop
+
+    # -- callbacks ---------------------------------------------------------------------------
+
+    def init(self) -> None:
+        """Set up state. Raising here fails the start (the supervisor reports it)."""
+
+    def handle_call(self, request: Any, caller: Caller) -> Any:
+        """Answer a call: return the reply, or :data:`NOREPLY` and :meth:`reply` later."""
+        if request == "ping":
+            return "pong"
+        raise CallError(f"{self.unknown_call_error}: {request!r}")
+
+    def handle_cast(self, request: Any) -> None:
+        """Handle a one-way message."""
+        logger.warning("{}: unexpected cast {!r}", self.name, request)
+
+    def handle_info(self, msg: Any) -> None:
+        """Handle a timer message or any other message that is not a call or cast."""
+        logger.debug("{}: unexpected info {!r}", self.name, msg)
+
+    def terminate(self, reason: str) -> None:
+        """Release resources; called on every exit the process survives to see."""
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @property
+    def parent(self) -> CallMux:
+        """The supervisor, for calls such as ``("which_children",)``."""
+        return self._loop.parent
+
+    def peer(self, name: str) -> PeerRef:
+        return self._loop.peer(name)
+
+    def reply(self, caller: Caller, value: Any) -> None:
+        caller.channel.send(("reply", caller.call_id, True, value))
+
+    def reply_error(self, caller: Caller, error: str) -> None:
+        caller.channel.send(("reply", caller.call_id, False, error))
+
+    def send_after(self, delay: float, msg: Any) -> int:
+        return self._loop.add_timer(delay, msg)
+
+    def cancel_timer(self, ref: int) -> None:
+        self._loop.cancel_timer(ref)
+
+    def watch_fd(self, fd: int, callback: Callable[[], None]) -> None:
+        """Run ``callback`` whenever ``fd`` is readable (e.g. an agent's stdout)."""
+        self._loop.selector.register(fd, selectors.EVENT_READ, callback)
+
+    def unwatch_fd(self, fd: int) -> None:
+        try:
+            self._loop.selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
+    def stop(self, reason: str = "normal") -> None:
+        """Leave the loop after the current batch; ``reason`` decides the exit status."""
+        self._loop.stop_reason = reason
+
+
+class ComponentLoop:
+    """Runs one component in the current process until it stops."""
+
+    def __init__(self, component: Component, name: str, parent: Channel) -> None:
+        self.component = component
+        self.name = name
+        self.parent = CallMux(parent, "supervisor")
+        self.selector = selectors.DefaultSelector()
+        self.stop_reason: str | None = None
+        self._channels: dict[int, tuple[Channel, CallMux | None]] = {}
+        self._peers: dict[str, PeerRef] = {}
+        self._timers: list[tuple[float, int, Any]] = []
+        self._cancelled: set[int] = set()
+        self._timer_ids = itertools.count(1)
+        self._wakeup_r, self._wakeup_w = socket.socketpair()
+        self._add_channel(parent, self.parent)
+        component.name = name
+        component._loop = self
+
+    # -- plumbing used by Component helpers --------------------------------------------------
+
+    def _add_channel(self, channel: Channel, mux: CallMux | None) -> None:
+        self._channels[channel.fileno()] = (channel, mux)
+        self.selector.register(channel.fileno(), selectors.EVENT_READ, channel)
+
+    def _drop_channel(self, channel: Channel) -> None:
+        fd = channel.fileno()
+        self._channels.pop(fd, None)
+        try:
+            self.selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+        channel.close()
+
+    def peer(self, name: str) -> PeerRef:
+        ref = self._peers.get(name)
+        if ref is None:
+            ref = self._peers[name] = PeerRef(self, name)
+        return ref
+
+    def connect(self, name: str) -> CallMux:
+        """Ask the parent for a pipe to component ``name``."""
+        _value, fds = self.parent.call(("connect", name), timeout=10.0)
+        channel = Channel.from_fd(fds[0])
+        mux = CallMux(channel, name)
+        self._add_channel(channel, mux)
+        return mux
+
+    def add_timer(self, delay: float, msg: Any) -> int:
+        ref = next(self._timer_ids)
+        heapq.heappush(self._timers, (time.monotonic() + delay, ref, msg))
+        return ref
+
+    def cancel_timer(self, ref: int) -> None:
+        self._cancelled.add(ref)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        # Only record the request; the loop acts on it (nothing else is safe here).
+        self.stop_reason = "shutdown"
+
+    def run(self) -> int:
+        """Initialise, report ready, serve until stopped; return the exit status."""
+        self._wakeup_r.setblocking(False)
+        self._wakeup_w.setblocking(False)
+        signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to act on
+        self.selector.register(self._wakeup_r, selectors.EVENT_READ, None)
+        comp = self.component
+        try:
+            comp.init()
+        except Exception as exc:
+            logger.error("{}: init failed: {}", self.name, exc)
+            logger.opt(exception=exc).debug("{}: init traceback", self.name)
+            self.parent.channel.send_now(("init_failed", f"{type(exc).__name__}: {exc}"))
+            return 1
+        self.parent.channel.send_now(("ready", os.getpid()))
+        reason = "normal"
+        try:
+            self._serve()
+            reason = self.stop_reason or "normal"
+        except Exception as exc:
+            reason = f"crashed: {type(exc).__name__}: {exc}"
+            logger.error("{}: {}\n{}", self.name, reason, traceback.format_exc().rstrip())
+        try:
+            comp.terminate(reason)
+        except Exception as exc:
+            logger.error("{}: terminate failed: {}", self.name, exc)
+        for channel, _mux in list(self._channels.values()):
+            try:
+                channel.flush_blocking(timeout=1.0)
+            except (OSError, TimeoutError):
+                pass
+        return 0 if reason in NORMAL_REASONS else 1
+
+    def _serve(self) -> None:
+        select = self.selector.select
+        while self.stop_reason is None:
+            timeout = self._next_timeout()
+            for key, _events in select(timeout):
+                data = key.data
+                if isinstance(data, Channel):
+                    self._on_channel(data)
+                elif data is None:
+                    self._drain_wakeup()
+                else:
+                    data()
+            if self._timers:
+                self._run_timers()
+            for channel, mux in list(self._channels.values()):
+                if mux is not None and mux.in_flight:
+                    mux.expire()
+                if channel.pending_output:
+                    channel.flush()
+
+    def _next_timeout(self) -> float | None:
+        timeout: float | None = None
+        if self._timers:
+            timeout = max(0.0, self._timers[0][0] - time.monotonic())
+        for channel, mux in self._channels.values():
+            if channel.pending_output:
+                return 0.001  # a peer's buffer was full: retry soon
+            if mux is not None and mux.in_flight:
+                nxt = mux.expire()
+                if nxt is not None and (timeout is None or nxt < timeout):
+                    timeout = max(0.0, nxt)
+        return timeout
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wakeup_r.recv(512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _when, ref, msg = heapq.heappop(timers)
+            if ref in self._cancelled:
+                self._cancelled.discard(ref)
+                continue
+            self.component.handle_info(msg)
+
+    def _on_channel(self, channel: Channel) -> None:
+        entry = self._channels.get(channel.fileno())
+        if entry is None:
+            return
+        mux = entry[1]
+        messages = channel.receive()
+        if mux is not None:
+            messages = mux.dispatch(messages)
+        for msg in messages:
+            self._dispatch(channel, msg)
+        if channel.closed:
+            self._on_closed(channel, mux)
+
+    def _on_closed(self, channel: Channel, mux: CallMux | None) -> None:
+        self._drop_channel(channel)
+        if mux is self.parent:
+            # The supervisor is gone (pdeathsig may not have fired yet): never outlive it.
+            self.stop_reason = "shutdown"
+        elif mux is not None:
+            mux.fail_all(f"{mux.peer} exited")
+            self.component.handle_info(("peer_down", mux.peer))
+
+    def _dispatch(self, channel: Channel, msg: Any) -> None:
+        comp = self.component
+        kind = msg[0] if type(msg) is tuple and msg else None
+        if kind == "call":
+            caller = Caller(channel, msg[1])
+            try:
+                result = comp.handle_call(msg[2], caller)
+            except CallError as exc:
+                channel.send(("reply", msg[1], False, str(exc)))
+                return
+            except Exception as exc:
+                channel.send(("reply", msg[1], False, f"{self.name} crashed: {exc}"))
+                raise
+            if result is not NOREPLY:
+                channel.send(("reply", msg[1], True, result))
+        elif kind == "cast":
+            comp.handle_cast(msg[1])
+        elif kind == "peer":
+            # A new inbound connection handed over by the parent: ("peer", caller, [fd]).
+            self._add_channel(Channel.from_fd(msg[2][0]), None)
+        else:
+            comp.handle_info(msg)

@@ -1,0 +1,219 @@
+"""Telemetry component (the seed's Component 8): periodic process sampling and an event API.
+
+Every ``period`` it samples each process of the tree — the supervisor, every component and
+their descendants (agents) — with psutil (RSS, CPU %, threads, open fds) plus host-wide
+figures, and emits them as events. Other components emit their own events with
+:func:`emit`; handlers attached here (``telemetry:attach``-style, by event-name prefix) see
+every event. Like ``:telemetry``, a handler that raises is detached and logged so one bad
+handler cannot take the component down.
+
+Design decision: psutil ``Process`` objects are cached per pid, so ``cpu_percent`` measures
+the interval since the previous sample instead of blocking to measure one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from loguru import logger
+
+from osup_mp.runtime.component import Caller, Component, PeerRef
+
+Event = tuple[str, ...]
+HandlerFn = Callable[[Event, dict[str, Any], dict[str, Any]], None]
+
+PROCESS_SAMPLE: Event = ("osup", "process", "sample")
+HOST_SAMPLE: Event = ("osup", "host", "sample")
+
+
+def emit(
+    telemetry: PeerRef,
+    event: Event | list[str],
+    measurements: dict[str, Any],
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """``:telemetry.execute/3`` for other components: a cast, never blocks the caller."""
+    telemetry.cast(("execute", tuple(event), measurements, metadata or {}))
+
+
+@dataclass(slots=True)
+class _Handler:
+    prefix: Event
+    fn: HandlerFn
+
+
+class EventCounter:
+    """Built-in handler: per event name, how many were seen and the last measurements."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, event: Event, measurements: dict[str, Any], meta: dict[str, Any]) -> None:
+        name = ".".join(event)
+        entry = self.events.setdefault(name, {"count": 0})
+        entry["count"] += 1
+        entry["last"] = measurements
+        entry["at"] = time.time()
+
+
+class Telemetry(Component):
+    def __init__(self, period: float, data_dir: Path | None = None) -> None:
+        self.period = period
+        self.data_dir = data_dir
+        self.handlers: dict[str, _Handler] = {}
+        self.counter = EventCounter()
+        self._procs: dict[int, psutil.Process] = {}
+        self.latest: dict[str, Any] = {}
+
+    # -- event API ---------------------------------------------------------------------------
+
+    def attach(self, handler_id: str, prefix: Event, fn: HandlerFn) -> None:
+        if handler_id in self.handlers:
+            raise ValueError(f"handler {handler_id!r} is already attached")
+        self.handlers[handler_id] = _Handler(tuple(prefix), fn)
+
+    def detach(self, handler_id: str) -> bool:
+        return self.handlers.pop(handler_id, None) is not None
+
+    def execute(self, event: Event, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+        for handler_id, handler in list(self.handlers.items()):
+            if event[: len(handler.prefix)] != handler.prefix:
+                continue
+            try:
+                handler.fn(event, measurements, metadata)
+            except Exception as exc:
+                logger.error("telemetry handler {} failed and was detached: {}", handler_id, exc)
+                self.handlers.pop(handler_id, None)
+
+    # -- sampling ----------------------------------------------------------------------------
+
+    def sample(self) -> dict[str, Any]:
+        named = [("supervisor", os.getppid())]
+        named += [tuple(pair) for pair in self.parent.call(("which_children",))]
+        seen: set[int] = set()
+        processes = []
+        for name, pid in named:
+            proc = self._proc(pid)
+            if proc is None:
+                continue
+            processes.append(self._measure(name, proc, seen))
+            try:
+                descendants = proc.children(recursive=True) if name != "supervisor" else []
+            except psutil.Error:
+                descendants = []
+            for sub in descendants:
+                cached = self._proc(sub.pid)
+                if cached is not None and sub.pid not in seen:
+                    processes.append(self._measure(f"{name}/{_proc_name(cached)}", cached, seen))
+        for pid in list(self._procs):
+            if pid not in seen:
+                del self._procs[pid]
+        host = self._host()
+        for entry in processes:
+            self.execute(PROCESS_SAMPLE, entry, {"name": entry["name"], "pid": entry["pid"]})
+        self.execute(HOST_SAMPLE, host, {})
+        self.latest = {"at": time.time(), "processes": processes, "host": host}
+        return self.latest
+
+    def _proc(self, pid: int) -> psutil.Process | None:
+        proc = self._procs.get(pid)
+        if proc is None:
+            try:
+                proc = psutil.Process(pid)
+                proc.cpu_percent(None)  # prime: the next call measures from now
+            except psutil.Error:
+                return None
+            self._procs[pid] = proc
+        return proc
+
+    def _measure(self, name: str, proc: psutil.Process, seen: set[int]) -> dict[str, Any]:
+        seen.add(proc.pid)
+        entry: dict[str, Any] = {"name": name, "pid": proc.pid}
+        try:
+            with proc.oneshot():
+                entry["rss_bytes"] = proc.memory_info().rss
+                entry["cpu_percent"] = proc.cpu_percent(None)
+                entry["threads"] = proc.num_threads()
+                entry["fds"] = proc.num_fds()
+        except psutil.Error:
+            entry.update(rss_bytes=None, cpu_percent=None, threads=None, fds=None)
+        return entry
+
+    def _host(self) -> dict[str, Any]:
+        mem = psutil.virtual_memory()
+        load1, load5, load15 = os.getloadavg()
+        host: dict[str, Any] = {
+            "cpu_percent": psutil.cpu_percent(None),
+            "cpu_count": psutil.cpu_count(),
+            "load": [load1, load5, load15],
+            "mem_total_bytes": mem.total,
+            "mem_available_bytes": mem.available,
+        }
+        if self.data_dir is not None:
+            try:
+                disk = psutil.disk_usage(str(self.data_dir))
+                host["disk_free_bytes"] = disk.free
+                host["disk_total_bytes"] = disk.total
+            except OSError:
+                pass
+        return host
+
+    # -- component callbacks -----------------------------------------------------------------
+
+    def init(self) -> None:
+        self.attach("osup.counter", (), self.counter)
+        psutil.cpu_percent(None)
+        self.send_after(0.0, "tick")
+
+    def handle_info(self, msg: Any) -> None:
+        if msg == "tick":
+            self.sample()
+            self.send_after(self.period, "tick")
+        else:
+            super().handle_info(msg)
+
+    def handle_cast(self, request: Any) -> None:
+        if isinstance(request, tuple) and request and request[0] == "execute":
+            _kind, event, measurements, metadata = request
+            self.execute(tuple(event), measurements, metadata)
+        else:
+            super().handle_cast(request)
+
+    def handle_call(self, request: Any, caller: Caller) -> Any:
+        kind = request[0] if isinstance(request, tuple) and request else request
+        if kind == "sample":
+            return self.sample()
+        if kind == "latest":
+            return self.latest
+        if kind == "events":
+            return self.counter.events
+        if kind == "attach":
+            _k, handler_id, prefix, target = request
+            self.attach(handler_id, tuple(prefix), _load_handler(target))
+            return True
+        if kind == "detach":
+            return self.detach(request[1])
+        return super().handle_call(request, caller)
+
+
+def _proc_name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return str(proc.pid)
+
+
+def _load_handler(target: str) -> HandlerFn:
+    """Resolve ``"package.module:function"`` to a handler."""
+    module_name, _, attr = target.partition(":")
+    fn = getattr(importlib.import_module(module_name), attr)
+    if not callable(fn):
+        raise TypeError(f"{target} is not callable")
+    return fn  # type: ignore[no-any-return]

@@ -1,0 +1,204 @@
+"""Shared fixtures: isolated trees, deadline polling, and the leak check every test gets.
+
+Every process a test starts carries ``OSUP_TEST_TAG`` in its environment (children inherit
+it), so the autouse :func:`no_leaks` fixture can find any survivor — even a double-forked
+daemon — kill it, and fail the test. Segments in ``/dev/shm`` created during a test are
+removed and fail it too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from osup_mp.client import Client, ClientError
+from osup_mp.config import Config, load_config
+
+TESTS_DIR = Path(__file__).resolve().parent
+TREE_MAIN = TESTS_DIR / "tree_main.py"
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01, what: str = ""
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def tagged_processes(tag: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("OSUP_TEST_TAG") == tag and proc.status() != "zombie":
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture
+def tag() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(tag: str) -> Iterator[None]:
+    shm_before = set(os.listdir("/dev/shm"))
+    yield
+    deadline = time.monotonic() + 5.0
+    survivors = tagged_processes(tag)
+    while survivors and time.monotonic() < deadline:
+        time.sleep(0.05)
+        survivors = tagged_processes(tag)
+    for proc in survivors:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    new_shm = set(os.listdir("/dev/shm")) - shm_before
+    for name in new_shm:
+        try:
+            os.unlink(f"/dev/shm/{name}")
+        except OSError:
+            pass
+    assert not survivors, f"test leaked processes: {[(p.pid, p.name()) for p in survivors]}"
+    assert not new_shm, f"test leaked shared-memory segments: {sorted(new_shm)}"
+
+
+def write_config(directory: Path, tag: str, **sections: dict[str, Any]) -> Path:
+    """A config file for one isolated tree: own data dir, own segment name."""
+    values: dict[str, dict[str, Any]] = {
+        "o_supervisor": {"shared_memory_name": f"/osup_test_{tag}"},
+        "telemetry": {"period": 1000},
+        "supervisor": {"shutdown_timeout": 3000},
+    }
+    for section, items in sections.items():
+        values.setdefault(section, {}).update(items)
+    lines = []
+    for section, items in values.items():
+        lines.append(f"[{section}]")
+        for key, value in items.items():
+            lines.append(f"{key} = {_toml(value)}")
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+class Tree:
+    """A tree under test, run as its own process (foreground ``osup-mp start`` or tree_main)."""
+
+    def __init__(self, config_path: Path, tag: str) -> None:
+        self.config_path = config_path
+        self.cfg: Config = load_config(config_path, "test")
+        self.env = dict(os.environ, OSUP_TEST_TAG=tag, OSUP_ENV="test")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "osup_mp", "--config", str(self.config_path), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self, *children: str) -> Tree:
+        """Start in the foreground: the shipped tree, or test components (NAME:RESTART)."""
+        if children:
+            cmd = [sys.executable, str(TREE_MAIN), str(self.config_path), *children]
+        else:
+            cmd = [sys.executable, "-m", "osup_mp", "--config", str(self.config_path), "start"]
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        wait_for(self.is_up, 30, what="tree to come up")
+        return self
+
+    def is_up(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            pytest.fail(f"tree exited with {self.proc.returncode}: {err[-2000:]}")
+        try:
+            self.request("ping")
+        except ClientError:
+            return False
+        return True
+
+    def request(self, command: str, **args: Any) -> Any:
+        with Client.for_config(self.cfg, timeout=10) as client:
+            return client.request(command, **args)
+
+    def status(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.request("status")
+        return data
+
+    def pids(self) -> dict[str, int | None]:
+        return {c["name"]: c["pid"] for c in self.status()["components"]}
+
+    def running_pids(self) -> dict[str, int] | None:
+        """Component pids when every component is running, else None."""
+        comps = self.status()["components"]
+        if all(c["state"] == "running" for c in comps):
+            return {c["name"]: c["pid"] for c in comps}
+        return None
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+
+    @property
+    def log_text(self) -> str:
+        path = self.cfg.log_file
+        return path.read_text() if path.exists() else ""
+
+
+@pytest.fixture
+def make_tree(tmp_path: Path, tag: str) -> Iterator[Callable[..., Tree]]:
+    trees: list[Tree] = []
+
+    def make(subdir: str = "tree", **sections: dict[str, Any]) -> Tree:
+        directory = tmp_path / subdir
+        directory.mkdir()
+        tree = Tree(write_config(directory, tag, **sections), tag)
+        trees.append(tree)
+        return tree
+
+    yield make
+    for tree in trees:
+        tree.stop()

@@ -1,0 +1,165 @@
+"""Integration tests of the root supervisor: strategies, restart types, intensity, death."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+from conftest import Tree, wait_for
+
+from osup_mp.config import Strategy
+
+
+def _kill(pid: int | None) -> None:
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+
+
+def _replaced(tree: Tree, before: dict[str, int], names: set[str]) -> dict[str, int] | None:
+    """Pids once exactly ``names`` have new pids and every component runs again."""
+    now = tree.running_pids()
+    if now is None or any(now[n] == before[n] for n in names):
+        return None
+    return now
+
+
+def test_one_for_one_kill_each_component(make_tree) -> None:
+    tree = make_tree().start("a:permanent", "b:permanent")
+    for victim in ("telemetry", "a", "b"):
+        before = wait_for(tree.running_pids)
+        _kill(before[victim])
+        after = wait_for(lambda: _replaced(tree, before, {victim}), what=f"{victim} replaced")
+        assert after[victim] != before[victim]
+        for other in set(before) - {victim}:
+            assert after[other] == before[other], f"{other} was restarted with {victim}"
+    restarts = {c["name"]: c["restarts"] for c in tree.status()["components"]}
+    assert restarts == {"telemetry": 1, "a": 1, "b": 1}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "victim", "restarted"),
+    [
+        (Strategy.ONE_FOR_ALL, "b", {"telemetry", "a", "b", "c"}),
+        (Strategy.REST_FOR_ONE, "b", {"b", "c"}),
+        (Strategy.REST_FOR_ONE, "c", {"c"}),
+    ],
+)
+def test_strategies_restart_the_right_siblings(make_tree, strategy, victim, restarted) -> None:
+    tree = make_tree(supervisor={"strategy": strategy.value})
+    tree.start("a:permanent", "b:permanent", "c:permanent")
+    before = wait_for(tree.running_pids)
+    _kill(before[victim])
+    after = wait_for(lambda: _replaced(tree, before, restarted), what="siblings restarted")
+    for name in before:
+        assert (after[name] != before[name]) == (name in restarted), name
+    # The tree answers calls on every restarted component again.
+    for name in restarted - {"telemetry"}:
+        assert tree.request("call", name=name, request=["pid"]) == after[name]
+
+
+def test_restart_types(make_tree) -> None:
+    tree = make_tree().start("perm:permanent", "trans:transient", "temp:temporary", "t2:transient")
+    before = wait_for(tree.running_pids)
+    # transient + normal exit: not restarted, stays listed as stopped
+    assert tree.request("call", name="trans", request=["exit"]) == "bye"
+    wait_for(lambda: tree.pids()["trans"] is None, what="trans stopped")
+    # transient + abnormal exit: restarted
+    _kill(before["t2"])
+    wait_for(lambda: (tree.pids()["t2"] or before["t2"]) != before["t2"], what="t2 restarted")
+    # temporary: never restarted, removed from the tree
+    _kill(before["temp"])
+    wait_for(lambda: "temp" not in tree.pids(), what="temp removed")
+    # permanent + normal exit: restarted anyway
+    assert tree.request("call", name="perm", request=["exit"]) == "bye"
+    wait_for(lambda: (tree.pids()["perm"] or before["perm"]) != before["perm"], what="perm back")
+    states = {c["name"]: c for c in tree.status()["components"]}
+    assert states["trans"]["state"] == "stopped"
+    assert states["trans"]["last_exit"] == "exited with status 0"
+
+
+def test_intensity_exceeded_escalates(make_tree) -> None:
+    tree = make_tree(supervisor={"max_restarts": 2, "max_seconds": 30})
+    tree.start("fragile:permanent", "other:permanent")
+    for _ in range(3):
+        pids = wait_for(tree.running_pids)
+        _kill(pids["fragile"])
+        if _ == 2:
+            break
+        wait_for(lambda p=pids: _replaced(tree, p, {"fragile"}), what="fragile back")
+    assert tree.wait_exit() != 0
+    log = tree.log_text
+    assert "restart intensity exceeded: fragile" in log
+    assert not tree.cfg.control_socket.exists()
+    assert not tree.cfg.pidfile.exists()
+
+
+def test_crash_in_handler_fails_the_call_and_restarts(make_tree) -> None:
+    tree = make_tree().start("a:permanent")
+    before = wait_for(tree.running_pids)
+    with pytest.raises(Exception, match="crashed"):
+        tree.request("call", name="a", request=["crash"])
+    after = wait_for(lambda: _replaced(tree, before, {"a"}), what="a replaced")
+    assert tree.request("call", name="a", request=["echo", 42]) == 42
+    assert after["a"] != before["a"]
+
+
+def test_components_call_each_other_directly(make_tree) -> None:
+    tree = make_tree().start("a:permanent", "b:permanent")
+    pids = wait_for(tree.running_pids)
+    assert tree.request("call", name="a", request=["peer_call", "b", ("pid",)]) == pids["b"]
+    # The callee restarts: the caller reconnects on its next call.
+    _kill(pids["b"])
+    new = wait_for(lambda: _replaced(tree, pids, {"b"}), what="b replaced")
+    assert tree.request("call", name="a", request=["peer_call", "b", ("pid",)]) == new["b"]
+    assert tree.request("call", name="a", request=["later"]) == "later"
+
+
+def test_sigkill_parent_leaves_no_component(make_tree) -> None:
+    tree = make_tree().start("a:permanent", "b:permanent")
+    pids = list(wait_for(tree.running_pids).values())
+    assert tree.proc is not None
+    tree.proc.kill()
+    tree.proc.wait(5)
+    t0 = time.monotonic()
+
+    def all_gone() -> bool:
+        return not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+
+    wait_for(all_gone, timeout=2.0, what="components to die with the parent")
+    assert time.monotonic() - t0 < 2.0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_is_a_clean_stop(make_tree, sig) -> None:
+    tree = make_tree().start("a:permanent")
+    pids = list(wait_for(tree.running_pids).values())
+    assert tree.proc is not None
+    tree.proc.send_signal(sig)
+    assert tree.wait_exit() == 0
+    assert not any(psutil.pid_exists(p) for p in pids)
+    assert not tree.cfg.control_socket.exists()
+    assert not tree.cfg.pidfile.exists()
+
+
+def test_failing_init_stops_start_with_reason(make_tree, tmp_path) -> None:
+    flag = tmp_path / "refuse"
+    flag.write_text("")
+    tree = make_tree()
+    import subprocess
+    import sys
+
+    from conftest import TREE_MAIN
+
+    proc = subprocess.run(
+        [sys.executable, str(TREE_MAIN), str(tree.config_path), f"bad:permanent:{flag}"],
+        env=tree.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "bad: failed to start: RuntimeError: init refused" in proc.stderr
+    assert not tree.cfg.pidfile.exists()
