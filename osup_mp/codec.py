@@ -41,9 +41,9 @@ Design decisions
   ``bytearray`` and, within each ``feed()``, a read offset; it decodes every
   complete frame in a loop through zero-copy ``memoryview`` slices and
   compacts the buffer once per :meth:`FrameDecoder.feed` call (never per
-  frame), so the total work is O(n) in the number of bytes fed.  After the first bad frame the stream cannot be
-  resynchronised, so the decoder becomes ``broken`` and every later
-  ``feed()`` raises :class:`FrameError`.
+  frame), so the total work is O(n) in the number of bytes fed.  After the
+  first bad frame the stream cannot be resynchronised, so the decoder
+  becomes ``broken`` and every later ``feed()`` raises :class:`FrameError`.
 * **Threading.**  The msgpack ``Packer`` is reused between calls for speed.
   ``Packer`` instances are not thread-safe.  This project is single-threaded
   per process, but the cached packer is still kept per thread
@@ -324,9 +324,7 @@ class FrameDecoder:
 
     __slots__ = ("_buf", "_error", "_limit", "_require_type")
 
-    def __init__(
-        self, *, max_frame: int = DEFAULT_MAX_FRAME, require_type: bool = False
-    ) -> None:
+    def __init__(self, *, max_frame: int = DEFAULT_MAX_FRAME, require_type: bool = False) -> None:
         self._limit = _check_max_frame(max_frame)
         self._require_type = require_type
         self._buf = bytearray()
@@ -385,9 +383,7 @@ class FrameDecoder:
                     if length > limit:
                         raise _too_large("frame length", length, limit)
                     if length == 0:
-                        raise BadMessage(
-                            "zero-length frame (an empty payload is not a map)"
-                        )
+                        raise BadMessage("zero-length frame (an empty payload is not a map)")
                     start = pos + _HEADER_SIZE
                     stop = start + length
                     if stop > end:
@@ -461,9 +457,7 @@ def read_frame(
         raise BadMessage("zero-length frame (an empty payload is not a map)")
     body = _read_exact(stream, length)
     if len(body) < length:
-        raise TruncatedFrame(
-            f"truncated frame: EOF after {len(body)} of {length} payload bytes"
-        )
+        raise TruncatedFrame(f"truncated frame: EOF after {len(body)} of {length} payload bytes")
     return _decode(body, length, require_type)
 
 
@@ -483,8 +477,6 @@ def write_frame(
         if written is None or written >= len(data):
             break
         if written <= 0:
-            raise OSError(
-                f"short write: stream accepted {written} of {len(data)} bytes"
-            )
+            raise OSError(f"short write: stream accepted {written} of {len(data)} bytes")
         data = data[written:]
     stream.flush()

@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 from loguru import logger
 
+from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller, Component, PeerRef
 
 Event = tuple[str, ...]
@@ -61,6 +62,11 @@ class EventCounter:
         entry["count"] += 1
         entry["last"] = measurements
         entry["at"] = time.time()
+
+
+def log_event(event: Event, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """A handler to attach by name (``osup_mp.telemetry:log_event``): events at debug level."""
+    logger.debug("event {} {} {}", ".".join(event), measurements, metadata)
 
 
 class Telemetry(Component):
@@ -196,7 +202,10 @@ class Telemetry(Component):
             return self.counter.events
         if kind == "attach":
             _k, handler_id, prefix, target = request
-            self.attach(handler_id, tuple(prefix), _load_handler(target))
+            try:
+                self.attach(handler_id, tuple(prefix), _load_handler(target))
+            except (ImportError, AttributeError, TypeError, ValueError) as exc:
+                raise CallError(f"cannot attach {target!r}: {exc}") from exc
             return True
         if kind == "detach":
             return self.detach(request[1])
@@ -205,7 +214,7 @@ class Telemetry(Component):
 
 def _proc_name(proc: psutil.Process) -> str:
     try:
-        return proc.name()
+        return str(proc.name())
     except psutil.Error:
         return str(proc.pid)
 

@@ -94,7 +94,10 @@ def run_tree(
     sup.close_in_children(control.close)
     sup.install_signals()
     logger.info(
-        "osup-mp starting: pid {}, env {}, config {}", os.getpid(), cfg.env, cfg.source or "<defaults>"
+        "osup-mp starting: pid {}, env {}, config {}",
+        os.getpid(),
+        cfg.env,
+        cfg.source or "<defaults>",
     )
     try:
         try:
@@ -205,4 +208,3 @@ def control_handlers(cfg: Config, sup: Supervisor) -> dict[str, Handler]:
 
 def _names(sup: Supervisor) -> str:
     return ", ".join(c.name for c in sup.children)
-

@@ -44,8 +44,7 @@ scalars = (
 values = st.recursive(
     scalars,
     lambda children: (
-        st.lists(children, max_size=5)
-        | st.dictionaries(st.text(max_size=10), children, max_size=5)
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
     ),
     max_leaves=12,
 )
@@ -177,9 +176,7 @@ def test_one_byte_at_a_time_property(msgs: list[dict[str, Any]]) -> None:
     st.lists(st.integers(min_value=0, max_value=10_000), max_size=20),
     st.sampled_from(["bytes", "bytearray", "memoryview"]),
 )
-def test_random_chunking(
-    msgs: list[dict[str, Any]], cuts: list[int], kind: str
-) -> None:
+def test_random_chunking(msgs: list[dict[str, Any]], cuts: list[int], kind: str) -> None:
     stream = b"".join(pack(m) for m in msgs)
     points = sorted({c % (len(stream) + 1) for c in cuts})
     bounds = [0, *points, len(stream)]

@@ -126,7 +126,9 @@ def test_sigkill_parent_leaves_no_component(make_tree) -> None:
     t0 = time.monotonic()
 
     def all_gone() -> bool:
-        return not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+        return not any(
+            psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids
+        )
 
     wait_for(all_gone, timeout=2.0, what="components to die with the parent")
     assert time.monotonic() - t0 < 2.0

@@ -12,11 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from components import Echo  # noqa: E402
+from components import Echo
 
-from osup_mp.config import load_config  # noqa: E402
-from osup_mp.runtime.supervisor import ChildSpec, Restart  # noqa: E402
-from osup_mp.tree import child_specs, run_tree  # noqa: E402
+from osup_mp.config import load_config
+from osup_mp.runtime.supervisor import ChildSpec, Restart
+from osup_mp.tree import child_specs, run_tree
 
 
 def main() -> int:

@@ -14,7 +14,9 @@ from osup_mp.cli import config_cmd, logs, restart, start, status, stop
     metavar="PATH",
     help="Config file (default: $OSUP_CONFIG, else ./config.toml, else built-in defaults).",
 )
-@click.option("--env", "env", metavar="ENV", help="Overlay: dev, prod or test (default: $OSUP_ENV or dev).")
+@click.option(
+    "--env", "env", metavar="ENV", help="Overlay: dev, prod or test (default: $OSUP_ENV or dev)."
+)
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, env: str | None) -> None:
     """osup-mp: a single-host supervisor for self-evolving agents."""

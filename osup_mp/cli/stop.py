@@ -12,7 +12,9 @@ from osup_mp.runtime.procutil import pid_alive
 
 
 @click.command("stop")
-@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the tree to exit.")
+@click.option(
+    "--timeout", default=60.0, show_default=True, help="Seconds to wait for the tree to exit."
+)
 @click.pass_context
 def command(ctx: click.Context, timeout: float) -> None:
     """Stop the tree: components in reverse start order, SIGTERM then SIGKILL."""

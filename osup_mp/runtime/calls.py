@@ -51,9 +51,7 @@ class CallMux:
     def cast(self, request: Any) -> None:
         self.channel.send(("cast", request))
 
-    def call_async(
-        self, request: Any, callback: ReplyCallback, timeout: float | None = 5.0
-    ) -> int:
+    def call_async(self, request: Any, callback: ReplyCallback, timeout: float | None = 5.0) -> int:
         """Queue a call; ``callback(ok, value)`` runs when the reply, an error or the timeout
         arrives. The caller's loop must flush the channel and feed replies to :meth:`dispatch`."""
         call_id = next(self._ids)
@@ -116,7 +114,7 @@ class CallMux:
         now = time.monotonic() if now is None else now
         heap = self._deadlines
         while heap and (heap[0][0] <= now or heap[0][1] not in self._pending):
-            deadline, call_id = heapq.heappop(heap)
+            _deadline, call_id = heapq.heappop(heap)
             if call_id in self._pending and call_id not in self._results:
                 callback = self._pending.pop(call_id)
                 if callback is not None:

@@ -52,7 +52,7 @@ def channel_pair() -> tuple[Channel, Channel]:
 class Channel:
     """One end of a framed, batched, non-blocking message pipe."""
 
-    __slots__ = ("sock", "closed", "_out", "_in", "_fileno", "_consumed", "_fd_marks")
+    __slots__ = ("_consumed", "_fd_marks", "_fileno", "_in", "_out", "closed", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)

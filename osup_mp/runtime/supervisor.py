@@ -46,13 +46,13 @@ _FORK = multiprocessing.get_context("fork")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-class Restart(str, enum.Enum):
+class Restart(enum.StrEnum):
     PERMANENT = "permanent"  # always restarted
     TRANSIENT = "transient"  # restarted only after an abnormal exit
     TEMPORARY = "temporary"  # never restarted
 
 
-class ChildState(str, enum.Enum):
+class ChildState(enum.StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"

@@ -1,0 +1,227 @@
+"""The osup-mp CLI end to end: start (foreground/daemon), status, stop, restart, config, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import Tree, tagged_processes, wait_for
+
+from osup_mp.codec import FrameDecoder, pack
+
+
+def _daemon_start(tree: Tree) -> int:
+    out = tree.cli("start", "--daemon")
+    assert out.returncode == 0, out.stderr
+    assert "started (pid" in out.stdout
+    return int(out.stdout.split("pid ")[1].split(")")[0])
+
+
+def test_daemon_lifecycle(make_tree, tag) -> None:
+    tree = make_tree()
+    pid = _daemon_start(tree)
+    assert tree.cfg.pidfile.read_text().strip() == str(pid)
+    assert oct(tree.cfg.control_socket.stat().st_mode & 0o777) == "0o600"
+    assert oct(tree.cfg.o_supervisor.run_dir.stat().st_mode & 0o777) == "0o700"
+
+    again = tree.cli("start", "--daemon")
+    assert again.returncode == 1
+    assert f"already running (pid {pid}" in again.stderr
+
+    status = tree.cli("status", "--json")
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["running"] is True and data["pid"] == pid
+    (telemetry,) = data["components"]
+    assert set(telemetry) >= {
+        "name",
+        "pid",
+        "state",
+        "restarts",
+        "uptime_s",
+        "rss_bytes",
+        "cpu_percent",
+    }
+    assert telemetry["name"] == "telemetry" and telemetry["state"] == "running"
+    assert telemetry["rss_bytes"] > 1_000_000 and telemetry["cpu_percent"] is not None
+
+    table = tree.cli("status")
+    assert "telemetry" in table.stdout and "running" in table.stdout and "RSS" in table.stdout
+
+    old = telemetry["pid"]
+    restarted = tree.cli("restart", "telemetry")
+    assert restarted.returncode == 0, restarted.stderr
+    assert not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie"
+    unknown = tree.cli("restart", "nope")
+    assert unknown.returncode == 1 and "no such component 'nope'" in unknown.stderr
+
+    tree_pids = [p.pid for p in tagged_processes(tag)]
+    stopped = tree.cli("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    # stop returns only when every process is gone, with its socket and pidfile
+    assert not [p for p in tagged_processes(tag) if p.pid in tree_pids]
+    assert not tree.cfg.control_socket.exists()
+    assert not tree.cfg.pidfile.exists()
+
+    status = tree.cli("status", "--json")
+    assert status.returncode == 3
+    assert json.loads(status.stdout) == {"running": False, "pid": None, "components": []}
+    assert tree.cli("status").returncode == 3
+    assert "stopped" in tree.cli("logs", "-n", "5").stdout
+
+
+def test_foreground_start_refuses_second_start(make_tree) -> None:
+    tree = make_tree().start()
+    second = tree.cli("start")
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+    assert "Traceback" not in second.stderr
+
+
+def test_stale_pidfile_and_socket_are_cleaned_up(make_tree) -> None:
+    tree = make_tree().start()
+    assert tree.proc is not None
+    tree.proc.kill()  # SIGKILL: pidfile and socket stay behind
+    tree.proc.wait()
+    assert tree.cfg.pidfile.exists() and tree.cfg.control_socket.exists()
+    assert tree.cli("status").returncode == 3
+    pid = _daemon_start(tree)
+    assert tree.cfg.pidfile.read_text().strip() == str(pid)
+    assert "stale pidfile" in tree.log_text
+    assert tree.cli("stop").returncode == 0
+
+
+def test_daemon_reports_why_it_cannot_start(make_tree, tmp_path) -> None:
+    tree = make_tree(o_supervisor={"run_dir": "/proc/forbidden"})
+    out = tree.cli("start", "--daemon")
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert out.stderr.startswith("osup-mp: ")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('[o_supervisor]\nheartbeat_timeout = "5s"\n', "o_supervisor.heartbeat_timeout: expected"),
+        ("[o_supervisor]\nheartbeat_timout = 5000\n", "did you mean heartbeat_timeout"),
+        ("[nonsense]\n", "nonsense"),
+        ("[o_supervisor\n", "invalid TOML"),
+        ('[supervisor]\nstrategy = "one_for_some"\n', "supervisor.strategy"),
+        ('[dev.logger]\nlevel = "loud"\n', "dev.logger.level"),
+    ],
+)
+def test_config_errors_are_one_line_exit_2(tmp_path, content, expected) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    tree = Tree.__new__(Tree)
+    tree.config_path = path
+    tree.env = dict(os.environ, OSUP_ENV="dev")
+    for command in (["start"], ["status"], ["config"]):
+        out = tree.cli(*command)
+        assert out.returncode == 2, (command, out.stderr)
+        assert out.stderr.count("\n") == 1, out.stderr
+        assert str(path) in out.stderr and expected in out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_config_command_prints_merged_config(make_tree) -> None:
+    tree = make_tree(o_supervisor={"heartbeat_timeout": 7000})
+    out = tree.cli("config", "--json")
+    data = json.loads(out.stdout)
+    assert data["o_supervisor"]["heartbeat_timeout"] == 7000
+    assert data["env"] == "test"
+    assert data["o_supervisor"]["run_dir"] == str(tree.config_path.parent / "data" / "run")
+    toml = tree.cli("config").stdout
+    assert "[o_supervisor]" in toml and "heartbeat_timeout = 7000" in toml
+    bad_env = tree.cli("--env", "staging", "config")
+    assert bad_env.returncode == 2 and "dev, prod, test" in bad_env.stderr
+
+
+def _raw_request(tree: Tree, payload: bytes) -> list[dict]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(str(tree.cfg.control_socket))
+    sock.sendall(payload)
+    decoder = FrameDecoder()
+    replies: list[dict] = []
+    while not replies:
+        data = sock.recv(65536)
+        if not data:
+            break
+        replies += decoder.feed(data)
+    sock.close()
+    return replies
+
+
+def test_control_socket_rejects_bad_input_and_survives(make_tree) -> None:
+    tree = make_tree().start()
+    (reply,) = _raw_request(tree, pack({"id": 1, "command": "fly", "args": {}}))
+    assert reply["ok"] is False and "unknown command 'fly'" in reply["error"]
+    (reply,) = _raw_request(tree, b"\x00\x00\x00\x03abc")
+    assert reply["ok"] is False and "bad frame" in reply["error"]
+    (reply,) = _raw_request(tree, b"\xff\xff\xff\xff")
+    assert reply["ok"] is False and "bad frame" in reply["error"]
+    (reply,) = _raw_request(tree, pack({"id": 2, "command": 7}))
+    assert reply["ok"] is False
+    # pipelined requests on one connection come back with their ids
+    with_two = pack({"id": 10, "command": "ping"}) + pack({"id": 11, "command": "ping"})
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(str(tree.cfg.control_socket))
+    sock.sendall(with_two)
+    decoder, got = FrameDecoder(), []
+    while len(got) < 2:
+        got += decoder.feed(sock.recv(65536))
+    sock.close()
+    assert sorted(r["id"] for r in got) == [10, 11]
+    assert tree.request("ping") == "pong"
+
+
+def test_control_socket_refuses_other_uids(make_tree) -> None:
+    tree = make_tree().start()
+    if os.getuid() != 0:
+        pytest.skip("needs root to connect as another uid")
+    # Let "nobody" reach the socket file, so that only the peer-uid check can refuse it.
+    os.chmod(tree.cfg.control_socket, 0o666)
+    for parent in tree.cfg.control_socket.parents:
+        if parent == Path("/tmp"):
+            break
+        os.chmod(parent, parent.stat().st_mode | 0o011)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child becomes "nobody" and asks for status
+        try:
+            os.setuid(65534)
+            replies = _raw_request(tree, pack({"id": 1, "command": "status", "args": {}}))
+            os.write(write_fd, repr(replies).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_fd) as pipe:
+        answer = pipe.read()
+    assert "permission denied" in answer and "running" not in answer
+    wait_for(lambda: "refused connection" in tree.log_text, what="refusal logged")
+
+
+def test_stop_waits_for_slow_components(make_tree) -> None:
+    tree = make_tree()
+    _daemon_start(tree)
+    t0 = time.monotonic()
+    assert tree.cli("stop", "--timeout", "30").returncode == 0
+    assert time.monotonic() - t0 < 30
+    assert tree.cli("stop").stdout.strip() == "osup-mp: not running"
+
+
+def test_sigterm_to_daemon_is_stop(make_tree, tag) -> None:
+    tree = make_tree()
+    pid = _daemon_start(tree)
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not tagged_processes(tag), what="tree gone")
+    assert not tree.cfg.pidfile.exists()

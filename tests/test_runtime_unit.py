@@ -1,0 +1,185 @@
+"""Unit tests of the runtime core's pure parts: channels, calls, intensity, exit text."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import pytest
+
+from osup_mp.logsetup import LogRelay
+from osup_mp.runtime.calls import CallError, CallMux, CallTimeout
+from osup_mp.runtime.channel import Channel, channel_pair
+from osup_mp.runtime.control import peer_uid_allowed
+from osup_mp.runtime.procutil import describe_exit
+from osup_mp.runtime.supervisor import _Intensity
+
+
+@pytest.fixture
+def pair():
+    a, b = channel_pair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_channel_batches_many_messages(pair) -> None:
+    a, b = pair
+    for i in range(1000):
+        a.send(("cast", i))
+    assert a.pending_output
+    a.flush_blocking()
+    got: list = []
+    while len(got) < 1000:
+        b.wait_readable(1)
+        got += b.receive()
+    assert got == [("cast", i) for i in range(1000)]
+
+
+def test_channel_large_message_and_eof(pair) -> None:
+    a, b = pair
+    blob = os.urandom(3 * 1024 * 1024)
+    a.send(("blob", blob))
+    got: list = []
+    while not got:
+        a.flush()
+        if b.wait_readable(1):
+            got = b.receive()
+    assert got == [("blob", blob)]
+    a.close()
+    b.wait_readable(1)
+    assert b.receive() == [] and b.closed
+
+
+def test_fds_arrive_with_their_message(pair) -> None:
+    a, b = pair
+    r, w = os.pipe()
+    a.send(("plain", 1))
+    a.send_with_fds(("with_fd", 2), [r])
+    a.send_now(("plain", 3))
+    os.close(r)
+    got: list = []
+    while len(got) < 3:
+        b.wait_readable(1)
+        got += b.receive()
+    assert got[0] == ("plain", 1) and got[2] == ("plain", 3)
+    kind, n, fds = got[1]
+    assert (kind, n, len(fds)) == ("with_fd", 2, 1)
+    os.write(w, b"x")
+    assert os.read(fds[0], 1) == b"x"
+    os.close(fds[0])
+    os.close(w)
+
+
+def _serve(channel: Channel) -> None:
+    """Answer every call on ``channel`` with (request * 2)."""
+    channel.wait_readable(1)
+    for msg in channel.receive():
+        if msg[0] == "call":
+            channel.send(("reply", msg[1], True, msg[2] * 2))
+    channel.flush_blocking()
+
+
+def test_pipelined_calls_match_by_id(pair) -> None:
+    a, b = pair
+    mux = CallMux(a, "b")
+    results: dict[int, object] = {}
+    for i in range(100):
+        mux.call_async(i, lambda ok, v, i=i: results.__setitem__(i, (ok, v)))
+    a.flush_blocking()
+    assert mux.in_flight == 100
+    while mux.in_flight:
+        _serve(b)
+        a.wait_readable(1)
+        assert mux.dispatch(a.receive()) == []
+    assert results == {i: (True, i * 2) for i in range(100)}
+
+
+def test_blocking_call_timeout_and_peer_exit(pair) -> None:
+    a, b = pair
+    mux = CallMux(a, "b")
+    with pytest.raises(CallTimeout):
+        mux.call("x", timeout=0.05)
+    # the late reply to the timed-out call is dropped, not delivered to the next caller
+    b.wait_readable(1)
+    (call,) = b.receive()
+    b.send_now(("reply", call[1], True, "late"))
+    failures: list = []
+    mux.call_async("y", lambda ok, v: failures.append((ok, v)), timeout=None)
+    a.flush_blocking()
+    b.close()
+    while not a.closed:  # the late reply first, then EOF
+        a.wait_readable(1)
+        assert mux.dispatch(a.receive()) == []
+    mux.fail_all("b exited")
+    assert failures and failures[0][0] is False and isinstance(failures[0][1], CallError)
+    with pytest.raises(CallError, match="not connected"):
+        mux.call("z")
+
+
+def test_async_call_expires() -> None:
+    a, b = channel_pair()
+    mux = CallMux(a, "b")
+    seen: list = []
+    mux.call_async("q", lambda ok, v: seen.append((ok, v)), timeout=0.01)
+    assert mux.expire(now=0.0) is not None  # not yet
+    import time
+
+    mux.expire(now=time.monotonic() + 1)
+    assert seen and seen[0][0] is False and isinstance(seen[0][1], CallTimeout)
+    assert mux.in_flight == 0
+    a.close()
+    b.close()
+
+
+def test_intensity_window() -> None:
+    limit = _Intensity(max_restarts=3, max_seconds=5)
+    assert not any(limit.exceeded(t) for t in (0.0, 1.0, 2.0))
+    assert limit.exceeded(3.0)  # 4 restarts within 5 s
+    limit = _Intensity(max_restarts=3, max_seconds=5)
+    assert not any(limit.exceeded(t) for t in (0.0, 2.0, 4.0, 6.0, 8.0, 10.0))
+    assert _Intensity(max_restarts=0, max_seconds=5).exceeded(0.0)
+
+
+def test_describe_exit() -> None:
+    assert describe_exit(0) == "exited with status 0"
+    assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
+    assert describe_exit(None) == "still running"
+
+
+def test_peer_uid_policy() -> None:
+    assert peer_uid_allowed(1000, own_uid=1000)
+    assert peer_uid_allowed(0, own_uid=1000)
+    assert not peer_uid_allowed(1001, own_uid=1000)
+
+
+def test_log_relay_reassembles_long_records(capsys) -> None:
+    from loguru import logger
+
+    relay = LogRelay()
+    sink_lines: list[str] = []
+    handler = logger.add(sink_lines.append, format="{message}")
+    try:
+        from osup_mp.config import load_config
+        from osup_mp.logsetup import configure_child
+
+        section = load_config(None, "test").logger
+        # Simulate a child: its sink writes into the relay's pipe.
+        configure_child(section, "unit", relay.write_fd)
+        logger.warning("x" * 10000)
+        logger.remove()
+        handler = logger.add(sink_lines.append, format="{message}")
+        relay.drain()
+    finally:
+        logger.remove(handler)
+        relay.close()
+    text = "".join(sink_lines)
+    assert text.count("x") == 10000 and "unit" in text
+
+
+def test_socketpair_is_unix() -> None:
+    a, b = channel_pair()
+    assert a.sock.family == socket.AF_UNIX
+    a.close()
+    b.close()

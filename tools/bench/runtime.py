@@ -1,0 +1,615 @@
+"""Benchmark of the osup_mp runtime: restart latency, call latency/throughput, idle CPU.
+
+Run as ``python tools/bench/runtime.py [--quick] [--json]``. Every figure is a median over
+repeated runs, printed next to a baseline measured in the same run on the same machine (so
+the ratio, not the absolute number, is what carries from one host to another), and next to
+its target with PASS/FAIL. The script reports; it does not gate: the exit status is 0 when
+targets are missed and non-zero only when a measurement itself fails.
+
+What is measured, and how:
+
+1. Component restart. A real tree (``run_tree``: supervisor, control socket, pidfile, log
+   relay) runs in a forked process with the shipped child specs plus an ``echo`` and a
+   ``driver`` component defined here. Repeatedly: read the echo's pid through the control
+   socket, SIGKILL it, then send that same call until it answers with a different pid
+   (errors such as "not running" mean "retry at once"). Figure: median/p90 of kill->answer.
+   Baseline: a bare fork through the same ``multiprocessing`` fork context plus the first
+   message on a ``Pipe`` (start -> message received).
+2. Call round trip between two components. The driver component times ``n`` blocking
+   ``self.peer("echo").call(("echo", i))`` with ``perf_counter_ns`` (median/p90), and a
+   pipelined run that keeps 100 ``call_async`` calls in flight on the same peer connection
+   and pumps the channel itself (calls/s, median of 5 runs). Baseline: raw
+   ``multiprocessing.Pipe`` echo between two forked processes with the same payload shape
+   ``("call", i, ("echo", i))`` (server: ``conn.send(conn.recv())``), for both the per-message
+   round trip and 100-in-flight throughput over the same totals.
+3. Idle CPU of the shipped tree (``child_specs`` only, ``prod`` config, default telemetry
+   period): after it answers ping and settles 2 s, the user+system CPU time of the supervisor
+   and all its descendants over a 10 s window, as percent of one core.
+
+Every tree runs in its own temporary directory with its own shared-memory name and is stopped
+through the control socket (SIGKILL as a last resort), even on error; ``/dev/shm`` is checked
+for leftovers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+# Runnable as ``python tools/bench/runtime.py`` from a checkout without installing.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from osup_mp.client import Client, ClientError
+from osup_mp.config import Config, load_config
+from osup_mp.runtime.component import Caller, Component
+from osup_mp.runtime.supervisor import ChildSpec, Restart
+from osup_mp.tree import child_specs, run_tree
+
+_FORK = multiprocessing.get_context("fork")
+WINDOW = 100  # calls in flight for the pipelined figures
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    restarts: int
+    forks: int
+    round_trips: int
+    pipelined: int
+    pipelined_runs: int
+    idle_settle: float
+    idle_window: float
+
+
+FULL = Plan(50, 50, 20000, 100000, 5, 2.0, 10.0)
+QUICK = Plan(10, 10, 2000, 10000, 5, 2.0, 3.0)
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be taken."""
+
+
+# ------------------------------------------------------------------ statistics helpers
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def p90(values: list[float]) -> float:
+    if len(values) < 2:
+        return float(values[0])
+    return float(statistics.quantiles(values, n=10, method="inclusive")[-1])
+
+
+# ------------------------------------------------------------------ bench components
+
+
+class BenchEcho(Component):
+    """Answers ``("pid",)`` with its pid and ``("echo", x)`` with ``x``."""
+
+    def handle_call(self, request: Any, caller: Caller) -> Any:
+        kind = request[0] if isinstance(request, tuple) and request else request
+        if kind == "echo":
+            return request[1]
+        if kind == "pid":
+            return os.getpid()
+        return super().handle_call(request, caller)
+
+
+class BenchDriver(Component):
+    """Drives calls to the ``echo`` peer from inside the tree and times them."""
+
+    def handle_call(self, request: Any, caller: Caller) -> Any:
+        kind = request[0] if isinstance(request, tuple) and request else request
+        if kind == "bench_rtt":
+            return self._round_trips(int(request[1]))
+        if kind == "bench_pipelined":
+            return self._pipelined(int(request[1]), int(request[2]))
+        return super().handle_call(request, caller)
+
+    def _round_trips(self, n: int) -> dict[str, float]:
+        echo = self.peer("echo")
+        for i in range(min(n, 500)):  # warm-up, includes connecting through the parent
+            echo.call(("echo", i))
+        clock = time.perf_counter_ns
+        samples: list[float] = []
+        append = samples.append
+        for i in range(n):
+            t0 = clock()
+            value = echo.call(("echo", i))
+            append(clock() - t0)
+            if value != i:
+                raise RuntimeError(f"echo answered {value!r} to {i}")
+        us = [s / 1000 for s in samples]
+        return {"median_us": median(us), "p90_us": p90(us), "n": n}
+
+    def _pipelined(self, total: int, window: int) -> dict[str, float]:
+        mux = self.peer("echo")._connected()
+        channel = mux.channel
+        sent = done = errors = 0
+
+        def on_reply(ok: bool, _value: Any) -> None:
+            nonlocal sent, done, errors
+            done += 1
+            if not ok:
+                errors += 1
+            if sent < total:
+                mux.call_async(("echo", sent), on_reply)
+                sent += 1
+
+        t0 = time.perf_counter()
+        while sent < min(window, total):
+            mux.call_async(("echo", sent), on_reply)
+            sent += 1
+        while done < total:
+            channel.flush()
+            if not channel.wait_readable(10.0):
+                raise RuntimeError(f"pipelined: no reply for 10 s ({done}/{total} answered)")
+            mux.dispatch(channel.receive())
+            if channel.closed and done < total:
+                raise RuntimeError("pipelined: echo connection closed")
+            mux.expire()
+        elapsed = time.perf_counter() - t0
+        if errors:
+            raise RuntimeError(f"pipelined: {errors} calls failed")
+        return {"calls_per_s": total / elapsed, "total": total, "window": window}
+
+
+# ------------------------------------------------------------------ trees
+
+
+def _tree_main(cfg: Config, specs: list[ChildSpec] | None) -> None:
+    sys.exit(run_tree(cfg, stderr_log=False, specs=specs))
+
+
+class TreeProc:
+    """A tree run by ``run_tree`` in a forked process, in its own temporary directory."""
+
+    def __init__(self, env: str, overrides: dict[str, dict[str, Any]], extra: bool) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="osup_bench_"))
+        self.shm_name = f"/osup_bench_{uuid.uuid4().hex[:12]}"
+        merged: dict[str, dict[str, Any]] = {"o_supervisor": {"shared_memory_name": self.shm_name}}
+        for section, values in overrides.items():
+            merged.setdefault(section, {}).update(values)
+        self.cfg = load_config(None, env, cwd=self.tmp, overrides=merged)
+        specs: list[ChildSpec] | None = None
+        if extra:
+            specs = [
+                *child_specs(self.cfg),
+                ChildSpec("echo", BenchEcho, Restart.PERMANENT, shutdown_timeout=2.0),
+                ChildSpec("driver", BenchDriver, Restart.PERMANENT, shutdown_timeout=2.0),
+            ]
+        self.proc = _FORK.Process(
+            target=_tree_main, args=(self.cfg, specs), name="osup-bench-tree", daemon=False
+        )
+        self.seen: dict[int, psutil.Process] = {}
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.pid is not None
+        return self.proc.pid
+
+    def client(self, timeout: float = 10.0) -> Client:
+        return Client.for_config(self.cfg, timeout=timeout)
+
+    def request(self, command: str, timeout: float = 10.0, **args: Any) -> Any:
+        with self.client(timeout) as client:
+            return client.request(command, **args)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.proc.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.exitcode is not None:
+                raise BenchError(
+                    f"tree exited with status {self.proc.exitcode} before answering ping "
+                    f"(log: {self.cfg.log_file})"
+                )
+            try:
+                if self.request("ping", timeout=2.0) == "pong":
+                    break
+            except ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise BenchError(f"tree did not answer ping within {timeout:g}s")
+            time.sleep(0.02)
+        self._remember_pids()
+
+    def _remember_pids(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            for proc in psutil.Process(self.pid).children(recursive=True):
+                self.seen.setdefault(proc.pid, proc)
+
+    def remember(self, pid: int) -> None:
+        with contextlib.suppress(psutil.Error):
+            self.seen.setdefault(pid, psutil.Process(pid))
+
+    def stop(self) -> None:
+        """Stop via the control socket, then SIGTERM, then SIGKILL; remove the temp dir."""
+        try:
+            if self.proc.pid is not None:
+                self._remember_pids()
+                if self.proc.exitcode is None:
+                    with contextlib.suppress(ClientError):
+                        self.request("stop", timeout=5.0)
+                    self.proc.join(15.0)
+                if self.proc.exitcode is None:
+                    os.kill(self.pid, signal.SIGTERM)
+                    self.proc.join(10.0)
+                if self.proc.exitcode is None:
+                    os.kill(self.pid, signal.SIGKILL)
+                    self.proc.join(5.0)
+                for proc in self.seen.values():  # components that outlived their supervisor
+                    # is_running() also checks the create time, so a reused pid is left alone.
+                    with contextlib.suppress(psutil.Error):
+                        if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                            proc.kill()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"/dev/shm/{self.shm_name.lstrip('/')}")
+
+
+@contextlib.contextmanager
+def running_tree(
+    env: str, overrides: dict[str, dict[str, Any]], *, extra: bool
+) -> Iterator[TreeProc]:
+    tree = TreeProc(env, overrides, extra)
+    try:
+        tree.start()
+        yield tree
+    finally:
+        tree.stop()
+
+
+# ------------------------------------------------------------------ baselines
+
+
+def _first_message(conn: Connection) -> None:
+    conn.send(("ready", os.getpid()))
+    conn.close()
+
+
+def fork_first_message(n: int) -> list[float]:
+    """ms from ``Process.start()`` to the child's first message on a Pipe."""
+    out: list[float] = []
+    for _ in range(n):
+        parent, child = _FORK.Pipe()
+        t0 = time.perf_counter()
+        proc = _FORK.Process(target=_first_message, args=(child,))
+        proc.start()
+        try:
+            if not parent.poll(10.0):
+                raise BenchError("forked baseline child sent nothing within 10 s")
+            parent.recv()
+            out.append((time.perf_counter() - t0) * 1000)
+        finally:
+            child.close()
+            parent.close()
+            proc.join(5.0)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join(5.0)
+            proc.close()
+    return out
+
+
+def _raw_echo_server(conn: Connection) -> None:
+    try:
+        while True:
+            conn.send(conn.recv())
+    except (EOFError, OSError):
+        pass
+
+
+def _raw_client(conn: Connection, results: Connection, n: int, total: int, runs: int) -> None:
+    clock = time.perf_counter_ns
+    for i in range(min(n, 500)):
+        conn.send(("call", i, ("echo", i)))
+        conn.recv()
+    samples: list[float] = []
+    for i in range(n):
+        t0 = clock()
+        conn.send(("call", i, ("echo", i)))
+        conn.recv()
+        samples.append(clock() - t0)
+    us = [s / 1000 for s in samples]
+    rates: list[float] = []
+    for _ in range(runs):
+        t0f = time.perf_counter()
+        sent = 0
+        while sent < min(WINDOW, total):
+            conn.send(("call", sent, ("echo", sent)))
+            sent += 1
+        for _ in range(total):
+            conn.recv()
+            if sent < total:
+                conn.send(("call", sent, ("echo", sent)))
+                sent += 1
+        rates.append(total / (time.perf_counter() - t0f))
+    results.send({"median_us": median(us), "p90_us": p90(us), "rates": rates})
+
+
+def raw_pipe(n: int, total: int, runs: int) -> dict[str, Any]:
+    """Round trip and 100-in-flight throughput of a bare Pipe echo between two forks."""
+    a, b = _FORK.Pipe()
+    res_r, res_w = _FORK.Pipe(duplex=False)
+    server = _FORK.Process(target=_raw_echo_server, args=(b,))
+    client = _FORK.Process(target=_raw_client, args=(a, res_w, n, total, runs))
+    procs = [server, client]
+    try:
+        server.start()
+        client.start()
+        a.close()
+        b.close()
+        res_w.close()
+        if not res_r.poll(300.0):
+            raise BenchError("raw Pipe baseline produced no result")
+        result: dict[str, Any] = res_r.recv()
+        return result
+    finally:
+        res_r.close()
+        for proc in procs:
+            if proc.pid is None:
+                continue
+            proc.join(5.0)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join(5.0)
+
+
+# ------------------------------------------------------------------ runtime measurements
+
+
+def component_restart(tree: TreeProc, n: int) -> list[float]:
+    """ms from SIGKILL of the echo component to its replacement answering a call."""
+    out: list[float] = []
+    with tree.client(timeout=30.0) as client:
+
+        def echo_pid() -> int:
+            return int(client.request("call", name="echo", request=["pid"]))
+
+        for _ in range(n):
+            old = echo_pid()
+            os.kill(old, signal.SIGKILL)
+            t0 = time.perf_counter()
+            last_error = ""
+            while True:
+                # Until the replacement runs, the call fails ("not running", or the call that
+                # reached the dead process fails with "echo exited"): retry at once.
+                try:
+                    pid = echo_pid()
+                except ClientError as exc:
+                    pid, last_error = old, str(exc)
+                if pid != old:
+                    break
+                if time.perf_counter() - t0 > 10.0:
+                    raise BenchError(f"echo was not restarted within 10 s (last: {last_error})")
+            out.append((time.perf_counter() - t0) * 1000)
+            tree.remember(pid)
+    return out
+
+
+def driver_call(tree: TreeProc, request: list[Any]) -> dict[str, Any]:
+    with tree.client(timeout=130.0) as client:
+        result: dict[str, Any] = client.request(
+            "call", name="driver", request=request, timeout=120.0
+        )
+    return result
+
+
+def idle_cpu(tree: TreeProc, settle: float, window: float) -> dict[str, Any]:
+    """Percent of one core used by the supervisor and its descendants over ``window``."""
+    time.sleep(settle)
+    root = psutil.Process(tree.pid)
+
+    def snapshot() -> dict[int, tuple[psutil.Process, float]]:
+        procs = [root, *root.children(recursive=True)]
+        snap: dict[int, tuple[psutil.Process, float]] = {}
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                snap[proc.pid] = (proc, t.user + t.system)
+        return snap
+
+    before = snapshot()
+    t0 = time.perf_counter()
+    time.sleep(window)
+    after = snapshot()
+    elapsed = time.perf_counter() - t0
+    used = 0.0
+    per_process: dict[str, float] = {}
+    for pid, (proc, cpu) in after.items():
+        start = before.get(pid, (proc, 0.0))[1]
+        used += cpu - start
+        name = "supervisor" if pid == tree.pid else _proc_label(proc)
+        per_process[f"{name}[{pid}]"] = round(100 * (cpu - start) / elapsed, 4)
+    return {
+        "percent": 100 * used / elapsed,
+        "window_s": elapsed,
+        "processes": len(after),
+        "per_process_percent": per_process,
+    }
+
+
+def _proc_label(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return "?"
+
+
+# ------------------------------------------------------------------ driver
+
+
+def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    bench_overrides = {"supervisor": {"max_restarts": 100000, "max_seconds": 1}}
+
+    progress("baseline: fork + first message")
+    fork_ms = fork_first_message(plan.forks)
+    progress("baseline: raw Pipe echo")
+    raw = raw_pipe(plan.round_trips, plan.pipelined, plan.pipelined_runs)
+
+    progress("tree: calls and restarts")
+    with running_tree("test", bench_overrides, extra=True) as tree:
+        rtt = driver_call(tree, ["bench_rtt", plan.round_trips])
+        rates = [
+            float(driver_call(tree, ["bench_pipelined", plan.pipelined, WINDOW])["calls_per_s"])
+            for _ in range(plan.pipelined_runs)
+        ]
+        restart_ms = component_restart(tree, plan.restarts)
+
+    progress("tree: idle CPU")
+    with running_tree("prod", {}, extra=False) as tree:
+        idle = idle_cpu(tree, plan.idle_settle, plan.idle_window)
+        telemetry_period_ms = tree.cfg.telemetry.period
+
+    restart_median = median(restart_ms)
+    fork_median = median(fork_ms)
+    figures["restart"] = {
+        "median_ms": restart_median,
+        "p90_ms": p90(restart_ms),
+        "n": len(restart_ms),
+        "baseline_fork_first_message_ms": fork_median,
+        "baseline_p90_ms": p90(fork_ms),
+        "ratio": restart_median / fork_median,
+        "target": "median <= 50 ms",
+        "pass": restart_median <= 50.0,
+    }
+    rtt_ratio = rtt["median_us"] / raw["median_us"]
+    figures["round_trip"] = {
+        "median_us": rtt["median_us"],
+        "p90_us": rtt["p90_us"],
+        "n": plan.round_trips,
+        "baseline_raw_pipe_median_us": raw["median_us"],
+        "baseline_raw_pipe_p90_us": raw["p90_us"],
+        "ratio": rtt_ratio,
+        "target": "ratio <= 1.5x",
+        "pass": rtt_ratio <= 1.5,
+    }
+    rate = median(rates)
+    raw_rate = median(raw["rates"])
+    figures["pipelined"] = {
+        "calls_per_s": rate,
+        "runs_calls_per_s": rates,
+        "total": plan.pipelined,
+        "window": WINDOW,
+        "baseline_raw_pipe_per_s": raw_rate,
+        "baseline_runs_per_s": raw["rates"],
+        "ratio": rate / raw_rate,
+        "target": "ratio >= 0.5",
+        "pass": rate / raw_rate >= 0.5,
+    }
+    figures["idle_cpu"] = {
+        "percent_of_one_core": idle["percent"],
+        "window_s": idle["window_s"],
+        "settle_s": plan.idle_settle,
+        "processes": idle["processes"],
+        "per_process_percent": idle["per_process_percent"],
+        "telemetry_period_ms": telemetry_period_ms,
+        "target": "< 1 %",
+        "pass": idle["percent"] < 1.0,
+    }
+    return figures
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def render(figures: dict[str, Any]) -> str:
+    r, c, p, i = (figures[k] for k in ("restart", "round_trip", "pipelined", "idle_cpu"))
+    rows = [
+        (
+            "component restart (SIGKILL -> answering)",
+            f"median {r['median_ms']:.1f} ms  p90 {r['p90_ms']:.1f} ms",
+            f"fork+first message {r['baseline_fork_first_message_ms']:.1f} ms"
+            f"  ratio {r['ratio']:.2f}x",
+            f"target median <= 50 ms: {_verdict(r['pass'])}",
+        ),
+        (
+            "call round trip",
+            f"median {c['median_us']:.0f} us  p90 {c['p90_us']:.0f} us",
+            f"raw Pipe echo {c['baseline_raw_pipe_median_us']:.0f} us  ratio {c['ratio']:.2f}x",
+            f"target <= 1.5x: {_verdict(c['pass'])}",
+        ),
+        (
+            f"pipelined calls ({p['window']} in flight)",
+            f"{p['calls_per_s']:.0f} calls/s",
+            f"raw Pipe {p['baseline_raw_pipe_per_s']:.0f}/s  ratio {p['ratio']:.2f}",
+            f"target >= 0.5: {_verdict(p['pass'])}",
+        ),
+        (
+            "idle tree CPU",
+            f"{i['percent_of_one_core']:.2f} % of one core",
+            f"{i['window_s']:.0f} s window, {i['processes']} processes, "
+            f"telemetry every {i['telemetry_period_ms'] / 1000:g} s",
+            f"target < 1 %: {_verdict(i['pass'])}",
+        ),
+    ]
+    widths = [max(len(row[k]) for row in rows) for k in range(3)]
+    return "\n".join(
+        f"{a:<{widths[0]}}  {b:<{widths[1]}}  | {c_:<{widths[2]}}  {d}" for a, b, c_, d in rows
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+
+    def progress(text: str) -> None:
+        if not args.json:
+            print(f"... {text}", file=sys.stderr, flush=True)
+
+    shm_before = set(os.listdir("/dev/shm"))
+    started = time.perf_counter()
+    try:
+        figures = run(plan, progress)
+    except Exception as exc:
+        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        leaked = sorted(set(os.listdir("/dev/shm")) - shm_before)
+        bench_leaks = [name for name in leaked if name.startswith("osup_bench_")]
+        for name in bench_leaks:
+            with contextlib.suppress(OSError):
+                os.unlink(f"/dev/shm/{name}")
+    figures["meta"] = {
+        "quick": args.quick,
+        "elapsed_s": round(time.perf_counter() - started, 2),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "shm_leaked": bench_leaks,
+    }
+    if args.json:
+        print(json.dumps(figures, indent=None, sort_keys=True))
+    else:
+        print(render(figures))
+        if bench_leaks:
+            print(f"warning: removed leaked /dev/shm segments {bench_leaks}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
