@@ -1,0 +1,21 @@
+# Recipes run exactly what CI (.ci/run) and the README run.
+
+# Install and run the supervisor in the foreground on ./config.toml
+run:
+    pip install . && osup-mp start
+
+# Install with the dev extra and run the whole test suite (the README's test command)
+test:
+    pip install -e '.[dev]' && python -m pytest
+
+lint:
+    ruff check osup_mp tests tools
+    ruff format --check osup_mp tests tools
+    mypy
+
+# Benchmarks print their figures next to same-run baselines
+bench:
+    python tools/bench/runtime.py
+
+ci:
+    bash .ci/run
