@@ -91,6 +91,7 @@ def run_tree(
         cfg.control_socket, control_handlers(cfg, sup), max_frame=cfg.control.max_frame
     )
     control.attach(sup.add_reader, sup.remove_reader)
+    sup.after_events.append(control.flush)
     sup.close_in_children(control.close)
     sup.install_signals()
     logger.info(

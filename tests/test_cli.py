@@ -147,7 +147,10 @@ def _raw_request(tree: Tree, payload: bytes) -> list[dict]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(5)
     sock.connect(str(tree.cfg.control_socket))
-    sock.sendall(payload)
+    try:
+        sock.sendall(payload)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused peers are answered and closed at once; the answer is still readable
     decoder = FrameDecoder()
     replies: list[dict] = []
     while not replies:

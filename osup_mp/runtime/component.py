@@ -80,6 +80,12 @@ class PeerRef:
             pass
 
 
+@dataclass(frozen=True, slots=True)
+class _Duplex:
+    on_read: Callable[[], None]
+    on_write: Callable[[], None]
+
+
 class Component:
     """Base class for components. Override the callbacks; use the helpers."""
 
@@ -138,11 +144,26 @@ class Component:
         """Run ``callback`` whenever ``fd`` is readable (e.g. an agent's stdout)."""
         self._loop.selector.register(fd, selectors.EVENT_READ, callback)
 
+    def watch_writable(self, fd: int, callback: Callable[[], None] | None) -> None:
+        """Run ``callback`` once ``fd`` (already watched for reading) can take more output;
+        ``None`` stops watching for that. For pipes whose buffer was full."""
+        sel = self._loop.selector
+        key = sel.get_key(fd)
+        read_cb = key.data if not isinstance(key.data, _Duplex) else key.data.on_read
+        if callback is None:
+            sel.modify(fd, selectors.EVENT_READ, read_cb)
+        else:
+            events = selectors.EVENT_READ | selectors.EVENT_WRITE
+            sel.modify(fd, events, _Duplex(read_cb, callback))
+
     def unwatch_fd(self, fd: int) -> None:
         try:
             self._loop.selector.unregister(fd)
         except (KeyError, ValueError):
             pass
+
+    def after_events(self) -> None:
+        """Called once per loop wake-up after every event was handled: flush batched output."""
 
     def stop(self, reason: str = "normal") -> None:
         """Leave the loop after the current batch; ``reason`` decides the exit status."""
@@ -250,16 +271,22 @@ class ComponentLoop:
         select = self.selector.select
         while self.stop_reason is None:
             timeout = self._next_timeout()
-            for key, _events in select(timeout):
+            for key, events in select(timeout):
                 data = key.data
                 if isinstance(data, Channel):
                     self._on_channel(data)
                 elif data is None:
                     self._drain_wakeup()
+                elif isinstance(data, _Duplex):
+                    if events & selectors.EVENT_WRITE:
+                        data.on_write()
+                    if events & selectors.EVENT_READ:
+                        data.on_read()
                 else:
                     data()
             if self._timers:
                 self._run_timers()
+            self.component.after_events()
             for channel, mux in list(self._channels.values()):
                 if mux is not None and mux.in_flight:
                     mux.expire()

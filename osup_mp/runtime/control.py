@@ -1,6 +1,7 @@
 """The control socket: the parent's command endpoint for the CLI and client library.
 
-A Unix stream socket in the run dir, mode 0600. Each request is one frame of the wire codec
+A Unix stream socket in the run dir, mode 0600. The same server class serves the agent
+manager's data-plane socket, with other handlers. Each request is one frame of the wire codec
 (:mod:`osup_mp.codec`): ``{"id": int, "command": str, "args": map}``; each answer is
 ``{"id", "ok": true, "data"}`` or ``{"id", "ok": false, "error"}``. Many requests may be in
 flight on one connection; handlers may answer later (``status`` waits for telemetry).
@@ -47,6 +48,7 @@ class ControlServer:
         self.handlers = handlers
         self.max_frame = max_frame
         self._conns: dict[int, _Connection] = {}
+        self._dirty: set[_Connection] = set()
         self._register: Register | None = None
         self._unregister: Unregister | None = None
         path.unlink(missing_ok=True)
@@ -63,6 +65,11 @@ class ControlServer:
     def attach(self, register: Register, unregister: Unregister) -> None:
         self._register, self._unregister = register, unregister
         register(self.sock, self._accept)
+
+    def flush(self) -> None:
+        """Write every queued reply: one write per connection per loop wake-up."""
+        while self._dirty:
+            self._dirty.pop().flush()
 
     def close(self) -> None:
         """Close every socket (used in forked children too: the file stays)."""
@@ -89,6 +96,8 @@ class ControlServer:
             if not peer_uid_allowed(uid):
                 logger.warning("control: refused connection from pid {} uid {}", pid, uid)
                 conn.send({"id": None, "ok": False, "error": "permission denied"})
+                conn.flush()
+                self._dirty.discard(conn)
                 sock.close()
                 continue
             sock.setblocking(False)
@@ -110,6 +119,7 @@ class _Connection:
         self.pid = pid
         self.decoder = FrameDecoder(max_frame=server.max_frame)
         self.closed = False
+        self.out = bytearray()
 
     def on_readable(self) -> None:
         try:
@@ -126,6 +136,7 @@ class _Connection:
         except FrameError as exc:
             logger.warning("control: bad frame from pid {}: {}", self.pid, exc)
             self.send({"id": None, "ok": False, "error": f"bad frame: {exc}"})
+            self.flush()
             self.close()
             return
         for msg in messages:
@@ -160,19 +171,27 @@ class _Connection:
             respond(False, f"{command} failed: {type(exc).__name__}: {exc}")
 
     def send(self, reply: dict[str, Any]) -> None:
+        """Queue a reply; it is written by :meth:`flush` at the end of the batch."""
         if self.closed:
             return
         try:
             data = pack(reply, max_frame=self.server.max_frame)
         except FrameError as exc:
             data = pack({"id": reply.get("id"), "ok": False, "error": f"reply too large: {exc}"})
+        self.out += data
+        self.server._dirty.add(self)
+
+    def flush(self) -> None:
+        if self.closed or not self.out:
+            return
         try:
-            # Replies are small; a client that stops reading is dropped rather than waited on.
+            # A client that stops reading is dropped rather than waited on for long.
             self.sock.settimeout(_SEND_TIMEOUT)
-            self.sock.sendall(data)
+            self.sock.sendall(self.out)
             self.sock.setblocking(False)
         except OSError:
             self.close()
+        self.out.clear()
 
     def close(self) -> None:
         if not self.closed:

@@ -133,6 +133,7 @@ class Supervisor:
         self._child_setup = child_setup
         self._closables: list[Callable[[], None]] = []  # what each child closes after fork
         self._idle_readers: list[tuple[int, Reader]] = []
+        self.after_events: list[Callable[[], None]] = []  # run once per loop wake-up
         self._stopping = False
         self._exit_code = 0
         self._wakeup_r, self._wakeup_w = socket.socketpair()
@@ -198,6 +199,8 @@ class Supervisor:
                 if self._stopping:
                     break
             self._expire_and_flush()
+            for hook in self.after_events:
+                hook()
         self.stop_all()
         return self._exit_code
 
