@@ -112,12 +112,40 @@ class ControlSection:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentSection:
+    """How agent managers run agents (times in ms)."""
+
+    max_frame: int
+    ready_timeout: int
+    request_timeout: int
+    stop_timeout: int
+    backoff_base: int
+    backoff_cap: int
+    backoff_reset: int
+    max_retries: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchdogSection:
+    """Per-shadow resource limits the watchdog enforces (times in ms)."""
+
+    shadow_rss_mb: int
+    shadow_cpu_percent: int
+    shadow_cpu_window: int
+    shadow_max_fds: int
+    shadow_max_threads: int
+    shadow_wall_time: int
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     o_supervisor: OSupervisorSection
     logger: LoggerSection
     supervisor: SupervisorSection
     telemetry: TelemetrySection
     control: ControlSection
+    agent: AgentSection
+    watchdog: WatchdogSection
     env: str
     source: Path | None
     base_dir: Path
@@ -161,6 +189,8 @@ _SECTION_TYPES: Final[dict[str, Any]] = {
     "supervisor": SupervisorSection,
     "telemetry": TelemetrySection,
     "control": ControlSection,
+    "agent": AgentSection,
+    "watchdog": WatchdogSection,
 }
 
 
@@ -236,6 +266,24 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
     },
     "telemetry": {"period": _Field(10000, _MS, _ints(1))},
     "control": {"max_frame": _FRAME},
+    "agent": {
+        "max_frame": _Field(16777216, _FRAME_EXPECTED, _ints(1024, MAX_FRAME_LIMIT)),
+        "ready_timeout": _Field(10000, _MS, _ints(1)),
+        "request_timeout": _Field(30000, _MS, _ints(1)),
+        "stop_timeout": _Field(3000, _MS, _ints(1)),
+        "backoff_base": _Field(100, _MS, _ints(1)),
+        "backoff_cap": _Field(10000, _MS, _ints(1)),
+        "backoff_reset": _Field(10000, _MS, _ints(1)),
+        "max_retries": _Field(5, _NONNEG, _ints(0)),
+    },
+    "watchdog": {
+        "shadow_rss_mb": _Field(512, "a positive integer (MiB)", _ints(1)),
+        "shadow_cpu_percent": _Field(100, "a positive integer (% of one core)", _ints(1)),
+        "shadow_cpu_window": _Field(10000, _MS, _ints(1)),
+        "shadow_max_fds": _Field(256, "a positive integer", _ints(1)),
+        "shadow_max_threads": _Field(64, "a positive integer", _ints(1)),
+        "shadow_wall_time": _Field(600000, _MS, _ints(1)),
+    },
 }
 _DEFAULT_OVERLAYS: Final[dict[str, dict[str, dict[str, Any]]]] = {
     "dev": {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,21 +23,58 @@ from osup_mp.config import Config
 from osup_mp.pidfile import AlreadyRunning, PidFile
 from osup_mp.runtime.control import ControlServer, Handler, Respond
 from osup_mp.runtime.supervisor import ChildSpec, Restart, StartError, Supervisor
+from osup_mp.agent_manager import AgentManager
+from osup_mp.shm import SLOT_COUNT, SharedState, ShmError
 from osup_mp.telemetry import Telemetry
+from osup_mp.watchdog import Watchdog, manager_name
+
+MAIN_SLOT = 0
 
 Notify = Callable[[bool, str], None]
 
 
-def child_specs(cfg: Config) -> list[ChildSpec]:
+SpecsFactory = Callable[[SharedState], list[ChildSpec]]
+
+
+def telemetry_spec(cfg: Config) -> ChildSpec:
+    return ChildSpec(
+        "telemetry",
+        functools.partial(Telemetry, cfg.telemetry.period / 1000, cfg.o_supervisor.data_dir),
+        Restart.PERMANENT,
+        shutdown_timeout=cfg.supervisor.shutdown_timeout / 1000,
+    )
+
+
+def agent_spec(
+    cfg: Config,
+    shm: SharedState,
+    *,
+    role: str,
+    instance_id: str,
+    slot: int,
+    command: list[str] | None = None,
+) -> ChildSpec:
+    """An agent manager: ``agent:main`` is permanent; shadows are transient dynamic children."""
+    factory = functools.partial(
+        AgentManager, cfg, shm, role=role, instance_id=instance_id, slot=slot, command=command
+    )
+    restart = Restart.PERMANENT if role == "main" else Restart.TRANSIENT
+    # Stopping a manager stops its agent first: give it the agent's stop timeout on top.
+    shutdown = (cfg.supervisor.shutdown_timeout + cfg.agent.stop_timeout) / 1000
+    return ChildSpec(manager_name(instance_id), factory, restart, shutdown_timeout=shutdown)
+
+
+def child_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
     """The tree, in start order."""
-    shutdown = cfg.supervisor.shutdown_timeout / 1000
     return [
+        telemetry_spec(cfg),
         ChildSpec(
-            "telemetry",
-            functools.partial(Telemetry, cfg.telemetry.period / 1000, cfg.o_supervisor.data_dir),
+            "watchdog",
+            functools.partial(Watchdog, cfg, shm),
             Restart.PERMANENT,
-            shutdown_timeout=shutdown,
+            shutdown_timeout=cfg.supervisor.shutdown_timeout / 1000,
         ),
+        agent_spec(cfg, shm, role="main", instance_id="main", slot=MAIN_SLOT),
     ]
 
 
@@ -53,7 +91,7 @@ def run_tree(
     *,
     stderr_log: bool = True,
     notify: Notify | None = None,
-    specs: list[ChildSpec] | None = None,
+    specs: SpecsFactory | None = None,
     private_fds: tuple[int, ...] = (),
 ) -> int:
     """Run a whole tree until it stops; return the process exit status.
@@ -74,9 +112,36 @@ def run_tree(
         return 1
     if stale:
         logger.warning("took over the stale pidfile {} of a dead tree", cfg.pidfile)
+    try:
+        shm, note = SharedState.create(
+            cfg.o_supervisor.shared_memory_name, cfg.o_supervisor.shared_memory_size
+        )
+    except ShmError as exc:
+        logger.error("cannot start: {}", exc)
+        notify(False, str(exc))
+        pidfile.release()
+        return 1
+    if note:
+        logger.warning("{}", note)
+    try:
+        return _run(cfg, shm, pidfile, notify, specs or functools.partial(child_specs, cfg),
+                    private_fds)
+    finally:
+        shm.close()
+        pidfile.release()
+
+
+def _run(
+    cfg: Config,
+    shm: SharedState,
+    pidfile: PidFile,
+    notify: Notify,
+    specs: SpecsFactory,
+    private_fds: tuple[int, ...],
+) -> int:
     relay = logsetup.LogRelay()
     sup = Supervisor(
-        specs if specs is not None else child_specs(cfg),
+        specs(shm),
         strategy=cfg.supervisor.strategy,
         max_restarts=cfg.supervisor.max_restarts,
         max_seconds=cfg.supervisor.max_seconds,
@@ -88,7 +153,7 @@ def run_tree(
     for fd in private_fds:
         sup.close_in_children(functools.partial(os.close, fd))
     control = ControlServer(
-        cfg.control_socket, control_handlers(cfg, sup), max_frame=cfg.control.max_frame
+        cfg.control_socket, control_handlers(cfg, sup, shm), max_frame=cfg.control.max_frame
     )
     control.attach(sup.add_reader, sup.remove_reader)
     sup.after_events.append(control.flush)
@@ -115,12 +180,12 @@ def run_tree(
     finally:
         control.shutdown()
         relay.close()
-        pidfile.release()
 
 
-def control_handlers(cfg: Config, sup: Supervisor) -> dict[str, Handler]:
+def control_handlers(cfg: Config, sup: Supervisor, shm: SharedState) -> dict[str, Handler]:
     """The control socket's commands."""
     started = time.monotonic()
+    shadows = ShadowSlots(cfg)
 
     def ping(args: dict[str, Any], respond: Respond) -> None:
         respond(True, "pong")
@@ -194,8 +259,57 @@ def control_handlers(cfg: Config, sup: Supervisor) -> dict[str, Handler]:
                 data["host"] = sample["host"]
             respond(True, data)
 
-        if not sup.call_child("telemetry", ("sample",), with_sample, timeout=2.0):
-            respond(True, data)
+        def with_agents(agents: list[Any]) -> None:
+            data["agents"] = [a for a in agents if isinstance(a, dict)]
+            if not sup.call_child("telemetry", ("sample",), with_sample, timeout=2.0):
+                respond(True, data)
+
+        _gather(sup, _agent_names(sup), ("status",), with_agents)
+
+    def shadow_start(args: dict[str, Any], respond: Respond) -> None:
+        instance_id = str(args.get("id") or "")
+        if not _ID.fullmatch(instance_id) or instance_id == "main":
+            respond(False, "a shadow id is 1-32 of [A-Za-z0-9_-], and not 'main'")
+            return
+        if sup.child(manager_name(instance_id)) is not None:
+            respond(False, f"shadow {instance_id} already exists")
+            return
+        slot = shadows.allocate(instance_id, sup)
+        if isinstance(slot, str):
+            respond(False, slot)
+            return
+        command = args.get("command")
+        if command is not None and (
+            not isinstance(command, list) or not all(isinstance(c, str) for c in command)
+        ):
+            respond(False, "command is a list of strings")
+            return
+        spec = agent_spec(cfg, shm, role="shadow", instance_id=instance_id, slot=slot,
+                          command=command)
+        try:
+            child = sup.start_child(spec)
+        except StartError as exc:
+            respond(False, str(exc))
+            return
+        respond(True, {"id": instance_id, "component": child.name, "slot": slot})
+
+    def shadow_stop(args: dict[str, Any], respond: Respond) -> None:
+        name = manager_name(str(args.get("id") or ""))
+        if sup.child(name) is None or name == manager_name("main"):
+            respond(False, f"no shadow {args.get('id')!r}")
+            return
+        sup.terminate_child(name)
+        respond(True, {"stopped": args.get("id")})
+
+    def agent_call(request: tuple[Any, ...]) -> Handler:
+        def handler(args: dict[str, Any], respond: Respond) -> None:
+            name = manager_name(str(args.get("id") or "main"))
+            extra = tuple(args.get(k) for k in ("code", "module") if k in args)
+            timeout = float(args.get("timeout", 30.0))
+            if not sup.call_child(name, request + extra, respond, timeout):
+                respond(False, f"no running agent manager {name!r}")
+
+        return handler
 
     return {
         "ping": ping,
@@ -204,7 +318,63 @@ def control_handlers(cfg: Config, sup: Supervisor) -> dict[str, Handler]:
         "restart": restart,
         "config": config,
         "call": call,
+        "shadow_start": shadow_start,
+        "shadow_stop": shadow_stop,
+        "hot_reload": agent_call(("hot_reload",)),
+        "agent_restart": agent_call(("restart_agent",)),
     }
+
+
+_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+class ShadowSlots:
+    """Which shared-memory slot each shadow uses (slot 0 is the main agent's)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.limit = cfg.o_supervisor.max_concurrent_shadows
+        self.slots: dict[str, int] = {}
+
+    def allocate(self, instance_id: str, sup: Supervisor) -> int | str:
+        self.slots = {i: s for i, s in self.slots.items() if sup.child(manager_name(i))}
+        if len(self.slots) >= self.limit:
+            return f"max_concurrent_shadows ({self.limit}) reached"
+        used = set(self.slots.values()) | {MAIN_SLOT}
+        free = next((s for s in range(SLOT_COUNT) if s not in used), None)
+        if free is None:
+            return "no free shared-memory slot"
+        self.slots[instance_id] = free
+        return free
+
+
+def _agent_names(sup: Supervisor) -> list[str]:
+    return [c.name for c in sup.children if c.name.startswith("agent:")]
+
+
+def _gather(
+    sup: Supervisor, names: list[str], request: Any, done: Callable[[list[Any]], None]
+) -> None:
+    """Call every child in ``names`` at once; ``done(results)`` when all answered (errors and
+    children that are not running give None)."""
+    results: list[Any] = [None] * len(names)
+    pending = len(names)
+    if not pending:
+        done(results)
+        return
+
+    def one(index: int) -> Callable[[bool, Any], None]:
+        def answer(ok: bool, value: Any) -> None:
+            nonlocal pending
+            results[index] = value if ok else None
+            pending -= 1
+            if pending == 0:
+                done(results)
+
+        return answer
+
+    for index, name in enumerate(names):
+        if not sup.call_child(name, request, one(index), timeout=2.0):
+            one(index)(False, None)
 
 
 def _names(sup: Supervisor) -> str:

@@ -23,6 +23,7 @@ import pytest
 
 from osup_mp.client import Client, ClientError
 from osup_mp.config import Config, load_config
+from osup_mp.pidfile import running_pid
 
 TESTS_DIR = Path(__file__).resolve().parent
 TREE_MAIN = TESTS_DIR / "tree_main.py"
@@ -172,6 +173,10 @@ class Tree:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
+        daemon = running_pid(self.cfg.pidfile)
+        if daemon and (self.proc is None or daemon != self.proc.pid):
+            os.kill(daemon, signal.SIGTERM)
+            wait_for(lambda: running_pid(self.cfg.pidfile) is None, 30, what="daemon to stop")
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -38,7 +38,9 @@ def test_daemon_lifecycle(make_tree, tag) -> None:
     assert status.returncode == 0, status.stderr
     data = json.loads(status.stdout)
     assert data["running"] is True and data["pid"] == pid
-    (telemetry,) = data["components"]
+    by_name = {c["name"]: c for c in data["components"]}
+    assert list(by_name) == ["telemetry", "watchdog", "agent:main"]
+    telemetry = by_name["telemetry"]
     assert set(telemetry) >= {
         "name",
         "pid",

@@ -132,6 +132,10 @@ def test_sigkill_parent_leaves_no_component(make_tree) -> None:
 
     wait_for(all_gone, timeout=2.0, what="components to die with the parent")
     assert time.monotonic() - t0 < 2.0
+    # The segment stays behind; the next start rebuilds it.
+    assert os.path.exists("/dev/shm" + tree.cfg.o_supervisor.shared_memory_name)
+    tree.start("a:permanent")
+    assert "rebuilt stale shared memory" in tree.log_text
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

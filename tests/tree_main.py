@@ -16,17 +16,17 @@ from components import Echo
 
 from osup_mp.config import load_config
 from osup_mp.runtime.supervisor import ChildSpec, Restart
-from osup_mp.tree import child_specs, run_tree
+from osup_mp.tree import run_tree, telemetry_spec
 
 
 def main() -> int:
     cfg = load_config(Path(sys.argv[1]), "test")
-    specs = child_specs(cfg)  # telemetry, so status has figures
+    specs = [telemetry_spec(cfg)]  # telemetry, so status has figures
     for arg in sys.argv[2:]:
         name, restart, *flag = arg.split(":")
         factory = functools.partial(Echo, Path(flag[0]) if flag else None)
         specs.append(ChildSpec(name, factory, Restart(restart), shutdown_timeout=2.0))
-    return run_tree(cfg, specs=specs)
+    return run_tree(cfg, specs=lambda shm: specs)
 
 
 if __name__ == "__main__":

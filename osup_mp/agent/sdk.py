@@ -1,0 +1,384 @@
+"""Agent SDK: the protocol loop every Python agent shares.
+
+Subclass :class:`Agent`, implement :meth:`Agent.handle_request` (and, for durable state,
+:meth:`~Agent.snapshot`, :meth:`~Agent.restore`, :meth:`~Agent.apply_wal`), call
+:meth:`Agent.run`. The SDK does the rest of the protocol in ``docs/protocol.md``: framing on
+stdin/stdout, ``ready``, heartbeats (as frames and in the agent's shared-memory slot), periodic
+``metrics`` with the seed's names, pipelined ``process_request`` → ``response`` by id,
+checkpoint and WAL messages, ``restore``, and ``hot_reload`` of named modules with rollback.
+
+Design decisions:
+
+* One thread, one ``selectors`` loop: every frame available is handled in one batch and all
+  replies leave in one write, so many requests can be in flight from the manager.
+* The real stdout is kept private for frames and fd 1 is pointed at stderr, so a stray
+  ``print`` in agent code ends up in the log instead of corrupting the protocol stream.
+* Hot reload builds the new module beside the old one and swaps only when it imports and
+  passes :meth:`Agent.validate_module`; if the new code raises later, the SDK rolls back to
+  the previous version and answers the request with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import selectors
+import sys
+import time
+import traceback
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from osup_mp.codec import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, pack
+
+_READ_SIZE = 256 * 1024
+
+
+class RequestError(Exception):
+    """Raise from a handler to answer a request with an error message (not a crash)."""
+
+
+@dataclass(slots=True)
+class AgentOptions:
+    """What the manager told the agent: command line and environment."""
+
+    role: str = "main"
+    restore_id: str | None = None
+    elixir_mode: bool = False
+    script: str | None = None
+    instance_id: str = "main"
+    shm_name: str | None = None
+    shm_slot: int | None = None
+    heartbeat_interval: float = 1.0
+    metrics_interval: float = 5.0
+    max_frame: int = DEFAULT_MAX_FRAME
+    extra: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(
+        cls, argv: list[str] | None = None, environ: Mapping[str, str] = os.environ
+    ) -> AgentOptions:
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("script", nargs="?")
+        parser.add_argument("--role", default="main")
+        parser.add_argument("--restore", dest="restore_id")
+        parser.add_argument("--elixir-mode", action="store_true")
+        ns, extra = parser.parse_known_args(argv)
+        slot = environ.get("OSUP_SHM_SLOT")
+        return cls(
+            role=ns.role,
+            restore_id=ns.restore_id,
+            elixir_mode=ns.elixir_mode,
+            script=ns.script,
+            instance_id=environ.get("OSUP_INSTANCE_ID", ns.role),
+            shm_name=environ.get("OSUP_SHM_NAME") or None,
+            shm_slot=int(slot) if slot else None,
+            heartbeat_interval=int(environ.get("OSUP_HEARTBEAT_INTERVAL_MS", "1000")) / 1000,
+            metrics_interval=int(environ.get("OSUP_METRICS_INTERVAL_MS", "5000")) / 1000,
+            max_frame=int(environ.get("OSUP_MAX_FRAME", str(DEFAULT_MAX_FRAME))),
+            extra=extra,
+        )
+
+
+class _Window:
+    """Request figures since the last metrics report."""
+
+    __slots__ = ("requests", "errors", "latency_total", "started")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.latency_total = 0.0
+        self.started = time.monotonic()
+
+
+class Agent:
+    """Base class for agents. Override the hooks; call :meth:`run`."""
+
+    #: Module names that ``hot_reload`` may replace, mapped to their current module object.
+    modules: dict[str, types.ModuleType]
+    #: The module a ``hot_reload`` without a ``module`` field replaces.
+    default_reload_module: str | None = None
+
+    def __init__(self, options: AgentOptions | None = None) -> None:
+        self.options = options or AgentOptions.parse()
+        self.modules = {}
+        self._previous: dict[str, types.ModuleType] = {}
+        self._out = bytearray()
+        self._decoder = FrameDecoder(max_frame=self.options.max_frame, require_type=True)
+        self._window = _Window()
+        self._stop = False
+        self._ready_sent = False
+        self._timers: dict[str, float] = {}
+        self.checkpoint_id: str | None = None
+        self.shm: Any = None
+        self._slot: Any = None
+        self._out_fd = -1
+        self._in_fd = -1
+
+    # -- hooks for subclasses ----------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Initialise state (before ``ready``; ``restore`` may follow when restoring)."""
+
+    def handle_request(self, data: Any) -> Any:
+        """Answer one ``process_request``; raise :class:`RequestError` for an error reply."""
+        raise RequestError("this agent handles no requests")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Checkpoint data (the seed's fields: agent_state, memory_blocks, tool_registry)."""
+        return {"agent_state": {}, "memory_blocks": [], "tool_registry": {}}
+
+    def restore(self, snapshot: Mapping[str, Any] | None) -> None:
+        """Replace state with ``snapshot`` (None: start empty)."""
+
+    def apply_wal(self, entry: Mapping[str, Any]) -> None:
+        """Re-apply one logged operation during restore."""
+
+    def validate_module(self, name: str, module: types.ModuleType) -> None:
+        """Raise if a hot-reloaded module is unusable (missing functions, failing self-test)."""
+
+    def on_checkpoint_ack(self, msg: Mapping[str, Any]) -> None:
+        """The supervisor stored (or could not store) a checkpoint."""
+
+    def on_message(self, msg: Mapping[str, Any]) -> None:
+        """Any other message (evolution_result, wal_flush_ack, wal_ack, additions)."""
+
+    def after_batch(self) -> None:
+        """Called after each batch of messages (e.g. publish shared state once per batch)."""
+
+    # -- helpers for subclasses --------------------------------------------------------------
+
+    def send(self, msg: Mapping[str, Any]) -> None:
+        """Queue one frame to the manager; it leaves at the end of the batch."""
+        self._out += pack(msg, max_frame=self.options.max_frame)
+
+    def log(self, text: str) -> None:
+        """A line for the supervisor's log (stderr is collected there)."""
+        sys.stderr.write(text.rstrip("\n") + "\n")
+        sys.stderr.flush()
+
+    def wal(self, operation: str, params: Mapping[str, Any], **extra: Any) -> None:
+        """Log one state-changing operation (the seed's ``wal_entry``)."""
+        entry = {"operation": operation, "params": dict(params), "timestamp": time.time()}
+        self.send({"type": "wal_entry", "data": entry, **extra})
+
+    def checkpoint(self) -> None:
+        """Send a checkpoint of :meth:`snapshot`; ``checkpoint_ack`` arrives later."""
+        self.send({"type": "checkpoint", "data": self.snapshot()})
+
+    def module(self, name: str) -> types.ModuleType:
+        return self.modules[name]
+
+    def call_module(self, name: str, function: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``modules[name].function``; if hot-reloaded code raises, roll back and retry."""
+        try:
+            return getattr(self.modules[name], function)(*args, **kwargs)
+        except RequestError:
+            raise
+        except Exception as exc:
+            previous = self._previous.pop(name, None)
+            if previous is None:
+                raise
+            self.modules[name] = previous
+            self.log(f"hot-reloaded {name}.{function} raised {exc!r}: rolled back")
+            self.send(
+                {"type": "reload_result", "ok": False, "module": name,
+                 "error": f"rolled back after {type(exc).__name__}: {exc}"}
+            )
+            return getattr(previous, function)(*args, **kwargs)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stdin closes or the manager stops us; return the exit status."""
+        self._in_fd = sys.stdin.fileno()
+        self._out_fd = os.dup(1)
+        os.dup2(2, 1)  # stray prints go to stderr, never into the frame stream
+        sys.stdout = sys.stderr
+        os.set_blocking(self._in_fd, False)
+        self._attach_shm()
+        self.on_start()
+        if self.options.restore_id is None:
+            self._send_ready()
+        now = time.monotonic()
+        self._timers = {"heartbeat": now, "metrics": now + self.options.metrics_interval}
+        sel = selectors.DefaultSelector()
+        sel.register(self._in_fd, selectors.EVENT_READ)
+        while not self._stop:
+            self._run_timers()
+            self._flush()
+            timeout = max(0.0, min(self._timers.values()) - time.monotonic())
+            if sel.select(timeout) and not self._read_input():
+                break
+            self.after_batch()
+        self._flush()
+        return 0
+
+    def _read_input(self) -> bool:
+        """Handle everything readable; False at EOF (the manager is gone)."""
+        try:
+            data = os.read(self._in_fd, _READ_SIZE)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        try:
+            messages = self._decoder.feed(data)
+        except FrameError as exc:
+            self.log(f"malformed frame from the manager: {exc}")
+            raise SystemExit(2) from exc
+        for msg in messages:
+            self._dispatch(msg)
+        return True
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if kind == "process_request":
+            self._on_request(msg)
+        elif kind == "restore":
+            self._on_restore(msg)
+        elif kind == "hot_reload":
+            self._on_hot_reload(msg)
+        elif kind == "checkpoint_ack":
+            self.checkpoint_id = msg.get("checkpoint_id") or self.checkpoint_id
+            self.on_checkpoint_ack(msg)
+        elif kind == "checkpoint_request":
+            self.checkpoint()
+        elif kind == "stop":
+            self._stop = True
+        else:
+            self.on_message(msg)
+
+    def _on_request(self, msg: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        reply: dict[str, Any] = {"type": "response", "id": msg.get("id")}
+        try:
+            reply["data"] = self.handle_request(msg.get("data"))
+        except RequestError as exc:
+            reply["error"] = str(exc)
+            self._window.errors += 1
+        except Exception as exc:
+            reply["error"] = f"{type(exc).__name__}: {exc}"
+            self._window.errors += 1
+            self.log(f"request failed: {traceback.format_exc().rstrip()}")
+        window = self._window
+        window.requests += 1
+        window.latency_total += time.perf_counter() - started
+        self.send(reply)
+
+    def _on_restore(self, msg: dict[str, Any]) -> None:
+        self.restore(msg.get("snapshot"))
+        for entry in msg.get("wal_entries") or []:
+            self.apply_wal(entry)
+        self.checkpoint_id = msg.get("checkpoint_id") or self.checkpoint_id
+        self._send_ready()
+
+    def _on_hot_reload(self, msg: dict[str, Any]) -> None:
+        name = msg.get("module") or self.default_reload_module
+        code = msg.get("code")
+        if not isinstance(name, str) or name not in self.modules:
+            known = ", ".join(sorted(self.modules)) or "none"
+            reply = {"ok": False, "error": f"no reloadable module {name!r} (reloadable: {known})"}
+        elif not isinstance(code, str):
+            reply = {"ok": False, "error": "hot_reload needs the module source in 'code'"}
+        else:
+            reply = self._reload(name, code)
+        self.send({"type": "reload_result", "module": name, **reply})
+
+    def _reload(self, name: str, code: str) -> dict[str, Any]:
+        module = types.ModuleType(name)
+        module.__file__ = f"<hot_reload {name}>"
+        try:
+            exec(compile(code, module.__file__, "exec"), module.__dict__)
+            self.validate_module(name, module)
+        except Exception as exc:
+            self.log(f"hot_reload of {name} rejected: {type(exc).__name__}: {exc}")
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        self._previous[name] = self.modules[name]
+        self.modules[name] = module
+        self.log(f"hot_reload of {name}: new code active (previous kept for rollback)")
+        return {"ok": True}
+
+    def _send_ready(self) -> None:
+        if not self._ready_sent:
+            self._ready_sent = True
+            self.send({"type": "ready", "pid": os.getpid(), "role": self.options.role})
+
+    # -- heartbeats, metrics, shared memory --------------------------------------------------
+
+    def _attach_shm(self) -> None:
+        if self.options.shm_name is None or self.options.shm_slot is None:
+            return
+        from osup_mp.shm import SharedState, ShmError
+
+        try:
+            self.shm = SharedState.attach(self.options.shm_name)
+        except ShmError as exc:
+            self.log(f"shared memory unavailable, heartbeats by frame only: {exc}")
+            return
+        self._slot = self.shm.slot(self.options.shm_slot)
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        if now >= self._timers.get("heartbeat", now + 1):
+            self._heartbeat()
+            self._timers["heartbeat"] = now + self.options.heartbeat_interval
+        if now >= self._timers.get("metrics", now + 1):
+            self.send({"type": "metrics", "data": self.metrics()})
+            self._timers["metrics"] = now + self.options.metrics_interval
+
+    def _heartbeat(self) -> None:
+        self.send({"type": "heartbeat", "timestamp": time.time()})
+        slot = self._slot
+        if slot is not None:
+            slot["hb_agent_ns"] = time.monotonic_ns()
+            slot["hb_counter"] += 1
+
+    def metrics(self) -> dict[str, Any]:
+        """The seed's metrics over the last window; also written to the shm slot."""
+        window, self._window = self._window, _Window()
+        elapsed = max(time.monotonic() - window.started, 1e-9)
+        avg_ms = window.latency_total / window.requests * 1000 if window.requests else 0.0
+        rss = _rss_bytes()
+        slot = self._slot
+        if slot is not None:
+            slot["requests"] += window.requests
+            slot["errors"] += window.errors
+            slot["latency_us"] = avg_ms * 1000
+            slot["rss_bytes"] = rss
+        return {
+            "avg_latency": avg_ms,
+            "error_rate": window.errors / window.requests if window.requests else 0.0,
+            "memory_usage": rss,
+            "throughput": window.requests / elapsed,
+            "requests": window.requests,
+        }
+
+    def _flush(self) -> None:
+        out = self._out
+        while out:
+            try:
+                n = os.write(self._out_fd, out)
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                self._stop = True
+                out.clear()
+                return
+            del out[:n]
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def run_agent(factory: Callable[[AgentOptions], Agent], argv: list[str] | None = None) -> int:
+    """Entry-point helper: parse options, build the agent, run it."""
+    return factory(AgentOptions.parse(argv)).run()

@@ -1,0 +1,627 @@
+"""The agent manager component (the seed's GerbilManager): one per agent instance.
+
+It spawns the agent executable with the seed's contract (``EXE [SCRIPT] --role ROLE
+--elixir-mode [--restore ID]``, ``GERBIL_HOME`` in the environment), speaks framed
+MessagePack on the agent's stdin/stdout, logs its stderr tagged with the instance name, and
+keeps it alive: a crash, a hang reported by the watchdog, a malformed frame or a missed ready
+deadline kills the agent and starts it again — at once the first time, then with capped
+exponential backoff and jitter — until too many consecutive failures make it FATAL.
+
+Design decisions:
+
+* The manager never blocks on the agent: stdout, stderr and a pidfd are watched by the
+  component loop, and output to the agent is batched into one write per loop wake-up.
+* Requests are pipelined: each gets a manager-side id, many are in flight at once, and the
+  agent's ``response`` frames are matched by id. The main agent's manager owns the
+  data-plane socket (``run_dir/agent-main.sock``) until the traffic splitter exists.
+* The agent runs in its own session (process group) with ``PR_SET_PDEATHSIG``: killing the
+  group takes everything it spawned, and the agent dies with its manager.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from osup_mp.agent_states import AgentState, check_transition
+from osup_mp.codec import FrameDecoder, FrameError, pack
+from osup_mp.config import Config
+from osup_mp.runtime.calls import CallError
+from osup_mp.runtime.component import NOREPLY, Caller, Component
+from osup_mp.runtime.control import ControlServer, Respond
+from osup_mp.runtime.procutil import describe_exit, set_parent_death_signal
+from osup_mp.shm import Role, SharedState, monotonic_ns
+
+S = AgentState
+_READ = 256 * 1024
+_NOT_AVAILABLE = "not available in this version of osup-mp"
+
+
+def resolve_executable(name: str) -> str:
+    """A bare name is looked up beside this Python first (where pip put our console scripts,
+    without a shim in between), then on PATH."""
+    if "/" in name:
+        return name
+    sibling = Path(sys.executable).parent / name
+    if sibling.exists() and os.access(sibling, os.X_OK):
+        return str(sibling)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"agent executable {name!r} not found beside {sys.executable} "
+                                "or on PATH (set gerbil_executable)")
+    return found
+
+
+def data_socket_path(cfg: Config, instance_id: str) -> Path:
+    return cfg.o_supervisor.run_dir / f"agent-{instance_id}.sock"
+
+
+class AgentManager(Component):
+    def __init__(
+        self,
+        cfg: Config,
+        shm: SharedState,
+        *,
+        role: str,
+        instance_id: str,
+        slot: int,
+        command: list[str] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.shm = shm
+        self.role = role
+        self.instance_id = instance_id
+        self.slot_index = slot
+        self.command = command
+        self.state = S.STOPPED
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pidfd = -1
+        self.generation = 0
+        self.restarts = 0
+        self.failures = 0  # consecutive
+        self.running_since = 0.0
+        self.started_at = 0.0
+        self.last_exit: str | None = None
+        self.fail_reason: str | None = None
+        self.fatal_reason: str | None = None
+        self.last_kill_reason: str | None = None
+        self.metrics: dict[str, Any] = {}
+        self._decoder = FrameDecoder(max_frame=cfg.agent.max_frame, require_type=True)
+        self._out = bytearray()
+        self._err = bytearray()
+        self._ids = itertools.count(1)
+        self._in_flight: dict[int, Respond] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._reloads: deque[Caller] = deque()
+        self._timer: int | None = None
+        self._restart_when_stopped = False
+        self._stop_deadline = 0.0
+        self._data: ControlServer | None = None
+        self._writable_watched = False
+        self._stderr_tail: deque[str] = deque(maxlen=5)
+
+    # -- component callbacks -----------------------------------------------------------------
+
+    def init(self) -> None:
+        role = Role.MAIN if self.role == "main" else Role.SHADOW
+        self.shm.claim_slot(self.slot_index, role, self.instance_id)
+        self.slot = self.shm.slot(self.slot_index)
+        if self.role == "main":
+            self._data = ControlServer(
+                data_socket_path(self.cfg, self.instance_id),
+                {"request": self._data_request, "ping": lambda a, r: r(True, "pong")},
+                max_frame=self.cfg.agent.max_frame,
+            )
+            self._data.attach(
+                lambda sock, cb: self.watch_fd(sock.fileno(), cb),
+                lambda sock: self.unwatch_fd(sock.fileno()),
+            )
+        self._spawn()
+        self._await_first_ready()
+
+    def _await_first_ready(self) -> None:
+        """Start-up is ordered: this component is up only when its agent is ready, and an
+        agent that cannot get ready the first time fails the start with the reason."""
+        deadline = time.monotonic() + self.cfg.agent.ready_timeout / 1000
+        selector = self._loop.selector
+        while self.state is S.STARTING:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._signal(signal.SIGKILL)
+                raise RuntimeError(f"agent {self.instance_id} not ready within "
+                                   f"{self.cfg.agent.ready_timeout} ms")
+            for key, _events in selector.select(remaining):
+                if callable(key.data) and key.fileobj in self._agent_fds():
+                    key.data()
+            self._flush()
+        if self.state is not S.RUNNING:
+            raise RuntimeError(f"agent {self.instance_id} failed to start: {self.fail_reason}"
+                               f"{self._last_stderr()}")
+
+    def _agent_fds(self) -> set[int]:
+        proc = self.proc
+        fds = {self.pidfd}
+        if proc is not None:
+            fds |= {s.fileno() for s in (proc.stdout, proc.stderr) if s is not None}
+        return fds
+
+    def terminate(self, reason: str) -> None:
+        if self.proc is not None:
+            self._signal(signal.SIGTERM)
+            try:
+                self.proc.wait(self.cfg.agent.stop_timeout / 1000)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.proc.wait()
+        self._fail_requests("agent manager stopping")
+        if self._data is not None:
+            self._data.shutdown()
+        self.shm.release_slot(self.slot_index)
+
+    def after_events(self) -> None:
+        self._flush()
+        if self._data is not None:
+            self._data.flush()
+
+    def handle_call(self, request: Any, caller: Caller) -> Any:
+        kind = request[0] if isinstance(request, tuple) and request else request
+        if kind == "status":
+            return self.status()
+        if kind == "request":  # ("request", data[, timeout_s])
+            timeout = request[2] if len(request) > 2 else None
+            self.request(request[1], lambda ok, v: self._answer(caller, ok, v), timeout)
+            return NOREPLY
+        if kind == "hot_reload":  # ("hot_reload", code[, module])
+            if self.state is not S.RUNNING:
+                raise CallError(f"agent {self.instance_id} is {self.state.value}, not RUNNING")
+            module = request[2] if len(request) > 2 else None
+            self._send({"type": "hot_reload", "code": request[1], "module": module,
+                        "timestamp": time.time()})
+            self._reloads.append(caller)
+            return NOREPLY
+        if kind == "restart_agent":
+            self._operator_restart()
+            return True
+        if kind == "heartbeat_timeout":  # from the watchdog: (kind, generation, age_ms)
+            if request[1] == self.generation and self.state is S.RUNNING:
+                self._kill_for(f"heartbeat timeout: no heartbeat for {request[2]:.0f} ms")
+            return True
+        if kind == "limit_exceeded":  # from the watchdog: (kind, generation, reason)
+            if request[1] == self.generation and self.state in (S.STARTING, S.RUNNING):
+                self._limit_kill(request[2])
+            return True
+        return super().handle_call(request, caller)
+
+    def handle_info(self, msg: Any) -> None:
+        if msg == "spawn":
+            self._timer = None
+            if self.state is S.BACKOFF:
+                self._spawn()
+        elif msg == "ready_deadline":
+            self._timer = None
+            if self.state is S.STARTING:
+                self._kill_for(f"not ready within {self.cfg.agent.ready_timeout} ms")
+        elif msg == "expire":
+            self._expire()
+        else:
+            super().handle_info(msg)
+
+    # -- state machine -----------------------------------------------------------------------
+
+    def _transition(self, new: AgentState) -> None:
+        check_transition(self.state, new)
+        self.state = new
+        self.slot["state"] = int(new.slot_state)
+
+    def _spawn(self) -> None:
+        self._transition(S.STARTING)
+        self.fail_reason = None
+        try:
+            argv = self._argv()
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._env(),
+                start_new_session=True,
+                preexec_fn=self._in_agent_child,
+                close_fds=True,
+            )
+        except OSError as exc:
+            self.proc = None
+            logger.error("agent {}: cannot start {}: {}", self.instance_id, self.command, exc)
+            self._after_failure(f"cannot start: {exc}")
+            return
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            os.set_blocking(stream.fileno(), False)
+        self.pidfd = os.pidfd_open(self.proc.pid)
+        self.watch_fd(self.proc.stdout.fileno(), self._on_stdout)
+        self.watch_fd(self.proc.stderr.fileno(), self._on_stderr)
+        self.watch_fd(self.pidfd, self._on_exit)
+        self._decoder = FrameDecoder(max_frame=self.cfg.agent.max_frame, require_type=True)
+        self._out.clear()
+        self.generation += 1
+        self.started_at = time.monotonic()
+        self.slot["pid"] = self.proc.pid
+        self.slot["generation"] = self.generation
+        self.slot["hb_frame_ns"] = 0
+        self._timer = self.send_after(self.cfg.agent.ready_timeout / 1000, "ready_deadline")
+        logger.info("agent {}: started pid {} ({})", self.instance_id, self.proc.pid,
+                    " ".join(argv))
+
+    def _argv(self) -> list[str]:
+        o = self.cfg.o_supervisor
+        if self.command:
+            base = list(self.command)
+        else:
+            base = [resolve_executable(o.gerbil_executable)]
+            if o.gerbil_main_script:
+                base.append(o.gerbil_main_script)
+        return [*base, "--role", self.role, "--elixir-mode"]
+
+    def _env(self) -> dict[str, str]:
+        o = self.cfg.o_supervisor
+        return dict(
+            os.environ,
+            GERBIL_HOME=str(o.gerbil_home),
+            OSUP_INSTANCE_ID=self.instance_id,
+            OSUP_SHM_NAME=self.shm.name,
+            OSUP_SHM_SLOT=str(self.slot_index),
+            OSUP_HEARTBEAT_INTERVAL_MS=str(o.heartbeat_interval),
+            OSUP_MAX_FRAME=str(self.cfg.agent.max_frame),
+        )
+
+    def _in_agent_child(self) -> None:
+        """Runs in the forked agent before exec: die with the manager; shadows get rlimits."""
+        set_parent_death_signal(signal.SIGKILL)
+        if self.role != "main":
+            import resource
+
+            w = self.cfg.watchdog
+            nofile = w.shadow_max_fds * 2
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+            address_space = (w.shadow_rss_mb * 4 + 1024) * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+    def _on_ready(self) -> None:
+        if self.state is not S.STARTING:
+            return
+        if self._timer is not None:
+            self.cancel_timer(self._timer)
+            self._timer = None
+        self._transition(S.RUNNING)
+        self.running_since = time.monotonic()
+        elapsed = (self.running_since - self.started_at) * 1000
+        logger.info("agent {}: ready (pid {}, {:.1f} ms)", self.instance_id, self.pid, elapsed)
+
+    def _kill_for(self, reason: str) -> None:
+        """The agent misbehaved: kill it; the exit handler counts the failure."""
+        logger.error("agent {}: {}; restarting", self.instance_id, reason)
+        self.fail_reason = reason
+        self._signal(signal.SIGKILL)
+
+    def _limit_kill(self, reason: str) -> None:
+        logger.warning("agent {}: {}", self.instance_id, reason)
+        self.last_kill_reason = reason
+        self._stop_agent(kill=True)
+
+    def _stop_agent(self, *, kill: bool = False) -> None:
+        if self.state in (S.BACKOFF, S.FATAL) and self.proc is None:
+            self._cancel_timer()
+            self._transition(S.STOPPING)
+            self._transition(S.EXITED)
+            return
+        self._transition(S.STOPPING)
+        self._signal(signal.SIGKILL if kill else signal.SIGTERM)
+
+    def _operator_restart(self) -> None:
+        self.failures = 0
+        self.fatal_reason = None
+        if self.proc is None:
+            self._cancel_timer()
+            if self.state in (S.BACKOFF, S.FATAL, S.EXITED):
+                if self.state is S.BACKOFF:
+                    self._transition(S.STOPPING)
+                self._spawn()
+            return
+        self._restart_when_stopped = True
+        if self.state is not S.STOPPING:
+            self._stop_agent()
+
+    def _on_exit(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        code = proc.wait()
+        self._on_stdout()  # frames written just before exiting are still answers
+        self.unwatch_fd(self.pidfd)
+        os.close(self.pidfd)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                self.unwatch_fd(stream.fileno())
+        self._on_stderr(final=True)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        self._writable_watched = False
+        self.proc = None
+        self.slot["pid"] = 0
+        self._cancel_timer()
+        self.last_exit = describe_exit(code)
+        self._fail_requests(f"agent {self.instance_id} exited before answering")
+        self._emit("exit", {"code": code})
+        if self.state is S.STOPPING:
+            logger.info("agent {}: stopped ({})", self.instance_id, self.last_exit)
+            if self._restart_when_stopped:
+                self._restart_when_stopped = False
+                self.restarts += 1
+                self.slot["restarts"] = self.restarts
+                self._spawn()
+            else:
+                self._transition(S.EXITED)
+            return
+        reason = self.fail_reason or self.last_exit
+        logger.error("agent {} (pid {}): {}", self.instance_id, proc.pid, reason)
+        self._after_failure(reason)
+
+    def _after_failure(self, reason: str) -> None:
+        if self.generation <= 1 and self.running_since == 0.0 and self.restarts == 0:
+            # The very first start failed: report it (init raises) instead of looping.
+            self.fail_reason = reason
+            self._transition(S.BACKOFF)
+            return
+        healthy_for = time.monotonic() - self.running_since if self.running_since else 0.0
+        if self.state is S.RUNNING and healthy_for * 1000 >= self.cfg.agent.backoff_reset:
+            self.failures = 0
+        self.failures += 1
+        self.running_since = 0.0
+        a = self.cfg.agent
+        if self.failures > a.max_retries:
+            self.fatal_reason = f"{self.failures} consecutive failures; last: {reason}"
+            self._transition(S.FATAL)
+            logger.critical("agent {}: FATAL ({})", self.instance_id, self.fatal_reason)
+            self._emit("fatal", {"failures": self.failures})
+            return
+        self._transition(S.BACKOFF)
+        self.restarts += 1
+        self.slot["restarts"] = self.restarts
+        delay = 0.0 if self.failures == 1 else min(
+            a.backoff_cap, a.backoff_base * 2 ** (self.failures - 2)
+        ) / 1000 * random.uniform(0.5, 1.0)
+        if delay:
+            logger.warning("agent {}: restart {} in {:.2f}s (backoff)", self.instance_id,
+                           self.restarts, delay)
+            self._timer = self.send_after(delay, "spawn")
+        else:
+            self._spawn()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self.cancel_timer(self._timer)
+            self._timer = None
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    # -- agent I/O ---------------------------------------------------------------------------
+
+    def _on_stdout(self) -> None:
+        proc = self.proc
+        if proc is None or proc.stdout is None:
+            return
+        fd = proc.stdout.fileno()
+        while True:
+            try:
+                data = os.read(fd, _READ)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.unwatch_fd(fd)  # EOF: the pidfd reports the exit
+                return
+            try:
+                messages = self._decoder.feed(data)
+            except FrameError as exc:
+                for msg in getattr(exc, "messages", []):
+                    self._on_message(msg)
+                if self.fail_reason is None:
+                    self._kill_for(f"malformed frame from the agent: {exc}")
+                self.unwatch_fd(fd)
+                return
+            for msg in messages:
+                self._on_message(msg)
+            if len(data) < _READ:
+                return
+
+    def _on_stderr(self, final: bool = False) -> None:
+        proc = self.proc
+        if proc is not None and proc.stderr is not None:
+            try:
+                while chunk := os.read(proc.stderr.fileno(), _READ):
+                    self._err += chunk
+            except (BlockingIOError, OSError):
+                pass
+        *lines, rest = self._err.split(b"\n")
+        self._err = bytearray(rest)
+        if final and rest:
+            lines.append(rest)
+            self._err.clear()
+        for line in lines:
+            text = line.decode("utf-8", "replace")
+            self._stderr_tail.append(text)
+            logger.info("[agent {}] {}", self.instance_id, text)
+
+    def _last_stderr(self) -> str:
+        return f"; agent stderr: {self._stderr_tail[-1]}" if self._stderr_tail else ""
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        self._out += pack(msg, max_frame=self.cfg.agent.max_frame)
+
+    def _flush(self) -> None:
+        proc = self.proc
+        if not self._out or proc is None or proc.stdin is None:
+            return
+        fd = proc.stdin.fileno()
+        try:
+            n = os.write(fd, self._out)
+            del self._out[:n]
+        except BlockingIOError:
+            pass
+        except (BrokenPipeError, OSError):
+            self._out.clear()  # the agent is gone; its exit is on the way
+            return
+        want = bool(self._out)
+        if want != self._writable_watched:
+            self.watch_writable(fd, self._flush if want else None)
+            self._writable_watched = want
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if kind == "response":
+            respond = self._in_flight.pop(msg.get("id"), None)  # type: ignore[arg-type]
+            if respond is None:
+                logger.warning("agent {}: response to unknown id {!r}", self.instance_id,
+                               msg.get("id"))
+            elif "error" in msg:
+                respond(False, str(msg["error"]))
+            else:
+                respond(True, msg.get("data"))
+        elif kind == "heartbeat":
+            self.slot["hb_frame_ns"] = monotonic_ns()
+            self._on_ready()  # a seed agent's first heartbeat counts as ready
+        elif kind == "ready":
+            self._on_ready()
+        elif kind == "metrics":
+            data = msg.get("data")
+            if isinstance(data, dict):
+                self.metrics = data
+                self._emit("metrics", {k: v for k, v in data.items()
+                                       if isinstance(v, int | float)})
+        elif kind == "reload_result":
+            self._on_reload_result(msg)
+        elif kind == "checkpoint":
+            self._send({"type": "checkpoint_ack", "checkpoint_id": None,
+                        "timestamp": int(time.time()), "error": f"memory vault {_NOT_AVAILABLE}"})
+        elif kind in ("wal_entry", "wal_batch"):
+            count = len(msg.get("data") or []) if kind == "wal_batch" else 1
+            self._send({"type": "wal_flush_ack", "count": count,
+                        "error": f"WAL manager {_NOT_AVAILABLE}"})
+        elif kind == "evolution_intent":
+            logger.info("agent {}: evolution intent {!r}", self.instance_id,
+                        msg.get("hypothesis"))
+            self._send({"type": "evolution_result", "success": False,
+                        "error": f"evolution arbiter {_NOT_AVAILABLE}"})
+        else:
+            logger.warning("agent {}: ignored message type {!r}", self.instance_id, kind)
+
+    def _on_reload_result(self, msg: dict[str, Any]) -> None:
+        result = {"ok": bool(msg.get("ok")), "module": msg.get("module"),
+                  "error": msg.get("error")}
+        if self._reloads:
+            self.reply(self._reloads.popleft(), result)
+        else:
+            logger.warning("agent {}: code rolled back: {}", self.instance_id, result["error"])
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def request(self, data: Any, respond: Respond, timeout: float | None = None) -> None:
+        """Send one ``process_request``; ``respond(ok, value)`` runs with the answer."""
+        if self.state is not S.RUNNING:
+            respond(False, f"agent {self.instance_id} is {self.state.value}, not RUNNING")
+            return
+        req_id = next(self._ids)
+        self._in_flight[req_id] = respond
+        deadline = time.monotonic() + (timeout or self.cfg.agent.request_timeout / 1000)
+        if not self._deadlines:
+            self.send_after(max(0.0, deadline - time.monotonic()), "expire")
+        heapq.heappush(self._deadlines, (deadline, req_id))
+        self._send({"type": "process_request", "id": req_id, "data": data})
+
+    def _data_request(self, args: dict[str, Any], respond: Respond) -> None:
+        timeout = args.get("timeout")
+        self.request(args.get("data"), respond, float(timeout) if timeout else None)
+
+    def _answer(self, caller: Caller, ok: bool, value: Any) -> None:
+        if ok:
+            self.reply(caller, value)
+        else:
+            self.reply_error(caller, str(value))
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        heap = self._deadlines
+        while heap and (heap[0][0] <= now or heap[0][1] not in self._in_flight):
+            _, req_id = heapq.heappop(heap)
+            respond = self._in_flight.pop(req_id, None)
+            if respond is not None:
+                respond(False, f"agent {self.instance_id} did not answer in time")
+        if heap:
+            self.send_after(max(0.0, heap[0][0] - now), "expire")
+
+    def _fail_requests(self, reason: str) -> None:
+        in_flight, self._in_flight = self._in_flight, {}
+        self._deadlines.clear()
+        for respond in in_flight.values():
+            respond(False, reason)
+        while self._reloads:
+            self.reply_error(self._reloads.popleft(), reason)
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        hb = max(int(self.slot["hb_agent_ns"]), int(self.slot["hb_frame_ns"]))
+        age = round((monotonic_ns() - hb) / 1e6, 1) if hb and self.proc is not None else None
+        return {
+            "role": self.role,
+            "id": self.instance_id,
+            "pid": self.pid,
+            "state": self.state.value,
+            "restarts": self.restarts,
+            "generation": self.generation,
+            "heartbeat_age_ms": age,
+            "uptime_s": round(time.monotonic() - self.running_since, 3)
+            if self.running_since else None,
+            "in_flight": len(self._in_flight),
+            "last_exit": self.last_exit,
+            "last_kill_reason": self.last_kill_reason,
+            "fatal_reason": self.fatal_reason,
+            "state_overflow_bytes": int(self.slot["state_overflow"]),
+            "metrics": self.metrics,
+            "slot": self.slot_index,
+        }
+
+    def _emit(self, what: str, measurements: dict[str, Any]) -> None:
+        event = ("osup", "agent", what)
+        self.peer("telemetry").cast(
+            ("execute", event, measurements, {"id": self.instance_id, "role": self.role})
+        )
+
+
+AgentFactory = Callable[[], AgentManager]

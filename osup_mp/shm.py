@@ -1,0 +1,434 @@
+"""The shared-memory segment ``/o_shared_state``: layout, creation, attachment, seqlock.
+
+One POSIX segment (``posix_ipc`` + ``mmap``, viewed with numpy) holds:
+
+* a **header** — magic, layout version, sizes, creator pid, a random epoch (a reader can
+  tell a rebuilt segment from the one it attached to);
+* a fixed **slot table**, one 128-byte slot per agent instance: who it is (role, id, pid,
+  state) and what it does (heartbeat, request/error counters, latency, RSS). Every field has
+  exactly one writer — the agent writes its heartbeat and counters, its manager the identity
+  and state — and all fields are naturally aligned, so a reader never sees half a number;
+* a **state region** the main agent publishes into (its embedding matrix) and shadows read
+  zero-copy, as a seqlock over two buffers: the writer fills the buffer readers are not
+  using, then flips. A read is valid when the sequence was even before it and moved by at
+  most 2 after it (one complete publish may overlap a read; its buffer was the other one).
+  Each buffer also carries a CRC so tests (and paranoid readers) can verify it.
+
+Design decision: ``posix_ipc`` rather than ``multiprocessing.shared_memory``, whose resource
+tracker unlinks segments when an attaching process exits (Python 3.11). This module imports
+only numpy, posix_ipc and the standard library: agents import it, and it must start fast.
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import os
+import secrets
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import posix_ipc
+
+MAGIC = b"OSUPSHM1"
+LAYOUT_VERSION = 1
+HEADER_SIZE = 128
+SLOT_SIZE = 128
+SLOT_COUNT = 64
+STATE_HEADER_SIZE = 64
+BUFFER_HEADER_SIZE = 64
+
+HEADER_DTYPE = np.dtype(
+    {
+        "names": ["magic", "version", "header_size", "total_size", "creator_pid", "slot_count",
+                  "slot_size", "epoch", "slots_offset", "state_offset", "state_size",
+                  "created_ns"],
+        "formats": ["S8", "<u4", "<u4", "<u8", "<i4", "<u4", "<u4", "<u8", "<u8", "<u8", "<u8",
+                    "<u8"],
+        "offsets": [0, 8, 12, 16, 24, 28, 32, 40, 48, 56, 64, 72],
+        "itemsize": HEADER_SIZE,
+    }
+)
+
+SLOT_DTYPE = np.dtype(
+    {
+        "names": ["in_use", "role", "state", "pid", "generation", "restarts", "instance_id",
+                  "hb_counter", "hb_agent_ns", "hb_frame_ns", "requests", "errors",
+                  "latency_us", "rss_bytes", "state_overflow"],
+        "formats": ["<u4", "u1", "u1", "<i4", "<u4", "<u4", "S32", "<u8", "<u8", "<u8", "<u8",
+                    "<u8", "<f8", "<u8", "<u8"],
+        "offsets": [0, 4, 5, 8, 12, 16, 24, 56, 64, 72, 80, 88, 96, 104, 112],
+        "itemsize": SLOT_SIZE,
+    }
+)
+
+STATE_HEADER_DTYPE = np.dtype(
+    {"names": ["seq", "active", "buffer_size"], "formats": ["<u8", "<u8", "<u8"],
+     "offsets": [0, 8, 16], "itemsize": STATE_HEADER_SIZE}
+)
+
+BUFFER_HEADER_DTYPE = np.dtype(
+    {
+        "names": ["version", "length", "rows", "dim", "crc32", "kind", "published_ns"],
+        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u8"],
+        "offsets": [0, 8, 16, 20, 24, 28, 32],
+        "itemsize": BUFFER_HEADER_SIZE,
+    }
+)
+
+
+class Role(enum.IntEnum):
+    NONE = 0
+    MAIN = 1
+    SHADOW = 2
+
+
+class SlotState(enum.IntEnum):
+    """Mirror of the agent manager's state machine, for readers of the segment."""
+
+    FREE = 0
+    STARTING = 1
+    RUNNING = 2
+    BACKOFF = 3
+    STOPPING = 4
+    EXITED = 5
+    FATAL = 6
+
+
+class ShmError(RuntimeError):
+    """The segment is missing, foreign, of another layout version, or in use."""
+
+
+def monotonic_ns() -> int:
+    """CLOCK_MONOTONIC in ns: one clock for every process on the host."""
+    return time.monotonic_ns()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def shm_path(name: str) -> str:
+    return "/dev/shm/" + name.lstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One consistent read of the state region."""
+
+    matrix: np.ndarray[Any, np.dtype[np.float32]]
+    version: int
+    seq: int  # pass to :meth:`SharedState.still_valid` when holding a zero-copy view
+    crc_ok: bool | None
+
+
+class SharedState:
+    """A mapped segment. Create it with :meth:`create` (the supervisor) or :meth:`attach`."""
+
+    def __init__(self, name: str, mapping: mmap.mmap, owner: bool) -> None:
+        self.name = name
+        self.owner = owner
+        self._mm = mapping
+        self.size = len(mapping)
+        self.header = np.frombuffer(mapping, HEADER_DTYPE, 1, 0)[0]
+        self.slots = np.frombuffer(mapping, SLOT_DTYPE, SLOT_COUNT, HEADER_SIZE)
+        state_offset = int(self.header["state_offset"])
+        self.state = np.frombuffer(mapping, STATE_HEADER_DTYPE, 1, state_offset)[0]
+        self._buffers_offset = state_offset + STATE_HEADER_SIZE
+        self.buffer_size = int(self.state["buffer_size"])
+        self.epoch = int(self.header["epoch"])
+
+    # -- creation ----------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, name: str, size: int) -> tuple[SharedState, str | None]:
+        """Create the segment (mode 0600); rebuild one left by a dead tree.
+
+        Returns the segment and a note to log when a stale one was rebuilt. Raises
+        :class:`ShmError` for a foreign, wrong-version or live segment.
+        """
+        note = None
+        try:
+            existing = posix_ipc.SharedMemory(name)
+        except posix_ipc.ExistentialError:
+            existing = None
+        if existing is not None:
+            note = cls._check_stale(name, existing)
+            posix_ipc.unlink_shared_memory(name)
+        min_size = HEADER_SIZE + SLOT_COUNT * SLOT_SIZE + STATE_HEADER_SIZE + 2 * 4096
+        if size < min_size:
+            raise ShmError(f"shared_memory_size {size} is too small: at least {min_size} bytes")
+        seg = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
+        try:
+            mapping = mmap.mmap(seg.fd, size)
+        finally:
+            seg.close_fd()
+        hdr = np.frombuffer(mapping, HEADER_DTYPE, 1, 0)
+        state_offset = HEADER_SIZE + SLOT_COUNT * SLOT_SIZE
+        state_size = size - state_offset
+        hdr["version"] = LAYOUT_VERSION
+        hdr["header_size"] = HEADER_SIZE
+        hdr["total_size"] = size
+        hdr["creator_pid"] = os.getpid()
+        hdr["slot_count"] = SLOT_COUNT
+        hdr["slot_size"] = SLOT_SIZE
+        hdr["epoch"] = secrets.randbits(63)
+        hdr["slots_offset"] = HEADER_SIZE
+        hdr["state_offset"] = state_offset
+        hdr["state_size"] = state_size
+        hdr["created_ns"] = time.time_ns()
+        st = np.frombuffer(mapping, STATE_HEADER_DTYPE, 1, state_offset)
+        st["buffer_size"] = (state_size - STATE_HEADER_SIZE) // 2 // 64 * 64
+        hdr["magic"] = MAGIC  # last: a segment without magic was never finished
+        del hdr, st
+        return cls(name, mapping, owner=True), note
+
+    @staticmethod
+    def _check_stale(name: str, seg: Any) -> str:
+        try:
+            if seg.size < HEADER_SIZE:
+                raise ShmError(_foreign(name, "too small"))
+            mapping = mmap.mmap(seg.fd, HEADER_SIZE, prot=mmap.PROT_READ)
+        finally:
+            seg.close_fd()
+        try:
+            hdr = np.frombuffer(mapping, HEADER_DTYPE, 1, 0)[0].copy()
+        finally:
+            mapping.close()
+        if bytes(hdr["magic"]) != MAGIC:
+            raise ShmError(_foreign(name, f"magic {bytes(hdr['magic'])!r}"))
+        if int(hdr["version"]) != LAYOUT_VERSION:
+            raise ShmError(
+                f"shared memory {name} has layout version {int(hdr['version'])}, this osup-mp "
+                f"uses {LAYOUT_VERSION}: stop the tree that made it, or remove {shm_path(name)}"
+            )
+        creator = int(hdr["creator_pid"])
+        if _pid_alive(creator) and creator != os.getpid():
+            raise ShmError(
+                f"shared memory {name} is in use by a running tree (pid {creator}); "
+                "give this tree another shared_memory_name"
+            )
+        return f"rebuilt stale shared memory {name} left by dead pid {creator}"
+
+    @classmethod
+    def attach(cls, name: str, *, writable: bool = True) -> SharedState:
+        """Map an existing segment; raise :class:`ShmError` if it is absent or not ours."""
+        try:
+            seg = posix_ipc.SharedMemory(name)
+        except posix_ipc.ExistentialError:
+            raise ShmError(f"no shared memory named {name}") from None
+        except posix_ipc.PermissionsError as exc:
+            raise ShmError(f"shared memory {name}: {exc}") from None
+        try:
+            if seg.size < HEADER_SIZE:
+                raise ShmError(_foreign(name, "too small"))
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+            mapping = mmap.mmap(seg.fd, seg.size, prot=prot)
+        finally:
+            seg.close_fd()
+        hdr = np.frombuffer(mapping, HEADER_DTYPE, 1, 0)[0]
+        problem = None
+        if bytes(hdr["magic"]) != MAGIC:
+            problem = _foreign(name, f"magic {bytes(hdr['magic'])!r}")
+        elif int(hdr["version"]) != LAYOUT_VERSION:
+            problem = f"shared memory {name} has layout version {int(hdr['version'])}"
+        elif int(hdr["total_size"]) != len(mapping):
+            problem = f"shared memory {name} size {len(mapping)} != header {hdr['total_size']}"
+        if problem:
+            del hdr
+            mapping.close()
+            raise ShmError(problem)
+        del hdr
+        return cls(name, mapping, owner=False)
+
+    def close(self) -> None:
+        """Unmap (views into the mapping must be gone); the owner also unlinks."""
+        del self.header, self.slots, self.state
+        try:
+            self._mm.close()
+        except BufferError:
+            pass  # a caller still holds a zero-copy view; the mapping goes with the process
+        if self.owner:
+            self.unlink()
+
+    def unlink(self) -> None:
+        try:
+            posix_ipc.unlink_shared_memory(self.name)
+        except posix_ipc.ExistentialError:
+            pass
+
+    # -- slots -------------------------------------------------------------------------------
+
+    def slot(self, index: int) -> np.void:
+        return self.slots[index]  # type: ignore[no-any-return]
+
+    def claim_slot(self, index: int, role: Role, instance_id: str) -> None:
+        s = self.slots[index]
+        for field in ("pid", "generation", "restarts", "hb_counter", "hb_agent_ns",
+                      "hb_frame_ns", "requests", "errors", "rss_bytes", "state_overflow"):
+            s[field] = 0
+        s["latency_us"] = 0.0
+        s["role"] = int(role)
+        s["state"] = int(SlotState.STARTING)
+        s["instance_id"] = instance_id.encode()[:32]
+        s["in_use"] = 1
+
+    def release_slot(self, index: int) -> None:
+        s = self.slots[index]
+        s["in_use"] = 0
+        s["state"] = int(SlotState.FREE)
+        s["pid"] = 0
+
+    # -- state region ------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Largest payload (bytes) one publish can hold."""
+        return self.buffer_size - BUFFER_HEADER_SIZE
+
+    def _buffer(self, index: int) -> tuple[np.void, int]:
+        offset = self._buffers_offset + index * self.buffer_size
+        header = np.frombuffer(self._mm, BUFFER_HEADER_DTYPE, 1, offset)[0]
+        return header, offset + BUFFER_HEADER_SIZE
+
+    def publish(self, matrix: np.ndarray[Any, Any], *, checksum: bool = True) -> int:
+        """Publish a float32 matrix (rows × dim); return its version.
+
+        Raises :class:`ValueError` when it does not fit: nothing is written past the end.
+        """
+        data = np.ascontiguousarray(matrix, dtype=np.float32)
+        if data.ndim != 2:
+            raise ValueError("publish takes a 2-D matrix (rows x dim)")
+        if data.nbytes > self.capacity:
+            raise ValueError(
+                f"state of {data.nbytes} bytes does not fit the {self.capacity}-byte region "
+                f"(raise shared_memory_size)"
+            )
+        st = self.state
+        target = 1 - int(st["active"])
+        header, payload_at = self._buffer(target)
+        st["seq"] += 1  # odd: a publish is in progress (into the inactive buffer)
+        dest = np.frombuffer(self._mm, np.float32, data.size, payload_at)
+        dest[:] = data.reshape(-1)
+        version = int(self._buffer(1 - target)[0]["version"]) + 1
+        header["version"] = version
+        header["length"] = data.nbytes
+        header["rows"], header["dim"] = data.shape
+        header["crc32"] = zlib.crc32(data) if checksum else 0
+        header["kind"] = 1
+        header["published_ns"] = time.time_ns()
+        st["active"] = target
+        st["seq"] += 1  # even: published
+        return version
+
+    def read(self, *, copy: bool = True, verify: bool = False, retries: int = 1000) -> Published:
+        """A consistent snapshot of the published matrix (``copy=False``: a zero-copy view,
+        valid until :meth:`still_valid` says otherwise)."""
+        st = self.state
+        for _ in range(retries):
+            s1 = int(st["seq"])
+            if s1 & 1:
+                continue
+            header, payload_at = self._buffer(int(st["active"]))
+            rows, dim = int(header["rows"]), int(header["dim"])
+            version, crc = int(header["version"]), int(header["crc32"])
+            view = np.frombuffer(self._mm, np.float32, rows * dim, payload_at).reshape(rows, dim)
+            matrix = view.copy() if copy else view
+            crc_ok = (zlib.crc32(matrix) == crc) if verify else None
+            if int(st["seq"]) - s1 <= 2:
+                return Published(matrix, version, s1, crc_ok)
+        raise ShmError("state region kept changing during the read")
+
+    def still_valid(self, seq_at_read: int) -> bool:
+        """For zero-copy readers: the buffer read at ``seq_at_read`` is not yet overwritten."""
+        return int(self.state["seq"]) - seq_at_read <= 2
+
+    @property
+    def seq(self) -> int:
+        return int(self.state["seq"])
+
+    # -- decoding for humans -----------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """Header, slots in use and the state region as plain data (``inspect shm``)."""
+        h = self.header
+        now = monotonic_ns()
+        slots = []
+        for index, s in enumerate(self.slots):
+            if not s["in_use"]:
+                continue
+            hb = max(int(s["hb_agent_ns"]), int(s["hb_frame_ns"]))
+            slots.append(
+                {
+                    "slot": index,
+                    "role": Role(int(s["role"])).name.lower(),
+                    "id": bytes(s["instance_id"]).decode(errors="replace"),
+                    "pid": int(s["pid"]),
+                    "state": SlotState(int(s["state"])).name,
+                    "generation": int(s["generation"]),
+                    "restarts": int(s["restarts"]),
+                    "heartbeats": int(s["hb_counter"]),
+                    "heartbeat_age_ms": round((now - hb) / 1e6, 1) if hb else None,
+                    "requests": int(s["requests"]),
+                    "errors": int(s["errors"]),
+                    "latency_us": float(s["latency_us"]),
+                    "rss_bytes": int(s["rss_bytes"]),
+                    "state_overflow_bytes": int(s["state_overflow"]),
+                }
+            )
+        st = self.state
+        buffers = []
+        for index in (0, 1):
+            b, _ = self._buffer(index)
+            buffers.append(
+                {
+                    "version": int(b["version"]),
+                    "rows": int(b["rows"]),
+                    "dim": int(b["dim"]),
+                    "bytes": int(b["length"]),
+                    "crc32": int(b["crc32"]),
+                    "published_ns": int(b["published_ns"]),
+                }
+            )
+        return {
+            "name": self.name,
+            "header": {
+                "magic": bytes(h["magic"]).decode(errors="replace"),
+                "version": int(h["version"]),
+                "total_size": int(h["total_size"]),
+                "creator_pid": int(h["creator_pid"]),
+                "creator_alive": _pid_alive(int(h["creator_pid"])),
+                "epoch": int(h["epoch"]),
+                "slot_count": int(h["slot_count"]),
+                "created_ns": int(h["created_ns"]),
+            },
+            "slots": slots,
+            "state": {
+                "seq": int(st["seq"]),
+                "active": int(st["active"]),
+                "capacity_bytes": self.capacity,
+                "buffers": buffers,
+            },
+        }
+
+
+def _foreign(name: str, why: str) -> str:
+    return (
+        f"shared memory {name} exists but is not an osup-mp segment ({why}); "
+        f"remove {shm_path(name)} if nothing uses it, or pick another shared_memory_name"
+    )

@@ -1,0 +1,168 @@
+"""The watchdog component: hung agents and shadows that break their resource limits.
+
+Every ``heartbeat_interval`` it reads the heartbeat slots of the shared segment; an agent in
+RUNNING whose newest heartbeat (from its shared-memory slot or, for agents that only send
+frames, the one its manager stamped) is older than ``heartbeat_timeout`` is reported to its
+manager, which kills and restarts it. A SIGSTOPped agent is therefore replaced within
+timeout + one interval.
+
+It also samples every shadow with psutil — RSS, CPU averaged over a window, open fds,
+threads, wall time — against the ``[watchdog]`` limits. On a breach it asks the shadow's
+manager to kill the shadow's process group and record the reason (``killed: rss 612 MB >
+limit 512 MB``), which ``status`` (and later the evolution arbiter) shows; if the manager
+does not answer, the watchdog kills the group itself. The main agent is never sampled
+against shadow limits. ``setrlimit`` at spawn is the hard backstop.
+
+Design decision: the watchdog is its own process and reads only shared memory, so a stuck
+manager or agent cannot stop it from noticing; every report carries the agent generation,
+so a report that races with a restart never kills the new agent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import deque
+from typing import Any
+
+import psutil
+from loguru import logger
+
+from osup_mp.config import Config
+from osup_mp.runtime.calls import CallError
+from osup_mp.runtime.component import Caller, Component
+from osup_mp.shm import Role, SharedState, SlotState, monotonic_ns
+
+
+def manager_name(instance_id: str) -> str:
+    return f"agent:{instance_id}"
+
+
+class Watchdog(Component):
+    def __init__(self, cfg: Config, shm: SharedState) -> None:
+        self.cfg = cfg
+        self.shm = shm
+        self.interval = cfg.o_supervisor.heartbeat_interval / 1000
+        self.timeout_ns = cfg.o_supervisor.heartbeat_timeout * 1_000_000
+        self._reported: set[tuple[int, int]] = set()  # (slot, generation) already acted on
+        self._cpu: dict[tuple[int, int], deque[tuple[float, float]]] = {}
+        self._procs: dict[int, psutil.Process] = {}
+        self.kills: list[dict[str, Any]] = []
+
+    def init(self) -> None:
+        self.send_after(self.interval, "scan")
+
+    def handle_info(self, msg: Any) -> None:
+        if msg == "scan":
+            self.scan()
+            self.send_after(self.interval, "scan")
+        else:
+            super().handle_info(msg)
+
+    def handle_call(self, request: Any, caller: Caller) -> Any:
+        if request == "kills" or request == ("kills",):
+            return self.kills[-100:]
+        return super().handle_call(request, caller)
+
+    def scan(self) -> None:
+        now = monotonic_ns()
+        live: set[tuple[int, int]] = set()
+        for index, slot in enumerate(self.shm.slots):
+            if not slot["in_use"] or not slot["pid"]:
+                continue
+            key = (index, int(slot["generation"]))
+            live.add(key)
+            if key in self._reported:
+                continue
+            state = int(slot["state"])
+            if state == SlotState.RUNNING:
+                beat = max(int(slot["hb_agent_ns"]), int(slot["hb_frame_ns"]))
+                if beat and now - beat > self.timeout_ns:
+                    self._report_hang(index, slot, (now - beat) / 1e6)
+                    continue
+            if int(slot["role"]) == Role.SHADOW and state in (
+                SlotState.STARTING, SlotState.RUNNING
+            ):
+                reason = self._check_limits(key, int(slot["pid"]))
+                if reason is not None:
+                    self._enforce(index, slot, reason)
+        self._reported &= live
+        for key in list(self._cpu):
+            if key not in live:
+                del self._cpu[key]
+
+    def _report_hang(self, index: int, slot: Any, age_ms: float) -> None:
+        instance = _instance(slot)
+        generation = int(slot["generation"])
+        self._reported.add((index, generation))
+        logger.warning("agent {}: heartbeat is {:.0f} ms old (timeout {} ms)", instance, age_ms,
+                       self.cfg.o_supervisor.heartbeat_timeout)
+        try:
+            self.peer(manager_name(instance)).call(("heartbeat_timeout", generation, age_ms))
+        except CallError as exc:
+            logger.error("watchdog: manager of {} did not take the report: {}", instance, exc)
+            _killpg(int(slot["pid"]))
+
+    def _check_limits(self, key: tuple[int, int], pid: int) -> str | None:
+        w = self.cfg.watchdog
+        proc = self._procs.get(pid)
+        try:
+            if proc is None:
+                proc = self._procs[pid] = psutil.Process(pid)
+            with proc.oneshot():
+                rss = proc.memory_info().rss
+                times = proc.cpu_times()
+                fds = proc.num_fds()
+                threads = proc.num_threads()
+                age = time.time() - proc.create_time()
+        except psutil.Error:
+            self._procs.pop(pid, None)
+            return None
+        rss_mb = rss / (1024 * 1024)
+        if rss_mb > w.shadow_rss_mb:
+            return f"killed: rss {rss_mb:.0f} MB > limit {w.shadow_rss_mb} MB"
+        if fds > w.shadow_max_fds:
+            return f"killed: open fds {fds} > limit {w.shadow_max_fds}"
+        if threads > w.shadow_max_threads:
+            return f"killed: threads {threads} > limit {w.shadow_max_threads}"
+        if age * 1000 > w.shadow_wall_time:
+            return f"killed: wall time {age:.0f} s > limit {w.shadow_wall_time / 1000:.0f} s"
+        history = self._cpu.setdefault(key, deque())
+        now = time.monotonic()
+        history.append((now, times.user + times.system))
+        window = w.shadow_cpu_window / 1000
+        while len(history) > 2 and now - history[1][0] >= window:
+            history.popleft()
+        span = now - history[0][0]
+        if span >= window:
+            percent = (history[-1][1] - history[0][1]) / span * 100
+            if percent > w.shadow_cpu_percent:
+                return (f"killed: cpu {percent:.0f}% over {span:.0f} s > limit "
+                        f"{w.shadow_cpu_percent}%")
+        return None
+
+    def _enforce(self, index: int, slot: Any, reason: str) -> None:
+        instance = _instance(slot)
+        generation = int(slot["generation"])
+        pid = int(slot["pid"])
+        self._reported.add((index, generation))
+        self.kills.append({"id": instance, "pid": pid, "reason": reason, "at": time.time()})
+        logger.warning("shadow {} (pid {}) {}", instance, pid, reason)
+        try:
+            self.peer(manager_name(instance)).call(("limit_exceeded", generation, reason))
+        except CallError as exc:
+            logger.error("watchdog: manager of {} did not answer ({}): killing it here", instance,
+                         exc)
+            _killpg(pid)
+
+
+def _instance(slot: Any) -> str:
+    return bytes(slot["instance_id"]).decode(errors="replace")
+
+
+def _killpg(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
