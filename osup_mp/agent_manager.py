@@ -349,6 +349,9 @@ class AgentManager(Component):
             return
         code = proc.wait()
         self._on_stdout()  # frames written just before exiting are still answers
+        if not self._decoder.broken and not self._decoder.at_boundary and not self.fail_reason:
+            self.fail_reason = (f"exited in the middle of a frame ({self._decoder.buffered} "
+                                f"bytes of it received): truncated frame")
         self.unwatch_fd(self.pidfd)
         os.close(self.pidfd)
         for stream in (proc.stdout, proc.stderr):

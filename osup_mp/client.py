@@ -61,7 +61,7 @@ class Client:
     def close(self) -> None:
         self._sock.close()
 
-    def send(self, command: str, **args: Any) -> int:
+    def send(self, command: str, /, **args: Any) -> int:
         req_id = next(self._ids)
         try:
             self._sock.sendall(pack({"id": req_id, "command": command, "args": args}))
@@ -85,7 +85,7 @@ class Client:
                 raise ClientError(f"bad answer from the tree: {exc}") from exc
         return self._ready.pop(0)
 
-    def request(self, command: str, **args: Any) -> Any:
+    def request(self, command: str, /, **args: Any) -> Any:
         """Send one command and return its ``data``; raise :class:`ClientError` on error."""
         req_id = self.send(command, **args)
         while True:

@@ -27,6 +27,7 @@ from osup_mp.pidfile import running_pid
 
 TESTS_DIR = Path(__file__).resolve().parent
 TREE_MAIN = TESTS_DIR / "tree_main.py"
+SCRIPTED_AGENT = TESTS_DIR / "agents" / "scripted.py"
 
 
 def wait_for(
@@ -150,13 +151,28 @@ class Tree:
             return False
         return True
 
-    def request(self, command: str, **args: Any) -> Any:
+    def request(self, command: str, /, **args: Any) -> Any:
         with Client.for_config(self.cfg, timeout=10) as client:
             return client.request(command, **args)
 
     def status(self) -> dict[str, Any]:
         data: dict[str, Any] = self.request("status")
         return data
+
+    def agents(self) -> dict[str, dict[str, Any]]:
+        return {a["id"]: a for a in self.status().get("agents", [])}
+
+    def agent_request(self, data: Any, timeout: float = 10.0) -> Any:
+        from osup_mp.agent_manager import data_socket_path
+
+        path = data_socket_path(self.cfg, "main")
+        with Client(path, timeout=timeout, max_frame=self.cfg.agent.max_frame) as client:
+            return client.request("request", data=data, timeout=timeout)
+
+    def running_agent(self, instance_id: str = "main") -> dict[str, Any] | None:
+        """The agent's status once it is RUNNING, else None."""
+        agent = self.agents().get(instance_id)
+        return agent if agent and agent["state"] == "RUNNING" else None
 
     def pids(self) -> dict[str, int | None]:
         return {c["name"]: c["pid"] for c in self.status()["components"]}

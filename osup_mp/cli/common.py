@@ -30,7 +30,7 @@ def load(ctx: click.Context) -> Config:
         fail(str(exc), EXIT_USAGE)
 
 
-def request(cfg: Config, command: str, *, timeout: float = 30.0, **args: Any) -> Any:
+def request(cfg: Config, command: str, /, *, timeout: float = 30.0, **args: Any) -> Any:
     """One control request; exits 3 when no tree runs and 1 when the tree says no."""
     try:
         with Client.for_config(cfg, timeout=timeout) as client:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import click
 
-from osup_mp.cli import config_cmd, logs, restart, start, status, stop
+from osup_mp.cli import (
+    agent_check,
+    config_cmd,
+    inspect_cmd,
+    logs,
+    request,
+    restart,
+    shadow,
+    start,
+    status,
+    stop,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,5 +34,7 @@ def main(ctx: click.Context, config_path: str | None, env: str | None) -> None:
     ctx.obj = {"config_path": config_path, "env": env}
 
 
-for module in (start, stop, status, restart, logs, config_cmd):
+for module in (start, stop, status, restart, logs, config_cmd, request, shadow, inspect_cmd,
+               agent_check):
     main.add_command(module.command)
+main.add_command(shadow.hot_reload)

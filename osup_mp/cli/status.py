@@ -54,6 +54,23 @@ def render(data: dict[str, Any]) -> None:
             c.get("last_exit") or "",
         )
     console.print(table)
+    agents = data.get("agents") or []
+    if agents:
+        table = Table(box=None, header_style="bold")
+        for column in ("AGENT", "ROLE", "PID", "STATE", "RESTARTS", "HEARTBEAT", "LAST KILL / FATAL"):
+            table.add_column(column)
+        for a in agents:
+            age = a.get("heartbeat_age_ms")
+            table.add_row(
+                a["id"],
+                a["role"],
+                str(a["pid"] or "-"),
+                a["state"],
+                str(a["restarts"]),
+                "-" if age is None else f"{age:.0f} ms ago",
+                a.get("last_kill_reason") or a.get("fatal_reason") or "",
+            )
+        console.print(table)
 
 
 def _duration(seconds: float | None) -> str:

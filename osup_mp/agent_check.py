@@ -1,0 +1,803 @@
+"""Conformance checks for agent executables: drive one agent through the wire protocol.
+
+``osup-mp agent-check -- EXECUTABLE [ARGS...]`` (see :mod:`osup_mp.cli.agent_check`) starts
+the agent the way the supervisor does (``EXECUTABLE [ARGS...] --role main --elixir-mode``,
+``OSUP_HEARTBEAT_INTERVAL_MS`` in the environment), then runs these checks in order:
+
+1. ``starts`` — ``ready`` (or, for seed agents that never send it, a first ``heartbeat``)
+   arrives within the timeout.
+2. ``frames`` — every frame of the whole run was well formed (strict codec, a map with a
+   ``str`` ``"type"``); evaluated at the end, reported second.
+3. ``heartbeats`` — at least :data:`MIN_HEARTBEATS` heartbeats arrive, no gap longer than
+   :data:`HEARTBEAT_GAP_FACTOR` × the interval (counted from the start signal).
+4. ``requests`` — a burst of :data:`REQUEST_BURST` ``process_request`` frames with distinct ids
+   is answered by ``response`` frames carrying the same ids (an error response is an answer).
+5. ``checkpoint`` — ``checkpoint_request`` → a ``checkpoint`` whose ``data`` is a map; it is
+   acknowledged with ``checkpoint_ack`` and the agent must still answer a request.
+6. ``hot_reload`` — a module the agent will likely reject → ``reload_result`` with a boolean
+   ``ok`` (either answer passes); the agent must still answer a request.
+7. ``restore`` — the checkpoint from 5 is sent back in ``restore``; the agent must keep
+   answering requests (a second ``ready`` is allowed, not required).
+8. ``shutdown`` — stdin is closed; the agent must exit within the timeout.
+
+Design decisions:
+
+* One thread and one ``selectors`` loop over non-blocking pipes plus a pidfd: the agent's
+  stdout is decoded as it arrives, its stderr is drained on every wake-up (only a short tail
+  is kept, for failure reasons) so the agent never blocks on a full pipe, and output to the
+  agent is written only when its stdin is writable, so neither side can deadlock the other.
+* :meth:`AgentSession.expect` is deadline based: it keeps reading and decoding until a frame
+  matching the predicate arrives or the deadline passes, and records *every* frame with its
+  arrival time in :attr:`AgentSession.frames`. Checks that need history (heartbeat gaps) read
+  that record; the others consume frames from a cursor, so a frame is matched at most once.
+* Request ids are unique over the whole run. A response to an id issued by an earlier check
+  (a late answer) is ignored rather than counted against the current check; a response to
+  an id never issued is reported. Waiting ends early once as many answers as requests
+  arrived, so an agent that answers with wrong ids fails fast instead of at the timeout.
+* A malformed frame breaks the stream for good (the codec cannot resynchronise). The error
+  is kept with the byte offset of the bad frame in the agent's stdout and its first bytes;
+  the ``frames`` check reports it, and checks that need frames afterwards fail with a
+  pointer to it. ``shutdown`` needs no frames and still runs.
+* A check that cannot run — the agent exited (the first check to notice records when), or
+  it never started — fails with that reason instead of waiting for its timeout.
+* The agent runs in its own session with ``PR_SET_PDEATHSIG``; :meth:`AgentSession.close`
+  (called from a ``finally``) kills the whole process group and reaps the agent, so nothing
+  outlives the check even if the checker itself is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from osup_mp.codec import DEFAULT_MAX_FRAME, HEADER, FrameDecoder, FrameError, pack
+from osup_mp.runtime.procutil import describe_exit, set_parent_death_signal
+
+__all__ = [
+    "CHECKS",
+    "AgentChecker",
+    "AgentGone",
+    "AgentSession",
+    "CheckFailed",
+    "CheckResult",
+    "Frame",
+    "StreamBroken",
+    "run_checks",
+]
+
+CHECKS: tuple[str, ...] = (
+    "starts",
+    "frames",
+    "heartbeats",
+    "requests",
+    "checkpoint",
+    "hot_reload",
+    "restore",
+    "shutdown",
+)
+"""Every check, in the order they are reported."""
+
+REQUEST_BURST = 20
+"""How many ``process_request`` frames the ``requests`` check sends at once."""
+
+MIN_HEARTBEATS = 3
+"""How many heartbeats the ``heartbeats`` check waits for."""
+
+HEARTBEAT_GAP_FACTOR = 2.5
+"""The longest allowed gap between heartbeats, in heartbeat intervals."""
+
+RELOAD_CODE = "x = 1\n"
+"""The module sent in ``hot_reload``: valid Python that a validating agent rejects."""
+
+EMPTY_SNAPSHOT: dict[str, Any] = {"agent_state": {}, "memory_blocks": [], "tool_registry": {}}
+"""Restored when the ``checkpoint`` check produced no data (the seed's empty checkpoint)."""
+
+_READ_SIZE = 256 * 1024
+_STDERR_LINES = 20
+_STDERR_LINE_MAX = 500
+_LIST_MAX = 10
+
+
+# --------------------------------------------------------------------------
+# Results and errors
+# --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CheckResult:
+    """The outcome of one check; ``detail`` is the reason on failure."""
+
+    check: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        """``PASS <check>`` or ``FAIL <check>: <reason>``."""
+        return f"PASS {self.check}" if self.ok else f"FAIL {self.check}: {self.detail}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One frame received from the agent and when (``time.monotonic()``)."""
+
+    at: float
+    msg: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        kind: str = self.msg["type"]
+        return kind
+
+
+class CheckFailed(Exception):
+    """A check failed; the message is the reason shown after ``FAIL <check>:``."""
+
+
+class AgentGone(CheckFailed):
+    """The agent exited (or closed its stdout) while a check needed it."""
+
+
+class StreamBroken(CheckFailed):
+    """The agent sent a malformed frame; nothing after it can be decoded."""
+
+
+class AgentStartError(OSError):
+    """The executable could not be started at all (a usage error, not a failed check)."""
+
+
+# --------------------------------------------------------------------------
+# The agent process
+# --------------------------------------------------------------------------
+
+
+def _child_setup() -> None:
+    """Runs in the agent between fork and exec: die with the checker."""
+    set_parent_death_signal(signal.SIGKILL)
+
+
+class AgentSession:
+    """One agent subprocess spoken to through framed MessagePack on its stdin/stdout."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.frames: list[Frame] = []
+        self.frame_error: str | None = None
+        self.exit_code: int | None = None
+        self.gone_reason: str | None = None
+        self.stdout_eof = False
+        self._decoder = FrameDecoder(max_frame=max_frame, require_type=True)
+        self._tail = bytearray()  # the bytes of the incomplete frame the decoder holds
+        self._boundary = 0  # stream offset of _tail[0] (the start of the next frame)
+        self._fed = 0  # bytes of stdout decoded so far
+        self._cursor = 0  # frames before it have been offered to an expect() predicate
+        self._out = bytearray()
+        self._stderr_partial = bytearray()
+        self._stderr_eof = False
+        self._stderr_tail: deque[str] = deque(maxlen=_STDERR_LINES)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._pidfd = -1
+        self._stdin_fd = -1
+        self._stdin_watched = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the agent; :class:`AgentStartError` if the executable cannot be run."""
+        try:
+            proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=_child_setup,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise AgentStartError(exc.errno, f"cannot start {self.argv[0]!r}: {exc}") from exc
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        self._proc = proc
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            os.set_blocking(stream.fileno(), False)
+        self._stdin_fd = proc.stdin.fileno()
+        self._pidfd = os.pidfd_open(proc.pid)
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout.fileno(), selectors.EVENT_READ, "stdout")
+        selector.register(proc.stderr.fileno(), selectors.EVENT_READ, "stderr")
+        selector.register(self._pidfd, selectors.EVENT_READ, "exit")
+        self._selector = selector
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self.gone_reason is None
+
+    def close_stdin(self) -> None:
+        """Close the agent's stdin (its signal to shut down); unsent output is dropped."""
+        self._out.clear()
+        self._unwatch_stdin()
+        proc = self._proc
+        if proc is not None and proc.stdin is not None and not proc.stdin.closed:
+            self._stdin_fd = -1
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Keep draining the agent's output until it exits; its exit code, or None."""
+        deadline = time.monotonic() + timeout
+        while self.exit_code is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._pump(remaining)
+        return self.exit_code
+
+    def close(self) -> None:
+        """Kill the agent's process group, reap it and release every descriptor."""
+        proc = self._proc
+        if proc is not None:
+            if proc.returncode is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                proc.wait()
+            elif proc.pid:
+                try:  # the agent is gone; anything it left in its group goes too
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    # -- talking -----------------------------------------------------------------------------
+
+    def send(self, *messages: Mapping[str, Any]) -> None:
+        """Queue frames for the agent and write as much as its stdin takes now."""
+        for msg in messages:
+            self._out += pack(msg, max_frame=self._decoder.max_frame)
+        self._write()
+
+    def expect(self, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> Frame | None:
+        """The first new frame for which ``predicate`` is true, or None after ``timeout`` s.
+
+        Frames already offered to an earlier predicate are not offered again. Raises
+        :class:`StreamBroken` after a malformed frame and :class:`AgentGone` once the agent
+        has exited, in both cases only after every frame received before it was offered.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._cursor < len(self.frames):
+                frame = self.frames[self._cursor]
+                self._cursor += 1
+                if predicate(frame.msg):
+                    return frame
+            if self.frame_error is not None:
+                raise StreamBroken(f"the agent's frame stream is broken ({self.frame_error})")
+            if self.gone_reason is not None:
+                raise AgentGone(self.gone_reason)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._pump(remaining)
+
+    def skip_pending(self) -> None:
+        """Mark every frame received so far as seen by :meth:`expect`."""
+        self._cursor = len(self.frames)
+
+    def last_stderr(self) -> str | None:
+        """The agent's last non-empty stderr line, if any."""
+        lines = [*self._stderr_tail]
+        if self._stderr_partial.strip():
+            lines.append(self._stderr_partial.decode("utf-8", "replace"))
+        for line in reversed(lines):
+            if line.strip():
+                return line.strip()[:_STDERR_LINE_MAX]
+        return None
+
+    def truncated_frame(self) -> str | None:
+        """After the agent exited: a description of a frame its stdout ended inside."""
+        if not self.stdout_eof or self.frame_error is not None or self._decoder.at_boundary:
+            return None
+        held = self._decoder.buffered
+        if held >= HEADER.size:
+            (length,) = HEADER.unpack_from(self._tail, 0)
+            have = f"{held} of {HEADER.size + length} bytes"
+        else:
+            have = f"{held} of {HEADER.size} header bytes"
+        return f"stdout ended in the middle of a frame at byte {self._boundary} ({have})"
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _pump(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for the agent and handle everything that is ready."""
+        selector = self._selector
+        if selector is None:
+            raise RuntimeError("agent not started")
+        for key, _events in selector.select(max(0.0, timeout)):
+            if key.data == "stdout":
+                self._read_stdout()
+            elif key.data == "stderr":
+                self._read_stderr()
+            elif key.data == "stdin":
+                self._write()
+            elif key.data == "exit":
+                self._on_exit()
+
+    def _write(self) -> None:
+        if not self._out or self._stdin_fd < 0:
+            return
+        try:
+            n = os.write(self._stdin_fd, self._out)
+            del self._out[:n]
+        except BlockingIOError:
+            pass
+        except OSError:  # EPIPE: the agent closed stdin or died; its exit is on the way
+            self._out.clear()
+        if self._out and not self._stdin_watched and self._selector is not None:
+            self._selector.register(self._stdin_fd, selectors.EVENT_WRITE, "stdin")
+            self._stdin_watched = True
+        elif not self._out:
+            self._unwatch_stdin()
+
+    def _unwatch_stdin(self) -> None:
+        if self._stdin_watched and self._selector is not None:
+            self._selector.unregister(self._stdin_fd)
+        self._stdin_watched = False
+
+    def _read_stdout(self) -> None:
+        proc = self._proc
+        if proc is None or proc.stdout is None or self.stdout_eof:
+            return
+        fd = proc.stdout.fileno()
+        while True:
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.stdout_eof = True
+                if self._selector is not None:
+                    self._selector.unregister(fd)
+                return
+            self._decode(data)
+
+    def _decode(self, data: bytes) -> None:
+        if self.frame_error is not None:
+            return  # the stream cannot be resynchronised; keep draining, decode nothing
+        now = time.monotonic()
+        self._tail += data
+        try:
+            messages = self._decoder.feed(data)
+        except FrameError as exc:
+            self._record(now, exc.messages)
+            offset = self._offset_after(len(exc.messages))
+            sample = bytes(self._tail[offset : offset + 16])
+            self.frame_error = (
+                f"frame #{len(self.frames) + 1} at byte {self._boundary + offset} of stdout: "
+                f"{exc} (bytes there: {sample!r})"
+            )
+            self._tail = bytearray()
+            return
+        self._record(now, messages)
+        self._fed += len(data)
+        held = self._decoder.buffered
+        del self._tail[: len(self._tail) - held]
+        self._boundary = self._fed - held
+
+    def _offset_after(self, count: int) -> int:
+        """Offset in ``_tail`` just past its first ``count`` (well-formed) frames."""
+        offset = 0
+        for _ in range(count):
+            (length,) = HEADER.unpack_from(self._tail, offset)
+            offset += HEADER.size + length
+        return offset
+
+    def _record(self, at: float, messages: Iterable[dict[str, Any]]) -> None:
+        self.frames.extend(Frame(at, msg) for msg in messages)
+
+    def _read_stderr(self) -> None:
+        proc = self._proc
+        if proc is None or proc.stderr is None or self._stderr_eof:
+            return
+        fd = proc.stderr.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._stderr_eof = True
+                if self._selector is not None:
+                    self._selector.unregister(fd)
+                break
+            self._stderr_partial += chunk
+            *lines, rest = self._stderr_partial.split(b"\n")
+            for line in lines:
+                self._stderr_tail.append(line[:_STDERR_LINE_MAX].decode("utf-8", "replace"))
+            self._stderr_partial = bytearray(rest[-_STDERR_LINE_MAX:])
+
+    def _on_exit(self) -> None:
+        proc = self._proc
+        if proc is None or self.exit_code is not None:
+            return
+        self.exit_code = proc.wait()
+        if self._selector is not None:
+            self._selector.unregister(self._pidfd)
+        self._read_stdout()  # frames written just before exiting still count
+        self._read_stderr()
+        if not self.stdout_eof:  # a child it left behind still holds the pipe open
+            self.stdout_eof = True
+            if proc.stdout is not None and self._selector is not None:
+                self._selector.unregister(proc.stdout.fileno())
+        reason = describe_exit(self.exit_code)
+        stderr = self.last_stderr()
+        self.gone_reason = f"agent {reason}" + (f" (last stderr line: {stderr})" if stderr else "")
+
+
+# --------------------------------------------------------------------------
+# The checks
+# --------------------------------------------------------------------------
+
+
+def _limited(values: Sequence[Any]) -> str:
+    """``[a, b, ...]`` with at most ``_LIST_MAX`` items shown."""
+    shown = ", ".join(repr(v) for v in values[:_LIST_MAX])
+    more = len(values) - _LIST_MAX
+    return f"[{shown}, ... {more} more]" if more > 0 else f"[{shown}]"
+
+
+@dataclass(slots=True)
+class _Answers:
+    """What came back for a batch of request ids."""
+
+    missing: list[int]
+    unexpected: list[Any] = field(default_factory=list)
+    errors: int = 0
+    elapsed: float = 0.0
+
+
+class AgentChecker:
+    """Runs every check in :data:`CHECKS` against one agent command.
+
+    ``argv`` is the agent command *without* the seed's ``--role main --elixir-mode``, which
+    the checker appends. ``timeout`` is the time allowed per check in seconds.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 5.0,
+        heartbeat_interval_ms: int = 1000,
+        env: Mapping[str, str] | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        if not argv:
+            raise ValueError("no agent command given")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0, got {timeout}")
+        if heartbeat_interval_ms < 1:
+            raise ValueError(f"heartbeat interval must be >= 1 ms, got {heartbeat_interval_ms}")
+        self.argv = [*argv, "--role", "main", "--elixir-mode"]
+        self.timeout = timeout
+        self.heartbeat_interval = heartbeat_interval_ms / 1000
+        environ = dict(os.environ if env is None else env)
+        for name in ("OSUP_SHM_NAME", "OSUP_SHM_SLOT"):  # never touch a live tree's segment
+            environ.pop(name, None)
+        environ.update(
+            OSUP_HEARTBEAT_INTERVAL_MS=str(heartbeat_interval_ms),
+            OSUP_INSTANCE_ID="main",
+            OSUP_MAX_FRAME=str(max_frame),
+        )
+        self.session = AgentSession(self.argv, environ, max_frame=max_frame)
+        self._ids = iter(range(1, 1 << 62))
+        self._issued: set[int] = set()
+        self._start_frame: Frame | None = None
+        self._checkpoint: tuple[str, dict[str, Any]] | None = None
+        self._gone_during: str | None = None
+
+    def run(self) -> list[CheckResult]:
+        """Run every check; the agent is killed and reaped whatever happens.
+
+        Raises :class:`AgentStartError` if the executable cannot be started at all.
+        """
+        session = self.session
+        results: dict[str, CheckResult] = {}
+        steps: list[tuple[str, Callable[[], str]]] = [
+            ("starts", self.check_starts),
+            ("heartbeats", self.check_heartbeats),
+            ("requests", self.check_requests),
+            ("checkpoint", self.check_checkpoint),
+            ("hot_reload", self.check_hot_reload),
+            ("restore", self.check_restore),
+            ("shutdown", self.check_shutdown),
+        ]
+        try:
+            session.start()
+            for name, step in steps:
+                results[name] = self._run_step(name, step)
+            results["frames"] = self._frames_result()
+        finally:
+            session.close()
+        return [results[name] for name in CHECKS]
+
+    def _run_step(self, name: str, step: Callable[[], str]) -> CheckResult:
+        session = self.session
+        if name != "starts":
+            if session.gone_reason is not None:
+                return CheckResult(name, False, f"cannot run: {self._gone_text()}")
+            if self._start_frame is None and name != "shutdown":
+                return CheckResult(name, False, "cannot run: the agent never started")
+            if session.frame_error is not None and name != "shutdown":
+                return CheckResult(
+                    name, False, "cannot run: the agent's frame stream is broken (see frames)"
+                )
+        try:
+            return CheckResult(name, True, step())
+        except StreamBroken:
+            return CheckResult(name, False, "the agent's frame stream broke (see frames)")
+        except AgentGone:
+            self._gone_during = name
+            return CheckResult(name, False, self._gone_text())
+        except CheckFailed as exc:
+            return CheckResult(name, False, str(exc))
+
+    def _gone_text(self) -> str:
+        text = self.session.gone_reason or "agent exited"
+        return f"{text} during {self._gone_during}" if self._gone_during else text
+
+    def _frames_result(self) -> CheckResult:
+        session = self.session
+        error = session.frame_error or session.truncated_frame()
+        if error is not None:
+            return CheckResult("frames", False, error)
+        return CheckResult("frames", True, f"{len(session.frames)} frames, all well formed")
+
+    # -- 1. starts ---------------------------------------------------------------------------
+
+    def check_starts(self) -> str:
+        started = time.monotonic()
+        frame = self.session.expect(lambda m: m["type"] in ("ready", "heartbeat"), self.timeout)
+        if frame is None:
+            raise CheckFailed(f"no ready (or heartbeat) within {self.timeout:g} s")
+        self._start_frame = frame
+        return f"{frame.type} after {(frame.at - started) * 1000:.0f} ms"
+
+    # -- 3. heartbeats -----------------------------------------------------------------------
+
+    def check_heartbeats(self) -> str:
+        """Wait for MIN_HEARTBEATS heartbeats; fail as soon as a gap grows over the limit."""
+        assert self._start_frame is not None
+        session = self.session
+        interval = self.heartbeat_interval
+        limit = HEARTBEAT_GAP_FACTOR * interval
+        start = self._start_frame.at
+        deadline = time.monotonic() + max(self.timeout, MIN_HEARTBEATS * limit)
+        rule = f"limit {HEARTBEAT_GAP_FACTOR:g} x {interval * 1000:g} ms = {limit * 1000:g} ms"
+        while True:
+            beats = [f.at for f in session.frames if f.type == "heartbeat" and f.at >= start]
+            previous = start
+            for n, at in enumerate(beats[:MIN_HEARTBEATS], 1):
+                if at - previous > limit:
+                    where = "the start" if n == 1 else f"heartbeat {n - 1}"
+                    raise CheckFailed(
+                        f"heartbeat {n} came {(at - previous) * 1000:.0f} ms after {where} "
+                        f"({rule})"
+                    )
+                previous = at
+            if len(beats) >= MIN_HEARTBEATS:
+                gaps = [b - a for a, b in zip([start, *beats], beats[:MIN_HEARTBEATS])]
+                return f"{MIN_HEARTBEATS} heartbeats, longest gap {max(gaps) * 1000:.0f} ms"
+            now = time.monotonic()
+            if now - previous > limit or now >= deadline:
+                since = "the start" if not beats else f"heartbeat {len(beats)}"
+                raise CheckFailed(
+                    f"{len(beats)} of {MIN_HEARTBEATS} heartbeats: none for "
+                    f"{(now - previous) * 1000:.0f} ms after {since} ({rule})"
+                )
+            wait = min(deadline, previous + limit) - now
+            session.expect(lambda m: m["type"] == "heartbeat", wait + 0.001)
+
+    # -- 4. requests -------------------------------------------------------------------------
+
+    def check_requests(self) -> str:
+        ids = self._new_ids(REQUEST_BURST)
+        self.session.send(*(self._request(i) for i in ids))
+        answers = self._collect(ids, self.timeout)
+        if answers.missing or answers.unexpected:
+            raise CheckFailed(self._describe_failure(ids, answers))
+        return (
+            f"{len(ids)} of {len(ids)} answered in {answers.elapsed * 1000:.0f} ms "
+            f"({answers.errors} error responses)"
+        )
+
+    # -- 5. checkpoint -----------------------------------------------------------------------
+
+    def check_checkpoint(self) -> str:
+        session = self.session
+        session.send({"type": "checkpoint_request"})
+        frame = session.expect(lambda m: m["type"] == "checkpoint", self.timeout)
+        if frame is None:
+            raise CheckFailed(f"no checkpoint frame within {self.timeout:g} s")
+        data = frame.msg.get("data")
+        if not isinstance(data, dict):
+            raise CheckFailed(f"checkpoint 'data' is {_kind(data)}, not a map")
+        checkpoint_id = str(uuid.uuid4())
+        session.send(
+            {"type": "checkpoint_ack", "checkpoint_id": checkpoint_id, "timestamp": int(time.time())}
+        )
+        self._checkpoint = (checkpoint_id, data)
+        self._still_answers("after checkpoint_ack")
+        keys = ", ".join(sorted(map(str, data))) or "no keys"
+        return f"checkpoint ({keys}) acknowledged as {checkpoint_id}"
+
+    # -- 6. hot_reload -----------------------------------------------------------------------
+
+    def check_hot_reload(self) -> str:
+        session = self.session
+        session.send({"type": "hot_reload", "code": RELOAD_CODE, "timestamp": time.time()})
+        frame = session.expect(lambda m: m["type"] == "reload_result", self.timeout)
+        if frame is None:
+            raise CheckFailed(f"no reload_result within {self.timeout:g} s")
+        ok = frame.msg.get("ok")
+        if not isinstance(ok, bool):
+            raise CheckFailed(f"reload_result 'ok' is {_kind(ok)}, not a boolean")
+        self._still_answers("after hot_reload")
+        if ok:
+            return "reload accepted"
+        return f"reload rejected: {frame.msg.get('error')}"
+
+    # -- 7. restore --------------------------------------------------------------------------
+
+    def check_restore(self) -> str:
+        session = self.session
+        if self._checkpoint is not None:
+            checkpoint_id: str | None
+            checkpoint_id, snapshot = self._checkpoint
+            note = f"checkpoint {checkpoint_id} restored"
+        else:
+            checkpoint_id, snapshot = None, EMPTY_SNAPSHOT
+            note = "an empty snapshot restored (the checkpoint check produced none)"
+        first = len(session.frames)
+        session.send(
+            {
+                "type": "restore",
+                "checkpoint_id": checkpoint_id,
+                "snapshot": snapshot,
+                "wal_entries": [],
+            }
+        )
+        self._still_answers("after restore")
+        if any(f.type == "ready" for f in session.frames[first:]):
+            note += ", ready sent again"
+        return note
+
+    # -- 8. shutdown -------------------------------------------------------------------------
+
+    def check_shutdown(self) -> str:
+        session = self.session
+        session.close_stdin()
+        code = session.wait_exit(self.timeout)
+        if code is None:
+            raise CheckFailed(f"still running {self.timeout:g} s after its stdin was closed")
+        if code < 0:
+            raise CheckFailed(f"{describe_exit(code)} after its stdin was closed")
+        return describe_exit(code)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _new_ids(self, count: int) -> list[int]:
+        ids = [next(self._ids) for _ in range(count)]
+        self._issued.update(ids)
+        return ids
+
+    @staticmethod
+    def _request(req_id: int) -> dict[str, Any]:
+        return {"type": "process_request", "id": req_id, "data": {"op": "stats"}}
+
+    def _collect(self, ids: Sequence[int], timeout: float) -> _Answers:
+        """Wait for responses to ``ids``; stop early once as many answers as ids arrived."""
+        started = time.monotonic()
+        answers = _Answers(missing=[])
+        pending = set(ids)
+        counted = 0
+
+        def is_last(msg: dict[str, Any]) -> bool:
+            nonlocal counted
+            if msg["type"] != "response":
+                return False
+            rid = msg.get("id")
+            if type(rid) is int and rid in pending:
+                pending.discard(rid)
+                answers.errors += "error" in msg
+                counted += 1
+            elif type(rid) is int and rid in self._issued:
+                return False  # a late or repeated answer to an earlier request
+            else:
+                answers.unexpected.append(rid)
+                counted += 1
+            return not pending or counted >= len(ids)
+
+        self.session.expect(is_last, timeout)
+        answers.missing = sorted(pending)
+        answers.elapsed = time.monotonic() - started
+        return answers
+
+    def _describe_failure(self, ids: Sequence[int], answers: _Answers) -> str:
+        parts = [
+            f"{len(answers.missing)} of {len(ids)} requests unanswered "
+            f"(ids sent {ids[0]}..{ids[-1]})"
+        ]
+        if answers.missing:
+            parts.append(f"missing ids {_limited(answers.missing)}")
+        if answers.unexpected:
+            parts.append(f"responses with unknown ids {_limited(answers.unexpected)}")
+        return "; ".join(parts)
+
+    def _still_answers(self, when: str) -> None:
+        ids = self._new_ids(1)
+        self.session.send(self._request(ids[0]))
+        answers = self._collect(ids, self.timeout)
+        if answers.missing or answers.unexpected:
+            detail = f"no response to process_request id {ids[0]} within {self.timeout:g} s"
+            if answers.unexpected:
+                detail = f"response with unknown id {answers.unexpected[0]!r} to id {ids[0]}"
+            raise CheckFailed(f"{when}: {detail}")
+
+
+def _kind(value: object) -> str:
+    return "missing" if value is None else f"a {type(value).__name__}"
+
+
+def run_checks(
+    argv: Sequence[str],
+    *,
+    timeout: float = 5.0,
+    heartbeat_interval_ms: int = 1000,
+    env: Mapping[str, str] | None = None,
+) -> list[CheckResult]:
+    """Run every check against ``argv`` (see :class:`AgentChecker`)."""
+    checker = AgentChecker(
+        argv, timeout=timeout, heartbeat_interval_ms=heartbeat_interval_ms, env=env
+    )
+    return checker.run()

@@ -1,0 +1,53 @@
+"""A test agent that misbehaves on request: ``{"do": ...}`` picks the misbehaviour.
+
+Normal requests are echoed. Start-up behaviour comes from the environment:
+``SCRIPTED_EXIT_AFTER`` (seconds after ready, then exit 3) and ``SCRIPTED_HOG_MB`` (allocate
+and touch that much memory once ready).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from typing import Any
+
+import msgpack
+
+from osup_mp.agent.sdk import Agent, AgentOptions
+
+
+class Scripted(Agent):
+    def on_start(self) -> None:
+        self.hog = b""
+        mb = int(os.environ.get("SCRIPTED_HOG_MB", "0"))
+        if mb:
+            self.hog = bytearray(os.urandom(1024)) * (mb * 1024)
+
+    def after_batch(self) -> None:
+        limit = os.environ.get("SCRIPTED_EXIT_AFTER")
+        if limit is not None:
+            self._flush()
+            os._exit(3)
+
+    def handle_request(self, data: Any) -> Any:
+        action = data.get("do") if isinstance(data, dict) else None
+        raw = {
+            "garbage": struct.pack(">I", 5) + b"\xc1\xc1\xc1\xc1\xc1",
+            "oversized": struct.pack(">I", 0xFFFFFFF0),
+            "nonmap": struct.pack(">I", 4) + msgpack.packb([1, 2, 3]),
+            "truncated": struct.pack(">I", 100) + b"\x81\xa4type",
+        }.get(action or "")
+        if raw is not None:
+            self._flush()
+            os.write(self._out_fd, raw)
+            if action == "truncated":
+                os._exit(0)
+            return "sent"
+        if action == "crash":
+            os._exit(7)
+        return data
+
+
+if __name__ == "__main__":
+    sys.exit(Scripted(AgentOptions.parse(sys.argv[1:])).run())

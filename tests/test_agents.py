@@ -1,0 +1,198 @@
+"""Agents under supervision: crash, hang, bad frames, crash loops, shadows and their limits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+from conftest import SCRIPTED_AGENT, Tree, wait_for
+
+from osup_mp.client import ClientError
+
+FAST = {
+    "o_supervisor": {"heartbeat_interval": 200, "heartbeat_timeout": 1000},
+    "agent": {"backoff_base": 20, "backoff_cap": 200, "max_retries": 3, "ready_timeout": 10000},
+    "watchdog": {"shadow_rss_mb": 120},
+}
+
+
+def scripted(make_tree, **extra: dict) -> Tree:
+    sections = {k: dict(v) for k, v in FAST.items()}
+    sections["o_supervisor"].update(
+        gerbil_executable=sys.executable, gerbil_main_script=str(SCRIPTED_AGENT)
+    )
+    for key, values in extra.items():
+        sections.setdefault(key, {}).update(values)
+    return make_tree(**sections)
+
+
+def _replaced(tree: Tree, old_pid: int) -> dict | None:
+    agent = tree.running_agent()
+    return agent if agent and agent["pid"] != old_pid else None
+
+
+def test_killed_agent_is_replaced_and_serves(make_tree) -> None:
+    tree = make_tree(**FAST).start()
+    added = tree.agent_request({"op": "memory_add", "text": "kept across nothing yet"})
+    assert "id" in added
+    first = wait_for(tree.running_agent)
+    manager = tree.pids()["agent:main"]
+    os.kill(first["pid"], signal.SIGKILL)
+    second = wait_for(lambda: _replaced(tree, first["pid"]), what="agent replaced")
+    assert second["restarts"] == 1
+    assert tree.agent_request({"op": "stats"})["role"] == "main"
+    assert tree.pids()["agent:main"] == manager  # the manager itself survived
+    assert "killed by SIGKILL" in tree.log_text
+
+
+def test_hung_agent_is_replaced(make_tree) -> None:
+    tree = make_tree(**FAST).start()
+    first = wait_for(tree.running_agent)
+    os.kill(first["pid"], signal.SIGSTOP)
+    second = wait_for(lambda: _replaced(tree, first["pid"]), timeout=10, what="hung agent replaced")
+    assert second["state"] == "RUNNING"
+    assert "heartbeat timeout" in tree.log_text
+    assert tree.agent_request({"op": "stats"})["blocks"] == 0
+
+
+@pytest.mark.parametrize(
+    ("misbehaviour", "logged"),
+    [
+        ("garbage", "malformed frame"),
+        ("oversized", "malformed frame"),
+        ("nonmap", "malformed frame"),
+        ("truncated", "truncated frame"),
+    ],
+)
+def test_bad_frames_restart_the_agent_not_the_manager(make_tree, misbehaviour, logged) -> None:
+    tree = scripted(make_tree).start()
+    first = wait_for(tree.running_agent)
+    manager = tree.pids()["agent:main"]
+    with pytest.raises(ClientError):
+        tree.agent_request({"do": misbehaviour})
+    wait_for(lambda: _replaced(tree, first["pid"]), what="agent replaced after a bad frame")
+    assert tree.agent_request({"echo": 1}) == {"echo": 1}
+    assert tree.pids()["agent:main"] == manager
+    assert logged in tree.log_text
+
+
+def test_crash_looping_agent_reaches_fatal(make_tree, tmp_path) -> None:
+    flag = tmp_path / "exit-after-ready"
+    wrapper = tmp_path / "agent.sh"
+    # The agent runs normally until the flag exists; then every start exits after ready.
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ -e "{flag}" ]; then export SCRIPTED_EXIT_AFTER=0; fi\n'
+        f'exec "{sys.executable}" "{SCRIPTED_AGENT}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    tree = make_tree(**{**FAST, "o_supervisor": {**FAST["o_supervisor"],
+                                                  "gerbil_executable": str(wrapper)}}).start()
+    first = wait_for(tree.running_agent)
+    flag.write_text("")
+    os.kill(first["pid"], signal.SIGKILL)
+
+    def fatal() -> dict | None:
+        agent = tree.agents()["main"]
+        return agent if agent["state"] == "FATAL" else None
+
+    agent = wait_for(fatal, timeout=20, what="agent to become FATAL")
+    assert "consecutive failures" in agent["fatal_reason"]
+    assert agent["restarts"] >= 3
+    assert "backoff" in tree.log_text and "FATAL" in tree.log_text
+    with pytest.raises(ClientError, match="FATAL"):
+        tree.agent_request({"op": "stats"})
+    # An operator restart after fixing the cause brings it back.
+    flag.unlink()
+    assert tree.request("agent_restart", id="main") is True
+    wait_for(tree.running_agent, what="agent back after operator restart")
+
+
+def test_shadow_over_rss_limit_is_killed_main_keeps_serving(make_tree) -> None:
+    tree = scripted(make_tree).start()
+    hog = f"env SCRIPTED_HOG_MB=200 {sys.executable} {SCRIPTED_AGENT}"
+    out = tree.cli("shadow", "start", "hog", "--command", hog)
+    assert out.returncode == 0, out.stderr
+
+    def killed() -> dict | None:
+        agent = tree.agents().get("hog")
+        return agent if agent and agent["state"] == "EXITED" else None
+
+    agent = wait_for(killed, timeout=15, what="shadow killed by its RSS limit")
+    assert agent["last_kill_reason"].startswith("killed: rss ")
+    assert "> limit 120 MB" in agent["last_kill_reason"]
+    assert tree.running_agent()["restarts"] == 0
+    assert tree.agent_request({"echo": 2}) == {"echo": 2}
+    listed = tree.cli("shadow", "list")
+    assert "hog" in listed.stdout and "killed: rss" in listed.stdout
+    assert tree.cli("shadow", "stop", "hog").returncode == 0
+    assert "hog" not in tree.agents()
+
+
+def test_shadows_by_id(make_tree) -> None:
+    osup = {**FAST["o_supervisor"], "max_concurrent_shadows": 2}
+    tree = make_tree(**{**FAST, "o_supervisor": osup}).start()
+    assert tree.cli("shadow", "start", "s1").returncode == 0
+    again = tree.cli("shadow", "start", "s1")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert tree.cli("shadow", "start", "s2").returncode == 0
+    third = tree.cli("shadow", "start", "s3")  # max_concurrent_shadows = 2
+    assert third.returncode == 1 and "max_concurrent_shadows (2)" in third.stderr
+    agents = tree.agents()
+    assert {agents["s1"]["role"], agents["s2"]["role"]} == {"shadow"}
+    assert agents["s1"]["slot"] != agents["s2"]["slot"]
+    assert tree.request("call", name="agent:s1", request=["request", {"op": "stats"}])[
+        "role"] == "shadow"
+    assert tree.cli("shadow", "stop", "s1").returncode == 0
+    assert tree.cli("shadow", "start", "s3").returncode == 0
+    bad = tree.cli("shadow", "stop", "nope")
+    assert bad.returncode == 1 and "no shadow" in bad.stderr
+
+
+def test_hot_reload_with_rollback(make_tree, tmp_path) -> None:
+    tree = make_tree(**FAST).start()
+    tree.agent_request({"op": "memory_add", "text": "alpha beta", "id": "a"})
+    good = tmp_path / "good.py"
+    good.write_text(
+        "import numpy as np\nfrom osup_mp.agent.memory_system import embed, DIM\n"
+        "def search(matrix, query, k):\n"
+        "    return [(i, 1.0) for i in range(min(k, matrix.shape[0]))]\n"
+    )
+    out = tree.cli("hot-reload", str(good))
+    assert out.returncode == 0, out.stderr
+    hits = tree.agent_request({"op": "memory_search", "query": "zzz", "k": 1})
+    assert hits[0]["score"] == 1.0  # the new code answers
+    broken = tmp_path / "broken.py"
+    broken.write_text("def embed(text):\n    return None\n")
+    out = tree.cli("hot-reload", str(broken))
+    assert out.returncode == 1 and "rejected" in out.stderr
+    # Code that imports but raises at run time is rolled back on first use.
+    raising = tmp_path / "raising.py"
+    raising.write_text(
+        "from osup_mp.agent.memory_system import embed, DIM\n"
+        "CALLS = []\n"
+        "def search(matrix, query, k):\n"
+        "    if len(CALLS) > 0:\n"
+        "        raise RuntimeError('new code fails in production')\n"
+        "    CALLS.append(1)\n"
+        "    return [(i, 0.5) for i in range(min(k, matrix.shape[0]))]\n"
+    )
+    assert tree.cli("hot-reload", str(raising)).returncode == 0
+    tree.agent_request({"op": "memory_search", "query": "alpha", "k": 1})  # self-test used one
+    hits = tree.agent_request({"op": "memory_search", "query": "alpha", "k": 1})
+    assert hits[0]["score"] == 1.0  # rolled back to the previous (good) module
+    wait_for(lambda: "rolled back" in tree.log_text, what="rollback logged")
+
+
+def test_manager_crash_takes_its_agent_along(make_tree) -> None:
+    tree = make_tree(**FAST).start()
+    agent = wait_for(tree.running_agent)
+    os.kill(tree.pids()["agent:main"], signal.SIGKILL)
+    new = wait_for(lambda: _replaced(tree, agent["pid"]), what="new manager and agent")
+    import psutil
+
+    wait_for(lambda: not psutil.pid_exists(agent["pid"]) or
+             psutil.Process(agent["pid"]).status() == "zombie", what="old agent gone")
+    assert new["state"] == "RUNNING"
