@@ -9,7 +9,7 @@ the agent the way the supervisor does (``EXECUTABLE [ARGS...] --role main --elix
 2. ``frames`` — every frame of the whole run was well formed (strict codec, a map with a
    ``str`` ``"type"``); evaluated at the end, reported second.
 3. ``heartbeats`` — at least :data:`MIN_HEARTBEATS` heartbeats arrive, no gap longer than
-   :data:`HEARTBEAT_GAP_FACTOR` × the interval (counted from the start signal).
+   :data:`HEARTBEAT_GAP_FACTOR` times the interval (counted from the start signal).
 4. ``requests`` — a burst of :data:`REQUEST_BURST` ``process_request`` frames with distinct ids
    is answered by ``response`` frames carrying the same ids (an error response is an answer).
 5. ``checkpoint`` — ``checkpoint_request`` → a ``checkpoint`` whose ``data`` is a map; it is
@@ -101,6 +101,7 @@ EMPTY_SNAPSHOT: dict[str, Any] = {"agent_state": {}, "memory_blocks": [], "tool_
 """Restored when the ``checkpoint`` check produced no data (the seed's empty checkpoint)."""
 
 _READ_SIZE = 256 * 1024
+_READS_PER_WAKEUP = 16  # more than a full pipe buffer, so an exited agent is drained at once
 _STDERR_LINES = 20
 _STDERR_LINE_MAX = 500
 _LIST_MAX = 10
@@ -231,10 +232,6 @@ class AgentSession:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    @property
-    def alive(self) -> bool:
-        return self._proc is not None and self.gone_reason is None
-
     def close_stdin(self) -> None:
         """Close the agent's stdin (its signal to shut down); unsent output is dropped."""
         self._out.clear()
@@ -261,17 +258,12 @@ class AgentSession:
         """Kill the agent's process group, reap it and release every descriptor."""
         proc = self._proc
         if proc is not None:
+            try:  # the agent and anything it left behind in its session
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             if proc.returncode is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
                 proc.wait()
-            elif proc.pid:
-                try:  # the agent is gone; anything it left in its group goes too
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
             for stream in (proc.stdin, proc.stdout, proc.stderr):
                 if stream is not None:
                     try:
@@ -312,13 +304,13 @@ class AgentSession:
             if self.gone_reason is not None:
                 raise AgentGone(self.gone_reason)
             remaining = deadline - time.monotonic()
+            if self.stdout_eof:  # usually the agent is exiting: give it a moment for its status
+                if self.wait_exit(1.0) is None:
+                    self.gone_reason = "agent closed its stdout (still running)"
+                continue
             if remaining <= 0:
                 return None
             self._pump(remaining)
-
-    def skip_pending(self) -> None:
-        """Mark every frame received so far as seen by :meth:`expect`."""
-        self._cursor = len(self.frames)
 
     def last_stderr(self) -> str | None:
         """The agent's last non-empty stderr line, if any."""
@@ -385,7 +377,7 @@ class AgentSession:
         if proc is None or proc.stdout is None or self.stdout_eof:
             return
         fd = proc.stdout.fileno()
-        while True:
+        for _ in range(_READS_PER_WAKEUP):  # bounded: a flooding agent cannot stall the loop
             try:
                 data = os.read(fd, _READ_SIZE)
             except BlockingIOError:
@@ -438,7 +430,7 @@ class AgentSession:
         if proc is None or proc.stderr is None or self._stderr_eof:
             return
         fd = proc.stderr.fileno()
-        while True:
+        for _ in range(_READS_PER_WAKEUP):
             try:
                 chunk = os.read(fd, _READ_SIZE)
             except BlockingIOError:
@@ -469,9 +461,7 @@ class AgentSession:
             self.stdout_eof = True
             if proc.stdout is not None and self._selector is not None:
                 self._selector.unregister(proc.stdout.fileno())
-        reason = describe_exit(self.exit_code)
-        stderr = self.last_stderr()
-        self.gone_reason = f"agent {reason}" + (f" (last stderr line: {stderr})" if stderr else "")
+        self.gone_reason = f"agent {describe_exit(self.exit_code)}"
 
 
 # --------------------------------------------------------------------------
@@ -564,7 +554,9 @@ class AgentChecker:
     def _run_step(self, name: str, step: Callable[[], str]) -> CheckResult:
         session = self.session
         if name != "starts":
-            if session.gone_reason is not None:
+            if session.gone_reason is not None and (
+                name != "shutdown" or session.exit_code is not None
+            ):
                 return CheckResult(name, False, f"cannot run: {self._gone_text()}")
             if self._start_frame is None and name != "shutdown":
                 return CheckResult(name, False, "cannot run: the agent never started")
@@ -575,7 +567,7 @@ class AgentChecker:
         try:
             return CheckResult(name, True, step())
         except StreamBroken:
-            return CheckResult(name, False, "the agent's frame stream broke (see frames)")
+            return CheckResult(name, False, "the agent's frame stream is broken (see frames)")
         except AgentGone:
             self._gone_during = name
             return CheckResult(name, False, self._gone_text())
@@ -583,8 +575,12 @@ class AgentChecker:
             return CheckResult(name, False, str(exc))
 
     def _gone_text(self) -> str:
+        """How the agent went away: exit status, the check that noticed, last stderr line."""
         text = self.session.gone_reason or "agent exited"
-        return f"{text} during {self._gone_during}" if self._gone_during else text
+        if self._gone_during:
+            text += f" during {self._gone_during}"
+        stderr = self.session.last_stderr()
+        return f"{text} (last stderr line: {stderr})" if stderr else text
 
     def _frames_result(self) -> CheckResult:
         session = self.session
@@ -617,17 +613,18 @@ class AgentChecker:
         while True:
             beats = [f.at for f in session.frames if f.type == "heartbeat" and f.at >= start]
             previous = start
+            longest = 0.0
             for n, at in enumerate(beats[:MIN_HEARTBEATS], 1):
-                if at - previous > limit:
+                gap = at - previous
+                if gap > limit:
                     where = "the start" if n == 1 else f"heartbeat {n - 1}"
                     raise CheckFailed(
-                        f"heartbeat {n} came {(at - previous) * 1000:.0f} ms after {where} "
-                        f"({rule})"
+                        f"heartbeat {n} came {gap * 1000:.0f} ms after {where} ({rule})"
                     )
+                longest = max(longest, gap)
                 previous = at
             if len(beats) >= MIN_HEARTBEATS:
-                gaps = [b - a for a, b in zip([start, *beats], beats[:MIN_HEARTBEATS])]
-                return f"{MIN_HEARTBEATS} heartbeats, longest gap {max(gaps) * 1000:.0f} ms"
+                return f"{MIN_HEARTBEATS} heartbeats, longest gap {longest * 1000:.0f} ms"
             now = time.monotonic()
             if now - previous > limit or now >= deadline:
                 since = "the start" if not beats else f"heartbeat {len(beats)}"
@@ -647,7 +644,7 @@ class AgentChecker:
         if answers.missing or answers.unexpected:
             raise CheckFailed(self._describe_failure(ids, answers))
         return (
-            f"{len(ids)} of {len(ids)} answered in {answers.elapsed * 1000:.0f} ms "
+            f"{len(ids)} of {len(ids)} answered in {answers.elapsed * 1000:.1f} ms "
             f"({answers.errors} error responses)"
         )
 
@@ -664,7 +661,11 @@ class AgentChecker:
             raise CheckFailed(f"checkpoint 'data' is {_kind(data)}, not a map")
         checkpoint_id = str(uuid.uuid4())
         session.send(
-            {"type": "checkpoint_ack", "checkpoint_id": checkpoint_id, "timestamp": int(time.time())}
+            {
+                "type": "checkpoint_ack",
+                "checkpoint_id": checkpoint_id,
+                "timestamp": int(time.time()),
+            }
         )
         self._checkpoint = (checkpoint_id, data)
         self._still_answers("after checkpoint_ack")

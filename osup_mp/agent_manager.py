@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from loguru import logger
 
 from osup_mp.agent_states import AgentState, check_transition
@@ -47,7 +48,6 @@ from osup_mp.shm import Role, SharedState, monotonic_ns
 
 S = AgentState
 _READ = 256 * 1024
-_NOT_AVAILABLE = "not available in this version of osup-mp"
 
 
 def resolve_executable(name: str) -> str:
@@ -111,6 +111,18 @@ class AgentManager(Component):
         self._stop_deadline = 0.0
         self._data: ControlServer | None = None
         self._writable_watched = False
+        # Durability (the main agent only; shadows are experiments and are not logged).
+        self.durable = role == "main"
+        self.applied_lsn = 0  # newest WAL entry reflected in the agent's state
+        self._wal_sent = 0  # entries forwarded to the WAL by this agent generation
+        self._wal_acked = 0
+        self._wal_batch: list[Any] = []
+        self._wal_refs: list[Any] = []
+        self._barriers: deque[tuple[int, Callable[[int | None], None]]] = deque()
+        self._checkpoint_waiters: deque[Caller] = deque()
+        self._checkpoint_asked = 0.0
+        self._since_checkpoint = 0
+        self._pinned: str | None = None  # checkpoint the next start restores from
         self._stderr_tail: deque[str] = deque(maxlen=5)
 
     # -- component callbacks -----------------------------------------------------------------
@@ -131,6 +143,8 @@ class AgentManager(Component):
             )
         self._spawn()
         self._await_first_ready()
+        if self.durable and self.cfg.vault.checkpoint_interval:
+            self.send_after(self.cfg.vault.checkpoint_interval / 1000, "checkpoint_tick")
 
     def _await_first_ready(self) -> None:
         """Start-up is ordered: this component is up only when its agent is ready, and an
@@ -172,6 +186,8 @@ class AgentManager(Component):
         self.shm.release_slot(self.slot_index)
 
     def after_events(self) -> None:
+        if self._wal_batch:
+            self._send_wal_batch()
         self._flush()
         if self._data is not None:
             self._data.flush()
@@ -195,6 +211,19 @@ class AgentManager(Component):
         if kind == "restart_agent":
             self._operator_restart()
             return True
+        if kind == "checkpoint":
+            if not self.durable or self.state is not S.RUNNING:
+                raise CallError(f"agent {self.instance_id} cannot checkpoint now "
+                                f"({self.state.value}{'' if self.durable else ', shadow'})")
+            self._checkpoint_waiters.append(caller)
+            self._request_checkpoint(force=True)
+            return NOREPLY
+        if kind == "restore_from":  # ("restore_from", checkpoint_id)
+            if not self.durable:
+                raise CallError("only the main agent restores from checkpoints")
+            self._pinned = str(request[1])
+            self._operator_restart()
+            return {"restarting": self.instance_id, "checkpoint_id": self._pinned}
         if kind == "heartbeat_timeout":  # from the watchdog: (kind, generation, age_ms)
             if request[1] == self.generation and self.state is S.RUNNING:
                 self._kill_for(f"heartbeat timeout: no heartbeat for {request[2]:.0f} ms")
@@ -216,6 +245,9 @@ class AgentManager(Component):
                 self._kill_for(f"not ready within {self.cfg.agent.ready_timeout} ms")
         elif msg == "expire":
             self._expire()
+        elif msg == "checkpoint_tick":
+            self._request_checkpoint()
+            self.send_after(self.cfg.vault.checkpoint_interval / 1000, "checkpoint_tick")
         else:
             super().handle_info(msg)
 
@@ -229,8 +261,18 @@ class AgentManager(Component):
     def _spawn(self) -> None:
         self._transition(S.STARTING)
         self.fail_reason = None
+        self._wal_sent = self._wal_acked = 0
+        try:
+            restore = self._restore_plan()
+        except (CallError, KeyError) as exc:
+            # Starting empty would lose acknowledged state: fail this start instead.
+            logger.error("agent {}: cannot fetch its state to restore: {}", self.instance_id, exc)
+            self._after_failure(f"restore unavailable: {exc}")
+            return
         try:
             argv = self._argv()
+            if restore is not None:
+                argv += ["--restore", restore["checkpoint_id"] or "wal"]
             self.proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,
@@ -263,6 +305,52 @@ class AgentManager(Component):
         self._timer = self.send_after(self.cfg.agent.ready_timeout / 1000, "ready_deadline")
         logger.info("agent {}: started pid {} ({})", self.instance_id, self.proc.pid,
                     " ".join(argv))
+        if restore is not None:
+            self._send_restore(restore)
+
+    def _restore_plan(self) -> dict[str, Any] | None:
+        """Newest valid checkpoint (or the pinned one) + every WAL entry after its LSN."""
+        if not self.durable:
+            return None
+        vault, wal = self.peer("vault"), self.peer("wal")
+        pinned, self._pinned = self._pinned, None
+        checkpoint = vault.call(("load", pinned) if pinned else ("latest",), timeout=30.0)
+        lsn = checkpoint["lsn"] if checkpoint else 0
+        entries = wal.call(("read_after", lsn), timeout=60.0)
+        self.applied_lsn = entries[-1][0] if entries else lsn
+        self._since_checkpoint = len(entries)
+        if checkpoint is None and not entries:
+            return None
+        logger.info("agent {}: restoring checkpoint {} (LSN {}) + {} WAL entries", self.instance_id,
+                    checkpoint["id"] if checkpoint else "none", lsn, len(entries))
+        return {
+            "checkpoint_id": checkpoint["id"] if checkpoint else None,
+            "snapshot": checkpoint["snapshot"] if checkpoint else None,
+            "lsn": lsn,
+            "entries": [entry for _lsn, entry in entries],
+        }
+
+    def _send_restore(self, restore: dict[str, Any]) -> None:
+        """One ``restore`` frame, continued by more when the WAL tail exceeds a frame."""
+        budget = self.cfg.agent.max_frame // 2
+        chunks: list[list[Any]] = [[]]
+        size = 0
+        for entry in restore["entries"]:
+            entry_size = len(msgpack.packb(entry, use_bin_type=True))
+            if chunks[-1] and size + entry_size > budget:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(entry)
+            size += entry_size
+        for index, chunk in enumerate(chunks):
+            msg: dict[str, Any] = {"type": "restore", "wal_entries": chunk,
+                                   "more": index < len(chunks) - 1}
+            if index == 0:
+                msg.update(checkpoint_id=restore["checkpoint_id"], snapshot=restore["snapshot"],
+                           lsn=restore["lsn"])
+            else:
+                msg["continue"] = True
+            self._send(msg)
 
     def _argv(self) -> list[str]:
         o = self.cfg.o_supervisor
@@ -370,6 +458,11 @@ class AgentManager(Component):
         self._cancel_timer()
         self.last_exit = describe_exit(code)
         self._fail_requests(f"agent {self.instance_id} exited before answering")
+        barriers, self._barriers = self._barriers, deque()
+        for _needs, action in barriers:
+            action(None)
+        self._wal_batch.clear()
+        self._wal_refs.clear()
         self._emit("exit", {"code": code})
         if self.state is S.STOPPING:
             logger.info("agent {}: stopped ({})", self.instance_id, self.last_exit)
@@ -512,10 +605,11 @@ class AgentManager(Component):
             if respond is None:
                 logger.warning("agent {}: response to unknown id {!r}", self.instance_id,
                                msg.get("id"))
-            elif "error" in msg:
-                respond(False, str(msg["error"]))
-            else:
-                respond(True, msg.get("data"))
+                return
+            ok, value = ("error" not in msg), msg.get("data", msg.get("error"))
+            # Released only once every WAL entry the agent wrote before it is durable.
+            self._after_wal(lambda lsn: respond(ok, value) if lsn is not None else respond(
+                False, f"agent {self.instance_id} exited before its changes were durable"))
         elif kind == "heartbeat":
             self.slot["hb_frame_ns"] = monotonic_ns()
             self._on_ready()  # a seed agent's first heartbeat counts as ready
@@ -530,17 +624,26 @@ class AgentManager(Component):
         elif kind == "reload_result":
             self._on_reload_result(msg)
         elif kind == "checkpoint":
-            self._send({"type": "checkpoint_ack", "checkpoint_id": None,
-                        "timestamp": int(time.time()), "error": f"memory vault {_NOT_AVAILABLE}"})
-        elif kind in ("wal_entry", "wal_batch"):
-            count = len(msg.get("data") or []) if kind == "wal_batch" else 1
-            self._send({"type": "wal_flush_ack", "count": count,
-                        "error": f"WAL manager {_NOT_AVAILABLE}"})
+            data = msg.get("data")
+            if not self.durable or not isinstance(data, dict):
+                self._send({"type": "checkpoint_ack", "checkpoint_id": None,
+                            "timestamp": int(time.time()),
+                            "error": "not saved: shadows are not durable" if not self.durable
+                            else "checkpoint data must be a map"})
+                return
+            self._after_wal(lambda lsn: self._save_checkpoint(data, lsn))
+        elif kind == "wal_entry":
+            self._log_entry(msg.get("data"), msg.get("ref"))
+        elif kind == "wal_batch":
+            entries = msg.get("data")
+            for entry in entries if isinstance(entries, list) else [entries]:
+                self._log_entry(entry, msg.get("ref"))
+            self._send({"type": "wal_flush_ack", "count": len(entries or [])})
         elif kind == "evolution_intent":
             logger.info("agent {}: evolution intent {!r}", self.instance_id,
                         msg.get("hypothesis"))
             self._send({"type": "evolution_result", "success": False,
-                        "error": f"evolution arbiter {_NOT_AVAILABLE}"})
+                        "error": "evolution arbiter not available in this version of osup-mp"})
         else:
             logger.warning("agent {}: ignored message type {!r}", self.instance_id, kind)
 
@@ -551,6 +654,86 @@ class AgentManager(Component):
             self.reply(self._reloads.popleft(), result)
         else:
             logger.warning("agent {}: code rolled back: {}", self.instance_id, result["error"])
+
+    # -- durability --------------------------------------------------------------------------
+
+    def _log_entry(self, entry: Any, ref: Any) -> None:
+        if not self.durable:
+            self._send({"type": "wal_ack", "seq": None, "ref": ref,
+                        "error": "not logged: shadows are not durable"})
+            return
+        self._wal_batch.append(entry)
+        self._wal_refs.append(ref)
+        self._wal_sent += 1
+
+    def _send_wal_batch(self) -> None:
+        entries, refs = self._wal_batch, self._wal_refs
+        self._wal_batch, self._wal_refs = [], []
+        generation = self.generation
+        self.peer("wal").call_async(
+            ("append", entries),
+            lambda ok, value: self._on_wal_ack(generation, refs, ok, value),
+            timeout=60.0,
+        )
+
+    def _on_wal_ack(self, generation: int, refs: list[Any], ok: bool, value: Any) -> None:
+        if generation != self.generation:
+            return  # that agent is gone; its durable entries are replayed into the next one
+        if not ok:
+            logger.critical("agent {}: WAL append failed: {}", self.instance_id, value)
+            self._kill_for(f"its WAL entries could not be made durable: {value}")
+            return
+        for lsn, ref in zip(value, refs, strict=True):
+            self.applied_lsn = lsn
+            self._wal_acked += 1
+            self._send({"type": "wal_ack", "seq": lsn, "ref": ref})
+            while self._barriers and self._barriers[0][0] <= self._wal_acked:
+                self._barriers.popleft()[1](lsn)
+        self._since_checkpoint += len(value)
+        every = self.cfg.vault.checkpoint_wal_entries
+        if every and self._since_checkpoint >= every:
+            self._request_checkpoint()
+
+    def _after_wal(self, action: Callable[[int | None], None]) -> None:
+        """Run ``action(lsn)`` once every entry forwarded so far is durable (``None``: the
+        agent died first)."""
+        if self._wal_acked >= self._wal_sent:
+            action(self.applied_lsn)
+        else:
+            self._barriers.append((self._wal_sent, action))
+
+    def _request_checkpoint(self, force: bool = False) -> None:
+        if self.state is not S.RUNNING:
+            return
+        now = time.monotonic()
+        if not force and now - self._checkpoint_asked < self.cfg.agent.ready_timeout / 1000:
+            return  # one is already on its way
+        self._checkpoint_asked = now
+        self._send({"type": "checkpoint_request"})
+
+    def _save_checkpoint(self, snapshot: dict[str, Any], lsn: int | None) -> None:
+        if lsn is None:
+            return
+        generation = self.generation
+
+        def saved(ok: bool, value: Any) -> None:
+            self._checkpoint_asked = 0.0
+            waiters, self._checkpoint_waiters = self._checkpoint_waiters, deque()
+            if ok:
+                self._since_checkpoint = max(0, self.applied_lsn - value["lsn"])
+                for caller in waiters:
+                    self.reply(caller, value)
+            else:
+                logger.error("agent {}: checkpoint not saved: {}", self.instance_id, value)
+                for caller in waiters:
+                    self.reply_error(caller, f"checkpoint not saved: {value}")
+            if generation == self.generation:
+                self._send({"type": "checkpoint_ack", "timestamp": int(time.time()),
+                            "checkpoint_id": value["id"] if ok else None,
+                            "lsn": value["lsn"] if ok else None,
+                            **({} if ok else {"error": str(value)})})
+
+        self.peer("vault").call_async(("save", snapshot, lsn), saved, timeout=60.0)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -616,6 +799,7 @@ class AgentManager(Component):
             "last_kill_reason": self.last_kill_reason,
             "fatal_reason": self.fatal_reason,
             "state_overflow_bytes": int(self.slot["state_overflow"]),
+            "applied_lsn": self.applied_lsn if self.durable else None,
             "metrics": self.metrics,
             "slot": self.slot_index,
         }

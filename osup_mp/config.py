@@ -138,6 +138,25 @@ class WatchdogSection:
 
 
 @dataclass(frozen=True, slots=True)
+class WALSection:
+    """The write-ahead log: fsync policy (Redis-style), segment size, recovery mode."""
+
+    fsync: str
+    segment_entries: int
+    segment_bytes: int
+    salvage: str
+
+
+@dataclass(frozen=True, slots=True)
+class VaultSection:
+    """Checkpoints: generations kept and the supervisor-requested cadence (ms; 0 = off)."""
+
+    generations: int
+    checkpoint_interval: int
+    checkpoint_wal_entries: int
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     o_supervisor: OSupervisorSection
     logger: LoggerSection
@@ -146,6 +165,8 @@ class Config:
     control: ControlSection
     agent: AgentSection
     watchdog: WatchdogSection
+    wal: WALSection
+    vault: VaultSection
     env: str
     source: Path | None
     base_dir: Path
@@ -191,6 +212,8 @@ _SECTION_TYPES: Final[dict[str, Any]] = {
     "control": ControlSection,
     "agent": AgentSection,
     "watchdog": WatchdogSection,
+    "wal": WALSection,
+    "vault": VaultSection,
 }
 
 
@@ -215,6 +238,10 @@ def _when(ok: Callable[[Any], bool], convert: _Convert = lambda v: v) -> _Conver
 
 def _ints(lo: int, hi: float = math.inf) -> _Convert:
     return _when(lambda v: type(v) is int and lo <= v <= hi)  # bool is not an int
+
+
+def _choice(*options: str) -> _Convert:
+    return _when(lambda v: v in options)
 
 
 _TEXT = _when(lambda v: isinstance(v, str) and v != "")
@@ -283,6 +310,19 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "shadow_max_fds": _Field(256, "a positive integer", _ints(1)),
         "shadow_max_threads": _Field(64, "a positive integer", _ints(1)),
         "shadow_wall_time": _Field(600000, _MS, _ints(1)),
+    },
+    "wal": {
+        "fsync": _Field(
+            "always", "one of always, everysec, no", _choice("always", "everysec", "no")
+        ),
+        "segment_entries": _Field(10000, "a positive integer", _ints(1)),
+        "segment_bytes": _Field(67108864, "an integer >= 4096 (bytes)", _ints(4096)),
+        "salvage": _Field("refuse", "one of refuse, truncate", _choice("refuse", "truncate")),
+    },
+    "vault": {
+        "generations": _Field(3, "an integer >= 1", _ints(1)),
+        "checkpoint_interval": _Field(300000, "a non-negative integer (ms; 0 = off)", _ints(0)),
+        "checkpoint_wal_entries": _Field(10000, "a non-negative integer (0 = off)", _ints(0)),
     },
 }
 _DEFAULT_OVERLAYS: Final[dict[str, dict[str, dict[str, Any]]]] = {

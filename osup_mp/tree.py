@@ -24,6 +24,8 @@ from osup_mp.pidfile import AlreadyRunning, PidFile
 from osup_mp.runtime.control import ControlServer, Handler, Respond
 from osup_mp.runtime.supervisor import ChildSpec, Restart, StartError, Supervisor
 from osup_mp.agent_manager import AgentManager
+from osup_mp.memory_vault import MemoryVault
+from osup_mp.wal_manager import WALManager
 from osup_mp.shm import SLOT_COUNT, SharedState, ShmError
 from osup_mp.telemetry import Telemetry
 from osup_mp.watchdog import Watchdog, manager_name
@@ -65,14 +67,19 @@ def agent_spec(
 
 
 def child_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
-    """The tree, in start order."""
+    """The tree, in start order (the seed's: telemetry, vault, WAL, …, agents)."""
+    shutdown = cfg.supervisor.shutdown_timeout / 1000
     return [
         telemetry_spec(cfg),
+        ChildSpec("vault", functools.partial(MemoryVault, cfg), Restart.PERMANENT,
+                  shutdown_timeout=shutdown),
+        ChildSpec("wal", functools.partial(WALManager, cfg), Restart.PERMANENT,
+                  shutdown_timeout=shutdown),
         ChildSpec(
             "watchdog",
             functools.partial(Watchdog, cfg, shm),
             Restart.PERMANENT,
-            shutdown_timeout=cfg.supervisor.shutdown_timeout / 1000,
+            shutdown_timeout=shutdown,
         ),
         agent_spec(cfg, shm, role="main", instance_id="main", slot=MAIN_SLOT),
     ]
@@ -148,6 +155,7 @@ def _run(
         child_setup=lambda name: logsetup.configure_child(cfg.logger, name, relay.write_fd),
     )
     sup.add_reader(relay.read_fd, relay.drain, during_waits=True)
+    sup.call_handlers["fatal"] = functools.partial(_fatal, sup)
     sup.close_in_children(relay.close_read)
     sup.close_in_children(pidfile.close)
     for fd in private_fds:
@@ -180,6 +188,13 @@ def _run(
     finally:
         control.shutdown()
         relay.close()
+
+
+def _fatal(sup: Supervisor, child: Any, request: tuple[Any, ...]) -> bool:
+    """A component hit an error that restarting cannot fix (e.g. fsync): stop the tree."""
+    logger.critical("{}: {} — stopping the tree", child.name, request[1])
+    sup.request_stop(1)
+    return True
 
 
 def control_handlers(cfg: Config, sup: Supervisor, shm: SharedState) -> dict[str, Handler]:
@@ -311,7 +326,25 @@ def control_handlers(cfg: Config, sup: Supervisor, shm: SharedState) -> dict[str
 
         return handler
 
+    def forward(name: str, kind: str, *keys: str, timeout: float = 30.0) -> Handler:
+        """A command answered by one component: ``(kind, args[key], ...)``."""
+
+        def handler(args: dict[str, Any], respond: Respond) -> None:
+            request = (kind, *(args.get(k) for k in keys))
+            if not sup.call_child(name, request, respond, timeout):
+                respond(False, f"component {name!r} is not running")
+
+        return handler
+
     return {
+        "checkpoint_create": forward("agent:main", "checkpoint", timeout=60.0),
+        "checkpoint_restore": forward("agent:main", "restore_from", "id"),
+        "checkpoint_list": forward("vault", "list"),
+        "checkpoint_show": forward("vault", "load", "id"),
+        "checkpoint_delete": forward("vault", "delete", "id"),
+        "wal_stats": forward("wal", "stats"),
+        "wal_tail": forward("wal", "tail", "n"),
+        "wal_verify": forward("wal", "verify", timeout=120.0),
         "ping": ping,
         "status": status,
         "stop": stop,

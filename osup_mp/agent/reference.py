@@ -58,7 +58,10 @@ class MemoryAgent(Agent):
             raise RequestError(f"unknown op {op!r}")
         result = handler(data)
         if op in _MUTATING:
-            self.wal(op, {k: v for k, v in data.items() if k != "op"} | _ids(result))
+            params = {k: v for k, v in data.items() if k != "op"} | _ids(result)
+            if op == "memory_add":  # log the embedding too: replay must not recompute it
+                params["embedding"] = self.blocks[result["id"]]["embedding"].tobytes()
+            self.wal(op, params)
         return result
 
     def op_memory_add(self, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -134,8 +137,9 @@ class MemoryAgent(Agent):
 
     def _apply_delete(self, block_id: str) -> bool:
         self.operations += 1
-        self._dirty = self.blocks.pop(block_id, None) is not None or self._dirty
-        return self._dirty
+        removed = self.blocks.pop(block_id, None) is not None
+        self._dirty = self._dirty or removed
+        return removed
 
     def _current_matrix(self) -> np.ndarray[Any, np.dtype[np.float32]]:
         if self._dirty or self._matrix is None:
@@ -214,7 +218,6 @@ class MemoryAgent(Agent):
             self._apply_delete(str(params.get("id")))
         elif op == "tool_register":
             self.op_tool_register(params)
-            self.operations += 0
 
 
 def _vector(raw: Any) -> np.ndarray[Any, np.dtype[np.float32]]:

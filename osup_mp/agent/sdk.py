@@ -270,11 +270,14 @@ class Agent:
         self.send(reply)
 
     def _on_restore(self, msg: dict[str, Any]) -> None:
-        self.restore(msg.get("snapshot"))
+        # A long WAL tail arrives as one restore frame followed by "continue" frames.
+        if not msg.get("continue"):
+            self.restore(msg.get("snapshot"))
+            self.checkpoint_id = msg.get("checkpoint_id") or self.checkpoint_id
         for entry in msg.get("wal_entries") or []:
             self.apply_wal(entry)
-        self.checkpoint_id = msg.get("checkpoint_id") or self.checkpoint_id
-        self._send_ready()
+        if not msg.get("more"):
+            self._send_ready()
 
     def _on_hot_reload(self, msg: dict[str, Any]) -> None:
         name = msg.get("module") or self.default_reload_module

@@ -47,7 +47,9 @@ from osup_mp.cli.common import EXIT_FAILED, EXIT_USAGE, fail
     help="Heartbeat interval given to the agent (OSUP_HEARTBEAT_INTERVAL_MS).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {check, ok, detail}.")
-@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- EXECUTABLE [ARGS]...")
+@click.argument(
+    "argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- EXECUTABLE [ARGS]..."
+)
 def command(timeout: float, heartbeat_interval: int, as_json: bool, argv: tuple[str, ...]) -> None:
     """Run an agent executable through the protocol and report each check.
 

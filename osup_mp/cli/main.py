@@ -6,6 +6,7 @@ import click
 
 from osup_mp.cli import (
     agent_check,
+    checkpoint,
     config_cmd,
     inspect_cmd,
     logs,
@@ -15,6 +16,7 @@ from osup_mp.cli import (
     start,
     status,
     stop,
+    wal,
 )
 
 
@@ -34,7 +36,7 @@ def main(ctx: click.Context, config_path: str | None, env: str | None) -> None:
     ctx.obj = {"config_path": config_path, "env": env}
 
 
-for module in (start, stop, status, restart, logs, config_cmd, request, shadow, inspect_cmd,
-               agent_check):
+for module in (start, stop, status, restart, logs, config_cmd, request, shadow, checkpoint, wal,
+               inspect_cmd, agent_check):
     main.add_command(module.command)
 main.add_command(shadow.hot_reload)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -60,7 +61,7 @@ from osup_mp.client import Client, ClientError
 from osup_mp.config import Config, load_config
 from osup_mp.runtime.component import Caller, Component
 from osup_mp.runtime.supervisor import ChildSpec, Restart
-from osup_mp.tree import child_specs, run_tree
+from osup_mp.tree import SpecsFactory, child_specs, run_tree
 
 _FORK = multiprocessing.get_context("fork")
 WINDOW = 100  # calls in flight for the pipelined figures
@@ -118,6 +119,8 @@ class BenchDriver(Component):
 
     def handle_call(self, request: Any, caller: Caller) -> Any:
         kind = request[0] if isinstance(request, tuple) and request else request
+        if kind == "pid":
+            return os.getpid()
         if kind == "bench_rtt":
             return self._round_trips(int(request[1]))
         if kind == "bench_pipelined":
@@ -175,7 +178,7 @@ class BenchDriver(Component):
 # ------------------------------------------------------------------ trees
 
 
-def _tree_main(cfg: Config, specs: list[ChildSpec] | None) -> None:
+def _tree_main(cfg: Config, specs: SpecsFactory | None) -> None:
     sys.exit(run_tree(cfg, stderr_log=False, specs=specs))
 
 
@@ -189,15 +192,19 @@ class TreeProc:
         for section, values in overrides.items():
             merged.setdefault(section, {}).update(values)
         self.cfg = load_config(None, env, cwd=self.tmp, overrides=merged)
-        specs: list[ChildSpec] | None = None
+        cfg = self.cfg
+        specs: SpecsFactory | None = None
         if extra:
-            specs = [
-                *child_specs(self.cfg),
-                ChildSpec("echo", BenchEcho, Restart.PERMANENT, shutdown_timeout=2.0),
-                ChildSpec("driver", BenchDriver, Restart.PERMANENT, shutdown_timeout=2.0),
-            ]
+
+            def specs(shm: Any) -> list[ChildSpec]:
+                return [
+                    *child_specs(cfg, shm),
+                    ChildSpec("echo", BenchEcho, Restart.PERMANENT, shutdown_timeout=2.0),
+                    ChildSpec("driver", BenchDriver, Restart.PERMANENT, shutdown_timeout=2.0),
+                ]
+
         self.proc = _FORK.Process(
-            target=_tree_main, args=(self.cfg, specs), name="osup-bench-tree", daemon=False
+            target=_tree_main, args=(cfg, specs), name="osup-bench-tree", daemon=False
         )
         self.seen: dict[int, psutil.Process] = {}
 
@@ -282,6 +289,24 @@ def running_tree(
 # ------------------------------------------------------------------ baselines
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where the two ends of a call run: the CPU sets of the echo and of the caller."""
+
+    key: str
+    label: str
+    echo: set[int]
+    driver: set[int]
+
+
+def placements() -> list[Placement]:
+    cpus = sorted(os.sched_getaffinity(0))
+    out = [Placement("1cpu", "same CPU", {cpus[0]}, {cpus[0]})]
+    if len(cpus) >= 2:
+        out.append(Placement("2cpu", "two CPUs", {cpus[0]}, {cpus[1]}))
+    return out
+
+
 def _first_message(conn: Connection) -> None:
     conn.send(("ready", os.getpid()))
     conn.close()
@@ -311,7 +336,10 @@ def fork_first_message(n: int) -> list[float]:
     return out
 
 
-def _raw_echo_server(conn: Connection) -> None:
+def _raw_echo_server(conn: Connection, inherited: list[Connection], cpus: set[int]) -> None:
+    for other in inherited:  # or EOF never reaches this end when the client exits
+        other.close()
+    os.sched_setaffinity(0, cpus)
     try:
         while True:
             conn.send(conn.recv())
@@ -319,9 +347,19 @@ def _raw_echo_server(conn: Connection) -> None:
         pass
 
 
-def _raw_client(conn: Connection, results: Connection, n: int, total: int, runs: int) -> None:
+def _raw_client(
+    conn: Connection,
+    results: Connection,
+    inherited: list[Connection],
+    cpus: set[int],
+    plan: tuple[int, int, int],
+) -> None:
+    for other in inherited:
+        other.close()
+    os.sched_setaffinity(0, cpus)
+    n, total, runs = plan
     clock = time.perf_counter_ns
-    for i in range(min(n, 500)):
+    for i in range(min(n, 500)):  # warm-up, as in the driver
         conn.send(("call", i, ("echo", i)))
         conn.recv()
     samples: list[float] = []
@@ -347,21 +385,24 @@ def _raw_client(conn: Connection, results: Connection, n: int, total: int, runs:
     results.send({"median_us": median(us), "p90_us": p90(us), "rates": rates})
 
 
-def raw_pipe(n: int, total: int, runs: int) -> dict[str, Any]:
+def raw_pipe(placement: Placement, n: int, total: int, runs: int) -> dict[str, Any]:
     """Round trip and 100-in-flight throughput of a bare Pipe echo between two forks."""
     a, b = _FORK.Pipe()
     res_r, res_w = _FORK.Pipe(duplex=False)
-    server = _FORK.Process(target=_raw_echo_server, args=(b,))
-    client = _FORK.Process(target=_raw_client, args=(a, res_w, n, total, runs))
+    server = _FORK.Process(target=_raw_echo_server, args=(b, [a, res_r, res_w], placement.echo))
+    client = _FORK.Process(
+        target=_raw_client, args=(a, res_w, [b, res_r], placement.driver, (n, total, runs))
+    )
     procs = [server, client]
     try:
         server.start()
         client.start()
-        a.close()
-        b.close()
-        res_w.close()
-        if not res_r.poll(300.0):
-            raise BenchError("raw Pipe baseline produced no result")
+        for end in (a, b, res_w):
+            end.close()
+        deadline = time.monotonic() + 300.0
+        while not res_r.poll(0.5):
+            if client.exitcode is not None or time.monotonic() > deadline:
+                raise BenchError(f"raw Pipe baseline client failed (exit {client.exitcode})")
         result: dict[str, Any] = res_r.recv()
         return result
     finally:
@@ -376,6 +417,18 @@ def raw_pipe(n: int, total: int, runs: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ runtime measurements
+
+
+def pin_components(tree: TreeProc, placement: Placement | None) -> None:
+    """Pin echo and driver to ``placement``; None gives them every CPU back."""
+    every = os.sched_getaffinity(0)
+    for name in ("echo", "driver"):
+        pid = int(tree.request("call", name=name, request=["pid"]))
+        if placement is None:
+            cpus = every
+        else:
+            cpus = placement.echo if name == "echo" else placement.driver
+        os.sched_setaffinity(pid, cpus)
 
 
 def component_restart(tree: TreeProc, n: int) -> list[float]:
@@ -415,18 +468,27 @@ def driver_call(tree: TreeProc, request: list[Any]) -> dict[str, Any]:
     return result
 
 
+def _on_cpu_seconds(proc: psutil.Process) -> tuple[float, float]:
+    """(user+system from psutil, on-CPU time from /proc/<pid>/schedstat or NaN)."""
+    t = proc.cpu_times()
+    try:
+        with open(f"/proc/{proc.pid}/schedstat") as f:
+            sched = int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        sched = math.nan
+    return t.user + t.system, sched
+
+
 def idle_cpu(tree: TreeProc, settle: float, window: float) -> dict[str, Any]:
     """Percent of one core used by the supervisor and its descendants over ``window``."""
     time.sleep(settle)
     root = psutil.Process(tree.pid)
 
-    def snapshot() -> dict[int, tuple[psutil.Process, float]]:
-        procs = [root, *root.children(recursive=True)]
-        snap: dict[int, tuple[psutil.Process, float]] = {}
-        for proc in procs:
+    def snapshot() -> dict[int, tuple[psutil.Process, float, float]]:
+        snap: dict[int, tuple[psutil.Process, float, float]] = {}
+        for proc in [root, *root.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
-                t = proc.cpu_times()
-                snap[proc.pid] = (proc, t.user + t.system)
+                snap[proc.pid] = (proc, *_on_cpu_seconds(proc))
         return snap
 
     before = snapshot()
@@ -434,54 +496,70 @@ def idle_cpu(tree: TreeProc, settle: float, window: float) -> dict[str, Any]:
     time.sleep(window)
     after = snapshot()
     elapsed = time.perf_counter() - t0
-    used = 0.0
+    used = sched_used = 0.0
     per_process: dict[str, float] = {}
-    for pid, (proc, cpu) in after.items():
-        start = before.get(pid, (proc, 0.0))[1]
-        used += cpu - start
+    for pid, (proc, cpu, sched) in after.items():
+        _p, cpu0, sched0 = before.get(pid, (proc, 0.0, 0.0))
+        used += cpu - cpu0
+        sched_used += sched - sched0
         name = "supervisor" if pid == tree.pid else _proc_label(proc)
-        per_process[f"{name}[{pid}]"] = round(100 * (cpu - start) / elapsed, 4)
+        per_process[f"{name}[{pid}]"] = round(100 * (sched - sched0) / elapsed, 4)
     return {
         "percent": 100 * used / elapsed,
+        "schedstat_percent": 100 * sched_used / elapsed,
         "window_s": elapsed,
         "processes": len(after),
-        "per_process_percent": per_process,
+        "per_process_schedstat_percent": per_process,
     }
 
 
 def _proc_label(proc: psutil.Process) -> str:
     try:
-        return proc.name()
+        name = proc.name()
+        cmd = proc.cmdline()
     except psutil.Error:
         return "?"
+    return cmd[-1].rsplit("/", 1)[-1] if name.startswith("python") and cmd else name
 
 
 # ------------------------------------------------------------------ driver
 
 
 def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
-    figures: dict[str, Any] = {}
     bench_overrides = {"supervisor": {"max_restarts": 100000, "max_seconds": 1}}
+    where = placements()
 
     progress("baseline: fork + first message")
     fork_ms = fork_first_message(plan.forks)
-    progress("baseline: raw Pipe echo")
-    raw = raw_pipe(plan.round_trips, plan.pipelined, plan.pipelined_runs)
+    raw: dict[str, dict[str, Any]] = {}
+    for placement in where:
+        progress(f"baseline: raw Pipe echo, {placement.label}")
+        raw[placement.key] = raw_pipe(
+            placement, plan.round_trips, plan.pipelined, plan.pipelined_runs
+        )
 
     progress("tree: calls and restarts")
+    rtt: dict[str, dict[str, Any]] = {}
+    rates: dict[str, list[float]] = {}
     with running_tree("test", bench_overrides, extra=True) as tree:
-        rtt = driver_call(tree, ["bench_rtt", plan.round_trips])
-        rates = [
-            float(driver_call(tree, ["bench_pipelined", plan.pipelined, WINDOW])["calls_per_s"])
-            for _ in range(plan.pipelined_runs)
-        ]
+        for placement in where:
+            progress(f"tree: calls, {placement.label}")
+            pin_components(tree, placement)
+            rtt[placement.key] = driver_call(tree, ["bench_rtt", plan.round_trips])
+            rates[placement.key] = [
+                float(driver_call(tree, ["bench_pipelined", plan.pipelined, WINDOW])["calls_per_s"])
+                for _ in range(plan.pipelined_runs)
+            ]
+        pin_components(tree, None)
+        progress("tree: restarts")
         restart_ms = component_restart(tree, plan.restarts)
 
-    progress("tree: idle CPU")
+    progress("tree: idle CPU (shipped tree, prod config)")
     with running_tree("prod", {}, extra=False) as tree:
         idle = idle_cpu(tree, plan.idle_settle, plan.idle_window)
         telemetry_period_ms = tree.cfg.telemetry.period
 
+    figures: dict[str, Any] = {}
     restart_median = median(restart_ms)
     fork_median = median(fork_ms)
     figures["restart"] = {
@@ -494,36 +572,40 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
         "target": "median <= 50 ms",
         "pass": restart_median <= 50.0,
     }
-    rtt_ratio = rtt["median_us"] / raw["median_us"]
-    figures["round_trip"] = {
-        "median_us": rtt["median_us"],
-        "p90_us": rtt["p90_us"],
-        "n": plan.round_trips,
-        "baseline_raw_pipe_median_us": raw["median_us"],
-        "baseline_raw_pipe_p90_us": raw["p90_us"],
-        "ratio": rtt_ratio,
-        "target": "ratio <= 1.5x",
-        "pass": rtt_ratio <= 1.5,
-    }
-    rate = median(rates)
-    raw_rate = median(raw["rates"])
-    figures["pipelined"] = {
-        "calls_per_s": rate,
-        "runs_calls_per_s": rates,
-        "total": plan.pipelined,
-        "window": WINDOW,
-        "baseline_raw_pipe_per_s": raw_rate,
-        "baseline_runs_per_s": raw["rates"],
-        "ratio": rate / raw_rate,
-        "target": "ratio >= 0.5",
-        "pass": rate / raw_rate >= 0.5,
-    }
+    for placement in where:
+        mine, base = rtt[placement.key], raw[placement.key]
+        ratio = mine["median_us"] / base["median_us"]
+        figures[f"round_trip_{placement.key}"] = {
+            "placement": placement.label,
+            "median_us": mine["median_us"],
+            "p90_us": mine["p90_us"],
+            "n": plan.round_trips,
+            "baseline_raw_pipe_median_us": base["median_us"],
+            "baseline_raw_pipe_p90_us": base["p90_us"],
+            "ratio": ratio,
+            "target": "ratio <= 1.5x",
+            "pass": ratio <= 1.5,
+        }
+        rate, raw_rate = median(rates[placement.key]), median(base["rates"])
+        figures[f"pipelined_{placement.key}"] = {
+            "placement": placement.label,
+            "calls_per_s": rate,
+            "runs_calls_per_s": rates[placement.key],
+            "total": plan.pipelined,
+            "window": WINDOW,
+            "baseline_raw_pipe_per_s": raw_rate,
+            "baseline_runs_per_s": base["rates"],
+            "ratio": rate / raw_rate,
+            "target": "ratio >= 0.5",
+            "pass": rate / raw_rate >= 0.5,
+        }
     figures["idle_cpu"] = {
         "percent_of_one_core": idle["percent"],
+        "schedstat_percent_of_one_core": idle["schedstat_percent"],
         "window_s": idle["window_s"],
         "settle_s": plan.idle_settle,
         "processes": idle["processes"],
-        "per_process_percent": idle["per_process_percent"],
+        "per_process_schedstat_percent": idle["per_process_schedstat_percent"],
         "telemetry_period_ms": telemetry_period_ms,
         "target": "< 1 %",
         "pass": idle["percent"] < 1.0,
@@ -536,7 +618,7 @@ def _verdict(ok: bool) -> str:
 
 
 def render(figures: dict[str, Any]) -> str:
-    r, c, p, i = (figures[k] for k in ("restart", "round_trip", "pipelined", "idle_cpu"))
+    r, i = figures["restart"], figures["idle_cpu"]
     rows = [
         (
             "component restart (SIGKILL -> answering)",
@@ -544,27 +626,41 @@ def render(figures: dict[str, Any]) -> str:
             f"fork+first message {r['baseline_fork_first_message_ms']:.1f} ms"
             f"  ratio {r['ratio']:.2f}x",
             f"target median <= 50 ms: {_verdict(r['pass'])}",
-        ),
-        (
-            "call round trip",
-            f"median {c['median_us']:.0f} us  p90 {c['p90_us']:.0f} us",
-            f"raw Pipe echo {c['baseline_raw_pipe_median_us']:.0f} us  ratio {c['ratio']:.2f}x",
-            f"target <= 1.5x: {_verdict(c['pass'])}",
-        ),
-        (
-            f"pipelined calls ({p['window']} in flight)",
-            f"{p['calls_per_s']:.0f} calls/s",
-            f"raw Pipe {p['baseline_raw_pipe_per_s']:.0f}/s  ratio {p['ratio']:.2f}",
-            f"target >= 0.5: {_verdict(p['pass'])}",
-        ),
+        )
+    ]
+    for key in ("1cpu", "2cpu"):
+        c = figures.get(f"round_trip_{key}")
+        if c is None:
+            continue
+        rows.append(
+            (
+                f"call round trip ({c['placement']})",
+                f"median {c['median_us']:.0f} us  p90 {c['p90_us']:.0f} us",
+                f"raw Pipe echo {c['baseline_raw_pipe_median_us']:.0f} us  ratio {c['ratio']:.2f}x",
+                f"target <= 1.5x: {_verdict(c['pass'])}",
+            )
+        )
+    for key in ("1cpu", "2cpu"):
+        p = figures.get(f"pipelined_{key}")
+        if p is None:
+            continue
+        rows.append(
+            (
+                f"pipelined calls ({p['window']} in flight, {p['placement']})",
+                f"{p['calls_per_s']:.0f} calls/s",
+                f"raw Pipe {p['baseline_raw_pipe_per_s']:.0f}/s  ratio {p['ratio']:.2f}",
+                f"target >= 0.5: {_verdict(p['pass'])}",
+            )
+        )
+    rows.append(
         (
             "idle tree CPU",
             f"{i['percent_of_one_core']:.2f} % of one core",
-            f"{i['window_s']:.0f} s window, {i['processes']} processes, "
-            f"telemetry every {i['telemetry_period_ms'] / 1000:g} s",
+            f"schedstat {i['schedstat_percent_of_one_core']:.3f} %, {i['window_s']:.0f} s,"
+            f" {i['processes']} processes, telemetry {i['telemetry_period_ms'] / 1000:g} s",
             f"target < 1 %: {_verdict(i['pass'])}",
-        ),
-    ]
+        )
+    )
     widths = [max(len(row[k]) for row in rows) for k in range(3)]
     return "\n".join(
         f"{a:<{widths[0]}}  {b:<{widths[1]}}  | {c_:<{widths[2]}}  {d}" for a, b, c_, d in rows

@@ -1,0 +1,89 @@
+"""``osup-mp checkpoint create|list|show|restore|delete``: the main agent's checkpoints."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+from osup_mp.cli.common import load, request
+
+
+@click.group("checkpoint")
+def command() -> None:
+    """Checkpoints of the main agent (stored in diskcache and as checksummed files)."""
+
+
+def _show(data: Any, as_json: bool) -> None:
+    click.echo(json.dumps(data, indent=2, default=_plain) if as_json else _text(data))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes>"
+    raise TypeError(type(value).__name__)
+
+
+def _text(meta: dict[str, Any]) -> str:
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta["created"]))
+    return f"{meta['id']}  LSN {meta['lsn']:<8} {meta['bytes']:>10} bytes  {created}"
+
+
+@command.command("create")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def create(ctx: click.Context, as_json: bool) -> None:
+    """Ask the main agent for a checkpoint now; print it once it is durable."""
+    _show(request(load(ctx), "checkpoint_create", timeout=90.0), as_json)
+
+
+@command.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """Checkpoints kept, oldest first."""
+    metas = request(load(ctx), "checkpoint_list")
+    if as_json:
+        click.echo(json.dumps(metas, indent=2))
+    elif not metas:
+        click.echo("no checkpoints")
+    for meta in [] if as_json else metas:
+        click.echo(_text(meta) + ("  UNREADABLE" if meta.get("unreadable") else ""))
+
+
+@command.command("show")
+@click.argument("checkpoint_id")
+@click.option("--json", "as_json", is_flag=True, help="Include the whole snapshot.")
+@click.pass_context
+def show(ctx: click.Context, checkpoint_id: str, as_json: bool) -> None:
+    """Verify and show one checkpoint (a summary of its snapshot; all of it with --json)."""
+    data = request(load(ctx), "checkpoint_show", id=checkpoint_id)
+    if as_json:
+        _show(data, True)
+        return
+    click.echo(_text(data))
+    for key, value in (data.get("snapshot") or {}).items():
+        size = len(value) if isinstance(value, list | dict | bytes | str) else value
+        click.echo(f"  {key}: {type(value).__name__} ({size})")
+
+
+@command.command("restore")
+@click.argument("checkpoint_id")
+@click.pass_context
+def restore(ctx: click.Context, checkpoint_id: str) -> None:
+    """Restart the main agent from CHECKPOINT_ID plus every WAL entry after it."""
+    request(load(ctx), "checkpoint_restore", id=checkpoint_id)
+    click.echo(f"main agent restarting from checkpoint {checkpoint_id}")
+
+
+@command.command("delete")
+@click.argument("checkpoint_id")
+@click.pass_context
+def delete(ctx: click.Context, checkpoint_id: str) -> None:
+    """Delete one checkpoint (both copies)."""
+    if not request(load(ctx), "checkpoint_delete", id=checkpoint_id):
+        click.echo(f"no checkpoint {checkpoint_id}", err=True)
+        raise SystemExit(1)
+    click.echo(f"deleted {checkpoint_id}")

@@ -1,0 +1,196 @@
+"""Checkpoint storage: every checkpoint in diskcache *and* as a checksummed file.
+
+A checkpoint image is ``header | payload | sha256(header + payload)``; the header holds a
+magic, the layout version, the LSN the checkpoint covers, its creation time and its id. The
+same image is stored twice: as a file written atomically (temp → fsync → rename → fsync
+dir: the durable copy, and the source of the listing) and as a diskcache row (the fast
+path). Loading verifies the digest and falls back from the cache to the file; choosing the
+newest checkpoint falls back to the previous generation when the newest is corrupt.
+
+Design decision: diskcache must never unpickle. Values are stored as raw bytes and keys as
+text through :class:`BytesOnlyDisk`, which refuses any pickled row or key it is asked to
+read — someone who can write the cache directory must not get code execution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import diskcache
+from diskcache.core import MODE_PICKLE
+
+from osup_mp.wal import atomic_write, fsync_dir
+
+MAGIC = b"OSUPCKP1"
+VERSION = 1
+_HEADER = struct.Struct(">8sIQQ36sQ")  # magic, version, lsn, created_ns, id, payload length
+_DIGEST = 32
+
+
+class VaultError(RuntimeError):
+    """A checkpoint is missing or corrupt, or the cache holds something it must not."""
+
+
+class BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
+    """A diskcache Disk that stores bytes and text only and refuses to unpickle anything."""
+
+    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
+        if not isinstance(value, bytes):
+            raise TypeError("the checkpoint cache stores bytes only")
+        return super().store(value, read, key=key)
+
+    def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> Any:
+        if mode == MODE_PICKLE:
+            raise VaultError("refusing to unpickle a row of the checkpoint cache")
+        return super().fetch(mode, filename, value, read)
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise VaultError("refusing to unpickle a key of the checkpoint cache")
+        return super().get(key, raw)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Checkpoint:
+    id: str
+    lsn: int
+    created_ns: int
+    payload: bytes
+
+    def meta(self) -> dict[str, Any]:
+        return {"id": self.id, "lsn": self.lsn, "created": self.created_ns / 1e9,
+                "bytes": len(self.payload)}
+
+
+def encode(checkpoint: Checkpoint) -> bytes:
+    header = _HEADER.pack(MAGIC, VERSION, checkpoint.lsn, checkpoint.created_ns,
+                          checkpoint.id.encode().ljust(36), len(checkpoint.payload))
+    digest = hashlib.sha256(header)
+    digest.update(checkpoint.payload)
+    return header + checkpoint.payload + digest.digest()
+
+
+def decode(image: bytes, where: str) -> Checkpoint:
+    if len(image) < _HEADER.size + _DIGEST:
+        raise VaultError(f"{where}: truncated checkpoint ({len(image)} bytes)")
+    magic, version, lsn, created, raw_id, length = _HEADER.unpack_from(image, 0)
+    if magic != MAGIC or version != VERSION:
+        raise VaultError(f"{where}: not a checkpoint of this osup-mp (magic {magic!r})")
+    if len(image) != _HEADER.size + length + _DIGEST:
+        raise VaultError(f"{where}: size {len(image)} does not match its header")
+    body = memoryview(image)[: _HEADER.size + length]
+    if hashlib.sha256(body).digest() != image[-_DIGEST:]:
+        raise VaultError(f"{where}: checksum mismatch")
+    payload = bytes(image[_HEADER.size : _HEADER.size + length])
+    return Checkpoint(raw_id.decode().strip(), lsn, created, payload)
+
+
+class CheckpointStore:
+    def __init__(self, directory: Path, generations: int) -> None:
+        self.dir = directory
+        self.files = directory / "files"
+        self.generations = generations
+        for path in (directory, self.files):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(path, 0o700)
+        for stale in self.files.glob(".*.tmp"):
+            stale.unlink()  # a save that died before its rename
+        self.cache = diskcache.Cache(str(directory / "cache"), disk=BytesOnlyDisk)
+        os.chmod(directory / "cache", 0o700)
+
+    def close(self) -> None:
+        self.cache.close()
+
+    def _path(self, checkpoint_id: str) -> Path:
+        return self.files / f"{checkpoint_id}.ckpt"
+
+    def save(self, checkpoint_id: str, lsn: int, payload: bytes) -> Checkpoint:
+        """Durable when this returns (the file is fsynced); then old generations go."""
+        checkpoint = Checkpoint(checkpoint_id, lsn, time.time_ns(), payload)
+        image = encode(checkpoint)
+        atomic_write(self._path(checkpoint_id), image)
+        self.cache.set(checkpoint_id, image)
+        self.prune()
+        return checkpoint
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every checkpoint file's header, oldest first (by LSN, then creation time)."""
+        metas = []
+        for path in self.files.glob("*.ckpt"):
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(_HEADER.size)
+                magic, _v, lsn, created, raw_id, length = _HEADER.unpack(head)
+            except (OSError, struct.error):
+                metas.append({"id": path.stem, "lsn": -1, "created": 0.0, "bytes": 0,
+                              "unreadable": True})
+                continue
+            if magic != MAGIC:
+                metas.append({"id": path.stem, "lsn": -1, "created": 0.0, "bytes": 0,
+                              "unreadable": True})
+                continue
+            metas.append({"id": raw_id.decode().strip(), "lsn": lsn, "created": created / 1e9,
+                          "bytes": length})
+        return sorted(metas, key=lambda m: (m["lsn"], m["created"]))
+
+    def load(self, checkpoint_id: str) -> tuple[Checkpoint, list[str]]:
+        """The verified checkpoint, from the cache or else the file; plus what went wrong."""
+        problems: list[str] = []
+        try:
+            image = self.cache.get(checkpoint_id)
+            if image is None:
+                problems.append(f"{checkpoint_id}: not in the cache")
+            else:
+                return decode(image, f"cache row {checkpoint_id}"), problems
+        except VaultError as exc:
+            problems.append(str(exc))
+        except Exception as exc:  # a damaged cache database is not fatal: the file remains
+            problems.append(f"cache row {checkpoint_id}: {type(exc).__name__}: {exc}")
+        path = self._path(checkpoint_id)
+        try:
+            image = path.read_bytes()
+        except FileNotFoundError:
+            problems.append(f"{path}: missing")
+            raise VaultError("; ".join(problems)) from None
+        try:
+            return decode(image, str(path)), problems
+        except VaultError as exc:
+            problems.append(str(exc))
+            raise VaultError("; ".join(problems)) from None
+
+    def latest(self) -> tuple[Checkpoint | None, list[str]]:
+        """The newest checkpoint that verifies, falling back generation by generation."""
+        problems: list[str] = []
+        for meta in reversed(self.list()):
+            try:
+                checkpoint, more = self.load(meta["id"])
+            except VaultError as exc:
+                problems.append(str(exc))
+                continue
+            return checkpoint, problems + more
+        return None, problems
+
+    def delete(self, checkpoint_id: str) -> bool:
+        existed = self._path(checkpoint_id).exists()
+        self._path(checkpoint_id).unlink(missing_ok=True)
+        self.cache.delete(checkpoint_id)
+        if existed:
+            fsync_dir(self.files)
+        return existed
+
+    def prune(self) -> list[str]:
+        metas = self.list()
+        doomed = metas[: max(0, len(metas) - self.generations)]
+        for meta in doomed:
+            self.delete(meta["id"])
+        return [m["id"] for m in doomed]
+
+    def oldest_kept_lsn(self) -> int | None:
+        metas = self.list()
+        return metas[0]["lsn"] if metas else None

@@ -1,0 +1,396 @@
+"""The write-ahead log on disk: segmented files of length- and CRC-checked records.
+
+File layout (all integers big-endian)::
+
+    segment  = file header (16 B: b"OSUPWAL1", version u32, reserved u32) + record*
+    record   = header (21 B) + payload
+    header   = length u32 | type u8 | lsn u64 | payload crc32 u32 | header crc32 u32
+
+Design decisions:
+
+* Every record carries its own LSN; LSNs are consecutive across segments and survive
+  restarts of the process and of the tree (the next LSN is recovered from the newest record,
+  or from ``lsn.floor`` when checkpoints have let every segment go). Replay is by LSN, never
+  by time.
+* A header CRC separate from the payload CRC means a flipped length can never masquerade as
+  a short file: on open, a bad record followed by *any* valid record is corruption (refuse,
+  naming file and offset, unless the operator chose salvage); a bad record with nothing valid
+  after it in the newest segment is a torn tail from a crash — it is cut off, and the
+  original file is kept as ``.broken``.
+* Records reach the kernel with one ``os.write`` per batch under every fsync policy; the
+  policy only decides when ``fdatasync`` runs. An fsync error is fatal and never retried.
+* Segments are created atomically (temp file, fsync, rename, fsync dir).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+SEGMENT_MAGIC = b"OSUPWAL1"
+SEGMENT_VERSION = 1
+SEGMENT_HEADER = struct.Struct(">8sII")
+RECORD_HEADER = struct.Struct(">IBQII")  # length, type, lsn, payload crc, header crc
+_HEADER_CRC_PART = struct.Struct(">IBQI")
+MAX_RECORD = 64 * 1024 * 1024
+FLOOR_FILE = "lsn.floor"
+
+TYPE_ENTRY = 1
+
+
+class WALError(RuntimeError):
+    """A WAL problem the operator must see: corruption (file and offset), I/O failure."""
+
+
+class WALCorruption(WALError):
+    def __init__(self, path: Path, offset: int, why: str) -> None:
+        self.path, self.offset = path, offset
+        super().__init__(
+            f"WAL corruption in {path} at offset {offset}: {why}; refusing to start "
+            '(set [wal] salvage = "truncate" to drop everything from there on)'
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    lsn: int
+    type: int
+    payload: bytes
+    offset: int
+
+
+def encode_record(lsn: int, payload: bytes, rtype: int = TYPE_ENTRY) -> bytes:
+    if len(payload) > MAX_RECORD:
+        raise WALError(f"WAL record of {len(payload)} bytes exceeds {MAX_RECORD}")
+    pcrc = zlib.crc32(payload)
+    hcrc = zlib.crc32(_HEADER_CRC_PART.pack(len(payload), rtype, lsn, pcrc))
+    return RECORD_HEADER.pack(len(payload), rtype, lsn, pcrc, hcrc) + payload
+
+
+def segment_name(first_lsn: int) -> str:
+    return f"wal-{first_lsn:020d}.log"
+
+
+@dataclasses.dataclass(slots=True)
+class ScanResult:
+    records: list[Record]
+    good_end: int  # offset just past the last good record
+    problem: str | None  # why scanning stopped early
+    valid_after: bool  # a valid record exists after the problem (corruption, not a torn tail)
+
+
+def scan_segment(data: bytes, expected_lsn: int) -> ScanResult:
+    """Decode a whole segment image whose first record should have ``expected_lsn``; stop at
+    the first bad record and say why."""
+    if len(data) < SEGMENT_HEADER.size:
+        return ScanResult([], 0, "segment header missing", False)
+    magic, version, _ = SEGMENT_HEADER.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC or version != SEGMENT_VERSION:
+        return ScanResult([], 0, "bad segment header", False)
+    records: list[Record] = []
+    offset = SEGMENT_HEADER.size
+    end = len(data)
+    while offset < end:
+        why = _bad_record(data, offset, expected_lsn)
+        if why is not None:
+            after = _valid_record_after(data, offset + 1, expected_lsn)
+            return ScanResult(records, offset, why, after)
+        length, rtype, lsn, _pcrc, _hcrc = RECORD_HEADER.unpack_from(data, offset)
+        start = offset + RECORD_HEADER.size
+        records.append(Record(lsn, rtype, bytes(data[start : start + length]), offset))
+        offset = start + length
+        expected_lsn = lsn + 1
+    return ScanResult(records, offset, None, False)
+
+
+def _bad_record(data: bytes, offset: int, expected_lsn: int) -> str | None:
+    if len(data) - offset < RECORD_HEADER.size:
+        return "incomplete record header"
+    length, rtype, lsn, pcrc, hcrc = RECORD_HEADER.unpack_from(data, offset)
+    if zlib.crc32(_HEADER_CRC_PART.pack(length, rtype, lsn, pcrc)) != hcrc:
+        return "record header checksum mismatch"
+    if lsn != expected_lsn:
+        return f"LSN {lsn} where {expected_lsn} was expected"
+    start = offset + RECORD_HEADER.size
+    if start + length > len(data):
+        return f"record of {length} bytes runs past the end of the file"
+    if zlib.crc32(data[start : start + length]) != pcrc:
+        return "record payload checksum mismatch"
+    return None
+
+
+def _valid_record_after(data: bytes, offset: int, expected_lsn: int) -> bool:
+    """Is there an intact record (both checksums) at or after ``offset``? Candidates are found
+    by the high bytes their LSN must share with ``expected_lsn`` — a C-speed ``find``, not a
+    byte-by-byte scan — so this stays fast on large segments."""
+    prefixes = {struct.pack(">Q", expected_lsn + step)[:6] for step in (0, 65536)}
+    for prefix in prefixes:
+        pos = data.find(prefix, offset + 5)
+        while pos != -1:
+            start = pos - 5  # the LSN sits 5 bytes into a record header
+            if start >= offset and _intact(data, start):
+                return True
+            pos = data.find(prefix, pos + 1)
+    return False
+
+
+def _intact(data: bytes, start: int) -> bool:
+    if len(data) - start < RECORD_HEADER.size:
+        return False
+    length, rtype, lsn, pcrc, hcrc = RECORD_HEADER.unpack_from(data, start)
+    if zlib.crc32(_HEADER_CRC_PART.pack(length, rtype, lsn, pcrc)) != hcrc:
+        return False
+    body = start + RECORD_HEADER.size
+    return body + length <= len(data) and zlib.crc32(data[body : body + length]) == pcrc
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """temp file → fsync → rename → fsync dir: the file is either old or new, never partial."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    fsync_dir(path.parent)
+
+
+@dataclasses.dataclass(slots=True)
+class Segment:
+    path: Path
+    first_lsn: int
+    last_lsn: int  # first_lsn - 1 when empty
+    size: int
+    count: int
+
+
+class WALStore:
+    """The segments of one WAL directory: open/recover, append, read, truncate."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_entries: int = 10_000,
+        segment_bytes: int = 64 * 1024 * 1024,
+        salvage: str = "refuse",
+    ) -> None:
+        self.dir = directory
+        self.segment_entries = segment_entries
+        self.segment_bytes = segment_bytes
+        self.salvage = salvage
+        self.segments: list[Segment] = []
+        self.next_lsn = 1
+        self.notes: list[str] = []  # what recovery did, for the log
+        self._fd = -1
+
+    # -- open / recover ----------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for stale in self.dir.glob(".*.tmp"):
+            stale.unlink()  # a segment creation that never reached its rename
+        paths = sorted(self.dir.glob("wal-*.log"))
+        floor = self._read_floor()
+        expected: int | None = None
+        for index, path in enumerate(paths):
+            last = index == len(paths) - 1
+            data = path.read_bytes()
+            first = _first_lsn_from_name(path)
+            if expected is not None and first != expected:
+                raise WALCorruption(path, 0, f"segment starts at LSN {first}, expected {expected}")
+            result = scan_segment(data, first)
+            if result.problem is not None:
+                self._handle_bad(path, data, result, last)
+                if not last and self.salvage == "truncate":
+                    for later in paths[index + 1 :]:
+                        self._keep_broken(later)
+                        later.unlink()
+                    paths = paths[: index + 1]
+                    last = True
+            count = len(result.records)
+            seg = Segment(path, first, first + count - 1, result.good_end, count)
+            self.segments.append(seg)
+            expected = seg.last_lsn + 1
+            if last:
+                break
+        last_lsn = self.segments[-1].last_lsn if self.segments else 0
+        self.next_lsn = max(last_lsn, floor) + 1
+        if not self.segments or self.segments[-1].count >= self.segment_entries:
+            self._new_segment()
+        self._open_active()
+
+    def _handle_bad(self, path: Path, data: bytes, result: ScanResult, last: bool) -> None:
+        offset = result.good_end
+        torn = last and not result.valid_after
+        if not torn and self.salvage != "truncate":
+            raise WALCorruption(path, offset, result.problem or "bad record")
+        self._keep_broken(path)
+        with open(path, "r+b") as f:
+            f.truncate(max(offset, SEGMENT_HEADER.size))
+            if offset < SEGMENT_HEADER.size:
+                f.seek(0)
+                f.write(SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
+            f.flush()
+            os.fsync(f.fileno())
+        what = "torn tail" if torn else "corruption (salvage = truncate)"
+        self.notes.append(
+            f"{what} in {path.name} at offset {offset} ({result.problem}): cut "
+            f"{len(data) - offset} bytes, original kept as {path.name}.broken"
+        )
+
+    def _keep_broken(self, path: Path) -> None:
+        target = path.with_name(path.name + ".broken")
+        n = 1
+        while target.exists():  # never overwrite the evidence of an earlier repair
+            target = path.with_name(f"{path.name}.broken.{n}")
+            n += 1
+        shutil.copy2(path, target)
+
+    def _read_floor(self) -> int:
+        try:
+            return int((self.dir / FLOOR_FILE).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _new_segment(self) -> None:
+        path = self.dir / segment_name(self.next_lsn)
+        atomic_write(path, SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
+        self.segments.append(Segment(path, self.next_lsn, self.next_lsn - 1,
+                                     SEGMENT_HEADER.size, 0))
+
+    def _open_active(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = os.open(self.segments[-1].path, os.O_WRONLY | os.O_APPEND)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    # -- append ------------------------------------------------------------------------------
+
+    def append(self, payloads: list[bytes]) -> list[int]:
+        """Write records for ``payloads`` (one write per segment touched); return their LSNs.
+
+        The data is in the kernel when this returns; :meth:`sync` makes it durable.
+        """
+        lsns: list[int] = []
+        pending = list(payloads)
+        while pending:
+            seg = self.segments[-1]
+            room = self.segment_entries - seg.count
+            if room <= 0 or seg.size >= self.segment_bytes:
+                self.sync()
+                self._new_segment()
+                self._open_active()
+                continue
+            batch, pending = pending[:room], pending[room:]
+            chunk = bytearray()
+            for payload in batch:
+                chunk += encode_record(self.next_lsn, payload)
+                lsns.append(self.next_lsn)
+                self.next_lsn += 1
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            seg.count += len(batch)
+            seg.last_lsn = self.next_lsn - 1
+            seg.size += len(chunk)
+        return lsns
+
+    def sync(self) -> None:
+        """fdatasync the active segment. An error propagates: callers treat it as fatal."""
+        os.fdatasync(self._fd)
+
+    # -- read / truncate ---------------------------------------------------------------------
+
+    def read_after(self, lsn: int, limit: int | None = None) -> Iterator[Record]:
+        """Records with LSN > ``lsn``, in order."""
+        produced = 0
+        for seg in self.segments:
+            if seg.last_lsn <= lsn:
+                continue
+            for record in scan_segment(seg.path.read_bytes()[: seg.size], seg.first_lsn).records:
+                if record.lsn > lsn:
+                    yield record
+                    produced += 1
+                    if limit is not None and produced >= limit:
+                        return
+
+    def truncate_through(self, lsn: int) -> list[Path]:
+        """Delete segments whose records all have LSN <= ``lsn`` (never the active one)."""
+        removed: list[Path] = []
+        while len(self.segments) > 1 and self.segments[0].last_lsn <= lsn:
+            seg = self.segments[0]
+            atomic_write(self.dir / FLOOR_FILE, f"{max(seg.last_lsn, self._read_floor())}\n"
+                         .encode())
+            seg.path.unlink()
+            self.segments.pop(0)
+            removed.append(seg.path)
+        if removed:
+            fsync_dir(self.dir)
+        return removed
+
+    @property
+    def last_lsn(self) -> int:
+        return self.next_lsn - 1
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "dir": str(self.dir),
+            "segments": len(self.segments),
+            "first_lsn": next((s.first_lsn for s in self.segments if s.count), None),
+            "last_lsn": self.last_lsn,
+            "bytes": sum(s.size for s in self.segments),
+            "entries": sum(s.count for s in self.segments),
+            "files": [
+                {"name": s.path.name, "first_lsn": s.first_lsn, "last_lsn": s.last_lsn,
+                 "entries": s.count, "bytes": s.size}
+                for s in self.segments
+            ],
+        }
+
+
+def _first_lsn_from_name(path: Path) -> int:
+    try:
+        return int(path.stem.split("-", 1)[1])
+    except (IndexError, ValueError) as exc:
+        raise WALError(f"unexpected file in the WAL directory: {path}") from exc
+
+
+def verify_dir(directory: Path) -> dict[str, object]:
+    """Offline check of every segment (``osup-mp wal verify``, ``tools/wal_dump.py``)."""
+    problems = []
+    files = []
+    paths = sorted(directory.glob("wal-*.log"))
+    for index, path in enumerate(paths):
+        result = scan_segment(path.read_bytes(), _first_lsn_from_name(path))
+        files.append({"name": path.name, "records": len(result.records),
+                      "first_lsn": result.records[0].lsn if result.records else None,
+                      "last_lsn": result.records[-1].lsn if result.records else None})
+        if result.problem:
+            kind = ("torn tail" if index == len(paths) - 1 and not result.valid_after
+                    else "corruption")
+            problems.append({"file": str(path), "offset": result.good_end, "kind": kind,
+                             "problem": result.problem})
+    return {"ok": not problems, "files": files, "problems": problems, "checked_at": time.time()}

@@ -1,0 +1,149 @@
+"""The WAL manager component (the seed's WALManager), done right.
+
+Agent managers send batches of entries with ``("append", [entry, ...])``; each entry gets the
+next LSN and is written with one ``os.write`` per batch. The reply — the LSNs — is the
+acknowledgement, and it is sent only after the sync the fsync policy requires:
+
+* ``always``: replies wait for the end of the loop wake-up, then one ``fdatasync`` covers
+  every append of that wake-up (group commit);
+* ``everysec``: reply after the write; a timer syncs once a second if anything was written;
+* ``no``: reply after the write; the kernel decides.
+
+An fsync or write error is fatal and never retried (after a failed fsync the page cache may
+already have dropped the data): the manager logs it, asks the supervisor to stop the tree,
+and answers every waiting append with an error — nothing unwritten is ever acknowledged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+from loguru import logger
+
+from osup_mp.codec import unpack_payload
+from osup_mp.config import Config
+from osup_mp.runtime.calls import CallError
+from osup_mp.runtime.component import NOREPLY, Caller, Component
+from osup_mp.wal import WALError, WALStore, verify_dir
+
+
+class WALManager(Component):
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.policy = cfg.wal.fsync
+        self.store = WALStore(
+            cfg.o_supervisor.wal_dir,
+            segment_entries=cfg.wal.segment_entries,
+            segment_bytes=cfg.wal.segment_bytes,
+            salvage=cfg.wal.salvage,
+        )
+        self._waiting: list[tuple[Caller, list[int]]] = []
+        self._dirty = False
+        self._failed: str | None = None
+        self.appends = 0
+        self.syncs = 0
+
+    def init(self) -> None:
+        self.store.open()  # WALCorruption stops the start with file and offset
+        for note in self.store.notes:
+            logger.warning("wal: {}", note)
+        logger.info("wal: open at LSN {} ({} segments, fsync {})", self.store.last_lsn,
+                    len(self.store.segments), self.policy)
+        if self.policy == "everysec":
+            self.send_after(1.0, "sync")
+
+    def terminate(self, reason: str) -> None:
+        if self._failed is None and self.policy != "no":
+            try:
+                self.store.sync()
+            except OSError as exc:
+                logger.critical("wal: final fsync failed: {}", exc)
+        self.store.close()
+
+    def handle_call(self, request: Any, caller: Caller) -> Any:
+        kind = request[0] if isinstance(request, tuple) and request else request
+        if kind == "append":
+            return self._append(request[1], caller)
+        if kind == "read_after":  # ("read_after", lsn[, limit])
+            limit = request[2] if len(request) > 2 else None
+            return [(r.lsn, unpack_payload(r.payload, max_frame=1 << 30))
+                    for r in self.store.read_after(int(request[1]), limit)]
+        if kind == "last_lsn":
+            return self.store.last_lsn
+        if kind == "stats":
+            return {**self.store.stats(), "fsync": self.policy, "appends": self.appends,
+                    "syncs": self.syncs, "failed": self._failed}
+        if kind == "tail":
+            n = int(request[1]) if len(request) > 1 else 10
+            first = max(0, self.store.last_lsn - n)
+            return [{"lsn": r.lsn, "entry": unpack_payload(r.payload, max_frame=1 << 30)}
+                    for r in self.store.read_after(first)]
+        if kind == "verify":
+            return verify_dir(self.store.dir)
+        if kind == "truncate_through":
+            return [str(p) for p in self.store.truncate_through(int(request[1]))]
+        return super().handle_call(request, caller)
+
+    def handle_cast(self, request: Any) -> None:
+        if isinstance(request, tuple) and request and request[0] == "truncate_through":
+            removed = self.store.truncate_through(int(request[1]))
+            if removed:
+                logger.info("wal: released {} segment(s) covered by checkpoints", len(removed))
+        else:
+            super().handle_cast(request)
+
+    def handle_info(self, msg: Any) -> None:
+        if msg == "sync":
+            if self._dirty and self._failed is None:
+                self._sync()
+            self.send_after(1.0, "sync")
+        else:
+            super().handle_info(msg)
+
+    def _append(self, entries: list[Any], caller: Caller) -> Any:
+        if self._failed is not None:
+            raise CallError(f"WAL unavailable: {self._failed}")
+        try:
+            lsns = self.store.append([msgpack.packb(e, use_bin_type=True) for e in entries])
+        except (OSError, WALError) as exc:
+            self._fatal(f"write to {self.store.segments[-1].path} failed: {exc}")
+            raise CallError(f"WAL write failed: {exc}") from exc
+        self.appends += len(lsns)
+        self._dirty = True
+        if self.policy == "always":
+            self._waiting.append((caller, lsns))
+            return NOREPLY
+        return lsns
+
+    def after_events(self) -> None:
+        if not self._waiting:
+            return
+        waiting, self._waiting = self._waiting, []
+        if self._sync():
+            for caller, lsns in waiting:
+                self.reply(caller, lsns)
+        else:
+            for caller, _ in waiting:
+                self.reply_error(caller, f"WAL unavailable: {self._failed}")
+
+    def _sync(self) -> bool:
+        try:
+            self.store.sync()
+        except OSError as exc:
+            self._fatal(f"fdatasync of {self.store.segments[-1].path} failed: {exc}")
+            return False
+        self.syncs += 1
+        self._dirty = False
+        return True
+
+    def _fatal(self, reason: str) -> None:
+        if self._failed is not None:
+            return
+        self._failed = reason
+        logger.critical("wal: {} — stopping the tree (an fsync/write error is never retried)",
+                        reason)
+        try:
+            self.parent.call(("fatal", f"WAL: {reason}"), timeout=5.0)
+        except CallError:
+            self.stop("wal failed")

@@ -1,0 +1,984 @@
+"""Benchmark of the agent layer: requests, restarts, hang detection, shared-memory state.
+
+Run as ``python tools/bench/agent.py [--quick] [--json]``. Every figure is a median over
+repeated runs, printed next to a baseline measured in the same run on the same machine (so
+the ratio, not the absolute number, is what carries from one host to another), and next to
+its target with PASS/FAIL. The script reports; it does not gate: the exit status is 0 when
+targets are missed and non-zero only when a measurement itself fails.
+
+A real tree (``run_tree`` with the shipped ``child_specs``: telemetry, watchdog, the main
+agent manager running the reference agent ``osup-mp-agent``) runs in a forked process, in its
+own temporary directory and shared-memory segment, with ``heartbeat_interval`` 200 ms,
+``heartbeat_timeout`` 1000 ms and ``agent.backoff_reset`` 1 ms (so the repeated kills below
+are each a first failure, restarted at once, never a crash loop). The baselines use the same
+executable, arguments and ``OSUP_*`` environment, spawned by the bench itself with the same
+``Popen`` options as the manager (own session, parent-death signal), pointed at a bench-owned
+segment of the same size. While the tree is up, baselines run interleaved with the figures
+they are compared to, so both see the same background load.
+
+What is measured, and how:
+
+1. Request round trip. Through the manager: ``{"op": "stats"}`` sent with a data-plane
+   :class:`~osup_mp.client.Client` (``run_dir/agent-main.sock``, command ``request``) one at
+   a time (median/p90 µs); and with 64 requests in flight (``Client.send`` x64, then one
+   ``receive`` + one ``send`` per answer) → requests/s. Baseline: the agent spawned directly,
+   after its ``ready`` frame; framed ``process_request`` with the same data written to its
+   stdin and the ``response`` read from its stdout (heartbeat/metrics frames skipped), one at
+   a time and 64 in flight in the same way. Targets: median <= 2x raw; throughput >= 50 %.
+2. Agent restart. SIGKILL the agent pid (from shared-memory slot 0), then poll slot 0 every
+   0.5 ms until ``state == RUNNING`` with a new ``generation`` (the manager writes RUNNING when
+   it has the new agent's ``ready`` frame): kill → ready. After each restart, a pause of at
+   least ``backoff_reset`` (and one baseline spawn) so the manager never backs off; the log
+   is checked for backoff/FATAL lines. Baseline: ``Popen`` of the same command → its first
+   frame decoded. Target: median restart <= 1.5x the baseline median.
+3. Hang detection. SIGSTOP the agent; a pidfd on it tells when the manager's SIGKILL landed
+   (detection), slot 0 when the replacement is RUNNING (replaced). Compared with
+   ``heartbeat_timeout + heartbeat_interval`` = 1200 ms: every detection must be within it
+   (the issue's "hang detected ... within timeout + interval"); every replacement within it
+   plus the agent's start-up, taken as the median kill → ready time measured in 2.
+4. Shared-memory state read vs pipe. A bench-owned 8 MiB segment; a float32 1000x512 matrix
+   (2 MB) published once; ``read(copy=True)`` and ``read(copy=False)`` timed (median).
+   Baseline: the same 2 MB moved through an ``os.pipe`` (default size) from a forked writer
+   to the bench, which reads it into a preallocated buffer; time from the writer's first
+   byte (its CLOCK_MONOTONIC stamp, sent ahead of the data) to the reader's last byte.
+   Target: a read (``copy=False``; ``copy=True`` also reported) >= 10x faster than the pipe.
+5. Publish rate: ``publish`` of the 1000x512 matrix and of a 100x64 one, per second (with the
+   default CRC, as the reference agent publishes, and without).
+
+Every process and segment started here is stopped and removed even on error: the tree via
+``stop`` on the control socket (SIGTERM, then SIGKILL as last resorts), direct agents and the
+pipe writer by SIGKILL; ``/dev/shm`` is checked for leftovers of this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import select
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+# Runnable as ``python tools/bench/agent.py`` from a checkout without installing.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from osup_mp.agent_manager import data_socket_path, resolve_executable
+from osup_mp.client import Client, ClientError
+from osup_mp.codec import FrameDecoder, pack
+from osup_mp.config import Config, load_config
+from osup_mp.runtime.procutil import set_parent_death_signal
+from osup_mp.shm import SharedState, SlotState
+from osup_mp.tree import MAIN_SLOT, run_tree
+
+_FORK = multiprocessing.get_context("fork")
+WINDOW = 64  # requests in flight for the pipelined figures
+REQUEST: dict[str, Any] = {"op": "stats"}
+POLL = 0.0005  # s between shared-memory polls
+STATE_SEGMENT_SIZE = 8 * 1024 * 1024
+BIG = (1000, 512)
+SMALL = (100, 64)
+SHM_PREFIX = "osup_bench_agent_"
+_STAMP = struct.Struct("<Q")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    round_trips: int
+    pipelined: int
+    pipelined_runs: int
+    restarts: int
+    hangs: int
+    reads_copy: int
+    reads_view: int
+    pipe_transfers: int
+    publishes_big: int
+    publishes_small: int
+
+
+FULL = Plan(2000, 20000, 3, 20, 5, 300, 3000, 200, 300, 3000)
+QUICK = Plan(300, 3000, 3, 5, 2, 50, 500, 50, 50, 500)
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be taken."""
+
+
+_created_shm: list[str] = []  # every segment name this run made (and must remove)
+
+
+def _new_shm_name() -> str:
+    name = f"/{SHM_PREFIX}{uuid.uuid4().hex[:12]}"
+    _created_shm.append(name)
+    return name
+
+
+# ------------------------------------------------------------------ statistics helpers
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def p90(values: list[float]) -> float:
+    if len(values) < 2:
+        return float(values[0])
+    return float(statistics.quantiles(values, n=10, method="inclusive")[-1])
+
+
+# ------------------------------------------------------------------ the tree
+
+
+def _tree_main(cfg: Config) -> None:
+    set_parent_death_signal(signal.SIGTERM)  # never outlive the bench
+    sys.exit(run_tree(cfg, stderr_log=False))
+
+
+class TreeProc:
+    """A tree run by ``run_tree`` in a forked process, in its own temporary directory."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="osup_bench_agent_"))
+        self.shm_name = _new_shm_name()
+        overrides: dict[str, dict[str, Any]] = {
+            "o_supervisor": {
+                "shared_memory_name": self.shm_name,
+                "heartbeat_interval": 200,
+                "heartbeat_timeout": 1000,
+            },
+            "supervisor": {"max_restarts": 100000, "max_seconds": 1},
+            "agent": {"backoff_reset": 1},
+        }
+        self.cfg = load_config(None, "test", cwd=self.tmp, overrides=overrides)
+        self.proc = _FORK.Process(target=_tree_main, args=(self.cfg,), name="osup-bench-tree")
+        self.shm: SharedState | None = None
+        self.seen: dict[int, psutil.Process] = {}
+        self.log_counts: dict[str, int] = {}
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.pid is not None
+        return self.proc.pid
+
+    def request(self, command: str, timeout: float = 10.0, **args: Any) -> Any:
+        with Client.for_config(self.cfg, timeout=timeout) as client:
+            return client.request(command, **args)
+
+    def data_client(self) -> Client:
+        return Client(
+            data_socket_path(self.cfg, "main"), timeout=30.0, max_frame=self.cfg.agent.max_frame
+        )
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.proc.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.exitcode is not None:
+                raise BenchError(
+                    f"tree exited with status {self.proc.exitcode} before "
+                    f"answering ping (log: {self.cfg.log_file})"
+                )
+            try:
+                if self.request("ping", timeout=2.0) == "pong":
+                    break
+            except ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise BenchError(f"tree did not answer ping within {timeout:g}s")
+            time.sleep(0.02)
+        self.shm = SharedState.attach(self.shm_name, writable=False)
+        self._remember_pids()
+        self.wait_running(old_generation=None, timeout=30.0)
+
+    def slot(self) -> Any:
+        assert self.shm is not None
+        return self.shm.slot(MAIN_SLOT)
+
+    def agent(self) -> tuple[int, int]:
+        """(pid, generation) of the main agent, from slot 0."""
+        s = self.slot()
+        return int(s["pid"]), int(s["generation"])
+
+    def wait_running(self, old_generation: int | None, timeout: float) -> int:
+        """Poll slot 0 until RUNNING (with a generation other than ``old_generation``);
+        return the perf_counter_ns at which it was seen."""
+        s = self.slot()
+        deadline = time.perf_counter() + timeout
+        while True:
+            state = int(s["state"])
+            if state == SlotState.RUNNING and int(s["generation"]) != old_generation:
+                seen = time.perf_counter_ns()
+                self.remember(int(s["pid"]))
+                return seen
+            if state == SlotState.FATAL:
+                raise BenchError(
+                    "the manager made the agent FATAL: raise agent.max_retries "
+                    "or space the kills further apart"
+                )
+            if time.perf_counter() > deadline:
+                raise BenchError(
+                    f"agent not RUNNING within {timeout:g}s (slot state {SlotState(state).name})"
+                )
+            time.sleep(POLL)
+
+    def _remember_pids(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            for proc in psutil.Process(self.pid).children(recursive=True):
+                self.seen.setdefault(proc.pid, proc)
+
+    def remember(self, pid: int) -> None:
+        if pid > 0:
+            with contextlib.suppress(psutil.Error):
+                self.seen.setdefault(pid, psutil.Process(pid))
+
+    def stop(self) -> None:
+        """Stop via the control socket, then SIGTERM, then SIGKILL; remove the temp dir."""
+        try:
+            if self.shm is not None:
+                self.shm.close()
+                self.shm = None
+            if self.proc.pid is not None:
+                self._remember_pids()
+                for proc in self.seen.values():  # a SIGSTOPped agent would delay the stop
+                    with contextlib.suppress(psutil.Error):
+                        if proc.is_running() and proc.status() == psutil.STATUS_STOPPED:
+                            proc.resume()
+                if self.proc.exitcode is None:
+                    with contextlib.suppress(ClientError):
+                        self.request("stop", timeout=5.0)
+                    self.proc.join(20.0)
+                if self.proc.exitcode is None:
+                    os.kill(self.pid, signal.SIGTERM)
+                    self.proc.join(10.0)
+                if self.proc.exitcode is None:
+                    os.kill(self.pid, signal.SIGKILL)
+                    self.proc.join(5.0)
+                for proc in self.seen.values():  # processes that outlived their supervisor
+                    # is_running() also checks the create time, so a reused pid is left alone.
+                    with contextlib.suppress(psutil.Error):
+                        if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                            proc.kill()
+            self.log_counts = self._scan_log()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            _unlink_shm(self.shm_name)
+
+    def _scan_log(self) -> dict[str, int]:
+        try:
+            text = self.cfg.log_file.read_text(errors="replace")
+        except OSError:
+            return {}
+        return {
+            "backoff": text.count("(backoff)"),
+            "fatal": text.count("FATAL"),
+            "heartbeat_timeout": text.count("heartbeat timeout"),
+        }
+
+
+@contextlib.contextmanager
+def running_tree() -> Iterator[TreeProc]:
+    tree = TreeProc()
+    try:
+        tree.start()
+        yield tree
+    finally:
+        tree.stop()
+
+
+def _unlink_shm(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"/dev/shm/{name.lstrip('/')}")
+
+
+# ------------------------------------------------------------------ directly spawned agents
+
+
+def agent_argv(cfg: Config) -> list[str]:
+    """The command the manager runs (``AgentManager._argv`` for the main agent)."""
+    o = cfg.o_supervisor
+    base = [resolve_executable(o.gerbil_executable)]
+    if o.gerbil_main_script:
+        base.append(o.gerbil_main_script)
+    return [*base, "--role", "main", "--elixir-mode"]
+
+
+def agent_env(cfg: Config, shm_name: str) -> dict[str, str]:
+    """The manager's environment for its agent (``AgentManager._env``), on a bench segment."""
+    o = cfg.o_supervisor
+    return dict(
+        os.environ,
+        GERBIL_HOME=str(o.gerbil_home),
+        OSUP_INSTANCE_ID="bench-direct",
+        OSUP_SHM_NAME=shm_name,
+        OSUP_SHM_SLOT="1",
+        OSUP_HEARTBEAT_INTERVAL_MS=str(o.heartbeat_interval),
+        OSUP_MAX_FRAME=str(cfg.agent.max_frame),
+    )
+
+
+def _die_with_bench() -> None:
+    set_parent_death_signal(signal.SIGKILL)
+
+
+class DirectAgent:
+    """The agent executable spawned by the bench, spoken to over its stdin/stdout."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], max_frame: int) -> None:
+        self.started_ns = time.perf_counter_ns()
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_bench,
+            close_fds=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.in_fd = self.proc.stdin.fileno()
+        self.out_fd = self.proc.stdout.fileno()
+        self.max_frame = max_frame
+        self.decoder = FrameDecoder(max_frame=max_frame, require_type=True)
+        self.pending: deque[dict[str, Any]] = deque()
+        self.poller = select.poll()
+        self.poller.register(self.out_fd, select.POLLIN)
+        self.next_id = 1
+
+    def next_message(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The next frame (blocking; a poll then a read, as the socket client does)."""
+        while not self.pending:
+            if not self.poller.poll(timeout * 1000):
+                raise BenchError(f"direct agent sent nothing within {timeout:g}s")
+            data = os.read(self.out_fd, 256 * 1024)
+            if not data:
+                raise BenchError(f"direct agent closed its stdout (exit {self.proc.poll()})")
+            self.pending.extend(self.decoder.feed(data))
+        return self.pending.popleft()
+
+    def wait_ready(self) -> None:
+        while self.next_message()["type"] != "ready":
+            pass
+
+    def send_request(self, data: Any) -> int:
+        req_id = self.next_id
+        self.next_id += 1
+        frame = pack(
+            {"type": "process_request", "id": req_id, "data": data}, max_frame=self.max_frame
+        )
+        view = memoryview(frame)
+        while view:
+            view = view[os.write(self.in_fd, view) :]
+        return req_id
+
+    def next_response(self) -> dict[str, Any]:
+        while True:
+            msg = self.next_message()
+            if msg["type"] == "response":
+                return msg
+
+    def request(self, data: Any) -> Any:
+        req_id = self.send_request(data)
+        msg = self.next_response()
+        if msg.get("id") != req_id or "error" in msg:
+            raise BenchError(f"direct agent answered {msg!r} to request {req_id}")
+        return msg.get("data")
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5.0)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+@contextlib.contextmanager
+def direct_agent(argv: list[str], env: dict[str, str], max_frame: int) -> Iterator[DirectAgent]:
+    agent = DirectAgent(argv, env, max_frame)
+    try:
+        yield agent
+    finally:
+        agent.kill()
+
+
+def spawn_to_first_frame(argv: list[str], env: dict[str, str], max_frame: int) -> float:
+    """ms from ``Popen`` to the agent's first frame decoded (its ``ready``)."""
+    t0 = time.perf_counter_ns()
+    with direct_agent(argv, env, max_frame) as agent:
+        msg = agent.next_message(timeout=30.0)
+        elapsed = (time.perf_counter_ns() - t0) / 1e6
+        if msg["type"] != "ready":
+            raise BenchError(f"direct agent's first frame is {msg['type']!r}, not ready")
+    return elapsed
+
+
+# ------------------------------------------------------------------ 1. requests
+
+
+def _check_reply(reply: dict[str, Any]) -> None:
+    if not reply.get("ok"):
+        raise BenchError(f"data-plane request failed: {reply.get('error')}")
+
+
+def manager_round_trips(client: Client, n: int) -> list[float]:
+    clock = time.perf_counter_ns
+    out: list[float] = []
+    for _ in range(n):
+        t0 = clock()
+        client.request("request", data=REQUEST)
+        out.append((clock() - t0) / 1000)
+    return out
+
+
+def direct_round_trips(agent: DirectAgent, n: int) -> list[float]:
+    clock = time.perf_counter_ns
+    out: list[float] = []
+    for _ in range(n):
+        t0 = clock()
+        agent.request(REQUEST)
+        out.append((clock() - t0) / 1000)
+    return out
+
+
+def manager_pipelined(client: Client, total: int, window: int) -> float:
+    """Requests/s with ``window`` in flight on one data-plane connection."""
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < min(window, total):
+        client.send("request", data=REQUEST)
+        sent += 1
+    for _ in range(total):
+        _check_reply(client.receive())
+        if sent < total:
+            client.send("request", data=REQUEST)
+            sent += 1
+    return total / (time.perf_counter() - t0)
+
+
+def direct_pipelined(agent: DirectAgent, total: int, window: int) -> float:
+    """Requests/s with ``window`` in flight on the agent's own pipes."""
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < min(window, total):
+        agent.send_request(REQUEST)
+        sent += 1
+    for _ in range(total):
+        msg = agent.next_response()
+        if "error" in msg:
+            raise BenchError(f"direct agent answered an error: {msg['error']}")
+        if sent < total:
+            agent.send_request(REQUEST)
+            sent += 1
+    return total / (time.perf_counter() - t0)
+
+
+def measure_requests(
+    tree: TreeProc,
+    plan: Plan,
+    argv: list[str],
+    env: dict[str, str],
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    max_frame = tree.cfg.agent.max_frame
+    with direct_agent(argv, env, max_frame) as agent, tree.data_client() as client:
+        agent.wait_ready()
+        manager_round_trips(client, 200)  # warm-up
+        direct_round_trips(agent, 200)
+        progress(f"round trips: {plan.round_trips} each way, interleaved in blocks of 100")
+        via: list[float] = []
+        raw: list[float] = []
+        done = 0
+        while done < plan.round_trips:
+            block = min(100, plan.round_trips - done)
+            raw += direct_round_trips(agent, block)
+            via += manager_round_trips(client, block)
+            done += block
+        progress(
+            f"pipelined: {plan.pipelined_runs} x {plan.pipelined} requests each way, "
+            f"{WINDOW} in flight"
+        )
+        rates: list[float] = []
+        raw_rates: list[float] = []
+        for _ in range(plan.pipelined_runs):
+            raw_rates.append(direct_pipelined(agent, plan.pipelined, WINDOW))
+            rates.append(manager_pipelined(client, plan.pipelined, WINDOW))
+    return {"via": via, "raw": raw, "rates": rates, "raw_rates": raw_rates}
+
+
+# ------------------------------------------------------------------ 2. restarts
+
+
+def measure_restarts(
+    tree: TreeProc, n: int, argv: list[str], env: dict[str, str], progress: Callable[[str], None]
+) -> dict[str, list[float]]:
+    progress(f"restarts: {n} x (SIGKILL agent -> RUNNING, then spawn -> first frame)")
+    pause = max(tree.cfg.agent.backoff_reset / 1000, 0.05)
+    max_frame = tree.cfg.agent.max_frame
+    spawn_to_first_frame(argv, env, max_frame)  # warm-up (page cache)
+    restart_ms: list[float] = []
+    spawn_ms: list[float] = []
+    for _ in range(n):
+        pid, generation = tree.agent()
+        if pid <= 0:
+            raise BenchError("slot 0 has no agent pid")
+        t0 = time.perf_counter_ns()
+        os.kill(pid, signal.SIGKILL)
+        seen = tree.wait_running(old_generation=generation, timeout=30.0)
+        restart_ms.append((seen - t0) / 1e6)
+        time.sleep(pause)  # healthy for longer than backoff_reset: the next kill is a 1st one
+        spawn_ms.append(spawn_to_first_frame(argv, env, max_frame))
+    return {"restart_ms": restart_ms, "spawn_ms": spawn_ms}
+
+
+# ------------------------------------------------------------------ 3. hangs
+
+
+def measure_hangs(tree: TreeProc, n: int, progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    progress(f"hangs: {n} x SIGSTOP agent -> killed -> replacement RUNNING")
+    runs: list[dict[str, Any]] = []
+    slot = tree.slot()
+    for _ in range(n):
+        time.sleep(0.3)  # a few heartbeats of the current agent first
+        pid, generation = tree.agent()
+        pidfd = os.pidfd_open(pid)
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            t_stop = time.monotonic_ns()
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(0.02)  # frames already in the pipe get stamped; then beats are final
+                last_beat = max(int(slot["hb_agent_ns"]), int(slot["hb_frame_ns"]))
+                t_dead = 0
+                deadline = t_stop + 30_000_000_000
+                while True:
+                    if not t_dead and poller.poll(0):
+                        t_dead = time.monotonic_ns()
+                    if (
+                        t_dead
+                        and int(slot["state"]) == SlotState.RUNNING
+                        and int(slot["generation"]) != generation
+                    ):
+                        t_ready = time.monotonic_ns()
+                        break
+                    if int(slot["state"]) == SlotState.FATAL:
+                        raise BenchError("the manager made the agent FATAL after a hang")
+                    if time.monotonic_ns() > deadline:
+                        raise BenchError("hung agent not replaced within 30 s")
+                    time.sleep(POLL)
+            finally:
+                if not poller.poll(0):  # still there (the bench failed): do not leave it
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        finally:
+            os.close(pidfd)
+        tree.remember(int(slot["pid"]))
+        runs.append(
+            {
+                "detected_ms": (t_dead - t_stop) / 1e6,
+                "replaced_ms": (t_ready - t_stop) / 1e6,
+                "restart_ms": (t_ready - t_dead) / 1e6,
+                "beat_age_at_stop_ms": (t_stop - last_beat) / 1e6 if last_beat else None,
+                "detected_after_last_beat_ms": (t_dead - last_beat) / 1e6 if last_beat else None,
+            }
+        )
+    return runs
+
+
+# ------------------------------------------------------------------ 4./5. shared memory
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _pipe_writer(go_r: int, data_w: int, payload: bytes) -> None:
+    """In the forked writer: per byte on ``go_r``, stamp the clock and send the payload."""
+    set_parent_death_signal(signal.SIGKILL)
+    while os.read(go_r, 1):
+        _write_all(data_w, _STAMP.pack(time.monotonic_ns()))
+        _write_all(data_w, payload)
+
+
+def pipe_transfers(payload: bytes, n: int) -> dict[str, Any]:
+    """µs to move ``payload`` through an os.pipe from a forked writer (first byte written
+    -> last byte read)."""
+    go_r, go_w = os.pipe()
+    data_r, data_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the writer
+        code = 0
+        try:
+            os.close(go_w)
+            os.close(data_r)
+            _pipe_writer(go_r, data_w, payload)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(go_r)
+    os.close(data_w)
+    try:
+        pipe_size = _pipe_size(data_r)
+        total = _STAMP.size + len(payload)
+        buf = bytearray(total)
+        view = memoryview(buf)
+        out: list[float] = []
+        for i in range(n + 5):  # the first 5 are warm-up
+            os.write(go_w, b"g")
+            got = 0
+            while got < total:
+                k = os.readv(data_r, [view[got:]])
+                if not k:
+                    raise BenchError("pipe writer exited early")
+                got += k
+            t1 = time.monotonic_ns()
+            (t0,) = _STAMP.unpack_from(buf)
+            if i == 0 and bytes(view[_STAMP.size :]) != payload:
+                raise BenchError("pipe transfer corrupted the payload")
+            if i >= 5:
+                out.append((t1 - t0) / 1000)
+        del view
+        return {"us": out, "pipe_size": pipe_size}
+    finally:
+        os.close(go_w)  # EOF: the writer leaves its loop
+        os.close(data_r)
+        deadline = time.monotonic() + 5.0
+        while True:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.005)
+
+
+def _pipe_size(fd: int) -> int | None:
+    try:
+        import fcntl
+
+        return int(fcntl.fcntl(fd, 1032))  # F_GETPIPE_SZ
+    except OSError:
+        return None
+
+
+def _time_calls(fn: Callable[[], object], n: int) -> list[float]:
+    clock = time.perf_counter_ns
+    out: list[float] = []
+    for _ in range(n):
+        t0 = clock()
+        fn()
+        out.append((clock() - t0) / 1000)
+    return out
+
+
+def measure_shm(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
+    rng = np.random.default_rng(7)
+    big = rng.standard_normal(BIG, dtype=np.float32)
+    small = rng.standard_normal(SMALL, dtype=np.float32)
+    name = _new_shm_name()
+    shm, _note = SharedState.create(name, STATE_SEGMENT_SIZE)
+    try:
+        shm.publish(big)
+        check = shm.read(copy=True, verify=True)
+        if not check.crc_ok or not np.array_equal(check.matrix, big):
+            raise BenchError("shared-memory read does not match the published matrix")
+        del check
+        progress(f"shm reads: {plan.reads_copy} x copy=True, {plan.reads_view} x copy=False")
+        _time_calls(lambda: shm.read(copy=True), 10)
+        copy_us = _time_calls(lambda: shm.read(copy=True), plan.reads_copy)
+        view_us = _time_calls(lambda: shm.read(copy=False), plan.reads_view)
+        progress(f"pipe: {plan.pipe_transfers} transfers of {big.nbytes} bytes")
+        pipe = pipe_transfers(big.tobytes(), plan.pipe_transfers)
+        progress("publish rates")
+        publish: dict[str, Any] = {}
+        for label, matrix, count in (
+            ("big", big, plan.publishes_big),
+            ("small", small, plan.publishes_small),
+        ):
+            for checksum in (True, False):
+                shm.publish(matrix, checksum=checksum)  # warm-up
+                t0 = time.perf_counter()
+                per_call = _time_calls(
+                    lambda m=matrix, c=checksum: shm.publish(m, checksum=c), count
+                )
+                elapsed = time.perf_counter() - t0
+                publish[f"{label}_{'crc' if checksum else 'nocrc'}"] = {
+                    "per_s": count / elapsed,
+                    "median_us": median(per_call),
+                    "shape": list(matrix.shape),
+                    "bytes": matrix.nbytes,
+                    "n": count,
+                }
+    finally:
+        shm.close()
+        _unlink_shm(name)
+    return {
+        "copy_us": copy_us,
+        "view_us": view_us,
+        "pipe": pipe,
+        "publish": publish,
+        "bytes": big.nbytes,
+    }
+
+
+# ------------------------------------------------------------------ driver
+
+
+def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    progress("starting the tree")
+    with running_tree() as tree:
+        cfg = tree.cfg
+        o = cfg.o_supervisor
+        base_name = _new_shm_name()
+        base_shm, _ = SharedState.create(base_name, o.shared_memory_size)
+        try:
+            argv = agent_argv(cfg)
+            env = agent_env(cfg, base_name)
+            req = measure_requests(tree, plan, argv, env, progress)
+            rst = measure_restarts(tree, plan.restarts, argv, env, progress)
+            hangs = measure_hangs(tree, plan.hangs, progress)
+            status = tree.request("status", timeout=10.0)
+        finally:
+            base_shm.close()
+            _unlink_shm(base_name)
+    agents = status.get("agents") or [{}]
+    progress("stopped the tree; shared-memory state")
+    shm = measure_shm(plan, progress)
+
+    via_med, raw_med = median(req["via"]), median(req["raw"])
+    figures["round_trip"] = {
+        "median_us": via_med,
+        "p90_us": p90(req["via"]),
+        "n": len(req["via"]),
+        "baseline_direct_median_us": raw_med,
+        "baseline_direct_p90_us": p90(req["raw"]),
+        "ratio": via_med / raw_med,
+        "target": "manager median <= 2x direct",
+        "pass": via_med <= 2 * raw_med,
+    }
+    rate, raw_rate = median(req["rates"]), median(req["raw_rates"])
+    figures["pipelined"] = {
+        "req_per_s": rate,
+        "runs_req_per_s": req["rates"],
+        "total": plan.pipelined,
+        "window": WINDOW,
+        "baseline_direct_req_per_s": raw_rate,
+        "baseline_runs_req_per_s": req["raw_rates"],
+        "ratio": rate / raw_rate,
+        "target": "manager >= 50% of direct",
+        "pass": rate >= 0.5 * raw_rate,
+    }
+    restart_med, spawn_med = median(rst["restart_ms"]), median(rst["spawn_ms"])
+    figures["restart"] = {
+        "median_ms": restart_med,
+        "p90_ms": p90(rst["restart_ms"]),
+        "runs_ms": rst["restart_ms"],
+        "n": len(rst["restart_ms"]),
+        "baseline_spawn_first_frame_ms": spawn_med,
+        "baseline_p90_ms": p90(rst["spawn_ms"]),
+        "ratio": restart_med / spawn_med,
+        "backoffs_logged": tree.log_counts.get("backoff"),
+        "fatal_logged": tree.log_counts.get("fatal"),
+        "agent_restarts_reported": agents[0].get("restarts"),
+        "target": "median <= 1.5x spawn -> first frame",
+        "pass": restart_med <= 1.5 * spawn_med,
+    }
+    budget = o.heartbeat_timeout + o.heartbeat_interval
+    detected = [r["detected_ms"] for r in hangs]
+    replaced = [r["replaced_ms"] for r in hangs]
+    figures["hang"] = {
+        "runs": hangs,
+        "detected_max_ms": max(detected),
+        "detected_median_ms": median(detected),
+        "replaced_max_ms": max(replaced),
+        "replaced_median_ms": median(replaced),
+        "heartbeat_timeout_ms": o.heartbeat_timeout,
+        "heartbeat_interval_ms": o.heartbeat_interval,
+        "budget_ms": budget,
+        "startup_allowance_ms": restart_med,
+        "heartbeat_timeouts_logged": tree.log_counts.get("heartbeat_timeout"),
+        "target_detected": f"every SIGSTOP -> killed <= {budget} ms",
+        "pass_detected": max(detected) <= budget,
+        "target_replaced": f"every SIGSTOP -> RUNNING <= {budget} ms + median restart of 2",
+        "pass_replaced": max(replaced) <= budget + restart_med,
+        "replaced_within_budget_alone": max(replaced) <= budget,
+    }
+    pipe_med = median(shm["pipe"]["us"])
+    view_med, copy_med = median(shm["view_us"]), median(shm["copy_us"])
+    figures["shm_read"] = {
+        "bytes": shm["bytes"],
+        "copy_false_median_us": view_med,
+        "copy_false_p90_us": p90(shm["view_us"]),
+        "copy_true_median_us": copy_med,
+        "copy_true_p90_us": p90(shm["copy_us"]),
+        "baseline_pipe_median_us": pipe_med,
+        "baseline_pipe_p90_us": p90(shm["pipe"]["us"]),
+        "pipe_size": shm["pipe"]["pipe_size"],
+        "speedup_copy_false": pipe_med / view_med,
+        "speedup_copy_true": pipe_med / copy_med,
+        "target": "read >= 10x faster than the pipe",
+        "pass": pipe_med / view_med >= 10,
+        "pass_copy_true": pipe_med / copy_med >= 10,
+    }
+    figures["publish"] = shm["publish"]
+    return figures
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def render(figures: dict[str, Any]) -> str:
+    c, p, r, h, s, pub = (
+        figures[k] for k in ("round_trip", "pipelined", "restart", "hang", "shm_read", "publish")
+    )
+    mb = s["bytes"] / 1e6
+    runs_det = ", ".join(f"{x['detected_ms']:.0f}" for x in h["runs"])
+    runs_rep = ", ".join(f"{x['replaced_ms']:.0f}" for x in h["runs"])
+    rows = [
+        (
+            "request round trip (1 in flight)",
+            f"median {c['median_us']:.0f} us  p90 {c['p90_us']:.0f} us",
+            f"direct pipes {c['baseline_direct_median_us']:.0f} us  ratio {c['ratio']:.2f}x",
+            f"target <= 2x: {_verdict(c['pass'])}",
+        ),
+        (
+            f"pipelined requests ({p['window']} in flight)",
+            f"{p['req_per_s']:.0f} req/s",
+            f"direct pipes {p['baseline_direct_req_per_s']:.0f}/s  ratio {p['ratio']:.2f}",
+            f"target >= 0.5: {_verdict(p['pass'])}",
+        ),
+        (
+            "agent restart (SIGKILL -> RUNNING)",
+            f"median {r['median_ms']:.1f} ms  p90 {r['p90_ms']:.1f} ms",
+            f"spawn -> first frame {r['baseline_spawn_first_frame_ms']:.1f} ms"
+            f"  ratio {r['ratio']:.2f}x",
+            f"target <= 1.5x: {_verdict(r['pass'])}",
+        ),
+        (
+            "hang detected (SIGSTOP -> killed)",
+            f"max {h['detected_max_ms']:.0f} ms  (runs {runs_det})",
+            f"timeout + interval {h['budget_ms']} ms",
+            f"target every run <= {h['budget_ms']} ms: {_verdict(h['pass_detected'])}",
+        ),
+        (
+            "hang replaced (SIGSTOP -> new RUNNING)",
+            f"max {h['replaced_max_ms']:.0f} ms  (runs {runs_rep})",
+            f"{h['budget_ms']} ms + start-up {h['startup_allowance_ms']:.0f} ms",
+            f"target every run <= {h['budget_ms'] + h['startup_allowance_ms']:.0f} ms: "
+            f"{_verdict(h['pass_replaced'])}",
+        ),
+        (
+            f"shm state read {mb:.1f} MB copy=False",
+            f"median {s['copy_false_median_us']:.1f} us",
+            f"pipe {s['baseline_pipe_median_us']:.0f} us  {s['speedup_copy_false']:.0f}x faster",
+            f"target >= 10x: {_verdict(s['pass'])}",
+        ),
+        (
+            f"shm state read {mb:.1f} MB copy=True",
+            f"median {s['copy_true_median_us']:.0f} us",
+            f"pipe {s['baseline_pipe_median_us']:.0f} us  {s['speedup_copy_true']:.1f}x faster",
+            f"(reported) >= 10x: {_verdict(s['pass_copy_true'])}",
+        ),
+        (
+            f"publish {pub['big_crc']['shape'][0]}x{pub['big_crc']['shape'][1]} "
+            f"({pub['big_crc']['bytes'] / 1e6:.1f} MB)",
+            f"{pub['big_crc']['per_s']:.0f}/s with CRC",
+            f"{pub['big_nocrc']['per_s']:.0f}/s without CRC",
+            "(no target)",
+        ),
+        (
+            f"publish {pub['small_crc']['shape'][0]}x{pub['small_crc']['shape'][1]} "
+            f"({pub['small_crc']['bytes'] / 1e3:.1f} kB)",
+            f"{pub['small_crc']['per_s']:.0f}/s with CRC",
+            f"{pub['small_nocrc']['per_s']:.0f}/s without CRC",
+            "(no target)",
+        ),
+    ]
+    widths = [max(len(row[k]) for row in rows) for k in range(3)]
+    lines = [
+        f"{a:<{widths[0]}}  {b:<{widths[1]}}  | {c_:<{widths[2]}}  {d}" for a, b, c_, d in rows
+    ]
+    beats = [x["beat_age_at_stop_ms"] for x in h["runs"] if x["beat_age_at_stop_ms"] is not None]
+    lines += [
+        "",
+        f"hang: 'killed' is when the manager's SIGKILL landed (a pidfd on the stopped agent); "
+        f"'replaced' adds the restart, so its budget adds the agent's start-up, taken as the "
+        f"median SIGKILL -> RUNNING of the restart row ({h['startup_allowance_ms']:.0f} ms). "
+        f"Heartbeat age at SIGSTOP: "
+        + ", ".join(f"{b:.0f}" for b in beats)
+        + f" ms; replaced within {h['budget_ms']} ms alone: "
+        + ("yes" if h["replaced_within_budget_alone"] else "no")
+        + ".",
+        f"restart: backoff lines in the log {r['backoffs_logged']}, FATAL lines "
+        f"{r['fatal_logged']}, agent restarts reported by status {r['agent_restarts_reported']}.",
+        f"shm: copy=False maps the bytes without touching them; pipe buffer "
+        f"{s['pipe_size']} bytes (the default, as on the agent's stdio).",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+
+    def progress(text: str) -> None:
+        if not args.json:
+            print(f"... {text}", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    try:
+        figures = run(plan, progress)
+    except Exception as exc:
+        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        leaked = [n for n in _created_shm if os.path.exists(f"/dev/shm/{n.lstrip('/')}")]
+        for name in leaked:
+            _unlink_shm(name)
+    figures["meta"] = {
+        "quick": args.quick,
+        "elapsed_s": round(time.perf_counter() - started, 2),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "shm_leaked": leaked,
+    }
+    if args.json:
+        print(json.dumps(figures, indent=None, sort_keys=True))
+    else:
+        print(render(figures))
+        if leaked:
+            print(f"warning: removed leaked /dev/shm segments {leaked}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
