@@ -344,9 +344,11 @@ class SharedState:
             s1 = int(st["seq"])
             if s1 & 1:
                 continue
-            header, payload_at = self._buffer(int(st["active"]))
+            header, payload_at = self._buffer(int(st["active"]) & 1)
             rows, dim = int(header["rows"]), int(header["dim"])
             version, crc = int(header["version"]), int(header["crc32"])
+            if rows * dim * 4 > self.capacity:
+                continue  # a header torn by a writer that lapped us: read again
             view = np.frombuffer(self._mm, np.float32, rows * dim, payload_at).reshape(rows, dim)
             matrix = view.copy() if copy else view
             crc_ok = (zlib.crc32(matrix) == crc) if verify else None

@@ -2,8 +2,8 @@
 
 Every process a test starts carries ``OSUP_TEST_TAG`` in its environment (children inherit
 it), so the autouse :func:`no_leaks` fixture can find any survivor — even a double-forked
-daemon — kill it, and fail the test. Segments in ``/dev/shm`` created during a test are
-removed and fail it too.
+daemon — kill it, and fail the test. Tests name their segments after the same tag; one left
+in ``/dev/shm`` is removed and fails the test too.
 """
 
 from __future__ import annotations
@@ -74,7 +74,13 @@ def no_leaks(tag: str) -> Iterator[None]:
             proc.kill()
         except psutil.Error:
             pass
-    new_shm = set(os.listdir("/dev/shm")) - shm_before
+    # Only this test's segments (named after its tag) or the default name count: other
+    # processes on the machine may create and remove their own meanwhile.
+    new_shm = {
+        name
+        for name in set(os.listdir("/dev/shm")) - shm_before
+        if tag in name or name == "o_shared_state"
+    }
     for name in new_shm:
         try:
             os.unlink(f"/dev/shm/{name}")

@@ -302,8 +302,8 @@ def writer(name, seconds):
 
 def reader(name):
     shm = SharedState.attach(name, writable=False)
-    counts = {"reads": 0, "torn": 0, "exhausted": 0, "errors": 0, "versions": 0}
-    last, n = -1, 0
+    counts = {"reads": 0, "overlapped": 0, "torn": 0, "exhausted": 0, "errors": 0, "versions": 0}
+    last, n, got, m = -1, 0, None, None
     print("ready", flush=True)
     while True:
         n += 1
@@ -319,6 +319,7 @@ def reader(name):
             counts["last_error"] = repr(exc)
             continue
         counts["reads"] += 1
+        counts["overlapped"] += shm.seq != got.seq  # a publish ran during (or right after) it
         m = got.matrix
         if not (
             got.crc_ok is True
@@ -368,7 +369,8 @@ def test_seqlock_stress_no_torn_reads(segment: str, tag: str) -> None:
         shm.publish(np.full((7, 13), 1, np.float32))  # version 1, as the workers expect
         readers = [spawn("reader", segment) for _ in range(2)]
         for r in readers:
-            assert r.stdout is not None and r.stdout.readline().strip() == "ready", r.stderr
+            assert r.stdout is not None
+            assert r.stdout.readline().strip() == "ready", r.communicate(timeout=10)[1]
         writer = spawn("writer", segment, "2.0")
         w_out, w_err = writer.communicate(timeout=30)
         assert writer.returncode == 0, w_err

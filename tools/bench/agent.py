@@ -57,6 +57,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import random
 import select
 import shutil
 import signal
@@ -84,7 +85,7 @@ from osup_mp.client import Client, ClientError
 from osup_mp.codec import FrameDecoder, pack
 from osup_mp.config import Config, load_config
 from osup_mp.runtime.procutil import set_parent_death_signal
-from osup_mp.shm import SharedState, SlotState
+from osup_mp.shm import SharedState, ShmError, SlotState
 from osup_mp.tree import MAIN_SLOT, run_tree
 
 _FORK = multiprocessing.get_context("fork")
@@ -194,15 +195,22 @@ class TreeProc:
                     f"tree exited with status {self.proc.exitcode} before "
                     f"answering ping (log: {self.cfg.log_file})"
                 )
+            # Map the segment the moment it is complete: a mapping outlives an unlink by
+            # anything else on the host (another test run's leak sweep, say).
+            if self.shm is None:
+                with contextlib.suppress(ShmError):
+                    self.shm = SharedState.attach(self.shm_name, writable=False)
             try:
-                if self.request("ping", timeout=2.0) == "pong":
+                if self.shm is not None and self.request("ping", timeout=2.0) == "pong":
                     break
             except ClientError:
                 pass
             if time.monotonic() > deadline:
-                raise BenchError(f"tree did not answer ping within {timeout:g}s")
-            time.sleep(0.02)
-        self.shm = SharedState.attach(self.shm_name, writable=False)
+                raise BenchError(
+                    f"tree did not answer ping within {timeout:g}s"
+                    + ("" if self.shm else f" (segment {self.shm_name} never seen)")
+                )
+            time.sleep(0.005 if self.shm is None else 0.02)
         self._remember_pids()
         self.wait_running(old_generation=None, timeout=30.0)
 
@@ -556,8 +564,12 @@ def measure_hangs(tree: TreeProc, n: int, progress: Callable[[str], None]) -> li
     progress(f"hangs: {n} x SIGSTOP agent -> killed -> replacement RUNNING")
     runs: list[dict[str, Any]] = []
     slot = tree.slot()
+    interval = tree.cfg.o_supervisor.heartbeat_interval / 1000
+    phase = random.Random(1)
     for _ in range(n):
-        time.sleep(0.3)  # a few heartbeats of the current agent first
+        # A few heartbeats of the current agent first, then stop it at a random point of its
+        # heartbeat cycle (right after a beat is the worst case for the stop -> killed time).
+        time.sleep(0.3 + phase.uniform(0.0, interval))
         pid, generation = tree.agent()
         pidfd = os.pidfd_open(pid)
         try:

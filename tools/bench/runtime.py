@@ -22,9 +22,15 @@ What is measured, and how:
    ``multiprocessing.Pipe`` echo between two forked processes with the same payload shape
    ``("call", i, ("echo", i))`` (server: ``conn.send(conn.recv())``), for both the per-message
    round trip and 100-in-flight throughput over the same totals.
+   Both sides are pinned with ``sched_setaffinity``, once to the same CPU and once to two
+   different CPUs, and each placement gets its own baseline: left to the scheduler, whether
+   the two processes share a CPU decides the round trip (about 20 us vs 60-90 us on a VM),
+   so an unpinned figure and its ratio flip from run to run.
 3. Idle CPU of the shipped tree (``child_specs`` only, ``prod`` config, default telemetry
-   period): after it answers ping and settles 2 s, the user+system CPU time of the supervisor
-   and all its descendants over a 10 s window, as percent of one core.
+   period): after it answers ping and settles 2 s, the user+system CPU time (psutil) of the
+   supervisor and all its descendants over a 10 s window, as percent of one core. psutil
+   counts in 10 ms clock ticks (0.1 % of a 10 s window), so the on-CPU time from
+   ``/proc/<pid>/schedstat`` (nanoseconds) is reported beside it, per process in ``--json``.
 
 Every tree runs in its own temporary directory with its own shared-memory name and is stopped
 through the control socket (SIGKILL as a last resort), even on error; ``/dev/shm`` is checked
@@ -187,6 +193,13 @@ class TreeProc:
 
     def __init__(self, env: str, overrides: dict[str, dict[str, Any]], extra: bool) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="osup_bench_"))
+        try:
+            self._setup(env, overrides, extra)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+
+    def _setup(self, env: str, overrides: dict[str, dict[str, Any]], extra: bool) -> None:
         self.shm_name = f"/osup_bench_{uuid.uuid4().hex[:12]}"
         merged: dict[str, dict[str, Any]] = {"o_supervisor": {"shared_memory_name": self.shm_name}}
         for section, values in overrides.items():
@@ -207,6 +220,19 @@ class TreeProc:
             target=_tree_main, args=(cfg, specs), name="osup-bench-tree", daemon=False
         )
         self.seen: dict[int, psutil.Process] = {}
+        self.how_stopped = ""
+        self.exitcode: int | None = None
+        self.leftovers: list[int] = []  # pids that had to be killed after the tree stopped
+        self.shm_left = False
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "env": self.cfg.env,
+            "stopped_by": self.how_stopped,
+            "exit": self.exitcode,
+            "killed_leftovers": self.leftovers,
+            "shm_left_behind": self.shm_left,
+        }
 
     @property
     def pid(self) -> int:
@@ -252,26 +278,32 @@ class TreeProc:
         """Stop via the control socket, then SIGTERM, then SIGKILL; remove the temp dir."""
         try:
             if self.proc.pid is not None:
+                self.how_stopped = "control stop"
                 self._remember_pids()
                 if self.proc.exitcode is None:
                     with contextlib.suppress(ClientError):
                         self.request("stop", timeout=5.0)
                     self.proc.join(15.0)
                 if self.proc.exitcode is None:
+                    self.how_stopped = "SIGTERM"
                     os.kill(self.pid, signal.SIGTERM)
                     self.proc.join(10.0)
                 if self.proc.exitcode is None:
+                    self.how_stopped = "SIGKILL"
                     os.kill(self.pid, signal.SIGKILL)
                     self.proc.join(5.0)
+                self.exitcode = self.proc.exitcode
                 for proc in self.seen.values():  # components that outlived their supervisor
                     # is_running() also checks the create time, so a reused pid is left alone.
                     with contextlib.suppress(psutil.Error):
                         if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                            self.leftovers.append(proc.pid)
                             proc.kill()
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"/dev/shm/{self.shm_name.lstrip('/')}")
+                self.shm_left = True  # the tree did not remove its segment
 
 
 @contextlib.contextmanager
@@ -453,6 +485,8 @@ def component_restart(tree: TreeProc, n: int) -> list[float]:
                     pid, last_error = old, str(exc)
                 if pid != old:
                     break
+                if tree.proc.exitcode is not None:
+                    raise BenchError(f"the tree exited (status {tree.proc.exitcode}): {last_error}")
                 if time.perf_counter() - t0 > 10.0:
                     raise BenchError(f"echo was not restarted within 10 s (last: {last_error})")
             out.append((time.perf_counter() - t0) * 1000)
@@ -481,6 +515,8 @@ def _on_cpu_seconds(proc: psutil.Process) -> tuple[float, float]:
 
 def idle_cpu(tree: TreeProc, settle: float, window: float) -> dict[str, Any]:
     """Percent of one core used by the supervisor and its descendants over ``window``."""
+    names = {c["pid"]: c["name"] for c in tree.request("status")["components"] if c["pid"]}
+    names[tree.pid] = "supervisor"
     time.sleep(settle)
     root = psutil.Process(tree.pid)
 
@@ -502,7 +538,7 @@ def idle_cpu(tree: TreeProc, settle: float, window: float) -> dict[str, Any]:
         _p, cpu0, sched0 = before.get(pid, (proc, 0.0, 0.0))
         used += cpu - cpu0
         sched_used += sched - sched0
-        name = "supervisor" if pid == tree.pid else _proc_label(proc)
+        name = names.get(pid) or _proc_label(proc)
         per_process[f"{name}[{pid}]"] = round(100 * (sched - sched0) / elapsed, 4)
     return {
         "percent": 100 * used / elapsed,
@@ -514,12 +550,15 @@ def idle_cpu(tree: TreeProc, settle: float, window: float) -> dict[str, Any]:
 
 
 def _proc_label(proc: psutil.Process) -> str:
+    """A descendant that is not a component (an agent): its program name."""
     try:
-        name = proc.name()
         cmd = proc.cmdline()
+        name = proc.name()
     except psutil.Error:
         return "?"
-    return cmd[-1].rsplit("/", 1)[-1] if name.startswith("python") and cmd else name
+    if name.startswith("python") and len(cmd) > 1:
+        name = Path(cmd[1]).name
+    return name
 
 
 # ------------------------------------------------------------------ driver
@@ -541,7 +580,9 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
     progress("tree: calls and restarts")
     rtt: dict[str, dict[str, Any]] = {}
     rates: dict[str, list[float]] = {}
+    trees: list[TreeProc] = []
     with running_tree("test", bench_overrides, extra=True) as tree:
+        trees.append(tree)
         for placement in where:
             progress(f"tree: calls, {placement.label}")
             pin_components(tree, placement)
@@ -556,6 +597,7 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
 
     progress("tree: idle CPU (shipped tree, prod config)")
     with running_tree("prod", {}, extra=False) as tree:
+        trees.append(tree)
         idle = idle_cpu(tree, plan.idle_settle, plan.idle_window)
         telemetry_period_ms = tree.cfg.telemetry.period
 
@@ -610,6 +652,7 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
         "target": "< 1 %",
         "pass": idle["percent"] < 1.0,
     }
+    figures["trees"] = [t.report() for t in trees]
     return figures
 
 
@@ -678,32 +721,29 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(f"... {text}", file=sys.stderr, flush=True)
 
-    shm_before = set(os.listdir("/dev/shm"))
     started = time.perf_counter()
     try:
         figures = run(plan, progress)
     except Exception as exc:
         print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    finally:
-        leaked = sorted(set(os.listdir("/dev/shm")) - shm_before)
-        bench_leaks = [name for name in leaked if name.startswith("osup_bench_")]
-        for name in bench_leaks:
-            with contextlib.suppress(OSError):
-                os.unlink(f"/dev/shm/{name}")
     figures["meta"] = {
         "quick": args.quick,
         "elapsed_s": round(time.perf_counter() - started, 2),
-        "cpus": os.cpu_count(),
+        "cpus": sorted(os.sched_getaffinity(0)),
         "python": sys.version.split()[0],
-        "shm_leaked": bench_leaks,
     }
     if args.json:
-        print(json.dumps(figures, indent=None, sort_keys=True))
+        print(json.dumps(figures, sort_keys=True))
     else:
         print(render(figures))
-        if bench_leaks:
-            print(f"warning: removed leaked /dev/shm segments {bench_leaks}", file=sys.stderr)
+    for tree in figures["trees"]:
+        if (
+            tree["stopped_by"] != "control stop"
+            or tree["killed_leftovers"]
+            or tree["shm_left_behind"]
+        ):
+            print(f"warning: a tree did not stop cleanly: {tree}", file=sys.stderr)
     return 0
 
 
