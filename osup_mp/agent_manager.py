@@ -60,8 +60,10 @@ def resolve_executable(name: str) -> str:
         return str(sibling)
     found = shutil.which(name)
     if found is None:
-        raise FileNotFoundError(f"agent executable {name!r} not found beside {sys.executable} "
-                                "or on PATH (set gerbil_executable)")
+        raise FileNotFoundError(
+            f"agent executable {name!r} not found beside {sys.executable} "
+            "or on PATH (set gerbil_executable)"
+        )
     return found
 
 
@@ -155,15 +157,17 @@ class AgentManager(Component):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._signal(signal.SIGKILL)
-                raise RuntimeError(f"agent {self.instance_id} not ready within "
-                                   f"{self.cfg.agent.ready_timeout} ms")
+                raise RuntimeError(
+                    f"agent {self.instance_id} not ready within {self.cfg.agent.ready_timeout} ms"
+                )
             for key, _events in selector.select(remaining):
                 if callable(key.data) and key.fileobj in self._agent_fds():
                     key.data()
             self._flush()
         if self.state is not S.RUNNING:
-            raise RuntimeError(f"agent {self.instance_id} failed to start: {self.fail_reason}"
-                               f"{self._last_stderr()}")
+            raise RuntimeError(
+                f"agent {self.instance_id} failed to start: {self.fail_reason}{self._last_stderr()}"
+            )
 
     def _agent_fds(self) -> set[int]:
         proc = self.proc
@@ -204,8 +208,14 @@ class AgentManager(Component):
             if self.state is not S.RUNNING:
                 raise CallError(f"agent {self.instance_id} is {self.state.value}, not RUNNING")
             module = request[2] if len(request) > 2 else None
-            self._send({"type": "hot_reload", "code": request[1], "module": module,
-                        "timestamp": time.time()})
+            self._send(
+                {
+                    "type": "hot_reload",
+                    "code": request[1],
+                    "module": module,
+                    "timestamp": time.time(),
+                }
+            )
             self._reloads.append(caller)
             return NOREPLY
         if kind == "restart_agent":
@@ -213,8 +223,10 @@ class AgentManager(Component):
             return True
         if kind == "checkpoint":
             if not self.durable or self.state is not S.RUNNING:
-                raise CallError(f"agent {self.instance_id} cannot checkpoint now "
-                                f"({self.state.value}{'' if self.durable else ', shadow'})")
+                raise CallError(
+                    f"agent {self.instance_id} cannot checkpoint now "
+                    f"({self.state.value}{'' if self.durable else ', shadow'})"
+                )
             self._checkpoint_waiters.append(caller)
             self._request_checkpoint(force=True)
             return NOREPLY
@@ -303,8 +315,9 @@ class AgentManager(Component):
         self.slot["generation"] = self.generation
         self.slot["hb_frame_ns"] = 0
         self._timer = self.send_after(self.cfg.agent.ready_timeout / 1000, "ready_deadline")
-        logger.info("agent {}: started pid {} ({})", self.instance_id, self.proc.pid,
-                    " ".join(argv))
+        logger.info(
+            "agent {}: started pid {} ({})", self.instance_id, self.proc.pid, " ".join(argv)
+        )
         if restore is not None:
             self._send_restore(restore)
 
@@ -321,8 +334,13 @@ class AgentManager(Component):
         self._since_checkpoint = len(entries)
         if checkpoint is None and not entries:
             return None
-        logger.info("agent {}: restoring checkpoint {} (LSN {}) + {} WAL entries", self.instance_id,
-                    checkpoint["id"] if checkpoint else "none", lsn, len(entries))
+        logger.info(
+            "agent {}: restoring checkpoint {} (LSN {}) + {} WAL entries",
+            self.instance_id,
+            checkpoint["id"] if checkpoint else "none",
+            lsn,
+            len(entries),
+        )
         return {
             "checkpoint_id": checkpoint["id"] if checkpoint else None,
             "snapshot": checkpoint["snapshot"] if checkpoint else None,
@@ -343,11 +361,17 @@ class AgentManager(Component):
             chunks[-1].append(entry)
             size += entry_size
         for index, chunk in enumerate(chunks):
-            msg: dict[str, Any] = {"type": "restore", "wal_entries": chunk,
-                                   "more": index < len(chunks) - 1}
+            msg: dict[str, Any] = {
+                "type": "restore",
+                "wal_entries": chunk,
+                "more": index < len(chunks) - 1,
+            }
             if index == 0:
-                msg.update(checkpoint_id=restore["checkpoint_id"], snapshot=restore["snapshot"],
-                           lsn=restore["lsn"])
+                msg.update(
+                    checkpoint_id=restore["checkpoint_id"],
+                    snapshot=restore["snapshot"],
+                    lsn=restore["lsn"],
+                )
             else:
                 msg["continue"] = True
             self._send(msg)
@@ -438,8 +462,10 @@ class AgentManager(Component):
         code = proc.wait()
         self._on_stdout()  # frames written just before exiting are still answers
         if not self._decoder.broken and not self._decoder.at_boundary and not self.fail_reason:
-            self.fail_reason = (f"exited in the middle of a frame ({self._decoder.buffered} "
-                                f"bytes of it received): truncated frame")
+            self.fail_reason = (
+                f"exited in the middle of a frame ({self._decoder.buffered} "
+                f"bytes of it received): truncated frame"
+            )
         self.unwatch_fd(self.pidfd)
         os.close(self.pidfd)
         for stream in (proc.stdout, proc.stderr):
@@ -499,12 +525,17 @@ class AgentManager(Component):
         self._transition(S.BACKOFF)
         self.restarts += 1
         self.slot["restarts"] = self.restarts
-        delay = 0.0 if self.failures == 1 else min(
-            a.backoff_cap, a.backoff_base * 2 ** (self.failures - 2)
-        ) / 1000 * random.uniform(0.5, 1.0)
+        delay = (
+            0.0
+            if self.failures == 1
+            else min(a.backoff_cap, a.backoff_base * 2 ** (self.failures - 2))
+            / 1000
+            * random.uniform(0.5, 1.0)
+        )
         if delay:
-            logger.warning("agent {}: restart {} in {:.2f}s (backoff)", self.instance_id,
-                           self.restarts, delay)
+            logger.warning(
+                "agent {}: restart {} in {:.2f}s (backoff)", self.instance_id, self.restarts, delay
+            )
             self._timer = self.send_after(delay, "spawn")
         else:
             self._spawn()
@@ -603,13 +634,21 @@ class AgentManager(Component):
         if kind == "response":
             respond = self._in_flight.pop(msg.get("id"), None)  # type: ignore[arg-type]
             if respond is None:
-                logger.warning("agent {}: response to unknown id {!r}", self.instance_id,
-                               msg.get("id"))
+                logger.warning(
+                    "agent {}: response to unknown id {!r}", self.instance_id, msg.get("id")
+                )
                 return
             ok, value = ("error" not in msg), msg.get("data", msg.get("error"))
             # Released only once every WAL entry the agent wrote before it is durable.
-            self._after_wal(lambda lsn: respond(ok, value) if lsn is not None else respond(
-                False, f"agent {self.instance_id} exited before its changes were durable"))
+            self._after_wal(
+                lambda lsn: (
+                    respond(ok, value)
+                    if lsn is not None
+                    else respond(
+                        False, f"agent {self.instance_id} exited before its changes were durable"
+                    )
+                )
+            )
         elif kind == "heartbeat":
             self.slot["hb_frame_ns"] = monotonic_ns()
             self._on_ready()  # a seed agent's first heartbeat counts as ready
@@ -619,17 +658,22 @@ class AgentManager(Component):
             data = msg.get("data")
             if isinstance(data, dict):
                 self.metrics = data
-                self._emit("metrics", {k: v for k, v in data.items()
-                                       if isinstance(v, int | float)})
+                self._emit("metrics", {k: v for k, v in data.items() if isinstance(v, int | float)})
         elif kind == "reload_result":
             self._on_reload_result(msg)
         elif kind == "checkpoint":
             data = msg.get("data")
             if not self.durable or not isinstance(data, dict):
-                self._send({"type": "checkpoint_ack", "checkpoint_id": None,
-                            "timestamp": int(time.time()),
-                            "error": "not saved: shadows are not durable" if not self.durable
-                            else "checkpoint data must be a map"})
+                self._send(
+                    {
+                        "type": "checkpoint_ack",
+                        "checkpoint_id": None,
+                        "timestamp": int(time.time()),
+                        "error": "not saved: shadows are not durable"
+                        if not self.durable
+                        else "checkpoint data must be a map",
+                    }
+                )
                 return
             self._after_wal(lambda lsn: self._save_checkpoint(data, lsn))
         elif kind == "wal_entry":
@@ -640,16 +684,19 @@ class AgentManager(Component):
                 self._log_entry(entry, msg.get("ref"))
             self._send({"type": "wal_flush_ack", "count": len(entries or [])})
         elif kind == "evolution_intent":
-            logger.info("agent {}: evolution intent {!r}", self.instance_id,
-                        msg.get("hypothesis"))
-            self._send({"type": "evolution_result", "success": False,
-                        "error": "evolution arbiter not available in this version of osup-mp"})
+            logger.info("agent {}: evolution intent {!r}", self.instance_id, msg.get("hypothesis"))
+            self._send(
+                {
+                    "type": "evolution_result",
+                    "success": False,
+                    "error": "evolution arbiter not available in this version of osup-mp",
+                }
+            )
         else:
             logger.warning("agent {}: ignored message type {!r}", self.instance_id, kind)
 
     def _on_reload_result(self, msg: dict[str, Any]) -> None:
-        result = {"ok": bool(msg.get("ok")), "module": msg.get("module"),
-                  "error": msg.get("error")}
+        result = {"ok": bool(msg.get("ok")), "module": msg.get("module"), "error": msg.get("error")}
         if self._reloads:
             self.reply(self._reloads.popleft(), result)
         else:
@@ -659,8 +706,14 @@ class AgentManager(Component):
 
     def _log_entry(self, entry: Any, ref: Any) -> None:
         if not self.durable:
-            self._send({"type": "wal_ack", "seq": None, "ref": ref,
-                        "error": "not logged: shadows are not durable"})
+            self._send(
+                {
+                    "type": "wal_ack",
+                    "seq": None,
+                    "ref": ref,
+                    "error": "not logged: shadows are not durable",
+                }
+            )
             return
         self._wal_batch.append(entry)
         self._wal_refs.append(ref)
@@ -728,10 +781,15 @@ class AgentManager(Component):
                 for caller in waiters:
                     self.reply_error(caller, f"checkpoint not saved: {value}")
             if generation == self.generation:
-                self._send({"type": "checkpoint_ack", "timestamp": int(time.time()),
-                            "checkpoint_id": value["id"] if ok else None,
-                            "lsn": value["lsn"] if ok else None,
-                            **({} if ok else {"error": str(value)})})
+                self._send(
+                    {
+                        "type": "checkpoint_ack",
+                        "timestamp": int(time.time()),
+                        "checkpoint_id": value["id"] if ok else None,
+                        "lsn": value["lsn"] if ok else None,
+                        **({} if ok else {"error": str(value)}),
+                    }
+                )
 
         self.peer("vault").call_async(("save", snapshot, lsn), saved, timeout=60.0)
 
@@ -793,7 +851,8 @@ class AgentManager(Component):
             "generation": self.generation,
             "heartbeat_age_ms": age,
             "uptime_s": round(time.monotonic() - self.running_since, 3)
-            if self.running_since else None,
+            if self.running_since
+            else None,
             "in_flight": len(self._in_flight),
             "last_exit": self.last_exit,
             "last_kill_reason": self.last_kill_reason,

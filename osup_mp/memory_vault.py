@@ -27,8 +27,9 @@ class MemoryVault(Component):
         self.store: CheckpointStore | None = None
 
     def init(self) -> None:
-        self.store = CheckpointStore(self.cfg.o_supervisor.checkpoint_dir,
-                                     self.cfg.vault.generations)
+        self.store = CheckpointStore(
+            self.cfg.o_supervisor.checkpoint_dir, self.cfg.vault.generations
+        )
 
     def terminate(self, reason: str) -> None:
         if self.store is not None:
@@ -52,7 +53,7 @@ class MemoryVault(Component):
                     logger.warning("vault: {}", problem)
                 return self._loaded(checkpoint)
             if kind == "list":
-                return store.list()
+                return store.catalog()
             if kind == "delete":
                 return store.delete(str(request[1]))
         except VaultError as exc:
@@ -63,8 +64,9 @@ class MemoryVault(Component):
         checkpoint_id = str(uuid.uuid4())
         payload = msgpack.packb(snapshot, use_bin_type=True)
         checkpoint = store.save(checkpoint_id, lsn, payload)
-        logger.info("vault: checkpoint {} saved (LSN {}, {} bytes)", checkpoint_id, lsn,
-                    len(payload))
+        logger.info(
+            "vault: checkpoint {} saved (LSN {}, {} bytes)", checkpoint_id, lsn, len(payload)
+        )
         oldest = store.oldest_kept_lsn()
         if oldest is not None:
             self.peer("wal").cast(("truncate_through", oldest))

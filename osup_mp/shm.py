@@ -43,11 +43,34 @@ BUFFER_HEADER_SIZE = 64
 
 HEADER_DTYPE = np.dtype(
     {
-        "names": ["magic", "version", "header_size", "total_size", "creator_pid", "slot_count",
-                  "slot_size", "epoch", "slots_offset", "state_offset", "state_size",
-                  "created_ns"],
-        "formats": ["S8", "<u4", "<u4", "<u8", "<i4", "<u4", "<u4", "<u8", "<u8", "<u8", "<u8",
-                    "<u8"],
+        "names": [
+            "magic",
+            "version",
+            "header_size",
+            "total_size",
+            "creator_pid",
+            "slot_count",
+            "slot_size",
+            "epoch",
+            "slots_offset",
+            "state_offset",
+            "state_size",
+            "created_ns",
+        ],
+        "formats": [
+            "S8",
+            "<u4",
+            "<u4",
+            "<u8",
+            "<i4",
+            "<u4",
+            "<u4",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+        ],
         "offsets": [0, 8, 12, 16, 24, 28, 32, 40, 48, 56, 64, 72],
         "itemsize": HEADER_SIZE,
     }
@@ -55,19 +78,52 @@ HEADER_DTYPE = np.dtype(
 
 SLOT_DTYPE = np.dtype(
     {
-        "names": ["in_use", "role", "state", "pid", "generation", "restarts", "instance_id",
-                  "hb_counter", "hb_agent_ns", "hb_frame_ns", "requests", "errors",
-                  "latency_us", "rss_bytes", "state_overflow"],
-        "formats": ["<u4", "u1", "u1", "<i4", "<u4", "<u4", "S32", "<u8", "<u8", "<u8", "<u8",
-                    "<u8", "<f8", "<u8", "<u8"],
+        "names": [
+            "in_use",
+            "role",
+            "state",
+            "pid",
+            "generation",
+            "restarts",
+            "instance_id",
+            "hb_counter",
+            "hb_agent_ns",
+            "hb_frame_ns",
+            "requests",
+            "errors",
+            "latency_us",
+            "rss_bytes",
+            "state_overflow",
+        ],
+        "formats": [
+            "<u4",
+            "u1",
+            "u1",
+            "<i4",
+            "<u4",
+            "<u4",
+            "S32",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<f8",
+            "<u8",
+            "<u8",
+        ],
         "offsets": [0, 4, 5, 8, 12, 16, 24, 56, 64, 72, 80, 88, 96, 104, 112],
         "itemsize": SLOT_SIZE,
     }
 )
 
 STATE_HEADER_DTYPE = np.dtype(
-    {"names": ["seq", "active", "buffer_size"], "formats": ["<u8", "<u8", "<u8"],
-     "offsets": [0, 8, 16], "itemsize": STATE_HEADER_SIZE}
+    {
+        "names": ["seq", "active", "buffer_size"],
+        "formats": ["<u8", "<u8", "<u8"],
+        "offsets": [0, 8, 16],
+        "itemsize": STATE_HEADER_SIZE,
+    }
 )
 
 BUFFER_HEADER_DTYPE = np.dtype(
@@ -163,6 +219,9 @@ class SharedState:
         :class:`ShmError` for a foreign, wrong-version or live segment.
         """
         note = None
+        min_size = HEADER_SIZE + SLOT_COUNT * SLOT_SIZE + STATE_HEADER_SIZE + 2 * 4096
+        if size < min_size:
+            raise ShmError(f"shared_memory_size {size} is too small: at least {min_size} bytes")
         try:
             existing = posix_ipc.SharedMemory(name)
         except posix_ipc.ExistentialError:
@@ -170,9 +229,6 @@ class SharedState:
         if existing is not None:
             note = cls._check_stale(name, existing)
             posix_ipc.unlink_shared_memory(name)
-        min_size = HEADER_SIZE + SLOT_COUNT * SLOT_SIZE + STATE_HEADER_SIZE + 2 * 4096
-        if size < min_size:
-            raise ShmError(f"shared_memory_size {size} is too small: at least {min_size} bytes")
         seg = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
         try:
             mapping = mmap.mmap(seg.fd, size)
@@ -229,7 +285,7 @@ class SharedState:
     def attach(cls, name: str, *, writable: bool = True) -> SharedState:
         """Map an existing segment; raise :class:`ShmError` if it is absent or not ours."""
         try:
-            seg = posix_ipc.SharedMemory(name)
+            seg = posix_ipc.SharedMemory(name, read_only=not writable)
         except posix_ipc.ExistentialError:
             raise ShmError(f"no shared memory named {name}") from None
         except posix_ipc.PermissionsError as exc:
@@ -249,15 +305,28 @@ class SharedState:
             problem = f"shared memory {name} has layout version {int(hdr['version'])}"
         elif int(hdr["total_size"]) != len(mapping):
             problem = f"shared memory {name} size {len(mapping)} != header {hdr['total_size']}"
+        elif (
+            int(hdr["slot_count"]) != SLOT_COUNT
+            or int(hdr["slot_size"]) != SLOT_SIZE
+            or int(hdr["state_offset"]) != HEADER_SIZE + SLOT_COUNT * SLOT_SIZE
+            or int(hdr["state_offset"]) + STATE_HEADER_SIZE > len(mapping)
+        ):
+            problem = f"shared memory {name} has a corrupt header (slot table or state offsets)"
         if problem:
             del hdr
             mapping.close()
             raise ShmError(problem)
         del hdr
-        return cls(name, mapping, owner=False)
+        shared = cls(name, mapping, owner=False)
+        if shared.buffer_size * 2 > len(mapping) - shared._buffers_offset:
+            shared.close()
+            raise ShmError(f"shared memory {name} has a corrupt state header")
+        return shared
 
     def close(self) -> None:
-        """Unmap (views into the mapping must be gone); the owner also unlinks."""
+        """Unmap (views into the mapping must be gone); the owner also unlinks. Idempotent."""
+        if self._mm.closed:
+            return
         del self.header, self.slots, self.state
         try:
             self._mm.close()
@@ -279,8 +348,18 @@ class SharedState:
 
     def claim_slot(self, index: int, role: Role, instance_id: str) -> None:
         s = self.slots[index]
-        for field in ("pid", "generation", "restarts", "hb_counter", "hb_agent_ns",
-                      "hb_frame_ns", "requests", "errors", "rss_bytes", "state_overflow"):
+        for field in (
+            "pid",
+            "generation",
+            "restarts",
+            "hb_counter",
+            "hb_agent_ns",
+            "hb_frame_ns",
+            "requests",
+            "errors",
+            "rss_bytes",
+            "state_overflow",
+        ):
             s[field] = 0
         s["latency_us"] = 0.0
         s["role"] = int(role)
@@ -307,7 +386,7 @@ class SharedState:
         return header, offset + BUFFER_HEADER_SIZE
 
     def publish(self, matrix: np.ndarray[Any, Any], *, checksum: bool = True) -> int:
-        """Publish a float32 matrix (rows × dim); return its version.
+        """Publish a float32 matrix (rows x dim); return its version.
 
         Raises :class:`ValueError` when it does not fit: nothing is written past the end.
         """
@@ -329,20 +408,23 @@ class SharedState:
         header["version"] = version
         header["length"] = data.nbytes
         header["rows"], header["dim"] = data.shape
-        header["crc32"] = zlib.crc32(data) if checksum else 0
+        header["crc32"] = zlib.crc32(data.data) if checksum else 0
         header["kind"] = 1
         header["published_ns"] = time.time_ns()
         st["active"] = target
         st["seq"] += 1  # even: published
         return version
 
-    def read(self, *, copy: bool = True, verify: bool = False, retries: int = 1000) -> Published:
+    def read(self, *, copy: bool = True, verify: bool = False, patience: float = 0.5) -> Published:
         """A consistent snapshot of the published matrix (``copy=False``: a zero-copy view,
-        valid until :meth:`still_valid` says otherwise)."""
+        valid until :meth:`still_valid` says otherwise). Retries while a publish overlaps,
+        yielding the CPU to the writer, for up to ``patience`` seconds."""
         st = self.state
-        for _ in range(retries):
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
             s1 = int(st["seq"])
             if s1 & 1:
+                os.sched_yield()  # a publish is in progress: let the writer finish
                 continue
             header, payload_at = self._buffer(int(st["active"]) & 1)
             rows, dim = int(header["rows"]), int(header["dim"])
@@ -351,10 +433,11 @@ class SharedState:
                 continue  # a header torn by a writer that lapped us: read again
             view = np.frombuffer(self._mm, np.float32, rows * dim, payload_at).reshape(rows, dim)
             matrix = view.copy() if copy else view
-            crc_ok = (zlib.crc32(matrix) == crc) if verify else None
+            crc_ok = (zlib.crc32(matrix.data) == crc) if verify else None
             if int(st["seq"]) - s1 <= 2:
                 return Published(matrix, version, s1, crc_ok)
-        raise ShmError("state region kept changing during the read")
+            os.sched_yield()
+        raise ShmError(f"state region kept changing for {patience}s during the read")
 
     def still_valid(self, seq_at_read: int) -> bool:
         """For zero-copy readers: the buffer read at ``seq_at_read`` is not yet overwritten."""
@@ -378,10 +461,10 @@ class SharedState:
             slots.append(
                 {
                     "slot": index,
-                    "role": Role(int(s["role"])).name.lower(),
+                    "role": _name(Role, int(s["role"])).lower(),
                     "id": bytes(s["instance_id"]).decode(errors="replace"),
                     "pid": int(s["pid"]),
-                    "state": SlotState(int(s["state"])).name,
+                    "state": _name(SlotState, int(s["state"])),
                     "generation": int(s["generation"]),
                     "restarts": int(s["restarts"]),
                     "heartbeats": int(s["hb_counter"]),
@@ -427,6 +510,13 @@ class SharedState:
                 "buffers": buffers,
             },
         }
+
+
+def _name(kind: type[enum.IntEnum], value: int) -> str:
+    try:
+        return kind(value).name
+    except ValueError:
+        return f"UNKNOWN({value})"
 
 
 def _foreign(name: str, why: str) -> str:

@@ -19,15 +19,15 @@ from typing import Any
 from loguru import logger
 
 from osup_mp import logsetup
+from osup_mp.agent_manager import AgentManager
 from osup_mp.config import Config
+from osup_mp.memory_vault import MemoryVault
 from osup_mp.pidfile import AlreadyRunning, PidFile
 from osup_mp.runtime.control import ControlServer, Handler, Respond
 from osup_mp.runtime.supervisor import ChildSpec, Restart, StartError, Supervisor
-from osup_mp.agent_manager import AgentManager
-from osup_mp.memory_vault import MemoryVault
-from osup_mp.wal_manager import WALManager
 from osup_mp.shm import SLOT_COUNT, SharedState, ShmError
 from osup_mp.telemetry import Telemetry
+from osup_mp.wal_manager import WALManager
 from osup_mp.watchdog import Watchdog, manager_name
 
 MAIN_SLOT = 0
@@ -71,10 +71,15 @@ def child_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
     shutdown = cfg.supervisor.shutdown_timeout / 1000
     return [
         telemetry_spec(cfg),
-        ChildSpec("vault", functools.partial(MemoryVault, cfg), Restart.PERMANENT,
-                  shutdown_timeout=shutdown),
-        ChildSpec("wal", functools.partial(WALManager, cfg), Restart.PERMANENT,
-                  shutdown_timeout=shutdown),
+        ChildSpec(
+            "vault",
+            functools.partial(MemoryVault, cfg),
+            Restart.PERMANENT,
+            shutdown_timeout=shutdown,
+        ),
+        ChildSpec(
+            "wal", functools.partial(WALManager, cfg), Restart.PERMANENT, shutdown_timeout=shutdown
+        ),
         ChildSpec(
             "watchdog",
             functools.partial(Watchdog, cfg, shm),
@@ -131,8 +136,9 @@ def run_tree(
     if note:
         logger.warning("{}", note)
     try:
-        return _run(cfg, shm, pidfile, notify, specs or functools.partial(child_specs, cfg),
-                    private_fds)
+        return _run(
+            cfg, shm, pidfile, notify, specs or functools.partial(child_specs, cfg), private_fds
+        )
     finally:
         shm.close()
         pidfile.release()
@@ -299,8 +305,9 @@ def control_handlers(cfg: Config, sup: Supervisor, shm: SharedState) -> dict[str
         ):
             respond(False, "command is a list of strings")
             return
-        spec = agent_spec(cfg, shm, role="shadow", instance_id=instance_id, slot=slot,
-                          command=command)
+        spec = agent_spec(
+            cfg, shm, role="shadow", instance_id=instance_id, slot=slot, command=command
+        )
         try:
             child = sup.start_child(spec)
         except StartError as exc:

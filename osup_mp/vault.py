@@ -64,13 +64,23 @@ class Checkpoint:
     payload: bytes
 
     def meta(self) -> dict[str, Any]:
-        return {"id": self.id, "lsn": self.lsn, "created": self.created_ns / 1e9,
-                "bytes": len(self.payload)}
+        return {
+            "id": self.id,
+            "lsn": self.lsn,
+            "created": self.created_ns / 1e9,
+            "bytes": len(self.payload),
+        }
 
 
 def encode(checkpoint: Checkpoint) -> bytes:
-    header = _HEADER.pack(MAGIC, VERSION, checkpoint.lsn, checkpoint.created_ns,
-                          checkpoint.id.encode().ljust(36), len(checkpoint.payload))
+    header = _HEADER.pack(
+        MAGIC,
+        VERSION,
+        checkpoint.lsn,
+        checkpoint.created_ns,
+        checkpoint.id.encode().ljust(36),
+        len(checkpoint.payload),
+    )
     digest = hashlib.sha256(header)
     digest.update(checkpoint.payload)
     return header + checkpoint.payload + digest.digest()
@@ -119,7 +129,7 @@ class CheckpointStore:
         self.prune()
         return checkpoint
 
-    def list(self) -> list[dict[str, Any]]:
+    def catalog(self) -> list[dict[str, Any]]:
         """Every checkpoint file's header, oldest first (by LSN, then creation time)."""
         metas = []
         for path in self.files.glob("*.ckpt"):
@@ -128,15 +138,23 @@ class CheckpointStore:
                     head = f.read(_HEADER.size)
                 magic, _v, lsn, created, raw_id, length = _HEADER.unpack(head)
             except (OSError, struct.error):
-                metas.append({"id": path.stem, "lsn": -1, "created": 0.0, "bytes": 0,
-                              "unreadable": True})
+                metas.append(
+                    {"id": path.stem, "lsn": -1, "created": 0.0, "bytes": 0, "unreadable": True}
+                )
                 continue
             if magic != MAGIC:
-                metas.append({"id": path.stem, "lsn": -1, "created": 0.0, "bytes": 0,
-                              "unreadable": True})
+                metas.append(
+                    {"id": path.stem, "lsn": -1, "created": 0.0, "bytes": 0, "unreadable": True}
+                )
                 continue
-            metas.append({"id": raw_id.decode().strip(), "lsn": lsn, "created": created / 1e9,
-                          "bytes": length})
+            metas.append(
+                {
+                    "id": raw_id.decode().strip(),
+                    "lsn": lsn,
+                    "created": created / 1e9,
+                    "bytes": length,
+                }
+            )
         return sorted(metas, key=lambda m: (m["lsn"], m["created"]))
 
     def load(self, checkpoint_id: str) -> tuple[Checkpoint, list[str]]:
@@ -167,7 +185,7 @@ class CheckpointStore:
     def latest(self) -> tuple[Checkpoint | None, list[str]]:
         """The newest checkpoint that verifies, falling back generation by generation."""
         problems: list[str] = []
-        for meta in reversed(self.list()):
+        for meta in reversed(self.catalog()):
             try:
                 checkpoint, more = self.load(meta["id"])
             except VaultError as exc:
@@ -185,12 +203,12 @@ class CheckpointStore:
         return existed
 
     def prune(self) -> list[str]:
-        metas = self.list()
+        metas = self.catalog()
         doomed = metas[: max(0, len(metas) - self.generations)]
         for meta in doomed:
             self.delete(meta["id"])
         return [m["id"] for m in doomed]
 
     def oldest_kept_lsn(self) -> int | None:
-        metas = self.list()
+        metas = self.catalog()
         return metas[0]["lsn"] if metas else None

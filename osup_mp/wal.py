@@ -147,7 +147,7 @@ def _intact(data: bytes, start: int) -> bool:
     if zlib.crc32(_HEADER_CRC_PART.pack(length, rtype, lsn, pcrc)) != hcrc:
         return False
     body = start + RECORD_HEADER.size
-    return body + length <= len(data) and zlib.crc32(data[body : body + length]) == pcrc
+    return bool(body + length <= len(data) and zlib.crc32(data[body : body + length]) == pcrc)
 
 
 def fsync_dir(path: Path) -> None:
@@ -274,8 +274,9 @@ class WALStore:
     def _new_segment(self) -> None:
         path = self.dir / segment_name(self.next_lsn)
         atomic_write(path, SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
-        self.segments.append(Segment(path, self.next_lsn, self.next_lsn - 1,
-                                     SEGMENT_HEADER.size, 0))
+        self.segments.append(
+            Segment(path, self.next_lsn, self.next_lsn - 1, SEGMENT_HEADER.size, 0)
+        )
 
     def _open_active(self) -> None:
         if self._fd >= 0:
@@ -342,8 +343,9 @@ class WALStore:
         removed: list[Path] = []
         while len(self.segments) > 1 and self.segments[0].last_lsn <= lsn:
             seg = self.segments[0]
-            atomic_write(self.dir / FLOOR_FILE, f"{max(seg.last_lsn, self._read_floor())}\n"
-                         .encode())
+            atomic_write(
+                self.dir / FLOOR_FILE, f"{max(seg.last_lsn, self._read_floor())}\n".encode()
+            )
             seg.path.unlink()
             self.segments.pop(0)
             removed.append(seg.path)
@@ -364,8 +366,13 @@ class WALStore:
             "bytes": sum(s.size for s in self.segments),
             "entries": sum(s.count for s in self.segments),
             "files": [
-                {"name": s.path.name, "first_lsn": s.first_lsn, "last_lsn": s.last_lsn,
-                 "entries": s.count, "bytes": s.size}
+                {
+                    "name": s.path.name,
+                    "first_lsn": s.first_lsn,
+                    "last_lsn": s.last_lsn,
+                    "entries": s.count,
+                    "bytes": s.size,
+                }
                 for s in self.segments
             ],
         }
@@ -385,12 +392,24 @@ def verify_dir(directory: Path) -> dict[str, object]:
     paths = sorted(directory.glob("wal-*.log"))
     for index, path in enumerate(paths):
         result = scan_segment(path.read_bytes(), _first_lsn_from_name(path))
-        files.append({"name": path.name, "records": len(result.records),
-                      "first_lsn": result.records[0].lsn if result.records else None,
-                      "last_lsn": result.records[-1].lsn if result.records else None})
+        files.append(
+            {
+                "name": path.name,
+                "records": len(result.records),
+                "first_lsn": result.records[0].lsn if result.records else None,
+                "last_lsn": result.records[-1].lsn if result.records else None,
+            }
+        )
         if result.problem:
-            kind = ("torn tail" if index == len(paths) - 1 and not result.valid_after
-                    else "corruption")
-            problems.append({"file": str(path), "offset": result.good_end, "kind": kind,
-                             "problem": result.problem})
+            kind = (
+                "torn tail" if index == len(paths) - 1 and not result.valid_after else "corruption"
+            )
+            problems.append(
+                {
+                    "file": str(path),
+                    "offset": result.good_end,
+                    "kind": kind,
+                    "problem": result.problem,
+                }
+            )
     return {"ok": not problems, "files": files, "problems": problems, "checked_at": time.time()}

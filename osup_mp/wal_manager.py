@@ -48,8 +48,12 @@ class WALManager(Component):
         self.store.open()  # WALCorruption stops the start with file and offset
         for note in self.store.notes:
             logger.warning("wal: {}", note)
-        logger.info("wal: open at LSN {} ({} segments, fsync {})", self.store.last_lsn,
-                    len(self.store.segments), self.policy)
+        logger.info(
+            "wal: open at LSN {} ({} segments, fsync {})",
+            self.store.last_lsn,
+            len(self.store.segments),
+            self.policy,
+        )
         if self.policy == "everysec":
             self.send_after(1.0, "sync")
 
@@ -67,18 +71,27 @@ class WALManager(Component):
             return self._append(request[1], caller)
         if kind == "read_after":  # ("read_after", lsn[, limit])
             limit = request[2] if len(request) > 2 else None
-            return [(r.lsn, unpack_payload(r.payload, max_frame=1 << 30))
-                    for r in self.store.read_after(int(request[1]), limit)]
+            return [
+                (r.lsn, unpack_payload(r.payload, max_frame=1 << 30))
+                for r in self.store.read_after(int(request[1]), limit)
+            ]
         if kind == "last_lsn":
             return self.store.last_lsn
         if kind == "stats":
-            return {**self.store.stats(), "fsync": self.policy, "appends": self.appends,
-                    "syncs": self.syncs, "failed": self._failed}
+            return {
+                **self.store.stats(),
+                "fsync": self.policy,
+                "appends": self.appends,
+                "syncs": self.syncs,
+                "failed": self._failed,
+            }
         if kind == "tail":
             n = int(request[1]) if len(request) > 1 else 10
             first = max(0, self.store.last_lsn - n)
-            return [{"lsn": r.lsn, "entry": unpack_payload(r.payload, max_frame=1 << 30)}
-                    for r in self.store.read_after(first)]
+            return [
+                {"lsn": r.lsn, "entry": unpack_payload(r.payload, max_frame=1 << 30)}
+                for r in self.store.read_after(first)
+            ]
         if kind == "verify":
             return verify_dir(self.store.dir)
         if kind == "truncate_through":
@@ -141,8 +154,9 @@ class WALManager(Component):
         if self._failed is not None:
             return
         self._failed = reason
-        logger.critical("wal: {} — stopping the tree (an fsync/write error is never retried)",
-                        reason)
+        logger.critical(
+            "wal: {} — stopping the tree (an fsync/write error is never retried)", reason
+        )
         try:
             self.parent.call(("fatal", f"WAL: {reason}"), timeout=5.0)
         except CallError:

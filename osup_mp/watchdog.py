@@ -82,7 +82,8 @@ class Watchdog(Component):
                     self._report_hang(index, slot, (now - beat) / 1e6)
                     continue
             if int(slot["role"]) == Role.SHADOW and state in (
-                SlotState.STARTING, SlotState.RUNNING
+                SlotState.STARTING,
+                SlotState.RUNNING,
             ):
                 reason = self._check_limits(key, int(slot["pid"]))
                 if reason is not None:
@@ -96,8 +97,12 @@ class Watchdog(Component):
         instance = _instance(slot)
         generation = int(slot["generation"])
         self._reported.add((index, generation))
-        logger.warning("agent {}: heartbeat is {:.0f} ms old (timeout {} ms)", instance, age_ms,
-                       self.cfg.o_supervisor.heartbeat_timeout)
+        logger.warning(
+            "agent {}: heartbeat is {:.0f} ms old (timeout {} ms)",
+            instance,
+            age_ms,
+            self.cfg.o_supervisor.heartbeat_timeout,
+        )
         try:
             self.peer(manager_name(instance)).call(("heartbeat_timeout", generation, age_ms))
         except CallError as exc:
@@ -138,8 +143,9 @@ class Watchdog(Component):
         if span >= window:
             percent = (history[-1][1] - history[0][1]) / span * 100
             if percent > w.shadow_cpu_percent:
-                return (f"killed: cpu {percent:.0f}% over {span:.0f} s > limit "
-                        f"{w.shadow_cpu_percent}%")
+                return (
+                    f"killed: cpu {percent:.0f}% over {span:.0f} s > limit {w.shadow_cpu_percent}%"
+                )
         return None
 
     def _enforce(self, index: int, slot: Any, reason: str) -> None:
@@ -152,8 +158,9 @@ class Watchdog(Component):
         try:
             self.peer(manager_name(instance)).call(("limit_exceeded", generation, reason))
         except CallError as exc:
-            logger.error("watchdog: manager of {} did not answer ({}): killing it here", instance,
-                         exc)
+            logger.error(
+                "watchdog: manager of {} did not answer ({}): killing it here", instance, exc
+            )
             _killpg(pid)
 
 

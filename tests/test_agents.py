@@ -88,8 +88,9 @@ def test_crash_looping_agent_reaches_fatal(make_tree, tmp_path) -> None:
         f'exec "{sys.executable}" "{SCRIPTED_AGENT}" "$@"\n'
     )
     wrapper.chmod(0o755)
-    tree = make_tree(**{**FAST, "o_supervisor": {**FAST["o_supervisor"],
-                                                  "gerbil_executable": str(wrapper)}}).start()
+    tree = make_tree(
+        **{**FAST, "o_supervisor": {**FAST["o_supervisor"], "gerbil_executable": str(wrapper)}}
+    ).start()
     first = wait_for(tree.running_agent)
     flag.write_text("")
     os.kill(first["pid"], signal.SIGKILL)
@@ -143,8 +144,10 @@ def test_shadows_by_id(make_tree) -> None:
     agents = tree.agents()
     assert {agents["s1"]["role"], agents["s2"]["role"]} == {"shadow"}
     assert agents["s1"]["slot"] != agents["s2"]["slot"]
-    assert tree.request("call", name="agent:s1", request=["request", {"op": "stats"}])[
-        "role"] == "shadow"
+    assert (
+        tree.request("call", name="agent:s1", request=["request", {"op": "stats"}])["role"]
+        == "shadow"
+    )
     assert tree.cli("shadow", "stop", "s1").returncode == 0
     assert tree.cli("shadow", "start", "s3").returncode == 0
     bad = tree.cli("shadow", "stop", "nope")
@@ -193,6 +196,10 @@ def test_manager_crash_takes_its_agent_along(make_tree) -> None:
     new = wait_for(lambda: _replaced(tree, agent["pid"]), what="new manager and agent")
     import psutil
 
-    wait_for(lambda: not psutil.pid_exists(agent["pid"]) or
-             psutil.Process(agent["pid"]).status() == "zombie", what="old agent gone")
+    wait_for(
+        lambda: (
+            not psutil.pid_exists(agent["pid"]) or psutil.Process(agent["pid"]).status() == "zombie"
+        ),
+        what="old agent gone",
+    )
     assert new["state"] == "RUNNING"

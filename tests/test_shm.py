@@ -396,12 +396,6 @@ def test_seqlock_stress_no_torn_reads(segment: str, tag: str) -> None:
         assert c["versions"] > 1, c
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="shm.read() sizes its view from rows/dim read before the seq check: a reader lapped "
-    "by the writer mid-header raises ValueError instead of retrying",
-)
 def test_lapped_read_of_a_torn_header_retries(segment: str) -> None:
     """Deterministic replay of a race the stress test can hit with unlucky shapes.
 
@@ -429,7 +423,7 @@ def test_lapped_read_of_a_torn_header_retries(segment: str) -> None:
         shm.publish(np.ones((2, 3)))
         reader._buffer = lapped  # type: ignore[method-assign]
         with pytest.raises(ShmError):
-            reader.read(retries=5)
+            reader.read(patience=0.05)
     finally:
         del reader._buffer
         reader.close()
@@ -534,9 +528,9 @@ def test_inspect_errors_are_one_line(segment: str, tag: str, tmp_path: Path) -> 
     try:
         shm.claim_slot(2, Role.MAIN, "main")
         shm.slot(2)["role"] = 9  # a byte no Role has
-        out = tree.cli("inspect", "shm")
-        assert out.returncode == 1 and "cannot be decoded" in out.stderr, out.stderr
-        assert "Traceback" not in out.stderr
+        out = tree.cli("inspect", "shm", "--json")
+        assert out.returncode == 0, out.stderr  # shown as raw, not a crash
+        assert json.loads(out.stdout)["slots"][0]["role"] == "unknown(9)"
         assert tree.cli("inspect", "shm", "--interval", "1").returncode == 2
     finally:
         shm.close()

@@ -38,11 +38,22 @@ def main(argv: list[str] | None = None) -> int:
                 entry = unpack_payload(record.payload, max_frame=1 << 30)
             except FrameError as exc:
                 entry = {"undecodable": str(exc)}
-            records.append({"file": path.name, "offset": record.offset, "lsn": record.lsn,
-                            "type": record.type, "bytes": len(record.payload), "entry": entry})
+            records.append(
+                {
+                    "file": path.name,
+                    "offset": record.offset,
+                    "lsn": record.lsn,
+                    "type": record.type,
+                    "bytes": len(record.payload),
+                    "entry": entry,
+                }
+            )
     if args.json:
-        print(json.dumps({**report, "records": records}, indent=2,
-                         default=lambda v: f"<{len(v)} bytes>"))
+        print(
+            json.dumps(
+                {**report, "records": records}, indent=2, default=lambda v: f"<{len(v)} bytes>"
+            )
+        )
     else:
         for r in records:
             entry = r["entry"]

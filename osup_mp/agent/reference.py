@@ -130,7 +130,10 @@ class MemoryAgent(Agent):
             else self.call_module("memory_system", "embed", text)
         )
         self.blocks[block_id] = {
-            "id": block_id, "text": text, "embedding": vec, "metadata": dict(metadata)
+            "id": block_id,
+            "text": text,
+            "embedding": vec,
+            "metadata": dict(metadata),
         }
         self.operations += 1
         self._dirty = True
@@ -212,8 +215,9 @@ class MemoryAgent(Agent):
     def apply_wal(self, entry: Mapping[str, Any]) -> None:
         op, params = entry.get("operation"), entry.get("params") or {}
         if op == "memory_add":
-            self._apply_add(params["id"], params["text"], params.get("embedding"),
-                            params.get("metadata") or {})
+            self._apply_add(
+                params["id"], params["text"], params.get("embedding"), params.get("metadata") or {}
+            )
         elif op == "memory_delete":
             self._apply_delete(str(params.get("id")))
         elif op == "tool_register":

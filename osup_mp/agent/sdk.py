@@ -85,7 +85,7 @@ class AgentOptions:
 class _Window:
     """Request figures since the last metrics report."""
 
-    __slots__ = ("requests", "errors", "latency_total", "started")
+    __slots__ = ("errors", "latency_total", "requests", "started")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -185,8 +185,12 @@ class Agent:
             self.modules[name] = previous
             self.log(f"hot-reloaded {name}.{function} raised {exc!r}: rolled back")
             self.send(
-                {"type": "reload_result", "ok": False, "module": name,
-                 "error": f"rolled back after {type(exc).__name__}: {exc}"}
+                {
+                    "type": "reload_result",
+                    "ok": False,
+                    "module": name,
+                    "error": f"rolled back after {type(exc).__name__}: {exc}",
+                }
             )
             return getattr(previous, function)(*args, **kwargs)
 

@@ -36,7 +36,19 @@ def main(ctx: click.Context, config_path: str | None, env: str | None) -> None:
     ctx.obj = {"config_path": config_path, "env": env}
 
 
-for module in (start, stop, status, restart, logs, config_cmd, request, shadow, checkpoint, wal,
-               inspect_cmd, agent_check):
+for module in (
+    start,
+    stop,
+    status,
+    restart,
+    logs,
+    config_cmd,
+    request,
+    shadow,
+    checkpoint,
+    wal,
+    inspect_cmd,
+    agent_check,
+):
     main.add_command(module.command)
 main.add_command(shadow.hot_reload)

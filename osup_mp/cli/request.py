@@ -32,8 +32,11 @@ def command(ctx: click.Context, payload: str, as_json: bool, timeout: float) -> 
         fail(f"not running (no data-plane socket at {path})", EXIT_NOT_RUNNING)
     except ClientError as exc:
         fail(f"the agent answered with an error: {exc}")
-    click.echo(json.dumps(answer, default=_bytes) if as_json else json.dumps(
-        answer, indent=2, default=_bytes))
+    click.echo(
+        json.dumps(answer, default=_bytes)
+        if as_json
+        else json.dumps(answer, indent=2, default=_bytes)
+    )
 
 
 def _bytes(value: Any) -> Any:

@@ -18,8 +18,12 @@ def command() -> None:
 
 @command.command("start")
 @click.argument("shadow_id")
-@click.option("--command", "agent_command", metavar="CMD",
-              help="Agent command line for this shadow (default: the configured agent).")
+@click.option(
+    "--command",
+    "agent_command",
+    metavar="CMD",
+    help="Agent command line for this shadow (default: the configured agent).",
+)
 @click.pass_context
 def start(ctx: click.Context, shadow_id: str, agent_command: str | None) -> None:
     """Start shadow SHADOW_ID; returns when its agent is ready."""

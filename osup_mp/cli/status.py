@@ -57,7 +57,15 @@ def render(data: dict[str, Any]) -> None:
     agents = data.get("agents") or []
     if agents:
         table = Table(box=None, header_style="bold")
-        for column in ("AGENT", "ROLE", "PID", "STATE", "RESTARTS", "HEARTBEAT", "LAST KILL / FATAL"):
+        for column in (
+            "AGENT",
+            "ROLE",
+            "PID",
+            "STATE",
+            "RESTARTS",
+            "HEARTBEAT",
+            "LAST KILL / FATAL",
+        ):
             table.add_column(column)
         for a in agents:
             age = a.get("heartbeat_age_ms")

@@ -28,12 +28,16 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(_json(data))
         return
-    click.echo(f"{data['dir']}: {data['entries']} entries in {data['segments']} segment(s), "
-               f"{data['bytes']} bytes, LSN {data['first_lsn']}..{data['last_lsn']}, "
-               f"fsync {data['fsync']}, {data['appends']} appends / {data['syncs']} syncs")
+    click.echo(
+        f"{data['dir']}: {data['entries']} entries in {data['segments']} segment(s), "
+        f"{data['bytes']} bytes, LSN {data['first_lsn']}..{data['last_lsn']}, "
+        f"fsync {data['fsync']}, {data['appends']} appends / {data['syncs']} syncs"
+    )
     for f in data["files"]:
-        click.echo(f"  {f['name']}  LSN {f['first_lsn']}..{f['last_lsn']}  "
-                   f"{f['entries']} entries  {f['bytes']} bytes")
+        click.echo(
+            f"  {f['name']}  LSN {f['first_lsn']}..{f['last_lsn']}  "
+            f"{f['entries']} entries  {f['bytes']} bytes"
+        )
 
 
 @command.command("tail")
@@ -64,7 +68,9 @@ def verify(ctx: click.Context, as_json: bool) -> None:
         click.echo(_json(data))
     else:
         for f in data["files"]:
-            click.echo(f"{f['name']}: {f['records']} records, LSN {f['first_lsn']}..{f['last_lsn']}")
+            click.echo(
+                f"{f['name']}: {f['records']} records, LSN {f['first_lsn']}..{f['last_lsn']}"
+            )
         for p in data["problems"]:
             click.echo(f"{p['kind'].upper()}: {p['file']} at offset {p['offset']}: {p['problem']}")
         click.echo("ok" if data["ok"] else "problems found")
