@@ -1,10 +1,15 @@
 """Logging for the whole tree with loguru: one stream, one rotated file, one writer.
 
-Only the parent writes the log file and stderr. Children (and the agents they run, later)
-send each formatted record through one shared pipe; writes of at most ``PIPE_BUF`` bytes are
-atomic, so records from many processes never interleave, and rotation stays safe because
-exactly one process owns the file. The parent relays records unformatted (``raw``), so the
-text is formatted once, in the process that logged it, with its own component name.
+Only the parent writes the log file and stderr. Children send each formatted record through
+one shared pipe; writes of at most ``PIPE_BUF`` bytes are atomic, so records from many
+processes never interleave, and rotation stays safe because exactly one process owns the
+file. The parent relays records unformatted (``raw``), so the text is formatted once, in the
+process that logged it, with its own component name.
+
+Design decision: every sink is added once, in the parent, before anything forks, each with a
+filter on the current pid (parent sinks pass the parent's records, the pipe sink everyone
+else's). A child then only renames itself: ``logger.add`` costs milliseconds, and paying
+that in every forked child would sit on the restart path.
 """
 
 from __future__ import annotations
@@ -29,31 +34,21 @@ def _extra_defaults(section: LoggerSection, component: str) -> dict[str, Any]:
     return extra
 
 
-def configure_parent(section: LoggerSection, log_file: Path | None, *, stderr: bool) -> None:
-    """Sinks of the supervisor process: stderr (foreground) and the rotated file."""
-    logger.remove()
-    logger.configure(extra=_extra_defaults(section, "supervisor"))
-    level = section.level.upper()
-    if stderr:
-        logger.add(sys.stderr, level=level, format=section.format, colorize=False)
-    if log_file is not None:
-        logger.add(
-            log_file,
-            level=level,
-            format=section.format,
-            rotation=section.rotation,
-            retention=section.retention,
-            encoding="utf-8",
-        )
-
-
 class LogRelay:
-    """Parent side of the shared log pipe: re-emits children's records through its sinks."""
+    """The shared log pipe: children write records in, the parent re-emits them."""
 
     def __init__(self) -> None:
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
         self._buf = bytearray()
+
+    def sink(self, message: Any) -> None:
+        """A child's sink: formatted records into the pipe, in atomic chunks."""
+        level = message.record["level"].name.encode()
+        data = str(message).encode("utf-8", "replace")
+        for start in range(0, len(data), _CHUNK):
+            chunk = level + _FIELD_SEP + data[start : start + _CHUNK] + _RECORD_END
+            os.write(self.write_fd, chunk)
 
     def drain(self) -> None:
         try:
@@ -76,15 +71,45 @@ class LogRelay:
         os.close(self.write_fd)
 
 
-def configure_child(section: LoggerSection, component: str, write_fd: int) -> None:
-    """Sink of a forked child: formatted records into the shared pipe, in atomic chunks."""
+def configure_parent(
+    section: LoggerSection,
+    log_file: Path | None,
+    *,
+    stderr: bool,
+    relay: LogRelay | None = None,
+) -> None:
+    """All sinks, before any fork: stderr and the rotated file for this process's records,
+    the relay pipe for records of processes forked from it."""
     logger.remove()
+    logger.configure(extra=_extra_defaults(section, "supervisor"))
+    level = section.level.upper()
+    parent = os.getpid()
+
+    def here(record: Any) -> bool:
+        return os.getpid() == parent
+
+    if stderr:
+        logger.add(sys.stderr, level=level, format=section.format, colorize=False, filter=here)
+    if log_file is not None:
+        logger.add(
+            log_file,
+            level=level,
+            format=section.format,
+            rotation=section.rotation,
+            retention=section.retention,
+            encoding="utf-8",
+            filter=here,
+        )
+    if relay is not None:
+        logger.add(
+            relay.sink,
+            level=level,
+            format=section.format,
+            colorize=False,
+            filter=lambda record: os.getpid() != parent,
+        )
+
+
+def configure_child(section: LoggerSection, component: str) -> None:
+    """In a forked child: records now carry the component's name (the sinks are inherited)."""
     logger.configure(extra=_extra_defaults(section, component))
-
-    def sink(message: Any) -> None:
-        level = message.record["level"].name.encode()
-        data = str(message).encode("utf-8", "replace")
-        for start in range(0, len(data), _CHUNK):
-            os.write(write_fd, level + _FIELD_SEP + data[start : start + _CHUNK] + _RECORD_END)
-
-    logger.add(sink, level=section.level.upper(), format=section.format, colorize=False)

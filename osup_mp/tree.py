@@ -9,6 +9,7 @@ way out removes everything it created.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -113,52 +114,51 @@ def run_tree(
     """
     notify = notify or (lambda ok, reason: None)
     prepare_dirs(cfg)
-    logsetup.configure_parent(cfg.logger, cfg.log_file, stderr=stderr_log)
-    pidfile = PidFile(cfg.pidfile)
-    stale = cfg.pidfile.exists()
-    try:
-        pidfile.acquire()
-    except AlreadyRunning as exc:
-        logger.error("cannot start: {}", exc)
-        notify(False, str(exc))
-        return 1
-    if stale:
-        logger.warning("took over the stale pidfile {} of a dead tree", cfg.pidfile)
-    try:
-        shm, note = SharedState.create(
-            cfg.o_supervisor.shared_memory_name, cfg.o_supervisor.shared_memory_size
-        )
-    except ShmError as exc:
-        logger.error("cannot start: {}", exc)
-        notify(False, str(exc))
-        pidfile.release()
-        return 1
-    if note:
-        logger.warning("{}", note)
-    try:
-        return _run(
-            cfg, shm, pidfile, notify, specs or functools.partial(child_specs, cfg), private_fds
-        )
-    finally:
-        shm.close()
-        pidfile.release()
+    relay = logsetup.LogRelay()
+    logsetup.configure_parent(cfg.logger, cfg.log_file, stderr=stderr_log, relay=relay)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(relay.close)
+        pidfile = PidFile(cfg.pidfile)
+        stale = cfg.pidfile.exists()
+        try:
+            pidfile.acquire()
+        except AlreadyRunning as exc:
+            logger.error("cannot start: {}", exc)
+            notify(False, str(exc))
+            return 1
+        cleanup.callback(pidfile.release)
+        if stale:
+            logger.warning("took over the stale pidfile {} of a dead tree", cfg.pidfile)
+        o = cfg.o_supervisor
+        try:
+            shm, note = SharedState.create(o.shared_memory_name, o.shared_memory_size)
+        except ShmError as exc:
+            logger.error("cannot start: {}", exc)
+            notify(False, str(exc))
+            return 1
+        cleanup.callback(shm.close)
+        if note:
+            logger.warning("{}", note)
+        specs = specs or functools.partial(child_specs, cfg)
+        return _run(cfg, shm, pidfile, relay, notify, specs, private_fds)
+    raise AssertionError("unreachable")
 
 
 def _run(
     cfg: Config,
     shm: SharedState,
     pidfile: PidFile,
+    relay: logsetup.LogRelay,
     notify: Notify,
     specs: SpecsFactory,
     private_fds: tuple[int, ...],
 ) -> int:
-    relay = logsetup.LogRelay()
     sup = Supervisor(
         specs(shm),
         strategy=cfg.supervisor.strategy,
         max_restarts=cfg.supervisor.max_restarts,
         max_seconds=cfg.supervisor.max_seconds,
-        child_setup=lambda name: logsetup.configure_child(cfg.logger, name, relay.write_fd),
+        child_setup=lambda name: logsetup.configure_child(cfg.logger, name),
     )
     sup.add_reader(relay.read_fd, relay.drain, during_waits=True)
     sup.call_handlers["fatal"] = functools.partial(_fatal, sup)
@@ -193,7 +193,6 @@ def _run(
         return code
     finally:
         control.shutdown()
-        relay.close()
 
 
 def _fatal(sup: Supervisor, child: Any, request: tuple[Any, ...]) -> bool:

@@ -154,27 +154,31 @@ def test_peer_uid_policy() -> None:
     assert not peer_uid_allowed(1001, own_uid=1000)
 
 
-def test_log_relay_reassembles_long_records(capsys) -> None:
+def test_log_relay_reassembles_long_records() -> None:
     from loguru import logger
 
-    relay = LogRelay()
-    sink_lines: list[str] = []
-    handler = logger.add(sink_lines.append, format="{message}")
-    try:
-        from osup_mp.config import load_config
-        from osup_mp.logsetup import configure_child
+    from osup_mp.config import load_config
+    from osup_mp.logsetup import configure_child, configure_parent
 
-        section = load_config(None, "test").logger
-        # Simulate a child: its sink writes into the relay's pipe.
-        configure_child(section, "unit", relay.write_fd)
-        logger.warning("x" * 10000)
-        logger.remove()
-        handler = logger.add(sink_lines.append, format="{message}")
+    section = load_config(None, "test").logger
+    relay = LogRelay()
+    configure_parent(section, None, stderr=False, relay=relay)  # sinks before the fork
+    pid = os.fork()
+    if pid == 0:  # a "child" of the tree: its records go through the relay
+        try:
+            configure_child(section, "unit")
+            logger.warning("x" * 10000)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    lines: list[str] = []
+    logger.add(lines.append, format="{message}")
+    try:
         relay.drain()
     finally:
-        logger.remove(handler)
+        logger.remove()
         relay.close()
-    text = "".join(sink_lines)
+    text = "".join(lines)
     assert text.count("x") == 10000 and "unit" in text
 
 

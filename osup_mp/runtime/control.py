@@ -153,7 +153,8 @@ class _Connection:
             if answered:
                 return
             answered = True
-            reply = {"id": req_id, "ok": ok, "data" if ok else "error": value}
+            # Errors travel as text (an exception object cannot be encoded).
+            reply = {"id": req_id, "ok": ok, "data" if ok else "error": value if ok else str(value)}
             self.send(reply)
 
         if not isinstance(command, str) or not isinstance(args, dict):

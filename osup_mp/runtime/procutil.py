@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 
 _PR_SET_PDEATHSIG = 1
-_libc: ctypes.CDLL | None = None
+# Loaded once, at import in the parent: every forked child inherits it (looking libc up costs
+# milliseconds — it runs ldconfig — and would otherwise sit on every restart).
+try:
+    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:
+    _libc = None
 
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
@@ -17,12 +21,9 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
     Returns False where prctl is unavailable; callers also watch for EOF on the parent pipe,
     which catches the same event a moment later on any Unix.
     """
-    global _libc
     try:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        return int(_libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
-    except (OSError, AttributeError):
+        return _libc is not None and int(_libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
+    except AttributeError:
         return False
 
 
