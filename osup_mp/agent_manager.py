@@ -173,7 +173,7 @@ class AgentManager(Component):
         proc = self.proc
         fds = {self.pidfd}
         if proc is not None:
-            fds |= {s.fileno() for s in (proc.stdout, proc.stderr) if s is not None}
+            fds |= {s.fileno() for s in (proc.stdin, proc.stdout, proc.stderr) if s is not None}
         return fds
 
     def terminate(self, reason: str) -> None:
@@ -468,7 +468,7 @@ class AgentManager(Component):
             )
         self.unwatch_fd(self.pidfd)
         os.close(self.pidfd)
-        for stream in (proc.stdout, proc.stderr):
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 self.unwatch_fd(stream.fileno())
         self._on_stderr(final=True)

@@ -73,12 +73,17 @@ class Checkpoint:
 
 
 def encode(checkpoint: Checkpoint) -> bytes:
+    raw_id = checkpoint.id.encode()
+    if not raw_id or len(raw_id) > 36 or checkpoint.id != checkpoint.id.strip():
+        # The header holds 36 bytes, stripped on read: any other id would be listed under a
+        # name that loads nothing, and prune would then delete the good generations.
+        raise VaultError(f"checkpoint id {checkpoint.id!r}: need 1-36 bytes, no outer spaces")
     header = _HEADER.pack(
         MAGIC,
         VERSION,
         checkpoint.lsn,
         checkpoint.created_ns,
-        checkpoint.id.encode().ljust(36),
+        raw_id.ljust(36),
         len(checkpoint.payload),
     )
     digest = hashlib.sha256(header)
@@ -137,7 +142,8 @@ class CheckpointStore:
                 with open(path, "rb") as f:
                     head = f.read(_HEADER.size)
                 magic, _v, lsn, created, raw_id, length = _HEADER.unpack(head)
-            except (OSError, struct.error):
+                checkpoint_id = raw_id.decode().strip()
+            except (OSError, struct.error, UnicodeDecodeError):  # a flipped bit in the id
                 metas.append(
                     {"id": path.stem, "lsn": -1, "created": 0.0, "bytes": 0, "unreadable": True}
                 )
@@ -149,7 +155,7 @@ class CheckpointStore:
                 continue
             metas.append(
                 {
-                    "id": raw_id.decode().strip(),
+                    "id": checkpoint_id,
                     "lsn": lsn,
                     "created": created / 1e9,
                     "bytes": length,
@@ -184,8 +190,11 @@ class CheckpointStore:
 
     def latest(self) -> tuple[Checkpoint | None, list[str]]:
         """The newest checkpoint that verifies, falling back generation by generation."""
-        problems: list[str] = []
-        for meta in reversed(self.catalog()):
+        metas = self.catalog()
+        problems = [
+            f"{self._path(m['id'])}: unreadable header" for m in metas if m.get("unreadable")
+        ]
+        for meta in reversed(metas):
             try:
                 checkpoint, more = self.load(meta["id"])
             except VaultError as exc:

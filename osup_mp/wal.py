@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import struct
 import time
@@ -42,6 +43,9 @@ MAX_RECORD = 64 * 1024 * 1024
 FLOOR_FILE = "lsn.floor"
 
 TYPE_ENTRY = 1
+
+_ZERO_HEADER = bytes(RECORD_HEADER.size)  # never intact: its header checksum cannot be 0
+_NONZERO = re.compile(rb"[^\x00]")
 
 
 class WALError(RuntimeError):
@@ -92,7 +96,9 @@ def scan_segment(data: bytes, expected_lsn: int) -> ScanResult:
         return ScanResult([], 0, "segment header missing", False)
     magic, version, _ = SEGMENT_HEADER.unpack_from(data, 0)
     if magic != SEGMENT_MAGIC or version != SEGMENT_VERSION:
-        return ScanResult([], 0, "bad segment header", False)
+        # Segments are created atomically, so a bad header followed by intact records is
+        # damage, never a torn tail: say so, or the newest segment's records would be cut.
+        return ScanResult([], 0, "bad segment header", _valid_record_after(data, 0, expected_lsn))
     records: list[Record] = []
     offset = SEGMENT_HEADER.size
     end = len(data)
@@ -136,7 +142,13 @@ def _valid_record_after(data: bytes, offset: int, expected_lsn: int) -> bool:
             start = pos - 5  # the LSN sits 5 bytes into a record header
             if start >= offset and _intact(data, start):
                 return True
-            pos = data.find(prefix, pos + 1)
+            nxt = pos + 1
+            if data[start : start + RECORD_HEADER.size] == _ZERO_HEADER:
+                # Inside a run of zeros (an all-zero prefix matches at every byte of it): the
+                # next candidate header must reach the run's first non-zero byte.
+                found = _NONZERO.search(data, pos)
+                nxt = max(nxt, (found.start() if found else len(data)) - 15)
+            pos = data.find(prefix, nxt)
     return False
 
 
@@ -215,6 +227,13 @@ class WALStore:
             last = index == len(paths) - 1
             data = path.read_bytes()
             first = _first_lsn_from_name(path)
+            if expected is None and first > floor + 1:
+                raise WALCorruption(
+                    path,
+                    0,
+                    f"segment starts at LSN {first}, but only LSNs through {floor} "
+                    f"were released ({FLOOR_FILE}): the segment(s) before it are missing",
+                )
             if expected is not None and first != expected:
                 raise WALCorruption(path, 0, f"segment starts at LSN {first}, expected {expected}")
             result = scan_segment(data, first)
@@ -224,10 +243,13 @@ class WALStore:
                     for later in paths[index + 1 :]:
                         self._keep_broken(later)
                         later.unlink()
+                    fsync_dir(self.dir)
                     paths = paths[: index + 1]
                     last = True
             count = len(result.records)
-            seg = Segment(path, first, first + count - 1, result.good_end, count)
+            # A repaired segment with a bad header was cut to a fresh header, not to 0 bytes.
+            size = max(result.good_end, SEGMENT_HEADER.size)
+            seg = Segment(path, first, first + count - 1, size, count)
             self.segments.append(seg)
             expected = seg.last_lsn + 1
             if last:
@@ -264,6 +286,12 @@ class WALStore:
             target = path.with_name(f"{path.name}.broken.{n}")
             n += 1
         shutil.copy2(path, target)
+        fd = os.open(target, os.O_RDONLY)  # durable before the original is cut or removed
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.dir)
 
     def _read_floor(self) -> int:
         try:

@@ -135,9 +135,12 @@ class Tree:
             timeout=timeout,
         )
 
-    def start(self, *children: str) -> Tree:
-        """Start in the foreground: the shipped tree, or test components (NAME:RESTART)."""
-        if children:
+    def start(self, *children: str, command: list[str] | None = None) -> Tree:
+        """Start in the foreground: the shipped tree, test components (NAME:RESTART), or
+        ``command`` (run with this tree's config path appended after its first element)."""
+        if command:
+            cmd = [sys.executable, command[0], str(self.config_path), *command[1:]]
+        elif children:
             cmd = [sys.executable, str(TREE_MAIN), str(self.config_path), *children]
         else:
             cmd = [sys.executable, "-m", "osup_mp", "--config", str(self.config_path), "start"]

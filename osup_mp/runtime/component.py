@@ -145,16 +145,27 @@ class Component:
         self._loop.selector.register(fd, selectors.EVENT_READ, callback)
 
     def watch_writable(self, fd: int, callback: Callable[[], None] | None) -> None:
-        """Run ``callback`` once ``fd`` (already watched for reading) can take more output;
-        ``None`` stops watching for that. For pipes whose buffer was full."""
+        """Run ``callback`` whenever ``fd`` can take more output (a pipe whose buffer was
+        full); ``None`` stops that. Works for fds also watched for reading, and for not."""
         sel = self._loop.selector
-        key = sel.get_key(fd)
-        read_cb = key.data if not isinstance(key.data, _Duplex) else key.data.on_read
+        try:
+            key: selectors.SelectorKey | None = sel.get_key(fd)
+        except KeyError:
+            key = None
+        read_cb = None
+        if key is not None and key.events & selectors.EVENT_READ:
+            read_cb = key.data.on_read if isinstance(key.data, _Duplex) else key.data
         if callback is None:
-            sel.modify(fd, selectors.EVENT_READ, read_cb)
+            if read_cb is not None:
+                sel.modify(fd, selectors.EVENT_READ, read_cb)
+            elif key is not None:
+                sel.unregister(fd)
+        elif read_cb is not None:
+            sel.modify(fd, selectors.EVENT_READ | selectors.EVENT_WRITE, _Duplex(read_cb, callback))
+        elif key is not None:
+            sel.modify(fd, selectors.EVENT_WRITE, callback)
         else:
-            events = selectors.EVENT_READ | selectors.EVENT_WRITE
-            sel.modify(fd, events, _Duplex(read_cb, callback))
+            sel.register(fd, selectors.EVENT_WRITE, callback)
 
     def unwatch_fd(self, fd: int) -> None:
         try:
