@@ -609,7 +609,8 @@ class AgentManager(Component):
         return f"; agent stderr: {self._stderr_tail[-1]}" if self._stderr_tail else ""
 
     def _send(self, msg: dict[str, Any]) -> None:
-        self._out += pack(msg, max_frame=self.cfg.agent.max_frame)
+        # Not re-walked: request data came out of the strict decoder (control/data plane).
+        self._out += pack(msg, max_frame=self.cfg.agent.max_frame, strict=False)
 
     def _flush(self) -> None:
         proc = self.proc
@@ -638,7 +639,13 @@ class AgentManager(Component):
                     "agent {}: response to unknown id {!r}", self.instance_id, msg.get("id")
                 )
                 return
+            heap = self._deadlines
+            while heap and heap[0][1] not in self._in_flight:
+                heapq.heappop(heap)  # answered: keep the heap as small as what is in flight
             ok, value = ("error" not in msg), msg.get("data", msg.get("error"))
+            if self._wal_acked >= self._wal_sent:
+                respond(ok, value)  # nothing it wrote is still on its way to the WAL
+                return
             # Released only once every WAL entry the agent wrote before it is durable.
             self._after_wal(
                 lambda lsn: (

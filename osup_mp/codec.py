@@ -264,12 +264,16 @@ def _packer() -> Any:
 # --------------------------------------------------------------------------
 
 
-def pack(msg: Mapping[str, Any], *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+def pack(
+    msg: Mapping[str, Any], *, max_frame: int = DEFAULT_MAX_FRAME, strict: bool = True
+) -> bytes:
     """Encode *msg* as one frame: 4-byte big-endian length + msgpack map.
 
     Raises :class:`BadMessage` if *msg* is not a mapping with ``str`` keys or
     holds something that cannot be encoded (or that the strict decoder would
     refuse), and :class:`FrameTooLarge` if the payload exceeds *max_frame*.
+    ``strict=False`` skips the walk over nested values — for hot paths that
+    relay data which came out of the strict decoder and so is known to pass.
     """
     limit = _check_max_frame(max_frame)
     if not isinstance(msg, Mapping):
@@ -287,7 +291,12 @@ def pack(msg: Mapping[str, Any], *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes
     size = len(payload)
     if size > limit:
         raise _too_large("encoded payload", size, limit)
-    _check_encodable(obj)
+    if strict:
+        _check_encodable(obj)
+    else:
+        for key in obj:
+            if not isinstance(key, str):
+                raise BadMessage(f"top-level map key must be str, not {_kind(key)}")
     return HEADER.pack(size) + payload
 
 

@@ -310,6 +310,7 @@ def test_torn_tail_at_every_offset_of_the_last_segment(
     # The next record gets the next LSN and is written exactly at the cut point.
     assert store.append([b"after"]) == [TORN_ENTRIES + complete + 1]
     assert last.stat().st_size == boundary + HDR + len(b"after")
+    assert contents(store) == [*expected, (TORN_ENTRIES + complete + 1, b"after")]
     assert verify_dir(directory)["ok"]
     store.close()
 
@@ -398,9 +399,7 @@ TARGETS = {  # (segment's first LSN, LSN of the damaged record)
 
 @pytest.mark.parametrize("field", FIELDS)
 @pytest.mark.parametrize("target", TARGETS)
-def test_bit_flip_is_refused_with_file_and_offset(
-    field: str, target: str, tmp_path: Path
-) -> None:
+def test_bit_flip_is_refused_with_file_and_offset(field: str, target: str, tmp_path: Path) -> None:
     directory = tmp_path / "wal"
     build(directory, FLIP_SIZES, segment_entries=FLIP_ENTRIES)
     first, lsn = TARGETS[target]
@@ -459,9 +458,7 @@ def test_bit_flip_with_salvage_truncate(
     assert verify_dir(directory)["ok"]
 
 
-def test_bit_flip_in_the_very_last_record_is_a_torn_tail(
-    open_wal: OpenWAL, tmp_path: Path
-) -> None:
+def test_bit_flip_in_the_very_last_record_is_a_torn_tail(open_wal: OpenWAL, tmp_path: Path) -> None:
     """Nothing valid follows it, so it cannot be told from a crash mid-write: it is cut."""
     directory = tmp_path / "wal"
     expected = build(directory, FLIP_SIZES, segment_entries=FLIP_ENTRIES)

@@ -280,8 +280,12 @@ class ComponentLoop:
 
     def _serve(self) -> None:
         select = self.selector.select
+        channel_timeout: float | None = None
         while self.stop_reason is None:
-            timeout = self._next_timeout()
+            timeout = channel_timeout
+            if self._timers:
+                due = max(0.0, self._timers[0][0] - time.monotonic())
+                timeout = due if timeout is None else min(timeout, due)
             for key, events in select(timeout):
                 data = key.data
                 if isinstance(data, Channel):
@@ -298,19 +302,14 @@ class ComponentLoop:
             if self._timers:
                 self._run_timers()
             self.component.after_events()
-            for channel, mux in list(self._channels.values()):
-                if mux is not None and mux.in_flight:
-                    mux.expire()
-                if channel.pending_output:
-                    channel.flush()
+            channel_timeout = self._service_channels()
 
-    def _next_timeout(self) -> float | None:
+    def _service_channels(self) -> float | None:
+        """One pass per wake-up: flush batched output, expire calls; the next deadline."""
         timeout: float | None = None
-        if self._timers:
-            timeout = max(0.0, self._timers[0][0] - time.monotonic())
-        for channel, mux in self._channels.values():
-            if channel.pending_output:
-                return 0.001  # a peer's buffer was full: retry soon
+        for channel, mux in list(self._channels.values()):
+            if channel.pending_output and not channel.flush():
+                timeout = 0.001  # a peer's buffer was full: retry soon
             if mux is not None and mux.in_flight:
                 nxt = mux.expire()
                 if nxt is not None and (timeout is None or nxt < timeout):

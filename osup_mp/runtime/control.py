@@ -176,7 +176,8 @@ class _Connection:
         if self.closed:
             return
         try:
-            data = pack(reply, max_frame=self.server.max_frame)
+            # Replies carry our own data or what the strict decoder let in: no deep re-check.
+            data = pack(reply, max_frame=self.server.max_frame, strict=False)
         except FrameError as exc:
             data = pack({"id": reply.get("id"), "ok": False, "error": f"reply too large: {exc}"})
         self.out += data
@@ -186,12 +187,20 @@ class _Connection:
         if self.closed or not self.out:
             return
         try:
-            # A client that stops reading is dropped rather than waited on for long.
-            self.sock.settimeout(_SEND_TIMEOUT)
-            self.sock.sendall(self.out)
-            self.sock.setblocking(False)
+            sent = self.sock.send(self.out)  # the common case: one non-blocking send
+        except BlockingIOError:
+            sent = 0
         except OSError:
             self.close()
+            return
+        if sent < len(self.out):
+            try:
+                # A client that stops reading is dropped rather than waited on for long.
+                self.sock.settimeout(_SEND_TIMEOUT)
+                self.sock.sendall(memoryview(self.out)[sent:])
+                self.sock.setblocking(False)
+            except OSError:
+                self.close()
         self.out.clear()
 
     def close(self) -> None:
