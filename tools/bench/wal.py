@@ -61,6 +61,7 @@ import argparse
 import contextlib
 import functools
 import gc
+import importlib
 import itertools
 import json
 import multiprocessing
@@ -92,7 +93,7 @@ from osup_mp.agent.reference import MemoryAgent
 from osup_mp.agent.sdk import AgentOptions
 from osup_mp.agent_manager import AgentManager, data_socket_path
 from osup_mp.client import Client, ClientError
-from osup_mp.codec import FrameDecoder, pack, unpack_payload
+from osup_mp.codec import FrameDecoder, unpack_payload
 from osup_mp.config import Config, load_config
 from osup_mp.memory_vault import MemoryVault
 from osup_mp.runtime.component import Caller, Component
@@ -688,7 +689,7 @@ _PHASES = (
     ("wal_open", re.compile(r"wal: open at LSN")),
     ("restore_fetched", re.compile(r"agent main: restoring checkpoint")),
     ("agent_spawned", re.compile(r"agent main: started pid")),
-    ("agent_ready", re.compile(r"agent main: ready \(pid")),
+    ("agent_running", re.compile(r"agent main: ready \(pid")),
 )
 
 
@@ -727,11 +728,30 @@ def replay_counts(log_file: Path) -> list[int]:
     return [int(n) for n in re.findall(pattern, text)]
 
 
-def verify_agent(tree: TreeProc, expected_blocks: int, expected_lsn: int) -> dict[str, Any]:
-    with Client(
-        data_socket_path(tree.cfg, "main"), timeout=30.0, max_frame=tree.cfg.agent.max_frame
-    ) as client:
-        stats = client.request("request", data={"op": "stats"})
+def first_answer(tree: TreeProc, timeout: float = 120.0) -> tuple[int, float, dict[str, Any]]:
+    """The agent's ``stats`` over the data-plane socket, asked as soon as the manager says
+    RUNNING: (perf_counter_ns and wall time of the answer, the stats). The request queues
+    behind the restore frames on the agent's stdin, so its answer marks the moment the
+    restored state is served."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with Client(
+                data_socket_path(tree.cfg, "main"),
+                timeout=timeout,
+                max_frame=tree.cfg.agent.max_frame,
+            ) as client:
+                stats: dict[str, Any] = client.request("request", data={"op": "stats"})
+            return time.perf_counter_ns(), time.time(), stats
+        except ClientError as exc:
+            if time.monotonic() > deadline:
+                raise BenchError(f"the agent did not answer stats: {exc}") from exc
+            time.sleep(POLL)
+
+
+def verify_agent(
+    tree: TreeProc, stats: dict[str, Any], expected_blocks: int, expected_lsn: int
+) -> dict[str, Any]:
     status = tree.request("status", timeout=30.0)
     agents = status.get("agents") or []
     applied = agents[0].get("applied_lsn") if agents else None
@@ -755,27 +775,34 @@ def measure_starts(
     label: str,
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Cold starts (fork -> slot 0 RUNNING) and agent restarts (SIGKILL -> RUNNING)."""
-    cold_ms: list[float] = []
-    ping_ms: list[float] = []
-    restart_ms: list[float] = []
+    """Cold starts (fork -> RUNNING -> first answer) and agent restarts (SIGKILL -> RUNNING
+    -> first answer)."""
+    out: dict[str, Any] = {
+        "cold_start_running_ms": [],
+        "cold_start_served_ms": [],
+        "cold_start_ping_ms": [],
+        "restart_running_ms": [],
+        "restart_served_ms": [],
+    }
     phases: list[dict[str, float]] = []
     replayed: list[int] = []
-    checks: list[dict[str, Any]] = []
+    check: dict[str, Any] | None = None
     for run in range(plan.cold_starts):
         progress(f"recovery ({label}): cold start {run + 1}/{plan.cold_starts}")
         run_dir = tmp / f"tree{run}"
         run_dir.mkdir()
         with running_tree(run_dir, overrides, None, trees, agent=True) as tree:
-            seen = tree.wait_running(None, timeout=120.0)
-            cold_ms.append((seen - tree.started_ns) / 1e6)
+            running = tree.wait_running(None, timeout=120.0)
+            served, served_wall, stats = first_answer(tree)
+            out["cold_start_running_ms"].append((running - tree.started_ns) / 1e6)
+            out["cold_start_served_ms"].append((served - tree.started_ns) / 1e6)
             while True:  # the control socket answers once the ordered start is done
                 with contextlib.suppress(ClientError):
                     if tree.request("ping", timeout=2.0) == "pong":
                         break
                 time.sleep(0.002)
-            ping_ms.append((time.perf_counter_ns() - tree.started_ns) / 1e6)
-            checks.append(verify_agent(tree, expected_blocks, expected_lsn))
+            out["cold_start_ping_ms"].append((time.perf_counter_ns() - tree.started_ns) / 1e6)
+            check = verify_agent(tree, stats, expected_blocks, expected_lsn)
             if run == 0:
                 slot = tree.slot()
                 pause = max(tree.cfg.agent.backoff_reset / 1000, 0.05)
@@ -787,23 +814,18 @@ def measure_starts(
                         raise BenchError("slot 0 has no agent pid")
                     t0 = time.perf_counter_ns()
                     os.kill(pid, signal.SIGKILL)
-                    seen = tree.wait_running(generation, timeout=120.0)
-                    restart_ms.append((seen - t0) / 1e6)
-                    checks.append(verify_agent(tree, expected_blocks, expected_lsn))
+                    running = tree.wait_running(generation, timeout=120.0)
+                    served, _wall, stats = first_answer(tree)
+                    out["restart_running_ms"].append((running - t0) / 1e6)
+                    out["restart_served_ms"].append((served - t0) / 1e6)
+                    check = verify_agent(tree, stats, expected_blocks, expected_lsn)
             log_file = tree.cfg.log_file
             if expected_lsn:
-                counts = replay_counts(log_file)
-                replayed.extend(counts)
+                replayed.extend(replay_counts(log_file))
                 p = log_phases(log_file, 0)
                 if p is not None:
-                    phases.append(p)
-        shutil.rmtree(run_dir, ignore_errors=True)
-    out: dict[str, Any] = {
-        "cold_start_ms": cold_ms,
-        "cold_start_ping_ms": ping_ms,
-        "restart_ms": restart_ms,
-        "checks": checks[-1] if checks else None,
-    }
+                    phases.append({**p, "first_answer": served_wall})
+    out["checks"] = check
     if expected_lsn:
         out["replayed_per_start"] = replayed
         out["log_phases_ms"] = [_phase_deltas(p) for p in phases]
@@ -811,7 +833,7 @@ def measure_starts(
 
 
 def _phase_deltas(p: dict[str, float]) -> dict[str, float]:
-    names = [name for name, _ in _PHASES]
+    names = [*(name for name, _ in _PHASES), "first_answer"]
     return {f"{a}->{b}": round((p[b] - p[a]) * 1000, 1) for a, b in itertools.pairwise(names)}
 
 
@@ -875,11 +897,25 @@ def _vault_process(root: Path, cfg: Config, stages: _Stages) -> bytes:
     return reply
 
 
+def _restore_sender(cfg: Config) -> tuple[Callable[[dict[str, Any]], None], bytearray]:
+    """The agent manager's own restore packing (``send_restore``), run on a stand-in host
+    whose queued frames land in the returned buffer."""
+    host: Any = types.SimpleNamespace(cfg=cfg, _out=bytearray())
+    manager: Any = AgentManager  # either layout of the agent manager
+    send_agent = manager.send_agent if hasattr(manager, "send_agent") else manager._send
+    host.send_agent = host._send = lambda msg: send_agent(host, msg)
+    try:
+        durability: Any = importlib.import_module("osup_mp.agent_manager.durability")
+    except ImportError:  # the single-module agent manager
+        send_restore = manager._send_restore
+        return (lambda restore: send_restore(host, restore)), host._out
+    return durability.Durability(host, durable=True).send_restore, host._out
+
+
 def _manager_process(cfg: Config, vault_reply: bytes, wal_reply: bytes, stages: _Stages) -> bytes:
-    """What the agent manager does in ``_restore_plan`` + ``_send_restore``: the frames."""
-    checkpoint = stages.run("manager: pickle.loads of the vault reply", pickle.loads, vault_reply)[
-        3
-    ]
+    """What the agent manager does to plan a restore and send it: the frames."""
+    vault_value = stages.run("manager: pickle.loads of the vault reply", pickle.loads, vault_reply)
+    checkpoint = vault_value[3]
     entries = stages.run("manager: pickle.loads of the wal reply", pickle.loads, wal_reply)[3]
     restore = {
         "checkpoint_id": checkpoint["id"],
@@ -887,14 +923,9 @@ def _manager_process(cfg: Config, vault_reply: bytes, wal_reply: bytes, stages: 
         "lsn": checkpoint["lsn"],
         "entries": [entry for _lsn, entry in entries],
     }
-    out = bytearray()
-    stub = types.SimpleNamespace(cfg=cfg)
-    stub._send = lambda msg: out.extend(pack(msg, max_frame=cfg.agent.max_frame))
+    send_restore, out = _restore_sender(cfg)
     stages.run(
-        "manager: _send_restore (msgpack per entry for sizes + frames)",
-        AgentManager._send_restore,
-        stub,
-        restore,
+        "manager: send_restore (msgpack per entry for sizes + frames)", send_restore, restore
     )
     return bytes(out)
 
@@ -1131,40 +1162,35 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
             figures[f"append_{policy}_{key}"] = {"policy": policy, **fig}
 
     loaded, base = recovery["loaded"], recovery["baseline"]
-    cold, restart = median(loaded["cold_start_ms"]), median(loaded["restart_ms"])
-    base_cold, base_restart = median(base["cold_start_ms"]), median(base["restart_ms"])
-    replayed = loaded["replayed_per_start"]
     common = {
         "entries": recovery["entries"],
         "checkpoint_blocks": CHECKPOINT_BLOCKS,
         "blocks_after": loaded["checks"]["blocks"] if loaded["checks"] else None,
         "expected_blocks": recovery["expected_blocks"],
-        "replayed_per_start": replayed,
-        "target": "< 2000 ms to RUNNING",
+        "replayed_per_start": loaded["replayed_per_start"],
+        "target": "< 2000 ms until the restored state answers",
     }
-    figures["recovery_cold_start"] = {
-        **common,
-        "median_ms": cold,
-        "runs_ms": loaded["cold_start_ms"],
-        "control_ping_ms": loaded["cold_start_ping_ms"],
-        "baseline_empty_median_ms": base_cold,
-        "baseline_empty_runs_ms": base["cold_start_ms"],
-        "replay_cost_ms": cold - base_cold,
-        "ratio": cold / base_cold,
-        "log_phases_ms": loaded["log_phases_ms"],
-        "pass": cold < 2000.0,
-    }
-    figures["recovery_restart"] = {
-        **common,
-        "median_ms": restart,
-        "p90_ms": p90(loaded["restart_ms"]),
-        "runs_ms": loaded["restart_ms"],
-        "baseline_empty_median_ms": base_restart,
-        "baseline_empty_runs_ms": base["restart_ms"],
-        "replay_cost_ms": restart - base_restart,
-        "ratio": restart / base_restart,
-        "pass": restart < 2000.0,
-    }
+    for kind in ("cold_start", "restart"):
+        served, running = loaded[f"{kind}_served_ms"], loaded[f"{kind}_running_ms"]
+        base_served = base[f"{kind}_served_ms"]
+        rec: dict[str, Any] = {
+            **common,
+            "median_ms": median(served),
+            "p90_ms": p90(served),
+            "runs_ms": served,
+            "running_median_ms": median(running),
+            "running_runs_ms": running,
+            "baseline_empty_median_ms": median(base_served),
+            "baseline_empty_runs_ms": base_served,
+            "baseline_empty_running_median_ms": median(base[f"{kind}_running_ms"]),
+            "replay_cost_ms": median(served) - median(base_served),
+            "ratio": median(served) / median(base_served),
+            "pass": median(served) < 2000.0,
+        }
+        if kind == "cold_start":
+            rec["control_ping_ms"] = loaded["cold_start_ping_ms"]
+            rec["log_phases_ms"] = loaded["log_phases_ms"]
+        figures[f"recovery_{kind}"] = rec
     figures["recovery_prepared"] = recovery["prepared"]
     figures["recovery_profile"] = recovery["profile"]
 
@@ -1219,22 +1245,23 @@ def render(figures: dict[str, Any]) -> str:
                 )
             )
     c, r = figures["recovery_cold_start"], figures["recovery_restart"]
-    rows.append(
-        (
-            f"cold start, checkpoint + {c['entries']} entries",
-            f"median {c['median_ms']:.0f} ms",
-            f"empty tree {c['baseline_empty_median_ms']:.0f} ms  ratio {c['ratio']:.1f}x",
-            f"target < 2000 ms: {_verdict(c['pass'])}",
+    for f, what, base in ((c, "cold start", "empty tree"), (r, "agent restart", "empty state")):
+        rows.append(
+            (
+                f"{what}, checkpoint + {f['entries']} entries -> answers",
+                f"median {f['median_ms']:.0f} ms  p90 {f['p90_ms']:.0f} ms",
+                f"{base} {f['baseline_empty_median_ms']:.0f} ms  ratio {f['ratio']:.1f}x",
+                f"target < 2000 ms: {_verdict(f['pass'])}",
+            )
         )
-    )
-    rows.append(
-        (
-            f"agent restart, checkpoint + {r['entries']} entries",
-            f"median {r['median_ms']:.0f} ms  p90 {r['p90_ms']:.0f} ms",
-            f"empty state {r['baseline_empty_median_ms']:.0f} ms  ratio {r['ratio']:.1f}x",
-            f"target < 2000 ms: {_verdict(r['pass'])}",
+        rows.append(
+            (
+                f"  ({what}: manager says RUNNING)",
+                f"median {f['running_median_ms']:.0f} ms",
+                f"{base} {f['baseline_empty_running_median_ms']:.0f} ms",
+                "(info)",
+            )
         )
-    )
     s = figures["checkpoint_save"]
     rows.append(
         (

@@ -1,7 +1,6 @@
 """The agent manager component (the seed's GerbilManager): one per agent instance.
 
-It spawns the agent executable with the seed's contract (``EXE [SCRIPT] --role ROLE
---elixir-mode [--restore ID]``, ``GERBIL_HOME`` in the environment), speaks framed
+It spawns the agent executable (see :mod:`.launch` for the contract), speaks framed
 MessagePack on the agent's stdin/stdout, logs its stderr tagged with the instance name, and
 keeps it alive: a crash, a hang reported by the watchdog, a malformed frame or a missed ready
 deadline kills the agent and starts it again — at once the first time, then with capped
@@ -11,64 +10,40 @@ Design decisions:
 
 * The manager never blocks on the agent: stdout, stderr and a pidfd are watched by the
   component loop, and output to the agent is batched into one write per loop wake-up.
-* Requests are pipelined: each gets a manager-side id, many are in flight at once, and the
-  agent's ``response`` frames are matched by id. The main agent's manager owns the
-  data-plane socket (``run_dir/agent-main.sock``) until the traffic splitter exists.
+* Requests are pipelined: each gets a manager-side id (:mod:`.requests`), many are in flight
+  at once, and the agent's ``response`` frames are matched by id. The main agent's manager
+  owns the data-plane socket (``run_dir/agent-main.sock``) until the traffic splitter exists.
 * The agent runs in its own session (process group) with ``PR_SET_PDEATHSIG``: killing the
   group takes everything it spawned, and the agent dies with its manager.
+* Durability (WAL forwarding, response release, checkpoints, restore) is :mod:`.durability`.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import os
 import random
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import msgpack
 from loguru import logger
 
+from osup_mp.agent_manager.durability import Durability
+from osup_mp.agent_manager.launch import agent_argv, agent_env, data_socket_path, pre_exec
+from osup_mp.agent_manager.requests import RequestTable
 from osup_mp.agent_states import AgentState, check_transition
 from osup_mp.codec import FrameDecoder, FrameError, pack
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component
 from osup_mp.runtime.control import ControlServer, Respond
-from osup_mp.runtime.procutil import describe_exit, set_parent_death_signal
+from osup_mp.runtime.procutil import describe_exit
 from osup_mp.shm import Role, SharedState, monotonic_ns
 
 S = AgentState
 _READ = 256 * 1024
-
-
-def resolve_executable(name: str) -> str:
-    """A bare name is looked up beside this Python first (where pip put our console scripts,
-    without a shim in between), then on PATH."""
-    if "/" in name:
-        return name
-    sibling = Path(sys.executable).parent / name
-    if sibling.exists() and os.access(sibling, os.X_OK):
-        return str(sibling)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(
-            f"agent executable {name!r} not found beside {sys.executable} "
-            "or on PATH (set gerbil_executable)"
-        )
-    return found
-
-
-def data_socket_path(cfg: Config, instance_id: str) -> Path:
-    return cfg.o_supervisor.run_dir / f"agent-{instance_id}.sock"
 
 
 class AgentManager(Component):
@@ -101,31 +76,17 @@ class AgentManager(Component):
         self.fatal_reason: str | None = None
         self.last_kill_reason: str | None = None
         self.metrics: dict[str, Any] = {}
+        self.requests = RequestTable()
+        self.durability = Durability(self, durable=role == "main")
         self._decoder = FrameDecoder(max_frame=cfg.agent.max_frame, require_type=True)
         self._out = bytearray()
         self._err = bytearray()
-        self._ids = itertools.count(1)
-        self._in_flight: dict[int, Respond] = {}
-        self._deadlines: list[tuple[float, int]] = []
+        self._stderr_tail: deque[str] = deque(maxlen=5)
         self._reloads: deque[Caller] = deque()
         self._timer: int | None = None
         self._restart_when_stopped = False
-        self._stop_deadline = 0.0
         self._data: ControlServer | None = None
         self._writable_watched = False
-        # Durability (the main agent only; shadows are experiments and are not logged).
-        self.durable = role == "main"
-        self.applied_lsn = 0  # newest WAL entry reflected in the agent's state
-        self._wal_sent = 0  # entries forwarded to the WAL by this agent generation
-        self._wal_acked = 0
-        self._wal_batch: list[Any] = []
-        self._wal_refs: list[Any] = []
-        self._barriers: deque[tuple[int, Callable[[int | None], None]]] = deque()
-        self._checkpoint_waiters: deque[Caller] = deque()
-        self._checkpoint_asked = 0.0
-        self._since_checkpoint = 0
-        self._pinned: str | None = None  # checkpoint the next start restores from
-        self._stderr_tail: deque[str] = deque(maxlen=5)
 
     # -- component callbacks -----------------------------------------------------------------
 
@@ -145,7 +106,7 @@ class AgentManager(Component):
             )
         self._spawn()
         self._await_first_ready()
-        if self.durable and self.cfg.vault.checkpoint_interval:
+        if self.durability.durable and self.cfg.vault.checkpoint_interval:
             self.send_after(self.cfg.vault.checkpoint_interval / 1000, "checkpoint_tick")
 
     def _await_first_ready(self) -> None:
@@ -165,9 +126,9 @@ class AgentManager(Component):
                     key.data()
             self._flush()
         if self.state is not S.RUNNING:
-            raise RuntimeError(
-                f"agent {self.instance_id} failed to start: {self.fail_reason}{self._last_stderr()}"
-            )
+            last = f"; agent stderr: {self._stderr_tail[-1]}" if self._stderr_tail else ""
+            why = f"{self.fail_reason}{last}"
+            raise RuntimeError(f"agent {self.instance_id} failed to start: {why}")
 
     def _agent_fds(self) -> set[int]:
         proc = self.proc
@@ -190,8 +151,7 @@ class AgentManager(Component):
         self.shm.release_slot(self.slot_index)
 
     def after_events(self) -> None:
-        if self._wal_batch:
-            self._send_wal_batch()
+        self.durability.flush()
         self._flush()
         if self._data is not None:
             self._data.flush()
@@ -205,10 +165,9 @@ class AgentManager(Component):
             self.request(request[1], lambda ok, v: self._answer(caller, ok, v), timeout)
             return NOREPLY
         if kind == "hot_reload":  # ("hot_reload", code[, module])
-            if self.state is not S.RUNNING:
-                raise CallError(f"agent {self.instance_id} is {self.state.value}, not RUNNING")
+            self._require_running()
             module = request[2] if len(request) > 2 else None
-            self._send(
+            self.send_agent(
                 {
                     "type": "hot_reload",
                     "code": request[1],
@@ -222,29 +181,32 @@ class AgentManager(Component):
             self._operator_restart()
             return True
         if kind == "checkpoint":
-            if not self.durable or self.state is not S.RUNNING:
-                raise CallError(
-                    f"agent {self.instance_id} cannot checkpoint now "
-                    f"({self.state.value}{'' if self.durable else ', shadow'})"
-                )
-            self._checkpoint_waiters.append(caller)
-            self._request_checkpoint(force=True)
+            self._require_running()
+            if not self.durability.durable:
+                raise CallError(f"agent {self.instance_id} is a shadow: shadows are not durable")
+            self.durability.create(caller)
             return NOREPLY
         if kind == "restore_from":  # ("restore_from", checkpoint_id)
-            if not self.durable:
+            if not self.durability.durable:
                 raise CallError("only the main agent restores from checkpoints")
-            self._pinned = str(request[1])
+            self.durability.pinned = str(request[1])
             self._operator_restart()
-            return {"restarting": self.instance_id, "checkpoint_id": self._pinned}
+            return {"restarting": self.instance_id, "checkpoint_id": str(request[1])}
         if kind == "heartbeat_timeout":  # from the watchdog: (kind, generation, age_ms)
             if request[1] == self.generation and self.state is S.RUNNING:
-                self._kill_for(f"heartbeat timeout: no heartbeat for {request[2]:.0f} ms")
+                self.kill_for(f"heartbeat timeout: no heartbeat for {request[2]:.0f} ms")
             return True
         if kind == "limit_exceeded":  # from the watchdog: (kind, generation, reason)
             if request[1] == self.generation and self.state in (S.STARTING, S.RUNNING):
-                self._limit_kill(request[2])
+                logger.warning("agent {}: {}", self.instance_id, request[2])
+                self.last_kill_reason = request[2]
+                self._stop_agent(kill=True)
             return True
         return super().handle_call(request, caller)
+
+    def _require_running(self) -> None:
+        if self.state is not S.RUNNING:
+            raise CallError(f"agent {self.instance_id} is {self.state.value}, not RUNNING")
 
     def handle_info(self, msg: Any) -> None:
         if msg == "spawn":
@@ -254,11 +216,13 @@ class AgentManager(Component):
         elif msg == "ready_deadline":
             self._timer = None
             if self.state is S.STARTING:
-                self._kill_for(f"not ready within {self.cfg.agent.ready_timeout} ms")
+                self.kill_for(f"not ready within {self.cfg.agent.ready_timeout} ms")
         elif msg == "expire":
-            self._expire()
+            nxt = self.requests.expire(f"agent {self.instance_id} did not answer in time")
+            if nxt is not None:
+                self.send_after(nxt, "expire")
         elif msg == "checkpoint_tick":
-            self._request_checkpoint()
+            self.durability.request_checkpoint()
             self.send_after(self.cfg.vault.checkpoint_interval / 1000, "checkpoint_tick")
         else:
             super().handle_info(msg)
@@ -273,16 +237,15 @@ class AgentManager(Component):
     def _spawn(self) -> None:
         self._transition(S.STARTING)
         self.fail_reason = None
-        self._wal_sent = self._wal_acked = 0
         try:
-            restore = self._restore_plan()
+            restore = self.durability.plan()
         except (CallError, KeyError) as exc:
             # Starting empty would lose acknowledged state: fail this start instead.
             logger.error("agent {}: cannot fetch its state to restore: {}", self.instance_id, exc)
             self._after_failure(f"restore unavailable: {exc}")
             return
         try:
-            argv = self._argv()
+            argv = agent_argv(self.cfg, self.role, self.command)
             if restore is not None:
                 argv += ["--restore", restore["checkpoint_id"] or "wal"]
             self.proc = subprocess.Popen(
@@ -290,9 +253,9 @@ class AgentManager(Component):
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env=self._env(),
+                env=agent_env(self.cfg, self.shm.name, self.instance_id, self.slot_index),
                 start_new_session=True,
-                preexec_fn=self._in_agent_child,
+                preexec_fn=pre_exec(self.cfg, self.role),
                 close_fds=True,
             )
         except OSError as exc:
@@ -319,118 +282,22 @@ class AgentManager(Component):
             "agent {}: started pid {} ({})", self.instance_id, self.proc.pid, " ".join(argv)
         )
         if restore is not None:
-            self._send_restore(restore)
-
-    def _restore_plan(self) -> dict[str, Any] | None:
-        """Newest valid checkpoint (or the pinned one) + every WAL entry after its LSN."""
-        if not self.durable:
-            return None
-        vault, wal = self.peer("vault"), self.peer("wal")
-        pinned, self._pinned = self._pinned, None
-        checkpoint = vault.call(("load", pinned) if pinned else ("latest",), timeout=30.0)
-        lsn = checkpoint["lsn"] if checkpoint else 0
-        entries = wal.call(("read_after", lsn), timeout=60.0)
-        self.applied_lsn = entries[-1][0] if entries else lsn
-        self._since_checkpoint = len(entries)
-        if checkpoint is None and not entries:
-            return None
-        logger.info(
-            "agent {}: restoring checkpoint {} (LSN {}) + {} WAL entries",
-            self.instance_id,
-            checkpoint["id"] if checkpoint else "none",
-            lsn,
-            len(entries),
-        )
-        return {
-            "checkpoint_id": checkpoint["id"] if checkpoint else None,
-            "snapshot": checkpoint["snapshot"] if checkpoint else None,
-            "lsn": lsn,
-            "entries": [entry for _lsn, entry in entries],
-        }
-
-    def _send_restore(self, restore: dict[str, Any]) -> None:
-        """One ``restore`` frame, continued by more when the WAL tail exceeds a frame."""
-        budget = self.cfg.agent.max_frame // 2
-        chunks: list[list[Any]] = [[]]
-        size = 0
-        for entry in restore["entries"]:
-            entry_size = len(msgpack.packb(entry, use_bin_type=True))
-            if chunks[-1] and size + entry_size > budget:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(entry)
-            size += entry_size
-        for index, chunk in enumerate(chunks):
-            msg: dict[str, Any] = {
-                "type": "restore",
-                "wal_entries": chunk,
-                "more": index < len(chunks) - 1,
-            }
-            if index == 0:
-                msg.update(
-                    checkpoint_id=restore["checkpoint_id"],
-                    snapshot=restore["snapshot"],
-                    lsn=restore["lsn"],
-                )
-            else:
-                msg["continue"] = True
-            self._send(msg)
-
-    def _argv(self) -> list[str]:
-        o = self.cfg.o_supervisor
-        if self.command:
-            base = list(self.command)
-        else:
-            base = [resolve_executable(o.gerbil_executable)]
-            if o.gerbil_main_script:
-                base.append(o.gerbil_main_script)
-        return [*base, "--role", self.role, "--elixir-mode"]
-
-    def _env(self) -> dict[str, str]:
-        o = self.cfg.o_supervisor
-        return dict(
-            os.environ,
-            GERBIL_HOME=str(o.gerbil_home),
-            OSUP_INSTANCE_ID=self.instance_id,
-            OSUP_SHM_NAME=self.shm.name,
-            OSUP_SHM_SLOT=str(self.slot_index),
-            OSUP_HEARTBEAT_INTERVAL_MS=str(o.heartbeat_interval),
-            OSUP_MAX_FRAME=str(self.cfg.agent.max_frame),
-        )
-
-    def _in_agent_child(self) -> None:
-        """Runs in the forked agent before exec: die with the manager; shadows get rlimits."""
-        set_parent_death_signal(signal.SIGKILL)
-        if self.role != "main":
-            import resource
-
-            w = self.cfg.watchdog
-            nofile = w.shadow_max_fds * 2
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-            address_space = (w.shadow_rss_mb * 4 + 1024) * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+            self.durability.send_restore(restore)
 
     def _on_ready(self) -> None:
         if self.state is not S.STARTING:
             return
-        if self._timer is not None:
-            self.cancel_timer(self._timer)
-            self._timer = None
+        self._cancel_timer()
         self._transition(S.RUNNING)
         self.running_since = time.monotonic()
         elapsed = (self.running_since - self.started_at) * 1000
         logger.info("agent {}: ready (pid {}, {:.1f} ms)", self.instance_id, self.pid, elapsed)
 
-    def _kill_for(self, reason: str) -> None:
+    def kill_for(self, reason: str) -> None:
         """The agent misbehaved: kill it; the exit handler counts the failure."""
         logger.error("agent {}: {}; restarting", self.instance_id, reason)
         self.fail_reason = reason
         self._signal(signal.SIGKILL)
-
-    def _limit_kill(self, reason: str) -> None:
-        logger.warning("agent {}: {}", self.instance_id, reason)
-        self.last_kill_reason = reason
-        self._stop_agent(kill=True)
 
     def _stop_agent(self, *, kill: bool = False) -> None:
         if self.state in (S.BACKOFF, S.FATAL) and self.proc is None:
@@ -464,7 +331,7 @@ class AgentManager(Component):
         if not self._decoder.broken and not self._decoder.at_boundary and not self.fail_reason:
             self.fail_reason = (
                 f"exited in the middle of a frame ({self._decoder.buffered} "
-                f"bytes of it received): truncated frame"
+                "bytes of it received): truncated frame"
             )
         self.unwatch_fd(self.pidfd)
         os.close(self.pidfd)
@@ -484,11 +351,7 @@ class AgentManager(Component):
         self._cancel_timer()
         self.last_exit = describe_exit(code)
         self._fail_requests(f"agent {self.instance_id} exited before answering")
-        barriers, self._barriers = self._barriers, deque()
-        for _needs, action in barriers:
-            action(None)
-        self._wal_batch.clear()
-        self._wal_refs.clear()
+        self.durability.agent_gone()
         self._emit("exit", {"code": code})
         if self.state is S.STOPPING:
             logger.info("agent {}: stopped ({})", self.instance_id, self.last_exit)
@@ -525,20 +388,15 @@ class AgentManager(Component):
         self._transition(S.BACKOFF)
         self.restarts += 1
         self.slot["restarts"] = self.restarts
-        delay = (
-            0.0
-            if self.failures == 1
-            else min(a.backoff_cap, a.backoff_base * 2 ** (self.failures - 2))
-            / 1000
-            * random.uniform(0.5, 1.0)
+        if self.failures == 1:
+            self._spawn()  # the first restart is immediate: restart latency is start-up time
+            return
+        delay = min(a.backoff_cap, a.backoff_base * 2 ** (self.failures - 2)) / 1000
+        delay *= random.uniform(0.5, 1.0)  # jitter: restarts of many agents do not align
+        logger.warning(
+            "agent {}: restart {} in {:.2f}s (backoff)", self.instance_id, self.restarts, delay
         )
-        if delay:
-            logger.warning(
-                "agent {}: restart {} in {:.2f}s (backoff)", self.instance_id, self.restarts, delay
-            )
-            self._timer = self.send_after(delay, "spawn")
-        else:
-            self._spawn()
+        self._timer = self.send_after(delay, "spawn")
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -579,7 +437,7 @@ class AgentManager(Component):
                 for msg in getattr(exc, "messages", []):
                     self._on_message(msg)
                 if self.fail_reason is None:
-                    self._kill_for(f"malformed frame from the agent: {exc}")
+                    self.kill_for(f"malformed frame from the agent: {exc}")
                 self.unwatch_fd(fd)
                 return
             for msg in messages:
@@ -605,10 +463,8 @@ class AgentManager(Component):
             self._stderr_tail.append(text)
             logger.info("[agent {}] {}", self.instance_id, text)
 
-    def _last_stderr(self) -> str:
-        return f"; agent stderr: {self._stderr_tail[-1]}" if self._stderr_tail else ""
-
-    def _send(self, msg: dict[str, Any]) -> None:
+    def send_agent(self, msg: dict[str, Any]) -> None:
+        """Queue a frame for the agent; it leaves at the end of the loop wake-up."""
         # Not re-walked: request data came out of the strict decoder (control/data plane).
         self._out += pack(msg, max_frame=self.cfg.agent.max_frame, strict=False)
 
@@ -622,7 +478,7 @@ class AgentManager(Component):
             del self._out[:n]
         except BlockingIOError:
             pass
-        except (BrokenPipeError, OSError):
+        except OSError:
             self._out.clear()  # the agent is gone; its exit is on the way
             return
         want = bool(self._out)
@@ -633,172 +489,63 @@ class AgentManager(Component):
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]
         if kind == "response":
-            respond = self._in_flight.pop(msg.get("id"), None)  # type: ignore[arg-type]
-            if respond is None:
-                logger.warning(
-                    "agent {}: response to unknown id {!r}", self.instance_id, msg.get("id")
-                )
-                return
-            heap = self._deadlines
-            while heap and heap[0][1] not in self._in_flight:
-                heapq.heappop(heap)  # answered: keep the heap as small as what is in flight
-            ok, value = ("error" not in msg), msg.get("data", msg.get("error"))
-            if self._wal_acked >= self._wal_sent:
-                respond(ok, value)  # nothing it wrote is still on its way to the WAL
-                return
-            # Released only once every WAL entry the agent wrote before it is durable.
-            self._after_wal(
-                lambda lsn: (
-                    respond(ok, value)
-                    if lsn is not None
-                    else respond(
-                        False, f"agent {self.instance_id} exited before its changes were durable"
-                    )
-                )
-            )
+            self._on_response(msg)
         elif kind == "heartbeat":
             self.slot["hb_frame_ns"] = monotonic_ns()
             self._on_ready()  # a seed agent's first heartbeat counts as ready
         elif kind == "ready":
             self._on_ready()
+        elif kind == "wal_entry":
+            self.durability.log_entry(msg.get("data"), msg.get("ref"))
+        elif kind == "wal_batch":
+            entries = msg.get("data")
+            entries = entries if isinstance(entries, list) else [entries]
+            for entry in entries:
+                self.durability.log_entry(entry, msg.get("ref"))
+            self.send_agent({"type": "wal_flush_ack", "count": len(entries)})
+        elif kind == "checkpoint":
+            self.durability.on_checkpoint(msg.get("data"))
         elif kind == "metrics":
             data = msg.get("data")
             if isinstance(data, dict):
                 self.metrics = data
                 self._emit("metrics", {k: v for k, v in data.items() if isinstance(v, int | float)})
         elif kind == "reload_result":
-            self._on_reload_result(msg)
-        elif kind == "checkpoint":
-            data = msg.get("data")
-            if not self.durable or not isinstance(data, dict):
-                self._send(
-                    {
-                        "type": "checkpoint_ack",
-                        "checkpoint_id": None,
-                        "timestamp": int(time.time()),
-                        "error": "not saved: shadows are not durable"
-                        if not self.durable
-                        else "checkpoint data must be a map",
-                    }
-                )
-                return
-            self._after_wal(lambda lsn: self._save_checkpoint(data, lsn))
-        elif kind == "wal_entry":
-            self._log_entry(msg.get("data"), msg.get("ref"))
-        elif kind == "wal_batch":
-            entries = msg.get("data")
-            for entry in entries if isinstance(entries, list) else [entries]:
-                self._log_entry(entry, msg.get("ref"))
-            self._send({"type": "wal_flush_ack", "count": len(entries or [])})
+            result = {
+                "ok": bool(msg.get("ok")),
+                "module": msg.get("module"),
+                "error": msg.get("error"),
+            }
+            if self._reloads:
+                self.reply(self._reloads.popleft(), result)
+            else:
+                logger.warning("agent {}: code rolled back: {}", self.instance_id, result["error"])
         elif kind == "evolution_intent":
             logger.info("agent {}: evolution intent {!r}", self.instance_id, msg.get("hypothesis"))
-            self._send(
+            self.send_agent(
                 {
                     "type": "evolution_result",
                     "success": False,
-                    "error": "evolution arbiter not available in this version of osup-mp",
+                    "error": "evolution arbiter not available in this version",
                 }
             )
         else:
             logger.warning("agent {}: ignored message type {!r}", self.instance_id, kind)
 
-    def _on_reload_result(self, msg: dict[str, Any]) -> None:
-        result = {"ok": bool(msg.get("ok")), "module": msg.get("module"), "error": msg.get("error")}
-        if self._reloads:
-            self.reply(self._reloads.popleft(), result)
-        else:
-            logger.warning("agent {}: code rolled back: {}", self.instance_id, result["error"])
-
-    # -- durability --------------------------------------------------------------------------
-
-    def _log_entry(self, entry: Any, ref: Any) -> None:
-        if not self.durable:
-            self._send(
-                {
-                    "type": "wal_ack",
-                    "seq": None,
-                    "ref": ref,
-                    "error": "not logged: shadows are not durable",
-                }
-            )
+    def _on_response(self, msg: dict[str, Any]) -> None:
+        respond = self.requests.pop(msg.get("id"))
+        if respond is None:
+            logger.warning("agent {}: response to unknown id {!r}", self.instance_id, msg.get("id"))
             return
-        self._wal_batch.append(entry)
-        self._wal_refs.append(ref)
-        self._wal_sent += 1
-
-    def _send_wal_batch(self) -> None:
-        entries, refs = self._wal_batch, self._wal_refs
-        self._wal_batch, self._wal_refs = [], []
-        generation = self.generation
-        self.peer("wal").call_async(
-            ("append", entries),
-            lambda ok, value: self._on_wal_ack(generation, refs, ok, value),
-            timeout=60.0,
+        ok, value = ("error" not in msg), msg.get("data", msg.get("error"))
+        if self.durability.settled:
+            respond(ok, value)  # nothing it wrote is still on its way to the WAL
+            return
+        # Released only once every WAL entry the agent wrote before it is durable.
+        gone = f"agent {self.instance_id} exited before its changes were durable"
+        self.durability.after_wal(
+            lambda lsn: respond(ok, value) if lsn is not None else respond(False, gone)
         )
-
-    def _on_wal_ack(self, generation: int, refs: list[Any], ok: bool, value: Any) -> None:
-        if generation != self.generation:
-            return  # that agent is gone; its durable entries are replayed into the next one
-        if not ok:
-            logger.critical("agent {}: WAL append failed: {}", self.instance_id, value)
-            self._kill_for(f"its WAL entries could not be made durable: {value}")
-            return
-        for lsn, ref in zip(value, refs, strict=True):
-            self.applied_lsn = lsn
-            self._wal_acked += 1
-            self._send({"type": "wal_ack", "seq": lsn, "ref": ref})
-            while self._barriers and self._barriers[0][0] <= self._wal_acked:
-                self._barriers.popleft()[1](lsn)
-        self._since_checkpoint += len(value)
-        every = self.cfg.vault.checkpoint_wal_entries
-        if every and self._since_checkpoint >= every:
-            self._request_checkpoint()
-
-    def _after_wal(self, action: Callable[[int | None], None]) -> None:
-        """Run ``action(lsn)`` once every entry forwarded so far is durable (``None``: the
-        agent died first)."""
-        if self._wal_acked >= self._wal_sent:
-            action(self.applied_lsn)
-        else:
-            self._barriers.append((self._wal_sent, action))
-
-    def _request_checkpoint(self, force: bool = False) -> None:
-        if self.state is not S.RUNNING:
-            return
-        now = time.monotonic()
-        if not force and now - self._checkpoint_asked < self.cfg.agent.ready_timeout / 1000:
-            return  # one is already on its way
-        self._checkpoint_asked = now
-        self._send({"type": "checkpoint_request"})
-
-    def _save_checkpoint(self, snapshot: dict[str, Any], lsn: int | None) -> None:
-        if lsn is None:
-            return
-        generation = self.generation
-
-        def saved(ok: bool, value: Any) -> None:
-            self._checkpoint_asked = 0.0
-            waiters, self._checkpoint_waiters = self._checkpoint_waiters, deque()
-            if ok:
-                self._since_checkpoint = max(0, self.applied_lsn - value["lsn"])
-                for caller in waiters:
-                    self.reply(caller, value)
-            else:
-                logger.error("agent {}: checkpoint not saved: {}", self.instance_id, value)
-                for caller in waiters:
-                    self.reply_error(caller, f"checkpoint not saved: {value}")
-            if generation == self.generation:
-                self._send(
-                    {
-                        "type": "checkpoint_ack",
-                        "timestamp": int(time.time()),
-                        "checkpoint_id": value["id"] if ok else None,
-                        "lsn": value["lsn"] if ok else None,
-                        **({} if ok else {"error": str(value)}),
-                    }
-                )
-
-        self.peer("vault").call_async(("save", snapshot, lsn), saved, timeout=60.0)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -807,13 +554,11 @@ class AgentManager(Component):
         if self.state is not S.RUNNING:
             respond(False, f"agent {self.instance_id} is {self.state.value}, not RUNNING")
             return
-        req_id = next(self._ids)
-        self._in_flight[req_id] = respond
-        deadline = time.monotonic() + (timeout or self.cfg.agent.request_timeout / 1000)
-        if not self._deadlines:
-            self.send_after(max(0.0, deadline - time.monotonic()), "expire")
-        heapq.heappush(self._deadlines, (deadline, req_id))
-        self._send({"type": "process_request", "id": req_id, "data": data})
+        timeout = timeout or self.cfg.agent.request_timeout / 1000
+        req_id, arm = self.requests.add(respond, timeout)
+        if arm:
+            self.send_after(timeout, "expire")
+        self.send_agent({"type": "process_request", "id": req_id, "data": data})
 
     def _data_request(self, args: dict[str, Any], respond: Respond) -> None:
         timeout = args.get("timeout")
@@ -825,22 +570,8 @@ class AgentManager(Component):
         else:
             self.reply_error(caller, str(value))
 
-    def _expire(self) -> None:
-        now = time.monotonic()
-        heap = self._deadlines
-        while heap and (heap[0][0] <= now or heap[0][1] not in self._in_flight):
-            _, req_id = heapq.heappop(heap)
-            respond = self._in_flight.pop(req_id, None)
-            if respond is not None:
-                respond(False, f"agent {self.instance_id} did not answer in time")
-        if heap:
-            self.send_after(max(0.0, heap[0][0] - now), "expire")
-
     def _fail_requests(self, reason: str) -> None:
-        in_flight, self._in_flight = self._in_flight, {}
-        self._deadlines.clear()
-        for respond in in_flight.values():
-            respond(False, reason)
+        self.requests.fail_all(reason)
         while self._reloads:
             self.reply_error(self._reloads.popleft(), reason)
 
@@ -849,6 +580,7 @@ class AgentManager(Component):
     def status(self) -> dict[str, Any]:
         hb = max(int(self.slot["hb_agent_ns"]), int(self.slot["hb_frame_ns"]))
         age = round((monotonic_ns() - hb) / 1e6, 1) if hb and self.proc is not None else None
+        uptime = time.monotonic() - self.running_since if self.running_since else None
         return {
             "role": self.role,
             "id": self.instance_id,
@@ -857,15 +589,13 @@ class AgentManager(Component):
             "restarts": self.restarts,
             "generation": self.generation,
             "heartbeat_age_ms": age,
-            "uptime_s": round(time.monotonic() - self.running_since, 3)
-            if self.running_since
-            else None,
-            "in_flight": len(self._in_flight),
+            "uptime_s": None if uptime is None else round(uptime, 3),
+            "in_flight": len(self.requests),
             "last_exit": self.last_exit,
             "last_kill_reason": self.last_kill_reason,
             "fatal_reason": self.fatal_reason,
             "state_overflow_bytes": int(self.slot["state_overflow"]),
-            "applied_lsn": self.applied_lsn if self.durable else None,
+            "applied_lsn": self.durability.applied_lsn if self.durability.durable else None,
             "metrics": self.metrics,
             "slot": self.slot_index,
         }
@@ -875,6 +605,3 @@ class AgentManager(Component):
         self.peer("telemetry").cast(
             ("execute", event, measurements, {"id": self.instance_id, "role": self.role})
         )
-
-
-AgentFactory = Callable[[], AgentManager]

@@ -1,0 +1,10 @@
+"""Agent managers: one component per agent instance (the seed's GerbilManager).
+
+:mod:`.manager` is the component; :mod:`.launch` the launch contract; :mod:`.requests` the
+requests in flight; :mod:`.durability` the WAL/checkpoint/restore side of the main agent.
+"""
+
+from osup_mp.agent_manager.launch import data_socket_path, resolve_executable
+from osup_mp.agent_manager.manager import AgentManager
+
+__all__ = ["AgentManager", "data_socket_path", "resolve_executable"]

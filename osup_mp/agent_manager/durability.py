@@ -1,0 +1,240 @@
+"""The main agent's durability: WAL forwarding, response release, checkpoints, restore.
+
+* Every ``wal_entry`` the agent writes is forwarded to the WAL component in one batch per
+  loop wake-up; the WAL's reply (the LSNs) becomes ``wal_ack`` frames.
+* A response, or a checkpoint, that the agent wrote *after* some entries waits behind a
+  barrier until all of them are durable — so a client is only ever told "done" for changes
+  that survive a crash, and a checkpoint records exactly the LSN it covers.
+* On every start the agent gets the newest valid checkpoint (or the one an operator pinned)
+  plus every WAL entry after its LSN, in ``restore`` frames that fit the frame limit.
+
+Shadows are experiments: their entries and checkpoints are answered, not stored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from loguru import logger
+
+from osup_mp.agent_states import AgentState
+from osup_mp.runtime.component import Caller
+
+if TYPE_CHECKING:
+    from osup_mp.agent_manager.manager import AgentManager
+
+Action = Callable[[int | None], None]  # called with the covering LSN, or None if the agent died
+
+
+class Durability:
+    def __init__(self, host: AgentManager, *, durable: bool) -> None:
+        self.host = host
+        self.durable = durable
+        self.applied_lsn = 0  # newest WAL entry reflected in the agent's state
+        self.pinned: str | None = None  # checkpoint the next start restores from
+        self._sent = 0  # entries of this agent generation forwarded to the WAL
+        self._acked = 0
+        self._batch: list[Any] = []
+        self._refs: list[Any] = []
+        self._barriers: deque[tuple[int, Action]] = deque()
+        self._waiters: deque[Caller] = deque()
+        self._asked = 0.0
+        self._since_checkpoint = 0
+
+    @property
+    def settled(self) -> bool:
+        """Nothing the agent wrote is still on its way to the WAL."""
+        return self._acked >= self._sent
+
+    # -- entries and barriers ----------------------------------------------------------------
+
+    def log_entry(self, entry: Any, ref: Any) -> None:
+        if not self.durable:
+            self.host.send_agent(
+                {
+                    "type": "wal_ack",
+                    "seq": None,
+                    "ref": ref,
+                    "error": "not logged: shadows are not durable",
+                }
+            )
+            return
+        self._batch.append(entry)
+        self._refs.append(ref)
+        self._sent += 1
+
+    def flush(self) -> None:
+        """Forward this wake-up's entries to the WAL as one append."""
+        if not self._batch:
+            return
+        entries, refs = self._batch, self._refs
+        self._batch, self._refs = [], []
+        generation = self.host.generation
+        self.host.peer("wal").call_async(
+            ("append", entries),
+            lambda ok, value: self._on_ack(generation, refs, ok, value),
+            timeout=60.0,
+        )
+
+    def _on_ack(self, generation: int, refs: list[Any], ok: bool, value: Any) -> None:
+        host = self.host
+        if generation != host.generation:
+            return  # that agent is gone; its durable entries are replayed into the next one
+        if not ok:
+            logger.critical("agent {}: WAL append failed: {}", host.instance_id, value)
+            host.kill_for(f"its WAL entries could not be made durable: {value}")
+            return
+        for lsn, ref in zip(value, refs, strict=True):
+            self.applied_lsn = lsn
+            self._acked += 1
+            host.send_agent({"type": "wal_ack", "seq": lsn, "ref": ref})
+            while self._barriers and self._barriers[0][0] <= self._acked:
+                self._barriers.popleft()[1](lsn)
+        self._since_checkpoint += len(value)
+        every = host.cfg.vault.checkpoint_wal_entries
+        if every and self._since_checkpoint >= every:
+            self.request_checkpoint()
+
+    def after_wal(self, action: Action) -> None:
+        """Run ``action(lsn)`` once every entry forwarded so far is durable."""
+        if self.settled:
+            action(self.applied_lsn)
+        else:
+            self._barriers.append((self._sent, action))
+
+    def agent_gone(self) -> None:
+        """The agent exited: what waited for its entries will never be released."""
+        barriers, self._barriers = self._barriers, deque()
+        for _needs, action in barriers:
+            action(None)
+        self._batch.clear()
+        self._refs.clear()
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def request_checkpoint(self, force: bool = False) -> None:
+        if self.host.state is not AgentState.RUNNING:
+            return
+        now = time.monotonic()
+        if not force and now - self._asked < self.host.cfg.agent.ready_timeout / 1000:
+            return  # one is already on its way
+        self._asked = now
+        self.host.send_agent({"type": "checkpoint_request"})
+
+    def create(self, caller: Caller) -> None:
+        """An operator's ``checkpoint create``: answered once the checkpoint is durable."""
+        self._waiters.append(caller)
+        self.request_checkpoint(force=True)
+
+    def on_checkpoint(self, data: Any) -> None:
+        if not self.durable or not isinstance(data, dict):
+            error = (
+                "not saved: shadows are not durable"
+                if not self.durable
+                else "checkpoint data must be a map"
+            )
+            self.host.send_agent(
+                {
+                    "type": "checkpoint_ack",
+                    "checkpoint_id": None,
+                    "timestamp": int(time.time()),
+                    "error": error,
+                }
+            )
+            return
+        self.after_wal(lambda lsn: self._save(data, lsn))
+
+    def _save(self, snapshot: dict[str, Any], lsn: int | None) -> None:
+        if lsn is None:
+            return
+        host = self.host
+        generation = host.generation
+
+        def saved(ok: bool, value: Any) -> None:
+            self._asked = 0.0
+            waiters, self._waiters = self._waiters, deque()
+            if ok:
+                self._since_checkpoint = max(0, self.applied_lsn - value["lsn"])
+                for caller in waiters:
+                    host.reply(caller, value)
+            else:
+                logger.error("agent {}: checkpoint not saved: {}", host.instance_id, value)
+                for caller in waiters:
+                    host.reply_error(caller, f"checkpoint not saved: {value}")
+            if generation == host.generation:
+                host.send_agent(
+                    {
+                        "type": "checkpoint_ack",
+                        "timestamp": int(time.time()),
+                        "checkpoint_id": value["id"] if ok else None,
+                        "lsn": value["lsn"] if ok else None,
+                        **({} if ok else {"error": str(value)}),
+                    }
+                )
+
+        host.peer("vault").call_async(("save", snapshot, lsn), saved, timeout=60.0)
+
+    # -- restore -----------------------------------------------------------------------------
+
+    def plan(self) -> dict[str, Any] | None:
+        """For a new agent generation: the newest valid checkpoint (or the pinned one) and
+        every WAL entry after its LSN; None when there is nothing to restore. Raises
+        CallError when the vault or the WAL cannot answer (starting empty would lose data)."""
+        self._sent = self._acked = 0
+        if not self.durable:
+            return None
+        host = self.host
+        pinned, self.pinned = self.pinned, None
+        request = ("load", pinned) if pinned else ("latest",)
+        checkpoint = host.peer("vault").call(request, timeout=30.0)
+        lsn = checkpoint["lsn"] if checkpoint else 0
+        entries = host.peer("wal").call(("read_after", lsn), timeout=60.0)
+        self.applied_lsn = entries[-1][0] if entries else lsn
+        self._since_checkpoint = len(entries)
+        if checkpoint is None and not entries:
+            return None
+        logger.info(
+            "agent {}: restoring checkpoint {} (LSN {}) + {} WAL entries",
+            host.instance_id,
+            checkpoint["id"] if checkpoint else "none",
+            lsn,
+            len(entries),
+        )
+        return {
+            "checkpoint_id": checkpoint["id"] if checkpoint else None,
+            "snapshot": checkpoint["snapshot"] if checkpoint else None,
+            "lsn": lsn,
+            "entries": [entry for _lsn, entry in entries],
+        }
+
+    def send_restore(self, restore: dict[str, Any]) -> None:
+        """One ``restore`` frame, continued by more when the WAL tail exceeds a frame."""
+        budget = self.host.cfg.agent.max_frame // 2
+        chunks: list[list[Any]] = [[]]
+        size = 0
+        for entry in restore["entries"]:
+            entry_size = len(msgpack.packb(entry, use_bin_type=True))
+            if chunks[-1] and size + entry_size > budget:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(entry)
+            size += entry_size
+        for index, chunk in enumerate(chunks):
+            msg: dict[str, Any] = {
+                "type": "restore",
+                "wal_entries": chunk,
+                "more": index < len(chunks) - 1,
+            }
+            if index == 0:
+                msg.update(
+                    checkpoint_id=restore["checkpoint_id"],
+                    snapshot=restore["snapshot"],
+                    lsn=restore["lsn"],
+                )
+            else:
+                msg["continue"] = True
+            self.host.send_agent(msg)

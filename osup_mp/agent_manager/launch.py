@@ -1,0 +1,82 @@
+"""How an agent process is launched: executable lookup, argv, environment, pre-exec set-up.
+
+The contract is the seed's: ``EXE [SCRIPT] --role ROLE --elixir-mode [--restore ID]`` with
+``GERBIL_HOME`` in the environment, plus the ``OSUP_*`` variables an SDK agent uses to find
+its shared-memory slot. Kept apart from the manager so the contract reads in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from osup_mp.config import Config
+from osup_mp.runtime.procutil import set_parent_death_signal
+
+
+def resolve_executable(name: str) -> str:
+    """A bare name is looked up beside this Python first (where pip put our console scripts,
+    without a shim in between), then on PATH."""
+    if "/" in name:
+        return name
+    sibling = Path(sys.executable).parent / name
+    if sibling.exists() and os.access(sibling, os.X_OK):
+        return str(sibling)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(
+            f"agent executable {name!r} not found beside {sys.executable} "
+            "or on PATH (set gerbil_executable)"
+        )
+    return found
+
+
+def data_socket_path(cfg: Config, instance_id: str) -> Path:
+    """The data-plane socket an instance's manager serves requests on."""
+    return cfg.o_supervisor.run_dir / f"agent-{instance_id}.sock"
+
+
+def agent_argv(cfg: Config, role: str, command: list[str] | None) -> list[str]:
+    o = cfg.o_supervisor
+    if command:
+        base = list(command)
+    else:
+        base = [resolve_executable(o.gerbil_executable)]
+        if o.gerbil_main_script:
+            base.append(o.gerbil_main_script)
+    return [*base, "--role", role, "--elixir-mode"]
+
+
+def agent_env(cfg: Config, shm_name: str, instance_id: str, slot: int) -> dict[str, str]:
+    o = cfg.o_supervisor
+    return dict(
+        os.environ,
+        GERBIL_HOME=str(o.gerbil_home),
+        OSUP_INSTANCE_ID=instance_id,
+        OSUP_SHM_NAME=shm_name,
+        OSUP_SHM_SLOT=str(slot),
+        OSUP_HEARTBEAT_INTERVAL_MS=str(o.heartbeat_interval),
+        OSUP_MAX_FRAME=str(cfg.agent.max_frame),
+    )
+
+
+def pre_exec(cfg: Config, role: str) -> Callable[[], None]:
+    """What runs in the forked agent before exec: die with the manager (SIGKILL); shadows
+    also get hard rlimits, the backstop behind the watchdog's sampled limits."""
+    limits: list[tuple[int, int]] = []
+    if role != "main":
+        w = cfg.watchdog
+        limits.append((resource.RLIMIT_NOFILE, w.shadow_max_fds * 2))
+        limits.append((resource.RLIMIT_AS, (w.shadow_rss_mb * 4 + 1024) * 1024 * 1024))
+
+    def run() -> None:
+        set_parent_death_signal(signal.SIGKILL)
+        for which, value in limits:
+            resource.setrlimit(which, (value, value))
+
+    return run
