@@ -16,6 +16,8 @@ lint:
 # Benchmarks print their figures next to same-run baselines
 bench:
     python tools/bench/runtime.py
+    python tools/bench/agent.py
+    python tools/bench/wal.py
 
 ci:
     bash .ci/run

@@ -203,3 +203,23 @@ def test_manager_crash_takes_its_agent_along(make_tree) -> None:
         what="old agent gone",
     )
     assert new["state"] == "RUNNING"
+
+
+def test_sigkill_of_the_supervisor_takes_agents_along(make_tree, tag) -> None:
+    import psutil
+    from conftest import tagged_processes
+
+    tree = make_tree(**FAST).start()
+    wait_for(tree.running_agent)
+    everything = [p.pid for p in tagged_processes(tag) if p.pid != tree.proc.pid]
+    assert len(everything) >= 6  # components + the agent
+    tree.proc.kill()
+    tree.proc.wait(5)
+
+    def all_gone() -> bool:
+        return not any(
+            psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in everything
+        )
+
+    wait_for(all_gone, timeout=2.0, what="every component and agent gone within 2 s")
+    os.unlink("/dev/shm" + tree.cfg.o_supervisor.shared_memory_name)  # left by the SIGKILL

@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -230,3 +232,37 @@ def test_sigterm_to_daemon_is_stop(make_tree, tag) -> None:
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not tagged_processes(tag), what="tree gone")
     assert not tree.cfg.pidfile.exists()
+
+
+def test_logs_follow_prints_new_lines(make_tree) -> None:
+    tree = make_tree(logger={"level": "info"})
+    _daemon_start(tree)
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "osup_mp",
+            "--config",
+            str(tree.config_path),
+            "logs",
+            "-f",
+            "-n",
+            "1",
+        ],
+        env=tree.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = follower.stdout.readline()
+        assert first  # the last line of history
+        assert tree.cli("restart", "telemetry").returncode == 0
+        seen = ""
+        while "restart of telemetry requested" not in seen:
+            seen = follower.stdout.readline()
+            assert seen, "logs -f ended early"
+    finally:
+        follower.terminate()
+        follower.wait(10)
+        follower.stdout.close()
+    assert tree.cli("stop").returncode == 0
