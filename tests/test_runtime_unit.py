@@ -187,3 +187,25 @@ def test_socketpair_is_unix() -> None:
     assert a.sock.family == socket.AF_UNIX
     a.close()
     b.close()
+
+
+def test_messages_read_during_a_blocking_call_are_kept(pair) -> None:
+    a, b = pair
+    mux = CallMux(a, "b")
+    # The peer sends a call of its own, then answers ours: both arrive while we block.
+    b.send(("call", 99, "their request"))
+    b.send(("cast", "note"))
+    b.flush_blocking()
+
+    import threading
+
+    def answer() -> None:
+        b.wait_readable(2)
+        (msg,) = [m for m in b.receive() if m[0] == "call"]
+        b.send_now(("reply", msg[1], True, "ours"))
+
+    t = threading.Thread(target=answer)
+    t.start()
+    assert mux.call("our request", timeout=2) == "ours"
+    t.join()
+    assert mux.deferred == [("call", 99, "their request"), ("cast", "note")]

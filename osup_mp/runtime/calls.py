@@ -43,6 +43,9 @@ class CallMux:
         self._pending: dict[int, ReplyCallback | None] = {}
         self._results: dict[int, tuple[bool, Any]] = {}
         self._deadlines: list[tuple[float, int]] = []
+        # Calls, casts and info that arrived on this channel while a blocking call waited:
+        # the owner's loop handles them next (dropping them would lose e.g. the parent's calls).
+        self.deferred: list[Any] = []
 
     @property
     def in_flight(self) -> int:
@@ -62,8 +65,9 @@ class CallMux:
         return call_id
 
     def call(self, request: Any, timeout: float | None = 5.0) -> Any:
-        """Blocking call: send, then wait for the matching reply (other replies that arrive
-        meanwhile are dispatched to their callbacks). Raises :class:`CallError` on failure."""
+        """Blocking call: send, then wait for the matching reply. Other replies that arrive
+        meanwhile go to their callbacks; anything else waits in :attr:`deferred` for the
+        owner's loop. Raises :class:`CallError` on failure."""
         if self.channel.closed:
             raise CallError(f"{self.peer}: not connected")
         call_id = next(self._ids)
@@ -77,7 +81,7 @@ class CallMux:
                 if remaining is not None and remaining <= 0:
                     raise CallTimeout(f"call to {self.peer} timed out after {timeout}s")
                 if self.channel.wait_readable(remaining):
-                    self.dispatch(self.channel.receive())
+                    self.deferred += self.dispatch(self.channel.receive())
                     if self.channel.closed and call_id not in self._results:
                         self.fail_all(f"{self.peer} exited")
         finally:

@@ -301,8 +301,17 @@ class ComponentLoop:
                     data()
             if self._timers:
                 self._run_timers()
+            self._run_deferred()
             self.component.after_events()
             channel_timeout = self._service_channels()
+
+    def _run_deferred(self) -> None:
+        """Messages a blocking call read past (see :attr:`CallMux.deferred`)."""
+        for channel, mux in list(self._channels.values()):
+            while mux is not None and mux.deferred:
+                messages, mux.deferred = mux.deferred, []
+                for msg in messages:
+                    self._dispatch(channel, msg)
 
     def _service_channels(self) -> float | None:
         """One pass per wake-up: flush batched output, expire calls; the next deadline."""
