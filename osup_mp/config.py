@@ -179,6 +179,10 @@ class Config:
     def control_socket(self) -> Path:
         return self.o_supervisor.run_dir / "control.sock"
 
+    def data_socket(self, instance_id: str) -> Path:
+        """The data-plane socket the manager of agent ``instance_id`` serves requests on."""
+        return self.o_supervisor.run_dir / f"agent-{instance_id}.sock"
+
     @property
     def log_file(self) -> Path:
         return self.o_supervisor.log_dir / "osup-mp.log"
@@ -257,7 +261,7 @@ _MS, _NONNEG = "a positive integer (milliseconds)", "a non-negative integer"
 _SHM_EXPECTED = "a shared-memory name matching ^/[A-Za-z0-9_.-]{1,250}$"
 _FRAME_EXPECTED = f"an integer between 1024 and {MAX_FRAME_LIMIT} (bytes)"
 _FRAME = _Field(1048576, _FRAME_EXPECTED, _ints(1024, MAX_FRAME_LIMIT))
-_SHM_SIZE = _Field(1048576, "an integer >= 4096 (bytes)", _ints(4096))
+_SHM_SIZE = _Field(1048576, "an integer >= 65536 (bytes)", _ints(65536))
 _METADATA = _Field(["request_id", "module", "function"], "a list of strings", _LIST)
 
 _SCHEMA: Final[dict[str, dict[str, _Field]]] = {

@@ -18,7 +18,7 @@ from osup_mp.codec import FrameError, unpack_payload
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller, Component
-from osup_mp.vault import CheckpointStore, VaultError
+from osup_mp.vault import ID_PATTERN, CheckpointStore, VaultError
 
 
 class MemoryVault(Component):
@@ -47,6 +47,8 @@ class MemoryVault(Component):
                 for problem in problems:
                     logger.error("vault: skipped a checkpoint: {}", problem)
                 return None if checkpoint is None else self._loaded(checkpoint)
+            if kind in ("load", "delete") and not ID_PATTERN.fullmatch(str(request[1])):
+                raise CallError(f"{request[1]!r} is not a checkpoint id")
             if kind == "load":
                 checkpoint, problems = store.load(str(request[1]))
                 for problem in problems:

@@ -25,7 +25,7 @@ import psutil
 from loguru import logger
 
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import Caller, Component, PeerRef
+from osup_mp.runtime.component import NOREPLY, Caller, Component, PeerRef
 
 Event = tuple[str, ...]
 HandlerFn = Callable[[Event, dict[str, Any], dict[str, Any]], None]
@@ -100,9 +100,22 @@ class Telemetry(Component):
 
     # -- sampling ----------------------------------------------------------------------------
 
-    def sample(self) -> dict[str, Any]:
-        named = [("supervisor", os.getppid())]
-        named += [tuple(pair) for pair in self.parent.call(("which_children",))]
+    def sample(self, done: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Ask the supervisor for the tree's pids (without blocking: it may be busy starting
+        children), then sample them; ``done(sample)`` gets the result."""
+
+        def with_children(ok: bool, children: Any) -> None:
+            named = [("supervisor", os.getppid())]
+            if ok:
+                named += [tuple(pair) for pair in children]
+            result = self.sample_processes(named)
+            if done is not None:
+                done(result)
+
+        self.parent.call_async(("which_children",), with_children, timeout=5.0)
+
+    def sample_processes(self, named: list[tuple[str, int]]) -> dict[str, Any]:
+        """Measure ``(name, pid)`` processes and their descendants; emit the events."""
         seen: set[int] = set()
         processes = []
         for name, pid in named:
@@ -195,20 +208,21 @@ class Telemetry(Component):
     def handle_call(self, request: Any, caller: Caller) -> Any:
         kind = request[0] if isinstance(request, tuple) and request else request
         if kind == "sample":
-            return self.sample()
+            self.sample(lambda result: self.reply(caller, result))
+            return NOREPLY
         if kind == "latest":
             return self.latest
         if kind == "events":
             return self.counter.events
-        if kind == "attach":
-            _k, handler_id, prefix, target = request
+        if kind == "attach":  # ("attach", handler_id, event_prefix, "module:function")
             try:
-                self.attach(handler_id, tuple(prefix), _load_handler(target))
+                _k, handler_id, prefix, target = request
+                self.attach(str(handler_id), tuple(prefix), _load_handler(str(target)))
             except (ImportError, AttributeError, TypeError, ValueError) as exc:
-                raise CallError(f"cannot attach {target!r}: {exc}") from exc
+                raise CallError(f"cannot attach {request[1:]!r}: {exc}") from exc
             return True
-        if kind == "detach":
-            return self.detach(request[1])
+        if kind == "detach" and len(request) > 1:
+            return self.detach(str(request[1]))
         return super().handle_call(request, caller)
 
 

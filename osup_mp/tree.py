@@ -322,12 +322,15 @@ def control_handlers(cfg: Config, sup: Supervisor, shm: SharedState) -> dict[str
         sup.terminate_child(name)
         respond(True, {"stopped": args.get("id")})
 
-    def agent_call(request: tuple[Any, ...]) -> Handler:
+    def agent_call(kind: str, *keys: str) -> Handler:
+        """A command for one agent's manager (``id``, default main): ``(kind, args[key]...)``;
+        absent keys are passed as None and checked by the manager."""
+
         def handler(args: dict[str, Any], respond: Respond) -> None:
             name = manager_name(str(args.get("id") or "main"))
-            extra = tuple(args.get(k) for k in ("code", "module") if k in args)
+            request = (kind, *(args.get(k) for k in keys))
             timeout = float(args.get("timeout", 30.0))
-            if not sup.call_child(name, request + extra, respond, timeout):
+            if not sup.call_child(name, request, respond, timeout):
                 respond(False, f"no running agent manager {name!r}")
 
         return handler
@@ -336,7 +339,11 @@ def control_handlers(cfg: Config, sup: Supervisor, shm: SharedState) -> dict[str
         """A command answered by one component: ``(kind, args[key], ...)``."""
 
         def handler(args: dict[str, Any], respond: Respond) -> None:
-            request = (kind, *(args.get(k) for k in keys))
+            missing = [k for k in keys if not isinstance(args.get(k), str | int)]
+            if missing:
+                respond(False, f"missing argument: {', '.join(missing)}")
+                return
+            request = (kind, *(args[k] for k in keys))
             if not sup.call_child(name, request, respond, timeout):
                 respond(False, f"component {name!r} is not running")
 
@@ -359,8 +366,8 @@ def control_handlers(cfg: Config, sup: Supervisor, shm: SharedState) -> dict[str
         "call": call,
         "shadow_start": shadow_start,
         "shadow_stop": shadow_stop,
-        "hot_reload": agent_call(("hot_reload",)),
-        "agent_restart": agent_call(("restart_agent",)),
+        "hot_reload": agent_call("hot_reload", "code", "module"),
+        "agent_restart": agent_call("restart_agent"),
     }
 
 

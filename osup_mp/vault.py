@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import struct
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ MAGIC = b"OSUPCKP1"
 VERSION = 1
 _HEADER = struct.Struct(">8sIQQ36sQ")  # magic, version, lsn, created_ns, id, payload length
 _DIGEST = 32
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,36}")  # ids name files: nothing like a path
 
 
 class VaultError(RuntimeError):

@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 from loguru import logger
 
-from osup_mp.codec import unpack_payload
+from osup_mp.codec import FrameError, unpack_payload
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component
@@ -71,10 +71,7 @@ class WALManager(Component):
             return self._append(request[1], caller)
         if kind == "read_after":  # ("read_after", lsn[, limit])
             limit = request[2] if len(request) > 2 else None
-            return [
-                (r.lsn, unpack_payload(r.payload, max_frame=1 << 30))
-                for r in self.store.read_after(int(request[1]), limit)
-            ]
+            return [(r.lsn, self._entry(r)) for r in self.store.read_after(int(request[1]), limit)]
         if kind == "last_lsn":
             return self.store.last_lsn
         if kind == "stats":
@@ -86,17 +83,21 @@ class WALManager(Component):
                 "failed": self._failed,
             }
         if kind == "tail":
-            n = int(request[1]) if len(request) > 1 else 10
-            first = max(0, self.store.last_lsn - n)
-            return [
-                {"lsn": r.lsn, "entry": unpack_payload(r.payload, max_frame=1 << 30)}
-                for r in self.store.read_after(first)
-            ]
+            n = request[1] if len(request) > 1 and isinstance(request[1], int) else 10
+            first = max(0, self.store.last_lsn - max(0, n))
+            return [{"lsn": r.lsn, "entry": self._entry(r)} for r in self.store.read_after(first)]
         if kind == "verify":
             return verify_dir(self.store.dir)
         if kind == "truncate_through":
             return [str(p) for p in self.store.truncate_through(int(request[1]))]
         return super().handle_call(request, caller)
+
+    @staticmethod
+    def _entry(record: Any) -> Any:
+        try:
+            return unpack_payload(record.payload, max_frame=1 << 30)
+        except FrameError as exc:  # verified by CRC, so it was written like this
+            raise CallError(f"WAL record LSN {record.lsn} is not a map entry: {exc}") from exc
 
     def handle_cast(self, request: Any) -> None:
         if isinstance(request, tuple) and request and request[0] == "truncate_through":

@@ -172,9 +172,8 @@ class Tree:
         return {a["id"]: a for a in self.status().get("agents", [])}
 
     def agent_request(self, data: Any, timeout: float = 10.0) -> Any:
-        from osup_mp.agent_manager import data_socket_path
 
-        path = data_socket_path(self.cfg, "main")
+        path = self.cfg.data_socket("main")
         with Client(path, timeout=timeout, max_frame=self.cfg.agent.max_frame) as client:
             return client.request("request", data=data, timeout=timeout)
 

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from conftest import TESTS_DIR, Tree, wait_for
 
-from osup_mp.agent_manager import data_socket_path
 from osup_mp.client import Client, ClientError
 from osup_mp.vault import CheckpointStore
 from osup_mp.wal import verify_dir
@@ -45,7 +44,7 @@ class Driver:
     def __init__(self, tree: Tree, window: int = 32) -> None:
         self.tree = tree
         self.window = window
-        self.client = Client(data_socket_path(tree.cfg, "main"), timeout=30)
+        self.client = Client(tree.cfg.data_socket("main"), timeout=30)
         self.model_blocks: dict[str, str] = {}
         self.model_tools: set[str] = set()
         self.acked = 0
@@ -145,7 +144,7 @@ def test_state_survives_agent_kills(make_tree) -> None:
         tree.stop()
         tree.start()
         driver.client.close()
-        driver.client = Client(data_socket_path(tree.cfg, "main"), timeout=30)
+        driver.client = Client(tree.cfg.data_socket("main"), timeout=30)
         driver.check()
     finally:
         driver.close()
@@ -209,7 +208,7 @@ def test_corrupt_newest_checkpoint_falls_back(make_tree) -> None:
     store.cache.delete(newest["id"])
     store.close()
     tree.start()
-    driver.client = Client(data_socket_path(tree.cfg, "main"), timeout=30)
+    driver.client = Client(tree.cfg.data_socket("main"), timeout=30)
     try:
         driver.check()  # previous generation + a longer replay: the same state
     finally:
@@ -292,3 +291,34 @@ def test_corrupt_wal_refuses_to_start_with_file_and_offset(make_tree) -> None:
     assert out.returncode == 1
     assert f"WAL corruption in {segment} at offset 16" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_bad_requests_get_errors_and_crash_nothing(make_tree, tmp_path) -> None:
+    tree = _tree(make_tree).start()
+    before = wait_for(tree.running_pids)
+    for command, args, expected in [
+        ("wal_tail", {}, "missing argument: n"),
+        ("hot_reload", {"module": "memory_system"}, "source code as text"),
+        ("checkpoint_show", {"id": "../../etc/passwd"}, "is not a checkpoint id"),
+        ("checkpoint_delete", {}, "missing argument: id"),
+        ("checkpoint_restore", {}, "missing argument: id"),
+    ]:
+        with pytest.raises(ClientError, match=expected):
+            tree.request(command, **args)
+    assert tree.running_pids() == before  # no component crashed or restarted
+
+
+def test_non_map_wal_entries_are_refused_not_stored(make_tree) -> None:
+    """An agent that logs a non-map entry gets an error ack; replay stays possible."""
+    agent = Path(__file__).parent / "agents" / "scripted.py"
+    tree = _tree(
+        make_tree,
+        o_supervisor={"gerbil_executable": sys.executable, "gerbil_main_script": str(agent)},
+    ).start()
+    tree.agent_request({"do": "log_text"})  # the scripted agent logs a bare string
+    ack = wait_for(lambda: tree.agent_request({"do": "last_ack"}), what="the error ack")
+    assert "must be a map" in ack
+    first = _agent_pid(tree)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: (tree.running_agent() or {"pid": first})["pid"] != first)
+    assert tree.request("wal_stats")["entries"] == 0  # nothing stored; the restart replayed

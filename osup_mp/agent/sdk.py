@@ -330,7 +330,9 @@ class Agent:
 
     def _run_timers(self) -> None:
         now = time.monotonic()
-        if now >= self._timers.get("heartbeat", now + 1):
+        # No heartbeat before ready: a seed-style manager would take it for "ready", and a
+        # restore must finish within the ready timeout, not race the heartbeat timeout.
+        if self._ready_sent and now >= self._timers.get("heartbeat", now + 1):
             self._heartbeat()
             self._timers["heartbeat"] = now + self.options.heartbeat_interval
         if now >= self._timers.get("metrics", now + 1):

@@ -4,7 +4,6 @@
 requests in flight; :mod:`.durability` the WAL/checkpoint/restore side of the main agent.
 """
 
-from osup_mp.agent_manager.launch import data_socket_path, resolve_executable
 from osup_mp.agent_manager.manager import AgentManager
 
-__all__ = ["AgentManager", "data_socket_path", "resolve_executable"]
+__all__ = ["AgentManager"]

@@ -22,6 +22,7 @@ import msgpack
 from loguru import logger
 
 from osup_mp.agent_states import AgentState
+from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller
 
 if TYPE_CHECKING:
@@ -53,6 +54,17 @@ class Durability:
     # -- entries and barriers ----------------------------------------------------------------
 
     def log_entry(self, entry: Any, ref: Any) -> None:
+        if not isinstance(entry, dict):
+            # Only maps can be replayed (the WAL decodes strictly): refuse, do not store.
+            self.host.send_agent(
+                {
+                    "type": "wal_ack",
+                    "seq": None,
+                    "ref": ref,
+                    "error": "not logged: a WAL entry must be a map",
+                }
+            )
+            return
         if not self.durable:
             self.host.send_agent(
                 {
@@ -214,8 +226,14 @@ class Durability:
     def send_restore(self, restore: dict[str, Any]) -> None:
         """One ``restore`` frame, continued by more when the WAL tail exceeds a frame."""
         budget = self.host.cfg.agent.max_frame // 2
+        snapshot_size = len(msgpack.packb(restore["snapshot"], use_bin_type=True))
+        if snapshot_size > budget:
+            raise CallError(
+                f"checkpoint {restore['checkpoint_id']} is {snapshot_size} bytes: "
+                f"more than half of [agent] max_frame ({budget * 2}); raise it"
+            )
         chunks: list[list[Any]] = [[]]
-        size = 0
+        size = snapshot_size  # the first frame carries the snapshot too
         for entry in restore["entries"]:
             entry_size = len(msgpack.packb(entry, use_bin_type=True))
             if chunks[-1] and size + entry_size > budget:

@@ -9,36 +9,11 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import signal
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from osup_mp.config import Config
-from osup_mp.runtime.procutil import set_parent_death_signal
-
-
-def resolve_executable(name: str) -> str:
-    """A bare name is looked up beside this Python first (where pip put our console scripts,
-    without a shim in between), then on PATH."""
-    if "/" in name:
-        return name
-    sibling = Path(sys.executable).parent / name
-    if sibling.exists() and os.access(sibling, os.X_OK):
-        return str(sibling)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(
-            f"agent executable {name!r} not found beside {sys.executable} "
-            "or on PATH (set gerbil_executable)"
-        )
-    return found
-
-
-def data_socket_path(cfg: Config, instance_id: str) -> Path:
-    """The data-plane socket an instance's manager serves requests on."""
-    return cfg.o_supervisor.run_dir / f"agent-{instance_id}.sock"
+from osup_mp.runtime.procutil import resolve_executable, set_parent_death_signal
 
 
 def agent_argv(cfg: Config, role: str, command: list[str] | None) -> list[str]:

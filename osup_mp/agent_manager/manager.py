@@ -31,7 +31,7 @@ from typing import Any
 from loguru import logger
 
 from osup_mp.agent_manager.durability import Durability
-from osup_mp.agent_manager.launch import agent_argv, agent_env, data_socket_path, pre_exec
+from osup_mp.agent_manager.launch import agent_argv, agent_env, pre_exec
 from osup_mp.agent_manager.requests import RequestTable
 from osup_mp.agent_states import AgentState, check_transition
 from osup_mp.codec import FrameDecoder, FrameError, pack
@@ -96,7 +96,7 @@ class AgentManager(Component):
         self.slot = self.shm.slot(self.slot_index)
         if self.role == "main":
             self._data = ControlServer(
-                data_socket_path(self.cfg, self.instance_id),
+                self.cfg.data_socket(self.instance_id),
                 {"request": self._data_request, "ping": lambda a, r: r(True, "pong")},
                 max_frame=self.cfg.agent.max_frame,
             )
@@ -166,6 +166,8 @@ class AgentManager(Component):
             return NOREPLY
         if kind == "hot_reload":  # ("hot_reload", code[, module])
             self._require_running()
+            if len(request) < 2 or not isinstance(request[1], str):
+                raise CallError("hot_reload needs the module's source code as text")
             module = request[2] if len(request) > 2 else None
             self.send_agent(
                 {
@@ -282,13 +284,17 @@ class AgentManager(Component):
             "agent {}: started pid {} ({})", self.instance_id, self.proc.pid, " ".join(argv)
         )
         if restore is not None:
-            self.durability.send_restore(restore)
+            try:
+                self.durability.send_restore(restore)
+            except CallError as exc:
+                self.kill_for(f"cannot restore: {exc}")
 
     def _on_ready(self) -> None:
         if self.state is not S.STARTING:
             return
         self._cancel_timer()
         self._transition(S.RUNNING)
+        self.slot["hb_frame_ns"] = monotonic_ns()  # ready counts as the first heartbeat
         self.running_since = time.monotonic()
         elapsed = (self.running_since - self.started_at) * 1000
         logger.info("agent {}: ready (pid {}, {:.1f} ms)", self.instance_id, self.pid, elapsed)

@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from osup_mp.agent_manager import data_socket_path
 from osup_mp.cli.common import EXIT_NOT_RUNNING, EXIT_USAGE, fail, load
 from osup_mp.client import Client, ClientError, NotRunning
 
@@ -24,7 +23,7 @@ def command(ctx: click.Context, payload: str, as_json: bool, timeout: float) -> 
         data: Any = json.loads(payload)
     except json.JSONDecodeError as exc:
         fail(f"the request is not valid JSON: {exc}", EXIT_USAGE)
-    path = data_socket_path(cfg, "main")
+    path = cfg.data_socket("main")
     try:
         with Client(path, timeout=timeout + 1, max_frame=cfg.agent.max_frame) as client:
             answer = client.request("request", data=data, timeout=timeout)

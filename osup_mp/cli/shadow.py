@@ -13,7 +13,7 @@ from osup_mp.cli.common import EXIT_USAGE, fail, load, request
 
 @click.group("shadow")
 def command() -> None:
-    """Start, stop and list shadow agents (resource-limited copies fed by the arbiter)."""
+    """Start, stop and list shadow agents (resource-limited copies of the agent)."""
 
 
 @command.command("start")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
+import sys
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 # Loaded once, at import in the parent: every forked child inherits it (looking libc up costs
@@ -25,6 +28,23 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
         return _libc is not None and int(_libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
     except AttributeError:
         return False
+
+
+def resolve_executable(name: str) -> str:
+    """A bare name is looked up beside this Python first (where pip put our console scripts,
+    without a shim in between), then on PATH."""
+    if "/" in name:
+        return name
+    sibling = Path(sys.executable).parent / name
+    if sibling.exists() and os.access(sibling, os.X_OK):
+        return str(sibling)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(
+            f"agent executable {name!r} not found beside {sys.executable} "
+            "or on PATH (set gerbil_executable)"
+        )
+    return found
 
 
 def describe_exit(exitcode: int | None) -> str:

@@ -46,7 +46,18 @@ class Scripted(Agent):
             return "sent"
         if action == "crash":
             os._exit(7)
+        if action == "log_text":
+            self.send({"type": "wal_entry", "data": "not a map"})
+            return "logged"
+        if action == "last_ack":
+            return self.last_ack
         return data
+
+    last_ack: Any = None
+
+    def on_message(self, msg: Any) -> None:
+        if msg.get("type") == "wal_ack":
+            self.last_ack = msg.get("error") or msg.get("seq")
 
 
 if __name__ == "__main__":
