@@ -85,11 +85,10 @@ import psutil
 # Runnable as ``python tools/bench/agent.py`` from a checkout without installing.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from osup_mp.agent_manager import data_socket_path, resolve_executable
 from osup_mp.client import Client, ClientError
 from osup_mp.codec import FrameDecoder, pack
 from osup_mp.config import Config, load_config
-from osup_mp.runtime.procutil import set_parent_death_signal
+from osup_mp.runtime.procutil import resolve_executable, set_parent_death_signal
 from osup_mp.shm import SharedState, ShmError, SlotState
 from osup_mp.tree import MAIN_SLOT, run_tree
 
@@ -188,7 +187,7 @@ class TreeProc:
 
     def data_client(self) -> Client:
         return Client(
-            data_socket_path(self.cfg, "main"), timeout=30.0, max_frame=self.cfg.agent.max_frame
+            self.cfg.data_socket("main"), timeout=30.0, max_frame=self.cfg.agent.max_frame
         )
 
     def start(self, timeout: float = 60.0) -> None:

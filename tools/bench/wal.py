@@ -34,16 +34,21 @@ What is measured, and how:
    The shipped tree (``child_specs``: telemetry, vault, wal, watchdog, agent:main running the
    reference agent) is started on it (``checkpoint_dir``/``wal_dir`` pointed there,
    ``vault.checkpoint_interval`` 0 so nothing new is checkpointed, ``agent.backoff_reset``
-   1 ms so each kill is a first failure, log level info for the phase timestamps). Measured:
-   fork of the tree -> slot 0 of the shared-memory segment says RUNNING (cold start), and
-   SIGKILL of the agent -> slot 0 RUNNING with a new generation (restart; the manager replays
-   everything again). After each, the agent's ``stats`` op over the data-plane socket must
-   report 1000 + N blocks and the manager's ``applied_lsn`` must be 1000 + N. Baseline: the
-   same tree on an empty data directory (the fixed cost of starting). Target: < 2 s to ready.
-   The log's timestamps split the cold start into phases, and the restore pipeline is also
-   run stage by stage in this process on the same data (WAL open, read_after, decoding,
-   the channel's pickling, ``_send_restore`` packing, the agent's frame decoding, ``restore``
-   + ``apply_wal``, building its embedding matrix), so a miss says where the time goes.
+   1 ms so each kill is a first failure, log level info for the phase timestamps). Measured,
+   from the fork of the tree (cold start) and from SIGKILL of the agent (restart; the manager
+   replays everything again): until slot 0 of the shared-memory segment says RUNNING (with a
+   new generation), and — the figure held to the target — until the agent answers a ``stats``
+   request sent over the data-plane socket the moment it is RUNNING. The manager counts the
+   agent's first heartbeat as ready, and the SDK sends one before it reads its restore
+   frames, so RUNNING comes before the replay is done; the request queues behind the restore
+   frames on the agent's stdin, so its answer marks the moment the restored state serves.
+   The answer must report 1000 + N blocks and the manager's ``applied_lsn`` must be 1000 + N.
+   Baseline: the same tree on an empty data directory (the fixed cost of starting). Target:
+   < 2 s. The log's timestamps split the cold start into phases, and the restore pipeline is
+   also run stage by stage in this process on the same data (WAL open, read_after, decoding,
+   the channel's pickling, the manager's restore packing, the agent's frame decoding,
+   ``restore`` + ``apply_wal``, building its embedding matrix), so a miss says where the
+   time goes.
 3. Durable save of a 1 MiB checkpoint (file + diskcache row): ``CheckpointStore.save`` with a
    1 MiB payload, median of 30 (``--quick`` 10), with ``vault.generations`` pruning as in the
    tree. Baseline, interleaved: write + ``fsync`` of 1 MiB to a new file in the same
@@ -91,7 +96,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from osup_mp.agent.reference import MemoryAgent
 from osup_mp.agent.sdk import AgentOptions
-from osup_mp.agent_manager import AgentManager, data_socket_path
+from osup_mp.agent_manager import AgentManager
 from osup_mp.client import Client, ClientError
 from osup_mp.codec import FrameDecoder, unpack_payload
 from osup_mp.config import Config, load_config
@@ -737,7 +742,7 @@ def first_answer(tree: TreeProc, timeout: float = 120.0) -> tuple[int, float, di
     while True:
         try:
             with Client(
-                data_socket_path(tree.cfg, "main"),
+                tree.cfg.data_socket("main"),
                 timeout=timeout,
                 max_frame=tree.cfg.agent.max_frame,
             ) as client:
