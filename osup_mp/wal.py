@@ -39,6 +39,7 @@ SEGMENT_VERSION = 1
 SEGMENT_HEADER = struct.Struct(">8sII")
 RECORD_HEADER = struct.Struct(">IBQII")  # length, type, lsn, payload crc, header crc
 _HEADER_CRC_PART = struct.Struct(">IBQI")
+_CRC = struct.Struct(">I")
 MAX_RECORD = 64 * 1024 * 1024
 FLOOR_FILE = "lsn.floor"
 
@@ -72,9 +73,8 @@ class Record:
 def encode_record(lsn: int, payload: bytes, rtype: int = TYPE_ENTRY) -> bytes:
     if len(payload) > MAX_RECORD:
         raise WALError(f"WAL record of {len(payload)} bytes exceeds {MAX_RECORD}")
-    pcrc = zlib.crc32(payload)
-    hcrc = zlib.crc32(_HEADER_CRC_PART.pack(len(payload), rtype, lsn, pcrc))
-    return RECORD_HEADER.pack(len(payload), rtype, lsn, pcrc, hcrc) + payload
+    head = _HEADER_CRC_PART.pack(len(payload), rtype, lsn, zlib.crc32(payload))
+    return b"".join((head, _CRC.pack(zlib.crc32(head)), payload))
 
 
 def segment_name(first_lsn: int) -> str:

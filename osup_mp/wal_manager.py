@@ -39,6 +39,7 @@ class WALManager(Component):
             salvage=cfg.wal.salvage,
         )
         self._waiting: list[tuple[Caller, list[int]]] = []
+        self._packer = msgpack.Packer(use_bin_type=True)  # one per process: reused per entry
         self._dirty = False
         self._failed: str | None = None
         self.appends = 0
@@ -119,7 +120,8 @@ class WALManager(Component):
         if self._failed is not None:
             raise CallError(f"WAL unavailable: {self._failed}")
         try:
-            lsns = self.store.append([msgpack.packb(e, use_bin_type=True) for e in entries])
+            pack = self._packer.pack
+            lsns = self.store.append([pack(e) for e in entries])
         except (OSError, WALError) as exc:
             self._fatal(f"write to {self.store.segments[-1].path} failed: {exc}")
             raise CallError(f"WAL write failed: {exc}") from exc

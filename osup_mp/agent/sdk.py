@@ -214,7 +214,8 @@ class Agent:
         while not self._stop:
             self._run_timers()
             self._flush()
-            timeout = max(0.0, min(self._timers.values()) - time.monotonic())
+            due = [t for name, t in self._timers.items() if name != "heartbeat" or self._ready_sent]
+            timeout = max(0.0, min(due) - time.monotonic()) if due else None
             if sel.select(timeout) and not self._read_input():
                 break
             self.after_batch()

@@ -115,6 +115,7 @@ class AgentManager(Component):
         deadline = time.monotonic() + self.cfg.agent.ready_timeout / 1000
         selector = self._loop.selector
         while self.state is S.STARTING:
+            self._flush()  # first: the restore frames must be on their way before we wait
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._signal(signal.SIGKILL)
@@ -124,7 +125,6 @@ class AgentManager(Component):
             for key, _events in selector.select(remaining):
                 if callable(key.data) and key.fileobj in self._agent_fds():
                     key.data()
-            self._flush()
         if self.state is not S.RUNNING:
             last = f"; agent stderr: {self._stderr_tail[-1]}" if self._stderr_tail else ""
             why = f"{self.fail_reason}{last}"
