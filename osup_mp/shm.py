@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import posix_ipc
 
+from osup_mp.runtime.procutil import pid_alive
+
 MAGIC = b"OSUPSHM1"
 LAYOUT_VERSION = 1
 HEADER_SIZE = 128
@@ -163,22 +165,6 @@ def monotonic_ns() -> int:
     return time.monotonic_ns()
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
 def shm_path(name: str) -> str:
     return "/dev/shm/" + name.lstrip("/")
 
@@ -274,7 +260,7 @@ class SharedState:
                 f"uses {LAYOUT_VERSION}: stop the tree that made it, or remove {shm_path(name)}"
             )
         creator = int(hdr["creator_pid"])
-        if _pid_alive(creator) and creator != os.getpid():
+        if pid_alive(creator) and creator != os.getpid():
             raise ShmError(
                 f"shared memory {name} is in use by a running tree (pid {creator}); "
                 "give this tree another shared_memory_name"
@@ -497,7 +483,7 @@ class SharedState:
                 "version": int(h["version"]),
                 "total_size": int(h["total_size"]),
                 "creator_pid": int(h["creator_pid"]),
-                "creator_alive": _pid_alive(int(h["creator_pid"])),
+                "creator_alive": pid_alive(int(h["creator_pid"])),
                 "epoch": int(h["epoch"]),
                 "slot_count": int(h["slot_count"]),
                 "created_ns": int(h["created_ns"]),

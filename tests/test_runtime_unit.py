@@ -11,9 +11,9 @@ import pytest
 from osup_mp.logsetup import LogRelay
 from osup_mp.runtime.calls import CallError, CallMux, CallTimeout
 from osup_mp.runtime.channel import Channel, channel_pair
+from osup_mp.runtime.children import Intensity
 from osup_mp.runtime.control import peer_uid_allowed
 from osup_mp.runtime.procutil import describe_exit
-from osup_mp.runtime.supervisor import _Intensity
 
 
 @pytest.fixture
@@ -134,12 +134,12 @@ def test_async_call_expires() -> None:
 
 
 def test_intensity_window() -> None:
-    limit = _Intensity(max_restarts=3, max_seconds=5)
+    limit = Intensity(max_restarts=3, max_seconds=5)
     assert not any(limit.exceeded(t) for t in (0.0, 1.0, 2.0))
     assert limit.exceeded(3.0)  # 4 restarts within 5 s
-    limit = _Intensity(max_restarts=3, max_seconds=5)
+    limit = Intensity(max_restarts=3, max_seconds=5)
     assert not any(limit.exceeded(t) for t in (0.0, 2.0, 4.0, 6.0, 8.0, 10.0))
-    assert _Intensity(max_restarts=0, max_seconds=5).exceeded(0.0)
+    assert Intensity(max_restarts=0, max_seconds=5).exceeded(0.0)
 
 
 def test_describe_exit() -> None:

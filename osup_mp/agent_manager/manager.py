@@ -32,9 +32,9 @@ from loguru import logger
 
 from osup_mp.agent_manager.durability import Durability
 from osup_mp.agent_manager.launch import agent_argv, agent_env, pre_exec
+from osup_mp.agent_manager.pipes import AgentPipes
 from osup_mp.agent_manager.requests import RequestTable
 from osup_mp.agent_states import AgentState, check_transition
-from osup_mp.codec import FrameDecoder, FrameError, pack
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component
@@ -78,10 +78,7 @@ class AgentManager(Component):
         self.metrics: dict[str, Any] = {}
         self.requests = RequestTable()
         self.durability = Durability(self, durable=role == "main")
-        self._decoder = FrameDecoder(max_frame=cfg.agent.max_frame, require_type=True)
-        self._out = bytearray()
-        self._err = bytearray()
-        self._stderr_tail: deque[str] = deque(maxlen=5)
+        self.pipes = AgentPipes(cfg.agent.max_frame)
         self._reloads: deque[Caller] = deque()
         self._timer: int | None = None
         self._restart_when_stopped = False
@@ -126,7 +123,8 @@ class AgentManager(Component):
                 if callable(key.data) and key.fileobj in self._agent_fds():
                     key.data()
         if self.state is not S.RUNNING:
-            last = f"; agent stderr: {self._stderr_tail[-1]}" if self._stderr_tail else ""
+            tail = self.pipes.stderr_tail
+            last = f"; agent stderr: {tail[-1]}" if tail else ""
             why = f"{self.fail_reason}{last}"
             raise RuntimeError(f"agent {self.instance_id} failed to start: {why}")
 
@@ -272,8 +270,7 @@ class AgentManager(Component):
         self.watch_fd(self.proc.stdout.fileno(), self._on_stdout)
         self.watch_fd(self.proc.stderr.fileno(), self._on_stderr)
         self.watch_fd(self.pidfd, self._on_exit)
-        self._decoder = FrameDecoder(max_frame=self.cfg.agent.max_frame, require_type=True)
-        self._out.clear()
+        self.pipes.reset()
         self.generation += 1
         self.started_at = time.monotonic()
         self.slot["pid"] = self.proc.pid
@@ -334,11 +331,9 @@ class AgentManager(Component):
             return
         code = proc.wait()
         self._on_stdout()  # frames written just before exiting are still answers
-        if not self._decoder.broken and not self._decoder.at_boundary and not self.fail_reason:
-            self.fail_reason = (
-                f"exited in the middle of a frame ({self._decoder.buffered} "
-                "bytes of it received): truncated frame"
-            )
+        truncated = self.pipes.truncated()
+        if truncated and not self.fail_reason:
+            self.fail_reason = truncated
         self.unwatch_fd(self.pidfd)
         os.close(self.pidfd)
         for stream in (proc.stdin, proc.stdout, proc.stderr):
@@ -426,68 +421,30 @@ class AgentManager(Component):
         proc = self.proc
         if proc is None or proc.stdout is None:
             return
-        fd = proc.stdout.fileno()
-        while True:
-            try:
-                data = os.read(fd, _READ)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self.unwatch_fd(fd)  # EOF: the pidfd reports the exit
-                return
-            try:
-                messages = self._decoder.feed(data)
-            except FrameError as exc:
-                for msg in getattr(exc, "messages", []):
-                    self._on_message(msg)
-                if self.fail_reason is None:
-                    self.kill_for(f"malformed frame from the agent: {exc}")
-                self.unwatch_fd(fd)
-                return
-            for msg in messages:
-                self._on_message(msg)
-            if len(data) < _READ:
-                return
+        messages, error, eof = self.pipes.read_frames(proc.stdout.fileno())
+        for msg in messages:
+            self._on_message(msg)
+        if error is not None and self.fail_reason is None:
+            self.kill_for(f"malformed frame from the agent: {error}")
+        if eof:
+            self.unwatch_fd(proc.stdout.fileno())  # the pidfd reports the exit
 
     def _on_stderr(self, final: bool = False) -> None:
         proc = self.proc
-        if proc is not None and proc.stderr is not None:
-            try:
-                while chunk := os.read(proc.stderr.fileno(), _READ):
-                    self._err += chunk
-            except (BlockingIOError, OSError):
-                pass
-        *lines, rest = self._err.split(b"\n")
-        self._err = bytearray(rest)
-        if final and rest:
-            lines.append(rest)
-            self._err.clear()
-        for line in lines:
-            text = line.decode("utf-8", "replace")
-            self._stderr_tail.append(text)
+        fd = proc.stderr.fileno() if proc is not None and proc.stderr is not None else None
+        for text in self.pipes.read_stderr(fd, final=final):
             logger.info("[agent {}] {}", self.instance_id, text)
 
     def send_agent(self, msg: dict[str, Any]) -> None:
         """Queue a frame for the agent; it leaves at the end of the loop wake-up."""
-        # Not re-walked: request data came out of the strict decoder (control/data plane).
-        self._out += pack(msg, max_frame=self.cfg.agent.max_frame, strict=False)
+        self.pipes.queue(msg)
 
     def _flush(self) -> None:
         proc = self.proc
-        if not self._out or proc is None or proc.stdin is None:
+        if not self.pipes.out or proc is None or proc.stdin is None:
             return
         fd = proc.stdin.fileno()
-        try:
-            n = os.write(fd, self._out)
-            del self._out[:n]
-        except BlockingIOError:
-            pass
-        except OSError:
-            self._out.clear()  # the agent is gone; its exit is on the way
-            return
-        want = bool(self._out)
+        want = self.pipes.write(fd)
         if want != self._writable_watched:
             self.watch_writable(fd, self._flush if want else None)
             self._writable_watched = want

@@ -19,7 +19,6 @@ SIGTERM when the parent dies (plus EOF on their parent pipe as a second line of 
 
 from __future__ import annotations
 
-import enum
 import multiprocessing
 import os
 import select
@@ -28,9 +27,7 @@ import signal
 import socket
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -39,72 +36,22 @@ from loguru import logger
 from osup_mp.config import Strategy
 from osup_mp.runtime.calls import CallMux, ReplyCallback
 from osup_mp.runtime.channel import Channel, channel_pair
-from osup_mp.runtime.component import Component, ComponentLoop
+from osup_mp.runtime.children import (
+    Child,
+    ChildSpec,
+    ChildState,
+    Escalation,
+    Intensity,
+    Restart,
+    StartError,
+)
+from osup_mp.runtime.component import ComponentLoop
 from osup_mp.runtime.procutil import describe_exit, set_parent_death_signal
+
+__all__ = ["Child", "ChildSpec", "ChildState", "Restart", "StartError", "Supervisor"]
 
 _FORK = multiprocessing.get_context("fork")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-class Restart(enum.StrEnum):
-    PERMANENT = "permanent"  # always restarted
-    TRANSIENT = "transient"  # restarted only after an abnormal exit
-    TEMPORARY = "temporary"  # never restarted
-
-
-class ChildState(enum.StrEnum):
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-@dataclass(frozen=True, slots=True)
-class ChildSpec:
-    name: str
-    factory: Callable[[], Component]
-    restart: Restart = Restart.PERMANENT
-    shutdown_timeout: float = 5.0
-    start_timeout: float = 30.0
-
-
-@dataclass(slots=True)
-class Child:
-    spec: ChildSpec
-    state: ChildState = ChildState.STOPPED
-    process: BaseProcess | None = None
-    channel: Channel | None = None
-    mux: CallMux | None = None
-    pid: int | None = None
-    started_at: float = 0.0  # monotonic
-    restarts: int = 0
-    last_exit: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-
-class StartError(RuntimeError):
-    """A child could not be started; the message names it and says why."""
-
-
-class Escalation(RuntimeError):
-    """Restart intensity was exceeded."""
-
-
-@dataclass(slots=True)
-class _Intensity:
-    max_restarts: int
-    max_seconds: float
-    stamps: deque[float] = field(default_factory=deque)
-
-    def exceeded(self, now: float) -> bool:
-        """Record one restart at ``now``; True when it breaks the limit."""
-        self.stamps.append(now)
-        while self.stamps and now - self.stamps[0] > self.max_seconds:
-            self.stamps.popleft()
-        return len(self.stamps) > self.max_restarts
 
 
 Reader = Callable[[], None]
@@ -125,7 +72,7 @@ class Supervisor:
     ) -> None:
         self.children: list[Child] = [Child(spec) for spec in specs]
         self.strategy = strategy
-        self.intensity = _Intensity(max_restarts, max_seconds)
+        self.intensity = Intensity(max_restarts, max_seconds)
         self.pid = os.getpid()
         self.started_at = time.monotonic()
         self.selector = selectors.DefaultSelector()

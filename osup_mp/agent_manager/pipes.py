@@ -1,0 +1,88 @@
+"""The byte side of talking to one agent: frames on stdin/stdout, lines on stderr.
+
+:class:`AgentPipes` holds the decoder, the output buffer and the stderr line buffer of the
+current agent process and does the non-blocking reads and writes; the manager decides what
+the frames mean and when to call it. A new agent process gets :meth:`AgentPipes.reset`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any
+
+from osup_mp.codec import FrameDecoder, FrameError, pack
+
+_READ = 256 * 1024
+
+
+class AgentPipes:
+    def __init__(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+        self.decoder = FrameDecoder(max_frame=max_frame, require_type=True)
+        self.out = bytearray()
+        self._err = bytearray()
+        self.stderr_tail: deque[str] = deque(maxlen=5)
+
+    def reset(self) -> None:
+        self.decoder = FrameDecoder(max_frame=self.max_frame, require_type=True)
+        self.out.clear()
+
+    def queue(self, msg: dict[str, Any]) -> None:
+        # Not re-walked: request data came out of the strict decoder (control/data plane).
+        self.out += pack(msg, max_frame=self.max_frame, strict=False)
+
+    def write(self, fd: int) -> bool:
+        """Write what the pipe takes; True while output remains (watch ``fd`` for writing)."""
+        try:
+            del self.out[: os.write(fd, self.out)]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.out.clear()  # the agent is gone; its exit is on the way
+        return bool(self.out)
+
+    def read_frames(self, fd: int) -> tuple[list[dict[str, Any]], str | None, bool]:
+        """Everything readable as frames: ``(messages, malformed frame error, at EOF)``."""
+        messages: list[dict[str, Any]] = []
+        while True:
+            try:
+                data = os.read(fd, _READ)
+            except BlockingIOError:
+                return messages, None, False
+            except OSError:
+                data = b""
+            if not data:
+                return messages, None, True
+            try:
+                messages += self.decoder.feed(data)
+            except FrameError as exc:
+                return messages + getattr(exc, "messages", []), str(exc), True
+            if len(data) < _READ:
+                return messages, None, False
+
+    def read_stderr(self, fd: int | None, *, final: bool = False) -> list[str]:
+        """Complete lines the agent wrote to stderr (and the partial last one when final)."""
+        if fd is not None:
+            try:
+                while chunk := os.read(fd, _READ):
+                    self._err += chunk
+            except OSError:
+                pass
+        *lines, rest = self._err.split(b"\n")
+        self._err = bytearray(rest)
+        if final and rest:
+            lines.append(rest)
+            self._err.clear()
+        texts = [line.decode("utf-8", "replace") for line in lines]
+        self.stderr_tail.extend(texts)
+        return texts
+
+    def truncated(self) -> str | None:
+        """Why the stream ended badly at EOF: in the middle of a frame."""
+        d = self.decoder
+        if d.broken or d.at_boundary:
+            return None
+        return (
+            f"exited in the middle of a frame ({d.buffered} bytes of it received): truncated frame"
+        )
