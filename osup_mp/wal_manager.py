@@ -1,11 +1,11 @@
 """The WAL manager component (the seed's WALManager), done right.
 
-Agent managers send batches of entries with ``("append", [entry, ...])``; each entry gets the
-next LSN and is written with one ``os.write`` per batch. The reply — the LSNs — is the
+Agent managers send batches of entries with ``("append", [entry, ...])``. Every append that
+arrives in one loop wake-up is encoded as it comes, then written with one ``os.write`` at the
+end of the wake-up, where each entry gets the next LSN. The reply — the LSNs — is the
 acknowledgement, and it is sent only after the sync the fsync policy requires:
 
-* ``always``: replies wait for the end of the loop wake-up, then one ``fdatasync`` covers
-  every append of that wake-up (group commit);
+* ``always``: one ``fdatasync`` covers every append of the wake-up (group commit);
 * ``everysec``: reply after the write; a timer syncs once a second if anything was written;
 * ``no``: reply after the write; the kernel decides.
 
@@ -38,7 +38,7 @@ class WALManager(Component):
             segment_bytes=cfg.wal.segment_bytes,
             salvage=cfg.wal.salvage,
         )
-        self._waiting: list[tuple[Caller, list[int]]] = []
+        self._staged: list[tuple[Caller, list[bytes]]] = []  # appends of this wake-up
         self._packer = msgpack.Packer(use_bin_type=True)  # one per process: reused per entry
         self._dirty = False
         self._failed: str | None = None
@@ -70,9 +70,9 @@ class WALManager(Component):
         kind = request[0] if isinstance(request, tuple) and request else request
         if kind == "append":
             return self._append(request[1], caller)
-        if kind == "read_after":  # ("read_after", lsn[, limit])
+        if kind == "read_after":  # ("read_after", lsn[, limit]) -> [(lsn, msgpack bytes)]
             limit = request[2] if len(request) > 2 else None
-            return [(r.lsn, self._entry(r)) for r in self.store.read_after(int(request[1]), limit)]
+            return [(r.lsn, r.payload) for r in self.store.read_after(int(request[1]), limit)]
         if kind == "last_lsn":
             return self.store.last_lsn
         if kind == "stats":
@@ -117,31 +117,35 @@ class WALManager(Component):
             super().handle_info(msg)
 
     def _append(self, entries: list[Any], caller: Caller) -> Any:
+        """Encode now; write, sync and answer once for the whole wake-up (after_events)."""
         if self._failed is not None:
             raise CallError(f"WAL unavailable: {self._failed}")
-        try:
-            pack = self._packer.pack
-            lsns = self.store.append([pack(e) for e in entries])
-        except (OSError, WALError) as exc:
-            self._fatal(f"write to {self.store.segments[-1].path} failed: {exc}")
-            raise CallError(f"WAL write failed: {exc}") from exc
-        self.appends += len(lsns)
-        self._dirty = True
-        if self.policy == "always":
-            self._waiting.append((caller, lsns))
-            return NOREPLY
-        return lsns
+        pack = self._packer.pack
+        self._staged.append((caller, [pack(e) for e in entries]))
+        return NOREPLY
 
     def after_events(self) -> None:
-        if not self._waiting:
+        if not self._staged:
             return
-        waiting, self._waiting = self._waiting, []
-        if self._sync():
-            for caller, lsns in waiting:
-                self.reply(caller, lsns)
-        else:
-            for caller, _ in waiting:
+        staged, self._staged = self._staged, []
+        payloads = [p for _caller, batch in staged for p in batch]
+        try:
+            lsns = self.store.append(payloads)  # one write per segment touched
+        except (OSError, WALError) as exc:
+            self._fatal(f"write to {self.store.segments[-1].path} failed: {exc}")
+            for caller, _ in staged:
+                self.reply_error(caller, f"WAL write failed: {exc}")
+            return
+        self.appends += len(lsns)
+        self._dirty = True
+        if self.policy == "always" and not self._sync():
+            for caller, _ in staged:
                 self.reply_error(caller, f"WAL unavailable: {self._failed}")
+            return
+        start = 0
+        for caller, batch in staged:
+            self.reply(caller, lsns[start : start + len(batch)])
+            start += len(batch)
 
     def _sync(self) -> bool:
         try:

@@ -46,6 +46,7 @@ class MemoryAgent(Agent):
         self._order: list[str] = []
         self._dirty = True
         self.shared_rows = 0
+        self._published_at = -1  # operations count of the last published state
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -155,24 +156,26 @@ class MemoryAgent(Agent):
                 else np.zeros((0, dim), dtype=np.float32)
             )
             self._dirty = False
-            self._published = False
         return self._matrix
 
     def after_batch(self) -> None:
         """The main agent publishes its embedding matrix once per batch that changed it."""
-        if self.shm is None or self.options.role != "main":
+        if self.shm is None or self.options.role != "main" or not self.ready:
+            return  # not during a restore: the restored state is published once, at the end
+        if self._published_at == self.operations:
             return
-        if not self._dirty and getattr(self, "_published", False):
-            return
-        matrix = self._current_matrix()
-        try:
-            self.shm.publish(matrix)
-            self._slot["state_overflow"] = 0
-        except ValueError as exc:
+        self._published_at = self.operations
+        needed = len(self.blocks) * memory_system.DIM * 4
+        if needed > self.shm.capacity:  # report it without building a matrix that cannot fit
             if not self._slot["state_overflow"]:
-                self.log(f"shared state not published: {exc}")
-            self._slot["state_overflow"] = matrix.nbytes
-        self._published = True
+                self.log(
+                    f"shared state not published: {needed} bytes do not fit the "
+                    f"{self.shm.capacity}-byte region (raise shared_memory_size)"
+                )
+            self._slot["state_overflow"] = needed
+            return
+        self.shm.publish(self._current_matrix())
+        self._slot["state_overflow"] = 0
 
     def on_start(self) -> None:
         if self.shm is not None and self.options.role != "main":

@@ -310,6 +310,11 @@ class Agent:
         self.log(f"hot_reload of {name}: new code active (previous kept for rollback)")
         return {"ok": True}
 
+    @property
+    def ready(self) -> bool:
+        """``ready`` was sent: start-up (and any restore) is over."""
+        return self._ready_sent
+
     def _send_ready(self) -> None:
         if not self._ready_sent:
             self._ready_sent = True

@@ -22,12 +22,14 @@ import msgpack
 from loguru import logger
 
 from osup_mp.agent_states import AgentState
+from osup_mp.codec import HEADER
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller
 
 if TYPE_CHECKING:
     from osup_mp.agent_manager.manager import AgentManager
 
+_PAGE = 50_000  # WAL entries per read_after reply
 Action = Callable[[int | None], None]  # called with the covering LSN, or None if the agent died
 
 
@@ -195,7 +197,10 @@ class Durability:
     def plan(self) -> dict[str, Any] | None:
         """For a new agent generation: the newest valid checkpoint (or the pinned one) and
         every WAL entry after its LSN; None when there is nothing to restore. Raises
-        CallError when the vault or the WAL cannot answer (starting empty would lose data)."""
+        CallError when the vault or the WAL cannot answer (starting empty would lose data).
+
+        Entries stay the MessagePack bytes the WAL stored (CRC-checked there): they are
+        spliced into the restore frames as they are, never decoded and re-encoded here."""
         self._sent = self._acked = 0
         if not self.durable:
             return None
@@ -204,8 +209,15 @@ class Durability:
         request = ("load", pinned) if pinned else ("latest",)
         checkpoint = host.peer("vault").call(request, timeout=30.0)
         lsn = checkpoint["lsn"] if checkpoint else 0
-        entries = host.peer("wal").call(("read_after", lsn), timeout=60.0)
-        self.applied_lsn = entries[-1][0] if entries else lsn
+        entries: list[bytes] = []
+        cursor = lsn
+        while True:  # paged: one reply never has to hold the whole tail
+            page = host.peer("wal").call(("read_after", cursor, _PAGE), timeout=60.0)
+            entries += [payload for _lsn, payload in page]
+            cursor = page[-1][0] if page else cursor
+            if len(page) < _PAGE:
+                break
+        self.applied_lsn = cursor
         self._since_checkpoint = len(entries)
         if checkpoint is None and not entries:
             return None
@@ -220,39 +232,49 @@ class Durability:
             "checkpoint_id": checkpoint["id"] if checkpoint else None,
             "snapshot": checkpoint["snapshot"] if checkpoint else None,
             "lsn": lsn,
-            "entries": [entry for _lsn, entry in entries],
+            "entries": entries,
         }
 
     def send_restore(self, restore: dict[str, Any]) -> None:
         """One ``restore`` frame, continued by more when the WAL tail exceeds a frame."""
+        packer = msgpack.Packer(use_bin_type=True)
         budget = self.host.cfg.agent.max_frame // 2
-        snapshot_size = len(msgpack.packb(restore["snapshot"], use_bin_type=True))
-        if snapshot_size > budget:
+        first = {
+            "type": "restore",
+            "checkpoint_id": restore["checkpoint_id"],
+            "snapshot": restore["snapshot"],
+            "lsn": restore["lsn"],
+        }
+        head = packer.pack_map_header(len(first) + 2) + b"".join(
+            packer.pack(k) + packer.pack(v) for k, v in first.items()
+        )
+        if len(head) > budget:
             raise CallError(
-                f"checkpoint {restore['checkpoint_id']} is {snapshot_size} bytes: "
+                f"checkpoint {restore['checkpoint_id']} is {len(head)} bytes: "
                 f"more than half of [agent] max_frame ({budget * 2}); raise it"
             )
-        chunks: list[list[Any]] = [[]]
-        size = snapshot_size  # the first frame carries the snapshot too
-        for entry in restore["entries"]:
-            entry_size = len(msgpack.packb(entry, use_bin_type=True))
-            if chunks[-1] and size + entry_size > budget:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(entry)
-            size += entry_size
-        for index, chunk in enumerate(chunks):
-            msg: dict[str, Any] = {
-                "type": "restore",
-                "wal_entries": chunk,
-                "more": index < len(chunks) - 1,
-            }
-            if index == 0:
-                msg.update(
-                    checkpoint_id=restore["checkpoint_id"],
-                    snapshot=restore["snapshot"],
-                    lsn=restore["lsn"],
+        later = packer.pack_map_header(4) + packer.pack("type") + packer.pack("restore")
+        later += packer.pack("continue") + packer.pack(True)
+        entries: list[bytes] = restore["entries"]
+        start = 0
+        while True:
+            prefix = head if start == 0 else later
+            size, stop = len(prefix), start
+            while stop < len(entries) and (stop == start or size + len(entries[stop]) <= budget):
+                size += len(entries[stop])
+                stop += 1
+            more = stop < len(entries)
+            body = b"".join(
+                (
+                    prefix,
+                    packer.pack("more"),
+                    packer.pack(more),
+                    packer.pack("wal_entries"),
+                    packer.pack_array_header(stop - start),
+                    *entries[start:stop],
                 )
-            else:
-                msg["continue"] = True
-            self.host.send_agent(msg)
+            )
+            self.host.send_agent_raw(HEADER.pack(len(body)) + body)
+            if not more:
+                return
+            start = stop

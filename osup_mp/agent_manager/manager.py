@@ -439,6 +439,10 @@ class AgentManager(Component):
         """Queue a frame for the agent; it leaves at the end of the loop wake-up."""
         self.pipes.queue(msg)
 
+    def send_agent_raw(self, frame: bytes) -> None:
+        """Queue an already framed message (restore frames built from stored entries)."""
+        self.pipes.out += frame
+
     def _flush(self) -> None:
         proc = self.proc
         if not self.pipes.out or proc is None or proc.stdin is None:

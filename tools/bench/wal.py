@@ -66,7 +66,6 @@ import argparse
 import contextlib
 import functools
 import gc
-import importlib
 import itertools
 import json
 import multiprocessing
@@ -96,9 +95,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from osup_mp.agent.reference import MemoryAgent
 from osup_mp.agent.sdk import AgentOptions
-from osup_mp.agent_manager import AgentManager
+from osup_mp.agent_manager.durability import Durability
 from osup_mp.client import Client, ClientError
-from osup_mp.codec import FrameDecoder, unpack_payload
+from osup_mp.codec import FrameDecoder
 from osup_mp.config import Config, load_config
 from osup_mp.memory_vault import MemoryVault
 from osup_mp.runtime.component import Caller, Component
@@ -872,10 +871,7 @@ def _wal_process(root: Path, cfg: Config, stages: _Stages) -> bytes:
         )
     finally:
         wal.close()
-    entries = stages.run(
-        "wal: unpack_payload per entry",
-        lambda: [(r.lsn, unpack_payload(r.payload, max_frame=1 << 30)) for r in records],
-    )
+    entries = [(r.lsn, r.payload) for r in records]  # served as stored: no decoding
     reply: bytes = stages.run(
         "wal: pickle.dumps of the reply (channel)",
         pickle.dumps,
@@ -903,18 +899,11 @@ def _vault_process(root: Path, cfg: Config, stages: _Stages) -> bytes:
 
 
 def _restore_sender(cfg: Config) -> tuple[Callable[[dict[str, Any]], None], bytearray]:
-    """The agent manager's own restore packing (``send_restore``), run on a stand-in host
-    whose queued frames land in the returned buffer."""
-    host: Any = types.SimpleNamespace(cfg=cfg, _out=bytearray())
-    manager: Any = AgentManager  # either layout of the agent manager
-    send_agent = manager.send_agent if hasattr(manager, "send_agent") else manager._send
-    host.send_agent = host._send = lambda msg: send_agent(host, msg)
-    try:
-        durability: Any = importlib.import_module("osup_mp.agent_manager.durability")
-    except ImportError:  # the single-module agent manager
-        send_restore = manager._send_restore
-        return (lambda restore: send_restore(host, restore)), host._out
-    return durability.Durability(host, durable=True).send_restore, host._out
+    """The agent manager's own restore framing (``Durability.send_restore``), run on a
+    stand-in host whose queued frames land in the returned buffer."""
+    out = bytearray()
+    host: Any = types.SimpleNamespace(cfg=cfg, send_agent_raw=out.extend)
+    return Durability(host, durable=True).send_restore, out
 
 
 def _manager_process(cfg: Config, vault_reply: bytes, wal_reply: bytes, stages: _Stages) -> bytes:
@@ -926,12 +915,10 @@ def _manager_process(cfg: Config, vault_reply: bytes, wal_reply: bytes, stages: 
         "checkpoint_id": checkpoint["id"],
         "snapshot": checkpoint["snapshot"],
         "lsn": checkpoint["lsn"],
-        "entries": [entry for _lsn, entry in entries],
+        "entries": [payload for _lsn, payload in entries],
     }
     send_restore, out = _restore_sender(cfg)
-    stages.run(
-        "manager: send_restore (msgpack per entry for sizes + frames)", send_restore, restore
-    )
+    stages.run("manager: send_restore (stored entries spliced into frames)", send_restore, restore)
     return bytes(out)
 
 
@@ -956,9 +943,7 @@ def _agent_process(cfg: Config, frames: bytes, stages: _Stages) -> tuple[int, in
             agent._on_restore(msg)
 
     stages.run("agent: restore + apply_wal per entry", apply)
-    stages.run(
-        "agent: embedding matrix in after_batch (before ready leaves)", agent._current_matrix
-    )
+    stages.run("agent: embedding matrix (first search or publish)", agent._current_matrix)
     return len(messages), len(agent.blocks)
 
 
