@@ -30,6 +30,18 @@ if TYPE_CHECKING:
     from osup_mp.agent_manager.manager import AgentManager
 
 _PAGE = 50_000  # WAL entries per read_after reply
+
+
+class _Batch:
+    """One append in flight: the agent's refs, then the WAL's answer."""
+
+    __slots__ = ("refs", "result")
+
+    def __init__(self, refs: list[Any]) -> None:
+        self.refs = refs
+        self.result: tuple[bool, Any] | None = None
+
+
 Action = Callable[[int | None], None]  # called with the covering LSN, or None if the agent died
 
 
@@ -44,6 +56,8 @@ class Durability:
         self._batch: list[Any] = []
         self._refs: list[Any] = []
         self._barriers: deque[tuple[int, Action]] = deque()
+        self._in_flight: deque[_Batch] = deque()  # appends sent, in order
+        self._failed = False  # an append of this agent generation was lost
         self._waiters: deque[Caller] = deque()
         self._asked = 0.0
         self._since_checkpoint = 0
@@ -85,30 +99,50 @@ class Durability:
         """Forward this wake-up's entries to the WAL as one append."""
         if not self._batch:
             return
-        entries, refs = self._batch, self._refs
+        batch = _Batch(self._refs)
+        entries = self._batch
         self._batch, self._refs = [], []
+        self._in_flight.append(batch)
         generation = self.host.generation
         self.host.peer("wal").call_async(
             ("append", entries),
-            lambda ok, value: self._on_ack(generation, refs, ok, value),
+            lambda ok, value: self._on_result(generation, batch, ok, value),
             timeout=60.0,
         )
 
-    def _on_ack(self, generation: int, refs: list[Any], ok: bool, value: Any) -> None:
+    def _on_result(self, generation: int, batch: _Batch, ok: bool, value: Any) -> None:
+        """Results are applied in the order the batches were sent, whatever order they come
+        back in (a WAL restart puts later batches on a new connection): an entry counts as
+        durable only when every entry before it is."""
+        if generation != self.host.generation or self._failed:
+            return  # that agent is gone (or going); its durable entries are replayed
+        batch.result = (ok, value)
+        while self._in_flight and self._in_flight[0].result is not None:
+            head = self._in_flight.popleft()
+            assert head.result is not None
+            done, lsns = head.result
+            if not done:
+                self._fail(lsns)
+                return
+            self._acknowledge(head.refs, lsns)
+
+    def _fail(self, error: Any) -> None:
+        # Nothing after a lost batch may be called durable: fail what waits, replace the agent.
+        self._failed = True
         host = self.host
-        if generation != host.generation:
-            return  # that agent is gone; its durable entries are replayed into the next one
-        if not ok:
-            logger.critical("agent {}: WAL append failed: {}", host.instance_id, value)
-            host.kill_for(f"its WAL entries could not be made durable: {value}")
-            return
-        for lsn, ref in zip(value, refs, strict=True):
+        logger.critical("agent {}: WAL append failed: {}", host.instance_id, error)
+        self.agent_gone()
+        host.kill_for(f"its WAL entries could not be made durable: {error}")
+
+    def _acknowledge(self, refs: list[Any], lsns: list[int]) -> None:
+        host = self.host
+        for lsn, ref in zip(lsns, refs, strict=True):
             self.applied_lsn = lsn
             self._acked += 1
             host.send_agent({"type": "wal_ack", "seq": lsn, "ref": ref})
             while self._barriers and self._barriers[0][0] <= self._acked:
                 self._barriers.popleft()[1](lsn)
-        self._since_checkpoint += len(value)
+        self._since_checkpoint += len(lsns)
         every = host.cfg.vault.checkpoint_wal_entries
         if every and self._since_checkpoint >= every:
             self.request_checkpoint()
@@ -202,6 +236,8 @@ class Durability:
         Entries stay the MessagePack bytes the WAL stored (CRC-checked there): they are
         spliced into the restore frames as they are, never decoded and re-encoded here."""
         self._sent = self._acked = 0
+        self._in_flight.clear()
+        self._failed = False
         if not self.durable:
             return None
         host = self.host

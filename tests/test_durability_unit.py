@@ -1,0 +1,76 @@
+"""The manager's durability bookkeeping in isolation: acknowledgements follow send order."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+from osup_mp.agent_manager.durability import Durability
+from osup_mp.agent_states import AgentState
+from osup_mp.config import load_config
+
+
+class FakeWal:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, Any]] = []
+
+    def call_async(self, request: Any, callback: Any, timeout: float) -> None:
+        self.calls.append((request, callback))
+
+
+def make() -> tuple[Durability, Any, FakeWal]:
+    wal = FakeWal()
+    host: Any = types.SimpleNamespace(
+        cfg=load_config(None, "test"),
+        instance_id="main",
+        generation=1,
+        state=AgentState.RUNNING,
+        sent=[],
+        killed=[],
+    )
+    host.peer = lambda name: wal
+    host.send_agent = host.sent.append
+    host.kill_for = host.killed.append
+    return Durability(host, durable=True), host, wal
+
+
+def test_a_later_batch_never_vouches_for_a_lost_earlier_one() -> None:
+    d, host, wal = make()
+    released: list[Any] = []
+    d.log_entry({"op": 1}, ref=1)
+    d.flush()  # batch 1
+    d.after_wal(released.append)  # a response that needs batch 1
+    d.log_entry({"op": 2}, ref=2)
+    d.flush()  # batch 2 (say, on a new connection after a WAL restart)
+    (_, first), (_, second) = wal.calls
+    second(True, [11])  # batch 2 answers first ...
+    assert released == []  # ... but batch 1 is not known durable: nothing released
+    first(False, "wal exited")  # batch 1 was lost
+    assert released == [None]  # the waiting response fails
+    assert host.killed and "could not be made durable" in host.killed[0]
+    assert not any(m.get("seq") == 11 for m in host.sent)  # and nothing is acknowledged
+
+
+def test_results_in_order_release_in_order() -> None:
+    d, host, wal = make()
+    released: list[Any] = []
+    d.log_entry({"op": 1}, ref="a")
+    d.flush()
+    d.after_wal(released.append)
+    d.log_entry({"op": 2}, ref="b")
+    d.flush()
+    d.after_wal(released.append)
+    (_, first), (_, second) = wal.calls
+    second(True, [6])
+    assert released == []
+    first(True, [5])
+    assert released == [5, 6]
+    assert [m["seq"] for m in host.sent if m["type"] == "wal_ack"] == [5, 6]
+    assert d.applied_lsn == 6 and d.settled
+
+
+def test_non_map_entries_are_refused() -> None:
+    d, host, wal = make()
+    d.log_entry("text", ref=3)
+    assert wal.calls == [] and d.settled
+    assert host.sent[0]["error"].endswith("must be a map") and host.sent[0]["ref"] == 3
