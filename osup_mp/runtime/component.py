@@ -112,8 +112,11 @@ class Component:
         logger.warning("{}: unexpected cast {!r}", self.name, request)
 
     def handle_info(self, msg: Any) -> None:
-        """Handle a timer message or any other message that is not a call or cast."""
-        logger.debug("{}: unexpected info {!r}", self.name, msg)
+        """Handle a timer message or any other message that is not a call or cast.
+        ``("peer_down", name)`` says a component this one called has exited (its next call
+        reconnects); components that care override this."""
+        if not (isinstance(msg, tuple) and msg and msg[0] == "peer_down"):
+            logger.debug("{}: unexpected info {!r}", self.name, msg)
 
     def terminate(self, reason: str) -> None:
         """Release resources; called on every exit the process survives to see."""
