@@ -275,10 +275,18 @@ def pack(
     ``strict=False`` skips the walk over nested values — for hot paths that
     relay data which came out of the strict decoder and so is known to pass.
     """
-    limit = _check_max_frame(max_frame)
-    if not isinstance(msg, Mapping):
+    # Fast paths first (this runs once per message on every hop): exact int, exact dict.
+    if type(max_frame) is int and 0 < max_frame <= _MAX_LENGTH:
+        limit = max_frame
+    else:
+        limit = _check_max_frame(max_frame)
+    obj: dict[Any, Any]
+    if type(msg) is dict:
+        obj = msg
+    elif isinstance(msg, Mapping):
+        obj = dict(msg)
+    else:
         raise BadMessage(f"message must be a mapping, not {_kind(msg)}")
-    obj: dict[Any, Any] = msg if isinstance(msg, dict) else dict(msg)
     packer = _packer()
     try:
         payload: bytes = packer.pack(obj)
