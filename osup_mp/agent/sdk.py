@@ -107,6 +107,7 @@ class Agent:
         self.modules = {}
         self._previous: dict[str, types.ModuleType] = {}
         self._out = bytearray()
+        self._rbuf = bytearray(_READ_SIZE)
         self._decoder = FrameDecoder(max_frame=self.options.max_frame, require_type=True)
         self._window = _Window()
         self._stop = False
@@ -225,13 +226,13 @@ class Agent:
     def _read_input(self) -> bool:
         """Handle everything readable; False at EOF (the manager is gone)."""
         try:
-            data = os.read(self._in_fd, _READ_SIZE)
+            size = os.readv(self._in_fd, [self._rbuf])  # reused: no 256 KiB bytes per read
         except BlockingIOError:
             return True
-        if not data:
+        if not size:
             return False
         try:
-            messages = self._decoder.feed(data)
+            messages = self._decoder.feed(memoryview(self._rbuf)[:size])
         except FrameError as exc:
             self.log(f"malformed frame from the manager: {exc}")
             raise SystemExit(2) from exc

@@ -23,6 +23,8 @@ class AgentPipes:
         self.out = bytearray()
         self._err = bytearray()
         self.stderr_tail: deque[str] = deque(maxlen=5)
+        self._rbuf = bytearray(_READ)
+        self._rview = memoryview(self._rbuf)
 
     def reset(self) -> None:
         self.decoder = FrameDecoder(max_frame=self.max_frame, require_type=True)
@@ -47,18 +49,18 @@ class AgentPipes:
         messages: list[dict[str, Any]] = []
         while True:
             try:
-                data = os.read(fd, _READ)
+                size = os.readv(fd, [self._rbuf])  # reused buffer: no 256 KiB bytes per read
             except BlockingIOError:
                 return messages, None, False
             except OSError:
-                data = b""
-            if not data:
+                size = 0
+            if not size:
                 return messages, None, True
             try:
-                messages += self.decoder.feed(data)
+                messages += self.decoder.feed(self._rview[:size])
             except FrameError as exc:
                 return messages + getattr(exc, "messages", []), str(exc), True
-            if len(data) < _READ:
+            if size < _READ:
                 return messages, None, False
 
     def read_stderr(self, fd: int | None, *, final: bool = False) -> list[str]:

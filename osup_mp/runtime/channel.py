@@ -52,7 +52,17 @@ def channel_pair() -> tuple[Channel, Channel]:
 class Channel:
     """One end of a framed, batched, non-blocking message pipe."""
 
-    __slots__ = ("_consumed", "_fd_marks", "_fileno", "_in", "_out", "closed", "sock")
+    __slots__ = (
+        "_consumed",
+        "_fd_marks",
+        "_fileno",
+        "_in",
+        "_out",
+        "_rbuf",
+        "_rview",
+        "closed",
+        "sock",
+    )
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -64,6 +74,8 @@ class Channel:
         self._consumed = 0
         self._out = bytearray()
         self._in = bytearray()
+        self._rbuf = bytearray(_READ_SIZE)
+        self._rview = memoryview(self._rbuf)
         self._fileno = sock.fileno()
 
     @classmethod
@@ -135,22 +147,24 @@ class Channel:
         """Everything that has arrived, decoded; sets :attr:`closed` at EOF."""
         while not self.closed:
             try:
-                data, anc, _flags, _addr = self.sock.recvmsg(_READ_SIZE, _ANCILLARY)
+                # Into one reused buffer: a fresh 256 KiB bytes per read would cost an
+                # mmap/munmap pair on every message.
+                size, anc, _flags, _addr = self.sock.recvmsg_into([self._rbuf], _ANCILLARY)
             except BlockingIOError:
                 break
             except (ConnectionResetError, OSError):
                 self._mark_closed()
                 break
-            if not data:
+            if not size:
                 self._mark_closed()
                 break
-            self._in += data
+            self._in += self._rview[:size]
             for level, kind, payload in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds = array.array("i")
                     fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
                     self._fd_marks.append((self._consumed + len(self._in), list(fds)))
-            if len(data) < _READ_SIZE and not anc:
+            if size < _READ_SIZE and not anc:
                 break  # drained: skip the extra recv that would only say EAGAIN
         return self._decode()
 
@@ -159,19 +173,20 @@ class Channel:
         out: list[Any] = []
         pos = 0
         end = len(buf)
-        while end - pos >= 4:
-            (size,) = _HEADER.unpack_from(buf, pos)
-            if size > MAX_MESSAGE:
-                raise ValueError(f"channel frame of {size} bytes exceeds {MAX_MESSAGE}")
-            if end - pos - 4 < size:
-                break
-            msg = pickle.loads(buf[pos + 4 : pos + 4 + size])
-            pos += 4 + size
-            marks = self._fd_marks
-            if marks and marks[0][0] <= self._consumed + pos:
-                # Descriptors ride on tuple messages and arrive appended as a last element.
-                msg = (*msg, marks.popleft()[1])
-            out.append(msg)
+        with memoryview(buf) as view:  # frames are unpickled in place, not copied out first
+            while end - pos >= 4:
+                (size,) = _HEADER.unpack_from(buf, pos)
+                if size > MAX_MESSAGE:
+                    raise ValueError(f"channel frame of {size} bytes exceeds {MAX_MESSAGE}")
+                if end - pos - 4 < size:
+                    break
+                msg = pickle.loads(view[pos + 4 : pos + 4 + size])
+                pos += 4 + size
+                marks = self._fd_marks
+                if marks and marks[0][0] <= self._consumed + pos:
+                    # Descriptors ride on tuple messages and arrive appended as a last element.
+                    msg = (*msg, marks.popleft()[1])
+                out.append(msg)
         if pos:
             del buf[:pos]
             self._consumed += pos

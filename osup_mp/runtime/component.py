@@ -30,7 +30,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from loguru import logger
 
@@ -43,9 +43,9 @@ NOREPLY: Any = object()
 NORMAL_REASONS = frozenset({"normal", "shutdown"})
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who to answer: the channel a call came on and its correlation id."""
+class Caller(NamedTuple):
+    """Who to answer: the channel a call came on and its correlation id. (A named tuple:
+    one is made per call received, so it must be cheap.)"""
 
     channel: Channel
     call_id: int
