@@ -45,6 +45,7 @@ import json
 import math
 import multiprocessing
 import os
+import select
 import shutil
 import signal
 import statistics
@@ -168,10 +169,14 @@ class BenchDriver(Component):
             mux.call_async(("echo", sent), on_reply)
             sent += 1
         while done < total:
-            channel.flush()
-            if not channel.wait_readable(10.0):
+            # Output may not all fit the socket at once: wait for room or for answers.
+            flushed = channel.flush()
+            fd = channel.fileno()
+            readable, writable, _ = select.select([fd], [] if flushed else [fd], [], 10.0)
+            if not readable and not writable:
                 raise RuntimeError(f"pipelined: no reply for 10 s ({done}/{total} answered)")
-            mux.dispatch(channel.receive())
+            if readable:
+                mux.dispatch(channel.receive())
             if channel.closed and done < total:
                 raise RuntimeError("pipelined: echo connection closed")
             mux.expire()

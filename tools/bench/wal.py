@@ -72,6 +72,7 @@ import multiprocessing
 import os
 import pickle
 import re
+import select
 import shutil
 import signal
 import statistics
@@ -258,10 +259,14 @@ class AppendDriver(Component):
         while sent < window:
             issue()
         while done < sent:
-            channel.flush()
-            if not channel.wait_readable(10.0):
+            # Output may not all fit the socket at once: wait for room or for answers.
+            flushed = channel.flush()
+            fd = channel.fileno()
+            readable, writable, _ = select.select([fd], [] if flushed else [fd], [], 10.0)
+            if not readable and not writable:
                 raise RuntimeError(f"append: no ack for 10 s ({done}/{sent} answered)")
-            mux.dispatch(channel.receive())
+            if readable:
+                mux.dispatch(channel.receive())
             if channel.closed and done < sent:
                 raise RuntimeError("append: the wal connection closed")
             mux.expire()
