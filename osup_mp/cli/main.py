@@ -52,3 +52,4 @@ for module in (
 ):
     main.add_command(module.command)
 main.add_command(shadow.hot_reload)
+main.add_command(shadow.agent_restart)

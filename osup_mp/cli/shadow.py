@@ -1,4 +1,4 @@
-"""``osup-mp shadow start|stop|list`` and ``osup-mp hot-reload``: agent instances by id."""
+"""``osup-mp shadow start|stop|list``, ``hot-reload`` and ``agent-restart``: agents by id."""
 
 from __future__ import annotations
 
@@ -58,6 +58,16 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     for a in agents:
         reason = a.get("last_kill_reason") or a.get("fatal_reason") or ""
         click.echo(f"{a['id']:<16} {a['state']:<9} pid {a['pid'] or '-':<8} {reason}")
+
+
+@click.command("agent-restart")
+@click.option("--id", "instance_id", default="main", show_default=True, help="Agent instance.")
+@click.pass_context
+def agent_restart(ctx: click.Context, instance_id: str) -> None:
+    """Restart one agent process (its manager stays), with a fresh failure count: brings a
+    FATAL agent back once its cause is fixed. The main agent restores its state as usual."""
+    request(load(ctx), "agent_restart", timeout=60.0, id=instance_id)
+    click.echo(f"agent {instance_id} restarting")
 
 
 @click.command("hot-reload")
