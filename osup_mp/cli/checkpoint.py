@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from osup_mp.cli.common import load, request
+from osup_mp.cli.common import load, request, to_json
 
 
 @click.group("checkpoint")
@@ -17,13 +17,7 @@ def command() -> None:
 
 
 def _show(data: Any, as_json: bool) -> None:
-    click.echo(json.dumps(data, indent=2, default=_plain) if as_json else _text(data))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray):
-        return f"<{len(value)} bytes>"
-    raise TypeError(type(value).__name__)
+    click.echo(to_json(data) if as_json else _text(data))
 
 
 def _text(meta: dict[str, Any]) -> str:

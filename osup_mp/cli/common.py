@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, NoReturn
 
@@ -13,6 +14,17 @@ from osup_mp.config import Config, ConfigError, load_config, resolve_config_path
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
+
+
+def to_json(data: Any, *, indent: int | None = 2) -> str:
+    """JSON for people: binary values (embeddings, snapshots) shown as ``<N bytes>``."""
+    return json.dumps(data, indent=indent, default=_bytes_note)
+
+
+def _bytes_note(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes>"
+    raise TypeError(f"cannot show {type(value).__name__} as JSON")
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import click
 
-from osup_mp.cli.common import load, request
+from osup_mp.cli.common import load, request, to_json
 
 
 @click.group("wal")
 def command() -> None:
     """Inspect the write-ahead log of the running tree (offline: tools/wal_dump.py)."""
-
-
-def _json(data: Any) -> str:
-    return json.dumps(data, indent=2, default=lambda v: f"<{len(v)} bytes>")
 
 
 @command.command("stats")
@@ -26,7 +19,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     """Segments, LSN range, size, fsync policy and counters."""
     data = request(load(ctx), "wal_stats")
     if as_json:
-        click.echo(_json(data))
+        click.echo(to_json(data))
         return
     click.echo(
         f"{data['dir']}: {data['entries']} entries in {data['segments']} segment(s), "
@@ -48,13 +41,13 @@ def tail(ctx: click.Context, count: int, as_json: bool) -> None:
     """The last N entries."""
     records = request(load(ctx), "wal_tail", n=count)
     if as_json:
-        click.echo(_json(records))
+        click.echo(to_json(records))
         return
     for r in records:
         entry = r["entry"]
         op = entry.get("operation", "?") if isinstance(entry, dict) else "?"
         params = entry.get("params", entry) if isinstance(entry, dict) else entry
-        text = json.dumps(params, default=lambda v: f"<{len(v)} bytes>")
+        text = to_json(params, indent=None)
         click.echo(f"{r['lsn']:>10}  {op}  {text[:200]}")
 
 
@@ -65,7 +58,7 @@ def verify(ctx: click.Context, as_json: bool) -> None:
     """Check every record's CRC and LSN; exit 1 on a problem."""
     data = request(load(ctx), "wal_verify", timeout=180.0)
     if as_json:
-        click.echo(_json(data))
+        click.echo(to_json(data))
     else:
         for f in data["files"]:
             click.echo(
