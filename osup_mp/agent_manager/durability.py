@@ -154,6 +154,12 @@ class Durability:
         else:
             self._barriers.append((self._sent, action))
 
+    def new_generation(self) -> None:
+        """A new agent process: counting of its entries starts over."""
+        self._sent = self._acked = 0
+        self._in_flight.clear()
+        self._failed = False
+
     def agent_gone(self) -> None:
         """The agent exited: what waited for its entries will never be released."""
         barriers, self._barriers = self._barriers, deque()
@@ -235,9 +241,6 @@ class Durability:
 
         Entries stay the MessagePack bytes the WAL stored (CRC-checked there): they are
         spliced into the restore frames as they are, never decoded and re-encoded here."""
-        self._sent = self._acked = 0
-        self._in_flight.clear()
-        self._failed = False
         if not self.durable:
             return None
         host = self.host

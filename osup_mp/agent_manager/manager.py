@@ -237,6 +237,7 @@ class AgentManager(Component):
     def _spawn(self) -> None:
         self._transition(S.STARTING)
         self.fail_reason = None
+        self.durability.new_generation()
         try:
             restore = self.durability.plan()
         except (CallError, KeyError) as exc:
