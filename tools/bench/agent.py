@@ -56,23 +56,17 @@ pipe writer by SIGKILL; ``/dev/shm`` is checked for leftovers of this run.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
-import json
-import multiprocessing
 import os
 import random
 import select
-import shutil
 import signal
-import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,17 +76,20 @@ from typing import Any
 import numpy as np
 import psutil
 
-# Runnable as ``python tools/bench/agent.py`` from a checkout without installing.
+# Runnable as ``python tools/bench/agent.py`` from a checkout without installing; the
+# second entry is for the helpers the bench scripts share (``_common.py`` beside this one).
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from osup_mp.client import Client, ClientError
+import _common
+from _common import BenchError, median, p90, unlink_shm, verdict
+
+from osup_mp.client import Client
 from osup_mp.codec import FrameDecoder, pack
-from osup_mp.config import Config, load_config
+from osup_mp.config import Config
 from osup_mp.runtime.procutil import resolve_executable, set_parent_death_signal
-from osup_mp.shm import SharedState, ShmError, SlotState
-from osup_mp.tree import MAIN_SLOT, run_tree
+from osup_mp.shm import SharedState, SlotState
 
-_FORK = multiprocessing.get_context("fork")
 WINDOW = 64  # requests in flight for the pipelined figures
 REQUEST: dict[str, Any] = {"op": "stats"}
 POLL = 0.0005  # s between shared-memory polls
@@ -121,106 +118,49 @@ FULL = Plan(2000, 20000, 3, 20, 5, 300, 3000, 200, 300, 3000)
 QUICK = Plan(300, 3000, 3, 5, 2, 50, 500, 50, 50, 500)
 
 
-class BenchError(RuntimeError):
-    """A measurement could not be taken."""
-
-
-_created_shm: list[str] = []  # every segment name this run made (and must remove)
-
-
-def _new_shm_name() -> str:
-    name = f"/{SHM_PREFIX}{uuid.uuid4().hex[:12]}"
-    _created_shm.append(name)
-    return name
-
-
-# ------------------------------------------------------------------ statistics helpers
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))
-
-
-def p90(values: list[float]) -> float:
-    if len(values) < 2:
-        return float(values[0])
-    return float(statistics.quantiles(values, n=10, method="inclusive")[-1])
+SHM = _common.ShmNames(SHM_PREFIX)  # every segment name this run made (and must remove)
 
 
 # ------------------------------------------------------------------ the tree
 
 
-def _tree_main(cfg: Config) -> None:
-    set_parent_death_signal(signal.SIGTERM)  # never outlive the bench
-    sys.exit(run_tree(cfg, stderr_log=False))
-
-
-class TreeProc:
-    """A tree run by ``run_tree`` in a forked process, in its own temporary directory."""
+class TreeProc(_common.ForkedTree):
+    """A tree run by ``run_tree`` in a forked process, in its own temporary directory; it
+    maps the segment as soon as it exists."""
 
     def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="osup_bench_agent_"))
-        self.shm_name = _new_shm_name()
+        tmp = Path(tempfile.mkdtemp(prefix="osup_bench_agent_"))
+        shm_name = SHM.new()
         overrides: dict[str, dict[str, Any]] = {
-            "o_supervisor": {
-                "shared_memory_name": self.shm_name,
-                "heartbeat_interval": 200,
-                "heartbeat_timeout": 1000,
-            },
+            "o_supervisor": {"heartbeat_interval": 200, "heartbeat_timeout": 1000},
             "supervisor": {"max_restarts": 100000, "max_seconds": 1},
             "agent": {"backoff_reset": 1},
         }
-        self.cfg = load_config(None, "test", cwd=self.tmp, overrides=overrides)
-        self.proc = _FORK.Process(target=_tree_main, args=(self.cfg,), name="osup-bench-tree")
-        self.shm: SharedState | None = None
-        self.seen: dict[int, psutil.Process] = {}
+        cfg = _common.tree_config("test", tmp, shm_name, overrides)
+        super().__init__(tmp, shm_name, cfg, stop_join=20.0)
         self.log_counts: dict[str, int] = {}
-
-    @property
-    def pid(self) -> int:
-        assert self.proc.pid is not None
-        return self.proc.pid
-
-    def request(self, command: str, timeout: float = 10.0, **args: Any) -> Any:
-        with Client.for_config(self.cfg, timeout=timeout) as client:
-            return client.request(command, **args)
 
     def data_client(self) -> Client:
         return Client(
             self.cfg.data_socket("main"), timeout=30.0, max_frame=self.cfg.agent.max_frame
         )
 
-    def start(self, timeout: float = 60.0) -> None:
-        self.proc.start()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.exitcode is not None:
-                raise BenchError(
-                    f"tree exited with status {self.proc.exitcode} before "
-                    f"answering ping (log: {self.cfg.log_file})"
-                )
-            # Map the segment the moment it is complete: a mapping outlives an unlink by
-            # anything else on the host (another test run's leak sweep, say).
-            if self.shm is None:
-                with contextlib.suppress(ShmError):
-                    self.shm = SharedState.attach(self.shm_name, writable=False)
-            try:
-                if self.shm is not None and self.request("ping", timeout=2.0) == "pong":
-                    break
-            except ClientError:
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(
-                    f"tree did not answer ping within {timeout:g}s"
-                    + ("" if self.shm else f" (segment {self.shm_name} never seen)")
-                )
-            time.sleep(0.005 if self.shm is None else 0.02)
-        self._remember_pids()
-        self.wait_running(old_generation=None, timeout=30.0)
+    def _up(self) -> bool:
+        # Map the segment the moment it is complete: a mapping outlives an unlink by
+        # anything else on the host (another test run's leak sweep, say).
+        return self.attach() and self.pings()
 
-    def slot(self) -> Any:
-        assert self.shm is not None
-        return self.shm.slot(MAIN_SLOT)
+    def _not_up(self, timeout: float) -> str:
+        return f"tree did not answer ping within {timeout:g}s" + (
+            "" if self.shm else f" (segment {self.shm_name} never seen)"
+        )
+
+    def _poll(self) -> float:
+        return 0.005 if self.shm is None else 0.02
+
+    def start(self, timeout: float = 60.0) -> None:
+        super().start(timeout)
+        self.wait_running(old_generation=None, timeout=30.0)
 
     def agent(self) -> tuple[int, int]:
         """(pid, generation) of the main agent, from slot 0."""
@@ -254,47 +194,14 @@ class TreeProc:
                 )
             time.sleep(POLL)
 
-    def _remember_pids(self) -> None:
-        with contextlib.suppress(psutil.Error):
-            for proc in psutil.Process(self.pid).children(recursive=True):
-                self.seen.setdefault(proc.pid, proc)
-
-    def remember(self, pid: int) -> None:
-        if pid > 0:
+    def _before_stop(self) -> None:
+        for proc in self.seen.values():  # a SIGSTOPped agent would delay the stop
             with contextlib.suppress(psutil.Error):
-                self.seen.setdefault(pid, psutil.Process(pid))
+                if proc.is_running() and proc.status() == psutil.STATUS_STOPPED:
+                    proc.resume()
 
-    def stop(self) -> None:
-        """Stop via the control socket, then SIGTERM, then SIGKILL; remove the temp dir."""
-        try:
-            if self.shm is not None:
-                self.shm.close()
-                self.shm = None
-            if self.proc.pid is not None:
-                self._remember_pids()
-                for proc in self.seen.values():  # a SIGSTOPped agent would delay the stop
-                    with contextlib.suppress(psutil.Error):
-                        if proc.is_running() and proc.status() == psutil.STATUS_STOPPED:
-                            proc.resume()
-                if self.proc.exitcode is None:
-                    with contextlib.suppress(ClientError):
-                        self.request("stop", timeout=5.0)
-                    self.proc.join(20.0)
-                if self.proc.exitcode is None:
-                    os.kill(self.pid, signal.SIGTERM)
-                    self.proc.join(10.0)
-                if self.proc.exitcode is None:
-                    os.kill(self.pid, signal.SIGKILL)
-                    self.proc.join(5.0)
-                for proc in self.seen.values():  # processes that outlived their supervisor
-                    # is_running() also checks the create time, so a reused pid is left alone.
-                    with contextlib.suppress(psutil.Error):
-                        if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                            proc.kill()
-            self.log_counts = self._scan_log()
-        finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            _unlink_shm(self.shm_name)
+    def _after_stop(self) -> None:
+        self.log_counts = self._scan_log()
 
     def _scan_log(self) -> dict[str, int]:
         try:
@@ -310,21 +217,6 @@ class TreeProc:
                 "heartbeat timeout" in line and "restarting" in line for line in lines
             ),
         }
-
-
-@contextlib.contextmanager
-def running_tree() -> Iterator[TreeProc]:
-    tree = TreeProc()
-    try:
-        tree.start()
-        yield tree
-    finally:
-        tree.stop()
-
-
-def _unlink_shm(name: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(f"/dev/shm/{name.lstrip('/')}")
 
 
 # ------------------------------------------------------------------ directly spawned agents
@@ -743,7 +635,7 @@ def measure_shm(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
     rng = np.random.default_rng(7)
     big = rng.standard_normal(BIG, dtype=np.float32)
     small = rng.standard_normal(SMALL, dtype=np.float32)
-    name = _new_shm_name()
+    name = SHM.new()
     shm, _note = SharedState.create(name, STATE_SEGMENT_SIZE)
     try:
         shm.publish(big)
@@ -784,7 +676,7 @@ def measure_shm(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
                 }
     finally:
         shm.close()
-        _unlink_shm(name)
+        unlink_shm(name)
     return {
         "copy_us": copy_us,
         "view_us": view_us,
@@ -801,10 +693,10 @@ def measure_shm(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
 def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     progress("starting the tree")
-    with running_tree() as tree:
+    with _common.running(TreeProc()) as tree:
         cfg = tree.cfg
         o = cfg.o_supervisor
-        base_name = _new_shm_name()
+        base_name = SHM.new()
         base_shm, _ = SharedState.create(base_name, o.shared_memory_size)
         try:
             argv = agent_argv(cfg)
@@ -815,7 +707,7 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
             status = tree.request("status", timeout=10.0)
         finally:
             base_shm.close()
-            _unlink_shm(base_name)
+            unlink_shm(base_name)
     agents = status.get("agents") or [{}]
     progress("stopped the tree; shared-memory state")
     shm = measure_shm(plan, progress)
@@ -912,10 +804,6 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
     return figures
 
 
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def render(figures: dict[str, Any]) -> str:
     c, p, r, h, s, pub = (
         figures[k] for k in ("round_trip", "pipelined", "restart", "hang", "shm_read", "publish")
@@ -928,45 +816,45 @@ def render(figures: dict[str, Any]) -> str:
             "request round trip (1 in flight)",
             f"median {c['median_us']:.0f} us  p90 {c['p90_us']:.0f} us",
             f"direct pipes {c['baseline_direct_median_us']:.0f} us  ratio {c['ratio']:.2f}x",
-            f"target <= 2x: {_verdict(c['pass'])}",
+            f"target <= 2x: {verdict(c['pass'])}",
         ),
         (
             f"pipelined requests ({p['window']} in flight)",
             f"{p['req_per_s']:.0f} req/s",
             f"direct pipes {p['baseline_direct_req_per_s']:.0f}/s  ratio {p['ratio']:.2f}",
-            f"target >= 0.5: {_verdict(p['pass'])}",
+            f"target >= 0.5: {verdict(p['pass'])}",
         ),
         (
             "agent restart (SIGKILL -> RUNNING)",
             f"median {r['median_ms']:.1f} ms  p90 {r['p90_ms']:.1f} ms",
             f"spawn -> first frame {r['baseline_spawn_first_frame_ms']:.1f} ms"
             f"  ratio {r['ratio']:.2f}x",
-            f"target <= 1.5x: {_verdict(r['pass'])}",
+            f"target <= 1.5x: {verdict(r['pass'])}",
         ),
         (
             "hang detected (SIGSTOP -> killed)",
             f"max {h['detected_max_ms']:.0f} ms  (runs {runs_det})",
             f"timeout + interval {h['budget_ms']} ms",
-            f"target every run <= {h['budget_ms']} ms: {_verdict(h['pass_detected'])}",
+            f"target every run <= {h['budget_ms']} ms: {verdict(h['pass_detected'])}",
         ),
         (
             "hang replaced (SIGSTOP -> new RUNNING)",
             f"max {h['replaced_max_ms']:.0f} ms  (runs {runs_rep})",
             f"{h['budget_ms']} ms + start-up {h['startup_allowance_ms']:.0f} ms",
             f"target every run <= {h['budget_ms'] + h['startup_allowance_ms']:.0f} ms: "
-            f"{_verdict(h['pass_replaced'])}",
+            f"{verdict(h['pass_replaced'])}",
         ),
         (
             f"shm state read {mb:.1f} MB copy=False",
             f"median {s['copy_false_median_us']:.1f} us",
             f"pipe {s['baseline_pipe_median_us']:.0f} us  {s['speedup_copy_false']:.0f}x faster",
-            f"target >= 10x: {_verdict(s['pass'])}",
+            f"target >= 10x: {verdict(s['pass'])}",
         ),
         (
             f"shm state read {mb:.1f} MB copy=True",
             f"median {s['copy_true_median_us']:.0f} us",
             f"pipe {s['baseline_pipe_median_us']:.0f} us  {s['speedup_copy_true']:.1f}x faster",
-            f"(reported) >= 10x: {_verdict(s['pass_copy_true'])}",
+            f"(reported) >= 10x: {verdict(s['pass_copy_true'])}",
         ),
         (
             f"publish {pub['big_crc']['shape'][0]}x{pub['big_crc']['shape'][1]} "
@@ -983,10 +871,7 @@ def render(figures: dict[str, Any]) -> str:
             "(no target)",
         ),
     ]
-    widths = [max(len(row[k]) for row in rows) for k in range(3)]
-    lines = [
-        f"{a:<{widths[0]}}  {b:<{widths[1]}}  | {c_:<{widths[2]}}  {d}" for a, b, c_, d in rows
-    ]
+    lines = _common.table(rows)
     beats = [x["beat_age_at_stop_ms"] for x in h["runs"] if x["beat_age_at_stop_ms"] is not None]
     lines += [
         "",
@@ -1020,39 +905,18 @@ def render(figures: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
-
-    def progress(text: str) -> None:
-        if not args.json:
-            print(f"... {text}", file=sys.stderr, flush=True)
-
+    args = _common.parse_args(__doc__, argv)
+    leaked: list[str] = []
     started = time.perf_counter()
-    try:
-        figures = run(plan, progress)
-    except Exception as exc:
-        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    figures = _common.measure(
+        run, QUICK if args.quick else FULL, args, cleanup=lambda: leaked.extend(SHM.sweep())
+    )
+    if figures is None:
         return 2
-    finally:
-        leaked = [n for n in _created_shm if os.path.exists(f"/dev/shm/{n.lstrip('/')}")]
-        for name in leaked:
-            _unlink_shm(name)
-    figures["meta"] = {
-        "quick": args.quick,
-        "elapsed_s": round(time.perf_counter() - started, 2),
-        "cpus": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "shm_leaked": leaked,
-    }
-    if args.json:
-        print(json.dumps(figures, indent=None, sort_keys=True))
-    else:
-        print(render(figures))
-        if leaked:
-            print(f"warning: removed leaked /dev/shm segments {leaked}", file=sys.stderr)
+    figures["meta"] = _common.meta(args, started, os.cpu_count(), shm_leaked=leaked)
+    _common.emit(args, figures, render)
+    if leaked and not args.json:
+        print(f"warning: removed leaked /dev/shm segments {leaked}", file=sys.stderr)
     return 0
 
 

@@ -39,21 +39,16 @@ for leftovers.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import math
-import multiprocessing
 import os
 import select
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -61,16 +56,21 @@ from typing import Any
 
 import psutil
 
-# Runnable as ``python tools/bench/runtime.py`` from a checkout without installing.
+# Runnable as ``python tools/bench/runtime.py`` from a checkout without installing; the
+# second entry is for the helpers the bench scripts share (``_common.py`` beside this one).
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from osup_mp.client import Client, ClientError
-from osup_mp.config import Config, load_config
+import _common
+from _common import BenchError, median, p90, verdict
+
+from osup_mp.client import ClientError
 from osup_mp.runtime.component import Caller, Component
 from osup_mp.runtime.supervisor import ChildSpec, Restart
-from osup_mp.tree import SpecsFactory, child_specs, run_tree
+from osup_mp.tree import SpecsFactory, child_specs
 
-_FORK = multiprocessing.get_context("fork")
+_FORK = _common.FORK
+SHM = _common.ShmNames("osup_bench_")
 WINDOW = 100  # calls in flight for the pipelined figures
 
 
@@ -87,23 +87,6 @@ class Plan:
 
 FULL = Plan(50, 50, 20000, 100000, 5, 2.0, 10.0)
 QUICK = Plan(10, 10, 2000, 10000, 5, 2.0, 3.0)
-
-
-class BenchError(RuntimeError):
-    """A measurement could not be taken."""
-
-
-# ------------------------------------------------------------------ statistics helpers
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))
-
-
-def p90(values: list[float]) -> float:
-    if len(values) < 2:
-        return float(values[0])
-    return float(statistics.quantiles(values, n=10, method="inclusive")[-1])
 
 
 # ------------------------------------------------------------------ bench components
@@ -189,138 +172,31 @@ class BenchDriver(Component):
 # ------------------------------------------------------------------ trees
 
 
-def _tree_main(cfg: Config, specs: SpecsFactory | None) -> None:
-    sys.exit(run_tree(cfg, stderr_log=False, specs=specs))
-
-
-class TreeProc:
+class TreeProc(_common.ForkedTree):
     """A tree run by ``run_tree`` in a forked process, in its own temporary directory."""
 
-    def __init__(self, env: str, overrides: dict[str, dict[str, Any]], extra: bool) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="osup_bench_"))
+    def __init__(self, env: str, overrides: dict[str, dict[str, Any]], *, extra: bool) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix="osup_bench_"))
         try:
-            self._setup(env, overrides, extra)
+            shm_name = SHM.new()
+            cfg = _common.tree_config(env, tmp, shm_name, overrides)
+            specs: SpecsFactory | None = None
+            if extra:
+
+                def specs(shm: Any) -> list[ChildSpec]:
+                    return [
+                        *child_specs(cfg, shm),
+                        ChildSpec("echo", BenchEcho, Restart.PERMANENT, shutdown_timeout=2.0),
+                        ChildSpec("driver", BenchDriver, Restart.PERMANENT, shutdown_timeout=2.0),
+                    ]
+
+            super().__init__(tmp, shm_name, cfg, specs, die_with_bench=False, stop_join=15.0)
         except BaseException:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
 
-    def _setup(self, env: str, overrides: dict[str, dict[str, Any]], extra: bool) -> None:
-        self.shm_name = f"/osup_bench_{uuid.uuid4().hex[:12]}"
-        merged: dict[str, dict[str, Any]] = {"o_supervisor": {"shared_memory_name": self.shm_name}}
-        for section, values in overrides.items():
-            merged.setdefault(section, {}).update(values)
-        self.cfg = load_config(None, env, cwd=self.tmp, overrides=merged)
-        cfg = self.cfg
-        specs: SpecsFactory | None = None
-        if extra:
-
-            def specs(shm: Any) -> list[ChildSpec]:
-                return [
-                    *child_specs(cfg, shm),
-                    ChildSpec("echo", BenchEcho, Restart.PERMANENT, shutdown_timeout=2.0),
-                    ChildSpec("driver", BenchDriver, Restart.PERMANENT, shutdown_timeout=2.0),
-                ]
-
-        self.proc = _FORK.Process(
-            target=_tree_main, args=(cfg, specs), name="osup-bench-tree", daemon=False
-        )
-        self.seen: dict[int, psutil.Process] = {}
-        self.how_stopped = ""
-        self.exitcode: int | None = None
-        self.leftovers: list[int] = []  # pids that had to be killed after the tree stopped
-        self.shm_left = False
-
     def report(self) -> dict[str, Any]:
-        return {
-            "env": self.cfg.env,
-            "stopped_by": self.how_stopped,
-            "exit": self.exitcode,
-            "killed_leftovers": self.leftovers,
-            "shm_left_behind": self.shm_left,
-        }
-
-    @property
-    def pid(self) -> int:
-        assert self.proc.pid is not None
-        return self.proc.pid
-
-    def client(self, timeout: float = 10.0) -> Client:
-        return Client.for_config(self.cfg, timeout=timeout)
-
-    def request(self, command: str, timeout: float = 10.0, **args: Any) -> Any:
-        with self.client(timeout) as client:
-            return client.request(command, **args)
-
-    def start(self, timeout: float = 30.0) -> None:
-        self.proc.start()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.exitcode is not None:
-                raise BenchError(
-                    f"tree exited with status {self.proc.exitcode} before answering ping "
-                    f"(log: {self.cfg.log_file})"
-                )
-            try:
-                if self.request("ping", timeout=2.0) == "pong":
-                    break
-            except ClientError:
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"tree did not answer ping within {timeout:g}s")
-            time.sleep(0.02)
-        self._remember_pids()
-
-    def _remember_pids(self) -> None:
-        with contextlib.suppress(psutil.Error):
-            for proc in psutil.Process(self.pid).children(recursive=True):
-                self.seen.setdefault(proc.pid, proc)
-
-    def remember(self, pid: int) -> None:
-        with contextlib.suppress(psutil.Error):
-            self.seen.setdefault(pid, psutil.Process(pid))
-
-    def stop(self) -> None:
-        """Stop via the control socket, then SIGTERM, then SIGKILL; remove the temp dir."""
-        try:
-            if self.proc.pid is not None:
-                self.how_stopped = "control stop"
-                self._remember_pids()
-                if self.proc.exitcode is None:
-                    with contextlib.suppress(ClientError):
-                        self.request("stop", timeout=5.0)
-                    self.proc.join(15.0)
-                if self.proc.exitcode is None:
-                    self.how_stopped = "SIGTERM"
-                    os.kill(self.pid, signal.SIGTERM)
-                    self.proc.join(10.0)
-                if self.proc.exitcode is None:
-                    self.how_stopped = "SIGKILL"
-                    os.kill(self.pid, signal.SIGKILL)
-                    self.proc.join(5.0)
-                self.exitcode = self.proc.exitcode
-                for proc in self.seen.values():  # components that outlived their supervisor
-                    # is_running() also checks the create time, so a reused pid is left alone.
-                    with contextlib.suppress(psutil.Error):
-                        if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                            self.leftovers.append(proc.pid)
-                            proc.kill()
-        finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"/dev/shm/{self.shm_name.lstrip('/')}")
-                self.shm_left = True  # the tree did not remove its segment
-
-
-@contextlib.contextmanager
-def running_tree(
-    env: str, overrides: dict[str, dict[str, Any]], *, extra: bool
-) -> Iterator[TreeProc]:
-    tree = TreeProc(env, overrides, extra)
-    try:
-        tree.start()
-        yield tree
-    finally:
-        tree.stop()
+        return {"env": self.cfg.env, **super().report()}
 
 
 # ------------------------------------------------------------------ baselines
@@ -558,7 +434,7 @@ def _proc_label(proc: psutil.Process) -> str:
     """A descendant that is not a component (an agent): its program name."""
     try:
         cmd = proc.cmdline()
-        name = proc.name()
+        name = str(proc.name())
     except psutil.Error:
         return "?"
     if name.startswith("python") and len(cmd) > 1:
@@ -586,7 +462,7 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
     rtt: dict[str, dict[str, Any]] = {}
     rates: dict[str, list[float]] = {}
     trees: list[TreeProc] = []
-    with running_tree("test", bench_overrides, extra=True) as tree:
+    with _common.running(TreeProc("test", bench_overrides, extra=True)) as tree:
         trees.append(tree)
         for placement in where:
             progress(f"tree: calls, {placement.label}")
@@ -601,7 +477,7 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
         restart_ms = component_restart(tree, plan.restarts)
 
     progress("tree: idle CPU (shipped tree, prod config)")
-    with running_tree("prod", {}, extra=False) as tree:
+    with _common.running(TreeProc("prod", {}, extra=False)) as tree:
         trees.append(tree)
         idle = idle_cpu(tree, plan.idle_settle, plan.idle_window)
         telemetry_period_ms = tree.cfg.telemetry.period
@@ -661,10 +537,6 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
     return figures
 
 
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def render(figures: dict[str, Any]) -> str:
     r, i = figures["restart"], figures["idle_cpu"]
     rows = [
@@ -673,7 +545,7 @@ def render(figures: dict[str, Any]) -> str:
             f"median {r['median_ms']:.1f} ms  p90 {r['p90_ms']:.1f} ms",
             f"fork+first message {r['baseline_fork_first_message_ms']:.1f} ms"
             f"  ratio {r['ratio']:.2f}x",
-            f"target median <= 50 ms: {_verdict(r['pass'])}",
+            f"target median <= 50 ms: {verdict(r['pass'])}",
         )
     ]
     for key in ("1cpu", "2cpu"):
@@ -685,7 +557,7 @@ def render(figures: dict[str, Any]) -> str:
                 f"call round trip ({c['placement']})",
                 f"median {c['median_us']:.0f} us  p90 {c['p90_us']:.0f} us",
                 f"raw Pipe echo {c['baseline_raw_pipe_median_us']:.0f} us  ratio {c['ratio']:.2f}x",
-                f"target <= 1.5x: {_verdict(c['pass'])}",
+                f"target <= 1.5x: {verdict(c['pass'])}",
             )
         )
     for key in ("1cpu", "2cpu"):
@@ -697,7 +569,7 @@ def render(figures: dict[str, Any]) -> str:
                 f"pipelined calls ({p['window']} in flight, {p['placement']})",
                 f"{p['calls_per_s']:.0f} calls/s",
                 f"raw Pipe {p['baseline_raw_pipe_per_s']:.0f}/s  ratio {p['ratio']:.2f}",
-                f"target >= 0.5: {_verdict(p['pass'])}",
+                f"target >= 0.5: {verdict(p['pass'])}",
             )
         )
     rows.append(
@@ -706,49 +578,21 @@ def render(figures: dict[str, Any]) -> str:
             f"{i['percent_of_one_core']:.2f} % of one core",
             f"schedstat {i['schedstat_percent_of_one_core']:.3f} %, {i['window_s']:.0f} s,"
             f" {i['processes']} processes, telemetry {i['telemetry_period_ms'] / 1000:g} s",
-            f"target < 1 %: {_verdict(i['pass'])}",
+            f"target < 1 %: {verdict(i['pass'])}",
         )
     )
-    widths = [max(len(row[k]) for row in rows) for k in range(3)]
-    return "\n".join(
-        f"{a:<{widths[0]}}  {b:<{widths[1]}}  | {c_:<{widths[2]}}  {d}" for a, b, c_, d in rows
-    )
+    return "\n".join(_common.table(rows))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
-
-    def progress(text: str) -> None:
-        if not args.json:
-            print(f"... {text}", file=sys.stderr, flush=True)
-
+    args = _common.parse_args(__doc__, argv)
     started = time.perf_counter()
-    try:
-        figures = run(plan, progress)
-    except Exception as exc:
-        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    figures = _common.measure(run, QUICK if args.quick else FULL, args)
+    if figures is None:
         return 2
-    figures["meta"] = {
-        "quick": args.quick,
-        "elapsed_s": round(time.perf_counter() - started, 2),
-        "cpus": sorted(os.sched_getaffinity(0)),
-        "python": sys.version.split()[0],
-    }
-    if args.json:
-        print(json.dumps(figures, sort_keys=True))
-    else:
-        print(render(figures))
-    for tree in figures["trees"]:
-        if (
-            tree["stopped_by"] != "control stop"
-            or tree["killed_leftovers"]
-            or tree["shm_left_behind"]
-        ):
-            print(f"warning: a tree did not stop cleanly: {tree}", file=sys.stderr)
+    figures["meta"] = _common.meta(args, started, sorted(os.sched_getaffinity(0)))
+    _common.emit(args, figures, render)
+    _common.warn_unclean(figures["trees"])
     return 0
 
 

@@ -62,20 +62,15 @@ directories are removed and ``/dev/shm`` is checked for segments of this run.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import gc
 import itertools
-import json
-import multiprocessing
 import os
 import pickle
 import re
 import select
-import shutil
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -91,8 +86,13 @@ import msgpack
 import numpy as np
 import psutil
 
-# Runnable as ``python tools/bench/wal.py`` from a checkout without installing.
+# Runnable as ``python tools/bench/wal.py`` from a checkout without installing; the
+# second entry is for the helpers the bench scripts share (``_common.py`` beside this one).
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+from _common import BenchError, median, p90, verdict
 
 from osup_mp.agent.reference import MemoryAgent
 from osup_mp.agent.sdk import AgentOptions
@@ -102,16 +102,13 @@ from osup_mp.codec import FrameDecoder
 from osup_mp.config import Config, load_config
 from osup_mp.memory_vault import MemoryVault
 from osup_mp.runtime.component import Caller, Component
-from osup_mp.runtime.procutil import set_parent_death_signal
 from osup_mp.runtime.supervisor import ChildSpec, Restart
-from osup_mp.shm import SharedState, ShmError, SlotState
-from osup_mp.tree import MAIN_SLOT, SpecsFactory, run_tree
+from osup_mp.shm import SlotState
 from osup_mp.vault import CheckpointStore
 from osup_mp.vault import encode as encode_checkpoint
 from osup_mp.wal import FLOOR_FILE, WALStore, atomic_write, encode_record
 from osup_mp.wal_manager import WALManager
 
-_FORK = multiprocessing.get_context("fork")
 SHM_PREFIX = "osup_bench_wal_"
 POLL = 0.0005  # s between shared-memory polls
 DIM = 64  # the reference agent's embedding size (memory_system.DIM)
@@ -136,39 +133,7 @@ FULL = Plan(1.5, 5, 100_000, 3, 5, 30)
 QUICK = Plan(0.5, 3, 20_000, 2, 3, 10)
 
 
-class BenchError(RuntimeError):
-    """A measurement could not be taken."""
-
-
-_created_shm: list[str] = []  # every segment name this run made (and must not leave behind)
-
-
-def _new_shm_name() -> str:
-    name = f"/{SHM_PREFIX}{uuid.uuid4().hex[:12]}"
-    _created_shm.append(name)
-    return name
-
-
-def _unlink_shm(name: str) -> bool:
-    """Remove a segment; True when it was still there."""
-    try:
-        os.unlink(f"/dev/shm/{name.lstrip('/')}")
-    except FileNotFoundError:
-        return False
-    return True
-
-
-# ------------------------------------------------------------------ statistics helpers
-
-
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))
-
-
-def p90(values: list[float]) -> float:
-    if len(values) < 2:
-        return float(values[0])
-    return float(statistics.quantiles(values, n=10, method="inclusive")[-1])
+SHM = _common.ShmNames(SHM_PREFIX)  # every segment name this run made (not to leave behind)
 
 
 # ------------------------------------------------------------------ entries
@@ -290,89 +255,42 @@ class AppendDriver(Component):
 Specs = Callable[[Config, Any], list[ChildSpec]] | None  # (cfg, shm) -> children; None: shipped
 
 
-def _tree_main(cfg: Config, specs: SpecsFactory | None) -> None:
-    set_parent_death_signal(signal.SIGTERM)  # never outlive the bench
-    sys.exit(run_tree(cfg, stderr_log=False, specs=specs))
+class TreeProc(_common.ForkedTree):
+    """A tree run by ``run_tree`` in a forked process, with its config in ``tmp`` (which it
+    leaves to its owner). With ``agent``, it is up once its segment is mapped (the caller
+    polls slot 0 from there), else once it answers ping."""
 
-
-class TreeProc:
-    """A tree run by ``run_tree`` in a forked process, with its config in ``tmp``."""
-
-    def __init__(self, tmp: Path, overrides: dict[str, dict[str, Any]], specs: Specs) -> None:
-        self.tmp = tmp
-        self.shm_name = _new_shm_name()
-        merged: dict[str, dict[str, Any]] = {
-            "o_supervisor": {"shared_memory_name": self.shm_name},
-            "supervisor": {"max_restarts": 100000, "max_seconds": 1},
-        }
-        for section, values in overrides.items():
-            merged.setdefault(section, {}).update(values)
-        self.cfg = load_config(None, "test", cwd=tmp, overrides=merged)
-        factory = None if specs is None else functools.partial(specs, self.cfg)
-        self.proc = _FORK.Process(
-            target=_tree_main, args=(self.cfg, factory), name="osup-bench-tree", daemon=False
-        )
-        self.shm: SharedState | None = None
-        self.seen: dict[int, psutil.Process] = {}
-        self.how_stopped = ""
-        self.exitcode: int | None = None
-        self.leftovers: list[int] = []
-        self.shm_left = False
-        self.started_ns = 0
-
-    @property
-    def pid(self) -> int:
-        assert self.proc.pid is not None
-        return self.proc.pid
-
-    def report(self) -> dict[str, Any]:
-        return {
-            "stopped_by": self.how_stopped,
-            "exit": self.exitcode,
-            "killed_leftovers": self.leftovers,
-            "shm_left_behind": self.shm_left,
-        }
-
-    def request(self, command: str, timeout: float = 10.0, **args: Any) -> Any:
-        with Client.for_config(self.cfg, timeout=timeout) as client:
-            return client.request(command, **args)
+    def __init__(
+        self,
+        tmp: Path,
+        overrides: dict[str, dict[str, Any]],
+        specs: Specs,
+        *,
+        agent: bool = False,
+    ) -> None:
+        shm_name = SHM.new()
+        bench = {"supervisor": {"max_restarts": 100000, "max_seconds": 1}}
+        cfg = _common.tree_config("test", tmp, shm_name, bench, overrides)
+        factory = None if specs is None else functools.partial(specs, cfg)
+        super().__init__(tmp, shm_name, cfg, factory, stop_join=30.0, remove_tmp=False)
+        self.agent = agent
 
     def call(self, name: str, request: list[Any], timeout: float = 10.0) -> Any:
         """``request`` to component ``name`` through the control socket's ``call``."""
         with Client.for_config(self.cfg, timeout=timeout + 5.0) as client:
             return client.request("call", name=name, request=request, timeout=timeout)
 
-    def start(self, timeout: float = 60.0, *, agent: bool = False) -> None:
-        """Fork the tree; return once it answers ping (and, with ``agent``, once slot 0 says
-        RUNNING). ``started_ns`` is the perf_counter_ns just before the fork."""
-        self.started_ns = time.perf_counter_ns()
-        self.proc.start()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.exitcode is not None:
-                raise BenchError(
-                    f"tree exited with status {self.proc.exitcode} before answering ping "
-                    f"(log: {self.cfg.log_file})"
-                )
-            if agent and self.shm is None:
-                with contextlib.suppress(ShmError):
-                    self.shm = SharedState.attach(self.shm_name, writable=False)
-            if agent and self.shm is not None:
-                break  # the caller polls slot 0 from here
-            if not agent:
-                try:
-                    if self.request("ping", timeout=2.0) == "pong":
-                        break
-                except ClientError:
-                    pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"tree did not come up within {timeout:g}s")
-            time.sleep(POLL if agent else 0.02)
-        self._remember_pids()
+    def _up(self) -> bool:
+        return self.attach() if self.agent else self.pings()
 
-    def slot(self) -> Any:
-        assert self.shm is not None
-        return self.shm.slot(MAIN_SLOT)
+    def _not_up(self, timeout: float) -> str:
+        return f"tree did not come up within {timeout:g}s"
+
+    def _poll(self) -> float:
+        return POLL if self.agent else 0.02
+
+    def start(self, timeout: float = 60.0) -> None:
+        super().start(timeout)
 
     def wait_running(self, old_generation: int | None, timeout: float) -> int:
         """Poll slot 0 until RUNNING (with a generation other than ``old_generation``);
@@ -398,55 +316,9 @@ class TreeProc:
                 )
             time.sleep(POLL)
 
-    def _remember_pids(self) -> None:
-        with contextlib.suppress(psutil.Error):
-            for proc in psutil.Process(self.pid).children(recursive=True):
-                self.seen.setdefault(proc.pid, proc)
 
-    def remember(self, pid: int) -> None:
-        if pid > 0:
-            with contextlib.suppress(psutil.Error):
-                self.seen.setdefault(pid, psutil.Process(pid))
-
-    def stop(self) -> None:
-        """Stop via the control socket, then SIGTERM, then SIGKILL."""
-        try:
-            if self.shm is not None:
-                self.shm.close()
-                self.shm = None
-            if self.proc.pid is not None:
-                self.how_stopped = "control stop"
-                self._remember_pids()
-                if self.proc.exitcode is None:
-                    with contextlib.suppress(ClientError):
-                        self.request("stop", timeout=5.0)
-                    self.proc.join(30.0)
-                if self.proc.exitcode is None:
-                    self.how_stopped = "SIGTERM"
-                    os.kill(self.pid, signal.SIGTERM)
-                    self.proc.join(10.0)
-                if self.proc.exitcode is None:
-                    self.how_stopped = "SIGKILL"
-                    os.kill(self.pid, signal.SIGKILL)
-                    self.proc.join(5.0)
-                self.exitcode = self.proc.exitcode
-                for proc in self.seen.values():  # processes that outlived their supervisor
-                    # is_running() also checks the create time, so a reused pid is left alone.
-                    with contextlib.suppress(psutil.Error):
-                        if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                            self.leftovers.append(proc.pid)
-                            proc.kill()
-        finally:
-            self.shm_left = _unlink_shm(self.shm_name)
-
-
-@contextlib.contextmanager
-def temp_dir(tag: str) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix=f"osup_bench_wal_{tag}_"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def temp_dir(tag: str) -> contextlib.AbstractContextManager[Path]:
+    return _common.temp_dir(f"osup_bench_wal_{tag}_")
 
 
 @contextlib.contextmanager
@@ -458,13 +330,10 @@ def running_tree(
     *,
     agent: bool = False,
 ) -> Iterator[TreeProc]:
-    tree = TreeProc(tmp, overrides, specs)
+    tree = TreeProc(tmp, overrides, specs, agent=agent)
     trees.append(tree)
-    try:
-        tree.start(agent=agent)
+    with _common.running(tree):
         yield tree
-    finally:
-        tree.stop()
 
 
 # ------------------------------------------------------------------ 1. appends
@@ -1207,10 +1076,6 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
     return figures
 
 
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def render(figures: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str, str]] = []
     for policy in POLICIES:
@@ -1236,7 +1101,7 @@ def render(figures: dict[str, Any]) -> str:
                     f"acked appends, fsync {policy}, {window}x{batch} in flight",
                     f"{f['entries_per_s']:.0f} entries/s{per_sync}",
                     f"{base}  ratio {f['ratio']:.2f}{extra}",
-                    f"target >= 0.25: {_verdict(f['pass'])}",
+                    f"target >= 0.25: {verdict(f['pass'])}",
                 )
             )
     c, r = figures["recovery_cold_start"], figures["recovery_restart"]
@@ -1246,7 +1111,7 @@ def render(figures: dict[str, Any]) -> str:
                 f"{what}, checkpoint + {f['entries']} entries -> answers",
                 f"median {f['median_ms']:.0f} ms  p90 {f['p90_ms']:.0f} ms",
                 f"{base} {f['baseline_empty_median_ms']:.0f} ms  ratio {f['ratio']:.1f}x",
-                f"target < 2000 ms: {_verdict(f['pass'])}",
+                f"target < 2000 ms: {verdict(f['pass'])}",
             )
         )
         rows.append(
@@ -1264,13 +1129,10 @@ def render(figures: dict[str, Any]) -> str:
             f"median {s['median_ms']:.1f} ms  p90 {s['p90_ms']:.1f} ms",
             f"raw write+fsync {s['baseline_raw_write_fsync_median_ms']:.1f} ms"
             f"  ratio {s['ratio']:.2f}x",
-            f"target < 50 ms: {_verdict(s['pass'])}",
+            f"target < 50 ms: {verdict(s['pass'])}",
         )
     )
-    widths = [max(len(row[k]) for row in rows) for k in range(3)]
-    lines = [
-        f"{a:<{widths[0]}}  {b:<{widths[1]}}  | {c_:<{widths[2]}}  {d}" for a, b, c_, d in rows
-    ]
+    lines = _common.table(rows)
     eb = figures["entry_bytes"]
     lines.append("")
     busy = []
@@ -1306,53 +1168,35 @@ def render(figures: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
-
-    def progress(text: str) -> None:
-        if not args.json:
-            print(f"... {text}", file=sys.stderr, flush=True)
+    args = _common.parse_args(__doc__, argv)
 
     def on_term(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)  # unwinds through every cleanup
 
-    signal.signal(signal.SIGTERM, on_term)
-    started = time.perf_counter()
-    try:
-        figures = run(plan, progress)
-    except Exception as exc:
-        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        leaked = [name for name in _created_shm if _unlink_shm(name)]
+    def sweep() -> None:
+        leaked = SHM.sweep()
         if leaked:
             print(f"warning: removed shared memory left behind: {leaked}", file=sys.stderr)
-    figures["meta"] = {
-        "quick": args.quick,
-        "elapsed_s": round(time.perf_counter() - started, 2),
-        "cpus": sorted(os.sched_getaffinity(0)),
-        "python": sys.version.split()[0],
-        "tmpdir": tempfile.gettempdir(),
-        "filesystem": fs_type(tempfile.gettempdir()),
-    }
-    if args.json:
-        print(json.dumps(figures, sort_keys=True))
-    else:
-        print(render(figures))
+
+    signal.signal(signal.SIGTERM, on_term)
+    started = time.perf_counter()
+    figures = _common.measure(run, QUICK if args.quick else FULL, args, cleanup=sweep)
+    if figures is None:
+        return 2
+    figures["meta"] = _common.meta(
+        args,
+        started,
+        sorted(os.sched_getaffinity(0)),
+        tmpdir=tempfile.gettempdir(),
+        filesystem=fs_type(tempfile.gettempdir()),
+    )
+    _common.emit(args, figures, render)
+    if not args.json:
         print(
             f"(directory {figures['meta']['tmpdir']} on {figures['meta']['filesystem']}, "
             f"{len(figures['meta']['cpus'])} CPUs, {figures['meta']['elapsed_s']:.0f} s)"
         )
-    for tree in figures["trees"]:
-        if (
-            tree["stopped_by"] != "control stop"
-            or tree["killed_leftovers"]
-            or tree["shm_left_behind"]
-        ):
-            print(f"warning: a tree did not stop cleanly: {tree}", file=sys.stderr)
+    _common.warn_unclean(figures["trees"])
     return 0
 
 
