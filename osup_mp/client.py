@@ -17,6 +17,7 @@ from typing import Any
 
 from osup_mp.codec import FrameDecoder, FrameError, pack
 from osup_mp.config import Config
+from osup_mp.runtime.spin import DEFAULT_MAX_US, Spinner
 
 
 class ClientError(Exception):
@@ -28,13 +29,21 @@ class NotRunning(ClientError):
 
 
 class Client:
-    def __init__(self, path: Path, *, timeout: float = 30.0, max_frame: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        timeout: float = 30.0,
+        max_frame: int = 1 << 20,
+        busy_poll_us: int = DEFAULT_MAX_US,
+    ) -> None:
         self.path = path
         self.timeout = timeout
         self.max_frame = max_frame
         self._ids = itertools.count(1)
         self._decoder = FrameDecoder(max_frame=max_frame)
         self._ready: list[dict[str, Any]] = []
+        self._spinner = Spinner(busy_poll_us)  # an answer is usually microseconds away
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
@@ -48,7 +57,12 @@ class Client:
 
     @classmethod
     def for_config(cls, cfg: Config, *, timeout: float = 30.0) -> Client:
-        return cls(cfg.control_socket, timeout=timeout, max_frame=cfg.control.max_frame)
+        return cls(
+            cfg.control_socket,
+            timeout=timeout,
+            max_frame=cfg.control.max_frame,
+            busy_poll_us=cfg.supervisor.busy_poll_us,
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -72,7 +86,7 @@ class Client:
     def receive(self) -> dict[str, Any]:
         while not self._ready:
             try:
-                data = self._sock.recv(65536)
+                data = self._spinner.wait(self._recv_now, self._recv, self.timeout)
             except TimeoutError as exc:
                 raise ClientError(f"no answer within {self.timeout:g}s") from exc
             except OSError as exc:
@@ -84,6 +98,15 @@ class Client:
             except FrameError as exc:
                 raise ClientError(f"bad answer from the tree: {exc}") from exc
         return self._ready.pop(0)
+
+    def _recv_now(self) -> bytes | None:
+        try:
+            return self._sock.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+
+    def _recv(self, _timeout: float | None) -> bytes:
+        return self._sock.recv(65536)  # the socket's own timeout applies
 
     def request(self, command: str, /, **args: Any) -> Any:
         """Send one command and return its ``data``; raise :class:`ClientError` on error."""

@@ -24,6 +24,7 @@ from osup_mp.agent_manager import AgentManager
 from osup_mp.config import Config
 from osup_mp.memory_vault import MemoryVault
 from osup_mp.pidfile import AlreadyRunning, PidFile
+from osup_mp.runtime import spin
 from osup_mp.runtime.control import ControlServer, Handler, Respond
 from osup_mp.runtime.supervisor import ChildSpec, Restart, StartError, Supervisor
 from osup_mp.shm import SLOT_COUNT, SharedState, ShmError
@@ -113,6 +114,7 @@ def run_tree(
     ``private_fds`` (such as the pipe ``notify`` writes to) are closed in every child.
     """
     notify = notify or (lambda ok, reason: None)
+    spin.configure(cfg.supervisor.busy_poll_us)  # before any fork: every component inherits it
     prepare_dirs(cfg)
     relay = logsetup.LogRelay()
     logsetup.configure_parent(cfg.logger, cfg.log_file, stderr=stderr_log, relay=relay)

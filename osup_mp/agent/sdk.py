@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from osup_mp.codec import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, pack
+from osup_mp.runtime.spin import DEFAULT_MAX_US, Spinner
 
 _READ_SIZE = 256 * 1024
 
@@ -54,6 +55,7 @@ class AgentOptions:
     heartbeat_interval: float = 1.0
     metrics_interval: float = 5.0
     max_frame: int = DEFAULT_MAX_FRAME
+    busy_poll_us: int = DEFAULT_MAX_US
     extra: list[str] = field(default_factory=list)
 
     @classmethod
@@ -78,6 +80,7 @@ class AgentOptions:
             heartbeat_interval=int(environ.get("OSUP_HEARTBEAT_INTERVAL_MS", "1000")) / 1000,
             metrics_interval=int(environ.get("OSUP_METRICS_INTERVAL_MS", "5000")) / 1000,
             max_frame=int(environ.get("OSUP_MAX_FRAME", str(DEFAULT_MAX_FRAME))),
+            busy_poll_us=int(environ.get("OSUP_BUSY_POLL_US", str(DEFAULT_MAX_US))),
             extra=extra,
         )
 
@@ -212,12 +215,17 @@ class Agent:
         self._timers = {"heartbeat": now, "metrics": now + self.options.metrics_interval}
         sel = selectors.DefaultSelector()
         sel.register(self._in_fd, selectors.EVENT_READ)
+        spinner = Spinner(self.options.busy_poll_us)
+
+        def poll() -> list[tuple[selectors.SelectorKey, int]]:
+            return sel.select(0)
+
         while not self._stop:
             self._run_timers()
             self._flush()
             due = [t for name, t in self._timers.items() if name != "heartbeat" or self._ready_sent]
             timeout = max(0.0, min(due) - time.monotonic()) if due else None
-            if sel.select(timeout) and not self._read_input():
+            if spinner.wait(poll, sel.select, timeout) and not self._read_input():
                 break
             self.after_batch()
         self._flush()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from osup_mp.runtime.channel import Channel, ChannelClosed
+from osup_mp.runtime.spin import Spinner
 
 ReplyCallback = Callable[[bool, Any], None]
 _MISSING: Any = object()
@@ -46,6 +47,7 @@ class CallMux:
         # Calls, casts and info that arrived on this channel while a blocking call waited:
         # the owner's loop handles them next (dropping them would lose e.g. the parent's calls).
         self.deferred: list[Any] = []
+        self._spinner = Spinner()
 
     @property
     def in_flight(self) -> int:
@@ -80,7 +82,7 @@ class CallMux:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise CallTimeout(f"call to {self.peer} timed out after {timeout}s")
-                if self.channel.wait_readable(remaining):
+                if self._spinner.wait(self._readable_now, self.channel.wait_readable, remaining):
                     self.deferred += self.dispatch(self.channel.receive())
                     if self.channel.closed and call_id not in self._results:
                         self.fail_all(f"{self.peer} exited")
@@ -90,6 +92,9 @@ class CallMux:
         if not ok:
             raise value if isinstance(value, CallError) else CallError(f"{self.peer}: {value}")
         return value
+
+    def _readable_now(self) -> bool:
+        return self.channel.wait_readable(0)
 
     def dispatch(self, messages: list[Any]) -> list[Any]:
         """Consume the replies among ``messages``; return the rest (calls, casts, info)."""

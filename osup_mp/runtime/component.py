@@ -36,6 +36,7 @@ from loguru import logger
 
 from osup_mp.runtime.calls import CallError, CallMux, ReplyCallback
 from osup_mp.runtime.channel import Channel
+from osup_mp.runtime.spin import Spinner
 
 NOREPLY: Any = object()
 """Returned by ``handle_call`` to answer later with :meth:`Component.reply`."""
@@ -283,13 +284,18 @@ class ComponentLoop:
 
     def _serve(self) -> None:
         select = self.selector.select
+        spinner = Spinner()
+
+        def poll() -> list[tuple[selectors.SelectorKey, int]]:
+            return select(0)
+
         channel_timeout: float | None = None
         while self.stop_reason is None:
             timeout = channel_timeout
             if self._timers:
                 due = max(0.0, self._timers[0][0] - time.monotonic())
                 timeout = due if timeout is None else min(timeout, due)
-            for key, events in select(timeout):
+            for key, events in spinner.wait(poll, select, timeout):
                 data = key.data
                 if isinstance(data, Channel):
                     self._on_channel(data)
