@@ -9,7 +9,9 @@ yields answers in the order they come back.
 
 from __future__ import annotations
 
+import collections
 import itertools
+import select
 import socket
 from pathlib import Path
 from types import TracebackType
@@ -42,7 +44,7 @@ class Client:
         self.max_frame = max_frame
         self._ids = itertools.count(1)
         self._decoder = FrameDecoder(max_frame=max_frame)
-        self._ready: list[dict[str, Any]] = []
+        self._ready: collections.deque[dict[str, Any]] = collections.deque()
         self._spinner = Spinner(busy_poll_us)  # an answer is usually microseconds away
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
@@ -54,6 +56,11 @@ class Client:
         except OSError as exc:
             self._sock.close()
             raise ClientError(f"cannot connect to {path}: {exc.strerror or exc}") from exc
+        # Non-blocking from here on, waits are ours: a socket with a timeout polls before
+        # every send and recv, which would double the system calls and defeat busy polling.
+        self._sock.setblocking(False)
+        self._poller = select.poll()
+        self._poller.register(self._sock, select.POLLIN)
 
     @classmethod
     def for_config(cls, cfg: Config, *, timeout: float = 30.0) -> Client:
@@ -77,8 +84,16 @@ class Client:
 
     def send(self, command: str, /, **args: Any) -> int:
         req_id = next(self._ids)
+        data = memoryview(pack({"id": req_id, "command": command, "args": args}))
         try:
-            self._sock.sendall(pack({"id": req_id, "command": command, "args": args}))
+            while data:
+                try:
+                    data = data[self._sock.send(data) :]
+                except BlockingIOError:  # the tree is behind: wait for room
+                    room = select.poll()
+                    room.register(self._sock, select.POLLOUT)
+                    if not room.poll(self.timeout * 1000):
+                        raise ClientError(f"the tree took no input for {self.timeout:g}s") from None
         except OSError as exc:
             raise ClientError(f"control socket write failed: {exc}") from exc
         return req_id
@@ -91,22 +106,26 @@ class Client:
                 raise ClientError(f"no answer within {self.timeout:g}s") from exc
             except OSError as exc:
                 raise ClientError(f"control socket read failed: {exc}") from exc
+            if data is None:
+                continue  # woken without data after all
             if not data:
                 raise ClientError("the tree closed the control connection")
             try:
                 self._ready.extend(self._decoder.feed(data))
             except FrameError as exc:
                 raise ClientError(f"bad answer from the tree: {exc}") from exc
-        return self._ready.pop(0)
+        return self._ready.popleft()
 
     def _recv_now(self) -> bytes | None:
         try:
-            return self._sock.recv(65536, socket.MSG_DONTWAIT)
+            return self._sock.recv(65536)
         except BlockingIOError:
             return None
 
-    def _recv(self, _timeout: float | None) -> bytes:
-        return self._sock.recv(65536)  # the socket's own timeout applies
+    def _recv(self, timeout: float | None) -> bytes | None:
+        if not self._poller.poll(None if timeout is None else timeout * 1000):
+            raise TimeoutError
+        return self._recv_now()
 
     def request(self, command: str, /, **args: Any) -> Any:
         """Send one command and return its ``data``; raise :class:`ClientError` on error."""

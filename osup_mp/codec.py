@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
@@ -83,6 +83,7 @@ HEADER = struct.Struct(">I")
 _HEADER_SIZE = HEADER.size
 _MAX_LENGTH = 0xFFFFFFFF  # the largest length a 4-byte prefix can express
 _unpack_header_from = HEADER.unpack_from
+_pack_header: Callable[[int], bytes] = HEADER.pack
 
 
 # --------------------------------------------------------------------------
@@ -204,6 +205,27 @@ def _decode(
         raise
     except Exception as exc:
         raise BadMessage(_reason(exc)) from exc
+    return _check_message(obj, require_type)
+
+
+# Payloads up to this size are decoded by one reused Unpacker per stream (its limits: this
+# size), which saves the per-call set-up of ``unpackb``; larger ones get limits of their own.
+_SMALL = 4096
+_SMALL_LIMITS = {f"max_{kind}_len": _SMALL for kind in ("str", "bin", "array", "map")}
+
+
+def _small_unpacker() -> Any:
+    return msgpack.Unpacker(
+        raw=False,
+        strict_map_key=True,
+        ext_hook=_reject_ext,
+        max_ext_len=0,
+        max_buffer_size=2 * _SMALL,
+        **_SMALL_LIMITS,
+    )
+
+
+def _check_message(obj: Any, require_type: bool) -> dict[str, Any]:
     if type(obj) is not dict:
         raise BadMessage(f"payload is a msgpack {_kind(obj)}, not a map")
     for key in obj:
@@ -275,7 +297,22 @@ def pack(
     ``strict=False`` skips the walk over nested values — for hot paths that
     relay data which came out of the strict decoder and so is known to pass.
     """
-    # Fast paths first (this runs once per message on every hop): exact int, exact dict.
+    if not strict and type(msg) is dict and type(max_frame) is int and max_frame > 0:
+        # The relay hot path: data that came out of the strict decoder, our own dicts.
+        try:
+            data: bytes = _packer().pack(msg)
+        except BaseException:
+            _packer().reset()
+            return pack(msg, max_frame=max_frame)  # the full path names the problem
+        size = len(data)
+        if size > max_frame or size > _MAX_LENGTH:
+            raise _too_large("encoded payload", size, min(max_frame, _MAX_LENGTH))
+        for key in msg:
+            if type(key) is not str:
+                raise BadMessage(f"top-level map key must be str, not {_kind(key)}")
+        header: bytes = _pack_header(size)
+        return header + data
+    # Checked path: exact int, exact dict first.
     if type(max_frame) is int and 0 < max_frame <= _MAX_LENGTH:
         limit = max_frame
     else:
@@ -339,13 +376,15 @@ class FrameDecoder:
     message completed so far.  Not thread-safe.
     """
 
-    __slots__ = ("_buf", "_error", "_limit", "_require_type")
+    __slots__ = ("_buf", "_error", "_limit", "_require_type", "_small", "_small_fed")
 
     def __init__(self, *, max_frame: int = DEFAULT_MAX_FRAME, require_type: bool = False) -> None:
         self._limit = _check_max_frame(max_frame)
         self._require_type = require_type
         self._buf = bytearray()
         self._error: FrameError | None = None
+        self._small: Any = None  # made on first use
+        self._small_fed = 0  # bytes fed to it: what its tell() must say after each message
 
     @property
     def max_frame(self) -> int:
@@ -406,7 +445,10 @@ class FrameDecoder:
                     if stop > end:
                         break
                     with view[start:stop] as payload:
-                        out.append(_decode(payload, length, require_type))
+                        if length <= _SMALL:
+                            out.append(self._decode_small(payload, length, require_type))
+                        else:
+                            out.append(_decode(payload, length, require_type))
                     pos = stop
         except FrameError as exc:
             self._error = exc
@@ -416,6 +458,24 @@ class FrameDecoder:
         if pos:
             del buf[:pos]  # compact once per feed, not once per frame
         return out
+
+    def _decode_small(self, payload: memoryview, size: int, require_type: bool) -> dict[str, Any]:
+        unpacker = self._small
+        if unpacker is None:
+            unpacker = self._small = _small_unpacker()
+        unpacker.feed(payload)
+        try:
+            obj = unpacker.unpack()
+        except FrameError:
+            raise
+        except msgpack.OutOfData:
+            raise BadMessage("payload ends in the middle of a msgpack object") from None
+        except Exception as exc:
+            raise BadMessage(_reason(exc)) from exc
+        self._small_fed += size
+        if unpacker.tell() != self._small_fed:  # the stream is broken from here on anyway
+            raise BadMessage("trailing bytes after the message inside the frame")
+        return _check_message(obj, require_type)
 
 
 # --------------------------------------------------------------------------

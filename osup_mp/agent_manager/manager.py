@@ -33,12 +33,12 @@ from loguru import logger
 from osup_mp.agent_manager.durability import Durability
 from osup_mp.agent_manager.launch import agent_argv, agent_env, pre_exec
 from osup_mp.agent_manager.pipes import AgentPipes
-from osup_mp.agent_manager.requests import RequestTable
+from osup_mp.agent_manager.requests import RequestTable, Target, deliver
 from osup_mp.agent_states import AgentState, check_transition
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component
-from osup_mp.runtime.control import ControlServer, Respond
+from osup_mp.runtime.control import Connection, ControlServer
 from osup_mp.runtime.procutil import describe_exit
 from osup_mp.shm import Role, SharedState, monotonic_ns
 
@@ -77,6 +77,7 @@ class AgentManager(Component):
         self.last_kill_reason: str | None = None
         self.metrics: dict[str, Any] = {}
         self.requests = RequestTable()
+        self._request_timeout = cfg.agent.request_timeout / 1000
         self.durability = Durability(self, durable=role == "main")
         self.pipes = AgentPipes(cfg.agent.max_frame)
         self._reloads: deque[Caller] = deque()
@@ -94,8 +95,9 @@ class AgentManager(Component):
         if self.role == "main":
             self._data = ControlServer(
                 self.cfg.data_socket(self.instance_id),
-                {"request": self._data_request, "ping": lambda a, r: r(True, "pong")},
+                {"ping": lambda a, r: r(True, "pong")},
                 max_frame=self.cfg.agent.max_frame,
+                direct={"request": self._data_request},
             )
             self._data.attach(
                 lambda sock, cb: self.watch_fd(sock.fileno(), cb),
@@ -501,36 +503,38 @@ class AgentManager(Component):
             logger.warning("agent {}: ignored message type {!r}", self.instance_id, kind)
 
     def _on_response(self, msg: dict[str, Any]) -> None:
-        respond = self.requests.pop(msg.get("id"))
-        if respond is None:
+        target = self.requests.pop(msg.get("id"))
+        if target is None:
             logger.warning("agent {}: response to unknown id {!r}", self.instance_id, msg.get("id"))
             return
-        ok, value = ("error" not in msg), msg.get("data", msg.get("error"))
+        ok = "error" not in msg
+        value = msg.get("data") if ok else msg.get("error")
         if self.durability.settled:
-            respond(ok, value)  # nothing it wrote is still on its way to the WAL
+            deliver(target, ok, value)  # nothing it wrote is still on its way to the WAL
             return
         # Released only once every WAL entry the agent wrote before it is durable.
         gone = f"agent {self.instance_id} exited before its changes were durable"
         self.durability.after_wal(
-            lambda lsn: respond(ok, value) if lsn is not None else respond(False, gone)
+            lambda lsn: deliver(target, *((ok, value) if lsn is not None else (False, gone)))
         )
 
     # -- requests ----------------------------------------------------------------------------
 
-    def request(self, data: Any, respond: Respond, timeout: float | None = None) -> None:
-        """Send one ``process_request``; ``respond(ok, value)`` runs with the answer."""
+    def request(self, data: Any, respond: Target, timeout: float | None = None) -> None:
+        """Send one ``process_request``; the answer goes to ``respond(ok, value)`` (or to a
+        data-plane ``(connection, request id)``)."""
         if self.state is not S.RUNNING:
-            respond(False, f"agent {self.instance_id} is {self.state.value}, not RUNNING")
+            deliver(respond, False, f"agent {self.instance_id} is {self.state.value}, not RUNNING")
             return
-        timeout = timeout or self.cfg.agent.request_timeout / 1000
+        timeout = timeout or self._request_timeout
         req_id, arm = self.requests.add(respond, timeout)
         if arm:
             self.send_after(timeout, "expire")
-        self.send_agent({"type": "process_request", "id": req_id, "data": data})
+        self.pipes.queue({"type": "process_request", "id": req_id, "data": data})
 
-    def _data_request(self, args: dict[str, Any], respond: Respond) -> None:
+    def _data_request(self, conn: Connection, req_id: Any, args: dict[str, Any]) -> None:
         timeout = args.get("timeout")
-        self.request(args.get("data"), respond, float(timeout) if timeout else None)
+        self.request(args.get("data"), (conn, req_id), float(timeout) if timeout else None)
 
     def _answer(self, caller: Caller, ok: bool, value: Any) -> None:
         if ok:

@@ -27,6 +27,9 @@ from osup_mp.codec import FrameDecoder, FrameError, pack
 
 Respond = Callable[[bool, Any], None]
 Handler = Callable[[dict[str, Any], Respond], None]
+# A hot-path handler answers through ``connection.answer(request_id, ok, value)`` itself, so
+# no closure is made per request (the data plane's ``request``).
+DirectHandler = Callable[["Connection", Any, dict[str, Any]], None]
 Register = Callable[[Any, Callable[[], None]], None]
 Unregister = Callable[[Any], None]
 
@@ -43,12 +46,20 @@ def peer_uid_allowed(uid: int, own_uid: int | None = None) -> bool:
 class ControlServer:
     """Listens on ``path`` and dispatches commands to ``handlers``."""
 
-    def __init__(self, path: Path, handlers: dict[str, Handler], *, max_frame: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handlers: dict[str, Handler],
+        *,
+        max_frame: int,
+        direct: dict[str, DirectHandler] | None = None,
+    ) -> None:
         self.path = path
         self.handlers = handlers
+        self.direct = direct or {}
         self.max_frame = max_frame
-        self._conns: dict[int, _Connection] = {}
-        self._dirty: set[_Connection] = set()
+        self._conns: dict[int, Connection] = {}
+        self._dirty: set[Connection] = set()
         self._register: Register | None = None
         self._unregister: Unregister | None = None
         path.unlink(missing_ok=True)
@@ -92,7 +103,7 @@ class ControlServer:
             pid, uid, _gid = _UCRED.unpack(
                 sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
             )
-            conn = _Connection(self, sock, pid)
+            conn = Connection(self, sock, pid)
             if not peer_uid_allowed(uid):
                 logger.warning("control: refused connection from pid {} uid {}", pid, uid)
                 conn.send({"id": None, "ok": False, "error": "permission denied"})
@@ -105,13 +116,13 @@ class ControlServer:
             assert self._register is not None
             self._register(sock, conn.on_readable)
 
-    def _drop(self, conn: _Connection) -> None:
+    def _drop(self, conn: Connection) -> None:
         if self._conns.pop(conn.fd, None) is not None and self._unregister is not None:
             self._unregister(conn.sock)
         conn.sock.close()
 
 
-class _Connection:
+class Connection:
     def __init__(self, server: ControlServer, sock: socket.socket, pid: int) -> None:
         self.server = server
         self.sock = sock
@@ -146,23 +157,28 @@ class _Connection:
         req_id = msg.get("id")
         command = msg.get("command")
         args = msg.get("args") or {}
+        if type(command) is not str or type(args) is not dict:
+            self.answer(req_id, False, "a request is {id, command: str, args: map}")
+            return
+        direct = self.server.direct.get(command)
+        if direct is not None:
+            try:
+                direct(self, req_id, args)
+            except Exception as exc:
+                logger.exception("control: command {} failed", command)
+                self.answer(req_id, False, f"{command} failed: {type(exc).__name__}: {exc}")
+            return
         answered = False
 
         def respond(ok: bool, value: Any) -> None:
             nonlocal answered
-            if answered:
-                return
-            answered = True
-            # Errors travel as text (an exception object cannot be encoded).
-            reply = {"id": req_id, "ok": ok, "data" if ok else "error": value if ok else str(value)}
-            self.send(reply)
+            if not answered:
+                answered = True
+                self.answer(req_id, ok, value)
 
-        if not isinstance(command, str) or not isinstance(args, dict):
-            respond(False, "a request is {id, command: str, args: map}")
-            return
         handler = self.server.handlers.get(command)
         if handler is None:
-            known = ", ".join(sorted(self.server.handlers))
+            known = ", ".join(sorted([*self.server.handlers, *self.server.direct]))
             respond(False, f"unknown command {command!r} (known: {known})")
             return
         try:
@@ -170,6 +186,13 @@ class _Connection:
         except Exception as exc:
             logger.exception("control: command {} failed", command)
             respond(False, f"{command} failed: {type(exc).__name__}: {exc}")
+
+    def answer(self, req_id: Any, ok: bool, value: Any) -> None:
+        """Queue the answer to request ``req_id`` (errors travel as text)."""
+        if ok:
+            self.send({"id": req_id, "ok": True, "data": value})
+        else:
+            self.send({"id": req_id, "ok": False, "error": str(value)})
 
     def send(self, reply: dict[str, Any]) -> None:
         """Queue a reply; it is written by :meth:`flush` at the end of the batch."""
