@@ -295,7 +295,7 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "max_restarts": _Field(3, _NONNEG, _ints(0)),
         "max_seconds": _Field(5, "a positive number (seconds)", _NUMBER),
         "shutdown_timeout": _Field(5000, _MS, _ints(1)),
-        "busy_poll_us": _Field(100, "an integer from 0 to 10000 (microseconds)", _ints(0, 10000)),
+        "busy_poll_us": _Field(200, "an integer from 0 to 10000 (microseconds)", _ints(0, 10000)),
     },
     "telemetry": {"period": _Field(10000, _MS, _ints(1))},
     "control": {"max_frame": _FRAME},

@@ -171,10 +171,13 @@ class Tree:
     def agents(self) -> dict[str, dict[str, Any]]:
         return {a["id"]: a for a in self.status().get("agents", [])}
 
-    def agent_request(self, data: Any, timeout: float = 10.0) -> Any:
-
+    def data_client(self, timeout: float = 10.0) -> Client:
+        """A client of the main agent's data-plane socket."""
         path = self.cfg.data_socket("main")
-        with Client(path, timeout=timeout, max_frame=self.cfg.agent.max_frame) as client:
+        return Client(path, timeout=timeout, max_frame=self.cfg.agent.max_frame)
+
+    def agent_request(self, data: Any, timeout: float = 10.0) -> Any:
+        with self.data_client(timeout) as client:
             return client.request("request", data=data, timeout=timeout)
 
     def running_agent(self, instance_id: str = "main") -> dict[str, Any] | None:

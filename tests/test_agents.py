@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import pytest
 from conftest import SCRIPTED_AGENT, Tree, wait_for
@@ -224,3 +225,22 @@ def test_sigkill_of_the_supervisor_takes_agents_along(make_tree, tag) -> None:
 
     wait_for(all_gone, timeout=2.0, what="every component and agent gone within 2 s")
     os.unlink("/dev/shm" + tree.cfg.o_supervisor.shared_memory_name)  # left by the SIGKILL
+
+
+def test_requests_past_their_deadline_fail_and_late_answers_are_dropped(make_tree) -> None:
+    tree = scripted(make_tree).start()
+    with tree.data_client(timeout=10.0) as client:
+        started = time.monotonic()
+        with pytest.raises(ClientError, match="did not answer in time"):
+            client.request("request", data={"do": "sleep", "s": 0.6}, timeout=0.15)
+        assert time.monotonic() - started < 0.5
+        # A later request with an earlier deadline than the one in flight still fails on
+        # time: the manager re-arms its single timer for the earliest deadline.
+        slow = client.send("request", data={"do": "sleep", "s": 0.6}, timeout=5.0)
+        quick = client.send("request", data={"echo": 1}, timeout=0.2)
+        first, second = client.receive(), client.receive()
+        assert (first["id"], first["ok"]) == (quick, False)
+        assert "did not answer in time" in first["error"]
+        assert (second["id"], second["ok"], second["data"]) == (slow, True, "slept")
+        assert client.request("request", data={"echo": 2}) == {"echo": 2}
+    assert "response to unknown id" in tree.log_text  # the late answers, logged and dropped

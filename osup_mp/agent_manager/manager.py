@@ -78,6 +78,8 @@ class AgentManager(Component):
         self.metrics: dict[str, Any] = {}
         self.requests = RequestTable()
         self._request_timeout = cfg.agent.request_timeout / 1000
+        self._expire_timer: int | None = None
+        self._expire_due = 0.0
         self.durability = Durability(self, durable=role == "main")
         self.pipes = AgentPipes(cfg.agent.max_frame)
         self._reloads: deque[Caller] = deque()
@@ -220,9 +222,10 @@ class AgentManager(Component):
             if self.state is S.STARTING:
                 self.kill_for(f"not ready within {self.cfg.agent.ready_timeout} ms")
         elif msg == "expire":
+            self._expire_timer = None
             nxt = self.requests.expire(f"agent {self.instance_id} did not answer in time")
             if nxt is not None:
-                self.send_after(nxt, "expire")
+                self._arm_expire(time.monotonic() + nxt)
         elif msg == "checkpoint_tick":
             self.durability.request_checkpoint()
             self.send_after(self.cfg.vault.checkpoint_interval / 1000, "checkpoint_tick")
@@ -526,11 +529,19 @@ class AgentManager(Component):
         if self.state is not S.RUNNING:
             deliver(respond, False, f"agent {self.instance_id} is {self.state.value}, not RUNNING")
             return
-        timeout = timeout or self._request_timeout
-        req_id, arm = self.requests.add(respond, timeout)
-        if arm:
-            self.send_after(timeout, "expire")
+        deadline = time.monotonic() + (timeout or self._request_timeout)
+        req_id = self.requests.add(respond, deadline)
+        if self._expire_timer is None or deadline < self._expire_due:
+            self._arm_expire(deadline)
         self.pipes.queue({"type": "process_request", "id": req_id, "data": data})
+
+    def _arm_expire(self, deadline: float) -> None:
+        # One timer for the earliest deadline, not one per request: requests answered in
+        # time leave nothing behind in the loop's timer heap.
+        if self._expire_timer is not None:
+            self.cancel_timer(self._expire_timer)
+        self._expire_due = deadline
+        self._expire_timer = self.send_after(max(0.0, deadline - time.monotonic()), "expire")
 
     def _data_request(self, conn: Connection, req_id: Any, args: dict[str, Any]) -> None:
         timeout = args.get("timeout")

@@ -34,13 +34,12 @@ class RequestTable:
     def __len__(self) -> int:
         return len(self._in_flight)
 
-    def add(self, target: Target, timeout: float) -> tuple[int, bool]:
-        """A new id for ``target``; True when this is the only deadline (arm a timer)."""
+    def add(self, target: Target, deadline: float) -> int:
+        """A new id for ``target``, answered with an error after ``deadline`` (monotonic)."""
         req_id = next(self._ids)
         self._in_flight[req_id] = target
-        first = not self._deadlines
-        heapq.heappush(self._deadlines, (time.monotonic() + timeout, req_id))
-        return req_id, first
+        heapq.heappush(self._deadlines, (deadline, req_id))
+        return req_id
 
     def pop(self, req_id: Any) -> Target | None:
         target = self._in_flight.pop(req_id, None)

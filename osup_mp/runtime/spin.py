@@ -26,7 +26,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-DEFAULT_MAX_US = 100
+DEFAULT_MAX_US = 200
 _MIN_NS = 5_000  # the first window after a miss: below this a poll costs more than it saves
 
 _max_ns = DEFAULT_MAX_US * 1000

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import time
 from typing import Any
 
 import msgpack
@@ -46,6 +47,10 @@ class Scripted(Agent):
             return "sent"
         if action == "crash":
             os._exit(7)
+        if action == "sleep":  # answer late: the manager's request deadline fires first
+            time.sleep(float(data.get("s", 0.5)))
+            return "slept"
+
         if action == "log_text":
             self.send({"type": "wal_entry", "data": "not a map"})
             return "logged"
