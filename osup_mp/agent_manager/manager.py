@@ -10,9 +10,9 @@ Design decisions:
 
 * The manager never blocks on the agent: stdout, stderr and a pidfd are watched by the
   component loop, and output to the agent is batched into one write per loop wake-up.
-* Requests are pipelined: each gets a manager-side id (:mod:`.requests`), many are in flight
-  at once, and the agent's ``response`` frames are matched by id. The main agent's manager
-  owns the data-plane socket (``run_dir/agent-main.sock``) until the traffic splitter exists.
+* Requests are pipelined: each gets a manager-side id, many are in flight at once, and the
+  agent's ``response`` frames are matched by id (:mod:`.requests`, which also runs the main
+  agent's data-plane socket ``run_dir/agent-main.sock`` until the traffic splitter exists).
 * The agent runs in its own session (process group) with ``PR_SET_PDEATHSIG``: killing the
   group takes everything it spawned, and the agent dies with its manager.
 * Durability (WAL forwarding, response release, checkpoints, restore) is :mod:`.durability`.
@@ -33,12 +33,11 @@ from loguru import logger
 from osup_mp.agent_manager.durability import Durability
 from osup_mp.agent_manager.launch import agent_argv, agent_env, pre_exec
 from osup_mp.agent_manager.pipes import AgentPipes
-from osup_mp.agent_manager.requests import RequestTable, Target, deliver
+from osup_mp.agent_manager.requests import Requests
 from osup_mp.agent_states import AgentState, check_transition
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component
-from osup_mp.runtime.control import Connection, ControlServer
 from osup_mp.runtime.procutil import describe_exit
 from osup_mp.shm import Role, SharedState, monotonic_ns
 
@@ -76,16 +75,12 @@ class AgentManager(Component):
         self.fatal_reason: str | None = None
         self.last_kill_reason: str | None = None
         self.metrics: dict[str, Any] = {}
-        self.requests = RequestTable()
-        self._request_timeout = cfg.agent.request_timeout / 1000
-        self._expire_timer: int | None = None
-        self._expire_due = 0.0
+        self.requests = Requests(self)
         self.durability = Durability(self, durable=role == "main")
         self.pipes = AgentPipes(cfg.agent.max_frame)
         self._reloads: deque[Caller] = deque()
         self._timer: int | None = None
         self._restart_when_stopped = False
-        self._data: ControlServer | None = None
         self._writable_watched = False
 
     # -- component callbacks -----------------------------------------------------------------
@@ -95,16 +90,7 @@ class AgentManager(Component):
         self.shm.claim_slot(self.slot_index, role, self.instance_id)
         self.slot = self.shm.slot(self.slot_index)
         if self.role == "main":
-            self._data = ControlServer(
-                self.cfg.data_socket(self.instance_id),
-                {"ping": lambda a, r: r(True, "pong")},
-                max_frame=self.cfg.agent.max_frame,
-                direct={"request": self._data_request},
-            )
-            self._data.attach(
-                lambda sock, cb: self.watch_fd(sock.fileno(), cb),
-                lambda sock: self.unwatch_fd(sock.fileno()),
-            )
+            self.requests.open_data_plane()
         self._spawn()
         self._await_first_ready()
         if self.durability.durable and self.cfg.vault.checkpoint_interval:
@@ -148,15 +134,13 @@ class AgentManager(Component):
                 self._signal(signal.SIGKILL)
                 self.proc.wait()
         self._fail_requests("agent manager stopping")
-        if self._data is not None:
-            self._data.shutdown()
+        self.requests.close()
         self.shm.release_slot(self.slot_index)
 
     def after_events(self) -> None:
         self.durability.flush()
         self._flush()
-        if self._data is not None:
-            self._data.flush()
+        self.requests.flush()
 
     def handle_call(self, request: Any, caller: Caller) -> Any:
         kind = request[0] if isinstance(request, tuple) and request else request
@@ -164,7 +148,7 @@ class AgentManager(Component):
             return self.status()
         if kind == "request":  # ("request", data[, timeout_s])
             timeout = request[2] if len(request) > 2 else None
-            self.request(request[1], lambda ok, v: self._answer(caller, ok, v), timeout)
+            self.requests.send(request[1], lambda ok, v: self._answer(caller, ok, v), timeout)
             return NOREPLY
         if kind == "hot_reload":  # ("hot_reload", code[, module])
             self._require_running()
@@ -222,10 +206,7 @@ class AgentManager(Component):
             if self.state is S.STARTING:
                 self.kill_for(f"not ready within {self.cfg.agent.ready_timeout} ms")
         elif msg == "expire":
-            self._expire_timer = None
-            nxt = self.requests.expire(f"agent {self.instance_id} did not answer in time")
-            if nxt is not None:
-                self._arm_expire(time.monotonic() + nxt)
+            self.requests.on_timer()
         elif msg == "checkpoint_tick":
             self.durability.request_checkpoint()
             self.send_after(self.cfg.vault.checkpoint_interval / 1000, "checkpoint_tick")
@@ -462,7 +443,7 @@ class AgentManager(Component):
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]
         if kind == "response":
-            self._on_response(msg)
+            self.requests.on_response(msg)
         elif kind == "heartbeat":
             self.slot["hb_frame_ns"] = monotonic_ns()
             self._on_ready()  # a seed agent's first heartbeat counts as ready
@@ -505,47 +486,7 @@ class AgentManager(Component):
         else:
             logger.warning("agent {}: ignored message type {!r}", self.instance_id, kind)
 
-    def _on_response(self, msg: dict[str, Any]) -> None:
-        target = self.requests.pop(msg.get("id"))
-        if target is None:
-            logger.warning("agent {}: response to unknown id {!r}", self.instance_id, msg.get("id"))
-            return
-        ok = "error" not in msg
-        value = msg.get("data") if ok else msg.get("error")
-        if self.durability.settled:
-            deliver(target, ok, value)  # nothing it wrote is still on its way to the WAL
-            return
-        # Released only once every WAL entry the agent wrote before it is durable.
-        gone = f"agent {self.instance_id} exited before its changes were durable"
-        self.durability.after_wal(
-            lambda lsn: deliver(target, *((ok, value) if lsn is not None else (False, gone)))
-        )
-
     # -- requests ----------------------------------------------------------------------------
-
-    def request(self, data: Any, respond: Target, timeout: float | None = None) -> None:
-        """Send one ``process_request``; the answer goes to ``respond(ok, value)`` (or to a
-        data-plane ``(connection, request id)``)."""
-        if self.state is not S.RUNNING:
-            deliver(respond, False, f"agent {self.instance_id} is {self.state.value}, not RUNNING")
-            return
-        deadline = time.monotonic() + (timeout or self._request_timeout)
-        req_id = self.requests.add(respond, deadline)
-        if self._expire_timer is None or deadline < self._expire_due:
-            self._arm_expire(deadline)
-        self.pipes.queue({"type": "process_request", "id": req_id, "data": data})
-
-    def _arm_expire(self, deadline: float) -> None:
-        # One timer for the earliest deadline, not one per request: requests answered in
-        # time leave nothing behind in the loop's timer heap.
-        if self._expire_timer is not None:
-            self.cancel_timer(self._expire_timer)
-        self._expire_due = deadline
-        self._expire_timer = self.send_after(max(0.0, deadline - time.monotonic()), "expire")
-
-    def _data_request(self, conn: Connection, req_id: Any, args: dict[str, Any]) -> None:
-        timeout = args.get("timeout")
-        self.request(args.get("data"), (conn, req_id), float(timeout) if timeout else None)
 
     def _answer(self, caller: Caller, ok: bool, value: Any) -> None:
         if ok:

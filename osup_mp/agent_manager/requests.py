@@ -1,9 +1,16 @@
-"""Requests in flight to an agent: manager-side ids, answers matched by id, deadlines.
+"""Requests to an agent: the data-plane socket, manager-side ids, answers, deadlines.
 
-Who gets the answer is either a callback or, for the data plane's hot path, a
-``(connection, request id)`` pair answered directly (no closure per request). Deadlines sit
-in a heap that is trimmed from the top as answers arrive, so it stays about as large as what
-is really in flight however long the timeout is.
+:class:`Requests` is the agent manager's request path: it owns the data-plane socket of the
+main agent (``run_dir/agent-main.sock``), sends ``process_request`` frames with ids of its
+own, matches the agent's ``response`` frames to them and fails what misses its deadline.
+
+Design decisions:
+
+* Who gets the answer is either a callback or, for the data plane's hot path, a
+  ``(connection, request id)`` pair answered directly (no closure per request).
+* Deadlines sit in a heap that is trimmed from the top as answers arrive, so it stays about
+  as large as what is really in flight; one loop timer is armed for the earliest deadline,
+  never one per request.
 """
 
 from __future__ import annotations
@@ -11,9 +18,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from osup_mp.runtime.control import Connection, Respond
+from loguru import logger
+
+from osup_mp.agent_states import AgentState
+from osup_mp.runtime.control import Connection, ControlServer, Respond
+
+if TYPE_CHECKING:
+    from osup_mp.agent_manager.manager import AgentManager
 
 Target = Respond | tuple[Connection, Any]
 
@@ -64,3 +77,88 @@ class RequestTable:
         self._deadlines.clear()
         for target in in_flight.values():
             deliver(target, False, reason)
+
+
+class Requests:
+    """The request path of one agent manager (see the module docstring)."""
+
+    def __init__(self, manager: AgentManager) -> None:
+        self.manager = manager
+        self.table = RequestTable()
+        self.data_plane: ControlServer | None = None
+        self._default_timeout = manager.cfg.agent.request_timeout / 1000
+        self._timer: int | None = None
+        self._timer_due = 0.0
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def open_data_plane(self) -> None:
+        m = self.manager
+        self.data_plane = ControlServer(
+            m.cfg.data_socket(m.instance_id),
+            {"ping": lambda _args, respond: respond(True, "pong")},
+            max_frame=m.cfg.agent.max_frame,
+            direct={"request": self._data_request},
+        )
+        self.data_plane.attach(
+            lambda sock, cb: m.watch_fd(sock.fileno(), cb),
+            lambda sock: m.unwatch_fd(sock.fileno()),
+        )
+
+    def send(self, data: Any, target: Target, timeout: float | None = None) -> None:
+        """Send one ``process_request``; the answer goes to ``target``."""
+        m = self.manager
+        if m.state is not AgentState.RUNNING:
+            deliver(target, False, f"agent {m.instance_id} is {m.state.value}, not RUNNING")
+            return
+        deadline = time.monotonic() + (timeout or self._default_timeout)
+        req_id = self.table.add(target, deadline)
+        if self._timer is None or deadline < self._timer_due:
+            self._arm(deadline)
+        m.pipes.queue({"type": "process_request", "id": req_id, "data": data})
+
+    def on_response(self, msg: dict[str, Any]) -> None:
+        m = self.manager
+        target = self.table.pop(msg.get("id"))
+        if target is None:
+            logger.warning("agent {}: response to unknown id {!r}", m.instance_id, msg.get("id"))
+            return
+        ok = "error" not in msg
+        value = msg.get("data") if ok else msg.get("error")
+        if m.durability.settled:
+            deliver(target, ok, value)  # nothing it wrote is still on its way to the WAL
+            return
+        # Released only once every WAL entry the agent wrote before it is durable.
+        gone = f"agent {m.instance_id} exited before its changes were durable"
+        m.durability.after_wal(
+            lambda lsn: deliver(target, *((ok, value) if lsn is not None else (False, gone)))
+        )
+
+    def on_timer(self) -> None:
+        self._timer = None
+        nxt = self.table.expire(f"agent {self.manager.instance_id} did not answer in time")
+        if nxt is not None:
+            self._arm(time.monotonic() + nxt)
+
+    def fail_all(self, reason: str) -> None:
+        self.table.fail_all(reason)
+
+    def flush(self) -> None:
+        if self.data_plane is not None:
+            self.data_plane.flush()
+
+    def close(self) -> None:
+        if self.data_plane is not None:
+            self.data_plane.shutdown()
+
+    def _arm(self, deadline: float) -> None:
+        m = self.manager
+        if self._timer is not None:
+            m.cancel_timer(self._timer)
+        self._timer_due = deadline
+        self._timer = m.send_after(max(0.0, deadline - time.monotonic()), "expire")
+
+    def _data_request(self, conn: Connection, req_id: Any, args: dict[str, Any]) -> None:
+        timeout = args.get("timeout")
+        self.send(args.get("data"), (conn, req_id), float(timeout) if timeout else None)
