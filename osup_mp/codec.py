@@ -242,6 +242,7 @@ def _check_message(obj: Any, require_type: bool) -> dict[str, Any]:
 
 _EXT = (msgpack.ExtType, msgpack.Timestamp)
 _CONTAINER_OR_EXT = (dict, list, tuple, *_EXT)
+_LEAF_TYPES = frozenset({str, bytes, bytearray, int, float, bool, type(None)})
 
 
 def _check_encodable(msg: dict[Any, Any]) -> None:
@@ -253,19 +254,25 @@ def _check_encodable(msg: dict[Any, Any]) -> None:
     for key in msg:
         if not isinstance(key, str):
             raise BadMessage(f"top-level map key must be str, not {_kind(key)}")
+    # Exact-type checks first (one set lookup for the usual scalars); isinstance only for
+    # what is left, so subclasses are still walked and ext values still refused.
+    leaf = _LEAF_TYPES
     stack: list[Any] = [msg]
+    push = stack.append
     while stack:
         obj = stack.pop()
         if isinstance(obj, _EXT):  # checked first: ExtType is a namedtuple
             raise BadMessage(f"msgpack ext values are not allowed ({_kind(obj)})")
         if isinstance(obj, dict):
             for key, value in obj.items():
-                if not isinstance(key, (str, bytes)):
+                if type(key) is not str and not isinstance(key, (str, bytes)):
                     raise BadMessage(f"map key must be str or bytes, not {_kind(key)}")
-                if isinstance(value, _CONTAINER_OR_EXT):
-                    stack.append(value)
+                if type(value) not in leaf and isinstance(value, _CONTAINER_OR_EXT):
+                    push(value)
         else:  # list or tuple
-            stack.extend(item for item in obj if isinstance(item, _CONTAINER_OR_EXT))
+            for item in obj:
+                if type(item) not in leaf and isinstance(item, _CONTAINER_OR_EXT):
+                    push(item)
 
 
 _tls = threading.local()
