@@ -117,15 +117,17 @@ class Client:
         return self._ready.popleft()
 
     def _recv_now(self) -> bytes | None:
-        try:
-            return self._sock.recv(65536)
-        except BlockingIOError:
-            return None
+        return self._recv(0)
 
     def _recv(self, timeout: float | None) -> bytes | None:
         if not self._poller.poll(None if timeout is None else timeout * 1000):
+            if timeout == 0:
+                return None
             raise TimeoutError
-        return self._recv_now()
+        try:
+            return self._sock.recv(65536)
+        except BlockingIOError:  # woken without data after all
+            return None
 
     def request(self, command: str, /, **args: Any) -> Any:
         """Send one command and return its ``data``; raise :class:`ClientError` on error."""

@@ -124,6 +124,7 @@ class AgentSection:
     backoff_cap: int
     backoff_reset: int
     max_retries: int
+    busy_poll_us: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +309,7 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "backoff_cap": _Field(10000, _MS, _ints(1)),
         "backoff_reset": _Field(10000, _MS, _ints(1)),
         "max_retries": _Field(5, _NONNEG, _ints(0)),
+        "busy_poll_us": _Field(0, "an integer from 0 to 10000 (microseconds)", _ints(0, 10000)),
     },
     "watchdog": {
         "shadow_rss_mb": _Field(512, "a positive integer (MiB)", _ints(1)),

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from osup_mp.codec import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, pack
-from osup_mp.runtime.spin import DEFAULT_MAX_US, Spinner
+from osup_mp.runtime.spin import Spinner
 
 _READ_SIZE = 256 * 1024
 
@@ -55,7 +55,7 @@ class AgentOptions:
     heartbeat_interval: float = 1.0
     metrics_interval: float = 5.0
     max_frame: int = DEFAULT_MAX_FRAME
-    busy_poll_us: int = DEFAULT_MAX_US
+    busy_poll_us: int = 0
     extra: list[str] = field(default_factory=list)
 
     @classmethod
@@ -80,7 +80,7 @@ class AgentOptions:
             heartbeat_interval=int(environ.get("OSUP_HEARTBEAT_INTERVAL_MS", "1000")) / 1000,
             metrics_interval=int(environ.get("OSUP_METRICS_INTERVAL_MS", "5000")) / 1000,
             max_frame=int(environ.get("OSUP_MAX_FRAME", str(DEFAULT_MAX_FRAME))),
-            busy_poll_us=int(environ.get("OSUP_BUSY_POLL_US", str(DEFAULT_MAX_US))),
+            busy_poll_us=int(environ.get("OSUP_BUSY_POLL_US", "0")),
             extra=extra,
         )
 

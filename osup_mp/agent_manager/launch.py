@@ -37,7 +37,7 @@ def agent_env(cfg: Config, shm_name: str, instance_id: str, slot: int) -> dict[s
         OSUP_SHM_SLOT=str(slot),
         OSUP_HEARTBEAT_INTERVAL_MS=str(o.heartbeat_interval),
         OSUP_MAX_FRAME=str(cfg.agent.max_frame),
-        OSUP_BUSY_POLL_US=str(cfg.supervisor.busy_poll_us),
+        OSUP_BUSY_POLL_US=str(cfg.agent.busy_poll_us),
     )
 
 

@@ -37,6 +37,10 @@ class CallTimeout(CallError, TimeoutError):
 class CallMux:
     """Client side of a channel: pipelined calls correlated by id."""
 
+    #: Blocking calls made in this process: the owner's loop looks for deferred messages
+    #: only after this changed, not on every wake-up.
+    blocking_calls = 0
+
     def __init__(self, channel: Channel, peer: str) -> None:
         self.channel = channel
         self.peer = peer
@@ -75,6 +79,7 @@ class CallMux:
         call_id = next(self._ids)
         self._pending[call_id] = None
         self.channel.send(("call", call_id, request))
+        CallMux.blocking_calls += 1
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             self.channel.flush_blocking(timeout)

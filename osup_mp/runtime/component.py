@@ -290,11 +290,15 @@ class ComponentLoop:
             return select(0)
 
         channel_timeout: float | None = None
+        calls_seen = CallMux.blocking_calls
+        timers = self._timers
         while self.stop_reason is None:
             timeout = channel_timeout
-            if self._timers:
-                due = max(0.0, self._timers[0][0] - time.monotonic())
+            if timers:
+                due = max(0.0, timers[0][0] - time.monotonic())
                 timeout = due if timeout is None else min(timeout, due)
+            if CallMux.blocking_calls != calls_seen:
+                timeout = 0  # a call made after the last look left messages to handle
             for key, events in spinner.wait(poll, select, timeout):
                 data = key.data
                 if isinstance(data, Channel):
@@ -308,9 +312,11 @@ class ComponentLoop:
                         data.on_read()
                 else:
                     data()
-            if self._timers:
+            if timers and timers[0][0] <= time.monotonic():
                 self._run_timers()
-            self._run_deferred()
+            if CallMux.blocking_calls != calls_seen:
+                calls_seen = CallMux.blocking_calls
+                self._run_deferred()
             self.component.after_events()
             channel_timeout = self._service_channels()
 
@@ -325,13 +331,16 @@ class ComponentLoop:
     def _service_channels(self) -> float | None:
         """One pass per wake-up: flush batched output, expire calls; the next deadline."""
         timeout: float | None = None
-        for channel, mux in list(self._channels.values()):
+        waiting: list[CallMux] = []
+        for channel, mux in self._channels.values():
             if channel.pending_output and not channel.flush():
                 timeout = 0.001  # a peer's buffer was full: retry soon
             if mux is not None and mux.in_flight:
-                nxt = mux.expire()
-                if nxt is not None and (timeout is None or nxt < timeout):
-                    timeout = max(0.0, nxt)
+                waiting.append(mux)
+        for mux in waiting:  # apart: a timed-out call's callback may connect a new peer
+            nxt = mux.expire()
+            if nxt is not None and (timeout is None or nxt < timeout):
+                timeout = max(0.0, nxt)
         return timeout
 
     def _drain_wakeup(self) -> None:
