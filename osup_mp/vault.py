@@ -207,8 +207,10 @@ class CheckpointStore:
 
     def delete(self, checkpoint_id: str) -> bool:
         existed = self._path(checkpoint_id).exists()
-        self._path(checkpoint_id).unlink(missing_ok=True)
+        # The row first: killed in between, a file without a row is still listed, loaded
+        # and pruned later; a row without its file would never be seen again.
         self.cache.delete(checkpoint_id)
+        self._path(checkpoint_id).unlink(missing_ok=True)
         if existed:
             fsync_dir(self.files)
         return existed

@@ -324,25 +324,32 @@ class WALStore:
         The data is in the kernel when this returns; :meth:`sync` makes it durable.
         """
         lsns: list[int] = []
-        pending = list(payloads)
-        while pending:
+        i, total = 0, len(payloads)
+        while i < total:
             seg = self.segments[-1]
             room = self.segment_entries - seg.count
-            if room <= 0 or seg.size >= self.segment_bytes:
+            budget = self.segment_bytes - seg.size
+            chunk = bytearray()
+            start = i
+            while i < total and i - start < room:
+                record = encode_record(self.next_lsn, payloads[i])
+                # Never past segment_bytes, except a record larger than that on its own,
+                # which gets an empty segment.
+                if (chunk or seg.count) and len(chunk) + len(record) > budget:
+                    break
+                chunk += record
+                lsns.append(self.next_lsn)
+                self.next_lsn += 1
+                i += 1
+            if not chunk:  # this segment is full: the rest goes to a new one
                 self.sync()
                 self._new_segment()
                 self._open_active()
                 continue
-            batch, pending = pending[:room], pending[room:]
-            chunk = bytearray()
-            for payload in batch:
-                chunk += encode_record(self.next_lsn, payload)
-                lsns.append(self.next_lsn)
-                self.next_lsn += 1
             view = memoryview(chunk)
             while view:
                 view = view[os.write(self._fd, view) :]
-            seg.count += len(batch)
+            seg.count += i - start
             seg.last_lsn = self.next_lsn - 1
             seg.size += len(chunk)
         return lsns

@@ -186,8 +186,8 @@ ESSENTIAL = [  # the steps the brief names, in order; other calls may come betwe
     "os.fsync",  # ... and fsynced
     "os.close",
     "Cache.set",  # cache row
-    "os.unlink",  # prune: the oldest generation's file ...
-    "Cache.delete",  # ... and its cache row
+    "Cache.delete",  # prune: the oldest generation's cache row ...
+    "os.unlink",  # ... then its file (killed between: the file is pruned next time)
 ]
 
 

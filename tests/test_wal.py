@@ -167,18 +167,31 @@ def test_rotation_by_size(open_wal: OpenWAL, tmp_path: Path) -> None:
     directory = tmp_path / "wal"
     store = open_wal(segment_bytes=4096)
     expected = []
-    for lsn in range(1, 11):  # 16 + 4 * 1021 >= 4096: four 1000-byte records per segment
+    for lsn in range(1, 11):  # 16 + 4 * 1021 > 4096: three 1000-byte records per segment
         data = payload(lsn, 1000)
         assert store.append([data]) == [lsn]
         expected.append((lsn, data))
-    assert names(directory) == [segment_name(1), segment_name(5), segment_name(9)]
+    assert names(directory) == [segment_name(n) for n in (1, 4, 7, 10)]
     sizes = [p.stat().st_size for p in segment_files(directory)]
-    assert sizes == [SEG_HDR + 4 * (HDR + 1000)] * 2 + [SEG_HDR + 2 * (HDR + 1000)]
+    assert sizes == [SEG_HDR + 3 * (HDR + 1000)] * 3 + [SEG_HDR + HDR + 1000]
     assert contents(store) == expected
     store.close()
     again = open_wal(segment_bytes=4096)
     assert contents(again) == expected
     assert again.append([b"y"]) == [11]
+
+
+def test_a_batch_is_split_at_the_size_limit(open_wal: OpenWAL, tmp_path: Path) -> None:
+    directory = tmp_path / "wal"
+    store = open_wal(segment_bytes=4096)
+    batch = [payload(lsn, 1000) for lsn in range(1, 8)]
+    assert store.append(batch) == list(range(1, 8))  # one append, three segments
+    assert names(directory) == [segment_name(n) for n in (1, 4, 7)]
+    assert all(p.stat().st_size <= 4096 for p in segment_files(directory))
+    big = payload(8, 5000)  # larger than a segment: it gets one of its own
+    assert store.append([big, payload(9, 10)]) == [8, 9]
+    assert names(directory)[-2:] == [segment_name(8), segment_name(9)]
+    assert contents(store) == [*zip(range(1, 8), batch, strict=True), (8, big), (9, payload(9, 10))]
 
 
 def test_truncate_through_keeps_the_active_segment_and_lsns_grow(
