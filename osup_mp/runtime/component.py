@@ -290,7 +290,7 @@ class ComponentLoop:
             return select(0)
 
         channel_timeout: float | None = None
-        calls_seen = CallMux.blocking_calls
+        calls_seen = -1  # calls made in init() may have left messages: look at once
         timers = self._timers
         while self.stop_reason is None:
             timeout = channel_timeout
