@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import SCRIPTED_AGENT, Tree, wait_for
 
-from osup_mp.client import ClientError
+from osup_mp.client import Client, ClientError
 
 FAST = {
     "o_supervisor": {"heartbeat_interval": 200, "heartbeat_timeout": 1000},
@@ -244,3 +244,16 @@ def test_requests_past_their_deadline_fail_and_late_answers_are_dropped(make_tre
         assert (second["id"], second["ok"], second["data"]) == (slow, True, "slept")
         assert client.request("request", data={"echo": 2}) == {"echo": 2}
     assert "response to unknown id" in tree.log_text  # the late answers, logged and dropped
+
+
+def test_client_coalesces_sends_and_delivers_them_all(make_tree) -> None:
+    tree = make_tree(**FAST).start()
+    path = tree.cfg.data_socket("main")
+    with Client(path, timeout=10.0, batch_bytes=1 << 20) as client:
+        ids = [client.send("request", data={"op": "stats"}) for _ in range(50)]
+        assert client._out  # queued, not written: nothing was waited for yet
+        answers = [client.receive() for _ in ids]  # the first wait writes them all
+        assert [a["id"] for a in answers] == ids and all(a["ok"] for a in answers)
+        client.send("request", data={"op": "memory_add", "text": "sent, never awaited"})
+    # close() wrote the last one: the agent got it though nobody read the answer.
+    wait_for(lambda: tree.agent_request({"op": "stats"})["blocks"] == 1, what="block added")
