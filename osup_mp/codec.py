@@ -438,6 +438,9 @@ class FrameDecoder:
             return out
         limit = self._limit
         require_type = self._require_type
+        small = self._small
+        if small is None:
+            small = self._small = _small_unpacker()
         pos = 0
         try:
             with memoryview(buf) as view:
@@ -451,10 +454,26 @@ class FrameDecoder:
                     stop = start + length
                     if stop > end:
                         break
-                    with view[start:stop] as payload:
-                        if length <= _SMALL:
-                            out.append(self._decode_small(payload, length, require_type))
-                        else:
+                    if length <= _SMALL:
+                        # Inline (once per frame on every hop): the reused Unpacker copies
+                        # the payload, so the temporary slice dies at once.
+                        small.feed(view[start:stop])
+                        try:
+                            obj = small.unpack()
+                        except FrameError:
+                            raise
+                        except msgpack.OutOfData:
+                            raise BadMessage(
+                                "payload ends in the middle of a msgpack object"
+                            ) from None
+                        except Exception as exc:
+                            raise BadMessage(_reason(exc)) from exc
+                        self._small_fed += length
+                        if small.tell() != self._small_fed:  # the stream is broken anyway
+                            raise BadMessage("trailing bytes after the message inside the frame")
+                        out.append(_check_message(obj, require_type))
+                    else:
+                        with view[start:stop] as payload:
                             out.append(_decode(payload, length, require_type))
                     pos = stop
         except FrameError as exc:
@@ -465,24 +484,6 @@ class FrameDecoder:
         if pos:
             del buf[:pos]  # compact once per feed, not once per frame
         return out
-
-    def _decode_small(self, payload: memoryview, size: int, require_type: bool) -> dict[str, Any]:
-        unpacker = self._small
-        if unpacker is None:
-            unpacker = self._small = _small_unpacker()
-        unpacker.feed(payload)
-        try:
-            obj = unpacker.unpack()
-        except FrameError:
-            raise
-        except msgpack.OutOfData:
-            raise BadMessage("payload ends in the middle of a msgpack object") from None
-        except Exception as exc:
-            raise BadMessage(_reason(exc)) from exc
-        self._small_fed += size
-        if unpacker.tell() != self._small_fed:  # the stream is broken from here on anyway
-            raise BadMessage("trailing bytes after the message inside the frame")
-        return _check_message(obj, require_type)
 
 
 # --------------------------------------------------------------------------
