@@ -21,7 +21,8 @@ What is measured, and how:
 1. Request round trip. Through the manager: ``{"op": "stats"}`` sent with a data-plane
    :class:`~osup_mp.client.Client` (``run_dir/agent-main.sock``, command ``request``) one at
    a time (median/p90 µs); and with 64 requests in flight (``Client.send`` x64, then one
-   ``receive`` + one ``send`` per answer) → requests/s. Baseline: the agent spawned directly,
+   ``receive`` + one ``send`` per answer; the client library coalesces its writes, 512 bytes
+   or when it waits) → requests/s. Baseline: the agent spawned directly,
    after its ``ready`` frame; framed ``process_request`` with the same data written to its
    stdin and the ``response`` read from its stdout (heartbeat/metrics frames skipped), one at
    a time and 64 in flight in the same way. Targets: median <= 2x raw; throughput >= 50 %.
