@@ -358,6 +358,17 @@ class WALStore:
         """fdatasync the active segment. An error propagates: callers treat it as fatal."""
         os.fdatasync(self._fd)
 
+    @staticmethod
+    def sync_fd(fd: int) -> None:
+        """fdatasync a descriptor from :meth:`sync_handle` (on any thread)."""
+        os.fdatasync(fd)
+
+    def sync_handle(self) -> int:
+        """A duplicate of the active segment's descriptor, for an fdatasync run elsewhere
+        (the caller closes it). Every older segment was synced when it was rolled over, so
+        syncing this one makes everything written so far durable."""
+        return os.dup(self._fd)
+
     # -- read / truncate ---------------------------------------------------------------------
 
     def read_after(self, lsn: int, limit: int | None = None) -> Iterator[Record]:

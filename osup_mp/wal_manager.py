@@ -1,11 +1,14 @@
 """The WAL manager component (the seed's WALManager), done right.
 
-Agent managers send batches of entries with ``("append", [entry, ...])``. Every append that
-arrives in one loop wake-up is encoded as it comes, then written with one ``os.write`` at the
-end of the wake-up, where each entry gets the next LSN. The reply — the LSNs — is the
-acknowledgement, and it is sent only after the sync the fsync policy requires:
+Agent managers send batches of entries, each already MessagePack-encoded (a map), with
+``("append", [payload, ...])``. Every append that arrives in one loop wake-up is written with
+one ``os.write`` at the end of the wake-up, where each entry gets the next LSN. The reply —
+the LSNs — is the acknowledgement, and it is sent only after the sync the fsync policy
+requires:
 
-* ``always``: one ``fdatasync`` covers every append of the wake-up (group commit);
+* ``always``: one ``fdatasync`` covers every append written before it started (group
+  commit); it runs on a worker thread (:mod:`osup_mp.wal_sync`), so the loop keeps reading
+  and writing the next group while the disk works;
 * ``everysec``: reply after the write; a timer syncs once a second if anything was written;
 * ``no``: reply after the write; the kernel decides.
 
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
 from loguru import logger
 
 from osup_mp.codec import FrameError, unpack_payload
@@ -26,6 +28,9 @@ from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component
 from osup_mp.wal import WALError, WALStore, verify_dir
+from osup_mp.wal_sync import BackgroundSync
+
+Written = list[tuple[Caller, list[int]]]  # appends written, with their LSNs, awaiting a sync
 
 
 class WALManager(Component):
@@ -39,8 +44,10 @@ class WALManager(Component):
             salvage=cfg.wal.salvage,
         )
         self._staged: list[tuple[Caller, list[bytes]]] = []  # appends of this wake-up
-        self._packer = msgpack.Packer(use_bin_type=True)  # one per process: reused per entry
         self._dirty = False
+        self._background: BackgroundSync | None = None  # the "always" policy's worker
+        self._syncing: Written = []  # covered by the sync in flight
+        self._unsynced: Written = []  # written since it started: the next sync covers them
         self._failed: str | None = None
         self.appends = 0
         self.syncs = 0
@@ -57,13 +64,21 @@ class WALManager(Component):
         )
         if self.policy == "everysec":
             self.send_after(1.0, "sync")
+        if self.policy == "always":
+            self._background = BackgroundSync(self.store.sync_fd)
+            self.watch_fd(self._background.fileno(), self._on_synced)
 
     def terminate(self, reason: str) -> None:
+        if self._background is not None:
+            self._background.close()  # waits for the sync in flight; the one below covers all
         if self._failed is None and self.policy != "no":
             try:
                 self.store.sync()
             except OSError as exc:
                 logger.critical("wal: final fsync failed: {}", exc)
+                self._failed = f"final fsync failed: {exc}"
+        self._answer(self._syncing + self._unsynced)  # durable now, or told they are not
+        self._syncing, self._unsynced = [], []
         self.store.close()
 
     def handle_call(self, request: Any, caller: Caller) -> Any:
@@ -117,11 +132,12 @@ class WALManager(Component):
             super().handle_info(msg)
 
     def _append(self, entries: list[Any], caller: Caller) -> Any:
-        """Encode now; write, sync and answer once for the whole wake-up (after_events)."""
+        """Stage now; write, sync and answer once for the whole wake-up (after_events)."""
         if self._failed is not None:
             raise CallError(f"WAL unavailable: {self._failed}")
-        pack = self._packer.pack
-        self._staged.append((caller, [pack(e) for e in entries]))
+        if not isinstance(entries, list) or any(type(e) is not bytes for e in entries):
+            raise CallError("append takes a list of MessagePack-encoded entries (bytes)")
+        self._staged.append((caller, entries))
         return NOREPLY
 
     def after_events(self) -> None:
@@ -138,14 +154,46 @@ class WALManager(Component):
             return
         self.appends += len(lsns)
         self._dirty = True
-        if self.policy == "always" and not self._sync():
-            for caller, _ in staged:
-                self.reply_error(caller, f"WAL unavailable: {self._failed}")
-            return
+        written: Written = []
         start = 0
         for caller, batch in staged:
-            self.reply(caller, lsns[start : start + len(batch)])
+            written.append((caller, lsns[start : start + len(batch)]))
             start += len(batch)
+        if self._background is None:
+            self._answer(written)  # everysec, no: the write is the acknowledgement
+            return
+        self._unsynced += written
+        if not self._background.busy:
+            self._start_sync()
+
+    def _start_sync(self) -> None:
+        assert self._background is not None
+        self._syncing, self._unsynced = self._unsynced, []
+        self._background.start(self.store.sync_handle())
+
+    def _on_synced(self) -> None:
+        """A background sync finished: answer what it covered, start the next one."""
+        assert self._background is not None
+        for error in self._background.finished():
+            if error is not None:
+                self._fatal(f"fdatasync of {self.store.segments[-1].path} failed: {error}")
+                self._answer(self._syncing + self._unsynced)
+                self._syncing, self._unsynced = [], []
+                return
+            self.syncs += 1
+            self._answer(self._syncing)
+            self._syncing = []
+        if self._unsynced and not self._background.busy and self._failed is None:
+            self._start_sync()
+        elif not self._unsynced:
+            self._dirty = False
+
+    def _answer(self, written: Written) -> None:
+        for caller, lsns in written:
+            if self._failed is None:
+                self.reply(caller, lsns)
+            else:
+                self.reply_error(caller, f"WAL unavailable: {self._failed}")
 
     def _sync(self) -> bool:
         try:

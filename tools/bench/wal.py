@@ -15,7 +15,8 @@ What is measured, and how:
    with two children: the WAL component (``WALManager(cfg)``, name ``wal``, with
    ``[wal] fsync`` set to the policy) and a ``driver`` component defined here. The driver
    keeps a window of W ``("append", [entry] * B)`` calls in flight on its peer connection to
-   the WAL (each answer releases the next call) for a fixed time and counts the entries whose
+   the WAL (each answer releases the next call; each entry MessagePack-encoded as the call is
+   made, as an agent manager does) for a fixed time and counts the entries whose
    answer — the acknowledgement, sent only after the sync the policy requires — arrived; it
    checks that the acknowledged LSNs are consecutive. Two shapes: W=16 calls of B=64 entries,
    and W=256 calls of B=1 entry (an agent that logs one operation per request). Entries are
@@ -192,9 +193,13 @@ class AppendDriver(Component):
         deadline = 0.0
         t_last = 0.0
 
+        pack = msgpack.Packer(use_bin_type=True).pack
+
         def issue() -> None:
             nonlocal sent
-            mux.call_async(("append", calls[sent % len(calls)]), on_reply, timeout=30.0)
+            # Encoded per call, as an agent manager encodes each entry it forwards.
+            entries = [pack(e) for e in calls[sent % len(calls)]]
+            mux.call_async(("append", entries), on_reply, timeout=30.0)
             sent += 1
 
         def on_reply(ok: bool, value: Any) -> None:
