@@ -1,0 +1,191 @@
+"""The configuration's types: one frozen dataclass per section, and :class:`Config`.
+
+What a loaded configuration looks like to the rest of the tree; :mod:`.schema` says which
+keys exist and what they accept, :mod:`.loader` reads and merges files into these.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Final
+
+
+class Strategy(str, enum.Enum):  # noqa: UP042 - plain str mixin: str()/format() keep "Strategy.X"
+    """Supervisor restart strategy (OTP semantics)."""
+
+    ONE_FOR_ONE = "one_for_one"
+    ONE_FOR_ALL = "one_for_all"
+    REST_FOR_ONE = "rest_for_one"
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is one line ``file: key: detail``."""
+
+    def __init__(self, file: str, key: str, expected: str, detail: str = "") -> None:
+        self.file, self.key, self.expected = file, key, expected
+        self.detail = detail or f"expected {expected}"
+        text = ": ".join(part for part in (file, key, self.detail) if part)
+        super().__init__(text.replace("\r", "\\r").replace("\n", "\\n"))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.file, self.key, self.expected, self.detail))
+
+
+@dataclass(frozen=True, slots=True)
+class OSupervisorSection:
+    gerbil_executable: str
+    gerbil_main_script: str
+    gerbil_home: Path
+    data_dir: Path
+    checkpoint_dir: Path
+    wal_dir: Path
+    log_dir: Path
+    run_dir: Path
+    shared_memory_name: str
+    shared_memory_size: int
+    heartbeat_interval: int
+    heartbeat_timeout: int
+    max_concurrent_shadows: int
+    shadow_test_duration: int
+    evolution_enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LoggerSection:
+    level: str
+    format: str
+    metadata: tuple[str, ...]
+    rotation: str
+    retention: int
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSection:
+    strategy: Strategy
+    max_restarts: int
+    max_seconds: float
+    shutdown_timeout: int
+    busy_poll_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySection:
+    period: int
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSection:
+    max_frame: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSection:
+    """How agent managers run agents (times in ms)."""
+
+    max_frame: int
+    ready_timeout: int
+    request_timeout: int
+    stop_timeout: int
+    backoff_base: int
+    backoff_cap: int
+    backoff_reset: int
+    max_retries: int
+    busy_poll_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchdogSection:
+    """Per-shadow resource limits the watchdog enforces (times in ms)."""
+
+    shadow_rss_mb: int
+    shadow_cpu_percent: int
+    shadow_cpu_window: int
+    shadow_max_fds: int
+    shadow_max_threads: int
+    shadow_wall_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class WALSection:
+    """The write-ahead log: fsync policy (Redis-style), segment size, recovery mode."""
+
+    fsync: str
+    segment_entries: int
+    segment_bytes: int
+    salvage: str
+
+
+@dataclass(frozen=True, slots=True)
+class VaultSection:
+    """Checkpoints: generations kept and the supervisor-requested cadence (ms; 0 = off)."""
+
+    generations: int
+    checkpoint_interval: int
+    checkpoint_wal_entries: int
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    o_supervisor: OSupervisorSection
+    logger: LoggerSection
+    supervisor: SupervisorSection
+    telemetry: TelemetrySection
+    control: ControlSection
+    agent: AgentSection
+    watchdog: WatchdogSection
+    wal: WALSection
+    vault: VaultSection
+    env: str
+    source: Path | None
+    base_dir: Path
+
+    @property
+    def pidfile(self) -> Path:
+        return self.o_supervisor.run_dir / "osup-mp.pid"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.o_supervisor.run_dir / "control.sock"
+
+    def data_socket(self, instance_id: str) -> Path:
+        """The data-plane socket the manager of agent ``instance_id`` serves requests on."""
+        return self.o_supervisor.run_dir / f"agent-{instance_id}.sock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.o_supervisor.log_dir / "osup-mp.log"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly dict (paths as str, enums as values, tuples as lists)."""
+        out: dict[str, Any] = {
+            "env": self.env,
+            "source": None if self.source is None else str(self.source),
+            "base_dir": str(self.base_dir),
+        }
+        for name in _SECTION_TYPES:
+            sec = getattr(self, name)
+            out[name] = {f.name: _plain(getattr(sec, f.name)) for f in fields(sec)}
+        return out
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    return list(value) if isinstance(value, tuple) else value
+
+
+_SECTION_TYPES: Final[dict[str, Any]] = {
+    "o_supervisor": OSupervisorSection,
+    "logger": LoggerSection,
+    "supervisor": SupervisorSection,
+    "telemetry": TelemetrySection,
+    "control": ControlSection,
+    "agent": AgentSection,
+    "watchdog": WatchdogSection,
+    "wal": WALSection,
+    "vault": VaultSection,
+}
