@@ -13,8 +13,10 @@ Design decisions:
   would have caught it — and halves when an event took longer, down to zero. A busy
   exchange therefore polls and an idle or sparse one sleeps at once, so an idle tree costs
   nothing and a lightly loaded one wastes at most a few windows before it stops polling.
-* A poll that finds nothing yields the CPU (``sched_yield``), so a poller never delays a
-  process that shares its CPU — typically the very process it waits for.
+* A poll that finds nothing yields the CPU (``sched_yield``), so a poller gives way to a
+  process that shares its CPU — typically the very process it waits for. The scheduler
+  still charges the poller for the time it burned, and a busier process sharing its CPU can
+  end up waiting for its fair share: that is why SDK agents do not poll by default.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 DEFAULT_MAX_US = 200
-_MIN_NS = 5_000  # the first window after a miss: below this a poll costs more than it saves
+_MIN_NS = 5_000  # the smallest window: below this a poll costs more than it saves
 
 _max_ns = DEFAULT_MAX_US * 1000
 
