@@ -32,6 +32,11 @@ class Echo(Component):
             self.pending.append(caller)
             self.send_after(0.01, "answer")
             return NOREPLY
+        if kind == "never":  # held, never answered: a peer that hangs its callers
+            self.pending.append(caller)
+            return NOREPLY
+        if kind == "held":
+            return len(self.pending)
         if kind == "crash":
             raise RuntimeError("asked to crash")
         if kind == "exit":

@@ -10,6 +10,7 @@ import psutil
 import pytest
 from conftest import Tree, wait_for
 
+from osup_mp.client import Client
 from osup_mp.config import Strategy
 
 
@@ -115,6 +116,31 @@ def test_components_call_each_other_directly(make_tree) -> None:
     new = wait_for(lambda: _replaced(tree, pids, {"b"}), what="b replaced")
     assert tree.request("call", name="a", request=["peer_call", "b", ("pid",)]) == new["b"]
     assert tree.request("call", name="a", request=["later"]) == "later"
+
+
+def test_sigterm_interrupts_a_blocking_call(make_tree) -> None:
+    tree = make_tree().start("a:permanent", "b:permanent")
+    pids = wait_for(tree.running_pids)
+    with Client.for_config(tree.cfg, timeout=10) as client:
+        # a calls b (5 s timeout), b never answers: a sits in a blocking call.
+        client.send("call", name="a", request=["peer_call", "b", ["never"]])
+        client.flush()
+        wait_for(lambda: tree.request("call", name="b", request=["held"]) == 1, what="b holds")
+        os.kill(pids["a"], signal.SIGTERM)
+        t0 = time.monotonic()
+        answer = client.receive()
+    assert answer["ok"] is False and "shutting down" in answer["error"]
+    wait_for(
+        lambda: (
+            not psutil.pid_exists(pids["a"])
+            or psutil.Process(pids["a"]).status() == psutil.STATUS_ZOMBIE
+        ),
+        timeout=5.0,
+        what="a to exit",
+    )
+    assert time.monotonic() - t0 < 1.5  # not the call's 5 s, nor the 2 s SIGKILL fallback
+    wait_for(lambda: _replaced(tree, pids, {"a"}), what="a restarted")
+    assert "a: crashed" not in tree.log_text  # a clean stop, not a crash
 
 
 def test_sigkill_parent_leaves_no_component(make_tree) -> None:

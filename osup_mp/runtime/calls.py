@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
+import select
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +34,10 @@ class CallError(RuntimeError):
 
 class CallTimeout(CallError, TimeoutError):
     pass
+
+
+class CallInterrupted(CallError):
+    """A blocking call was abandoned because the process is shutting down."""
 
 
 class CallMux:
@@ -52,6 +58,11 @@ class CallMux:
         # the owner's loop handles them next (dropping them would lose e.g. the parent's calls).
         self.deferred: list[Any] = []
         self._spinner = Spinner()
+        # Set by the owner's loop: a blocking call also wakes on this fd (the signal wakeup
+        # fd) and gives up when ``interrupted()`` says so — SIGTERM is never left waiting
+        # for a slow peer.
+        self.interrupt_fd: int | None = None
+        self.interrupted: Callable[[], bool] = lambda: False
 
     @property
     def in_flight(self) -> int:
@@ -87,7 +98,7 @@ class CallMux:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise CallTimeout(f"call to {self.peer} timed out after {timeout}s")
-                if self._spinner.wait(self._readable_now, self.channel.wait_readable, remaining):
+                if self._spinner.wait(self._readable_now, self._wait, remaining):
                     self.deferred += self.dispatch(self.channel.receive())
                     if self.channel.closed and call_id not in self._results:
                         self.fail_all(f"{self.peer} exited")
@@ -100,6 +111,22 @@ class CallMux:
 
     def _readable_now(self) -> bool:
         return self.channel.wait_readable(0)
+
+    def _wait(self, timeout: float | None) -> bool:
+        """Wait for the channel (True) or the interrupt fd; raise if interrupted."""
+        fd = self.channel.fileno()
+        if self.interrupt_fd is None:
+            return self.channel.wait_readable(timeout)
+        readable, _, _ = select.select([fd, self.interrupt_fd], [], [], timeout)
+        if self.interrupt_fd in readable:
+            try:  # drained: the signal's flag is set already, and the loop checks it
+                while os.read(self.interrupt_fd, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            if self.interrupted():
+                raise CallInterrupted(f"call to {self.peer} abandoned: shutting down")
+        return fd in readable
 
     def dispatch(self, messages: list[Any]) -> list[Any]:
         """Consume the replies among ``messages``; return the rest (calls, casts, info)."""
@@ -148,4 +175,11 @@ class CallMux:
         self._deadlines.clear()
 
 
-__all__ = ["CallError", "CallMux", "CallTimeout", "ChannelClosed", "ReplyCallback"]
+__all__ = [
+    "CallError",
+    "CallInterrupted",
+    "CallMux",
+    "CallTimeout",
+    "ChannelClosed",
+    "ReplyCallback",
+]

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from loguru import logger
 
-from osup_mp.runtime.calls import CallError, CallMux, ReplyCallback
+from osup_mp.runtime.calls import CallError, CallInterrupted, CallMux, ReplyCallback
 from osup_mp.runtime.channel import Channel
 from osup_mp.runtime.spin import Spinner
 
@@ -200,6 +200,7 @@ class ComponentLoop:
         self._cancelled: set[int] = set()
         self._timer_ids = itertools.count(1)
         self._wakeup_r, self._wakeup_w = socket.socketpair()
+        self._interruptible(self.parent)
         self._add_channel(parent, self.parent)
         component.name = name
         component._loop = self
@@ -230,8 +231,13 @@ class ComponentLoop:
         _value, fds = self.parent.call(("connect", name), timeout=10.0)
         channel = Channel.from_fd(fds[0])
         mux = CallMux(channel, name)
+        self._interruptible(mux)
         self._add_channel(channel, mux)
         return mux
+
+    def _interruptible(self, mux: CallMux) -> None:
+        mux.interrupt_fd = self._wakeup_r.fileno()
+        mux.interrupted = lambda: self.stop_reason is not None
 
     def add_timer(self, delay: float, msg: Any) -> int:
         ref = next(self._timer_ids)
@@ -268,6 +274,8 @@ class ComponentLoop:
         try:
             self._serve()
             reason = self.stop_reason or "normal"
+        except CallInterrupted:
+            reason = self.stop_reason or "shutdown"  # stopped in the middle of a call
         except Exception as exc:
             reason = f"crashed: {type(exc).__name__}: {exc}"
             logger.error("{}: {}\n{}", self.name, reason, traceback.format_exc().rstrip())
