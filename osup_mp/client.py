@@ -126,7 +126,7 @@ class Client:
             if self._out:
                 self.flush()
             try:
-                data = self._spinner.wait(self._recv_now, self._recv, self.timeout)
+                data = self._spinner.wait(self._recv, self.timeout)
             except TimeoutError as exc:
                 raise ClientError(f"no answer within {self.timeout:g}s") from exc
             except OSError as exc:
@@ -140,9 +140,6 @@ class Client:
             except FrameError as exc:
                 raise ClientError(f"bad answer from the tree: {exc}") from exc
         return self._ready.popleft()
-
-    def _recv_now(self) -> bytes | None:
-        return self._recv(0)
 
     def _recv(self, timeout: float | None) -> bytes | None:
         if not self._poller.poll(None if timeout is None else timeout * 1000):

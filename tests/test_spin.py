@@ -36,6 +36,11 @@ def blocking(clock: FakeClock, waited_us: int, value: Any = "event") -> Any:
     return block
 
 
+def waiter(poll: Any, block: Any) -> Any:
+    """The one callable a Spinner waits with: ``poll()`` for a zero timeout, else ``block``."""
+    return lambda timeout: poll() if timeout == 0 else block(timeout)
+
+
 def test_window_grows_while_events_come_within_the_maximum(clock: FakeClock) -> None:
     s = Spinner(100)
     assert s.window_ns == 0
@@ -45,11 +50,11 @@ def test_window_grows_while_events_come_within_the_maximum(clock: FakeClock) -> 
 
     windows = []
     for _ in range(6):
-        s.wait(never, blocking(clock, 1), 1.0)  # missed by the poll, but 1 us after it
+        s.wait(waiter(never, blocking(clock, 1)), 1.0)  # missed by the poll, but 1 us after it
         windows.append(s.window_ns // 1000)
     assert windows == [5, 10, 20, 40, 80, 100]
     # At the maximum, an event that a full window missed means polling is not paying.
-    s.wait(never, blocking(clock, 1), 1.0)
+    s.wait(waiter(never, blocking(clock, 1)), 1.0)
     assert s.window_ns == 50_000
 
 
@@ -58,7 +63,7 @@ def test_poll_hit_returns_without_blocking(clock: FakeClock) -> None:
     s.window_ns = 50_000
     blocked = []
     polls = iter([None, None, "ready"])
-    found = s.wait(lambda: next(polls), lambda t: blocked.append(t), 1.0)
+    found = s.wait(waiter(lambda: next(polls), blocked.append), 1.0)
     assert found == "ready"
     assert blocked == []
     assert s.window_ns == 100_000  # a hit doubles the window, capped at the maximum
@@ -73,14 +78,14 @@ def test_slow_events_shrink_the_window_to_nothing(clock: FakeClock) -> None:
 
     windows = []
     while s.window_ns:
-        s.wait(poll, blocking(clock, 5000), 1.0)  # the event took 5 ms: polling was waste
+        s.wait(waiter(poll, blocking(clock, 5000)), 1.0)  # the event took 5 ms: polling was waste
         windows.append(s.window_ns // 1000)
         assert len(windows) < 10
     assert windows[:3] == [50, 25, 12]
     assert windows[-1] == 0
     # Once at zero an idle loop never polls: the next wait blocks at once.
     polled = []
-    s.wait(lambda: polled.append(1), blocking(clock, 5000), 1.0)
+    s.wait(waiter(lambda: polled.append(1), blocking(clock, 5000)), 1.0)
     assert polled == []
 
 
@@ -92,19 +97,26 @@ def test_zero_maximum_or_zero_timeout_never_polls(clock: FakeClock) -> None:
 
     off = Spinner(0)
     for _ in range(5):
-        off.wait(poll, blocking(clock, 1), 1.0)
+        off.wait(waiter(poll, blocking(clock, 1)), 1.0)
     assert off.window_ns == 0
+    assert polled == []
     on = Spinner(100)
     on.window_ns = 100_000
-    assert on.wait(poll, blocking(clock, 0, "timer"), 0) == "timer"
-    assert polled == []
+    timeouts: list[float | None] = []
+
+    def timer(timeout: float | None) -> str:
+        timeouts.append(timeout)
+        return "timer"
+
+    assert on.wait(timer, 0) == "timer"
+    assert timeouts == [0]  # one look, no polling loop before it
 
 
 def test_configure_sets_the_default_for_new_spinners() -> None:
     before = spin.max_us()
     try:
         spin.configure(0)
-        assert Spinner().wait(lambda: "x", lambda t: "blocked", 1.0) == "blocked"
+        assert Spinner().wait(waiter(lambda: "x", lambda t: "blocked"), 1.0) == "blocked"
         spin.configure(250)
         assert spin.max_us() == 250
     finally:

@@ -216,16 +216,12 @@ class Agent:
         sel = selectors.DefaultSelector()
         sel.register(self._in_fd, selectors.EVENT_READ)
         spinner = Spinner(self.options.busy_poll_us)
-
-        def poll() -> list[tuple[selectors.SelectorKey, int]]:
-            return sel.select(0)
-
         while not self._stop:
             self._run_timers()
             self._flush()
             due = [t for name, t in self._timers.items() if name != "heartbeat" or self._ready_sent]
             timeout = max(0.0, min(due) - time.monotonic()) if due else None
-            if spinner.wait(poll, sel.select, timeout) and not self._read_input():
+            if spinner.wait(sel.select, timeout) and not self._read_input():
                 break
             self.after_batch()
         self._flush()

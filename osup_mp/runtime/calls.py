@@ -98,7 +98,7 @@ class CallMux:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise CallTimeout(f"call to {self.peer} timed out after {timeout}s")
-                if self._spinner.wait(self._readable_now, self._wait, remaining):
+                if self._spinner.wait(self._wait, remaining):
                     self.deferred += self.dispatch(self.channel.receive())
                     if self.channel.closed and call_id not in self._results:
                         self.fail_all(f"{self.peer} exited")
@@ -108,9 +108,6 @@ class CallMux:
         if not ok:
             raise value if isinstance(value, CallError) else CallError(f"{self.peer}: {value}")
         return value
-
-    def _readable_now(self) -> bool:
-        return self.channel.wait_readable(0)
 
     def _wait(self, timeout: float | None) -> bool:
         """Wait for the channel (True) or the interrupt fd; raise if interrupted."""

@@ -293,10 +293,6 @@ class ComponentLoop:
     def _serve(self) -> None:
         select = self.selector.select
         spinner = Spinner()
-
-        def poll() -> list[tuple[selectors.SelectorKey, int]]:
-            return select(0)
-
         channel_timeout: float | None = None
         calls_seen = -1  # calls made in init() may have left messages: look at once
         timers = self._timers
@@ -307,7 +303,7 @@ class ComponentLoop:
                 timeout = due if timeout is None else min(timeout, due)
             if CallMux.blocking_calls != calls_seen:
                 timeout = 0  # a call made after the last look left messages to handle
-            for key, events in spinner.wait(poll, select, timeout):
+            for key, events in spinner.wait(select, timeout):
                 data = key.data
                 if isinstance(data, Channel):
                     self._on_channel(data)

@@ -54,16 +54,14 @@ class Spinner:
         self._max_ns = _max_ns if max_us is None else max(0, max_us) * 1000
         self.window_ns = 0
 
-    def wait(
-        self, poll: Callable[[], T], block: Callable[[float | None], T], timeout: float | None
-    ) -> T:
-        """``poll()`` until it returns something truthy or the window ends, then
-        ``block(timeout)``. ``poll`` must not block; ``block`` waits at most ``timeout`` s."""
+    def wait(self, block: Callable[[float | None], T], timeout: float | None) -> T:
+        """Poll with ``block(0)`` until it returns something truthy or the window ends, then
+        ``block(timeout)``; ``block`` waits at most its argument, in seconds."""
         clock = time.monotonic_ns
         if self.window_ns and timeout != 0:
             end = clock() + self.window_ns
             while True:
-                found = poll()
+                found = block(0)
                 if found:
                     self._grow()
                     return found
