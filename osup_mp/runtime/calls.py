@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import os
 import select
 import time
 from collections.abc import Callable
@@ -60,7 +59,7 @@ class CallMux:
         self._spinner = Spinner()
         # Set by the owner's loop: a blocking call also wakes on this fd (the signal wakeup
         # fd) and gives up when ``interrupted()`` says so — SIGTERM is never left waiting
-        # for a slow peer.
+        # for a slow peer. ``interrupted`` also consumes what woke the fd.
         self.interrupt_fd: int | None = None
         self.interrupted: Callable[[], bool] = lambda: False
 
@@ -115,14 +114,8 @@ class CallMux:
         if self.interrupt_fd is None:
             return self.channel.wait_readable(timeout)
         readable, _, _ = select.select([fd, self.interrupt_fd], [], [], timeout)
-        if self.interrupt_fd in readable:
-            try:  # drained: the signal's flag is set already, and the loop checks it
-                while os.read(self.interrupt_fd, 512):
-                    pass
-            except BlockingIOError:
-                pass
-            if self.interrupted():
-                raise CallInterrupted(f"call to {self.peer} abandoned: shutting down")
+        if self.interrupt_fd in readable and self.interrupted():
+            raise CallInterrupted(f"call to {self.peer} abandoned: shutting down")
         return fd in readable
 
     def dispatch(self, messages: list[Any]) -> list[Any]:

@@ -237,7 +237,13 @@ class ComponentLoop:
 
     def _interruptible(self, mux: CallMux) -> None:
         mux.interrupt_fd = self._wakeup_r.fileno()
-        mux.interrupted = lambda: self.stop_reason is not None
+        mux.interrupted = self._interrupted
+
+    def _interrupted(self) -> bool:
+        """The wakeup fd woke a blocking call: drain it (the handler's flag is set already,
+        and the loop checks it) and say whether the process is stopping."""
+        self._drain_wakeup()
+        return self.stop_reason is not None
 
     def add_timer(self, delay: float, msg: Any) -> int:
         ref = next(self._timer_ids)
