@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from osup_mp.codec import DEFAULT_MAX_FRAME, HEADER, FrameDecoder, FrameError, pack
-from osup_mp.runtime.procutil import describe_exit, set_parent_death_signal
+from osup_mp.runtime.procutil import close_pipes, describe_exit, set_parent_death_signal
 
 CHECKS: tuple[str, ...] = (
     "starts",
@@ -215,12 +215,7 @@ class AgentSession:
                 pass
             if proc.returncode is None:
                 proc.wait()
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                if stream is not None:
-                    try:
-                        stream.close()
-                    except OSError:
-                        pass
+            close_pipes(proc)
         if self._selector is not None:
             self._selector.close()
             self._selector = None

@@ -38,7 +38,7 @@ from osup_mp.agent_states import AgentState, check_transition
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component
-from osup_mp.runtime.procutil import describe_exit
+from osup_mp.runtime.procutil import close_pipes, describe_exit
 from osup_mp.shm import Role, SharedState, monotonic_ns
 
 S = AgentState
@@ -327,12 +327,7 @@ class AgentManager(Component):
             if stream is not None:
                 self.unwatch_fd(stream.fileno())
         self._on_stderr(final=True)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+        close_pipes(proc)
         self._writable_watched = False
         self.proc = None
         self.slot["pid"] = 0

@@ -6,6 +6,7 @@ import ctypes
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,6 +46,16 @@ def resolve_executable(name: str) -> str:
             "or on PATH (set gerbil_executable)"
         )
     return found
+
+
+def close_pipes(proc: subprocess.Popen[bytes]) -> None:
+    """Close the child's stdin, stdout and stderr pipes on our side; errors are moot."""
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 def describe_exit(exitcode: int | None) -> str:
