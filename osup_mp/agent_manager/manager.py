@@ -100,7 +100,6 @@ class AgentManager(Component):
         """Start-up is ordered: this component is up only when its agent is ready, and an
         agent that cannot get ready the first time fails the start with the reason."""
         deadline = time.monotonic() + self.cfg.agent.ready_timeout / 1000
-        selector = self._loop.selector
         while self.state is S.STARTING:
             self._flush()  # first: the restore frames must be on their way before we wait
             remaining = deadline - time.monotonic()
@@ -109,9 +108,7 @@ class AgentManager(Component):
                 raise RuntimeError(
                     f"agent {self.instance_id} not ready within {self.cfg.agent.ready_timeout} ms"
                 )
-            for key, _events in selector.select(remaining):
-                if callable(key.data) and key.fileobj in self._agent_fds():
-                    key.data()
+            self._loop.wait_on(self._agent_fds(), remaining)
         if self.state is not S.RUNNING:
             tail = self.pipes.stderr_tail
             last = f"; agent stderr: {tail[-1]}" if tail else ""

@@ -3,13 +3,16 @@
 A component is a small actor in the spirit of Erlang's ``gen_server``: subclasses fill in
 :meth:`Component.init`, :meth:`~Component.handle_call`, :meth:`~Component.handle_cast`,
 :meth:`~Component.handle_info` and :meth:`~Component.terminate`, and never write a loop of
-their own. :class:`ComponentLoop` owns the process: one ``selectors`` wait over the parent
+their own. :class:`ComponentLoop` owns the process: one ``epoll`` wait over the parent
 channel, peer channels, watched file descriptors, the signal wakeup fd and a timer heap.
 
 Design decisions:
 
 * Batching: each wake-up drains every readable channel, handles all messages, then flushes
   every channel once, so a burst of pipelined calls costs one read and one write.
+* The wait is a bare ``epoll`` with a table of (reader, writer) callbacks per fd, not
+  ``selectors``: a wake-up that carries one message is the common case on the request path,
+  and the selector's key objects and event translation cost as much as handling it.
 * Let it crash: an exception in a callback fails the call in flight, runs ``terminate`` and
   exits non-zero; restarting is the supervisor's job, not the component's.
 * Components find each other by name through the parent (a broker, like Erlang's registered
@@ -20,16 +23,16 @@ Design decisions:
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import os
-import selectors
+import select
 import signal
 import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 from loguru import logger
@@ -81,10 +84,10 @@ class PeerRef:
             pass
 
 
-@dataclass(frozen=True, slots=True)
-class _Duplex:
-    on_read: Callable[[], None]
-    on_write: Callable[[], None]
+Callback = Callable[[], None]
+# What epoll reports for a hang-up or an error wakes both sides, as ``selectors`` does.
+_READ_EVENTS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
+_WRITE_EVENTS = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 
 
 class Component:
@@ -146,36 +149,15 @@ class Component:
 
     def watch_fd(self, fd: int, callback: Callable[[], None]) -> None:
         """Run ``callback`` whenever ``fd`` is readable (e.g. an agent's stdout)."""
-        self._loop.selector.register(fd, selectors.EVENT_READ, callback)
+        self._loop.set_watch(fd, callback, self._loop.writer_of(fd))
 
     def watch_writable(self, fd: int, callback: Callable[[], None] | None) -> None:
         """Run ``callback`` whenever ``fd`` can take more output (a pipe whose buffer was
         full); ``None`` stops that. Works for fds also watched for reading, and for not."""
-        sel = self._loop.selector
-        try:
-            key: selectors.SelectorKey | None = sel.get_key(fd)
-        except KeyError:
-            key = None
-        read_cb = None
-        if key is not None and key.events & selectors.EVENT_READ:
-            read_cb = key.data.on_read if isinstance(key.data, _Duplex) else key.data
-        if callback is None:
-            if read_cb is not None:
-                sel.modify(fd, selectors.EVENT_READ, read_cb)
-            elif key is not None:
-                sel.unregister(fd)
-        elif read_cb is not None:
-            sel.modify(fd, selectors.EVENT_READ | selectors.EVENT_WRITE, _Duplex(read_cb, callback))
-        elif key is not None:
-            sel.modify(fd, selectors.EVENT_WRITE, callback)
-        else:
-            sel.register(fd, selectors.EVENT_WRITE, callback)
+        self._loop.set_watch(fd, self._loop.reader_of(fd), callback)
 
     def unwatch_fd(self, fd: int) -> None:
-        try:
-            self._loop.selector.unregister(fd)
-        except (KeyError, ValueError):
-            pass
+        self._loop.set_watch(fd, None, None)
 
     def after_events(self) -> None:
         """Called once per loop wake-up after every event was handled: flush batched output."""
@@ -192,7 +174,8 @@ class ComponentLoop:
         self.component = component
         self.name = name
         self.parent = CallMux(parent, "supervisor")
-        self.selector = selectors.DefaultSelector()
+        self._epoll = select.epoll()
+        self._watches: dict[int, tuple[Callback | None, Callback | None]] = {}
         self.stop_reason: str | None = None
         self._channels: dict[int, tuple[Channel, CallMux | None]] = {}
         self._peers: dict[str, PeerRef] = {}
@@ -207,17 +190,57 @@ class ComponentLoop:
 
     # -- plumbing used by Component helpers --------------------------------------------------
 
+    def set_watch(self, fd: int, reader: Callback | None, writer: Callback | None) -> None:
+        """Watch ``fd`` with these callbacks (both None: stop watching it)."""
+        mask = (select.EPOLLIN if reader else 0) | (select.EPOLLOUT if writer else 0)
+        known = fd in self._watches
+        if not mask:
+            if known:
+                del self._watches[fd]
+                with contextlib.suppress(OSError):  # closed already: epoll forgot it
+                    self._epoll.unregister(fd)
+            return
+        if known:
+            try:
+                self._epoll.modify(fd, mask)
+            except FileNotFoundError:  # closed and reused since: a new registration
+                self._epoll.register(fd, mask)
+        else:
+            self._epoll.register(fd, mask)
+        self._watches[fd] = (reader, writer)
+
+    def wait_on(self, fds: set[int], timeout: float) -> None:
+        """Wait up to ``timeout`` s and run the callbacks of those of ``fds`` that are ready;
+        the others stay ready for the main loop (epoll is level-triggered)."""
+        self._run_ready(self._epoll.poll(timeout), fds)
+
+    def _run_ready(self, ready: list[tuple[int, int]], only: set[int] | None = None) -> None:
+        """Run the callbacks of the ready fds (of those in ``only``, if given)."""
+        watches = self._watches
+        for fd, events in ready:
+            watch = watches.get(fd)
+            if watch is None or (only is not None and fd not in only):
+                continue  # unwatched by a callback earlier in this batch, or not asked for
+            reader, writer = watch
+            if writer is not None and events & _WRITE_EVENTS:
+                writer()
+            if reader is not None and events & _READ_EVENTS:
+                reader()
+
+    def reader_of(self, fd: int) -> Callback | None:
+        return self._watches.get(fd, (None, None))[0]
+
+    def writer_of(self, fd: int) -> Callback | None:
+        return self._watches.get(fd, (None, None))[1]
+
     def _add_channel(self, channel: Channel, mux: CallMux | None) -> None:
         self._channels[channel.fileno()] = (channel, mux)
-        self.selector.register(channel.fileno(), selectors.EVENT_READ, channel)
+        self.set_watch(channel.fileno(), lambda: self._on_channel(channel), None)
 
     def _drop_channel(self, channel: Channel) -> None:
         fd = channel.fileno()
         self._channels.pop(fd, None)
-        try:
-            self.selector.unregister(fd)
-        except (KeyError, ValueError):
-            pass
+        self.set_watch(fd, None, None)
         channel.close()
 
     def peer(self, name: str) -> PeerRef:
@@ -266,7 +289,7 @@ class ComponentLoop:
         signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to act on
-        self.selector.register(self._wakeup_r, selectors.EVENT_READ, None)
+        self.set_watch(self._wakeup_r.fileno(), self._drain_wakeup, None)
         comp = self.component
         try:
             comp.init()
@@ -297,7 +320,7 @@ class ComponentLoop:
         return 0 if reason in NORMAL_REASONS else 1
 
     def _serve(self) -> None:
-        select = self.selector.select
+        poll = self._epoll.poll
         spinner = Spinner()
         channel_timeout: float | None = None
         calls_seen = -1  # calls made in init() may have left messages: look at once
@@ -309,19 +332,7 @@ class ComponentLoop:
                 timeout = due if timeout is None else min(timeout, due)
             if CallMux.blocking_calls != calls_seen:
                 timeout = 0  # a call made after the last look left messages to handle
-            for key, events in spinner.wait(select, timeout):
-                data = key.data
-                if isinstance(data, Channel):
-                    self._on_channel(data)
-                elif data is None:
-                    self._drain_wakeup()
-                elif isinstance(data, _Duplex):
-                    if events & selectors.EVENT_WRITE:
-                        data.on_write()
-                    if events & selectors.EVENT_READ:
-                        data.on_read()
-                else:
-                    data()
+            self._run_ready(spinner.wait(poll, timeout))
             if timers and timers[0][0] <= time.monotonic():
                 self._run_timers()
             if CallMux.blocking_calls != calls_seen:
