@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -39,7 +40,10 @@ def deliver(target: Target, ok: bool, value: Any) -> None:
 
 
 class RequestTable:
-    def __init__(self) -> None:
+    """Requests in flight by manager id, and a heap of their deadlines."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._ids = itertools.count(1)
         self._in_flight: dict[int, Target] = {}
         self._deadlines: list[tuple[float, int]] = []
@@ -63,7 +67,7 @@ class RequestTable:
 
     def expire(self, reason: str) -> float | None:
         """Fail what is past its deadline; seconds until the next one (None: nothing left)."""
-        now = time.monotonic()
+        now = self._clock()
         heap = self._deadlines
         while heap and (heap[0][0] <= now or heap[0][1] not in self._in_flight):
             _, req_id = heapq.heappop(heap)
