@@ -26,6 +26,9 @@ What is measured, and how:
    after its ``ready`` frame; framed ``process_request`` with the same data written to its
    stdin and the ``response`` read from its stdout (heartbeat/metrics frames skipped), one at
    a time and 64 in flight in the same way. Targets: median <= 2x raw; throughput >= 50 %.
+   Reference (no target): the same client through a bare relay (``_relay.py``: the manager's
+   three-process shape, the project's codec and busy polling, and no supervision at all), so
+   the manager's own cost can be told from what a third process costs on this machine.
 2. Agent restart. SIGKILL the agent pid (from shared-memory slot 0), then poll slot 0 every
    0.5 ms until ``state == RUNNING`` with a new ``generation`` (the manager writes RUNNING when
    it has the new agent's ``ready`` frame): kill → ready. After each restart, a pause of at
@@ -83,6 +86,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
+import _relay
 from _common import BenchError, median, p90, unlink_shm, verdict
 
 from osup_mp.client import Client
@@ -419,19 +423,29 @@ def measure_requests(
     env: dict[str, str],
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    max_frame = tree.cfg.agent.max_frame
-    with direct_agent(argv, env, max_frame) as agent, tree.data_client() as client:
+    cfg = tree.cfg
+    max_frame = cfg.agent.max_frame
+    relay_path = tree.tmp / "bare-relay.sock"
+    with (
+        direct_agent(argv, env, max_frame) as agent,
+        tree.data_client() as client,
+        _relay.running(relay_path, argv, env, max_frame, cfg.supervisor.busy_poll_us) as relay,
+        Client(relay.path, timeout=30.0, max_frame=max_frame) as bare,
+    ):
         agent.wait_ready()
-        manager_round_trips(client, 200)  # warm-up
+        for path in (client, bare):
+            manager_round_trips(path, 200)  # warm-up
         direct_round_trips(agent, 200)
         progress(f"round trips: {plan.round_trips} each way, interleaved in blocks of 100")
         via: list[float] = []
         raw: list[float] = []
+        relayed: list[float] = []
         done = 0
         while done < plan.round_trips:
             block = min(100, plan.round_trips - done)
             raw += direct_round_trips(agent, block)
             via += manager_round_trips(client, block)
+            relayed += manager_round_trips(bare, block)
             done += block
         progress(
             f"pipelined: {plan.pipelined_runs} x {plan.pipelined} requests each way, "
@@ -439,10 +453,19 @@ def measure_requests(
         )
         rates: list[float] = []
         raw_rates: list[float] = []
+        relay_rates: list[float] = []
         for _ in range(plan.pipelined_runs):
             raw_rates.append(direct_pipelined(agent, plan.pipelined, WINDOW))
             rates.append(manager_pipelined(client, plan.pipelined, WINDOW))
-    return {"via": via, "raw": raw, "rates": rates, "raw_rates": raw_rates}
+            relay_rates.append(manager_pipelined(bare, plan.pipelined, WINDOW))
+    return {
+        "via": via,
+        "raw": raw,
+        "relayed": relayed,
+        "rates": rates,
+        "raw_rates": raw_rates,
+        "relay_rates": relay_rates,
+    }
 
 
 # ------------------------------------------------------------------ 2. restarts
@@ -725,6 +748,8 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
         "baseline_direct_median_us": raw_med,
         "baseline_direct_p90_us": p90(req["raw"]),
         "ratio": via_med / raw_med,
+        "bare_relay_median_us": median(req["relayed"]),
+        "bare_relay_ratio": median(req["relayed"]) / raw_med,
         "target": "manager median <= 2x direct",
         "pass": via_med <= 2 * raw_med,
     }
@@ -737,6 +762,9 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
         "baseline_direct_req_per_s": raw_rate,
         "baseline_runs_req_per_s": req["raw_rates"],
         "ratio": rate / raw_rate,
+        "bare_relay_req_per_s": median(req["relay_rates"]),
+        "bare_relay_runs_req_per_s": req["relay_rates"],
+        "bare_relay_ratio": median(req["relay_rates"]) / raw_rate,
         "target": "manager >= 50% of direct",
         "pass": rate >= 0.5 * raw_rate,
     }
@@ -828,6 +856,12 @@ def render(figures: dict[str, Any]) -> str:
             f"{p['req_per_s']:.0f} req/s",
             f"direct pipes {p['baseline_direct_req_per_s']:.0f}/s  ratio {p['ratio']:.2f}",
             f"target >= 0.5: {verdict(p['pass'])}",
+        ),
+        (
+            "  reference: through a bare relay",
+            f"{c['bare_relay_median_us']:.0f} us;  {p['bare_relay_req_per_s']:.0f} req/s",
+            f"ratios {c['bare_relay_ratio']:.2f}x;  {p['bare_relay_ratio']:.2f}",
+            "(no target)",
         ),
         (
             "agent restart (SIGKILL -> RUNNING)",
