@@ -52,7 +52,7 @@ RELOAD_CODE = "x = 1\n"
 EMPTY_SNAPSHOT: dict[str, Any] = {"agent_state": {}, "memory_blocks": [], "tool_registry": {}}
 """Restored when the ``checkpoint`` check produced no data (the seed's empty checkpoint)."""
 
-_READ_SIZE = 256 * 1024
+_READ_SIZE = 64 * 1024  # os.read allocates this much per call first
 _READS_PER_WAKEUP = 16  # more than a full pipe buffer, so an exited agent is drained at once
 _STDERR_LINES = 20
 _STDERR_LINE_MAX = 500

@@ -42,7 +42,6 @@ from osup_mp.runtime.procutil import close_pipes, describe_exit
 from osup_mp.shm import Role, SharedState, monotonic_ns
 
 S = AgentState
-_READ = 256 * 1024
 
 
 class AgentManager(Component):

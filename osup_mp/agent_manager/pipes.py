@@ -14,6 +14,8 @@ from typing import Any
 from osup_mp.codec import FrameDecoder, FrameError, pack
 
 _READ = 256 * 1024
+# stderr is read with os.read: a smaller size, as each call allocates that much first.
+_STDERR_READ = 64 * 1024
 
 
 class AgentPipes:
@@ -67,7 +69,7 @@ class AgentPipes:
         """Complete lines the agent wrote to stderr (and the partial last one when final)."""
         if fd is not None:
             try:
-                while chunk := os.read(fd, _READ):
+                while chunk := os.read(fd, _STDERR_READ):
                     self._err += chunk
             except OSError:
                 pass
