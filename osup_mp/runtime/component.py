@@ -11,8 +11,9 @@ Design decisions:
 * Batching: each wake-up drains every readable channel, handles all messages, then flushes
   every channel once, so a burst of pipelined calls costs one read and one write.
 * The wait is a bare ``epoll`` with a table of (reader, writer) callbacks per fd, not
-  ``selectors``: a wake-up that carries one message is the common case on the request path,
-  and the selector's key objects and event translation cost as much as handling it.
+  ``selectors``, which builds key objects and translates events on every wait (about 0.5 µs
+  more here): a wake-up that carries a single message is the common case on the request
+  path, and busy polling waits with a timeout of zero many times in a row.
 * Let it crash: an exception in a callback fails the call in flight, runs ``terminate`` and
   exits non-zero; restarting is the supervisor's job, not the component's.
 * Components find each other by name through the parent (a broker, like Erlang's registered
