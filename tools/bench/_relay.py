@@ -101,8 +101,12 @@ def _serve(
     # rather than queueing (the bench keeps at most 64 small requests in flight).
     to_agent, from_agent = agent.stdin.fileno(), agent.stdout.fileno()
     agent_frames = FrameDecoder(max_frame=max_frame, require_type=True)
-    while not any(m["type"] == "ready" for m in agent_frames.feed(os.read(from_agent, _READ))):
-        pass
+    while True:
+        data = os.read(from_agent, _READ)
+        if not data:
+            raise RuntimeError(f"the relay's agent exited before ready ({agent.wait()})")
+        if any(m["type"] == "ready" for m in agent_frames.feed(data)):
+            break
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path.unlink(missing_ok=True)
     listener.bind(str(path))
@@ -130,17 +134,22 @@ def _serve(
                 for msg in client_frames.feed(data):
                     relay_id = next(ids)
                     waiting[relay_id] = msg["id"]
-                    data_ = msg["args"].get("data")
-                    frame = {"type": "process_request", "id": relay_id, "data": data_}
-                    to_agent_buf += pack(frame, max_frame=max_frame, strict=False)
+                    request = {"type": "process_request", "id": relay_id}
+                    request["data"] = msg["args"].get("data")
+                    to_agent_buf += pack(request, max_frame=max_frame, strict=False)
             else:
                 size = os.readv(from_agent, [rbuf])
                 if not size:
                     return
                 for msg in agent_frames.feed(rview[:size]):
-                    if msg["type"] == "response":
-                        answer = {"id": waiting.pop(msg["id"]), "ok": True, "data": msg.get("data")}
-                        to_client_buf += pack(answer, max_frame=max_frame, strict=False)
+                    if msg["type"] != "response":
+                        continue  # heartbeats, metrics: nobody here is interested
+                    answer = {"id": waiting.pop(msg["id"]), "ok": "error" not in msg}
+                    if answer["ok"]:
+                        answer["data"] = msg.get("data")
+                    else:
+                        answer["error"] = msg["error"]
+                    to_client_buf += pack(answer, max_frame=max_frame, strict=False)
         while to_agent_buf:
             del to_agent_buf[: os.write(to_agent, to_agent_buf)]
         if to_client_buf:
