@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -94,6 +95,25 @@ class ShmNames:
 
 
 # ------------------------------------------------------------------ the tree
+
+
+def _die_with_parent() -> None:
+    set_parent_death_signal(signal.SIGKILL)
+
+
+def spawn_agent(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The agent executable on pipes, with the manager's ``Popen`` options: its own session,
+    killed when the process that spawned it dies; stderr discarded."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+        close_fds=True,
+    )
 
 
 def tree_config(

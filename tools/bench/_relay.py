@@ -19,10 +19,11 @@ import os
 import select
 import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from _common import spawn_agent
 
 from osup_mp.codec import FrameDecoder, pack
 from osup_mp.runtime.procutil import set_parent_death_signal
@@ -75,10 +76,6 @@ def running(
         relay.kill()
 
 
-def _die_with_relay() -> None:
-    set_parent_death_signal(signal.SIGKILL)
-
-
 def _serve(
     path: Path,
     argv: list[str],
@@ -87,15 +84,7 @@ def _serve(
     busy_poll_us: int,
     ready_w: int,
 ) -> None:
-    agent = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-        preexec_fn=_die_with_relay,
-    )
+    agent = spawn_agent(argv, env)
     assert agent.stdin is not None and agent.stdout is not None
     # Every fd stays blocking: it is read only when epoll says so, and a write waits for room
     # rather than queueing (the bench keeps at most 64 small requests in flight).

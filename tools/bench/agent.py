@@ -250,24 +250,11 @@ def agent_env(cfg: Config, shm_name: str) -> dict[str, str]:
     )
 
 
-def _die_with_bench() -> None:
-    set_parent_death_signal(signal.SIGKILL)
-
-
 class DirectAgent:
     """The agent executable spawned by the bench, spoken to over its stdin/stdout."""
 
     def __init__(self, argv: list[str], env: dict[str, str], max_frame: int) -> None:
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_die_with_bench,
-            close_fds=True,
-        )
+        self.proc = _common.spawn_agent(argv, env)
         self.popen_ns = time.perf_counter_ns()
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.in_fd = self.proc.stdin.fileno()
