@@ -19,6 +19,7 @@ import collections
 import itertools
 import select
 import socket
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,6 +35,14 @@ class ClientError(Exception):
 
 class NotRunning(ClientError):
     """No tree listens on the control socket."""
+
+
+class ConnectFailed(ClientError):
+    """The socket exists but no connection could be made (e.g. its backlog stayed full)."""
+
+
+class ErrorAnswer(ClientError):
+    """The tree (or the agent) answered the request with an error."""
 
 
 class Client:
@@ -55,16 +64,7 @@ class Client:
         self._out = bytearray()  # requests queued by send(), not yet written
         self._ready: collections.deque[dict[str, Any]] = collections.deque()
         self._spinner = Spinner(busy_poll_us)  # an answer is usually microseconds away
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
-        try:
-            self._sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            self._sock.close()
-            raise NotRunning(f"no tree is listening on {path}") from exc
-        except OSError as exc:
-            self._sock.close()
-            raise ClientError(f"cannot connect to {path}: {exc.strerror or exc}") from exc
+        self._sock = _connect(path, timeout)
         # Non-blocking from here on, waits are ours: a socket with a timeout polls before
         # every send and recv, which would double the system calls and defeat busy polling.
         self._sock.setblocking(False)
@@ -159,5 +159,34 @@ class Client:
             if reply.get("id") in (req_id, None):
                 break
         if not reply.get("ok"):
-            raise ClientError(str(reply.get("error")))
+            raise ErrorAnswer(str(reply.get("error")))
         return reply.get("data")
+
+
+def _connect(path: Path, timeout: float) -> socket.socket:
+    """Connect, waiting up to ``timeout`` while the listen backlog is full: a Unix socket's
+    non-blocking connect fails at once with EAGAIN then, where waiting is what a client wants."""
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(str(path))
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            raise NotRunning(f"no tree is listening on {path}") from exc
+        except (BlockingIOError, InterruptedError) as exc:
+            sock.close()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ConnectFailed(
+                    f"cannot connect to {path}: its listen backlog stayed full for "
+                    f"{timeout:g}s (the server is overloaded or stuck)"
+                ) from exc
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
+        except OSError as exc:
+            sock.close()
+            raise ConnectFailed(f"cannot connect to {path}: {exc.strerror or exc}") from exc

@@ -171,8 +171,9 @@ def _run(
     control = ControlServer(
         cfg.control_socket, control_handlers(cfg, sup, shm), max_frame=cfg.control.max_frame
     )
-    control.attach(sup.add_reader, sup.remove_reader)
+    control.attach(sup.set_watch)
     sup.after_events.append(control.flush)
+    sup.deadlines.append(control.next_deadline)
     sup.close_in_children(control.close)
     sup.install_signals()
     logger.info(

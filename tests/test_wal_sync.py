@@ -16,7 +16,9 @@ from osup_mp.wal_sync import BackgroundSync
 def wait_finished(sync: BackgroundSync, timeout: float = 5.0) -> list[OSError | None]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        select.select([sync.fileno()], [], [], max(0.0, deadline - time.monotonic()))
+        poller = select.poll()
+        poller.register(sync.fileno(), select.POLLIN)
+        poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
         done = sync.finished()
         if done:
             return done

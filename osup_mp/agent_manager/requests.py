@@ -104,11 +104,9 @@ class Requests:
             {"ping": lambda _args, respond: respond(True, "pong")},
             max_frame=m.cfg.agent.max_frame,
             direct={"request": self._data_request},
+            label=f"data-plane (agent:{m.instance_id})",
         )
-        self.data_plane.attach(
-            lambda sock, cb: m.watch_fd(sock.fileno(), cb),
-            lambda sock: m.unwatch_fd(sock.fileno()),
-        )
+        self.data_plane.attach(lambda sock, r, w: m._loop.set_watch(sock.fileno(), r, w))
 
     def send(self, data: Any, target: Target, timeout: float | None = None) -> None:
         """Send one ``process_request``; the answer goes to ``target``."""

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from osup_mp.cli.common import EXIT_NOT_RUNNING, EXIT_USAGE, fail, load
-from osup_mp.client import Client, ClientError, NotRunning
+from osup_mp.client import Client, ClientError, ErrorAnswer, NotRunning
 
 
 @click.command("request")
@@ -29,8 +29,10 @@ def command(ctx: click.Context, payload: str, as_json: bool, timeout: float) -> 
             answer = client.request("request", data=data, timeout=timeout)
     except NotRunning:
         fail(f"not running (no data-plane socket at {path})", EXIT_NOT_RUNNING)
-    except ClientError as exc:
+    except ErrorAnswer as exc:
         fail(f"the agent answered with an error: {exc}")
+    except ClientError as exc:
+        fail(f"data plane: {exc}")
     click.echo(
         json.dumps(answer, default=_bytes)
         if as_json

@@ -113,7 +113,11 @@ class CallMux:
         fd = self.channel.fileno()
         if self.interrupt_fd is None:
             return self.channel.wait_readable(timeout)
-        readable, _, _ = select.select([fd, self.interrupt_fd], [], [], timeout)
+        poller = select.poll()  # not select(): it fails for descriptors above 1023
+        poller.register(fd, select.POLLIN)
+        poller.register(self.interrupt_fd, select.POLLIN)
+        ready = poller.poll(None if timeout is None else max(0.0, timeout) * 1000)
+        readable = {ready_fd for ready_fd, _events in ready}
         if self.interrupt_fd in readable and self.interrupted():
             raise CallInterrupted(f"call to {self.peer} abandoned: shutting down")
         return fd in readable

@@ -135,7 +135,7 @@ class Channel:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError("channel flush timed out")
-            select.select([], [self._fileno], [], remaining)
+            self._wait(select.POLLOUT, remaining)
 
     def send_now(self, msg: Any) -> None:
         self.send(msg)
@@ -153,7 +153,7 @@ class Channel:
                 sent = self.sock.sendmsg([frame], anc)
                 break
             except BlockingIOError:
-                select.select([], [self._fileno], [])
+                self._wait(select.POLLOUT, None)
         self._out += frame[sent:]
         self.flush_blocking()
 
@@ -212,8 +212,13 @@ class Channel:
         return out
 
     def wait_readable(self, timeout: float | None) -> bool:
-        r, _, _ = select.select([self._fileno], [], [], timeout)
-        return bool(r)
+        return self._wait(select.POLLIN, timeout)
+
+    def _wait(self, events: int, timeout: float | None) -> bool:
+        # poll, not select: select() fails for descriptors above 1023.
+        poller = select.poll()
+        poller.register(self._fileno, events)
+        return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -75,12 +75,14 @@ class Supervisor:
         self.intensity = Intensity(max_restarts, max_seconds)
         self.pid = os.getpid()
         self.started_at = time.monotonic()
-        self.selector = selectors.DefaultSelector()
+        self.selector = selectors.EpollSelector()  # never select(): fds above 1023
         self.call_handlers: dict[str, CallHandler] = {}
         self._child_setup = child_setup
         self._closables: list[Callable[[], None]] = []  # what each child closes after fork
         self._idle_readers: list[tuple[int, Reader]] = []
         self.after_events: list[Callable[[], None]] = []  # run once per loop wake-up
+        # Seconds until a hook wants a wake-up (None: no wish), e.g. the control server's sweep.
+        self.deadlines: list[Callable[[], float | None]] = []
         self._stopping = False
         self._exit_code = 0
         self._wakeup_r, self._wakeup_w = socket.socketpair()
@@ -98,6 +100,23 @@ class Supervisor:
         if during_waits:
             fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
             self._idle_readers.append((fd, callback))
+
+    def set_watch(self, fileobj: Any, reader: Reader | None, writer: Reader | None) -> None:
+        """Watch ``fileobj`` for reading and/or writing (None: not that side; both None:
+        not at all). Used by the control server, whose clients may stop reading."""
+        events = (selectors.EVENT_READ if reader else 0) | (selectors.EVENT_WRITE if writer else 0)
+        try:
+            self.selector.get_key(fileobj)
+            known = True
+        except (KeyError, ValueError):
+            known = False
+        if not events:
+            if known:
+                self.selector.unregister(fileobj)
+        elif known:
+            self.selector.modify(fileobj, events, (reader, writer))
+        else:
+            self.selector.register(fileobj, events, (reader, writer))
 
     def remove_reader(self, fileobj: Any) -> None:
         try:
@@ -141,8 +160,16 @@ class Supervisor:
         """Serve until stopped; stop all children; return the exit status."""
         while not self._stopping:
             timeout = self._next_timeout()
-            for key, _events in self.selector.select(timeout):
-                key.data()
+            for key, events in self.selector.select(timeout):
+                data = key.data
+                if type(data) is tuple:  # from set_watch: (reader, writer)
+                    reader, writer = data
+                    if writer is not None and events & selectors.EVENT_WRITE:
+                        writer()
+                    if reader is not None and events & selectors.EVENT_READ:
+                        reader()
+                else:
+                    data()
                 if self._stopping:
                     break
             self._expire_and_flush()
@@ -256,14 +283,18 @@ class Supervisor:
                 return False, describe_exit(child.process.exitcode)
 
     def _wait_fds(self, fds: list[int], timeout: float) -> set[int]:
-        """select() on ``fds`` while servicing the during-waits readers."""
+        """Wait for ``fds`` to be readable while servicing the during-waits readers (poll:
+        descriptors above 1023 are fine)."""
         idle = {fd: cb for fd, cb in self._idle_readers}
+        poller = select.poll()
+        for fd in {*fds, *idle}:
+            poller.register(fd, select.POLLIN)
         while True:
             try:
-                ready, _, _ = select.select(fds + list(idle), [], [], timeout)
+                ready = poller.poll(max(0.0, timeout) * 1000)
             except InterruptedError:
                 continue
-            hits = set(ready)
+            hits = {fd for fd, _events in ready}
             for fd in hits & idle.keys():
                 idle[fd]()
             return hits & set(fds)
@@ -311,7 +342,7 @@ class Supervisor:
 
     def _drain_idle(self) -> None:
         for fd, callback in self._idle_readers:
-            if select.select([fd], [], [], 0)[0]:
+            if readable_now(fd):
                 callback()
 
     # -- inside the forked child -------------------------------------------------------------
@@ -481,6 +512,10 @@ class Supervisor:
 
     def _next_timeout(self) -> float | None:
         timeout: float | None = None
+        for deadline in self.deadlines:
+            nxt = deadline()
+            if nxt is not None and (timeout is None or nxt < timeout):
+                timeout = nxt
         for child in self.children:
             if child.mux is not None and child.mux.in_flight:
                 nxt = child.mux.expire()
@@ -492,6 +527,13 @@ class Supervisor:
         for child in self.children:
             if child.channel is not None and child.channel.pending_output:
                 child.channel.flush()
+
+
+def readable_now(fd: int) -> bool:
+    """``fd`` has input (or EOF) waiting; poll, so any descriptor number works."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _noop_handler(_signum: int, _frame: object) -> None:

@@ -5,7 +5,7 @@ without the SDK. The ``broken_*.py`` agents beside it subclass :class:`MiniAgent
 one rule each; scripts find this module because Python puts a script's directory first on
 ``sys.path``.
 
-Design decisions: one blocking loop (``select`` on stdin with the time to the next heartbeat
+Design decisions: one blocking loop (``poll`` on stdin with the time to the next heartbeat
 as timeout), blocking writes on stdout (the checker always drains it), and one ``on_<type>``
 method per message type so a broken variant overrides exactly the behaviour it breaks.
 """
@@ -78,14 +78,15 @@ class MiniAgent:
             self.send(self.ready_message())
         self.after_ready()
         next_beat = time.monotonic()
+        poller = select.poll()
+        poller.register(0, select.POLLIN)
         while True:
             now = time.monotonic()
             if self.heartbeats and now >= next_beat:
                 self.send({"type": "heartbeat", "timestamp": time.time()})
                 next_beat = now + self.interval
             timeout = max(0.0, next_beat - time.monotonic()) if self.heartbeats else None
-            readable, _, _ = select.select([0], [], [], timeout)
-            if not readable:
+            if not poller.poll(None if timeout is None else timeout * 1000):
                 continue
             data = os.read(0, 65536)
             if not data:

@@ -232,8 +232,13 @@ class AppendDriver(Component):
             # Output may not all fit the socket at once: wait for room or for answers.
             flushed = channel.flush()
             fd = channel.fileno()
-            readable, writable, _ = select.select([fd], [] if flushed else [fd], [], 10.0)
-            if not readable and not writable:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | (0 if flushed else select.POLLOUT))
+            events = poller.poll(10_000)
+            readable = any(
+                ev & (select.POLLIN | select.POLLHUP | select.POLLERR) for _, ev in events
+            )
+            if not events:
                 raise RuntimeError(f"append: no ack for 10 s ({done}/{sent} answered)")
             if readable:
                 mux.dispatch(channel.receive())
