@@ -85,3 +85,20 @@ def test_fail_all_answers_everything_in_flight() -> None:
     table.fail_all("agent exited")
     assert sorted(seen) == [("a", False, "agent exited"), ("b", False, "agent exited")]
     assert len(table) == 0 and table.expire("late") is None
+
+
+def test_a_closed_connection_leaves_no_request_behind() -> None:
+    from osup_mp.agent_manager.requests import discard
+
+    table = RequestTable(Clock())
+    seen, target = recorder()
+    gone, other = object(), object()
+    ids = [table.add((gone, n), 130.0) for n in range(3)]  # type: ignore[arg-type]
+    kept = table.add((other, 9), 130.0)  # type: ignore[arg-type]
+    callback = table.add(target("cb"), 130.0)
+    assert table.drop_connection(gone) == 3  # type: ignore[arg-type]
+    assert len(table) == 2
+    assert table.pop(ids[0]) is discard  # a late answer is recognised and dropped quietly
+    assert table.pop(ids[0]) is None
+    assert table.pop(kept) == (other, 9) and table.pop(callback) is not None
+    assert seen == []

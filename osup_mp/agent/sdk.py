@@ -13,6 +13,12 @@ Design decisions:
   replies leave in one write, so many requests can be in flight from the manager.
 * The real stdout is kept private for frames and fd 1 is pointed at stderr, so a stray
   ``print`` in agent code ends up in the log instead of corrupting the protocol stream.
+* Liveness does not depend on how busy the agent is: with a shared-memory slot, a small
+  daemon thread stamps the slot's heartbeat (``hb_agent_ns``, ``hb_counter``) on a timer,
+  also while a long batch of requests runs. It stops stamping when the main loop has made
+  no progress (no message handled, no loop turn) for ``OSUP_STALL_TIMEOUT_MS`` (default
+  30 s), so an agent stuck in one handler is still reported hung. Heartbeat frames still
+  leave between batches (managers without shared memory rely on them).
 * Hot reload builds the new module beside the old one and swaps only when it imports and
   passes :meth:`Agent.validate_module`; if the new code raises later, the SDK rolls back to
   the previous version and answers the request with it.
@@ -24,6 +30,7 @@ import argparse
 import os
 import selectors
 import sys
+import threading
 import time
 import traceback
 import types
@@ -56,6 +63,7 @@ class AgentOptions:
     metrics_interval: float = 5.0
     max_frame: int = DEFAULT_MAX_FRAME
     busy_poll_us: int = 0
+    stall_timeout: float = 30.0
     extra: list[str] = field(default_factory=list)
 
     @classmethod
@@ -81,6 +89,7 @@ class AgentOptions:
             metrics_interval=int(environ.get("OSUP_METRICS_INTERVAL_MS", "5000")) / 1000,
             max_frame=int(environ.get("OSUP_MAX_FRAME", str(DEFAULT_MAX_FRAME))),
             busy_poll_us=int(environ.get("OSUP_BUSY_POLL_US", "0")),
+            stall_timeout=int(environ.get("OSUP_STALL_TIMEOUT_MS", "30000")) / 1000,
             extra=extra,
         )
 
@@ -121,6 +130,8 @@ class Agent:
         self._slot: Any = None
         self._out_fd = -1
         self._in_fd = -1
+        self._progress = 0  # bumped by the main loop; the heartbeat thread watches it
+        self._beater: threading.Thread | None = None
 
     # -- hooks for subclasses ----------------------------------------------------------------
 
@@ -208,6 +219,7 @@ class Agent:
         sys.stdout = sys.stderr
         os.set_blocking(self._in_fd, False)
         self._attach_shm()
+        self._start_heartbeat_thread()
         self.on_start()
         if self.options.restore_id is None:
             self._send_ready()
@@ -217,6 +229,7 @@ class Agent:
         sel.register(self._in_fd, selectors.EVENT_READ)
         spinner = Spinner(self.options.busy_poll_us)
         while not self._stop:
+            self._progress += 1
             self._run_timers()
             self._flush()
             due = [t for name, t in self._timers.items() if name != "heartbeat" or self._ready_sent]
@@ -242,6 +255,7 @@ class Agent:
             raise SystemExit(2) from exc
         for msg in messages:
             self._dispatch(msg)
+            self._progress += 1
         return True
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
@@ -353,9 +367,32 @@ class Agent:
     def _heartbeat(self) -> None:
         self.send({"type": "heartbeat", "timestamp": time.time()})
         slot = self._slot
-        if slot is not None:
+        if slot is not None and self._beater is None:  # else the thread is the one writer
             slot["hb_agent_ns"] = time.monotonic_ns()
             slot["hb_counter"] += 1
+
+    def _start_heartbeat_thread(self) -> None:
+        if self._slot is None or self._beater is not None:
+            return
+        self._beater = threading.Thread(
+            target=self._beat_forever, name="osup-heartbeat", daemon=True
+        )
+        self._beater.start()
+
+    def _beat_forever(self) -> None:
+        """The heartbeat thread: stamp the slot every interval while the loop progresses."""
+        slot = self._slot
+        interval = self.options.heartbeat_interval
+        seen, seen_at = -1, time.monotonic()
+        while not self._stop:
+            now = time.monotonic()
+            if self._progress != seen:
+                seen, seen_at = self._progress, now
+            # No heartbeat before ready (see _run_timers), none once the loop is stuck.
+            if self._ready_sent and now - seen_at <= self.options.stall_timeout:
+                slot["hb_agent_ns"] = time.monotonic_ns()
+                slot["hb_counter"] += 1
+            time.sleep(interval / 2)  # twice per interval: a late wake-up is still in time
 
     def metrics(self) -> dict[str, Any]:
         """The seed's metrics over the last window; also written to the shm slot."""

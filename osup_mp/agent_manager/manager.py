@@ -402,6 +402,11 @@ class AgentManager(Component):
         messages, error, eof = self.pipes.read_frames(proc.stdout.fileno())
         for msg in messages:
             self._on_message(msg)
+        if self.pipes.heartbeats:
+            # Coalesced: one stamp per read however many heartbeats it held (a flood).
+            self.pipes.heartbeats = 0
+            self.slot["hb_frame_ns"] = monotonic_ns()
+            self._on_ready()  # a seed agent's first heartbeat counts as ready
         if error is not None and self.fail_reason is None:
             self.kill_for(f"malformed frame from the agent: {error}")
         if eof:
@@ -436,8 +441,7 @@ class AgentManager(Component):
         if kind == "response":
             self.requests.on_response(msg)
         elif kind == "heartbeat":
-            self.slot["hb_frame_ns"] = monotonic_ns()
-            self._on_ready()  # a seed agent's first heartbeat counts as ready
+            self.pipes.heartbeats += 1  # stamped once per read by _on_stdout
         elif kind == "ready":
             self._on_ready()
         elif kind == "wal_entry":

@@ -3,19 +3,34 @@
 :class:`AgentPipes` holds the decoder, the output buffer and the stderr line buffer of the
 current agent process and does the non-blocking reads and writes; the manager decides what
 the frames mean and when to call it. A new agent process gets :meth:`AgentPipes.reset`.
+
+Heartbeat frames of the SDK's exact shape are counted, not decoded, when a read holds many
+of them (:data:`HEARTBEAT_PREFIX`): an agent flooding heartbeats then costs the manager a
+byte comparison per frame instead of a decode, and the manager stamps the slot once per read.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from collections import deque
 from typing import Any
+
+import msgpack
 
 from osup_mp.codec import FrameDecoder, FrameError, pack
 
 _READ = 256 * 1024
 # stderr is read with os.read: a smaller size, as each call allocates that much first.
 _STDERR_READ = 64 * 1024
+_HEADER = struct.Struct(">I")
+# {"type": "heartbeat", "timestamp": <float64>} as the SDK packs it: everything but the float.
+_HB_BODY = msgpack.packb({"type": "heartbeat", "timestamp": 0.0})
+HEARTBEAT_PREFIX = _HEADER.pack(len(_HB_BODY)) + _HB_BODY[:-8]
+_HB_SIZE = _HEADER.size + len(_HB_BODY)
+_HB_MARK = _HB_BODY[:-8]
+# A read holding at least this many heartbeats is filtered before decoding.
+_HB_FILTER_FROM = 64
 
 
 class AgentPipes:
@@ -27,10 +42,12 @@ class AgentPipes:
         self.stderr_tail: deque[str] = deque(maxlen=5)
         self._rbuf = bytearray(_READ)
         self._rview = memoryview(self._rbuf)
+        self.heartbeats = 0  # heartbeat frames counted (not decoded) since the manager looked
 
     def reset(self) -> None:
         self.decoder = FrameDecoder(max_frame=self.max_frame, require_type=True)
         self.out.clear()
+        self.heartbeats = 0
 
     def queue(self, msg: dict[str, Any]) -> None:
         # Not re-walked: request data came out of the strict decoder (control/data plane).
@@ -59,11 +76,46 @@ class AgentPipes:
             if not size:
                 return messages, None, True
             try:
-                messages += self.decoder.feed(self._rview[:size])
+                messages += self._feed(size)
             except FrameError as exc:
                 return messages + getattr(exc, "messages", []), str(exc), True
             if size < _READ:
                 return messages, None, False
+
+    def _feed(self, size: int) -> list[dict[str, Any]]:
+        buf = self._rbuf
+        if buf.count(_HB_MARK, 0, size) < _HB_FILTER_FROM:
+            return self.decoder.feed(self._rview[:size])
+        # A heartbeat flood: walk the frames, count heartbeats, decode only the others.
+        out: list[dict[str, Any]] = []
+        pos = 0
+        if not self.decoder.at_boundary:
+            # First complete the frame the decoder holds part of (its header says how much).
+            held = bytes(self.decoder._buf[: _HEADER.size])
+            head = held + bytes(self._rview[: _HEADER.size - len(held)])
+            if len(head) < _HEADER.size:
+                return self.decoder.feed(self._rview[:size])
+            pos = _HEADER.size + _HEADER.unpack(head)[0] - self.decoder.buffered
+            if pos > size:
+                return self.decoder.feed(self._rview[:size])
+            out = self.decoder.feed(self._rview[:pos])
+        keep = bytearray()
+        limit = self.max_frame
+        beats = 0
+        while size - pos >= _HEADER.size:
+            if size - pos >= _HB_SIZE and buf.startswith(HEARTBEAT_PREFIX, pos):
+                beats += 1
+                pos += _HB_SIZE
+                continue
+            (length,) = _HEADER.unpack_from(buf, pos)
+            end = pos + _HEADER.size + length
+            if not 0 < length <= limit or end > size:
+                break  # bad or incomplete: the decoder judges it with the rest
+            keep += self._rview[pos:end]
+            pos = end
+        self.heartbeats += beats
+        keep += self._rview[pos:size]
+        return out + self.decoder.feed(keep)
 
     def read_stderr(self, fd: int | None, *, final: bool = False) -> list[str]:
         """Complete lines the agent wrote to stderr (and the partial last one when final)."""

@@ -8,6 +8,9 @@ Design decisions:
 
 * Who gets the answer is either a callback or, for the data plane's hot path, a
   ``(connection, request id)`` pair answered directly (no closure per request).
+* When a data-plane client goes away, its requests still in flight leave the table at once
+  (:meth:`RequestTable.drop_connection`); the agent's late answers to them are recognised
+  and discarded quietly, and never reach a closed connection.
 * Deadlines sit in a heap that is trimmed from the top as answers arrive, so it stays about
   as large as what is really in flight; one loop timer is armed for the earliest deadline,
   never one per request.
@@ -39,6 +42,10 @@ def deliver(target: Target, ok: bool, value: Any) -> None:
         target(ok, value)  # type: ignore[operator]
 
 
+def discard(_ok: bool, _value: Any) -> None:
+    """The target of a request whose client went away."""
+
+
 class RequestTable:
     """Requests in flight by manager id, and a heap of their deadlines."""
 
@@ -47,6 +54,8 @@ class RequestTable:
         self._ids = itertools.count(1)
         self._in_flight: dict[int, Target] = {}
         self._deadlines: list[tuple[float, int]] = []
+        # Ids whose client went away: their late answers are dropped without a warning.
+        self._cancelled: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._in_flight)
@@ -59,7 +68,15 @@ class RequestTable:
         return req_id
 
     def pop(self, req_id: Any) -> Target | None:
+        """The target of ``req_id`` (None: unknown; :func:`discard` if it was cancelled)."""
         target = self._in_flight.pop(req_id, None)
+        if target is None and self._cancelled:
+            try:
+                self._cancelled.remove(req_id)
+            except (KeyError, TypeError):
+                pass
+            else:
+                target = discard
         heap = self._deadlines
         while heap and heap[0][1] not in self._in_flight:
             heapq.heappop(heap)
@@ -74,11 +91,24 @@ class RequestTable:
             target = self._in_flight.pop(req_id, None)
             if target is not None:
                 deliver(target, False, reason)
+            else:
+                self._cancelled.discard(req_id)  # its client left; no answer came in time
         return max(0.0, heap[0][0] - now) if heap else None
+
+    def drop_connection(self, conn: Connection) -> int:
+        """Forget the requests of a closed data-plane connection; how many there were."""
+        gone = [i for i, t in self._in_flight.items() if type(t) is tuple and t[0] is conn]
+        for req_id in gone:
+            del self._in_flight[req_id]
+        if len(self._cancelled) > 100_000:
+            self._cancelled.clear()  # answers that never came: keep the set bounded
+        self._cancelled.update(gone)
+        return len(gone)
 
     def fail_all(self, reason: str) -> None:
         in_flight, self._in_flight = self._in_flight, {}
         self._deadlines.clear()
+        self._cancelled.clear()  # the agent is gone: no late answer will come
         for target in in_flight.values():
             deliver(target, False, reason)
 
@@ -107,6 +137,7 @@ class Requests:
             label=f"data-plane (agent:{m.instance_id})",
         )
         self.data_plane.attach(lambda sock, r, w: m._loop.set_watch(sock.fileno(), r, w))
+        self.data_plane.on_close = self._client_gone
 
     def send(self, data: Any, target: Target, timeout: float | None = None) -> None:
         """Send one ``process_request``; the answer goes to ``target``."""
@@ -160,6 +191,17 @@ class Requests:
             m.cancel_timer(self._timer)
         self._timer_due = deadline
         self._timer = m.send_after(max(0.0, deadline - time.monotonic()), "expire")
+
+    def _client_gone(self, conn: Connection) -> None:
+        dropped = self.table.drop_connection(conn)
+        if dropped:
+            logger.info(
+                "agent {}: data-plane client pid {} left with {} requests in flight; "
+                "their answers will be discarded",
+                self.manager.instance_id,
+                conn.pid,
+                dropped,
+            )
 
     def _data_request(self, conn: Connection, req_id: Any, args: dict[str, Any]) -> None:
         timeout = args.get("timeout")

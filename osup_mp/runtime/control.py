@@ -89,6 +89,8 @@ class ControlServer:
         self._conns: dict[int, Connection] = {}
         self._dirty: set[Connection] = set()
         self._watch: Watch | None = None
+        #: Called with each connection as it closes (its pending requests can be cancelled).
+        self.on_close: Callable[[Connection], None] | None = None
         self._next_sweep = 0.0
         path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -171,6 +173,8 @@ class ControlServer:
         if self._conns.pop(conn.fd, None) is not None and self._watch is not None:
             self._watch(conn.sock, None, None)
         conn.sock.close()
+        if self.on_close is not None and conn.in_flight > 0:
+            self.on_close(conn)
 
 
 class Connection:

@@ -1,0 +1,57 @@
+"""Agent liveness does not depend on how busy the agent is, and a heartbeat flood does not
+stop the manager from serving."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from conftest import SCRIPTED_AGENT, TESTS_DIR, Tree
+
+FLOOD_AGENT = TESTS_DIR / "agents" / "heartbeat_flood.py"
+FAST = {
+    "o_supervisor": {"heartbeat_interval": 200, "heartbeat_timeout": 1000},
+    "agent": {"backoff_base": 20, "backoff_cap": 200, "max_retries": 3, "ready_timeout": 10000},
+}
+
+
+def _tree(make_tree, script: Path) -> Tree:
+    sections = {k: dict(v) for k, v in FAST.items()}
+    sections["o_supervisor"].update(
+        gerbil_executable=sys.executable, gerbil_main_script=str(script)
+    )
+    return make_tree(**sections).start()
+
+
+def test_a_busy_agent_is_not_killed_as_hung(make_tree) -> None:
+    tree = _tree(make_tree, SCRIPTED_AGENT)
+    before = tree.running_agent()
+    assert before is not None
+    # One batch of work three times as long as the heartbeat timeout: the agent is busy,
+    # not hung, and its heartbeat thread keeps saying so.
+    with tree.data_client(timeout=30) as client:
+        ids = {client.send("request", data={"do": "sleep", "s": 0.01}) for _ in range(300)}
+        client.flush()
+        answers = [client.receive() for _ in ids]
+    assert all(a["ok"] and a["data"] == "slept" for a in answers), answers[:3]
+    after = tree.running_agent()
+    assert after is not None and after["pid"] == before["pid"] and after["restarts"] == 0
+
+
+def test_a_heartbeat_flood_does_not_stop_the_manager(make_tree) -> None:
+    tree = _tree(make_tree, FLOOD_AGENT)
+    before = tree.running_agent()
+    assert before is not None
+    worst = 0.0
+    deadline = time.monotonic() + 3.0
+    n = 0
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        assert tree.agent_request({"n": n}) == {"n": n}
+        worst = max(worst, time.monotonic() - started)
+        n += 1
+    after = tree.running_agent()
+    assert after is not None and after["pid"] == before["pid"] and after["restarts"] == 0
+    assert worst < 1.0, f"a request took {worst:.3f}s under the heartbeat flood"
+    print(f"{n} requests under a heartbeat flood, worst {worst * 1000:.1f} ms")
