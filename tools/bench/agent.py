@@ -52,6 +52,11 @@ What is measured, and how:
    small VM where cross-CPU wake-ups are dear (reported, not the target's baseline).
 5. Publish rate: ``publish`` of the 1000x512 matrix and of a 100x64 one, per second (with the
    default CRC, as the reference agent publishes, and without).
+6. Heartbeat flood. A second tree whose main agent is ``_flood_agent.py`` (echoes requests;
+   ``{"flood": N}`` makes it send N heartbeat frames/s from a thread). The manager's CPU
+   (psutil ``cpu_times`` of its pid, user + system) over ``FLOOD_SECONDS`` with the agent
+   idle (baseline), then with ``FLOOD_RATE`` heartbeats/s; the agent must not be restarted
+   and must answer a request during the flood. Target: <= 30 % of a core under the flood.
 
 Every process and segment started here is stopped and removed even on error: the tree via
 ``stop`` on the control socket (SIGTERM, then SIGKILL as last resorts), direct agents and the
@@ -133,7 +138,7 @@ class TreeProc(_common.ForkedTree):
     """A tree run by ``run_tree`` in a forked process, in its own temporary directory; it
     maps the segment as soon as it exists."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: dict[str, dict[str, Any]] | None = None) -> None:
         tmp = Path(tempfile.mkdtemp(prefix="osup_bench_agent_"))
         shm_name = SHM.new()
         overrides: dict[str, dict[str, Any]] = {
@@ -141,6 +146,8 @@ class TreeProc(_common.ForkedTree):
             "supervisor": {"max_restarts": 100000, "max_seconds": 1},
             "agent": {"backoff_reset": 1},
         }
+        for section, values in (extra or {}).items():
+            overrides[section] = {**overrides.get(section, {}), **values}
         cfg = _common.tree_config("test", tmp, shm_name, overrides)
         super().__init__(tmp, shm_name, cfg, stop_join=20.0)
         self.log_counts: dict[str, int] = {}
@@ -705,8 +712,60 @@ def measure_shm(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
 # ------------------------------------------------------------------ driver
 
 
+FLOOD_RATE = 325_000  # heartbeat frames/s, the rate the fault review measured
+FLOOD_SECONDS = 3.0
+FLOOD_AGENT = Path(__file__).resolve().parent / "_flood_agent.py"
+
+
+def _manager_cpu(proc: psutil.Process, seconds: float) -> float:
+    """Percent of one core ``proc`` used over ``seconds``."""
+    before = proc.cpu_times()
+    time.sleep(seconds)
+    after = proc.cpu_times()
+    used = (after.user - before.user) + (after.system - before.system)
+    return used / seconds * 100
+
+
+def measure_heartbeat_flood(progress: Callable[[str], None]) -> dict[str, Any]:
+    progress("heartbeat flood: starting a tree with the flooding agent")
+    overrides = {
+        "o_supervisor": {
+            "gerbil_executable": sys.executable,
+            "gerbil_main_script": str(FLOOD_AGENT),
+        }
+    }
+    with _common.running(TreeProc(overrides)) as tree:
+        status = tree.request("status", timeout=10.0)
+        manager_pid = next(c["pid"] for c in status["components"] if c["name"] == "agent:main")
+        manager = psutil.Process(manager_pid)
+        before = tree.agent()
+        with tree.data_client() as client:
+            idle = _manager_cpu(manager, FLOOD_SECONDS)
+            client.request("request", data={"flood": FLOOD_RATE})
+            time.sleep(0.5)
+            progress(f"heartbeat flood: {FLOOD_RATE}/s for {FLOOD_SECONDS:g}s")
+            flood = _manager_cpu(manager, FLOOD_SECONDS)
+            started = time.perf_counter()
+            answered = client.request("request", data={"during": "flood"}) == {"during": "flood"}
+            request_ms = (time.perf_counter() - started) * 1000
+            client.request("request", data={"flood": 0})
+        after = tree.agent()
+    return {
+        "rate_per_s": FLOOD_RATE,
+        "seconds": FLOOD_SECONDS,
+        "manager_cpu_percent": flood,
+        "baseline_idle_cpu_percent": idle,
+        "request_during_flood_ms": request_ms,
+        "answered": answered,
+        "agent_restarted": after != before,
+        "target": "manager <= 30% of a core under the flood",
+        "pass": flood <= 30 and answered and after == before,
+    }
+
+
 def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
     figures: dict[str, Any] = {}
+    figures["heartbeat_flood"] = measure_heartbeat_flood(progress)
     progress("starting the tree")
     with _common.running(TreeProc()) as tree:
         cfg = tree.cfg
@@ -897,7 +956,20 @@ def render(figures: dict[str, Any]) -> str:
             "(no target)",
         ),
     ]
+    hb = figures["heartbeat_flood"]
+    rows.append(
+        (
+            f"manager CPU, {hb['rate_per_s'] / 1000:.0f}k heartbeats/s",
+            f"{hb['manager_cpu_percent']:.1f}% of a core",
+            f"idle {hb['baseline_idle_cpu_percent']:.1f}%",
+            f"<= 30%: {verdict(hb['pass'])}",
+        )
+    )
     lines = _common.table(rows)
+    lines.append(
+        f"heartbeat flood: a request during it took {hb['request_during_flood_ms']:.1f} ms "
+        f"(answered: {hb['answered']}); agent restarted: {hb['agent_restarted']}."
+    )
     beats = [x["beat_age_at_stop_ms"] for x in h["runs"] if x["beat_age_at_stop_ms"] is not None]
     lines += [
         "",
