@@ -316,3 +316,21 @@ def test_client_connects_once_the_backlog_drains(tmp_path: Path) -> None:
         for s in queued + accepted:
             s.close()
         listener.close()
+
+
+def test_cli_reports_a_full_backlog_as_a_connection_failure(tmp_path: Path, tag: str) -> None:
+    from conftest import Tree, write_config
+
+    tree = Tree(write_config(tmp_path, tag), tag)
+    path = tree.cfg.data_socket("main")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    listener, queued = _full_listener(path)
+    try:
+        done = tree.cli("request", "--timeout", "0.5", '{"op": "stats"}', timeout=30)
+    finally:
+        for s in queued:
+            s.close()
+        listener.close()
+    assert done.returncode == 1
+    assert "backlog stayed full" in done.stderr and "agent answered" not in done.stderr
+    assert "Traceback" not in done.stderr
