@@ -334,3 +334,22 @@ def test_cli_reports_a_full_backlog_as_a_connection_failure(tmp_path: Path, tag:
     assert done.returncode == 1
     assert "backlog stayed full" in done.stderr and "agent answered" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_out_of_descriptors_pauses_accepting_instead_of_failing(server_factory, logs) -> None:
+    server, loop = server_factory()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    clients = [_connect(server.path) for _ in range(3)]
+    spare = os.open("/dev/null", os.O_RDONLY)  # the lowest free descriptor, just now
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (spare, hard))  # no room for one more
+        loop.run_once(server)  # before: EMFILE escaped from the loop's callback
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        os.close(spare)
+    assert any("cannot accept a connection" in line for line in logs)
+    assert server.next_deadline() is not None  # the loop is asked to wake up to resume
+    server._accepts_paused_until = time.monotonic()
+    loop.run_until(server, lambda: len(server._conns) == 3, 5)
+    for c in clients:
+        c.close()

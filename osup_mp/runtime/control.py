@@ -25,6 +25,7 @@ No client can stall the loop that serves it:
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -92,6 +93,7 @@ class ControlServer:
         #: Called with each connection as it closes (its pending requests can be cancelled).
         self.on_close: Callable[[Connection], None] | None = None
         self._next_sweep = 0.0
+        self._accepts_paused_until = 0.0  # out of descriptors: accepting resumes then
         path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # created 0600: no window where others could connect
@@ -113,6 +115,10 @@ class ControlServer:
         about once a second, connections that sat on part of a frame for too long."""
         while self._dirty:
             self._dirty.pop().flush()
+        if self._accepts_paused_until and time.monotonic() >= self._accepts_paused_until:
+            self._accepts_paused_until = 0.0
+            if self._watch is not None:
+                self._watch(self.sock, self._accept, None)
         if self._conns:
             now = time.monotonic()
             if now >= self._next_sweep:
@@ -121,9 +127,12 @@ class ControlServer:
 
     def next_deadline(self) -> float | None:
         """Seconds until :meth:`flush` should run again to sweep stalled connections."""
+        now = time.monotonic()
+        if self._accepts_paused_until:
+            return max(0.0, self._accepts_paused_until - now)
         if not any(c.partial_since for c in self._conns.values()):
             return None
-        return max(0.0, self._next_sweep - time.monotonic())
+        return max(0.0, self._next_sweep - now)
 
     def _sweep(self, now: float) -> None:
         limit = self.partial_frame_timeout
@@ -152,6 +161,22 @@ class ControlServer:
             try:
                 sock, _addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                # Out of descriptors: the listening socket stays readable, so retrying at
+                # once would spin. Stop watching it for a second (clients wait in the backlog).
+                logger.warning(
+                    "{}: cannot accept a connection ({}): pausing accepts for 1 s",
+                    self.label,
+                    exc.strerror,
+                )
+                self._accepts_paused_until = time.monotonic() + 1.0
+                if self._watch is not None:
+                    self._watch(self.sock, None, None)
                 return
             pid, uid, _gid = _UCRED.unpack(
                 sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
