@@ -257,3 +257,45 @@ def test_client_coalesces_sends_and_delivers_them_all(make_tree) -> None:
         client.send("request", data={"op": "memory_add", "text": "sent, never awaited"})
     # close() wrote the last one: the agent got it though nobody read the answer.
     wait_for(lambda: tree.agent_request({"op": "stats"})["blocks"] == 1, what="block added")
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == "zombie"
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_agent_restart_escalates_to_sigkill(make_tree) -> None:
+    tree = scripted(make_tree, agent={"stop_timeout": 300}).start()
+    agent = wait_for(tree.running_agent)
+    assert tree.agent_request({"do": "ignore_term"}) == "ignoring"
+    out = tree.cli("agent-restart")
+    assert out.returncode == 0, out.stderr
+    new = wait_for(lambda: _replaced(tree, agent["pid"]), timeout=10, what="SIGKILL and restart")
+    assert new["state"] == "RUNNING"
+    assert _gone(agent["pid"])
+    assert "did not stop within 300 ms of SIGTERM; sent SIGKILL" in tree.log_text
+
+
+@pytest.mark.parametrize("setsid", [False, True], ids=["same-group", "setsid"])
+@pytest.mark.parametrize("how", ["crash", "sigkill", "stop"])
+def test_an_agents_children_die_with_it(make_tree, setsid: bool, how: str) -> None:
+    tree = scripted(make_tree).start()
+    agent = wait_for(tree.running_agent)
+    child = tree.agent_request({"do": "spawn", "setsid": setsid})
+    assert isinstance(child, int) and not _gone(child)
+    if how == "crash":
+        with pytest.raises(ClientError):
+            tree.agent_request({"do": "crash"})
+    elif how == "sigkill":
+        os.kill(agent["pid"], signal.SIGKILL)
+    else:
+        tree.stop()
+    if how != "stop":
+        wait_for(lambda: _replaced(tree, agent["pid"]), what="agent replaced")
+    wait_for(lambda: _gone(child), timeout=5, what=f"the agent's child {child} gone")
+    if how != "stop":
+        assert f"left behind: pids {child}" in tree.log_text

@@ -38,7 +38,12 @@ from osup_mp.agent_states import AgentState, check_transition
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component
-from osup_mp.runtime.procutil import close_pipes, describe_exit
+from osup_mp.runtime.procutil import (
+    become_subreaper,
+    close_pipes,
+    describe_exit,
+    kill_descendants,
+)
 from osup_mp.shm import Role, SharedState, monotonic_ns
 
 S = AgentState
@@ -79,12 +84,16 @@ class AgentManager(Component):
         self.pipes = AgentPipes(cfg.agent.max_frame)
         self._reloads: deque[Caller] = deque()
         self._timer: int | None = None
+        self._stop_timer: int | None = None  # SIGTERM sent: SIGKILL when it fires
         self._restart_when_stopped = False
         self._writable_watched = False
 
     # -- component callbacks -----------------------------------------------------------------
 
     def init(self) -> None:
+        # Orphans of the agent (double forks, setsid daemons) re-parent here, so each exit
+        # of the agent can kill and reap everything it left behind.
+        become_subreaper()
         role = Role.MAIN if self.role == "main" else Role.SHADOW
         self.shm.claim_slot(self.slot_index, role, self.instance_id)
         self.slot = self.shm.slot(self.slot_index)
@@ -127,8 +136,15 @@ class AgentManager(Component):
             try:
                 self.proc.wait(self.cfg.agent.stop_timeout / 1000)
             except subprocess.TimeoutExpired:
+                logger.warning(
+                    "agent {}: did not stop within {} ms of SIGTERM; sent SIGKILL",
+                    self.instance_id,
+                    self.cfg.agent.stop_timeout,
+                )
                 self._signal(signal.SIGKILL)
                 self.proc.wait()
+            self._signal(signal.SIGKILL)  # what is left of its process group
+        self._kill_leftovers()
         self._fail_requests("agent manager stopping")
         self.requests.close()
         self.shm.release_slot(self.slot_index)
@@ -201,6 +217,15 @@ class AgentManager(Component):
             self._timer = None
             if self.state is S.STARTING:
                 self.kill_for(f"not ready within {self.cfg.agent.ready_timeout} ms")
+        elif isinstance(msg, tuple) and msg[0] == "stop_deadline":
+            self._stop_timer = None
+            if msg[1] == self.generation and self.state is S.STOPPING and self.proc is not None:
+                logger.warning(
+                    "agent {}: did not stop within {} ms of SIGTERM; sent SIGKILL",
+                    self.instance_id,
+                    self.cfg.agent.stop_timeout,
+                )
+                self._signal(signal.SIGKILL)
         elif msg == "expire":
             self.requests.on_timer()
         elif msg == "checkpoint_tick":
@@ -293,6 +318,10 @@ class AgentManager(Component):
             return
         self._transition(S.STOPPING)
         self._signal(signal.SIGKILL if kill else signal.SIGTERM)
+        if not kill and self.proc is not None:
+            self._stop_timer = self.send_after(
+                self.cfg.agent.stop_timeout / 1000, ("stop_deadline", self.generation)
+            )
 
     def _operator_restart(self) -> None:
         self.failures = 0
@@ -313,6 +342,11 @@ class AgentManager(Component):
         if proc is None:
             return
         code = proc.wait()
+        self._signal(signal.SIGKILL)  # the rest of its process group, if it left any
+        self._kill_leftovers()
+        if self._stop_timer is not None:
+            self.cancel_timer(self._stop_timer)
+            self._stop_timer = None
         self._on_stdout()  # frames written just before exiting are still answers
         truncated = self.pipes.truncated()
         if truncated and not self.fail_reason:
@@ -376,6 +410,18 @@ class AgentManager(Component):
             "agent {}: restart {} in {:.2f}s (backoff)", self.instance_id, self.restarts, delay
         )
         self._timer = self.send_after(delay, "spawn")
+
+    def _kill_leftovers(self) -> None:
+        """Kill and reap every process the dead agent left behind, in its process group or
+        not (this manager is their subreaper)."""
+        killed = kill_descendants()
+        if killed:
+            logger.warning(
+                "agent {}: killed {} process(es) it left behind: pids {}",
+                self.instance_id,
+                len(killed),
+                ", ".join(map(str, killed)),
+            )
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -8,9 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 # Loaded once, at import in the parent: every forked child inherits it (looking libc up costs
 # milliseconds — it runs ldconfig — and would otherwise sit on every restart).
 try:
@@ -29,6 +31,77 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
         return _libc is not None and int(_libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
     except AttributeError:
         return False
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants re-parent to this process instead of init (Linux only), so
+    whatever a child spawned, even in a session of its own, stays ours to kill and reap."""
+    try:
+        return _libc is not None and int(_libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except AttributeError:
+        return False
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids of ``pid``'s children, from /proc (a few reads; no scan of every process)."""
+    found: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found += [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def descendants_of(pid: int) -> list[int]:
+    """Every descendant of ``pid``, parents before their children."""
+    found: list[int] = []
+    todo = children_of(pid)
+    while todo:
+        child = todo.pop(0)
+        found.append(child)
+        todo += children_of(child)
+    return found
+
+
+def kill_descendants(keep: int | None = None, *, grace: float = 0.5) -> list[int]:
+    """SIGKILL every descendant of this process except ``keep`` and its descendants, and reap
+    those that are our children; returns the pids killed.
+
+    A subreaper's descendants are what its agents left behind (orphans re-parent here).
+    SIGKILLed, they die at once, so the reap waits at most ``grace`` seconds and only for
+    those pids: a ``waitpid(-1)`` could take the live agent's status from its Popen.
+    """
+    spared = set() if keep is None else {keep, *descendants_of(keep)}
+    killed: list[int] = []
+    for pid in descendants_of(os.getpid()):
+        if pid in spared:
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            pass
+    # A killed grandchild re-parents here once its parent is reaped: wait until every pid
+    # is reaped by us or gone, for at most ``grace`` seconds.
+    pending = set(killed)
+    deadline = time.monotonic() + grace
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    pending.discard(pid)
+            except ChildProcessError:  # not (yet) our child: gone, or someone's zombie
+                if not os.path.exists(f"/proc/{pid}"):
+                    pending.discard(pid)
+        if pending:
+            time.sleep(0.001)  # SIGKILL delivery is asynchronous: this is microseconds
+    return killed
 
 
 def resolve_executable(name: str) -> str:

@@ -8,7 +8,9 @@ and touch that much memory once ready).
 from __future__ import annotations
 
 import os
+import signal
 import struct
+import subprocess
 import sys
 import time
 from typing import Any
@@ -51,6 +53,18 @@ class Scripted(Agent):
             time.sleep(float(data.get("s", 0.5)))
             return "slept"
 
+        if action == "ignore_term":  # an agent that will not stop politely
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            return "ignoring"
+        if action == "spawn":  # a child that outlives us unless someone kills it
+            child = subprocess.Popen(
+                [sys.executable, "-c", "import time; time.sleep(300)"],
+                start_new_session=bool(data.get("setsid")),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            return child.pid
         if action == "log_text":
             self.send({"type": "wal_entry", "data": "not a map"})
             return "logged"
