@@ -11,7 +11,9 @@ Design decisions:
 * Every record carries its own LSN; LSNs are consecutive across segments and survive
   restarts of the process and of the tree (the next LSN is recovered from the newest record,
   or from ``lsn.floor`` when checkpoints have let every segment go). Replay is by LSN, never
-  by time.
+  by time. An LSN is never handed out twice: when salvage cuts records, or a checkpoint
+  covers LSNs the log no longer has, the log skips past them and notes the skipped range in
+  ``lsn.gaps`` (the chain of segments may jump only there).
 * A header CRC separate from the payload CRC means a flipped length can never masquerade as
   a short file: on open, a bad record followed by *any* valid record is corruption (refuse,
   naming file and offset, unless the operator chose salvage); a bad record with nothing valid
@@ -42,6 +44,7 @@ _HEADER_CRC_PART = struct.Struct(">IBQI")
 _CRC = struct.Struct(">I")
 MAX_RECORD = 64 * 1024 * 1024
 FLOOR_FILE = "lsn.floor"
+GAPS_FILE = "lsn.gaps"  # LSN ranges never written here: skipped so no LSN is handed out twice
 
 TYPE_ENTRY = 1
 
@@ -132,16 +135,35 @@ def _bad_record(data: bytes, offset: int, expected_lsn: int) -> str | None:
 
 
 def _valid_record_after(data: bytes, offset: int, expected_lsn: int) -> bool:
-    """Is there an intact record (both checksums) at or after ``offset``? Candidates are found
-    by the high bytes their LSN must share with ``expected_lsn`` — a C-speed ``find``, not a
-    byte-by-byte scan — so this stays fast on large segments."""
+    return _next_intact(data, offset, expected_lsn) is not None
+
+
+def _last_lsn_after(data: bytes, offset: int, expected_lsn: int) -> int:
+    """The highest LSN of any intact record at or after ``offset`` (``expected_lsn - 1`` if
+    none): what a salvage cut had handed out."""
+    last = expected_lsn - 1
+    pos = _next_intact(data, offset, expected_lsn)
+    while pos is not None:
+        length, _rtype, lsn, _pcrc, _hcrc = RECORD_HEADER.unpack_from(data, pos)
+        last = max(last, lsn)
+        nxt = pos + RECORD_HEADER.size + length
+        pos = nxt if _intact(data, nxt) else _next_intact(data, nxt, lsn + 1)
+    return last
+
+
+def _next_intact(data: bytes, offset: int, expected_lsn: int) -> int | None:
+    """Where the first intact record (both checksums) at or after ``offset`` starts. Candidates
+    are found by the high bytes their LSN must share with ``expected_lsn`` — a C-speed
+    ``find``, not a byte-by-byte scan — so this stays fast on large segments."""
     prefixes = {struct.pack(">Q", expected_lsn + step)[:6] for step in (0, 65536)}
+    best: int | None = None
     for prefix in prefixes:
         pos = data.find(prefix, offset + 5)
         while pos != -1:
             start = pos - 5  # the LSN sits 5 bytes into a record header
             if start >= offset and _intact(data, start):
-                return True
+                best = start if best is None else min(best, start)
+                break
             nxt = pos + 1
             if data[start : start + RECORD_HEADER.size] == _ZERO_HEADER:
                 # Inside a run of zeros (an all-zero prefix matches at every byte of it): the
@@ -149,7 +171,7 @@ def _valid_record_after(data: bytes, offset: int, expected_lsn: int) -> bool:
                 found = _NONZERO.search(data, pos)
                 nxt = max(nxt, (found.start() if found else len(data)) - 15)
             pos = data.find(prefix, nxt)
-    return False
+    return best
 
 
 def _intact(data: bytes, start: int) -> bool:
@@ -212,6 +234,7 @@ class WALStore:
         self.segments: list[Segment] = []
         self.next_lsn = 1
         self.notes: list[str] = []  # what recovery did, for the log
+        self.gaps: list[tuple[int, int]] = []  # LSN ranges skipped (never written)
         self._fd = -1
 
     # -- open / recover ----------------------------------------------------------------------
@@ -222,25 +245,34 @@ class WALStore:
             stale.unlink()  # a segment creation that never reached its rename
         paths = sorted(self.dir.glob("wal-*.log"))
         floor = self._read_floor()
+        self.gaps = self._read_gaps()
+        seen = 0  # the highest LSN any segment shows, cut ones included
         expected: int | None = None
         for index, path in enumerate(paths):
             last = index == len(paths) - 1
             data = path.read_bytes()
             first = _first_lsn_from_name(path)
-            if expected is None and first > floor + 1:
+            if expected is None and first > floor + 1 and not self._skipped(floor + 1, first):
                 raise WALCorruption(
                     path,
                     0,
                     f"segment starts at LSN {first}, but only LSNs through {floor} "
                     f"were released ({FLOOR_FILE}): the segment(s) before it are missing",
                 )
-            if expected is not None and first != expected:
+            if expected is not None and first != expected and not self._skipped(expected, first):
                 raise WALCorruption(path, 0, f"segment starts at LSN {first}, expected {expected}")
             result = scan_segment(data, first)
             if result.problem is not None:
+                if self.salvage == "truncate":
+                    cut_from = first + len(result.records)
+                    seen = max(seen, _last_lsn_after(data, result.good_end + 1, cut_from))
                 self._handle_bad(path, data, result, last)
                 if not last and self.salvage == "truncate":
                     for later in paths[index + 1 :]:
+                        later_scan = scan_segment(later.read_bytes(), _first_lsn_from_name(later))
+                        seen = max(seen, _first_lsn_from_name(later) - 1)
+                        if later_scan.records:
+                            seen = max(seen, later_scan.records[-1].lsn)
                         self._keep_broken(later)
                         later.unlink()
                     fsync_dir(self.dir)
@@ -259,6 +291,37 @@ class WALStore:
         if not self.segments or self.segments[-1].count >= self.segment_entries:
             self._new_segment()
         self._open_active()
+        if seen >= self.next_lsn:
+            self.notes.append(
+                f"salvage cut LSNs {self.next_lsn}..{seen}: they will not be handed out again"
+            )
+            self.skip_through(seen)
+
+    def skip_through(self, lsn: int) -> None:
+        """Never hand out LSNs up to ``lsn``: the next record gets ``lsn + 1``. The skipped
+        range is recorded (durably, before any record after it is written) so that open()
+        accepts the jump in the chain of segments."""
+        if lsn < self.next_lsn:
+            return
+        self.gaps.append((self.next_lsn, lsn))
+        atomic_write(self.dir / GAPS_FILE, "".join(f"{a} {b}\n" for a, b in self.gaps).encode())
+        self.next_lsn = lsn + 1
+        self._new_segment()  # segments are named for their first LSN: the jump starts one
+        self._open_active()
+
+    def _read_gaps(self) -> list[tuple[int, int]]:
+        try:
+            text = (self.dir / GAPS_FILE).read_text()
+        except FileNotFoundError:
+            return []
+        try:
+            return [(int(a), int(b)) for a, b in (line.split() for line in text.splitlines())]
+        except ValueError as exc:
+            raise WALCorruption(self.dir / GAPS_FILE, 0, f"unreadable: {exc}") from exc
+
+    def _skipped(self, expected: int, first: int) -> bool:
+        """True if LSNs ``expected .. first - 1`` lie in one recorded gap."""
+        return any(a <= expected and first - 1 <= b for a, b in self.gaps)
 
     def _handle_bad(self, path: Path, data: bytes, result: ScanResult, last: bool) -> None:
         offset = result.good_end

@@ -346,3 +346,126 @@ def test_stop_with_appends_in_flight_keeps_every_acknowledged_one(make_tree) -> 
     assert report["problems"] == []
     total = sum(f["records"] for f in report["files"])
     assert answered_ok >= 50 and total >= answered_ok  # nothing acknowledged was lost
+
+
+def _add(tree: Tree, prefix: str, n: int) -> None:
+    """``n`` acknowledged memory_adds with ids ``prefix0..``, pipelined on one connection."""
+    with tree.data_client(timeout=30) as client:
+        for i in range(n):
+            client.send("request", data={"op": "memory_add", "id": f"{prefix}{i}", "text": "t"})
+        replies = [client.receive() for _ in range(n)]
+    assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:1]
+
+
+def _ids(tree: Tree, prefix: str, n: int) -> set[str]:
+    """Which of ``prefix0..prefix{n-1}`` the agent holds."""
+    found = set()
+    with tree.data_client(timeout=30) as client:
+        for i in range(n):
+            try:
+                reply = client.request("request", data={"op": "memory_get", "id": f"{prefix}{i}"})
+            except ClientError:  # no such block
+                continue
+            if isinstance(reply, dict) and reply.get("text") == "t":
+                found.add(f"{prefix}{i}")
+    return found
+
+
+def _damage_record(wal_dir: Path, lsn: int) -> Path:
+    from osup_mp.wal import scan_segment
+
+    for path in sorted(wal_dir.glob("wal-*.log")):
+        data = bytearray(path.read_bytes())
+        for record in scan_segment(bytes(data), int(path.stem.split("-")[1])).records:
+            if record.lsn == lsn:
+                data[record.offset + 30] ^= 0xFF  # inside the payload
+                path.write_bytes(bytes(data))
+                return path
+    raise AssertionError(f"no record with LSN {lsn}")
+
+
+def _rewrite(tree: Tree, tag: str, **sections: dict[str, Any]) -> None:
+    from conftest import write_config
+
+    merged = {k: dict(v) for k, v in FAST.items()}
+    for key, values in sections.items():
+        merged.setdefault(key, {}).update(values)
+    write_config(tree.config_path.parent, tag, **merged)
+
+
+def test_salvage_never_hands_out_an_lsn_twice(make_tree, tag) -> None:
+    """Salvage cuts LSNs a checkpoint covers: new writes must not reuse them (they would be
+    skipped at the next restore), and what salvage lost is refused until accepted."""
+    sections: dict[str, dict[str, Any]] = {
+        "wal": {"segment_entries": 50},
+        "vault": {"checkpoint_wal_entries": 0, "generations": 3},
+    }
+    tree = _tree(make_tree, **sections).start()
+    _add(tree, "a", 10)
+    tree.request("checkpoint_create")
+    _add(tree, "b", 140)  # LSNs 11..150
+    covering = tree.request("checkpoint_create")
+    assert covering["lsn"] == 150
+    _add(tree, "c", 50)  # LSNs 151..200: only in the WAL
+    tree.stop()
+    _damage_record(tree.cfg.o_supervisor.wal_dir, 60)
+
+    _rewrite(tree, tag, vault=sections["vault"], wal={"segment_entries": 50, "salvage": "truncate"})
+    out = tree.cli("start")
+    assert out.returncode == 1, out.stderr
+    assert (
+        f"checkpoint {covering['id']} covers through LSN 150, but WAL entries 151..200 are "
+        "missing (50 entries)"
+    ) in out.stderr
+    assert "Traceback" not in out.stderr
+
+    _rewrite(tree, tag, vault=sections["vault"], wal={"segment_entries": 50, "accept_gap": True})
+    tree.start()
+    assert "accepted by [wal] accept_gap: 50 entries lost" in tree.log_text
+    _add(tree, "d", 100)  # must get LSNs above 200, never 60.. again
+    tree.stop()
+    tree.start()
+    assert len(_ids(tree, "a", 10) | _ids(tree, "b", 140)) == 150
+    assert _ids(tree, "c", 50) == set()  # what salvage cut, as accepted
+    assert len(_ids(tree, "d", 100)) == 100
+
+
+def test_no_valid_checkpoint_and_a_pruned_wal_refuses_a_partial_restore(make_tree, tag) -> None:
+    sections: dict[str, dict[str, Any]] = {
+        "wal": {"segment_entries": 50},
+        "vault": {"checkpoint_wal_entries": 0, "generations": 1},
+    }
+    tree = _tree(make_tree, **sections).start()
+    _add(tree, "a", 120)
+    ckpt = tree.request("checkpoint_create")  # releases segments 1-50 and 51-100
+    _add(tree, "b", 40)
+    tree.stop()
+    ckpt_dir = tree.cfg.o_supervisor.checkpoint_dir
+    path = ckpt_dir / "files" / f"{ckpt['id']}.ckpt"
+    image = bytearray(path.read_bytes())
+    image[len(image) // 2] ^= 0xFF
+    path.write_bytes(bytes(image))
+    store = CheckpointStore(ckpt_dir, 1)
+    store.cache.delete(ckpt["id"])
+    store.close()
+
+    out = tree.cli("start")
+    assert out.returncode == 1, out.stderr
+    assert (
+        "no valid checkpoint (LSN 0), but WAL entries 1..100 are missing (100 entries)"
+    ) in out.stderr
+    assert "Traceback" not in out.stderr
+
+    _rewrite(tree, tag, vault=sections["vault"], wal={"segment_entries": 50, "accept_gap": True})
+    tree.start()
+    assert _ids(tree, "a", 120) == {f"a{i}" for i in range(100, 120)}
+    assert len(_ids(tree, "b", 40)) == 40
+    # The accepted loss is checkpointed at once, so the next start needs no override.
+    wait_for(
+        lambda: any(c.get("lsn", 0) >= 160 for c in tree.request("checkpoint_list")),
+        what="a checkpoint of the restored state",
+    )
+    tree.stop()
+    _rewrite(tree, tag, **sections)
+    tree.start()
+    assert len(_ids(tree, "b", 40)) == 40

@@ -454,17 +454,51 @@ def test_bit_flip_with_salvage_truncate(
     store = open_wal(directory, segment_entries=FLIP_ENTRIES, salvage="truncate")
     assert contents(store) == expected[: lsn - 1]
     assert path.stat().st_size == offset
-    assert names(directory)[-1] == path.name  # later segments removed ...
+    # later segments removed (a fresh one starts past the cut LSNs) ...
+    assert names(directory)[-2:] == [path.name, segment_name(len(FLIP_SIZES) + 1)]
     for name in [path.name, *later]:  # ... and every original kept as .broken
         assert (directory / f"{name}.broken").read_bytes() == before[name]
     assert any(f"offset {offset}" in note and "salvage" in note for note in store.notes)
-    assert store.append([b"fresh"]) == [lsn]
+    # LSNs lsn..12 were handed out before the cut: they are never handed out again.
+    highest = len(FLIP_SIZES)
+    assert any(f"salvage cut LSNs {lsn}..{highest}" in note for note in store.notes)
+    assert store.append([b"fresh"]) == [highest + 1]
     store.close()
 
     again = open_wal(directory, segment_entries=FLIP_ENTRIES)  # refuse mode: clean now
     assert again.notes == []
-    assert contents(again) == [*expected[: lsn - 1], (lsn, b"fresh")]
+    assert contents(again) == [*expected[: lsn - 1], (highest + 1, b"fresh")]
+    assert again.append([b"more"]) == [highest + 2]
     assert verify_dir(directory)["ok"]
+
+
+def test_skip_through_never_reuses_lsns_and_survives_reopen(
+    open_wal: OpenWAL, tmp_path: Path
+) -> None:
+    directory = tmp_path / "wal"
+    expected = build(directory, [10] * 7, segment_entries=5)
+    store = open_wal(directory, segment_entries=5)
+    store.skip_through(3)  # already handed out: nothing to skip
+    assert store.append([b"a"]) == [8]
+    store.skip_through(100)  # a checkpoint covers through 100
+    assert store.append([b"b", b"c"]) == [101, 102]
+    store.close()
+    again = open_wal(directory, segment_entries=5)
+    assert contents(again) == [*expected, (8, b"a"), (101, b"b"), (102, b"c")]
+    assert again.append([b"d"]) == [103]
+
+
+def test_an_unrecorded_jump_in_the_chain_is_still_a_gap(tmp_path: Path) -> None:
+    directory = tmp_path / "wal"
+    build(directory, [10] * 7, segment_entries=5)
+    store = WALStore(directory, segment_entries=5)
+    store.open()
+    store.skip_through(100)
+    store.append([b"x"])
+    store.close()
+    (directory / wal.GAPS_FILE).unlink()
+    with pytest.raises(WALCorruption, match="segment starts at LSN 101, expected"):
+        WALStore(directory, segment_entries=5).open()
 
 
 def test_bit_flip_in_the_very_last_record_is_a_torn_tail(open_wal: OpenWAL, tmp_path: Path) -> None:
@@ -529,8 +563,8 @@ def test_bad_header_of_the_newest_segment_with_records_is_corruption(
     store = open_wal(directory, segment_entries=3, salvage="truncate")
     assert contents(store) == expected[:3]
     assert (directory / f"{newest.name}.broken").read_bytes() == before[newest.name]
-    assert store.append([b"p", b"q"]) == [4, 5]
-    assert contents(store) == [*expected[:3], (4, b"p"), (5, b"q")]  # size of the fresh header
+    assert store.append([b"p", b"q"]) == [6, 7]  # 4 and 5 were handed out before the cut
+    assert contents(store) == [*expected[:3], (6, b"p"), (7, b"q")]
 
 
 @pytest.mark.parametrize(

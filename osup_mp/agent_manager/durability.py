@@ -62,6 +62,7 @@ class Durability:
         self._waiters: deque[Caller] = deque()
         self._asked = 0.0
         self._since_checkpoint = 0
+        self.checkpoint_soon = False  # a restore accepted a gap: checkpoint once running
 
     @property
     def settled(self) -> bool:
@@ -252,13 +253,29 @@ class Durability:
         checkpoint = host.peer("vault").call(request, timeout=30.0)
         lsn = checkpoint["lsn"] if checkpoint else 0
         entries: list[bytes] = []
+        missing: list[tuple[int, int]] = []  # LSN ranges neither the checkpoint nor the WAL has
         cursor = lsn
         while True:  # paged: one reply never has to hold the whole tail
             page = host.peer("wal").call(("read_after", cursor, _PAGE), timeout=60.0)
-            entries += [payload for _lsn, payload in page]
-            cursor = page[-1][0] if page else cursor
+            for entry_lsn, payload in page:
+                if entry_lsn != cursor + 1:
+                    missing.append((cursor + 1, entry_lsn - 1))
+                entries.append(payload)
+                cursor = entry_lsn
             if len(page) < _PAGE:
                 break
+        # The WAL's newest LSN counts what salvage cut too: entries it handed out that it can
+        # no longer give back are missing, not merely absent.
+        newest = host.peer("wal").call(("last_lsn",), timeout=30.0)
+        if newest > cursor:
+            missing.append((cursor + 1, newest))
+        if missing:
+            self._accept_gap(checkpoint, lsn, missing)
+            self.checkpoint_soon = True  # so the accepted loss is not met again next start
+        elif newest < lsn:
+            # The WAL is behind the checkpoint (salvage cut it): its next LSN must come after
+            # what the checkpoint covers, or new entries would be skipped on restore.
+            host.peer("wal").call(("skip_through", lsn), timeout=30.0)
         self.applied_lsn = cursor
         self._since_checkpoint = len(entries)
         if checkpoint is None and not entries:
@@ -276,6 +293,31 @@ class Durability:
             "lsn": lsn,
             "entries": entries,
         }
+
+    def _accept_gap(
+        self, checkpoint: dict[str, Any] | None, lsn: int, missing: list[tuple[int, int]]
+    ) -> None:
+        """Entries between the checkpoint and the WAL are missing: refuse to start with a
+        partial state, unless the operator has accepted the loss (``[wal] accept_gap``)."""
+        lost = sum(b - a + 1 for a, b in missing)
+        ranges = ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in missing[:5])
+        more = f" and {len(missing) - 5} more ranges" if len(missing) > 5 else ""
+        what = (
+            f"checkpoint {checkpoint['id']} covers through LSN {lsn}"
+            if checkpoint
+            else "no valid checkpoint (LSN 0)"
+        )
+        reason = f"{what}, but WAL entries {ranges}{more} are missing ({lost} entries)"
+        if not self.host.cfg.wal.accept_gap:
+            raise CallError(
+                f"{reason}; refusing a partial restore ([wal] accept_gap = true accepts the loss)"
+            )
+        logger.critical(
+            "agent {}: {}; accepted by [wal] accept_gap: {} entries lost",
+            self.host.instance_id,
+            reason,
+            lost,
+        )
 
     def send_restore(self, restore: dict[str, Any]) -> None:
         """One ``restore`` frame, continued by more when the WAL tail exceeds a frame."""

@@ -303,6 +303,9 @@ class AgentManager(Component):
         self.running_since = time.monotonic()
         elapsed = (self.running_since - self.started_at) * 1000
         logger.info("agent {}: ready (pid {}, {:.1f} ms)", self.instance_id, self.pid, elapsed)
+        if self.durability.checkpoint_soon:
+            self.durability.checkpoint_soon = False
+            self.durability.request_checkpoint(force=True)
 
     def kill_for(self, reason: str) -> None:
         """The agent misbehaved: kill it; the exit handler counts the failure."""

@@ -124,6 +124,7 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "segment_entries": _Field(10000, "a positive integer", _ints(1)),
         "segment_bytes": _Field(67108864, "an integer >= 4096 (bytes)", _ints(4096)),
         "salvage": _Field("refuse", "one of refuse, truncate", _choice("refuse", "truncate")),
+        "accept_gap": _Field(False, "true or false", _BOOL),
     },
     "vault": {
         "generations": _Field(3, "an integer >= 1", _ints(1)),

@@ -115,6 +115,7 @@ class WALSection:
     segment_entries: int
     segment_bytes: int
     salvage: str
+    accept_gap: bool
 
 
 @dataclass(frozen=True, slots=True)
