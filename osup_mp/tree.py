@@ -356,7 +356,7 @@ def control_handlers(cfg: Config, sup: Supervisor, shm: SharedState) -> dict[str
         "checkpoint_create": forward("agent:main", "checkpoint", timeout=60.0),
         "checkpoint_restore": forward("agent:main", "restore_from", "id"),
         "checkpoint_list": forward("vault", "list"),
-        "checkpoint_show": forward("vault", "load", "id"),
+        "checkpoint_show": forward("vault", "show", "id"),
         "checkpoint_delete": forward("vault", "delete", "id"),
         "wal_stats": forward("wal", "stats"),
         "wal_tail": forward("wal", "tail", "n"),

@@ -469,3 +469,28 @@ def test_no_valid_checkpoint_and_a_pruned_wal_refuses_a_partial_restore(make_tre
     _rewrite(tree, tag, **sections)
     tree.start()
     assert len(_ids(tree, "b", 40)) == 40
+
+
+def test_a_checkpoint_over_half_a_frame_restores_and_shows(make_tree) -> None:
+    """Restore once refused snapshots over half of [agent] max_frame (the agent went FATAL);
+    `checkpoint show` failed for any checkpoint over the control frame limit."""
+    tree = _tree(make_tree, agent={"max_frame": 4 << 20}, vault={"checkpoint_wal_entries": 0})
+    tree.start()
+    big = "x" * (2500 << 10)  # 2.5 MiB: over half a frame, over the control socket's 1 MiB
+    tree.agent_request({"op": "memory_add", "id": "big", "text": big})
+    ckpt = tree.request("checkpoint_create")
+    assert ckpt["bytes"] > 2 << 20
+    old = _agent_pid(tree)
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: _agent_pid(tree) != old, 30, what="agent restored")
+    assert tree.agent_request({"op": "memory_get", "id": "big"})["text"] == big
+    assert f"restoring checkpoint {ckpt['id']}" in tree.log_text
+
+    out = tree.cli("checkpoint", "show", ckpt["id"])
+    assert out.returncode == 0, out.stderr
+    assert "blocks: list (1)" in out.stdout
+    assert "snapshot not shown" in out.stdout and ".ckpt" in out.stdout
+    out = tree.cli("checkpoint", "show", "--json", ckpt["id"])
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["snapshot"] is None and shown["snapshot_bytes"] >= len(big)

@@ -74,3 +74,35 @@ def test_non_map_entries_are_refused() -> None:
     d.log_entry("text", ref=3)
     assert wal.calls == [] and d.settled
     assert host.sent[0]["error"].endswith("must be a map") and host.sent[0]["ref"] == 3
+
+
+def test_a_snapshot_no_restore_frame_can_carry_is_refused_at_checkpoint_time() -> None:
+    d, host, wal = make()
+    limit = host.cfg.agent.max_frame
+    d.on_checkpoint({"blob": b"x" * (limit - 100)})  # fits a checkpoint frame, not a restore
+    assert wal.calls == []  # nothing goes to the vault: the previous checkpoint stays newest
+    (ack,) = host.sent
+    assert ack["type"] == "checkpoint_ack" and ack["checkpoint_id"] is None
+    assert "would exceed [agent] max_frame" in ack["error"]
+
+
+def test_a_snapshot_over_half_a_frame_is_restored_alone_in_the_first_frame() -> None:
+    import msgpack
+
+    from osup_mp.codec import FrameDecoder
+
+    d, host, _wal = make()
+    frames = bytearray()
+    host.send_agent_raw = frames.extend
+    limit = host.cfg.agent.max_frame
+    snapshot = {"blob": b"x" * (limit - 1000)}  # the old limit was half a frame
+    entries = [msgpack.packb({"op": i, "pad": b"y" * 1000}) for i in range(3000)]
+    d.send_restore(
+        {"checkpoint_id": "c", "lsn": 7, "payload": msgpack.packb(snapshot), "entries": entries}
+    )
+    decoded = FrameDecoder(max_frame=limit).feed(bytes(frames))
+    assert decoded[0]["snapshot"] == snapshot and decoded[0]["wal_entries"] == []
+    assert decoded[0]["more"] is True and decoded[-1]["more"] is False
+    replayed = [e["op"] for m in decoded for e in m["wal_entries"]]
+    assert replayed == list(range(3000))
+    assert all(m.get("continue") for m in decoded[1:])

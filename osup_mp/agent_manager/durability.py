@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from osup_mp.agent_manager.manager import AgentManager
 
 _PAGE = 50_000  # WAL entries per read_after reply
+# What a restore frame adds around the snapshot: its keys, a checkpoint id, an LSN, flags.
+_RESTORE_OVERHEAD = 160
 
 
 class _Batch:
@@ -204,9 +206,32 @@ class Durability:
                 }
             )
             return
-        self.after_wal(lambda lsn: self._save(data, lsn))
+        # Packed once, here: the vault stores these bytes and a restore splices them back.
+        payload = self._packer.pack(data)
+        limit = self.host.cfg.agent.max_frame
+        if len(payload) + _RESTORE_OVERHEAD > limit:
+            # Accepting it would leave a checkpoint no restore frame can carry.
+            error = (
+                f"not saved: the snapshot is {len(payload)} bytes and its restore frame "
+                f"would exceed [agent] max_frame ({limit}); raise max_frame"
+            )
+            logger.error("agent {}: checkpoint {}", self.host.instance_id, error)
+            self._asked = 0.0
+            waiters, self._waiters = self._waiters, deque()
+            for caller in waiters:
+                self.host.reply_error(caller, f"checkpoint {error}")
+            self.host.send_agent(
+                {
+                    "type": "checkpoint_ack",
+                    "checkpoint_id": None,
+                    "timestamp": int(time.time()),
+                    "error": error,
+                }
+            )
+            return
+        self.after_wal(lambda lsn: self._save(payload, lsn))
 
-    def _save(self, snapshot: dict[str, Any], lsn: int | None) -> None:
+    def _save(self, snapshot: bytes, lsn: int | None) -> None:
         if lsn is None:
             return
         host = self.host
@@ -249,7 +274,7 @@ class Durability:
             return None
         host = self.host
         pinned, self.pinned = self.pinned, None
-        request = ("load", pinned) if pinned else ("latest",)
+        request = ("load", pinned, True) if pinned else ("latest", True)
         checkpoint = host.peer("vault").call(request, timeout=30.0)
         lsn = checkpoint["lsn"] if checkpoint else 0
         entries: list[bytes] = []
@@ -289,7 +314,7 @@ class Durability:
         )
         return {
             "checkpoint_id": checkpoint["id"] if checkpoint else None,
-            "snapshot": checkpoint["snapshot"] if checkpoint else None,
+            "payload": checkpoint["payload"] if checkpoint else None,
             "lsn": lsn,
             "entries": entries,
         }
@@ -320,31 +345,45 @@ class Durability:
         )
 
     def send_restore(self, restore: dict[str, Any]) -> None:
-        """One ``restore`` frame, continued by more when the WAL tail exceeds a frame."""
+        """One ``restore`` frame, continued by more when the WAL tail exceeds a frame.
+
+        The snapshot travels as the bytes the vault stored, spliced in unopened; a snapshot
+        that takes more than half a frame travels alone in the first one."""
         packer = msgpack.Packer(use_bin_type=True)
-        budget = self.host.cfg.agent.max_frame // 2
-        first = {
-            "type": "restore",
-            "checkpoint_id": restore["checkpoint_id"],
-            "snapshot": restore["snapshot"],
-            "lsn": restore["lsn"],
-        }
-        head = packer.pack_map_header(len(first) + 2) + b"".join(
-            packer.pack(k) + packer.pack(v) for k, v in first.items()
+        limit = self.host.cfg.agent.max_frame
+        budget = limit // 2
+        payload: bytes | None = restore["payload"]
+        head = b"".join(
+            (
+                packer.pack_map_header(6),
+                packer.pack("type"),
+                packer.pack("restore"),
+                packer.pack("checkpoint_id"),
+                packer.pack(restore["checkpoint_id"]),
+                packer.pack("lsn"),
+                packer.pack(restore["lsn"]),
+                packer.pack("snapshot"),
+                packer.pack(None) if payload is None else payload,
+            )
         )
-        if len(head) > budget:
+        if len(head) + _RESTORE_OVERHEAD > limit:  # max_frame was lowered since it was saved
             raise CallError(
-                f"checkpoint {restore['checkpoint_id']} is {len(head)} bytes: "
-                f"more than half of [agent] max_frame ({budget * 2}); raise it"
+                f"checkpoint {restore['checkpoint_id']} takes a {len(head)}-byte restore frame: "
+                f"more than [agent] max_frame ({limit}); raise it"
             )
         later = packer.pack_map_header(4) + packer.pack("type") + packer.pack("restore")
         later += packer.pack("continue") + packer.pack(True)
         entries: list[bytes] = restore["entries"]
-        start = 0
+        start, first = 0, True
         while True:
-            prefix = head if start == 0 else later
+            prefix = head if first else later
             size, stop = len(prefix), start
-            while stop < len(entries) and (stop == start or size + len(entries[stop]) <= budget):
+            # A head over half a frame travels alone; every later frame takes at least one
+            # entry (an entry fits a frame: it came in one).
+            room = len(head) if first and len(head) > budget else budget
+            while stop < len(entries) and (
+                (stop == start and not first) or size + len(entries[stop]) <= room
+            ):
                 size += len(entries[stop])
                 stop += 1
             more = stop < len(entries)
@@ -361,4 +400,4 @@ class Durability:
             self.host.send_agent_raw(HEADER.pack(len(body)) + body)
             if not more:
                 return
-            start = stop
+            start, first = stop, False

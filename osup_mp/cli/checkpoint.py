@@ -58,9 +58,11 @@ def show(ctx: click.Context, checkpoint_id: str, as_json: bool) -> None:
         _show(data, True)
         return
     click.echo(_text(data))
-    for key, value in (data.get("snapshot") or {}).items():
-        size = len(value) if isinstance(value, list | dict | bytes | str) else value
-        click.echo(f"  {key}: {type(value).__name__} ({size})")
+    for key, about in (data.get("summary") or {}).items():
+        size = "" if about.get("size") is None else f" ({about['size']})"
+        click.echo(f"  {key}: {about.get('type')}{size}")
+    if data.get("snapshot_omitted"):
+        click.echo(f"  snapshot not shown: {data['snapshot_omitted']}")
 
 
 @command.command("restore")

@@ -766,13 +766,13 @@ def _wal_process(root: Path, cfg: Config, stages: _Stages) -> bytes:
 
 
 def _vault_process(root: Path, cfg: Config, stages: _Stages) -> bytes:
-    """What the vault does for ``("latest",)``: the pickled reply."""
+    """What the vault does for ``("latest", True)``: the pickled reply (payload unopened)."""
     store = CheckpointStore(root / "checkpoints", cfg.vault.generations)
     try:
         checkpoint = stages.run("vault: latest (read + sha256)", lambda: store.latest()[0])
     finally:
         store.close()
-    loaded = stages.run("vault: _loaded (unpack snapshot)", MemoryVault._loaded, checkpoint)
+    loaded = stages.run("vault: _loaded (payload as stored)", MemoryVault._loaded, checkpoint, True)
     reply: bytes = stages.run(
         "vault: pickle.dumps of the reply (channel)",
         pickle.dumps,
@@ -797,7 +797,7 @@ def _manager_process(cfg: Config, vault_reply: bytes, wal_reply: bytes, stages: 
     entries = stages.run("manager: pickle.loads of the wal reply", pickle.loads, wal_reply)[3]
     restore = {
         "checkpoint_id": checkpoint["id"],
-        "snapshot": checkpoint["snapshot"],
+        "payload": checkpoint["payload"],
         "lsn": checkpoint["lsn"],
         "entries": [payload for _lsn, payload in entries],
     }
