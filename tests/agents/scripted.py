@@ -1,8 +1,9 @@
 """A test agent that misbehaves on request: ``{"do": ...}`` picks the misbehaviour.
 
 Normal requests are echoed. Start-up behaviour comes from the environment:
-``SCRIPTED_EXIT_AFTER`` (seconds after ready, then exit 3) and ``SCRIPTED_HOG_MB`` (allocate
-and touch that much memory once ready).
+``SCRIPTED_EXIT_AFTER`` (seconds after ready, then exit 3), ``SCRIPTED_HOG_MB`` (allocate
+and touch that much memory once ready) and ``SCRIPTED_FAIL_START`` (a path: while that file
+exists, exit before ready).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from osup_mp.agent.sdk import Agent, AgentOptions
 
 class Scripted(Agent):
     def on_start(self) -> None:
+        flag = os.environ.get("SCRIPTED_FAIL_START")
+        if flag and os.path.exists(flag):  # exits before ready while the flag file exists
+            os._exit(5)
         self.hog = b""
         mb = int(os.environ.get("SCRIPTED_HOG_MB", "0"))
         if mb:
