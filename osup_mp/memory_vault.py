@@ -47,7 +47,7 @@ class MemoryVault(Component):
             if kind == "latest":  # ("latest"[, raw]): raw answers the payload bytes unopened
                 checkpoint, problems = store.latest()
                 for problem in problems:
-                    logger.error("vault: skipped a checkpoint: {}", problem)
+                    logger.error("vault: {}", problem)  # a copy skipped or repaired
                 raw = len(request) > 1 and bool(request[1])
                 return None if checkpoint is None else self._loaded(checkpoint, raw)
             if kind in ("load", "delete", "show") and not ID_PATTERN.fullmatch(str(request[1])):

@@ -14,12 +14,14 @@ read — someone who can write the cache directory must not get code execution.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import re
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,25 @@ def decode(image: bytes, where: str) -> Checkpoint:
     return Checkpoint(raw_id.decode().strip(), lsn, created, payload)
 
 
+@contextlib.contextmanager
+def _private() -> Iterator[None]:
+    """Files created inside are 0600 and directories 0700 (the vault process has no other
+    thread that could create a file meanwhile)."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _why_bad(image: bytes, where: str) -> str:
+    try:
+        decode(image, where)
+    except VaultError as exc:
+        return str(exc).removeprefix(f"{where}: ")
+    return "differs from the cache row"
+
+
 class CheckpointStore:
     def __init__(self, directory: Path, generations: int) -> None:
         self.dir = directory
@@ -118,8 +139,12 @@ class CheckpointStore:
             os.chmod(path, 0o700)
         for stale in self.files.glob(".*.tmp"):
             stale.unlink()  # a save that died before its rename
-        self.cache = diskcache.Cache(str(directory / "cache"), disk=BytesOnlyDisk)
-        os.chmod(directory / "cache", 0o700)
+        with _private():
+            self.cache = diskcache.Cache(str(directory / "cache"), disk=BytesOnlyDisk)
+        for root, _dirs, files in os.walk(directory):  # what an older version left readable
+            os.chmod(root, 0o700)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o600)
 
     def close(self) -> None:
         self.cache.close()
@@ -132,7 +157,8 @@ class CheckpointStore:
         checkpoint = Checkpoint(checkpoint_id, lsn, time.time_ns(), payload)
         image = encode(checkpoint)
         atomic_write(self._path(checkpoint_id), image)
-        self.cache.set(checkpoint_id, image)
+        with _private():  # diskcache writes large values as files of its own
+            self.cache.set(checkpoint_id, image)
         self.prune()
         return checkpoint
 
@@ -166,29 +192,52 @@ class CheckpointStore:
         return sorted(metas, key=lambda m: (m["lsn"], m["created"]))
 
     def load(self, checkpoint_id: str) -> tuple[Checkpoint, list[str]]:
-        """The verified checkpoint, from the cache or else the file; plus what went wrong."""
+        """The verified checkpoint, from the cache or else the file; plus what went wrong.
+
+        Both copies are checked: one that is damaged or missing while the other verifies
+        is rewritten from it (and reported), so a damaged copy is never silently masked."""
         problems: list[str] = []
+        path = self._path(checkpoint_id)
+        try:
+            file_image: bytes | None = path.read_bytes()
+        except FileNotFoundError:
+            file_image = None
         try:
             image = self.cache.get(checkpoint_id)
             if image is None:
                 problems.append(f"{checkpoint_id}: not in the cache")
             else:
-                return decode(image, f"cache row {checkpoint_id}"), problems
+                checkpoint = decode(image, f"cache row {checkpoint_id}")
+                if file_image != image:  # equal bytes: the file verifies as the row did
+                    problems.append(self._repair_file(path, image, file_image))
+                return checkpoint, problems
         except VaultError as exc:
             problems.append(str(exc))
         except Exception as exc:  # a damaged cache database is not fatal: the file remains
             problems.append(f"cache row {checkpoint_id}: {type(exc).__name__}: {exc}")
-        path = self._path(checkpoint_id)
-        try:
-            image = path.read_bytes()
-        except FileNotFoundError:
+        if file_image is None:
             problems.append(f"{path}: missing")
-            raise VaultError("; ".join(problems)) from None
+            raise VaultError("; ".join(problems))
         try:
-            return decode(image, str(path)), problems
+            checkpoint = decode(file_image, str(path))
         except VaultError as exc:
             problems.append(str(exc))
             raise VaultError("; ".join(problems)) from None
+        try:
+            with _private():
+                self.cache.set(checkpoint_id, file_image)
+            problems.append(f"cache row {checkpoint_id} repaired from {path}")
+        except Exception as exc:
+            problems.append(f"cache row {checkpoint_id} not repaired: {exc}")
+        return checkpoint, problems
+
+    def _repair_file(self, path: Path, image: bytes, old: bytes | None) -> str:
+        why = "missing" if old is None else _why_bad(old, str(path))
+        try:
+            atomic_write(path, image)
+        except OSError as exc:
+            return f"{path}: {why}; not repaired from the cache row: {exc}"
+        return f"{path}: {why}; repaired from the cache row"
 
     def latest(self) -> tuple[Checkpoint | None, list[str]]:
         """The newest checkpoint that verifies, falling back generation by generation."""

@@ -290,7 +290,12 @@ def test_kill_9_after_every_step_of_save_leaves_old_or_new(tmp_path: Path) -> No
             else:
                 assert (checkpoint.id, checkpoint.lsn) == ("new", 3), where
                 assert checkpoint.payload == NEW_PAYLOAD, where
-                expect = [] if k >= cached_at else ["new: not in the cache"]
+                path = directory / "files" / "new.ckpt"
+                expect = (
+                    []
+                    if k >= cached_at
+                    else ["new: not in the cache", f"cache row new repaired from {path}"]
+                )
                 assert problems == expect, where
             for meta in fresh.catalog():  # whatever is listed loads in full
                 loaded, _ = fresh.load(meta["id"])
@@ -340,15 +345,37 @@ def test_corrupt_cache_row_falls_back_to_the_file(open_store: OpenStore) -> None
     store = open_store()
     saved = store.save("c", 7, LARGE)
     flip_cache_row(store, "c", len(store.cache.get("c")) - 1)  # a digest byte
-    assert store.load("c") == (saved, ["cache row c: checksum mismatch"])
-    assert store.latest() == (saved, ["cache row c: checksum mismatch"])
+    path = store._path("c")
+    assert store.load("c") == (
+        saved,
+        ["cache row c: checksum mismatch", f"cache row c repaired from {path}"],
+    )
+    assert store.latest() == (saved, [])  # repaired: both copies verify again
 
 
 def test_corrupt_file_is_served_from_the_cache(open_store: OpenStore) -> None:
     store = open_store()
     saved = store.save("c", 7, SMALL)
     flip(store._path("c"), _HEADER.size + 1)
-    assert store.load("c") == (saved, [])  # the verified cache copy is the fast path
+    # Served from the verified cache copy, but never silently: the file is reported and
+    # rewritten from the row, so the next load finds both copies good.
+    assert store.load("c") == (
+        saved,
+        [f"{store._path('c')}: checksum mismatch; repaired from the cache row"],
+    )
+    assert store.load("c") == (saved, [])
+    assert decode(store._path("c").read_bytes(), "file") == saved
+
+
+def test_files_in_the_vault_are_private(open_store: OpenStore, tmp_path: Path) -> None:
+    store = open_store()
+    store.save("big", 1, LARGE)  # large enough for diskcache to keep a file of its own
+    store.save("small", 2, SMALL)
+    for root, dirs, files in os.walk(store.dir):
+        for name in dirs:
+            assert os.stat(os.path.join(root, name)).st_mode & 0o777 == 0o700, name
+        for name in files:
+            assert os.stat(os.path.join(root, name)).st_mode & 0o777 == 0o600, name
 
 
 @pytest.mark.parametrize(
@@ -444,8 +471,10 @@ def test_pickled_row_is_refused_not_executed(
     store = open_store(directory)
     checkpoint, problems = store.load("victim")
     assert checkpoint == saved  # fell back to the file
-    assert len(problems) == 1 and "refusing to unpickle" in problems[0]
-    assert store.latest() == (saved, problems)
+    assert len(problems) == 2 and "refusing to unpickle" in problems[0]
+    assert problems[1].startswith("cache row victim repaired from")
+    assert store.latest() == (saved, [])  # the row now holds the verified bytes
+    assert not marker.exists()
     assert not marker.exists()
 
 
