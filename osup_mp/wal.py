@@ -44,6 +44,7 @@ _HEADER_CRC_PART = struct.Struct(">IBQI")
 _CRC = struct.Struct(">I")
 MAX_RECORD = 64 * 1024 * 1024
 FLOOR_FILE = "lsn.floor"
+BROKEN_FREE_MARGIN = 64 << 20  # a .broken copy never leaves less free than this
 GAPS_FILE = "lsn.gaps"  # LSN ranges never written here: skipped so no LSN is handed out twice
 
 TYPE_ENTRY = 1
@@ -273,8 +274,7 @@ class WALStore:
                         seen = max(seen, _first_lsn_from_name(later) - 1)
                         if later_scan.records:
                             seen = max(seen, later_scan.records[-1].lsn)
-                        self._keep_broken(later)
-                        later.unlink()
+                        self._keep_broken(later, move=True)
                     fsync_dir(self.dir)
                     paths = paths[: index + 1]
                     last = True
@@ -328,7 +328,7 @@ class WALStore:
         torn = last and not result.valid_after
         if not torn and self.salvage != "truncate":
             raise WALCorruption(path, offset, result.problem or "bad record")
-        self._keep_broken(path)
+        kept = self._keep_broken(path)
         with open(path, "r+b") as f:
             f.truncate(max(offset, SEGMENT_HEADER.size))
             if offset < SEGMENT_HEADER.size:
@@ -339,15 +339,29 @@ class WALStore:
         what = "torn tail" if torn else "corruption (salvage = truncate)"
         self.notes.append(
             f"{what} in {path.name} at offset {offset} ({result.problem}): cut "
-            f"{len(data) - offset} bytes, original kept as {path.name}.broken"
+            f"{len(data) - offset} bytes, {kept}"
         )
 
-    def _keep_broken(self, path: Path) -> None:
+    def _keep_broken(self, path: Path, *, move: bool = False) -> str:
+        """Keep the original of a segment that recovery cuts (a copy) or drops (renamed:
+        no space needed). A copy is skipped when it would leave less than
+        ``BROKEN_FREE_MARGIN`` free: recovering from a full disk must not fill it again."""
         target = path.with_name(path.name + ".broken")
         n = 1
         while target.exists():  # never overwrite the evidence of an earlier repair
             target = path.with_name(f"{path.name}.broken.{n}")
             n += 1
+        if move:
+            os.rename(path, target)
+            fsync_dir(self.dir)
+            return f"original kept as {target.name}"
+        size = path.stat().st_size
+        free = shutil.disk_usage(self.dir).free
+        if free - size < BROKEN_FREE_MARGIN:
+            return (
+                f"original NOT kept: a copy of {size} bytes would leave less than "
+                f"{BROKEN_FREE_MARGIN >> 20} MiB free ({free} bytes free)"
+            )
         shutil.copy2(path, target)
         fd = os.open(target, os.O_RDONLY)  # durable before the original is cut or removed
         try:
@@ -355,6 +369,7 @@ class WALStore:
         finally:
             os.close(fd)
         fsync_dir(self.dir)
+        return f"original kept as {target.name}"
 
     def _read_floor(self) -> int:
         try:

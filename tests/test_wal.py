@@ -704,3 +704,22 @@ def test_torn_tail_followed_by_megabytes_of_zeros_is_cut_fast(
     assert time.monotonic() - started < 2.0
     assert contents(store) == expected
     assert "torn tail" in store.notes[0]
+
+
+def test_a_nearly_full_disk_gets_no_broken_copy(
+    open_wal: OpenWAL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recovering from a full disk must not fill it again with a copy of the evidence."""
+    directory = tmp_path / "wal"
+    expected = build(directory, [30] * 12, segment_entries=5)
+    last = directory / segment_name(11)
+    with open(last, "ab") as f:
+        f.write(b"\x00torn")
+    usage = shutil.disk_usage(directory)
+    monkeypatch.setattr(
+        wal.shutil, "disk_usage", lambda _p: usage._replace(free=wal.BROKEN_FREE_MARGIN)
+    )
+    store = open_wal(directory, segment_entries=5)
+    assert contents(store) == expected
+    assert not list(directory.glob("*.broken*"))
+    assert any("original NOT kept" in note for note in store.notes)
