@@ -175,6 +175,21 @@ def _next_intact(data: bytes, offset: int, expected_lsn: int) -> int | None:
     return best
 
 
+def _looks_torn(data: bytes, offset: int) -> bool:
+    """Can the bad last record at ``offset`` be a write a crash cut short? A crash leaves a
+    record short of its length, or unwritten (zeroed) sectors; a full-length record with
+    other damage is corruption of a record that may have been acknowledged, so cutting it
+    silently could lose a write."""
+    rest = data[offset:]
+    if len(rest) < RECORD_HEADER.size or bytes(RECORD_HEADER.size) == rest[: RECORD_HEADER.size]:
+        return True
+    length, rtype, lsn, pcrc, hcrc = RECORD_HEADER.unpack_from(rest, 0)
+    header_ok = zlib.crc32(_HEADER_CRC_PART.pack(length, rtype, lsn, pcrc)) == hcrc
+    if header_ok and RECORD_HEADER.size + length > len(rest):
+        return True  # the payload runs past the end of the file
+    return bytes(512) in rest
+
+
 def _intact(data: bytes, start: int) -> bool:
     if len(data) - start < RECORD_HEADER.size:
         return False
@@ -325,7 +340,7 @@ class WALStore:
 
     def _handle_bad(self, path: Path, data: bytes, result: ScanResult, last: bool) -> None:
         offset = result.good_end
-        torn = last and not result.valid_after
+        torn = last and not result.valid_after and _looks_torn(data, offset)
         if not torn and self.salvage != "truncate":
             raise WALCorruption(path, offset, result.problem or "bad record")
         kept = self._keep_broken(path)

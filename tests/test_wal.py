@@ -501,15 +501,19 @@ def test_an_unrecorded_jump_in_the_chain_is_still_a_gap(tmp_path: Path) -> None:
         WALStore(directory, segment_entries=5).open()
 
 
-def test_bit_flip_in_the_very_last_record_is_a_torn_tail(open_wal: OpenWAL, tmp_path: Path) -> None:
-    """Nothing valid follows it, so it cannot be told from a crash mid-write: it is cut."""
+def test_bit_flip_in_the_very_last_record_is_corruption(open_wal: OpenWAL, tmp_path: Path) -> None:
+    """A crash cuts a record short or leaves zeroed sectors; a full-length last record with a
+    flipped bit was written whole and may have been acknowledged: refuse, never cut it."""
     directory = tmp_path / "wal"
     expected = build(directory, FLIP_SIZES, segment_entries=FLIP_ENTRIES)
     path = directory / segment_name(11)
-    flip_bit(path, record_offset(path, 12) + HDR + 3)
-    store = open_wal(directory, segment_entries=FLIP_ENTRIES)
-    assert contents(store) == expected[:11]
-    assert "torn tail" in store.notes[0]
+    offset = record_offset(path, 12)
+    flip_bit(path, offset + HDR + 3)
+    with pytest.raises(WALCorruption) as info:
+        WALStore(directory, segment_entries=FLIP_ENTRIES).open()
+    assert (info.value.path, info.value.offset) == (path, offset)
+    store = open_wal(directory, segment_entries=FLIP_ENTRIES, salvage="truncate")
+    assert contents(store) == expected[:11]  # the operator's choice
 
 
 # ------------------------------------------- garbage, short headers, names, LSN gaps
@@ -567,9 +571,18 @@ def test_bad_header_of_the_newest_segment_with_records_is_corruption(
     assert contents(store) == [*expected[:3], (6, b"p"), (7, b"q")]
 
 
-@pytest.mark.parametrize(
-    "content", [b"", b"OSUP", random.Random(2).randbytes(100)], ids=["empty", "short", "garbage"]
-)
+def test_garbage_newest_segment_is_corruption(tmp_path: Path) -> None:
+    """Segments are created atomically: full-length garbage where records were is damage,
+    and cutting it could lose acknowledged writes."""
+    directory = tmp_path / "wal"
+    build(directory, [10] * 5, segment_entries=3)
+    newest = directory / segment_name(4)
+    newest.write_bytes(random.Random(2).randbytes(100))
+    with pytest.raises(WALCorruption, match="bad segment header"):
+        WALStore(directory, segment_entries=3).open()
+
+
+@pytest.mark.parametrize("content", [b"", b"OSUP"], ids=["empty", "short"])
 def test_newest_segment_without_any_record_is_reset(
     content: bytes, open_wal: OpenWAL, tmp_path: Path
 ) -> None:
