@@ -13,6 +13,10 @@ lint:
     ruff format --check osup_mp tests tools
     mypy
 
+# The fault matrix, longer than in CI: 200 random kills, 100 corruption seeds
+soak:
+    OSUP_SOAK=1 python -m pytest -m faults tests/faults
+
 # Benchmarks print their figures next to same-run baselines
 bench:
     python tools/bench/runtime.py
