@@ -20,7 +20,10 @@ from conftest import Tree, wait_for
 
 from osup_mp.vault import CheckpointStore
 
-pytestmark = pytest.mark.faults
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.timeout(1800 if os.environ.get("OSUP_SOAK") == "1" else 300),
+]
 
 SEEDS = 100 if os.environ.get("OSUP_SOAK") == "1" else 12
 BLOCKS = 240

@@ -22,7 +22,10 @@ from conftest import Tree, wait_for
 
 from osup_mp.client import Client, ClientError
 
-pytestmark = pytest.mark.faults
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.timeout(1800 if os.environ.get("OSUP_SOAK") == "1" else 300),
+]
 
 SOAK = os.environ.get("OSUP_SOAK") == "1"
 KILLS = 200 if SOAK else 20
