@@ -197,14 +197,7 @@ class Durability:
                 if not self.durable
                 else "checkpoint data must be a map"
             )
-            self.host.send_agent(
-                {
-                    "type": "checkpoint_ack",
-                    "checkpoint_id": None,
-                    "timestamp": int(time.time()),
-                    "error": error,
-                }
-            )
+            self._refuse_checkpoint(error)
             return
         # Packed once, here: the vault stores these bytes and a restore splices them back.
         payload = self._packer.pack(data)
@@ -220,16 +213,19 @@ class Durability:
             waiters, self._waiters = self._waiters, deque()
             for caller in waiters:
                 self.host.reply_error(caller, f"checkpoint {error}")
-            self.host.send_agent(
-                {
-                    "type": "checkpoint_ack",
-                    "checkpoint_id": None,
-                    "timestamp": int(time.time()),
-                    "error": error,
-                }
-            )
+            self._refuse_checkpoint(error)
             return
         self.after_wal(lambda lsn: self._save(payload, lsn))
+
+    def _refuse_checkpoint(self, error: str) -> None:
+        self.host.send_agent(
+            {
+                "type": "checkpoint_ack",
+                "checkpoint_id": None,
+                "timestamp": int(time.time()),
+                "error": error,
+            }
+        )
 
     def _save(self, snapshot: bytes, lsn: int | None) -> None:
         if lsn is None:
