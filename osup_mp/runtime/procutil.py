@@ -69,19 +69,15 @@ def descendants_of(pid: int) -> list[int]:
     return found
 
 
-def kill_descendants(keep: int | None = None, *, grace: float = 0.5) -> list[int]:
-    """SIGKILL every descendant of this process except ``keep`` and its descendants, and reap
-    those that are our children; returns the pids killed.
+def kill_descendants(*, grace: float = 0.5) -> list[int]:
+    """SIGKILL every descendant of this process and reap them; returns the pids killed.
 
-    A subreaper's descendants are what its agents left behind (orphans re-parent here).
-    SIGKILLed, they die at once, so the reap waits at most ``grace`` seconds and only for
-    those pids: a ``waitpid(-1)`` could take the live agent's status from its Popen.
+    For an agent manager once its agent is reaped: its descendants are what the agent left
+    behind (orphans re-parent to a subreaper). SIGKILLed, they die at once, so the reap
+    waits at most ``grace`` seconds, and only for those pids.
     """
-    spared = set() if keep is None else {keep, *descendants_of(keep)}
     killed: list[int] = []
     for pid in descendants_of(os.getpid()):
-        if pid in spared:
-            continue
         try:
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
