@@ -26,7 +26,7 @@ from osup_mp.memory_vault import MemoryVault
 from osup_mp.pidfile import AlreadyRunning, PidFile
 from osup_mp.runtime import spin
 from osup_mp.runtime.control import ControlServer, Handler, Respond
-from osup_mp.runtime.supervisor import ChildSpec, Restart, StartError, Supervisor
+from osup_mp.runtime.supervisor import ChildSpec, Restart, Supervisor
 from osup_mp.shm import SLOT_COUNT, SharedState, ShmError
 from osup_mp.telemetry import Telemetry
 from osup_mp.wal_manager import WALManager
@@ -162,7 +162,7 @@ def _run(
         max_seconds=cfg.supervisor.max_seconds,
         child_setup=lambda name: logsetup.configure_child(cfg.logger, name),
     )
-    sup.add_reader(relay.read_fd, relay.drain, during_waits=True)
+    sup.add_reader(relay.read_fd, relay.drain, drain_on_exit=True)
     sup.call_handlers["fatal"] = functools.partial(_fatal, sup)
     sup.close_in_children(relay.close_read)
     sup.close_in_children(pidfile.close)
@@ -182,20 +182,20 @@ def _run(
         cfg.env,
         cfg.source or "<defaults>",
     )
-    try:
-        try:
-            sup.start()
-        except StartError as exc:
-            logger.error("tree could not start: {}", exc)
-            notify(False, str(exc))
-            return 1
+
+    def started() -> None:
         logger.info("tree is up: {}", ", ".join(f"{c.name}={c.pid}" for c in sup.children))
         notify(True, "")
-        code = sup.run()
-        logger.info("osup-mp stopped (exit status {})", code)
-        return code
+
+    try:
+        code = sup.run(started)
     finally:
         control.shutdown()
+    if sup.start_failure is not None:
+        logger.error("tree could not start: {}", sup.start_failure)
+        notify(False, sup.start_failure)
+    logger.info("osup-mp stopped (exit status {})", code)
+    return code
 
 
 def _fatal(sup: Supervisor, child: Any, request: tuple[Any, ...]) -> bool:
@@ -227,12 +227,12 @@ def control_handlers(cfg: Config, sup: Supervisor, shm: SharedState) -> dict[str
             respond(False, f"no such component {name!r} (known: {_names(sup)})")
             return
         logger.info("restart of {} requested over the control socket", name)
-        try:
-            child = sup.restart_child(name)
-        except StartError as exc:
-            respond(False, str(exc))
-            return
-        respond(True, {"name": name, "pid": child.pid})
+        child = sup.child(name)
+
+        def restarted(ok: bool, detail: str) -> None:
+            respond(ok, {"name": name, "pid": child.pid if child else None} if ok else detail)
+
+        sup.restart_child(name, restarted)
 
     def call(args: dict[str, Any], respond: Respond) -> None:
         name = str(args.get("name", ""))
@@ -261,6 +261,7 @@ def control_handlers(cfg: Config, sup: Supervisor, shm: SharedState) -> dict[str
         ]
         data: dict[str, Any] = {
             "running": True,
+            "state": sup.phase,
             "pid": os.getpid(),
             "env": cfg.env,
             "config": str(cfg.source) if cfg.source else None,
@@ -310,20 +311,21 @@ def control_handlers(cfg: Config, sup: Supervisor, shm: SharedState) -> dict[str
         spec = agent_spec(
             cfg, shm, role="shadow", instance_id=instance_id, slot=slot, command=command
         )
-        try:
-            child = sup.start_child(spec)
-        except StartError as exc:
-            respond(False, str(exc))
-            return
-        respond(True, {"id": instance_id, "component": child.name, "slot": slot})
+
+        def started(ok: bool, detail: str) -> None:
+            if ok:
+                respond(True, {"id": instance_id, "component": spec.name, "slot": slot})
+            else:
+                respond(False, detail)
+
+        sup.start_child(spec, started)
 
     def shadow_stop(args: dict[str, Any], respond: Respond) -> None:
         name = manager_name(str(args.get("id") or ""))
         if sup.child(name) is None or name == manager_name("main"):
             respond(False, f"no shadow {args.get('id')!r}")
             return
-        sup.terminate_child(name)
-        respond(True, {"stopped": args.get("id")})
+        sup.terminate_child(name, lambda: respond(True, {"stopped": args.get("id")}))
 
     def agent_call(kind: str, *keys: str) -> Handler:
         """A command for one agent's manager (``id``, default main): ``(kind, args[key]...)``;

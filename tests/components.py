@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +14,25 @@ from osup_mp.runtime.component import NOREPLY, Caller, Component
 class Echo(Component):
     """Answers calls; on request crashes, exits normally, or calls a peer."""
 
-    def __init__(self, fail_init_flag: Path | None = None) -> None:
+    def __init__(
+        self,
+        fail_init_flag: Path | None = None,
+        *,
+        init_delay: float = 0.0,
+        ignore_term: bool = False,
+    ) -> None:
         self.fail_init_flag = fail_init_flag
+        self.init_delay = init_delay  # a slow or (large values) hanging start-up
+        self.ignore_term = ignore_term  # a component that will not stop politely
         self.pending: list[Caller] = []
 
     def init(self) -> None:
+        if self.ignore_term:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if self.fail_init_flag is not None and self.fail_init_flag.exists():
             raise RuntimeError(f"init refused: {self.fail_init_flag} exists")
+        if self.init_delay:
+            time.sleep(self.init_delay)  # blocking on purpose: the supervisor must not
 
     def handle_call(self, request: Any, caller: Caller) -> Any:
         kind = request[0] if isinstance(request, tuple) else request

@@ -135,9 +135,13 @@ class Tree:
             timeout=timeout,
         )
 
-    def start(self, *children: str, command: list[str] | None = None) -> Tree:
+    def start(
+        self, *children: str, command: list[str] | None = None, until: str = "running"
+    ) -> Tree:
         """Start in the foreground: the shipped tree, test components (NAME:RESTART), or
-        ``command`` (run with this tree's config path appended after its first element)."""
+        ``command`` (run with this tree's config path appended after its first element).
+        Returns once the tree's state is ``until``: "running" (every child started) or
+        "starting" (the control socket answers)."""
         if command:
             cmd = [sys.executable, command[0], str(self.config_path), *command[1:]]
         elif children:
@@ -147,18 +151,18 @@ class Tree:
         self.proc = subprocess.Popen(
             cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        wait_for(self.is_up, 30, what="tree to come up")
+        wait_for(lambda: self.is_up(until), 30, what="tree to come up")
         return self
 
-    def is_up(self) -> bool:
+    def is_up(self, until: str = "running") -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             err = self.proc.stderr.read().decode() if self.proc.stderr else ""
             pytest.fail(f"tree exited with {self.proc.returncode}: {err[-2000:]}")
         try:
-            self.request("ping")
+            state = self.status()["state"]
         except ClientError:
             return False
-        return True
+        return until == "starting" or state == until
 
     def request(self, command: str, /, **args: Any) -> Any:
         with Client.for_config(self.cfg, timeout=10) as client:

@@ -1,4 +1,4 @@
-"""Run a tree of test components: ``python tree_main.py CONFIG NAME:RESTART[:flagfile] ...``.
+"""Run a tree of test components: ``python tree_main.py CONFIG NAME:RESTART[:OPTIONS] ...``.
 
 The supervisor, control socket, pidfile and logging are the real ones (``run_tree``); only the
 child list differs from the shipped tree, so strategies and restart types can be exercised.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -19,13 +20,34 @@ from osup_mp.runtime.supervisor import ChildSpec, Restart
 from osup_mp.tree import run_tree, telemetry_spec
 
 
+def echo_spec(arg: str) -> ChildSpec:
+    """``NAME:RESTART[:OPTION,...]``; an option is a flag file (init fails while it exists),
+    ``init_delay=SECONDS``, ``start_timeout=SECONDS`` or ``ignore_term``."""
+    name, restart, *rest = arg.split(":", 2)
+    flag: Path | None = None
+    kwargs: dict[str, Any] = {}
+    start_timeout = 30.0
+    for option in rest[0].split(",") if rest else []:
+        key, _, value = option.partition("=")
+        if key == "init_delay":
+            kwargs["init_delay"] = float(value)
+        elif key == "start_timeout":
+            start_timeout = float(value)
+        elif key == "ignore_term":
+            kwargs["ignore_term"] = True
+        else:
+            flag = Path(option)
+    factory = functools.partial(Echo, flag, **kwargs)
+    return ChildSpec(
+        name, factory, Restart(restart), shutdown_timeout=2.0, start_timeout=start_timeout
+    )
+
+
 def main() -> int:
     cfg = load_config(Path(sys.argv[1]), "test")
     specs = [telemetry_spec(cfg)]  # telemetry, so status has figures
     for arg in sys.argv[2:]:
-        name, restart, *flag = arg.split(":")
-        factory = functools.partial(Echo, Path(flag[0]) if flag else None)
-        specs.append(ChildSpec(name, factory, Restart(restart), shutdown_timeout=2.0))
+        specs.append(echo_spec(arg))
     return run_tree(cfg, specs=lambda shm: specs)
 
 

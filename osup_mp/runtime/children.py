@@ -2,7 +2,9 @@
 
 A :class:`ChildSpec` is the static description (OTP's child spec: name, start function,
 restart type, shutdown timeout); a :class:`Child` is the live record the supervisor keeps
-for it; :class:`Intensity` is the sliding window behind OTP's restart intensity.
+for it, with an explicit state machine whose transitions are checked (a start or stop is a
+sequence of loop steps, so an impossible transition is a bug to catch at once);
+:class:`Intensity` is the sliding window behind OTP's restart intensity.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from multiprocessing.process import BaseProcess
 from osup_mp.runtime.calls import CallMux
 from osup_mp.runtime.channel import Channel
 from osup_mp.runtime.component import Component
+from osup_mp.runtime.timers import Timer
 
 
 class Restart(enum.StrEnum):
@@ -25,10 +28,24 @@ class Restart(enum.StrEnum):
 
 
 class ChildState(enum.StrEnum):
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
+    STOPPED = "stopped"  # no process
+    STARTING = "starting"  # forked, not ready yet (a start timeout is pending)
+    RUNNING = "running"  # reported ready
+    STOPPING = "stopping"  # SIGTERM sent (a SIGKILL deadline is pending)
+
+
+_MOVES: dict[ChildState, frozenset[ChildState]] = {
+    ChildState.STOPPED: frozenset({ChildState.STARTING}),
+    ChildState.STARTING: frozenset({ChildState.RUNNING, ChildState.STOPPING, ChildState.STOPPED}),
+    ChildState.RUNNING: frozenset({ChildState.STOPPING, ChildState.STOPPED}),
+    ChildState.STOPPING: frozenset({ChildState.STOPPED}),
+}
+
+Started = Callable[[bool, str], None]
+"""Told once a start ends: (True, "") when the child is ready, else (False, reason)."""
+
+Stopped = Callable[[], None]
+"""Told once a child has no process any more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +68,27 @@ class Child:
     started_at: float = 0.0  # monotonic
     restarts: int = 0
     last_exit: str = ""
+    timer: Timer | None = None  # the start timeout or the SIGKILL deadline
+    start_failure: str = ""  # why the start in progress failed, once known
+    on_started: list[Started] = field(default_factory=list)
+    on_stopped: list[Stopped] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
+    def move(self, to: ChildState) -> None:
+        """Change state; an impossible transition raises (a supervisor bug)."""
+        if to not in _MOVES[self.state]:
+            raise RuntimeError(f"{self.name}: cannot go from {self.state} to {to}")
+        self.state = to
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
 
 class StartError(RuntimeError):
     """A child could not be started; the message names it and says why."""
-
-
-class Escalation(RuntimeError):
-    """Restart intensity was exceeded."""
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -69,15 +70,18 @@ def descendants_of(pid: int) -> list[int]:
     return found
 
 
-def kill_descendants(*, grace: float = 0.5) -> list[int]:
-    """SIGKILL every descendant of this process and reap them; returns the pids killed.
+def kill_descendants(*, spare: Collection[int] = (), grace: float = 0.5) -> list[int]:
+    """SIGKILL every descendant of this process, except the children in ``spare`` and
+    theirs, and reap them; returns the pids killed.
 
-    For an agent manager once its agent is reaped: its descendants are what the agent left
-    behind (orphans re-parent to a subreaper). SIGKILLed, they die at once, so the reap
-    waits at most ``grace`` seconds, and only for those pids.
+    For an agent manager once its agent is reaped, and for the supervisor (sparing its
+    components) once a component is: the rest is what the dead left behind (orphans
+    re-parent to a subreaper). SIGKILLed, they die at once, so the reap waits at most
+    ``grace`` seconds, and only for those pids.
     """
     killed: list[int] = []
-    for pid in descendants_of(os.getpid()):
+    strays = [c for c in children_of(os.getpid()) if c not in spare]
+    for pid in [p for c in strays for p in (c, *descendants_of(c))]:
         try:
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)

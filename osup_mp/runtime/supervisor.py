@@ -6,15 +6,14 @@ This is the parent process's only job; it holds no business logic. Semantics are
   ``permanent`` / ``transient`` / ``temporary``;
 * restart intensity: more than ``max_restarts`` restarts within ``max_seconds`` escalates —
   the tree stops in order and :meth:`Supervisor.run` returns non-zero, naming the child;
-* ordered start (each child must report ready before the next starts) and reverse-ordered
-  stop with SIGTERM, a per-child timeout, then SIGKILL.
+* ordered start (each child reports ready before the next starts) and reverse-ordered stop
+  with SIGTERM, a per-child timeout, then SIGKILL.
 
-Design decisions (after gunicorn's arbiter): one wait loop over child sentinels, child pipes,
-registered readers (control socket, log relay) and the signal wakeup fd, so a death is seen
-the moment it happens, never on a polling tick. Signal handlers do nothing; the wakeup fd
-carries the signal numbers into the loop. Children are forked with an explicit ``fork``
-context before any thread exists, close what belongs to the parent, and ask the kernel for
-SIGTERM when the parent dies (plus EOF on their parent pipe as a second line of defence).
+The one decision: the loop never blocks on a child. Starting and stopping are steps of the
+one wait loop (gunicorn's arbiter: child sentinels, child pipes, registered readers and the
+signal wakeup fd), each child has a state (:class:`ChildState`) and its start timeout or
+SIGKILL deadline is a timer; an operation's continuation is a callback. So ``status``, other
+commands and other children's deaths are served while a slow child starts or stops.
 """
 
 from __future__ import annotations
@@ -40,13 +39,20 @@ from osup_mp.runtime.children import (
     Child,
     ChildSpec,
     ChildState,
-    Escalation,
     Intensity,
     Restart,
+    Started,
     StartError,
+    Stopped,
 )
 from osup_mp.runtime.component import ComponentLoop
-from osup_mp.runtime.procutil import describe_exit, set_parent_death_signal
+from osup_mp.runtime.procutil import (
+    become_subreaper,
+    describe_exit,
+    kill_descendants,
+    set_parent_death_signal,
+)
+from osup_mp.runtime.timers import Timers
 
 __all__ = ["Child", "ChildSpec", "ChildState", "Restart", "StartError", "Supervisor"]
 
@@ -76,14 +82,18 @@ class Supervisor:
         self.pid = os.getpid()
         self.started_at = time.monotonic()
         self.selector = selectors.EpollSelector()  # never select(): fds above 1023
+        self.timers = Timers()
         self.call_handlers: dict[str, CallHandler] = {}
+        self.start_failure: str | None = None  # why the tree's ordered start failed
         self._child_setup = child_setup
         self._closables: list[Callable[[], None]] = []  # what each child closes after fork
-        self._idle_readers: list[tuple[int, Reader]] = []
+        self._exit_readers: list[tuple[int, Reader]] = []
         self.after_events: list[Callable[[], None]] = []  # run once per loop wake-up
         # Seconds until a hook wants a wake-up (None: no wish), e.g. the control server's sweep.
         self.deadlines: list[Callable[[], float | None]] = []
         self._stopping = False
+        self._up = False  # the ordered start has completed
+        self._finished = False
         self._exit_code = 0
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
@@ -93,13 +103,13 @@ class Supervisor:
 
     # -- registration ------------------------------------------------------------------------
 
-    def add_reader(self, fileobj: Any, callback: Reader, *, during_waits: bool = False) -> None:
-        """Call ``callback`` when ``fileobj`` is readable. ``during_waits`` readers (the log
-        relay) are also serviced while the supervisor blocks on a child's start or stop."""
+    def add_reader(self, fileobj: Any, callback: Reader, *, drain_on_exit: bool = False) -> None:
+        """Call ``callback`` when ``fileobj`` is readable. ``drain_on_exit`` readers (the log
+        relay) are also drained when a child exits, so its last lines precede the news."""
         self.selector.register(fileobj, selectors.EVENT_READ, callback)
-        if during_waits:
+        if drain_on_exit:
             fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
-            self._idle_readers.append((fd, callback))
+            self._exit_readers.append((fd, callback))
 
     def set_watch(self, fileobj: Any, reader: Reader | None, writer: Reader | None) -> None:
         """Watch ``fileobj`` for reading and/or writing (None: not that side; both None:
@@ -134,7 +144,15 @@ class Supervisor:
                 return c
         return None
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------------
+
+    @property
+    def phase(self) -> str:
+        """The tree's own state: "starting" until the ordered start is done, then "running",
+        "stopping" once a stop began."""
+        if self._stopping:
+            return "stopping"
+        return "running" if self._up else "starting"
 
     def install_signals(self) -> None:
         """Route SIGTERM/SIGINT/SIGHUP into the loop. Handlers do nothing themselves."""
@@ -142,87 +160,99 @@ class Supervisor:
         for sig in _HANDLED_SIGNALS:
             signal.signal(sig, _noop_handler)
 
-    def start(self) -> None:
-        """Start every child in order; on failure stop those started and raise StartError."""
-        for child in self.children:
-            try:
-                self._start_child(child)
-            except StartError:
-                self.stop_all()
-                raise
+    def run(self, on_started: Callable[[], None] | None = None) -> int:
+        """Start every child in order, serve until stopped, stop every child in reverse
+        order; return the exit status. ``on_started()`` is called once all are ready; if the
+        start fails, :attr:`start_failure` says why once this returns."""
 
-    def request_stop(self, code: int = 0) -> None:
-        """Leave the loop after the current wake-up and stop the tree."""
-        self._stopping = True
-        self._exit_code = max(self._exit_code, code)
+        def started(ok: bool, detail: str) -> None:
+            if ok:
+                self._up = True
+                if on_started is not None:
+                    on_started()
+            elif not self._stopping:
+                self.start_failure = detail
+                self.request_stop(1)
 
-    def run(self) -> int:
-        """Serve until stopped; stop all children; return the exit status."""
-        while not self._stopping:
-            timeout = self._next_timeout()
-            for key, events in self.selector.select(timeout):
-                data = key.data
-                if type(data) is tuple:  # from set_watch: (reader, writer)
-                    reader, writer = data
-                    if writer is not None and events & selectors.EVENT_WRITE:
-                        writer()
-                    if reader is not None and events & selectors.EVENT_READ:
-                        reader()
-                else:
-                    data()
-                if self._stopping:
-                    break
-            self._expire_and_flush()
-            for hook in self.after_events:
-                hook()
-        self.stop_all()
+        # Orphans of a dead component (an agent whose manager was SIGKILLed) come to us.
+        become_subreaper()
+        self._start_in_order(list(self.children), started)
+        while not self._finished:
+            self._wait_once()
         return self._exit_code
 
-    def stop_all(self) -> None:
-        """Stop every child, last started first."""
+    def _wait_once(self) -> None:
+        for key, events in self.selector.select(self._next_timeout()):
+            data = key.data
+            if type(data) is tuple:  # from set_watch: (reader, writer)
+                reader, writer = data
+                if writer is not None and events & selectors.EVENT_WRITE:
+                    writer()
+                if reader is not None and events & selectors.EVENT_READ:
+                    reader()
+            else:
+                data()
+        self.timers.run_due(time.monotonic())
+        self._flush_channels()
+        for hook in self.after_events:
+            hook()
+
+    def request_stop(self, code: int = 0) -> None:
+        """Stop the tree (last started first); the loop ends when every child is stopped."""
+        self._exit_code = max(self._exit_code, code)
+        if self._stopping:
+            return
         self._stopping = True
-        for child in reversed(self.children):
-            self._stop_child(child)
 
-    # -- dynamic children --------------------------------------------------------------------
+        def finished() -> None:
+            self._finished = True
 
-    def start_child(self, spec: ChildSpec) -> Child:
+        self._stop_in_reverse(list(self.children), finished)
+
+    # -- operations on children: each ends in a callback, never in a wait ------------------
+
+    def start_child(self, spec: ChildSpec, done: Started) -> None:
+        """Add and start a dynamic child; a child that fails to start is forgotten."""
         if self.child(spec.name) is not None:
-            raise StartError(f"{spec.name}: already exists")
+            done(False, f"{spec.name}: already exists")
+            return
         child = Child(spec)
         self.children.append(child)
-        try:
-            self._start_child(child)
-        except StartError:
-            self.children.remove(child)
-            raise
-        return child
 
-    def terminate_child(self, name: str) -> None:
+        def started(ok: bool, detail: str) -> None:
+            if not ok and child in self.children and child.state is ChildState.STOPPED:
+                self.children.remove(child)
+            done(ok, detail)
+
+        self._start(child, started)
+
+    def terminate_child(self, name: str, done: Stopped) -> None:
         """Stop a child and forget it (OTP's terminate_child + delete_child)."""
         child = self.child(name)
         if child is None:
             raise KeyError(name)
-        self._stop_child(child)
-        self.children.remove(child)
 
-    def restart_child(self, name: str) -> Child:
-        """Operator restart: stop and start one child; not counted against intensity."""
+        def stopped() -> None:
+            if child in self.children:
+                self.children.remove(child)
+            done()
+
+        self._stop(child, stopped)
+
+    def restart_child(self, name: str, done: Started) -> None:
+        """Operator restart: stop and start one child; not counted against intensity unless
+        the new start fails."""
         child = self.child(name)
         if child is None:
             raise KeyError(name)
-        self._stop_child(child)
-        try:
-            self._start_child(child)
-        except StartError as exc:
-            logger.error("{}", exc)
-            try:
+
+        def started(ok: bool, detail: str) -> None:
+            if not ok:
+                logger.error("{}", detail)
                 self._restart_after_failure(child)
-            except Escalation as esc:
-                logger.critical("{}", esc)
-                self.request_stop(1)
-            raise
-        return child
+            done(ok, detail)
+
+        self._stop(child, lambda: self._start(child, started))
 
     def call_child(
         self, name: str, request: Any, callback: ReplyCallback, timeout: float = 5.0
@@ -234,28 +264,87 @@ class Supervisor:
         child.mux.call_async(request, callback, timeout)
         return True
 
-    # -- starting and stopping one child -----------------------------------------------------
+    def _start_in_order(self, group: list[Child], done: Started) -> None:
+        """Start ``group`` one after the other; the first failure ends the sequence."""
 
-    def _start_child(self, child: Child) -> None:
+        def step(index: int) -> None:
+            if index == len(group):
+                done(True, "")
+                return
+            self._start(group[index], lambda ok, why: step(index + 1) if ok else done(ok, why))
+
+        step(0)
+
+    def _stop_in_reverse(self, group: list[Child], done: Stopped) -> None:
+        def step(index: int) -> None:
+            if index < 0:
+                done()
+            else:
+                self._stop(group[index], lambda: step(index - 1))
+
+        step(len(group) - 1)
+
+    # -- the two primitives: valid in every state, so sequences compose ------------------
+
+    def _start(self, child: Child, done: Started) -> None:
+        if self._stopping:
+            done(False, f"{child.name}: not started: the tree is stopping")
+        elif child.state is ChildState.RUNNING:
+            done(True, "")
+        elif child.state is ChildState.STARTING:
+            child.on_started.append(done)
+        elif child.state is ChildState.STOPPING:
+            child.on_stopped.append(lambda: self._start(child, done))
+        else:
+            child.on_started.append(done)
+            self._fork(child)
+
+    def _stop(self, child: Child, done: Stopped) -> None:
+        if child.state is ChildState.STOPPED:
+            done()
+            return
+        child.on_stopped.append(done)
+        if child.state is ChildState.STOPPING:
+            return
+        child.move(ChildState.STOPPING)
+        proc = child.process
+        assert proc is not None
+        _signal(proc, signal.SIGTERM)
+        child.timer = self.timers.at(
+            time.monotonic() + child.spec.shutdown_timeout, lambda: self._kill(child, proc)
+        )
+
+    def _kill(self, child: Child, proc: BaseProcess) -> None:
+        if child.process is proc:
+            logger.warning(
+                "{} did not stop within {:g}s: SIGKILL", child.name, child.spec.shutdown_timeout
+            )
+            _signal(proc, signal.SIGKILL)
+
+    def _fork(self, child: Child) -> None:
         parent_end, child_end = channel_pair()
-        child.state = ChildState.STARTING
+        child.move(ChildState.STARTING)
+        child.start_failure = ""
         proc = _FORK.Process(
             target=self._child_main,
             args=(child, child_end, parent_end),
             name=child.name,
             daemon=False,
         )
-        proc.start()
+        try:
+            proc.start()
+        except OSError as exc:  # out of processes or memory: a failed start, not a crash
+            parent_end.close()
+            child_end.close()
+            child.move(ChildState.STOPPED)
+            child.last_exit = child.start_failure = f"fork failed: {exc}"
+            waiting, child.on_started = child.on_started, []
+            for done in waiting:
+                done(False, f"{child.name}: failed to start: fork failed: {exc}")
+            return
         child_end.close()
         child.process, child.channel, child.pid = proc, parent_end, proc.pid
         child.mux = CallMux(parent_end, child.name)
-        ok, detail = self._wait_ready(child)
-        if not ok:
-            self._stop_child(child)
-            child.last_exit = detail
-            raise StartError(f"{child.name}: failed to start: {detail}")
-        child.state = ChildState.RUNNING
-        child.started_at = time.monotonic()
         # Callbacks bind the process too: a stale event must not hit a restarted child.
         self.selector.register(
             proc.sentinel, selectors.EVENT_READ, lambda: self._on_exit(child, proc)
@@ -263,73 +352,53 @@ class Supervisor:
         self.selector.register(
             parent_end.fileno(), selectors.EVENT_READ, lambda: self._on_message(child, proc)
         )
+        child.timer = self.timers.at(
+            time.monotonic() + child.spec.start_timeout, lambda: self._start_timeout(child, proc)
+        )
+
+    def _start_timeout(self, child: Child, proc: BaseProcess) -> None:
+        if child.process is proc and child.state is ChildState.STARTING:
+            child.start_failure = f"not ready after {child.spec.start_timeout:g}s"
+            self._stop(child, lambda: None)
+
+    def _on_ready(self, child: Child) -> None:
+        child.move(ChildState.RUNNING)
+        child.started_at = time.monotonic()
         logger.info("started {} (pid {})", child.name, child.pid)
+        waiting, child.on_started = child.on_started, []
+        for done in waiting:
+            done(True, "")
 
-    def _wait_ready(self, child: Child) -> tuple[bool, str]:
-        assert child.process is not None and child.channel is not None
-        deadline = time.monotonic() + child.spec.start_timeout
-        sentinel = child.process.sentinel
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False, f"not ready after {child.spec.start_timeout:g}s"
-            ready = self._wait_fds([child.channel.fileno(), sentinel], remaining)
-            if child.channel.fileno() in ready:
-                outcome = self._handle_messages(child, starting=True)
-                if outcome is not None:
-                    return outcome
-            if sentinel in ready or child.channel.closed:
-                child.process.join(1.0)
-                return False, describe_exit(child.process.exitcode)
-
-    def _wait_fds(self, fds: list[int], timeout: float) -> set[int]:
-        """Wait for ``fds`` to be readable while servicing the during-waits readers (poll:
-        descriptors above 1023 are fine)."""
-        idle = {fd: cb for fd, cb in self._idle_readers}
-        poller = select.poll()
-        for fd in {*fds, *idle}:
-            poller.register(fd, select.POLLIN)
-        while True:
-            try:
-                ready = poller.poll(max(0.0, timeout) * 1000)
-            except InterruptedError:
-                continue
-            hits = {fd for fd, _events in ready}
-            for fd in hits & idle.keys():
-                idle[fd]()
-            return hits & set(fds)
-
-    def _stop_child(self, child: Child) -> None:
-        proc = child.process
-        if proc is None:
-            child.state = ChildState.STOPPED
+    def _on_exit(self, child: Child, proc: BaseProcess) -> None:
+        if child.process is not proc:
             return
-        child.state = ChildState.STOPPING
-        self._forget_fds(child)
-        if proc.exitcode is None:
-            _signal(proc, signal.SIGTERM)
-            deadline = time.monotonic() + child.spec.shutdown_timeout
-            while proc.exitcode is None and time.monotonic() < deadline:
-                self._wait_fds([proc.sentinel], deadline - time.monotonic())
-                proc.join(0)
-            if proc.exitcode is None:
-                logger.warning(
-                    "{} did not stop within {:g}s: SIGKILL", child.name, child.spec.shutdown_timeout
-                )
-                _signal(proc, signal.SIGKILL)
-                proc.join(5.0)
-        self._drain_idle()
-        child.last_exit = describe_exit(proc.exitcode)
-        logger.info("stopped {} (pid {}, {})", child.name, child.pid, child.last_exit)
+        proc.join(0.5)
+        # Replies still in the pipe (e.g. an error for a call in flight) are delivered first.
+        self._on_message(child, proc)
+        for fd, drain in self._exit_readers:
+            if readable_now(fd):
+                drain()
+        was, pid, code = child.state, child.pid, proc.exitcode
+        detail = child.start_failure or describe_exit(code)
         self._release(child)
+        self._kill_strays(child)
+        child.last_exit = detail
+        failed_start, child.on_started = child.on_started, []
+        stopped, child.on_stopped = child.on_stopped, []
+        if was is ChildState.STOPPING:
+            logger.info("stopped {} (pid {}, {})", child.name, pid, detail)
+        elif was is ChildState.RUNNING:
+            self._on_unexpected_exit(child, pid, code, detail)
+        for started in failed_start:
+            started(False, f"{child.name}: failed to start: {detail}")
+        for done in stopped:
+            done()
 
-    def _forget_fds(self, child: Child) -> None:
+    def _release(self, child: Child) -> None:
         if child.process is not None:
             self.remove_reader(child.process.sentinel)
         if child.channel is not None:
             self.remove_reader(child.channel.fileno())
-
-    def _release(self, child: Child) -> None:
         if child.mux is not None:
             child.mux.fail_all(f"{child.name} exited")
         if child.channel is not None:
@@ -338,12 +407,75 @@ class Supervisor:
             child.process.close()
         child.process = child.channel = child.mux = None
         child.pid = None
-        child.state = ChildState.STOPPED
+        child.move(ChildState.STOPPED)
 
-    def _drain_idle(self) -> None:
-        for fd, callback in self._idle_readers:
-            if readable_now(fd):
-                callback()
+    def _kill_strays(self, dead: Child) -> None:
+        """Kill what ``dead`` left behind: as a subreaper the supervisor inherits it."""
+        killed = kill_descendants(spare={c.pid for c in self.children if c.pid}, grace=0.2)
+        if killed:
+            logger.warning(
+                "{} left {} process(es) behind: killed pids {}",
+                dead.name,
+                len(killed),
+                ", ".join(map(str, killed)),
+            )
+
+    # -- restarts ----------------------------------------------------------------------------
+
+    def _on_unexpected_exit(
+        self, child: Child, pid: int | None, code: int | None, why: str
+    ) -> None:
+        normal = code == 0
+        (logger.info if normal else logger.error)("{} (pid {}) {}", child.name, pid, why)
+        if self._stopping:
+            return
+        if child.spec.restart is Restart.PERMANENT or (
+            child.spec.restart is Restart.TRANSIENT and not normal
+        ):
+            self._restart_after_failure(child)
+        elif child.spec.restart is Restart.TEMPORARY:
+            self.children.remove(child)
+
+    def _restart_after_failure(self, failed: Child) -> None:
+        """Apply the strategy for ``failed``; a start that fails counts as another failure."""
+        if self._stopping:
+            return
+        if self.intensity.exceeded(time.monotonic()):
+            logger.critical(
+                "restart intensity exceeded: {} failed more than {} times in {:g}s; "
+                "stopping the tree",
+                failed.name,
+                self.intensity.max_restarts,
+                self.intensity.max_seconds,
+            )
+            self.request_stop(1)
+            return
+        group = self._strategy_group(failed)
+        siblings = [c for c in group if c is not failed]
+
+        def restart() -> None:
+            for sibling in siblings:
+                if sibling.spec.restart is Restart.TEMPORARY and sibling in self.children:
+                    self.children.remove(sibling)  # OTP: temporary siblings are not restarted
+                    group.remove(sibling)
+            for c in group:
+                if c.state is ChildState.STOPPED:
+                    c.restarts += 1
+            self._start_in_order(group, restarted)
+
+        def restarted(ok: bool, detail: str) -> None:
+            if not ok and not self._stopping:
+                logger.error("{}", detail)
+                self._restart_after_failure(failed)
+
+        self._stop_in_reverse(siblings, restart)
+
+    def _strategy_group(self, failed: Child) -> list[Child]:
+        if self.strategy is Strategy.ONE_FOR_ONE:
+            return [failed]
+        if self.strategy is Strategy.ONE_FOR_ALL:
+            return list(self.children)
+        return self.children[self.children.index(failed) :]
 
     # -- inside the forked child -------------------------------------------------------------
 
@@ -391,88 +523,20 @@ class Supervisor:
             elif signum == signal.SIGHUP:
                 logger.info("received SIGHUP: ignored (restart the tree to reload config)")
 
-    def _on_exit(self, child: Child, proc: BaseProcess) -> None:
-        if child.process is not proc:
-            return
-        proc.join(0.5)
-        # Replies still in the pipe (e.g. an error for a call in flight) are delivered first.
-        self._on_message(child, proc)
-        code = proc.exitcode
-        detail = describe_exit(code)
-        pid = child.pid
-        self._forget_fds(child)
-        self._release(child)
-        child.last_exit = detail
-        if self._stopping:
-            return
-        normal = code == 0
-        restart = child.spec.restart is Restart.PERMANENT or (
-            child.spec.restart is Restart.TRANSIENT and not normal
-        )
-        log = logger.info if normal else logger.error
-        log("{} (pid {}) {}", child.name, pid, detail)
-        if not restart:
-            if child.spec.restart is Restart.TEMPORARY:
-                self.children.remove(child)
-            return
-        try:
-            self._restart_after_failure(child)
-        except Escalation as exc:
-            logger.critical("{}", exc)
-            self.request_stop(1)
-
-    def _restart_after_failure(self, failed: Child) -> None:
-        while True:
-            if self.intensity.exceeded(time.monotonic()):
-                raise Escalation(
-                    f"restart intensity exceeded: {failed.name} failed more than "
-                    f"{self.intensity.max_restarts} times in {self.intensity.max_seconds:g}s; "
-                    "stopping the tree"
-                )
-            try:
-                self._apply_strategy(failed)
-                return
-            except StartError as exc:
-                logger.error("{}", exc)
-
-    def _apply_strategy(self, failed: Child) -> None:
-        if self.strategy is Strategy.ONE_FOR_ONE:
-            group = [failed]
-        elif self.strategy is Strategy.ONE_FOR_ALL:
-            group = list(self.children)
-        else:
-            group = self.children[self.children.index(failed) :]
-        for child in reversed(group):
-            if child is not failed:
-                self._stop_child(child)
-                if child.spec.restart is Restart.TEMPORARY:
-                    self.children.remove(child)  # OTP: temporary siblings are not restarted
-                    group.remove(child)
-        for child in group:
-            if child.state is ChildState.STOPPED:
-                child.restarts += 1
-                self._start_child(child)
-
     def _on_message(self, child: Child, proc: BaseProcess) -> None:
-        if child.process is proc:
-            self._handle_messages(child, starting=False)
-
-    def _handle_messages(self, child: Child, *, starting: bool) -> tuple[bool, str] | None:
-        """Serve what ``child`` sent; while starting, return its ready/failed outcome."""
+        """Serve what ``child`` sent: calls to the supervisor, and its ready / init_failed."""
         channel, mux = child.channel, child.mux
-        if channel is None or mux is None:
-            return None
-        outcome: tuple[bool, str] | None = None
+        if child.process is not proc or channel is None or mux is None:
+            return
         for msg in mux.dispatch(channel.receive()):
             kind = msg[0]
             if kind == "call":
                 self._answer(child, msg[1], msg[2])
-            elif starting and kind == "ready":
-                outcome = (True, "")
-            elif starting and kind == "init_failed":
-                outcome = (False, str(msg[1]))
+            elif kind == "ready" and child.state is ChildState.STARTING:
+                self._on_ready(child)
+            elif kind == "init_failed":
+                child.start_failure = str(msg[1])
         channel.flush()
-        return outcome
 
     def _answer(self, child: Child, call_id: int, request: Any) -> None:
         assert child.channel is not None
@@ -496,9 +560,24 @@ class Supervisor:
             child.channel.send(("reply", call_id, True, value))
 
     def _broker(self, caller: Child, call_id: int, name: str) -> None:
-        """Hand ``caller`` and component ``name`` the two ends of a fresh pipe."""
-        assert caller.channel is not None
+        """Hand ``caller`` and component ``name`` the two ends of a fresh pipe; a target
+        that is starting (being restarted, say) is waited for, not refused."""
+        if caller.channel is None:
+            return  # the caller died while the target was starting
         target = self.child(name)
+        if target is not None and target.state is ChildState.STARTING:
+            process = caller.process
+
+            def started(ok: bool, _why: str) -> None:
+                if caller.process is not process:
+                    return  # the caller died (or was replaced) meanwhile
+                if ok:
+                    self._broker(caller, call_id, name)
+                elif caller.channel is not None:
+                    caller.channel.send(("reply", call_id, False, f"{name}: failed to start"))
+
+            target.on_started.append(started)
+            return
         if target is None or target.channel is None or target.state is not ChildState.RUNNING:
             caller.channel.send(("reply", call_id, False, f"{name}: not running"))
             return
@@ -511,7 +590,7 @@ class Supervisor:
             b.close()
 
     def _next_timeout(self) -> float | None:
-        timeout: float | None = None
+        timeout = self.timers.timeout(time.monotonic())
         for deadline in self.deadlines:
             nxt = deadline()
             if nxt is not None and (timeout is None or nxt < timeout):
@@ -523,7 +602,7 @@ class Supervisor:
                     timeout = max(0.0, nxt)
         return timeout
 
-    def _expire_and_flush(self) -> None:
+    def _flush_channels(self) -> None:
         for child in self.children:
             if child.channel is not None and child.channel.pending_output:
                 child.channel.flush()

@@ -1,0 +1,153 @@
+"""The supervisor's loop never blocks: slow starts, hung inits and stubborn stops are steps of
+the loop, so commands and the deaths of other children are served meanwhile."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from conftest import TREE_MAIN, Tree, wait_for
+
+from osup_mp.client import Client, ClientError
+
+STATUS_BOUND_S = 0.050
+
+
+def _worst_status_s(tree: Tree, times: int = 5) -> float:
+    worst = 0.0
+    with Client.for_config(tree.cfg, timeout=10) as client:
+        for _ in range(times):
+            t0 = time.perf_counter()
+            client.request("status")
+            worst = max(worst, time.perf_counter() - t0)
+    return worst
+
+
+def _state(tree: Tree, name: str) -> str | None:
+    return next((c["state"] for c in tree.status()["components"] if c["name"] == name), None)
+
+
+def _replaced_running(tree: Tree, name: str, old_pid: int) -> int | None:
+    for c in tree.status()["components"]:
+        if c["name"] == name and c["state"] == "running" and c["pid"] not in (None, old_pid):
+            return int(c["pid"])
+    return None
+
+
+def _kill_and_time_restart(tree: Tree, name: str) -> float:
+    pid = tree.pids()[name]
+    assert pid is not None
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: _replaced_running(tree, name, pid), 5, interval=0.005, what=f"{name} back")
+    return time.monotonic() - t0
+
+
+def test_a_component_hanging_in_init_blocks_nothing(make_tree) -> None:
+    hung = "hung:permanent:init_delay=3600,start_timeout=600"
+    tree = make_tree().start("a:permanent", hung, until="starting")
+    wait_for(lambda: _state(tree, "hung") == "starting", what="hung to be starting")
+    assert tree.status()["state"] == "starting"
+    assert _worst_status_s(tree) < STATUS_BOUND_S
+    # Another child's death is served at once, not after the hung start.
+    assert _kill_and_time_restart(tree, "a") < 2.0
+    assert _state(tree, "hung") == "starting"
+    assert "tree is up" not in tree.log_text  # ordered start: not up until the last is ready
+    # A stop while a child still starts is a stop, not a wait for the start.
+    assert tree.proc is not None
+    t0 = time.monotonic()
+    tree.proc.send_signal(signal.SIGTERM)
+    assert tree.wait_exit() == 0
+    assert time.monotonic() - t0 < 10.0
+
+
+def test_a_slow_start_is_timed_out_by_the_loop(make_tree) -> None:
+    tree = make_tree()
+    slow = "slow:permanent:init_delay=60,start_timeout=1"
+    proc = subprocess.run(
+        [sys.executable, str(TREE_MAIN), str(tree.config_path), slow],
+        env=tree.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "slow: failed to start: not ready after 1s" in proc.stderr
+    assert not tree.cfg.pidfile.exists()
+
+
+def test_ordered_start_and_reverse_stop(make_tree) -> None:
+    tree = make_tree().start("a:permanent", "b:permanent:init_delay=0.5", "c:permanent")
+    wait_for(tree.running_pids, what="every component running")
+    tree.stop()
+    log = tree.log_text
+    started = [log.index(f"started {n} (") for n in ("telemetry", "a", "b", "c")]
+    stopped = [log.index(f"stopped {n} (") for n in ("c", "b", "a", "telemetry")]
+    assert started == sorted(started) and stopped == sorted(stopped)
+    assert started[-1] < log.index("tree is up")
+
+
+def test_a_child_ignoring_sigterm_delays_only_itself(make_tree) -> None:
+    tree = make_tree().start("a:permanent", "stubborn:permanent:ignore_term")
+    before = wait_for(tree.running_pids, what="every component running")
+    # The operator restart of the stubborn child waits out its 2 s shutdown timeout...
+    answer: dict[str, Any] = {}
+
+    def restart() -> None:
+        with Client.for_config(tree.cfg, timeout=30) as client:
+            answer["value"] = client.request("restart", name="stubborn")
+
+    thread = threading.Thread(target=restart)
+    t0 = time.monotonic()
+    thread.start()
+    try:
+        wait_for(lambda: _state(tree, "stubborn") == "stopping", what="stubborn stopping")
+        # ...while everything else is served.
+        assert _worst_status_s(tree) < STATUS_BOUND_S
+        assert _kill_and_time_restart(tree, "a") < 1.0
+    finally:
+        thread.join(30)
+    assert 1.9 < time.monotonic() - t0 < 10.0
+    assert answer["value"]["pid"] != before["stubborn"]
+    assert "stubborn did not stop within 2s: SIGKILL" in tree.log_text
+    # The tree's own stop: the stubborn child costs its own 2 s, the others their own stop.
+    assert tree.proc is not None
+    t0 = time.monotonic()
+    tree.proc.send_signal(signal.SIGTERM)
+    assert tree.wait_exit() == 0
+    assert time.monotonic() - t0 < 2.0 + 3.0
+
+
+def test_shadows_start_in_parallel(make_tree) -> None:
+    tree = make_tree(o_supervisor={"max_concurrent_shadows": 2}).start()
+    wait_for(tree.running_agent, what="main agent")
+    reference = [sys.executable, "-m", "osup_mp.agent.reference"]
+    slow_command = ["/bin/sh", "-c", 'sleep 5; exec "$@"', "sh", *reference]
+    answers: dict[str, Any] = {}
+
+    def start_slow() -> None:
+        with Client.for_config(tree.cfg, timeout=60) as client:
+            try:
+                answers["slow"] = client.request("shadow_start", id="slow", command=slow_command)
+            except ClientError as exc:
+                answers["slow"] = exc
+
+    thread = threading.Thread(target=start_slow)
+    thread.start()
+    try:
+        wait_for(lambda: _state(tree, "agent:slow") == "starting", what="slow shadow starting")
+        assert _worst_status_s(tree) < STATUS_BOUND_S
+        t0 = time.monotonic()
+        fast = tree.request("shadow_start", id="fast")
+        assert fast["id"] == "fast"
+        assert time.monotonic() - t0 < 4.0
+        assert _state(tree, "agent:slow") == "starting"  # the fast one did not wait for it
+    finally:
+        thread.join(60)
+    assert answers["slow"]["id"] == "slow", answers
+    assert {a["id"] for a in tree.status()["agents"]} == {"main", "slow", "fast"}
