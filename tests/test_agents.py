@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -101,9 +102,9 @@ def test_crash_looping_agent_reaches_fatal(make_tree, tmp_path) -> None:
         return agent if agent["state"] == "FATAL" else None
 
     agent = wait_for(fatal, timeout=20, what="agent to become FATAL")
-    assert "consecutive failures" in agent["fatal_reason"]
+    assert "consecutive failed starts" in agent["fatal_reason"]
     assert agent["restarts"] >= 3
-    assert "backoff" in tree.log_text and "FATAL" in tree.log_text
+    assert "(failed while starting)" in tree.log_text and "FATAL" in tree.log_text
     with pytest.raises(ClientError, match="FATAL"):
         tree.agent_request({"op": "stats"})
     # An operator restart after fixing the cause brings it back.
@@ -299,3 +300,20 @@ def test_an_agents_children_die_with_it(make_tree, setsid: bool, how: str) -> No
     wait_for(lambda: _gone(child), timeout=5, what=f"the agent's child {child} gone")
     if how != "stop":
         assert f"left behind: pids {child}" in tree.log_text
+
+
+def test_a_killed_managers_agent_and_its_children_die_too(make_tree) -> None:
+    """The main agent is spawned without a pre-exec hook (the fast path); when its manager is
+    SIGKILLed, the SDK's own parent-death signal takes the agent, and what the agent spawned
+    in a session of its own re-parents to the supervisor, which kills it."""
+    tree = scripted(make_tree).start()
+    agent = wait_for(tree.running_agent)
+    child = tree.agent_request({"do": "spawn", "setsid": True})
+    manager = tree.pids()["agent:main"]
+    assert manager is not None
+    os.kill(manager, signal.SIGKILL)
+    wait_for(lambda: _gone(agent["pid"]), timeout=5, what="the agent gone with its manager")
+    wait_for(lambda: _gone(child), timeout=5, what=f"the agent's child {child} gone")
+    wait_for(lambda: _replaced(tree, agent["pid"]), what="a new manager and agent")
+    strays = re.search(r"agent:main left \d+ process\(es\) behind: killed pids (.*)", tree.log_text)
+    assert strays is not None and str(child) in strays.group(1).split(", ")

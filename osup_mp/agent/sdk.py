@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import selectors
+import signal
 import sys
 import threading
 import time
@@ -213,6 +214,7 @@ class Agent:
 
     def run(self) -> int:
         """Serve until stdin closes or the manager stops us; return the exit status."""
+        _die_with_manager()
         self._in_fd = sys.stdin.fileno()
         self._out_fd = os.dup(1)
         os.dup2(2, 1)  # stray prints go to stderr, never into the frame stream
@@ -439,3 +441,17 @@ def _rss_bytes() -> int:
 def run_agent(factory: Callable[[AgentOptions], Agent], argv: list[str] | None = None) -> int:
     """Entry-point helper: parse options, build the agent, run it."""
     return factory(AgentOptions.parse(argv)).run()
+
+
+def _die_with_manager() -> None:
+    """SIGKILL this agent when its manager dies. The manager spawns the main agent without a
+    pre-exec hook (that keeps the spawn on the fast ``vfork`` path), so the SDK asks the
+    kernel itself; a manager that died before this call is caught by its pid."""
+    manager = os.environ.get("OSUP_MANAGER_PID")
+    if not manager:
+        return
+    from osup_mp.runtime.procutil import set_parent_death_signal
+
+    set_parent_death_signal(signal.SIGKILL)
+    if str(os.getppid()) != manager:
+        os._exit(1)

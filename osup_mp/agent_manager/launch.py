@@ -38,17 +38,28 @@ def agent_env(cfg: Config, shm_name: str, instance_id: str, slot: int) -> dict[s
         OSUP_HEARTBEAT_INTERVAL_MS=str(o.heartbeat_interval),
         OSUP_MAX_FRAME=str(cfg.agent.max_frame),
         OSUP_BUSY_POLL_US=str(cfg.agent.busy_poll_us),
+        OSUP_MANAGER_PID=str(os.getpid()),
     )
 
 
-def pre_exec(cfg: Config, role: str) -> Callable[[], None]:
-    """What runs in the forked agent before exec: die with the manager (SIGKILL); shadows
-    also get hard rlimits, the backstop behind the watchdog's sampled limits."""
-    limits: list[tuple[int, int]] = []
-    if role != "main":
-        w = cfg.watchdog
-        limits.append((resource.RLIMIT_NOFILE, w.shadow_max_fds * 2))
-        limits.append((resource.RLIMIT_AS, (w.shadow_rss_mb * 4 + 1024) * 1024 * 1024))
+def pre_exec(cfg: Config, role: str) -> Callable[[], None] | None:
+    """What runs in the forked agent before exec, or None for the main agent.
+
+    Any ``preexec_fn`` makes ``subprocess`` fork the whole manager instead of ``vfork``
+    (3.5 ms against 0.24 ms for a 42 MiB manager): that is on the main agent's restart
+    path, so the main agent gets none. It still dies with its manager: SDK agents set
+    their own parent-death signal (``OSUP_MANAGER_PID``), every agent sees EOF on stdin,
+    and the supervisor, a subreaper, kills what a dead manager leaves behind. Shadows get
+    hard rlimits — the backstop behind the watchdog's sampled limits — and a parent-death
+    SIGKILL here, where a few milliseconds do not matter.
+    """
+    if role == "main":
+        return None
+    w = cfg.watchdog
+    limits = [
+        (resource.RLIMIT_NOFILE, w.shadow_max_fds * 2),
+        (resource.RLIMIT_AS, (w.shadow_rss_mb * 4 + 1024) * 1024 * 1024),
+    ]
 
     def run() -> None:
         set_parent_death_signal(signal.SIGKILL)

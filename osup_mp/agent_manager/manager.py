@@ -3,8 +3,8 @@
 It spawns the agent executable (see :mod:`.launch` for the contract), speaks framed
 MessagePack on the agent's stdin/stdout, logs its stderr tagged with the instance name, and
 keeps it alive: a crash, a hang reported by the watchdog, a malformed frame or a missed ready
-deadline kills the agent and starts it again — at once the first time, then with capped
-exponential backoff and jitter — until too many consecutive failures make it FATAL.
+deadline kills the agent and starts it again — at once if it had started up, with backoff
+in a crash loop (:mod:`.restarts`) — until too many failed starts make it FATAL.
 
 Design decisions:
 
@@ -21,7 +21,6 @@ Design decisions:
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import time
@@ -34,6 +33,7 @@ from osup_mp.agent_manager.durability import Durability
 from osup_mp.agent_manager.launch import agent_argv, agent_env, pre_exec
 from osup_mp.agent_manager.pipes import AgentPipes
 from osup_mp.agent_manager.requests import Requests
+from osup_mp.agent_manager.restarts import RestartPolicy
 from osup_mp.agent_states import AgentState, check_transition
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
@@ -71,7 +71,7 @@ class AgentManager(Component):
         self.pidfd = -1
         self.generation = 0
         self.restarts = 0
-        self.failures = 0  # consecutive
+        self.policy = RestartPolicy.from_config(cfg.agent)
         self.running_since = 0.0
         self.started_at = 0.0
         self.last_exit: str | None = None
@@ -327,7 +327,7 @@ class AgentManager(Component):
             )
 
     def _operator_restart(self) -> None:
-        self.failures = 0
+        self.policy.reset()
         self.fatal_reason = None
         if self.proc is None:
             self._cancel_timer()
@@ -389,30 +389,29 @@ class AgentManager(Component):
             self.fail_reason = reason
             self._transition(S.BACKOFF)
             return
-        healthy_for = time.monotonic() - self.running_since if self.running_since else 0.0
-        if self.state is S.RUNNING and healthy_for * 1000 >= self.cfg.agent.backoff_reset:
-            self.failures = 0
-        self.failures += 1
+        up_since = self.running_since if self.state is S.RUNNING and self.running_since else None
+        decision = self.policy.after_failure(time.monotonic(), up_since)
         self.running_since = 0.0
-        a = self.cfg.agent
-        if self.failures > a.max_retries:
-            self.fatal_reason = f"{self.failures} consecutive failures; last: {reason}"
+        if decision.fatal:
+            self.fatal_reason = f"{decision.why}; last: {reason}"
             self._transition(S.FATAL)
             logger.critical("agent {}: FATAL ({})", self.instance_id, self.fatal_reason)
-            self._emit("fatal", {"failures": self.failures})
+            self._emit("fatal", {"failures": self.policy.start_failures})
             return
         self._transition(S.BACKOFF)
         self.restarts += 1
         self.slot["restarts"] = self.restarts
-        if self.failures == 1:
-            self._spawn()  # the first restart is immediate: restart latency is start-up time
+        if not decision.delay:
+            self._spawn()  # restart latency is start-up time
             return
-        delay = min(a.backoff_cap, a.backoff_base * 2 ** (self.failures - 2)) / 1000
-        delay *= random.uniform(0.5, 1.0)  # jitter: restarts of many agents do not align
         logger.warning(
-            "agent {}: restart {} in {:.2f}s (backoff)", self.instance_id, self.restarts, delay
+            "agent {}: restart {} in {:.2f}s ({})",
+            self.instance_id,
+            self.restarts,
+            decision.delay,
+            decision.why,
         )
-        self._timer = self.send_after(delay, "spawn")
+        self._timer = self.send_after(decision.delay, "spawn")
 
     def _kill_leftovers(self) -> None:
         """Kill and reap every process the dead agent left behind, in its process group or

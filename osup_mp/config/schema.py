@@ -54,6 +54,7 @@ _BOOL = _when(lambda v: isinstance(v, bool))
 _SHM = _when(lambda v: isinstance(v, str) and _SHM_NAME.fullmatch(v) is not None)
 _STRATEGY = _when(lambda v: type(v) is str, Strategy)
 _NUMBER = _when(lambda v: type(v) in (int, float) and 0 < v < math.inf, float)
+_NONNEG_NUMBER = _when(lambda v: type(v) in (int, float) and 0 <= v < math.inf, float)
 _LIST = _when(lambda v: type(v) in (list, tuple) and {*map(type, v)} <= {str}, tuple)
 _LEVEL = _when(lambda v: type(v) is str, lambda v: _LEVEL_NAMES[v.lower()])
 _NONEMPTY, _PATH = "a non-empty string", "a non-empty path"
@@ -105,8 +106,10 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "stop_timeout": _Field(3000, _MS, _ints(1)),
         "backoff_base": _Field(100, _MS, _ints(1)),
         "backoff_cap": _Field(10000, _MS, _ints(1)),
-        "backoff_reset": _Field(10000, _MS, _ints(1)),
+        "startsecs": _Field(1, "a non-negative number (seconds)", _NONNEG_NUMBER),
         "max_retries": _Field(5, _NONNEG, _ints(0)),
+        "max_restarts": _Field(5, _NONNEG, _ints(0)),
+        "max_seconds": _Field(10, "a positive number (seconds)", _NUMBER),
         "busy_poll_us": _Field(0, "an integer from 0 to 10000 (microseconds)", _ints(0, 10000)),
     },
     "watchdog": {

@@ -82,7 +82,7 @@ class ControlSection:
 
 @dataclass(frozen=True, slots=True)
 class AgentSection:
-    """How agent managers run agents (times in ms)."""
+    """How agent managers run agents (times in ms, except the restart policy's seconds)."""
 
     max_frame: int
     ready_timeout: int
@@ -90,8 +90,10 @@ class AgentSection:
     stop_timeout: int
     backoff_base: int
     backoff_cap: int
-    backoff_reset: int
+    startsecs: float
     max_retries: int
+    max_restarts: int
+    max_seconds: float
     busy_poll_us: int
 
 

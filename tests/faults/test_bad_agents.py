@@ -30,7 +30,7 @@ FAST = {
         "backoff_base": 20,
         "backoff_cap": 200,
         "max_retries": 3,
-        "backoff_reset": 1,  # a crash after serving is not a crash loop
+        "startsecs": 0,  # a crash after serving is not a crash loop
         "stop_timeout": 300,
         "request_timeout": 2000,
     },

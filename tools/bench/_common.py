@@ -97,13 +97,10 @@ class ShmNames:
 # ------------------------------------------------------------------ the tree
 
 
-def _die_with_parent() -> None:
-    set_parent_death_signal(signal.SIGKILL)
-
-
 def spawn_agent(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """The agent executable on pipes, with the manager's ``Popen`` options: its own session,
-    killed when the process that spawned it dies; stderr discarded."""
+    """The agent executable on pipes, with the manager's ``Popen`` options for a main agent:
+    its own session, no pre-exec hook (the fast ``vfork`` path); stderr discarded. It dies
+    with the bench: EOF on its stdin."""
     return subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,
@@ -111,7 +108,6 @@ def spawn_agent(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]
         stderr=subprocess.DEVNULL,
         env=env,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
         close_fds=True,
     )
 

@@ -9,11 +9,11 @@ targets are missed and non-zero only when a measurement itself fails.
 A real tree (``run_tree`` with the shipped ``child_specs``, whose main agent manager runs the
 reference agent ``osup-mp-agent``) runs in a forked process, in its own temporary directory
 and shared-memory segment (mapped by the bench as soon as it exists), with
-``heartbeat_interval`` 200 ms, ``heartbeat_timeout`` 1000 ms and ``agent.backoff_reset`` 1 ms
-(so the repeated kills below are each a first failure, restarted at once, never a crash
-loop). The baselines use the same executable, arguments and ``OSUP_*`` environment, spawned
-by the bench itself with the same ``Popen`` options as the manager (own session, parent-death
-signal), pointed at a bench-owned segment of the same size. While the tree is up, baselines
+``heartbeat_interval`` 200 ms, ``heartbeat_timeout`` 1000 ms, ``agent.startsecs`` 0 and a
+large ``agent.max_restarts`` (so the repeated kills below each restart at once, never a
+crash loop). The baselines use the same executable, arguments and ``OSUP_*`` environment,
+spawned by the bench itself with the same ``Popen`` options as the manager (own session, no
+pre-exec hook), pointed at a bench-owned segment of the same size. While the tree is up, baselines
 run interleaved with the figures they are compared to, so both see the same background load.
 
 What is measured, and how:
@@ -32,9 +32,18 @@ What is measured, and how:
 2. Agent restart. SIGKILL the agent pid (from shared-memory slot 0), then poll slot 0 every
    0.5 ms until ``state == RUNNING`` with a new ``generation`` (the manager writes RUNNING when
    it has the new agent's ``ready`` frame): kill → ready. After each restart, a pause of at
-   least ``backoff_reset`` (and one baseline spawn) so the manager never backs off; the log
-   is checked for backoff/FATAL lines. Baseline: ``Popen`` of the same command → its first
-   frame decoded. Target: median restart <= 1.5x the baseline median.
+   least ``startsecs`` (and one baseline spawn); the log is checked for backoff/FATAL lines.
+   Baseline: ``Popen`` of the same command → its first frame decoded. Target: median
+   restart <= 1.5x the baseline median.
+2b. Kills as an operator makes them: a second tree with the shipped restart policy
+   (``startsecs`` 1 s, 5 restarts in 10 s) runs the minimal agent of the tests
+   (``tests/agents/minimal_agent.py``: standard library and the codec only), killed
+   ``kills`` times ``kill_pause`` s apart (3 s; ``--quick`` 1.2 s): SIGKILL → RUNNING.
+   Interleaved, the same agent under an Erlang/OTP ``one_for_one`` supervisor owning it
+   through a ``{packet, 4}`` port (``_otp_supervisor.escript``; needs ``escript``, Debian's
+   ``erlang-base``; the row says so when it is missing): SIGKILL → the new agent's first
+   frame; and the bare spawn: ``Popen`` → first frame. Target: median <= 1.5x OTP and
+   <= 1.2x the bare spawn.
 3. Hang detection. SIGSTOP the agent at a random point of its heartbeat cycle; a pidfd on it
    tells when the manager's SIGKILL landed (detection: more precise than watching the slot's
    pid, which the manager clears and refills in one step), slot 0 when the replacement is
@@ -69,7 +78,9 @@ import contextlib
 import functools
 import os
 import random
+import re
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -108,6 +119,9 @@ BIG = (1000, 512)
 SMALL = (100, 64)
 SHM_PREFIX = "osup_bench_agent_"
 _STAMP = struct.Struct("<Q")
+_BACKOFF = re.compile(r"agent \S+: restart \d+ in ")
+MINIMAL_AGENT = Path(__file__).resolve().parents[2] / "tests" / "agents" / "minimal_agent.py"
+OTP_SUPERVISOR = Path(__file__).resolve().parent / "_otp_supervisor.escript"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +136,12 @@ class Plan:
     pipe_transfers: int
     publishes_big: int
     publishes_small: int
+    kills: int
+    kill_pause: float
 
 
-FULL = Plan(2000, 20000, 3, 20, 5, 300, 3000, 200, 300, 3000)
-QUICK = Plan(300, 3000, 3, 5, 2, 50, 500, 50, 50, 500)
+FULL = Plan(2000, 20000, 3, 20, 5, 300, 3000, 200, 300, 3000, 5, 3.0)
+QUICK = Plan(300, 3000, 3, 5, 2, 50, 500, 50, 50, 500, 3, 1.2)
 
 
 SHM = _common.ShmNames(SHM_PREFIX)  # every segment name this run made (and must remove)
@@ -144,7 +160,8 @@ class TreeProc(_common.ForkedTree):
         overrides: dict[str, dict[str, Any]] = {
             "o_supervisor": {"heartbeat_interval": 200, "heartbeat_timeout": 1000},
             "supervisor": {"max_restarts": 100000, "max_seconds": 1},
-            "agent": {"backoff_reset": 1},
+            # Every kill below restarts at once (the kills tree restores the shipped policy).
+            "agent": {"startsecs": 0, "max_restarts": 100000},
         }
         for section, values in (extra or {}).items():
             overrides[section] = {**overrides.get(section, {}), **values}
@@ -222,7 +239,7 @@ class TreeProc(_common.ForkedTree):
             return {}
         lines = text.splitlines()
         return {
-            "backoff": sum("(backoff)" in line for line in lines),
+            "backoff": sum(bool(_BACKOFF.search(line)) for line in lines),
             "fatal": sum("FATAL" in line for line in lines),
             # the manager's "heartbeat timeout: ...; restarting" (one per hang it acted on)
             "heartbeat_kills": sum(
@@ -469,7 +486,7 @@ def measure_restarts(
     tree: TreeProc, n: int, argv: list[str], env: dict[str, str], progress: Callable[[str], None]
 ) -> dict[str, list[float]]:
     progress(f"restarts: {n} x (SIGKILL agent -> RUNNING, then spawn -> first frame)")
-    pause = max(tree.cfg.agent.backoff_reset / 1000, 0.05)
+    pause = max(tree.cfg.agent.startsecs, 0.05)
     max_frame = tree.cfg.agent.max_frame
     spawn_to_first_frame(argv, env, max_frame)  # warm-up (page cache)
     restart_ms: list[float] = []
@@ -485,7 +502,7 @@ def measure_restarts(
         spawned, seen = tree.wait_running(old_generation=generation, timeout=30.0)
         restart_ms.append((seen - t0) / 1e6)
         respawn_ms.append((spawned - t0) / 1e6)
-        time.sleep(pause)  # healthy for longer than backoff_reset: the next kill is a 1st one
+        time.sleep(pause)  # up longer than startsecs: the next kill restarts at once
         popen, first_frame = spawn_to_first_frame(argv, env, max_frame)
         popen_ms.append(popen)
         spawn_ms.append(first_frame)
@@ -495,6 +512,101 @@ def measure_restarts(
         "spawn_ms": spawn_ms,
         "popen_ms": popen_ms,
     }
+
+
+# ------------------------------------------------------------------ 2b. kills, as an operator
+
+
+class OtpSupervisor:
+    """``_otp_supervisor.escript``: an Erlang/OTP ``one_for_one`` supervisor owning the agent
+    through a ``{packet, 4}`` port; it prints ``ready OSPID`` at each agent's first frame."""
+
+    def __init__(self, escript: str, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [escript, str(OTP_SUPERVISOR), *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        assert self.proc.stdout is not None
+        self.fd = self.proc.stdout.fileno()
+        self.buffer = b""
+
+    def next_ready(self, timeout: float = 30.0) -> tuple[int, int]:
+        """(agent os pid, perf_counter_ns) of the next ``ready`` line."""
+        deadline = time.perf_counter() + timeout
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        while True:
+            line, sep, rest = self.buffer.partition(b"\n")
+            if sep:
+                self.buffer = rest
+                if line.startswith(b"ready "):
+                    return int(line.split()[1]), time.perf_counter_ns()
+                continue
+            left = deadline - time.perf_counter()
+            if left <= 0 or not poller.poll(left * 1000):
+                raise BenchError(f"the OTP supervisor reported no ready agent in {timeout:g}s")
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                raise BenchError(f"the OTP supervisor exited ({self.proc.poll()})")
+            self.buffer += chunk
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # it halts at EOF; the port closes; the agent exits
+        try:
+            self.proc.wait(10.0)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5.0)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def measure_kills(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The minimal agent under a tree with the shipped restart policy, under an OTP
+    supervisor, and spawned bare, killed ``plan.kills`` times ``plan.kill_pause`` s apart."""
+    extra = {
+        "o_supervisor": {
+            "gerbil_executable": sys.executable,
+            "gerbil_main_script": str(MINIMAL_AGENT),
+        },
+        "agent": {"startsecs": 1.0, "max_restarts": 5},  # the shipped policy
+    }
+    escript = shutil.which("escript")
+    out: dict[str, Any] = {"tree_ms": [], "otp_ms": [], "spawn_ms": [], "otp": bool(escript)}
+    progress(f"kills: {plan.kills} x {plan.kill_pause:g} s apart, minimal agent")
+    with _common.running(TreeProc(extra)) as tree:
+        argv = agent_argv(tree.cfg)
+        env = dict(os.environ, OSUP_HEARTBEAT_INTERVAL_MS="200")
+        otp = OtpSupervisor(escript, argv, env) if escript else None
+        try:
+            otp_pid = otp.next_ready()[0] if otp else 0
+            spawn_to_first_frame(argv, env, tree.cfg.agent.max_frame)  # warm-up
+            for i in range(plan.kills):
+                progress(f"kills: {i + 1}/{plan.kills}")
+                time.sleep(plan.kill_pause)  # up longer than startsecs: restarted at once
+                pid, generation = tree.agent()
+                t0 = time.perf_counter_ns()
+                os.kill(pid, signal.SIGKILL)
+                seen = tree.wait_running(old_generation=generation, timeout=30.0)[1]
+                out["tree_ms"].append((seen - t0) / 1e6)
+                if otp is not None:
+                    t0 = time.perf_counter_ns()
+                    os.kill(otp_pid, signal.SIGKILL)
+                    otp_pid, seen = otp.next_ready()
+                    out["otp_ms"].append((seen - t0) / 1e6)
+                out["spawn_ms"].append(spawn_to_first_frame(argv, env, tree.cfg.agent.max_frame)[1])
+        finally:
+            if otp is not None:
+                otp.close()
+    out["log_counts"] = tree.log_counts
+    return out
 
 
 # ------------------------------------------------------------------ 3. hangs
@@ -766,6 +878,22 @@ def measure_heartbeat_flood(progress: Callable[[str], None]) -> dict[str, Any]:
 def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     figures["heartbeat_flood"] = measure_heartbeat_flood(progress)
+    kills = measure_kills(plan, progress)
+    tree_med, spawn_k = median(kills["tree_ms"]), median(kills["spawn_ms"])
+    otp_med = median(kills["otp_ms"]) if kills["otp"] else None
+    figures["kills"] = {
+        "median_ms": tree_med,
+        "runs_ms": kills["tree_ms"],
+        "pause_s": plan.kill_pause,
+        "baseline_spawn_first_frame_ms": spawn_k,
+        "ratio_spawn": tree_med / spawn_k,
+        "otp_median_ms": otp_med,
+        "otp_runs_ms": kills["otp_ms"],
+        "ratio_otp": tree_med / otp_med if otp_med else None,
+        "backoffs_logged": kills["log_counts"].get("backoff"),
+        "target": "median <= 1.5x OTP and <= 1.2x bare spawn",
+        "pass": tree_med <= 1.2 * spawn_k and (otp_med is None or tree_med <= 1.5 * otp_med),
+    }
     progress("starting the tree")
     with _common.running(TreeProc()) as tree:
         cfg = tree.cfg
@@ -887,6 +1015,7 @@ def render(figures: dict[str, Any]) -> str:
     c, p, r, h, s, pub = (
         figures[k] for k in ("round_trip", "pipelined", "restart", "hang", "shm_read", "publish")
     )
+    k = figures["kills"]
     mb = s["bytes"] / 1e6
     runs_det = ", ".join(f"{x['detected_ms']:.0f}" for x in h["runs"])
     runs_rep = ", ".join(f"{x['replaced_ms']:.0f}" for x in h["runs"])
@@ -915,6 +1044,17 @@ def render(figures: dict[str, Any]) -> str:
             f"spawn -> first frame {r['baseline_spawn_first_frame_ms']:.1f} ms"
             f"  ratio {r['ratio']:.2f}x",
             f"target <= 1.5x: {verdict(r['pass'])}",
+        ),
+        (
+            f"kill every {k['pause_s']:g}s, minimal agent",
+            f"median {k['median_ms']:.1f} ms (SIGKILL -> ready)",
+            f"spawn {k['baseline_spawn_first_frame_ms']:.1f} ms ({k['ratio_spawn']:.2f}x); "
+            + (
+                f"OTP {k['otp_median_ms']:.1f} ms ({k['ratio_otp']:.2f}x)"
+                if k["otp_median_ms"]
+                else "OTP: no escript here"
+            ),
+            f"<= 1.2x spawn, <= 1.5x OTP: {verdict(k['pass'])}",
         ),
         (
             "hang detected (SIGSTOP -> killed)",
