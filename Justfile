@@ -12,6 +12,7 @@ lint:
     ruff check osup_mp tests tools
     ruff format --check osup_mp tests tools
     mypy
+    lint-imports
 
 # The fault matrix, longer than in CI: 200 random kills, 100 corruption seeds
 soak:

@@ -24,9 +24,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from osup_mp.codec import FrameDecoder, FrameError, pack
 from osup_mp.config import Config
-from osup_mp.runtime.spin import DEFAULT_MAX_US, Spinner
+from osup_mp.lowlevel.spin import DEFAULT_MAX_US, Spinner
+from osup_mp.wire import FrameDecoder, FrameError, pack
 
 
 class ClientError(Exception):

@@ -23,7 +23,7 @@ import pytest
 
 from osup_mp.client import Client, ClientError
 from osup_mp.config import Config, load_config
-from osup_mp.pidfile import running_pid
+from osup_mp.lowlevel.pidfile import running_pid
 
 TESTS_DIR = Path(__file__).resolve().parent
 TREE_MAIN = TESTS_DIR / "tree_main.py"

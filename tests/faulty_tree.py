@@ -15,9 +15,9 @@ import types
 from pathlib import Path
 from typing import Any
 
-from osup_mp import wal
+from osup_mp.app.tree import run_tree
 from osup_mp.config import load_config
-from osup_mp.tree import run_tree
+from osup_mp.storage.wal import store as wal
 
 
 def failing(real: Any, after: int, code: int) -> Any:

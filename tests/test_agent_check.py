@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from osup_mp.agent_check import CHECKS
-from osup_mp.codec import pack
+from osup_mp.wire import pack
 
 AGENTS = Path(__file__).resolve().parent / "agents"
 HEARTBEAT_MS = "200"

@@ -162,7 +162,7 @@ def test_hot_reload_with_rollback(make_tree, tmp_path) -> None:
     tree.agent_request({"op": "memory_add", "text": "alpha beta", "id": "a"})
     good = tmp_path / "good.py"
     good.write_text(
-        "import numpy as np\nfrom osup_mp.agent.memory_system import embed, DIM\n"
+        "import numpy as np\nfrom osup_mp.agent.reference.memory_system import embed, DIM\n"
         "def search(matrix, query, k):\n"
         "    return [(i, 1.0) for i in range(min(k, matrix.shape[0]))]\n"
     )
@@ -177,7 +177,7 @@ def test_hot_reload_with_rollback(make_tree, tmp_path) -> None:
     # Code that imports but raises at run time is rolled back on first use.
     raising = tmp_path / "raising.py"
     raising.write_text(
-        "from osup_mp.agent.memory_system import embed, DIM\n"
+        "from osup_mp.agent.reference.memory_system import embed, DIM\n"
         "CALLS = []\n"
         "def search(matrix, query, k):\n"
         "    if len(CALLS) > 0:\n"

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from conftest import Tree, tagged_processes, wait_for
 
-from osup_mp.codec import FrameDecoder, pack
+from osup_mp.wire import FrameDecoder, pack
 
 
 def _daemon_start(tree: Tree) -> int:

@@ -1,4 +1,4 @@
-"""Tests for osup_mp.codec: framing, strict decoding, incremental decoding."""
+"""Tests for osup_mp.wire: framing, strict decoding, incremental decoding."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from osup_mp.codec import (
+from osup_mp.wire import (
     DEFAULT_MAX_FRAME,
     HEADER,
     BadMessage,

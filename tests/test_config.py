@@ -433,3 +433,9 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     cfg = load_config(None, "dev", NO_ENV, cwd=tmp_path)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.env = "prod"  # type: ignore[misc]
+
+
+def test_the_config_strategies_are_the_runtimes() -> None:
+    from osup_mp.runtime.children import Strategy as RuntimeStrategy
+
+    assert {s.value for s in Strategy} == {s.value for s in RuntimeStrategy}

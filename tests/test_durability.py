@@ -16,8 +16,8 @@ import pytest
 from conftest import TESTS_DIR, Tree, wait_for
 
 from osup_mp.client import Client, ClientError
-from osup_mp.vault import CheckpointStore
-from osup_mp.wal import verify_dir
+from osup_mp.storage.checkpoints.store import CheckpointStore
+from osup_mp.storage.wal.store import verify_dir
 
 FAST = {
     "o_supervisor": {"heartbeat_interval": 200, "heartbeat_timeout": 2000},
@@ -372,7 +372,7 @@ def _ids(tree: Tree, prefix: str, n: int) -> set[str]:
 
 
 def _damage_record(wal_dir: Path, lsn: int) -> Path:
-    from osup_mp.wal import scan_segment
+    from osup_mp.storage.wal.store import scan_segment
 
     for path in sorted(wal_dir.glob("wal-*.log")):
         data = bytearray(path.read_bytes())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import types
 from typing import Any
 
-from osup_mp.agent_manager.durability import Durability
-from osup_mp.agent_states import AgentState
+from osup_mp.components.agent.durability import Durability
+from osup_mp.components.agent.states import AgentState
 from osup_mp.config import load_config
 
 
@@ -89,7 +89,7 @@ def test_a_snapshot_no_restore_frame_can_carry_is_refused_at_checkpoint_time() -
 def test_a_snapshot_over_half_a_frame_is_restored_alone_in_the_first_frame() -> None:
     import msgpack
 
-    from osup_mp.codec import FrameDecoder
+    from osup_mp.wire import FrameDecoder
 
     d, host, _wal = make()
     frames = bytearray()

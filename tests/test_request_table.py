@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from osup_mp.agent_manager.requests import RequestTable
+from osup_mp.components.agent.requests import RequestTable
 
 
 class Clock:
@@ -88,7 +88,7 @@ def test_fail_all_answers_everything_in_flight() -> None:
 
 
 def test_a_closed_connection_leaves_no_request_behind() -> None:
-    from osup_mp.agent_manager.requests import discard
+    from osup_mp.components.agent.requests import discard
 
     table = RequestTable(Clock())
     seen, target = recorder()

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from osup_mp.agent_manager.restarts import RestartPolicy
+from osup_mp.components.agent.restarts import RestartPolicy
 from osup_mp.runtime.children import Child, ChildSpec, ChildState
 from osup_mp.runtime.timers import Timers
 

@@ -8,12 +8,12 @@ import socket
 
 import pytest
 
-from osup_mp.logsetup import LogRelay
+from osup_mp.app.logs import LogRelay
+from osup_mp.lowlevel.proc import describe_exit
 from osup_mp.runtime.calls import CallError, CallMux, CallTimeout
 from osup_mp.runtime.channel import Channel, channel_pair
 from osup_mp.runtime.children import Intensity
 from osup_mp.runtime.control import peer_uid_allowed
-from osup_mp.runtime.procutil import describe_exit
 
 
 @pytest.fixture
@@ -157,8 +157,8 @@ def test_peer_uid_policy() -> None:
 def test_log_relay_reassembles_long_records() -> None:
     from loguru import logger
 
+    from osup_mp.app.logs import configure_child, configure_parent
     from osup_mp.config import load_config
-    from osup_mp.logsetup import configure_child, configure_parent
 
     section = load_config(None, "test").logger
     relay = LogRelay()

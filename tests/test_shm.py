@@ -24,7 +24,7 @@ import posix_ipc
 import pytest
 from conftest import Tree, wait_for, write_config
 
-from osup_mp.shm import (
+from osup_mp.storage.shm.segment import (
     BUFFER_HEADER_SIZE,
     HEADER_SIZE,
     LAYOUT_VERSION,
@@ -133,7 +133,7 @@ def test_create_writes_header_and_is_owner_only(segment: str) -> None:
 
 ATTACH_CHILD = """
 import json, sys
-from osup_mp.shm import Role, SharedState
+from osup_mp.storage.shm.segment import Role, SharedState
 shm = SharedState.attach(sys.argv[1])
 shm.claim_slot(5, Role.SHADOW, "shadow-1")
 shm.slot(5)["pid"] = 4242
@@ -278,7 +278,7 @@ def test_read_only_attach_never_writes(segment: str) -> None:
 STRESS_WORKER = """
 import json, sys, time
 import numpy as np
-from osup_mp.shm import SharedState, ShmError
+from osup_mp.storage.shm.segment import SharedState, ShmError
 
 SHAPES = [(1, 1), (7, 13), (64, 100), (200, 1), (256, 1000), (3, 1000), (256, 5), (17, 64)]
 

@@ -18,11 +18,11 @@ import pytest
 from loguru import logger
 
 from osup_mp.client import Client, ConnectFailed
-from osup_mp.codec import FrameDecoder, pack
 from osup_mp.runtime.calls import CallMux
 from osup_mp.runtime.channel import Channel, channel_pair
 from osup_mp.runtime.control import ControlServer
 from osup_mp.runtime.supervisor import readable_now
+from osup_mp.wire import FrameDecoder, pack
 
 Callback = Callable[[], None]
 

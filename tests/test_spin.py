@@ -1,4 +1,4 @@
-"""Unit tests of the adaptive busy-poll window (osup_mp.runtime.spin)."""
+"""Unit tests of the adaptive busy-poll window (osup_mp.lowlevel.spin)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from osup_mp.runtime import spin
-from osup_mp.runtime.spin import Spinner
+from osup_mp.lowlevel import spin
+from osup_mp.lowlevel.spin import Spinner
 
 
 class FakeClock:

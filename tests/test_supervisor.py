@@ -11,7 +11,7 @@ import pytest
 from conftest import Tree, wait_for
 
 from osup_mp.client import Client
-from osup_mp.config import Strategy
+from osup_mp.runtime.supervisor import Strategy
 
 
 def _kill(pid: int | None) -> None:

@@ -6,7 +6,7 @@ import pytest
 from conftest import wait_for
 
 from osup_mp.client import ClientError
-from osup_mp.telemetry import EventCounter, Telemetry
+from osup_mp.components.telemetry import EventCounter, Telemetry
 
 
 def test_execute_dispatches_by_prefix_and_detaches_failing_handlers() -> None:
@@ -40,7 +40,7 @@ def test_sampling_in_a_tree(make_tree) -> None:
         assert proc["rss_bytes"] > 0 and proc["threads"] >= 1 and proc["fds"] >= 3
     assert sample["host"]["mem_total_bytes"] > 0
     # other components emit events with a cast; the counter sees them
-    attach = ["attach", "log", ["osup", "host"], "osup_mp.telemetry:log_event"]
+    attach = ["attach", "log", ["osup", "host"], "osup_mp.components.telemetry:log_event"]
     assert tree.request("call", name="telemetry", request=attach) is True
     bad = ["attach", "bad", ["x"], "no.such.module:fn"]
     with pytest.raises(ClientError, match="cannot attach"):

@@ -1,4 +1,5 @@
-"""Tests for osup_mp.vault (CheckpointStore and BytesOnlyDisk on real files in tmp_path).
+"""Tests for osup_mp.storage.checkpoints.store (CheckpointStore and BytesOnlyDisk on real
+files in tmp_path).
 
 Covered: save/load round trips (small rows in SQLite, large ones in diskcache files) with the
 file and the cache row holding the same image; the catalog order; pruning to ``generations``;
@@ -26,7 +27,14 @@ from typing import Any
 import diskcache
 import pytest
 
-from osup_mp.vault import _HEADER, Checkpoint, CheckpointStore, VaultError, decode, encode
+from osup_mp.storage.checkpoints.store import (
+    _HEADER,
+    Checkpoint,
+    CheckpointStore,
+    VaultError,
+    decode,
+    encode,
+)
 
 OpenStore = Callable[..., CheckpointStore]
 

@@ -1,4 +1,4 @@
-"""Tests for osup_mp.wal (WALStore on real files in tmp_path).
+"""Tests for osup_mp.storage.wal.store (WALStore on real files in tmp_path).
 
 Covered: append/close/reopen round trips and LSN continuity; rotation by entry count and by
 size; truncate_through and the ``lsn.floor`` file; torn-tail recovery at every byte offset of
@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from osup_mp import wal
-from osup_mp.wal import (
+from osup_mp.storage.wal import store as wal
+from osup_mp.storage.wal.store import (
     FLOOR_FILE,
     RECORD_HEADER,
     SEGMENT_HEADER,

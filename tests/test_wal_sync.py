@@ -1,4 +1,4 @@
-"""Unit tests of the WAL's background fdatasync worker (osup_mp.wal_sync)."""
+"""Unit tests of the WAL's background fdatasync worker (osup_mp.storage.wal.sync)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from osup_mp.wal_sync import BackgroundSync
+from osup_mp.storage.wal.sync import BackgroundSync
 
 
 def wait_finished(sync: BackgroundSync, timeout: float = 5.0) -> list[OSError | None]:

@@ -10,13 +10,13 @@ Exit status: 0 decoded, 1 not an osup-mp segment (or of another layout version),
 
 Design decisions:
 
-* **Imports only** ``osup_mp.shm_view`` (itself only ``osup_mp.shm`` and the standard
-  library) and the standard library; rich is optional (tables when it is installed,
+* **Imports only** ``osup_mp.storage.shm.view`` (itself only ``osup_mp.storage.shm.segment``
+  and the standard library) and the standard library; rich is optional (tables when it is installed,
   aligned plain text otherwise or with ``--plain``). This is a forensic tool: it must keep
   working when the CLI package, the config or the tree is broken, so it does not import
   ``osup_mp.cli`` (which would pull in click, the client and the config).
 * **One rendering.** The snapshot, the formatters, the rich tables and the watch loops are
-  :mod:`osup_mp.shm_view`'s, shared with ``osup-mp inspect shm``: both show the same
+  :mod:`osup_mp.storage.shm.view`'s, shared with ``osup-mp inspect shm``: both show the same
   text and the same ``--json`` document. This file is argument parsing, exit codes and the
   plain-text ``--watch``.
 * **Read-only.** ``SharedState.attach(name, writable=False)`` maps the segment
@@ -33,11 +33,11 @@ import sys
 import time
 
 try:
-    from osup_mp import shm_view
+    from osup_mp.storage.shm import view as shm_view
 except ImportError:  # run from a checkout that is not installed
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from osup_mp import shm_view
-from osup_mp.shm import ShmError
+    from osup_mp.storage.shm import view as shm_view
+from osup_mp.storage.shm.segment import ShmError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

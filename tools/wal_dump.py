@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from osup_mp.codec import FrameError, unpack_payload
-from osup_mp.wal import scan_segment, segment_name, verify_dir
+from osup_mp.storage.wal.store import scan_segment, segment_name, verify_dir
+from osup_mp.wire import FrameError, unpack_payload
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,8 +39,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from osup_mp.codec import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, pack
-from osup_mp.runtime.spin import Spinner
+from osup_mp.lowlevel.spin import Spinner
+from osup_mp.wire import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, pack
 
 _READ_SIZE = 256 * 1024
 
@@ -346,7 +346,7 @@ class Agent:
     def _attach_shm(self) -> None:
         if self.options.shm_name is None or self.options.shm_slot is None:
             return
-        from osup_mp.shm import SharedState, ShmError
+        from osup_mp.storage.shm.segment import SharedState, ShmError
 
         try:
             self.shm = SharedState.attach(self.options.shm_name)
@@ -450,7 +450,7 @@ def _die_with_manager() -> None:
     manager = os.environ.get("OSUP_MANAGER_PID")
     if not manager:
         return
-    from osup_mp.runtime.procutil import set_parent_death_signal
+    from osup_mp.lowlevel.proc import set_parent_death_signal
 
     set_parent_death_signal(signal.SIGKILL)
     if str(os.getppid()) != manager:

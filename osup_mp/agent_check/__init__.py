@@ -69,8 +69,8 @@ from osup_mp.agent_check.session import (
     Frame,
     StreamBroken,
 )
-from osup_mp.codec import DEFAULT_MAX_FRAME
-from osup_mp.runtime.procutil import describe_exit
+from osup_mp.lowlevel.proc import describe_exit
+from osup_mp.wire import DEFAULT_MAX_FRAME
 
 _LIST_MAX = 10
 

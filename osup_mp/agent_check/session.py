@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from osup_mp.codec import DEFAULT_MAX_FRAME, HEADER, FrameDecoder, FrameError, pack
-from osup_mp.runtime.procutil import close_pipes, describe_exit, set_parent_death_signal
+from osup_mp.lowlevel.proc import close_pipes, describe_exit, set_parent_death_signal
+from osup_mp.wire import DEFAULT_MAX_FRAME, HEADER, FrameDecoder, FrameError, pack
 
 CHECKS: tuple[str, ...] = (
     "starts",

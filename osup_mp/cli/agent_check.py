@@ -57,7 +57,7 @@ def command(timeout: float, heartbeat_interval: int, as_json: bool, argv: tuple[
     frames, heartbeats, requests, checkpoint, hot_reload, restore, shutdown. Exit 0 when all
     pass, 1 when any fails, 2 for usage errors.
     """
-    from osup_mp.runtime.procutil import resolve_executable
+    from osup_mp.lowlevel.proc import resolve_executable
 
     try:
         executable = resolve_executable(argv[0])

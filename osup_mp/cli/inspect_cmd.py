@@ -1,8 +1,8 @@
 """``osup-mp inspect shm``: decode the tree's shared-memory segment, read-only.
 
-Prints :meth:`osup_mp.shm.SharedState.describe` — the header, the slots in use and the
-seqlock state region — as rich tables, as JSON (``--json``), or redrawn every ``--interval``
-seconds (``--watch``) until Ctrl-C.
+Prints :meth:`~osup_mp.storage.shm.segment.SharedState.describe` — the header, the slots in
+use and the seqlock state region — as rich tables, as JSON (``--json``), or redrawn every
+``--interval`` seconds (``--watch``) until Ctrl-C.
 
 Design decisions:
 
@@ -14,9 +14,9 @@ Design decisions:
   long-held mapping would keep showing the dead one. A segment that vanishes mid-watch is
   shown as such and the watch keeps polling (the tree may be restarting).
 * **Exit codes.** A missing segment is "no tree running" (3); a foreign or wrong-version
-  segment is a failure (1) with the :class:`~osup_mp.shm.ShmError` message; Ctrl-C during
-  ``--watch`` exits 0. Never a traceback.
-* **Rendering shared with ``tools/shm_dump.py``** through :mod:`osup_mp.shm_view`, which
+  segment is a failure (1) with the :class:`~osup_mp.storage.shm.segment.ShmError` message;
+  Ctrl-C during ``--watch`` exits 0. Never a traceback.
+* **Rendering shared with ``tools/shm_dump.py``** through :mod:`osup_mp.storage.shm.view`, which
   holds the snapshot, the formatters, the rich tables and the watch loops and imports
   neither click nor the config (the offline tool must not). This module only adds the
   config (segment name, heartbeat timeout for the red ages) and the click command.
@@ -28,9 +28,9 @@ import json
 
 import click
 
-from osup_mp import shm_view
 from osup_mp.cli.common import EXIT_FAILED, EXIT_NOT_RUNNING, fail, load
-from osup_mp.shm import ShmError
+from osup_mp.storage.shm import view as shm_view
+from osup_mp.storage.shm.segment import ShmError
 
 MISSING_NOTE = "is the tree running? still watching"
 

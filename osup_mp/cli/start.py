@@ -8,10 +8,10 @@ import sys
 import click
 from loguru import logger
 
+from osup_mp.app.tree import Notify, run_tree
 from osup_mp.cli.common import EXIT_FAILED, fail, load
 from osup_mp.config import Config
-from osup_mp.pidfile import running_pid
-from osup_mp.tree import Notify, run_tree
+from osup_mp.lowlevel.pidfile import running_pid
 
 
 @click.command("start")

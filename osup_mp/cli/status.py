@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from osup_mp.cli.common import EXIT_NOT_RUNNING, load, request
-from osup_mp.pidfile import running_pid
+from osup_mp.lowlevel.pidfile import running_pid
 
 
 @click.command("status")

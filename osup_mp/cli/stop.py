@@ -7,8 +7,8 @@ import time
 import click
 
 from osup_mp.cli.common import fail, load, request
-from osup_mp.pidfile import running_pid
-from osup_mp.runtime.procutil import pid_alive
+from osup_mp.lowlevel.pidfile import running_pid
+from osup_mp.lowlevel.proc import pid_alive
 
 
 @click.command("stop")

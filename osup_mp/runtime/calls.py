@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from osup_mp.lowlevel.spin import Spinner
 from osup_mp.runtime.channel import Channel, ChannelClosed
-from osup_mp.runtime.spin import Spinner
 
 ReplyCallback = Callable[[bool, Any], None]
 _MISSING: Any = object()

@@ -9,7 +9,7 @@ Design decisions:
 * Frames are a 4-byte big-endian length plus a pickle. Both ends are processes of the same
   tree (forked from one parent), so pickle is safe here and is the fastest codec for the small
   tuples the runtime sends. Nothing from outside the tree (agents, control clients) ever
-  reaches a Channel: those use the strict MessagePack codec in :mod:`osup_mp.codec`.
+  reaches a Channel: those use the strict MessagePack codec in :mod:`osup_mp.wire`.
 * The socket is non-blocking and I/O is batched: :meth:`Channel.receive` drains everything the
   kernel holds and returns all complete messages at once, and :meth:`Channel.send` only
   queues; the owner's loop flushes once per wake-up, pickling up to 64 queued messages into

@@ -21,6 +21,15 @@ from osup_mp.runtime.component import Component
 from osup_mp.runtime.timers import Timer
 
 
+class Strategy(enum.StrEnum):
+    """Which siblings restart with a failed child (OTP semantics). The config validates the
+    same names (``[supervisor] strategy``); the runtime knows no config."""
+
+    ONE_FOR_ONE = "one_for_one"  # the failed child alone
+    ONE_FOR_ALL = "one_for_all"  # every child
+    REST_FOR_ONE = "rest_for_one"  # the failed child and those started after it
+
+
 class Restart(enum.StrEnum):
     PERMANENT = "permanent"  # always restarted
     TRANSIENT = "transient"  # restarted only after an abnormal exit

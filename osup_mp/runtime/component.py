@@ -38,9 +38,9 @@ from typing import Any, ClassVar, NamedTuple
 
 from loguru import logger
 
+from osup_mp.lowlevel.spin import Spinner
 from osup_mp.runtime.calls import CallError, CallInterrupted, CallMux, ReplyCallback
 from osup_mp.runtime.channel import Channel
-from osup_mp.runtime.spin import Spinner
 
 NOREPLY: Any = object()
 """Returned by ``handle_call`` to answer later with :meth:`Component.reply`."""

@@ -2,7 +2,7 @@
 
 A Unix stream socket in the run dir, mode 0600. The same server class serves the agent
 manager's data-plane socket, with other handlers. Each request is one frame of the wire codec
-(:mod:`osup_mp.codec`): ``{"id": int, "command": str, "args": map}``; each answer is
+(:mod:`osup_mp.wire`): ``{"id": int, "command": str, "args": map}``; each answer is
 ``{"id", "ok": true, "data"}`` or ``{"id", "ok": false, "error"}``. Many requests may be in
 flight on one connection; handlers may answer later (``status`` waits for telemetry).
 
@@ -37,7 +37,7 @@ from typing import Any
 
 from loguru import logger
 
-from osup_mp.codec import FrameDecoder, FrameError, pack
+from osup_mp.wire import FrameDecoder, FrameError, pack
 
 Respond = Callable[[bool, Any], None]
 Handler = Callable[[dict[str, Any], Respond], None]

@@ -32,7 +32,12 @@ from typing import Any
 
 from loguru import logger
 
-from osup_mp.config import Strategy
+from osup_mp.lowlevel.proc import (
+    become_subreaper,
+    describe_exit,
+    kill_descendants,
+    set_parent_death_signal,
+)
 from osup_mp.runtime.calls import CallMux, ReplyCallback
 from osup_mp.runtime.channel import Channel, channel_pair
 from osup_mp.runtime.children import (
@@ -44,17 +49,12 @@ from osup_mp.runtime.children import (
     Started,
     StartError,
     Stopped,
+    Strategy,
 )
 from osup_mp.runtime.component import ComponentLoop
-from osup_mp.runtime.procutil import (
-    become_subreaper,
-    describe_exit,
-    kill_descendants,
-    set_parent_death_signal,
-)
 from osup_mp.runtime.timers import Timers
 
-__all__ = ["Child", "ChildSpec", "ChildState", "Restart", "StartError", "Supervisor"]
+__all__ = ["Child", "ChildSpec", "ChildState", "Restart", "StartError", "Strategy", "Supervisor"]
 
 _FORK = multiprocessing.get_context("fork")
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -71,13 +71,13 @@ class Supervisor:
         self,
         specs: Iterable[ChildSpec],
         *,
-        strategy: Strategy = Strategy.ONE_FOR_ONE,
+        strategy: str = Strategy.ONE_FOR_ONE,
         max_restarts: int = 3,
         max_seconds: float = 5.0,
         child_setup: Callable[[str], None] | None = None,
     ) -> None:
         self.children: list[Child] = [Child(spec) for spec in specs]
-        self.strategy = strategy
+        self.strategy = Strategy(strategy)
         self.intensity = Intensity(max_restarts, max_seconds)
         self.pid = os.getpid()
         self.started_at = time.monotonic()

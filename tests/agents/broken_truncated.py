@@ -6,7 +6,7 @@ import sys
 
 from minimal_agent import MiniAgent
 
-from osup_mp.codec import pack
+from osup_mp.wire import pack
 
 
 class Truncated(MiniAgent):

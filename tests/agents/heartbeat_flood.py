@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from osup_mp.agent.sdk import Agent, AgentOptions
-from osup_mp.codec import pack
+from osup_mp.wire import pack
 
 
 class Flooder(Agent):

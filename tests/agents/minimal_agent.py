@@ -1,4 +1,4 @@
-"""A minimal agent on the standard library and ``osup_mp.codec`` only, for agent-check tests.
+"""A minimal agent on the standard library and ``osup_mp.wire`` only, for agent-check tests.
 
 Run as a script it is a well-behaved agent that passes every ``osup-mp agent-check`` check
 without the SDK. The ``broken_*.py`` agents beside it subclass :class:`MiniAgent` and break
@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from osup_mp.codec import FrameDecoder, pack
+from osup_mp.wire import FrameDecoder, pack
 
 SEED_ARGS = ["--role", "main", "--elixir-mode"]
 

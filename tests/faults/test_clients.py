@@ -20,7 +20,7 @@ import pytest
 from conftest import SCRIPTED_AGENT, Tree, wait_for
 
 from osup_mp.client import Client
-from osup_mp.codec import FrameDecoder, pack
+from osup_mp.wire import FrameDecoder, pack
 
 pytestmark = pytest.mark.faults
 

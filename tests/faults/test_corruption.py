@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import Tree, wait_for
 
-from osup_mp.vault import CheckpointStore
+from osup_mp.storage.checkpoints.store import CheckpointStore
 
 pytestmark = [
     pytest.mark.faults,

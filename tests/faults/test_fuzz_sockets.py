@@ -20,7 +20,7 @@ from conftest import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from osup_mp.codec import FrameDecoder
+from osup_mp.wire import FrameDecoder
 
 pytestmark = pytest.mark.faults
 

@@ -26,11 +26,11 @@ from typing import Any, TypeVar
 
 import psutil
 
+from osup_mp.app.tree import MAIN_SLOT, SpecsFactory, run_tree
 from osup_mp.client import Client, ClientError
 from osup_mp.config import Config, load_config
-from osup_mp.runtime.procutil import set_parent_death_signal
-from osup_mp.shm import SharedState, ShmError
-from osup_mp.tree import MAIN_SLOT, SpecsFactory, run_tree
+from osup_mp.lowlevel.proc import set_parent_death_signal
+from osup_mp.storage.shm.segment import SharedState, ShmError
 
 FORK = multiprocessing.get_context("fork")
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from _common import spawn_agent
 
-from osup_mp.codec import FrameDecoder, pack
-from osup_mp.runtime.procutil import set_parent_death_signal
-from osup_mp.runtime.spin import Spinner
+from osup_mp.lowlevel.proc import set_parent_death_signal
+from osup_mp.lowlevel.spin import Spinner
+from osup_mp.wire import FrameDecoder, pack
 
 _READ = 256 * 1024
 

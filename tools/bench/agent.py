@@ -106,10 +106,10 @@ import _relay
 from _common import BenchError, median, p90, unlink_shm, verdict
 
 from osup_mp.client import Client
-from osup_mp.codec import FrameDecoder, pack
 from osup_mp.config import Config
-from osup_mp.runtime.procutil import resolve_executable, set_parent_death_signal
-from osup_mp.shm import SharedState, SlotState
+from osup_mp.lowlevel.proc import resolve_executable, set_parent_death_signal
+from osup_mp.storage.shm.segment import SharedState, SlotState
+from osup_mp.wire import FrameDecoder, pack
 
 WINDOW = 64  # requests in flight for the pipelined figures
 REQUEST: dict[str, Any] = {"op": "stats"}

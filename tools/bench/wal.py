@@ -24,14 +24,16 @@ What is measured, and how:
    embedding: 64 float32 = 256 bytes}, timestamp; ~375 bytes of msgpack). Baselines, in the
    same run, interleaved with the WAL runs, in the tree's directory: for ``no`` (and for
    ``everysec``) a raw loop that frames the same msgpack payloads with
-   :func:`osup_mp.wal.encode_record` and ``os.write``\\ s them to one file, B records per write;
+   :func:`~osup_mp.storage.wal.store.encode_record` and ``os.write``\\ s them to one file, B
+   records per write;
    for ``always`` a raw group-commit loop: write a batch of as many records as the bench keeps
    in flight (W x B), ``os.fdatasync``, repeat (also reported: batches of one call's B).
    Target: acknowledged appends >= 25 % of the raw loop of the same policy.
 2. Recovery of a checkpoint plus N replayed entries (N = 100,000; ``--quick`` 20,000). A data
-   directory is prepared with :class:`~osup_mp.vault.CheckpointStore` (one checkpoint at LSN
-   1000 of a reference-agent snapshot with 1000 memory blocks) and :class:`~osup_mp.wal.
-   WALStore` (``lsn.floor`` 1000, then N ``memory_add`` entries with unique ids, LSN 1001 on).
+   directory is prepared with :class:`~osup_mp.storage.checkpoints.store.CheckpointStore`
+   (one checkpoint at LSN 1000 of a reference-agent snapshot with 1000 memory blocks) and
+   :class:`~osup_mp.storage.wal.store.WALStore` (``lsn.floor`` 1000, then N ``memory_add``
+   entries with unique ids, LSN 1001 on).
    The shipped tree (``child_specs``: telemetry, vault, wal, watchdog, agent:main running the
    reference agent) is started on it (``checkpoint_dir``/``wal_dir`` pointed there,
    ``vault.checkpoint_interval`` 0 so nothing new is checkpointed, ``agent.backoff_reset``
@@ -97,18 +99,18 @@ from _common import BenchError, median, p90, verdict
 
 from osup_mp.agent.reference import MemoryAgent
 from osup_mp.agent.sdk import AgentOptions
-from osup_mp.agent_manager.durability import Durability
 from osup_mp.client import Client, ClientError
-from osup_mp.codec import FrameDecoder
+from osup_mp.components.agent.durability import Durability
+from osup_mp.components.vault import MemoryVault
+from osup_mp.components.wal import WALManager
 from osup_mp.config import Config, load_config
-from osup_mp.memory_vault import MemoryVault
 from osup_mp.runtime.component import Caller, Component
 from osup_mp.runtime.supervisor import ChildSpec, Restart
-from osup_mp.shm import SlotState
-from osup_mp.vault import CheckpointStore
-from osup_mp.vault import encode as encode_checkpoint
-from osup_mp.wal import FLOOR_FILE, WALStore, atomic_write, encode_record
-from osup_mp.wal_manager import WALManager
+from osup_mp.storage.checkpoints.store import CheckpointStore
+from osup_mp.storage.checkpoints.store import encode as encode_checkpoint
+from osup_mp.storage.shm.segment import SlotState
+from osup_mp.storage.wal.store import FLOOR_FILE, WALStore, atomic_write, encode_record
+from osup_mp.wire import FrameDecoder
 
 SHM_PREFIX = "osup_bench_wal_"
 POLL = 0.0005  # s between shared-memory polls
@@ -972,7 +974,7 @@ def measure_saves(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]
 
 def _save_parts(store: CheckpointStore, payload: bytes, n: int) -> dict[str, float]:
     """What CheckpointStore.save does, piece by piece (same order, same calls)."""
-    from osup_mp.vault import Checkpoint
+    from osup_mp.storage.checkpoints.store import Checkpoint
 
     parts: dict[str, list[float]] = {
         "encode (sha256)": [],

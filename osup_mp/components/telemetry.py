@@ -65,7 +65,8 @@ class EventCounter:
 
 
 def log_event(event: Event, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
-    """A handler to attach by name (``osup_mp.telemetry:log_event``): events at debug level."""
+    """A handler to attach by name (``osup_mp.components.telemetry:log_event``): events at
+    debug level."""
     logger.debug("event {} {} {}", ".".join(event), measurements, metadata)
 
 

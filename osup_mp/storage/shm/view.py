@@ -13,8 +13,9 @@ Design decisions:
   here once instead of being kept in step by hand in two files.
 * **Importable without click.** ``tools/shm_dump.py`` is a forensic tool that must work when
   the CLI package, the config or the tree is broken, so this module imports only the
-  standard library and :mod:`osup_mp.shm` at import time — never ``osup_mp.cli``, click or
-  the config. rich is optional: it is imported inside the functions that need it, and
+  standard library and :mod:`osup_mp.storage.shm.segment` at import time — never
+  ``osup_mp.cli``, click or the config. rich is optional: it is imported inside the functions
+  that need it, and
   :func:`format_text` works without it.
 * **Read-only, one mapping per sample.** ``SharedState.attach(name, writable=False)`` maps
   the segment ``PROT_READ`` (a bug here raises instead of scribbling on a running tree) and
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from osup_mp.shm import SharedState, ShmError, shm_path
+from osup_mp.storage.shm.segment import SharedState, ShmError, shm_path
 
 SLOT_COLUMNS = (
     "SLOT", "ROLE", "ID", "PID", "STATE", "GEN", "RESTARTS", "BEATS", "HB AGE", "REQS", "ERRS",

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from loguru import logger
 
-from osup_mp.agent_states import AgentState
-from osup_mp.codec import HEADER
+from osup_mp.components.agent.states import AgentState
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller
+from osup_mp.wire import HEADER
 
 if TYPE_CHECKING:
-    from osup_mp.agent_manager.manager import AgentManager
+    from osup_mp.components.agent.manager import AgentManager
 
 _PAGE = 50_000  # WAL entries per read_after reply
 # What a restore frame adds around the snapshot: its keys, a checkpoint id, an LSN, flags.

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from osup_mp.codec import FrameDecoder, FrameError, pack
+from osup_mp.wire import FrameDecoder, FrameError, pack
 
 _READ = 256 * 1024
 # stderr is read with os.read: a smaller size, as each call allocates that much first.

@@ -29,22 +29,22 @@ from typing import Any
 
 from loguru import logger
 
-from osup_mp.agent_manager.durability import Durability
-from osup_mp.agent_manager.launch import agent_argv, agent_env, pre_exec
-from osup_mp.agent_manager.pipes import AgentPipes
-from osup_mp.agent_manager.requests import Requests
-from osup_mp.agent_manager.restarts import RestartPolicy
-from osup_mp.agent_states import AgentState, check_transition
+from osup_mp.components.agent.durability import Durability
+from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec
+from osup_mp.components.agent.pipes import AgentPipes
+from osup_mp.components.agent.requests import Requests
+from osup_mp.components.agent.restarts import RestartPolicy
+from osup_mp.components.agent.states import AgentState, check_transition
 from osup_mp.config import Config
-from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import NOREPLY, Caller, Component
-from osup_mp.runtime.procutil import (
+from osup_mp.lowlevel.proc import (
     become_subreaper,
     close_pipes,
     describe_exit,
     kill_descendants,
 )
-from osup_mp.shm import Role, SharedState, monotonic_ns
+from osup_mp.runtime.calls import CallError
+from osup_mp.runtime.component import NOREPLY, Caller, Component
+from osup_mp.storage.shm.segment import Role, SharedState, monotonic_ns
 
 S = AgentState
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 
-from osup_mp.codec.message import (
+from osup_mp.wire.message import (
     _HEADER_SIZE,
     _SMALL,
     DEFAULT_MAX_FRAME,

@@ -19,18 +19,18 @@ from typing import Any
 
 from loguru import logger
 
-from osup_mp import logsetup
-from osup_mp.agent_manager import AgentManager
+from osup_mp.app import logs
+from osup_mp.components.agent import AgentManager
+from osup_mp.components.telemetry import Telemetry
+from osup_mp.components.vault import MemoryVault
+from osup_mp.components.wal import WALManager
+from osup_mp.components.watchdog import Watchdog, manager_name
 from osup_mp.config import Config
-from osup_mp.memory_vault import MemoryVault
-from osup_mp.pidfile import AlreadyRunning, PidFile
-from osup_mp.runtime import spin
+from osup_mp.lowlevel import spin
+from osup_mp.lowlevel.pidfile import AlreadyRunning, PidFile
 from osup_mp.runtime.control import ControlServer, Handler, Respond
 from osup_mp.runtime.supervisor import ChildSpec, Restart, Supervisor
-from osup_mp.shm import SLOT_COUNT, SharedState, ShmError
-from osup_mp.telemetry import Telemetry
-from osup_mp.wal_manager import WALManager
-from osup_mp.watchdog import Watchdog, manager_name
+from osup_mp.storage.shm.segment import SLOT_COUNT, SharedState, ShmError
 
 MAIN_SLOT = 0
 
@@ -116,8 +116,8 @@ def run_tree(
     notify = notify or (lambda ok, reason: None)
     spin.configure(cfg.supervisor.busy_poll_us)  # before any fork: every component inherits it
     prepare_dirs(cfg)
-    relay = logsetup.LogRelay()
-    logsetup.configure_parent(cfg.logger, cfg.log_file, stderr=stderr_log, relay=relay)
+    relay = logs.LogRelay()
+    logs.configure_parent(cfg.logger, cfg.log_file, stderr=stderr_log, relay=relay)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(relay.close)
         pidfile = PidFile(cfg.pidfile)
@@ -150,7 +150,7 @@ def _run(
     cfg: Config,
     shm: SharedState,
     pidfile: PidFile,
-    relay: logsetup.LogRelay,
+    relay: logs.LogRelay,
     notify: Notify,
     specs: SpecsFactory,
     private_fds: tuple[int, ...],
@@ -160,7 +160,7 @@ def _run(
         strategy=cfg.supervisor.strategy,
         max_restarts=cfg.supervisor.max_restarts,
         max_seconds=cfg.supervisor.max_seconds,
-        child_setup=lambda name: logsetup.configure_child(cfg.logger, name),
+        child_setup=lambda name: logs.configure_child(cfg.logger, name),
     )
     sup.add_reader(relay.read_fd, relay.drain, drain_on_exit=True)
     sup.call_handlers["fatal"] = functools.partial(_fatal, sup)

@@ -12,7 +12,7 @@ tool registry. Requests are maps with an ``op``:
 Every state change is logged with ``wal_entry`` before it is answered, checkpoints carry the
 seed's fields (agent_state, memory_blocks, tool_registry), and the main agent publishes its
 embedding matrix to the shared-memory state region once per batch, where shadows read it
-zero-copy. The search itself lives in the hot-reloadable :mod:`osup_mp.agent.memory_system`.
+zero-copy. The search itself lives in the hot-reloadable :mod:`.memory_system`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from osup_mp.agent import memory_system
+from osup_mp.agent.reference import memory_system
 from osup_mp.agent.sdk import Agent, AgentOptions, RequestError, run_agent
 
 _MUTATING = frozenset({"memory_add", "memory_delete", "tool_register"})
@@ -252,7 +252,3 @@ def _ids(result: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     return run_agent(MemoryAgent, argv if argv is not None else sys.argv[1:])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

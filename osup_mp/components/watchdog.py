@@ -32,7 +32,7 @@ from loguru import logger
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller, Component
-from osup_mp.shm import Role, SharedState, SlotState, monotonic_ns
+from osup_mp.storage.shm.segment import Role, SharedState, SlotState, monotonic_ns
 
 
 def manager_name(instance_id: str) -> str:

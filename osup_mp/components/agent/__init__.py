@@ -4,6 +4,6 @@
 requests in flight; :mod:`.durability` the WAL/checkpoint/restore side of the main agent.
 """
 
-from osup_mp.agent_manager.manager import AgentManager
+from osup_mp.components.agent.manager import AgentManager
 
 __all__ = ["AgentManager"]

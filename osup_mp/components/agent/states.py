@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 
-from osup_mp.shm import SlotState
+from osup_mp.storage.shm.segment import SlotState
 
 
 class AgentState(enum.Enum):

@@ -7,7 +7,7 @@ the LSNs — is the acknowledgement, and it is sent only after the sync the fsyn
 requires:
 
 * ``always``: one ``fdatasync`` covers every append written before it started (group
-  commit); it runs on a worker thread (:mod:`osup_mp.wal_sync`), so the loop keeps reading
+  commit); it runs on a worker thread (:mod:`osup_mp.storage.wal.sync`), so the loop keeps reading
   and writing the next group while the disk works;
 * ``everysec``: reply after the write; a timer syncs once a second if anything was written;
 * ``no``: reply after the write; the kernel decides.
@@ -23,12 +23,12 @@ from typing import Any
 
 from loguru import logger
 
-from osup_mp.codec import FrameError, unpack_payload
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component
-from osup_mp.wal import WALError, WALStore, verify_dir
-from osup_mp.wal_sync import BackgroundSync
+from osup_mp.storage.wal.store import WALError, WALStore, verify_dir
+from osup_mp.storage.wal.sync import BackgroundSync
+from osup_mp.wire import FrameError, unpack_payload
 
 Written = list[tuple[Caller, list[int]]]  # appends written, with their LSNs, awaiting a sync
 

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from osup_mp.agent_states import AgentState
+from osup_mp.components.agent.states import AgentState
 from osup_mp.runtime.control import Connection, ControlServer, Respond
 
 if TYPE_CHECKING:
-    from osup_mp.agent_manager.manager import AgentManager
+    from osup_mp.components.agent.manager import AgentManager
 
 Target = Respond | tuple[Connection, Any]
 

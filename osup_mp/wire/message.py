@@ -1,7 +1,7 @@
 """One message <-> one frame: errors, limits, :func:`pack` and :func:`unpack_payload`.
 
 The strict rules (what is refused, and why) are in the package docstring
-(:mod:`osup_mp.codec`); :mod:`osup_mp.codec.stream` builds the incremental decoder and the
+(:mod:`osup_mp.wire`); :mod:`osup_mp.wire.stream` builds the incremental decoder and the
 blocking helpers on the private checks here.
 """
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import posix_ipc
 
-from osup_mp.runtime.procutil import pid_alive
+from osup_mp.lowlevel.proc import pid_alive
 
 MAGIC = b"OSUPSHM1"
 LAYOUT_VERSION = 1

@@ -13,7 +13,7 @@ import signal
 from collections.abc import Callable
 
 from osup_mp.config import Config
-from osup_mp.runtime.procutil import resolve_executable, set_parent_death_signal
+from osup_mp.lowlevel.proc import resolve_executable, set_parent_death_signal
 
 
 def agent_argv(cfg: Config, role: str, command: list[str] | None) -> list[str]:

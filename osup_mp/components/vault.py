@@ -2,8 +2,9 @@
 
 Snapshots arrive from agent managers already packed with MessagePack (the manager checks
 that a restore frame can carry them) and are stored as they are by
-:class:`~osup_mp.vault.CheckpointStore` (diskcache + checksummed file); a restore gets those
-bytes back unopened, so a large state is never decoded and re-encoded on its way. After a save is
+:class:`~osup_mp.storage.checkpoints.store.CheckpointStore` (diskcache + checksummed file);
+a restore gets those bytes back unopened, so a large state is never decoded and re-encoded on
+its way. After a save is
 durable, WAL segments wholly covered by the oldest checkpoint still kept are released:
 nothing is deleted that a restore could still need.
 """
@@ -16,11 +17,11 @@ from typing import Any
 import msgpack
 from loguru import logger
 
-from osup_mp.codec import FrameError, unpack_payload
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller, Component
-from osup_mp.vault import ID_PATTERN, CheckpointStore, VaultError
+from osup_mp.storage.checkpoints.store import ID_PATTERN, CheckpointStore, VaultError
+from osup_mp.wire import FrameError, unpack_payload
 
 
 class MemoryVault(Component):

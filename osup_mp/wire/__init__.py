@@ -51,7 +51,7 @@ Design decisions
   frame.  A :class:`FrameDecoder` instance must not be shared between threads.
 """
 
-from osup_mp.codec.message import (
+from osup_mp.wire.message import (
     DEFAULT_MAX_FRAME,
     HEADER,
     BadMessage,
@@ -61,7 +61,7 @@ from osup_mp.codec.message import (
     pack,
     unpack_payload,
 )
-from osup_mp.codec.stream import FrameDecoder, read_frame, write_frame
+from osup_mp.wire.stream import FrameDecoder, read_frame, write_frame
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
