@@ -297,11 +297,15 @@ def test_bad_requests_get_errors_and_crash_nothing(make_tree, tmp_path) -> None:
     tree = _tree(make_tree).start()
     before = wait_for(tree.running_pids)
     for command, args, expected in [
-        ("wal_tail", {}, "missing argument: n"),
-        ("hot_reload", {"module": "memory_system"}, "source code as text"),
+        ("wal_tail", {}, "wal_tail: missing argument n"),
+        ("wal_tail", {"n": "ten"}, "wal_tail: n must be an integer, not str"),
+        ("hot_reload", {"module": "memory_system"}, "hot_reload: missing argument code"),
+        ("hot_reload", {"code": b"x = 1"}, "code must be a string, not bytes"),
         ("checkpoint_show", {"id": "../../etc/passwd"}, "is not a checkpoint id"),
-        ("checkpoint_delete", {}, "missing argument: id"),
-        ("checkpoint_restore", {}, "missing argument: id"),
+        ("checkpoint_delete", {}, "checkpoint_delete: missing argument id"),
+        ("checkpoint_restore", {}, "checkpoint_restore: missing argument id"),
+        ("shadow_start", {"id": "s", "colour": "red"}, "unknown argument 'colour'"),
+        ("no_such_command", {}, "unknown command 'no_such_command'"),
     ]:
         with pytest.raises(ClientError, match=expected):
             tree.request(command, **args)

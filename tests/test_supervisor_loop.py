@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Any
 
+import psutil
+import pytest
 from conftest import TREE_MAIN, Tree, wait_for
 
 from osup_mp.client import Client, ClientError
@@ -151,3 +153,26 @@ def test_shadows_start_in_parallel(make_tree) -> None:
         thread.join(60)
     assert answers["slow"]["id"] == "slow", answers
     assert {a["id"] for a in tree.status()["agents"]} == {"main", "slow", "fast"}
+
+
+def test_a_bug_in_the_loop_takes_no_child_with_it_alive() -> None:
+    """An exception escaping the supervisor's loop (a bug) kills the children before it
+    propagates: nothing outlives the tree, and the process does not hang at exit."""
+    from components import Echo
+
+    from osup_mp.runtime.supervisor import ChildSpec, Supervisor
+
+    sup = Supervisor([ChildSpec("a", Echo, shutdown_timeout=2.0)])
+    pids: list[int] = []
+
+    def bug() -> None:
+        child = sup.child("a")
+        if child is not None and child.state.value == "running":
+            pids.append(child.pid or 0)
+            raise RuntimeError("a bug in a loop hook")
+
+    sup.after_events.append(bug)
+    with pytest.raises(RuntimeError, match="a bug in a loop hook"):
+        sup.run()
+    assert pids and pids[0] > 0
+    wait_for(lambda: not psutil.pid_exists(pids[0]), 5, what="the child killed")

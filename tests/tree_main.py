@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from components import Echo
 
-from osup_mp.app.tree import run_tree, telemetry_spec
+from osup_mp.app.specs import telemetry_spec
+from osup_mp.app.tree import run_tree
 from osup_mp.config import load_config
 from osup_mp.runtime.supervisor import ChildSpec, Restart
 

@@ -1,4 +1,4 @@
-"""Telemetry component (the seed's Component 8): periodic process sampling and an event API.
+"""Telemetry component: periodic process sampling and an event API.
 
 Every ``period`` it samples each process of the tree — the supervisor, every component and
 their descendants (agents) — with psutil (RSS, CPU %, threads, open fds) plus host-wide
@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 from loguru import logger
 
+from osup_mp.lowlevel.proc import descendants_of
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component, PeerRef
 
@@ -124,13 +125,11 @@ class Telemetry(Component):
             if proc is None:
                 continue
             processes.append(self._measure(name, proc, seen))
-            try:
-                descendants = proc.children(recursive=True) if name != "supervisor" else []
-            except psutil.Error:
-                descendants = []
-            for sub in descendants:
-                cached = self._proc(sub.pid)
-                if cached is not None and sub.pid not in seen:
+            # From /proc/PID/task/*/children: psutil's children() reads every process on the
+            # host, per component, and made ``status`` cost tens of milliseconds.
+            for sub in descendants_of(pid) if name != "supervisor" else []:
+                cached = self._proc(sub)
+                if cached is not None and sub not in seen:
                     processes.append(self._measure(f"{name}/{_proc_name(cached)}", cached, seen))
         for pid in list(self._procs):
             if pid not in seen:

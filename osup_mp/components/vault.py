@@ -1,4 +1,4 @@
-"""The memory vault component (the seed's MemoryVault): save, list, load, delete checkpoints.
+"""The memory vault component: save, list, load, delete checkpoints.
 
 Snapshots arrive from agent managers already packed with MessagePack (the manager checks
 that a restore frame can carry them) and are stored as they are by

@@ -1,4 +1,4 @@
-"""The WAL manager component (the seed's WALManager), done right.
+"""The WAL manager component: appends, fsync policy, group commit.
 
 Agent managers send batches of entries, each already MessagePack-encoded (a map), with
 ``("append", [payload, ...])``. Every append that arrives in one loop wake-up is written with

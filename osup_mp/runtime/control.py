@@ -31,13 +31,14 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from osup_mp.wire import FrameDecoder, FrameError, pack
+from osup_mp.wire.api import Command
 
 Respond = Callable[[bool, Any], None]
 Handler = Callable[[dict[str, Any], Respond], None]
@@ -74,6 +75,7 @@ class ControlServer:
         *,
         max_frame: int,
         direct: dict[str, DirectHandler] | None = None,
+        commands: Mapping[str, Command] | None = None,
         label: str = "control",
         max_in_flight: int = MAX_IN_FLIGHT,
         max_pending_output: int = MAX_PENDING_OUTPUT,
@@ -82,6 +84,9 @@ class ControlServer:
         self.path = path
         self.handlers = handlers
         self.direct = direct or {}
+        # Declarations (osup_mp.wire.api) the arguments of non-direct commands are checked
+        # against before their handler runs.
+        self.commands = commands or {}
         self.max_frame = max_frame
         self.label = label  # names the socket in log lines: "control", "data-plane (…)"
         self.max_in_flight = max_in_flight
@@ -306,6 +311,11 @@ class Connection:
         if handler is None:
             known = ", ".join(sorted([*self.server.handlers, *self.server.direct]))
             respond(False, f"unknown command {command!r} (known: {known})")
+            return
+        declared = self.server.commands.get(command)
+        problem = declared.check(args) if declared is not None else None
+        if problem is not None:
+            respond(False, problem)
             return
         try:
             handler(args, respond)

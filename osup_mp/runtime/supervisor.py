@@ -176,10 +176,22 @@ class Supervisor:
 
         # Orphans of a dead component (an agent whose manager was SIGKILLed) come to us.
         become_subreaper()
-        self._start_in_order(list(self.children), started)
-        while not self._finished:
-            self._wait_once()
+        try:
+            self._start_in_order(list(self.children), started)
+            while not self._finished:
+                self._wait_once()
+        except BaseException:
+            # A bug in the loop: no child may outlive it (and multiprocessing's exit
+            # handler would wait for them for ever).
+            self._kill_all()
+            raise
         return self._exit_code
+
+    def _kill_all(self) -> None:
+        for child in self.children:
+            if child.process is not None and child.process.exitcode is None:
+                _signal(child.process, signal.SIGKILL)
+                child.process.join(5.0)
 
     def _wait_once(self) -> None:
         for key, events in self.selector.select(self._next_timeout()):

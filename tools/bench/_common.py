@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 import psutil
 
-from osup_mp.app.tree import MAIN_SLOT, SpecsFactory, run_tree
+from osup_mp.app.specs import MAIN_SLOT, SpecsFactory
+from osup_mp.app.tree import run_tree
 from osup_mp.client import Client, ClientError
 from osup_mp.config import Config, load_config
 from osup_mp.lowlevel.proc import set_parent_death_signal

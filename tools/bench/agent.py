@@ -22,13 +22,13 @@ What is measured, and how:
    :class:`~osup_mp.client.Client` (``run_dir/agent-main.sock``, command ``request``) one at
    a time (median/p90 µs); and with 64 requests in flight (``Client.send`` x64, then one
    ``receive`` + one ``send`` per answer; the client library coalesces its writes, 512 bytes
-   or when it waits) → requests/s. Baseline: the agent spawned directly,
-   after its ``ready`` frame; framed ``process_request`` with the same data written to its
-   stdin and the ``response`` read from its stdout (heartbeat/metrics frames skipped), one at
-   a time and 64 in flight in the same way. Targets: median <= 2x raw; throughput >= 50 %.
-   Reference (no target): the same client through a bare relay (``_relay.py``: the manager's
-   three-process shape, the project's codec and busy polling, and no supervision at all), so
-   the manager's own cost can be told from what a third process costs on this machine.
+   or when it waits) → requests/s. Baseline: the same client through a bare relay
+   (``_relay.py``: the manager's three-process shape, the project's codec and busy polling,
+   and no supervision at all), so the manager's own cost is told from what a third process
+   costs on this machine. Targets: median <= 1.2x the relay's; throughput >= 1/1.2 of it.
+   Reference (no target): the agent spawned directly, after its ``ready`` frame; framed
+   ``process_request`` with the same data written to its stdin and the ``response`` read
+   from its stdout (heartbeat/metrics frames skipped), one at a time and 64 in flight.
 2. Agent restart. SIGKILL the agent pid (from shared-memory slot 0), then poll slot 0 every
    0.5 ms until ``state == RUNNING`` with a new ``generation`` (the manager writes RUNNING when
    it has the new agent's ``ready`` frame): kill → ready. After each restart, a pause of at
@@ -924,8 +924,9 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
         "ratio": via_med / raw_med,
         "bare_relay_median_us": median(req["relayed"]),
         "bare_relay_ratio": median(req["relayed"]) / raw_med,
-        "target": "manager median <= 2x direct",
-        "pass": via_med <= 2 * raw_med,
+        "ratio_relay": via_med / median(req["relayed"]),
+        "target": "manager median <= 1.2x the bare relay",
+        "pass": via_med <= 1.2 * median(req["relayed"]),
     }
     rate, raw_rate = median(req["rates"]), median(req["raw_rates"])
     figures["pipelined"] = {
@@ -939,8 +940,9 @@ def run(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
         "bare_relay_req_per_s": median(req["relay_rates"]),
         "bare_relay_runs_req_per_s": req["relay_rates"],
         "bare_relay_ratio": median(req["relay_rates"]) / raw_rate,
-        "target": "manager >= 50% of direct",
-        "pass": rate >= 0.5 * raw_rate,
+        "ratio_relay": rate / median(req["relay_rates"]),
+        "target": "manager >= 1/1.2 of the bare relay",
+        "pass": rate * 1.2 >= median(req["relay_rates"]),
     }
     restart_med, spawn_med = median(rst["restart_ms"]), median(rst["spawn_ms"])
     figures["restart"] = {
@@ -1023,19 +1025,19 @@ def render(figures: dict[str, Any]) -> str:
         (
             "request round trip (1 in flight)",
             f"median {c['median_us']:.0f} us  p90 {c['p90_us']:.0f} us",
-            f"direct pipes {c['baseline_direct_median_us']:.0f} us  ratio {c['ratio']:.2f}x",
-            f"target <= 2x: {verdict(c['pass'])}",
+            f"bare relay {c['bare_relay_median_us']:.0f} us  ratio {c['ratio_relay']:.2f}x",
+            f"target <= 1.2x: {verdict(c['pass'])}",
         ),
         (
             f"pipelined requests ({p['window']} in flight)",
             f"{p['req_per_s']:.0f} req/s",
-            f"direct pipes {p['baseline_direct_req_per_s']:.0f}/s  ratio {p['ratio']:.2f}",
-            f"target >= 0.5: {verdict(p['pass'])}",
+            f"bare relay {p['bare_relay_req_per_s']:.0f}/s  ratio {p['ratio_relay']:.2f}",
+            f"target >= 0.83: {verdict(p['pass'])}",
         ),
         (
-            "  reference: through a bare relay",
-            f"{c['bare_relay_median_us']:.0f} us;  {p['bare_relay_req_per_s']:.0f} req/s",
-            f"ratios {c['bare_relay_ratio']:.2f}x;  {p['bare_relay_ratio']:.2f}",
+            "  reference: the agent on direct pipes",
+            f"{c['baseline_direct_median_us']:.0f} us;  {p['baseline_direct_req_per_s']:.0f} req/s",
+            f"manager ratios {c['ratio']:.2f}x;  {p['ratio']:.2f}",
             "(no target)",
         ),
         (

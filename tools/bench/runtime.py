@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 from _common import BenchError, median, p90, verdict
 
-from osup_mp.app.tree import SpecsFactory, child_specs
+from osup_mp.app.specs import SpecsFactory, child_specs
 from osup_mp.client import ClientError
 from osup_mp.runtime.component import Caller, Component
 from osup_mp.runtime.supervisor import ChildSpec, Restart

@@ -1,4 +1,4 @@
-"""Agent managers: one component per agent instance (the seed's GerbilManager).
+"""Agent managers: one component per agent instance.
 
 :mod:`.manager` is the component; :mod:`.launch` the launch contract; :mod:`.requests` the
 requests in flight; :mod:`.durability` the WAL/checkpoint/restore side of the main agent.

@@ -1,4 +1,4 @@
-"""The agent manager component (the seed's GerbilManager): one per agent instance.
+"""The agent manager component: one per agent instance.
 
 It spawns the agent executable (see :mod:`.launch` for the contract), speaks framed
 MessagePack on the agent's stdin/stdout, logs its stderr tagged with the instance name, and

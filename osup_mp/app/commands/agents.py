@@ -1,0 +1,73 @@
+"""Commands about agents: shadows, hot reload, agent restarts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from osup_mp.app.commands.context import Context
+from osup_mp.app.specs import agent_spec
+from osup_mp.components.watchdog import manager_name
+from osup_mp.runtime.control import Respond
+from osup_mp.wire import api
+
+_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def shadow_start(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
+    instance_id = args["id"]
+    if not _ID.fullmatch(instance_id) or instance_id == "main":
+        respond(False, "a shadow id is 1-32 of [A-Za-z0-9_-], and not 'main'")
+        return
+    if ctx.sup.child(manager_name(instance_id)) is not None:
+        respond(False, f"shadow {instance_id} already exists")
+        return
+    slot = ctx.allocate_slot(instance_id)
+    if isinstance(slot, str):
+        respond(False, slot)
+        return
+    spec = agent_spec(
+        ctx.cfg,
+        ctx.shm,
+        role="shadow",
+        instance_id=instance_id,
+        slot=slot,
+        command=args.get("command"),
+    )
+
+    def started(ok: bool, detail: str) -> None:
+        if ok:
+            respond(True, {"id": instance_id, "component": spec.name, "slot": slot})
+        else:
+            respond(False, detail)
+
+    ctx.sup.start_child(spec, started)
+
+
+def shadow_stop(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
+    name = manager_name(args["id"])
+    if ctx.sup.child(name) is None or name == manager_name("main"):
+        respond(False, f"no shadow {args['id']!r}")
+        return
+    ctx.sup.terminate_child(name, lambda: respond(True, {"stopped": args["id"]}))
+
+
+def _to_agent(kind: str, *keys: str) -> Any:
+    """A command for one agent's manager (``id``, default main): ``(kind, args[key]...)``;
+    absent keys are passed as None and checked by the manager."""
+
+    def handler(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
+        name = manager_name(args.get("id") or "main")
+        request = (kind, *(args.get(k) for k in keys))
+        if not ctx.sup.call_child(name, request, respond, float(args.get("timeout") or 30.0)):
+            respond(False, f"no running agent manager {name!r}")
+
+    return handler
+
+
+HANDLERS = {
+    api.SHADOW_START: shadow_start,
+    api.SHADOW_STOP: shadow_stop,
+    api.HOT_RELOAD: _to_agent("hot_reload", "code", "module"),
+    api.AGENT_RESTART: _to_agent("restart_agent"),
+}

@@ -1,0 +1,80 @@
+"""Which components form the tree, in start order, and how each is started.
+
+Start order: telemetry, vault, WAL, watchdog, then the agents, so that every component
+an agent manager needs is running before it starts. Shadows are dynamic children made from
+:func:`agent_spec` by the ``shadow_start`` command.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from osup_mp.components.agent import AgentManager
+from osup_mp.components.telemetry import Telemetry
+from osup_mp.components.vault import MemoryVault
+from osup_mp.components.wal import WALManager
+from osup_mp.components.watchdog import Watchdog, manager_name
+from osup_mp.config import Config
+from osup_mp.runtime.supervisor import ChildSpec, Restart
+from osup_mp.storage.shm.segment import SharedState
+
+MAIN_SLOT = 0
+
+SpecsFactory = Callable[[SharedState], list[ChildSpec]]
+
+
+def telemetry_spec(cfg: Config) -> ChildSpec:
+    return ChildSpec(
+        "telemetry",
+        functools.partial(Telemetry, cfg.telemetry.period / 1000, cfg.o_supervisor.data_dir),
+        Restart.PERMANENT,
+        shutdown_timeout=cfg.supervisor.shutdown_timeout / 1000,
+    )
+
+
+def agent_spec(
+    cfg: Config,
+    shm: SharedState,
+    *,
+    role: str,
+    instance_id: str,
+    slot: int,
+    command: list[str] | None = None,
+) -> ChildSpec:
+    """An agent manager: ``agent:main`` is permanent; shadows are transient dynamic children."""
+    factory = functools.partial(
+        AgentManager, cfg, shm, role=role, instance_id=instance_id, slot=slot, command=command
+    )
+    restart = Restart.PERMANENT if role == "main" else Restart.TRANSIENT
+    # Stopping a manager stops its agent first: give it the agent's stop timeout on top.
+    shutdown = (cfg.supervisor.shutdown_timeout + cfg.agent.stop_timeout) / 1000
+    # Its start includes the agent's first start (and restore): give it the ready timeout.
+    start = max(30.0, cfg.agent.ready_timeout / 1000 + 10.0)
+    return ChildSpec(
+        manager_name(instance_id), factory, restart, shutdown_timeout=shutdown, start_timeout=start
+    )
+
+
+def child_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
+    """The shipped tree, in start order."""
+    shutdown = cfg.supervisor.shutdown_timeout / 1000
+    return [
+        telemetry_spec(cfg),
+        ChildSpec(
+            "vault",
+            functools.partial(MemoryVault, cfg),
+            Restart.PERMANENT,
+            shutdown_timeout=shutdown,
+        ),
+        ChildSpec(
+            "wal", functools.partial(WALManager, cfg), Restart.PERMANENT, shutdown_timeout=shutdown
+        ),
+        ChildSpec(
+            "watchdog",
+            functools.partial(Watchdog, cfg, shm),
+            Restart.PERMANENT,
+            shutdown_timeout=shutdown,
+        ),
+        agent_spec(cfg, shm, role="main", instance_id="main", slot=MAIN_SLOT),
+    ]

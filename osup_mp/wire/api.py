@@ -1,0 +1,195 @@
+"""The control and data-plane API: every command declared once, with typed arguments.
+
+A request is ``{"id", "command", "args"}`` (see :mod:`osup_mp.runtime.control`). Each
+:class:`Command` here names a command, its arguments (name, type, whether required, help)
+and its help text; the server checks arguments against it before any handler runs (so a
+handler reads typed values, never a raw map), the client takes its default timeout from it,
+and the CLI its help. The declarations live in ``wire`` because both sides import them: the
+client may not import the application that serves them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "number": (int, float),
+    "bool": (bool,),
+    "strings": (list,),
+    "any": (object,),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    """One argument: ``kind`` is str, int, number, bool, strings (a list of str) or any."""
+
+    name: str
+    kind: str
+    help: str
+    required: bool = False
+
+    def check(self, value: Any) -> str | None:
+        """Why ``value`` is not acceptable, or None."""
+        if isinstance(value, bool) and self.kind in ("int", "number"):
+            return f"{self.name} must be {self.kind_text}, not a boolean"
+        if not isinstance(value, _TYPES[self.kind]):
+            return f"{self.name} must be {self.kind_text}, not {type(value).__name__}"
+        if (
+            self.kind == "strings"
+            and isinstance(value, list)
+            and not all(isinstance(v, str) for v in value)
+        ):
+            return f"{self.name} must be a list of strings"
+        if self.kind in ("int", "number") and isinstance(value, int | float) and value < 0:
+            return f"{self.name} must not be negative"
+        return None
+
+    @property
+    def kind_text(self) -> str:
+        return {
+            "str": "a string",
+            "int": "an integer",
+            "number": "a number",
+            "bool": "true or false",
+            "strings": "a list of strings",
+            "any": "any value",
+        }[self.kind]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    help: str
+    args: tuple[Arg, ...] = ()
+    timeout: float = 30.0  # seconds a client waits for the answer by default
+
+    def check(self, args: Mapping[str, Any]) -> str | None:
+        """Why ``args`` do not fit this command (unknown, missing or mistyped), or None."""
+        known = {a.name: a for a in self.args}
+        unknown = sorted(set(args) - known.keys())
+        if unknown:
+            expected = ", ".join(known) or "none"
+            return f"{self.name}: unknown argument {unknown[0]!r} (expected: {expected})"
+        for arg in self.args:
+            value = args.get(arg.name)
+            if value is None:
+                if arg.required:
+                    return f"{self.name}: missing argument {arg.name} ({arg.help})"
+                continue
+            problem = arg.check(value)
+            if problem:
+                return f"{self.name}: {problem}"
+        return None
+
+
+_ID = Arg("id", "str", "a checkpoint id", required=True)
+_AGENT = Arg("id", "str", "an agent id (default: main)")
+_TIMEOUT = Arg("timeout", "number", "seconds to wait for the answer")
+
+# -- the tree --------------------------------------------------------------------------------
+PING = Command("ping", "Answer pong: the tree is listening.", timeout=10.0)
+STATUS = Command("status", "The tree, its components and agents, with figures.", timeout=10.0)
+STOP = Command("stop", "Stop the tree in reverse start order.")
+CONFIG = Command("config", "The effective configuration the tree runs with.")
+RESTART = Command(
+    "restart",
+    "Stop and start one component (not counted against the restart intensity).",
+    (Arg("name", "str", "a component name", required=True),),
+    timeout=120.0,
+)
+CALL = Command(
+    "call",
+    "Send a raw call to one component (for debugging).",
+    (
+        Arg("name", "str", "a component name", required=True),
+        Arg("request", "any", "the call, a list whose first item is its kind", required=True),
+        _TIMEOUT,
+    ),
+)
+# -- shadows and agents ----------------------------------------------------------------------
+SHADOW_START = Command(
+    "shadow_start",
+    "Start a shadow agent; answers once it is ready.",
+    (
+        Arg("id", "str", "the shadow id: 1-32 of [A-Za-z0-9_-], not main", required=True),
+        Arg("command", "strings", "the agent command line (default: the configured agent)"),
+    ),
+    timeout=120.0,
+)
+SHADOW_STOP = Command(
+    "shadow_stop",
+    "Stop a shadow agent and remove it from the tree.",
+    (Arg("id", "str", "the shadow id", required=True),),
+    timeout=120.0,
+)
+HOT_RELOAD = Command(
+    "hot_reload",
+    "Replace a module of a running agent with new source code.",
+    (
+        Arg("code", "str", "the module's new source code", required=True),
+        Arg("module", "str", "which module (default: the agent's own default)"),
+        _AGENT,
+        _TIMEOUT,
+    ),
+    timeout=60.0,
+)
+AGENT_RESTART = Command(
+    "agent_restart",
+    "Restart one agent (stop, then start; FATAL agents too).",
+    (_AGENT, _TIMEOUT),
+    timeout=60.0,
+)
+# -- checkpoints and the WAL -----------------------------------------------------------------
+CHECKPOINT_CREATE = Command("checkpoint_create", "Checkpoint the main agent now.", timeout=90.0)
+CHECKPOINT_RESTORE = Command(
+    "checkpoint_restore", "Restart the main agent from a checkpoint.", (_ID,)
+)
+CHECKPOINT_LIST = Command("checkpoint_list", "The stored checkpoints, newest first.")
+CHECKPOINT_SHOW = Command("checkpoint_show", "One checkpoint's summary and snapshot.", (_ID,))
+CHECKPOINT_DELETE = Command("checkpoint_delete", "Delete one checkpoint.", (_ID,))
+WAL_STATS = Command("wal_stats", "The WAL's LSNs, segments and sync figures.")
+WAL_TAIL = Command(
+    "wal_tail",
+    "The newest WAL records.",
+    (Arg("n", "int", "how many records", required=True),),
+)
+WAL_VERIFY = Command("wal_verify", "Check every WAL record's checksum.", timeout=180.0)
+
+CONTROL: Mapping[str, Command] = {
+    c.name: c
+    for c in (
+        PING,
+        STATUS,
+        STOP,
+        CONFIG,
+        RESTART,
+        CALL,
+        SHADOW_START,
+        SHADOW_STOP,
+        HOT_RELOAD,
+        AGENT_RESTART,
+        CHECKPOINT_CREATE,
+        CHECKPOINT_RESTORE,
+        CHECKPOINT_LIST,
+        CHECKPOINT_SHOW,
+        CHECKPOINT_DELETE,
+        WAL_STATS,
+        WAL_TAIL,
+        WAL_VERIFY,
+    )
+}
+"""The control socket's commands, by name."""
+
+# -- the data plane (an agent manager's socket) ------------------------------------------
+REQUEST = Command(
+    "request",
+    "Send one request to the agent and return its answer.",
+    (Arg("data", "any", "the request for the agent", required=True), _TIMEOUT),
+)
+DATA_PLANE: Mapping[str, Command] = {c.name: c for c in (PING, REQUEST)}
+"""The data-plane socket's commands, by name."""
