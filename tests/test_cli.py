@@ -223,7 +223,9 @@ def test_stop_waits_for_slow_components(make_tree) -> None:
     t0 = time.monotonic()
     assert tree.cli("stop", "--timeout", "30").returncode == 0
     assert time.monotonic() - t0 < 30
-    assert tree.cli("stop").stdout.strip() == "osup-mp: not running"
+    again = tree.cli("stop")
+    assert again.returncode == 0 and again.stdout == ""
+    assert again.stderr.strip() == "osup-mp: not running"
 
 
 def test_sigterm_to_daemon_is_stop(make_tree, tag) -> None:
@@ -266,3 +268,109 @@ def test_logs_follow_prints_new_lines(make_tree) -> None:
         follower.wait(10)
         follower.stdout.close()
     assert tree.cli("stop").returncode == 0
+
+
+def test_help_imports_only_click_and_the_command_modules() -> None:
+    """``osup-mp --help`` must start fast: no command module may import the tree, numpy, rich
+    or even the config at import time (they load inside the command that needs them)."""
+    heavy = (
+        "numpy",
+        "rich",
+        "loguru",
+        "psutil",
+        "msgpack",
+        "ctypes",
+        "osup_mp.app",
+        "osup_mp.config",
+        "osup_mp.client",
+        "osup_mp.runtime",
+        "osup_mp.storage",
+        "osup_mp.components",
+        "osup_mp.agent_check",
+    )
+    probe = f"import sys, osup_mp.cli\nprint([m for m in {heavy!r} if m in sys.modules])\n"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_usage_errors_are_one_line_with_exit_2(tmp_path) -> None:
+    cases = [
+        (["shadow", "start", "bad id"], "invalid value for 'shadow_id'"),
+        (["logs", "-n", "-5"], "-5 is not in the range x>=0"),
+        (["request", "{}", "--timeout", "-1"], "-1.0 is not in the range x>0"),
+        (["no-such-command"], "no such command 'no-such-command'"),
+        (["status", "--env", "nope"], 'expected one of dev, prod, test, got "nope"'),
+    ]
+    for args, reason in cases:
+        out = subprocess.run(
+            [sys.executable, "-m", "osup_mp", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 2, (args, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("osup-mp: "), (args, out.stderr)
+        assert reason in lines[0].lower(), (args, lines[0])
+        assert out.stdout == ""
+
+
+def test_config_and_env_are_accepted_after_the_subcommand(tmp_path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[supervisor]\nmax_restarts = 7\n[prod.supervisor]\nmax_restarts = 9\n")
+    for args in (
+        ["--config", str(config), "--env", "prod", "config", "--json"],
+        ["config", "--json", "--config", str(config), "--env", "prod"],
+        ["--env", "dev", "config", "--json", "--env", "prod", "--config", str(config)],
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "osup_mp", *args], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["supervisor"]["max_restarts"] == 9, args
+
+
+@pytest.mark.parametrize("level", ["debug", "info"])
+def test_a_foreground_start_that_fails_ends_with_one_line(make_tree, level: str) -> None:
+    """An agent that cannot be spawned: the log on stderr has no traceback (the log file has
+    it), the last line says why, the exit status is 1, and no socket file is left behind."""
+    tree = make_tree(
+        o_supervisor={"gerbil_executable": "/nonexistent/agent"}, logger={"level": level}
+    )
+    out = tree.cli("start")
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("osup-mp: could not start: agent:main: failed to start: ")
+    assert "/nonexistent/agent" in last
+    assert "Traceback" not in out.stderr
+    run_dir = tree.cfg.o_supervisor.run_dir
+    assert not list(run_dir.glob("*.sock")), list(run_dir.iterdir())
+    assert not tree.cfg.pidfile.exists()
+    if level == "debug":
+        assert "Traceback" in tree.log_text  # the file keeps it, for whoever debugs
+
+
+def test_inspect_watch_prints_plain_frames_into_a_pipe(make_tree) -> None:
+    tree = make_tree().start()
+    cmd = [sys.executable, "-m", "osup_mp", "--config", str(tree.config_path)]
+    watch = subprocess.Popen(
+        [*cmd, "inspect", "shm", "--watch", "--interval", "0.1"],
+        env=tree.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert watch.stdout is not None
+        frames = [watch.stdout.readline() for _ in range(40)]
+    finally:
+        watch.send_signal(signal.SIGINT)
+        watch.wait(10)
+        for stream in (watch.stdout, watch.stderr):
+            if stream is not None:
+                stream.close()
+    text = b"".join(frames).decode()
+    assert text.count("\n--- ") + text.startswith("--- ") >= 2, text
+    assert "\x1b[" not in text  # no cursor movement or colour codes
+    assert watch.returncode == 0

@@ -53,9 +53,9 @@ def test_defaults_without_file(tmp_path: Path) -> None:
     assert osup.shared_memory_size == 1048576
     assert (osup.heartbeat_interval, osup.heartbeat_timeout) == (1000, 5000)
     assert osup.shadow_test_duration == 300000
-    assert osup.max_concurrent_shadows == 5  # dev overlay
+    assert osup.max_concurrent_shadows == 10  # dev has no overlay: the base values run
     assert osup.evolution_enabled is True
-    assert cfg.logger.level == "debug"
+    assert cfg.logger.level == "info"
     assert cfg.logger.metadata == ("request_id", "module", "function")
     assert cfg.logger.rotation == "10 MB" and cfg.logger.retention == 5
     assert cfg.supervisor.strategy is Strategy.ONE_FOR_ONE
@@ -82,7 +82,7 @@ def test_shipped_document_equals_embedded_defaults() -> None:
 @pytest.mark.parametrize(
     ("env", "level", "shadows", "evolution"),
     [
-        ("dev", "debug", 5, True),
+        ("dev", "info", 10, True),
         ("prod", "info", 20, True),
         ("test", "warning", 2, False),
     ],

@@ -8,7 +8,7 @@ import time
 
 import psutil
 import pytest
-from conftest import Tree, wait_for
+from conftest import Tree, tagged_processes, wait_for
 
 from osup_mp.client import Client
 from osup_mp.runtime.supervisor import Strategy
@@ -195,3 +195,19 @@ def test_failing_init_stops_start_with_reason(make_tree, tmp_path) -> None:
     assert proc.returncode == 1
     assert "bad: failed to start: RuntimeError: init refused" in proc.stderr
     assert not tree.cfg.pidfile.exists()
+
+
+def test_each_process_names_itself(make_tree, tag) -> None:
+    tree = make_tree().start()
+    pids = wait_for(tree.running_pids)
+
+    def title(pid: int) -> str:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].decode()
+
+    assert tree.proc is not None
+    assert title(tree.proc.pid) == "osup-mp: supervisor"
+    for name, pid in pids.items():
+        assert title(pid) == f"osup-mp: {name}"
+    # The environment survives the new title: the leak check (and operators) still read it.
+    assert len(tagged_processes(tag)) >= len(pids) + 1

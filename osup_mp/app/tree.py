@@ -20,6 +20,7 @@ from osup_mp.app.specs import SpecsFactory, child_specs
 from osup_mp.config import Config
 from osup_mp.lowlevel import spin
 from osup_mp.lowlevel.pidfile import AlreadyRunning, PidFile
+from osup_mp.lowlevel.proc import set_title
 from osup_mp.runtime.control import ControlServer
 from osup_mp.runtime.supervisor import Supervisor
 from osup_mp.storage.shm.segment import SharedState, ShmError
@@ -50,6 +51,7 @@ def run_tree(
     ``private_fds`` (such as the pipe ``notify`` writes to) are closed in every child.
     """
     notify = notify or (lambda ok, reason: None)
+    set_title("osup-mp: supervisor")
     spin.configure(cfg.supervisor.busy_poll_us)  # before any fork: every component inherits it
     prepare_dirs(cfg)
     relay = logs.LogRelay()

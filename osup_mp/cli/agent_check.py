@@ -22,12 +22,12 @@ import sys
 
 import click
 
-from osup_mp.agent_check import AgentChecker, AgentStartError
 from osup_mp.cli.common import EXIT_FAILED, EXIT_USAGE, fail
 
 
 @click.command(
     "agent-check",
+    short_help="Check that an agent executable speaks the protocol.",
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.option(
@@ -57,6 +57,7 @@ def command(timeout: float, heartbeat_interval: int, as_json: bool, argv: tuple[
     frames, heartbeats, requests, checkpoint, hot_reload, restore, shutdown. Exit 0 when all
     pass, 1 when any fails, 2 for usage errors.
     """
+    from osup_mp.agent_check import AgentChecker, AgentStartError
     from osup_mp.lowlevel.proc import resolve_executable
 
     try:

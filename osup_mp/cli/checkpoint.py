@@ -11,7 +11,7 @@ import click
 from osup_mp.cli.common import load, request, to_json
 
 
-@click.group("checkpoint")
+@click.group("checkpoint", short_help="Create, list, show, restore and delete checkpoints.")
 def command() -> None:
     """Checkpoints of the main agent (stored in diskcache and as checksummed files)."""
 
@@ -25,8 +25,8 @@ def _text(meta: dict[str, Any]) -> str:
     return f"{meta['id']}  LSN {meta['lsn']:<8} {meta['bytes']:>10} bytes  {created}"
 
 
-@command.command("create")
-@click.option("--json", "as_json", is_flag=True)
+@command.command("create", short_help="Checkpoint the main agent now.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def create(ctx: click.Context, as_json: bool) -> None:
     """Ask the main agent for a checkpoint now; print it once it is durable."""
@@ -34,7 +34,7 @@ def create(ctx: click.Context, as_json: bool) -> None:
 
 
 @command.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
     """Checkpoints kept, oldest first."""
@@ -47,7 +47,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
         click.echo(_text(meta) + ("  UNREADABLE" if meta.get("unreadable") else ""))
 
 
-@command.command("show")
+@command.command("show", short_help="Verify and show one checkpoint.")
 @click.argument("checkpoint_id")
 @click.option("--json", "as_json", is_flag=True, help="Include the whole snapshot.")
 @click.pass_context
@@ -65,7 +65,7 @@ def show(ctx: click.Context, checkpoint_id: str, as_json: bool) -> None:
         click.echo(f"  snapshot not shown: {data['snapshot_omitted']}")
 
 
-@command.command("restore")
+@command.command("restore", short_help="Restart the main agent from a checkpoint.")
 @click.argument("checkpoint_id")
 @click.pass_context
 def restore(ctx: click.Context, checkpoint_id: str) -> None:

@@ -1,15 +1,20 @@
-"""What the commands share: loading the config, talking to the tree, failing cleanly."""
+"""What the commands share: loading the config, talking to the tree, failing cleanly.
+
+Every command module is imported for ``osup-mp --help``, so command modules import at the top
+only click and this module, and this module imports the config and the client only when a
+command runs: ``--help`` then costs the interpreter and click, nothing more.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from osup_mp.client import Client, ClientError, NotRunning
-from osup_mp.config import Config, ConfigError, load_config, resolve_config_path, resolve_env
+if TYPE_CHECKING:
+    from osup_mp.config import Config
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -34,6 +39,8 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 
 def load(ctx: click.Context) -> Config:
     """The effective config, or exit 2 with the one-line reason."""
+    from osup_mp.config import ConfigError, load_config, resolve_config_path, resolve_env
+
     obj = ctx.find_root().obj or {}
     try:
         env = resolve_env(obj.get("env"))
@@ -44,6 +51,8 @@ def load(ctx: click.Context) -> Config:
 
 def request(cfg: Config, command: str, /, *, timeout: float = 30.0, **args: Any) -> Any:
     """One control request; exits 3 when no tree runs and 1 when the tree says no."""
+    from osup_mp.client import Client, ClientError, NotRunning
+
     try:
         with Client.for_config(cfg, timeout=timeout) as client:
             return client.request(command, **args)

@@ -10,7 +10,7 @@ import click
 from osup_mp.cli.common import load
 
 
-@click.command("config")
+@click.command("config", short_help="Show the configuration in force.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
 @click.pass_context
 def command(ctx: click.Context, as_json: bool) -> None:

@@ -29,13 +29,11 @@ import json
 import click
 
 from osup_mp.cli.common import EXIT_FAILED, EXIT_NOT_RUNNING, fail, load
-from osup_mp.storage.shm import view as shm_view
-from osup_mp.storage.shm.segment import ShmError
 
 MISSING_NOTE = "is the tree running? still watching"
 
 
-@click.group("inspect")
+@click.group("inspect", short_help="Look inside a running tree, read-only.")
 def command() -> None:
     """Look inside a running tree (read-only)."""
 
@@ -59,6 +57,9 @@ def shm_command(ctx: click.Context, as_json: bool, watch: bool, interval: float 
     """
     if interval is not None and not watch:
         raise click.UsageError("--interval only makes sense with --watch")
+    from osup_mp.storage.shm import view as shm_view  # numpy: only when a segment is read
+    from osup_mp.storage.shm.segment import ShmError
+
     cfg = load(ctx)
     name = cfg.o_supervisor.shared_memory_name
     hb_timeout_ms = float(cfg.o_supervisor.heartbeat_timeout)

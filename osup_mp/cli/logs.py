@@ -12,9 +12,16 @@ import click
 from osup_mp.cli.common import fail, load
 
 
-@click.command("logs")
+@click.command("logs", short_help="Show the log, or follow it with -f.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
-@click.option("-n", "--lines", default=50, show_default=True, help="Lines of history to show.")
+@click.option(
+    "-n",
+    "--lines",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Lines of history to show.",
+)
 @click.pass_context
 def command(ctx: click.Context, follow: bool, lines: int) -> None:
     """Print the last lines of the log; with -f, keep following it."""

@@ -8,13 +8,18 @@ from typing import Any
 import click
 
 from osup_mp.cli.common import EXIT_NOT_RUNNING, EXIT_USAGE, fail, load
-from osup_mp.client import Client, ClientError, ErrorAnswer, NotRunning
 
 
-@click.command("request")
+@click.command("request", short_help="Send one JSON request to the main agent.")
 @click.argument("payload", metavar="JSON")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as one line of JSON.")
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for it.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the answer.",
+)
 @click.pass_context
 def command(ctx: click.Context, payload: str, as_json: bool, timeout: float) -> None:
     """Send JSON (e.g. '{"op": "stats"}') to the main agent and print its response."""
@@ -23,6 +28,8 @@ def command(ctx: click.Context, payload: str, as_json: bool, timeout: float) -> 
         data: Any = json.loads(payload)
     except json.JSONDecodeError as exc:
         fail(f"the request is not valid JSON: {exc}", EXIT_USAGE)
+    from osup_mp.client import Client, ClientError, ErrorAnswer, NotRunning
+
     path = cfg.data_socket("main")
     try:
         with Client(path, timeout=timeout + 1, max_frame=cfg.agent.max_frame) as client:

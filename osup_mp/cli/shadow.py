@@ -11,13 +11,22 @@ import click
 from osup_mp.cli.common import EXIT_USAGE, fail, load, request
 
 
-@click.group("shadow")
+@click.group("shadow", short_help="Start, stop and list shadow agents.")
 def command() -> None:
     """Start, stop and list shadow agents (resource-limited copies of the agent)."""
 
 
+def _shadow_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    from osup_mp.wire import api
+
+    problem = api.shadow_id_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem.removeprefix("invalid shadow id "))
+    return value
+
+
 @command.command("start")
-@click.argument("shadow_id")
+@click.argument("shadow_id", callback=_shadow_id)
 @click.option(
     "--command",
     "agent_command",
@@ -26,7 +35,7 @@ def command() -> None:
 )
 @click.pass_context
 def start(ctx: click.Context, shadow_id: str, agent_command: str | None) -> None:
-    """Start shadow SHADOW_ID; returns when its agent is ready."""
+    """Start shadow SHADOW_ID and return once its agent is ready."""
     cfg = load(ctx)
     args: dict[str, object] = {"id": shadow_id}
     if agent_command:
@@ -46,7 +55,7 @@ def stop(ctx: click.Context, shadow_id: str) -> None:
 
 
 @command.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
     """List shadows with their state and last kill reason."""
@@ -60,7 +69,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{a['id']:<16} {a['state']:<9} pid {a['pid'] or '-':<8} {reason}")
 
 
-@click.command("agent-restart")
+@click.command("agent-restart", short_help="Restart one agent process.")
 @click.option("--id", "instance_id", default="main", show_default=True, help="Agent instance.")
 @click.pass_context
 def agent_restart(ctx: click.Context, instance_id: str) -> None:
@@ -70,7 +79,7 @@ def agent_restart(ctx: click.Context, instance_id: str) -> None:
     click.echo(f"agent {instance_id} restarting")
 
 
-@click.command("hot-reload")
+@click.command("hot-reload", short_help="Replace a module of a running agent.")
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--id", "instance_id", default="main", show_default=True, help="Agent instance.")
 @click.option("--module", default=None, help="Module to replace (default: the agent's own).")

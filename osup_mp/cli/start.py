@@ -4,32 +4,45 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
-from loguru import logger
 
-from osup_mp.app.tree import Notify, run_tree
 from osup_mp.cli.common import EXIT_FAILED, fail, load
-from osup_mp.config import Config
 from osup_mp.lowlevel.pidfile import running_pid
 
+if TYPE_CHECKING:
+    from osup_mp.config import Config
 
-@click.command("start")
-@click.option("--daemon", "-d", is_flag=True, help="Detach; return once the tree is up.")
+
+@click.command("start", short_help="Start the tree.")
+@click.option("--daemon", "-d", is_flag=True, help="Detach, and return once the tree is up.")
 @click.pass_context
 def command(ctx: click.Context, daemon: bool) -> None:
-    """Start the supervision tree (foreground unless --daemon)."""
+    """Start the supervision tree, in the foreground unless --daemon is given."""
     cfg = load(ctx)
     pid = running_pid(cfg.pidfile)
     if pid is not None:
         fail(f"already running (pid {pid}, pidfile {cfg.pidfile})")
     if daemon:
         sys.exit(_daemonize(cfg))
-    sys.exit(run_tree(cfg, stderr_log=True))
+    from osup_mp.app.tree import run_tree  # the whole tree: only ``start`` pays for it
+
+    failure: list[str] = []
+    code = run_tree(
+        cfg, stderr_log=True, notify=lambda ok, reason: None if ok else failure.append(reason)
+    )
+    if failure:
+        fail(f"could not start: {failure[0]} (log: {cfg.log_file})", code or EXIT_FAILED)
+    sys.exit(code)
 
 
 def _daemonize(cfg: Config) -> int:
     """Double-fork into the background; report the tree's own word on whether it came up."""
+    from loguru import logger
+
+    from osup_mp.app.tree import Notify, run_tree
+
     read_fd, write_fd = os.pipe()
     first = os.fork()
     if first:

@@ -7,25 +7,25 @@ import sys
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from osup_mp.cli.common import EXIT_NOT_RUNNING, load, request
+from osup_mp.cli.common import EXIT_NOT_RUNNING, fail, load, request
 from osup_mp.lowlevel.pidfile import running_pid
 
 
-@click.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.command("status", short_help="Show the components and agents.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def command(ctx: click.Context, as_json: bool) -> None:
-    """Show every component: pid, state, uptime, restarts, RSS, CPU. Exit 3 if not running."""
+    """Show every component and agent: pid, state, uptime, restarts, RSS and CPU.
+
+    Exits 3 when no tree is running.
+    """
     cfg = load(ctx)
     if running_pid(cfg.pidfile) is None:
         if as_json:
             click.echo(json.dumps({"running": False, "pid": None, "components": []}))
-        else:
-            click.echo("osup-mp: not running")
-        sys.exit(EXIT_NOT_RUNNING)
+            sys.exit(EXIT_NOT_RUNNING)
+        fail("not running", EXIT_NOT_RUNNING)
     data = request(cfg, "status")
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -34,9 +34,12 @@ def command(ctx: click.Context, as_json: bool) -> None:
 
 
 def render(data: dict[str, Any]) -> None:
+    from rich.console import Console  # only when a table is printed: --help stays fast
+    from rich.table import Table
+
     console = Console()
     console.print(
-        f"osup-mp running: pid {data['pid']}, env {data['env']}, "
+        f"osup-mp {data.get('state', 'running')}: pid {data['pid']}, env {data['env']}, "
         f"up {_duration(data['uptime_s'])}, config {data.get('config') or '<defaults>'}"
     )
     table = Table(box=None, header_style="bold")

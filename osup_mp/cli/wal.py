@@ -7,13 +7,13 @@ import click
 from osup_mp.cli.common import load, request, to_json
 
 
-@click.group("wal")
+@click.group("wal", short_help="Inspect the write-ahead log.")
 def command() -> None:
     """Inspect the write-ahead log of the running tree (offline: tools/wal_dump.py)."""
 
 
 @command.command("stats")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Segments, LSN range, size, fsync policy and counters."""
@@ -34,8 +34,15 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 
 
 @command.command("tail")
-@click.option("-n", "count", default=10, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="How many of the newest records to show.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def tail(ctx: click.Context, count: int, as_json: bool) -> None:
     """The last N entries."""
@@ -52,7 +59,7 @@ def tail(ctx: click.Context, count: int, as_json: bool) -> None:
 
 
 @command.command("verify")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def verify(ctx: click.Context, as_json: bool) -> None:
     """Check every record's CRC and LSN; exit 1 on a problem."""

@@ -135,11 +135,9 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "checkpoint_wal_entries": _Field(10000, "a non-negative integer (0 = off)", _ints(0)),
     },
 }
+# "dev", the default environment, has no overlay: it runs the base values, so what the base
+# section of config.toml says is what a plain ``osup-mp start`` does.
 _DEFAULT_OVERLAYS: Final[dict[str, dict[str, dict[str, Any]]]] = {
-    "dev": {
-        "o_supervisor": {"evolution_enabled": True, "max_concurrent_shadows": 5},
-        "logger": {"level": "debug"},
-    },
     "prod": {
         "o_supervisor": {"evolution_enabled": True, "max_concurrent_shadows": 20},
         "logger": {"level": "info"},

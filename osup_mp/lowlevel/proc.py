@@ -156,3 +156,26 @@ def pid_alive(pid: int) -> bool:
             return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):
         return True
+
+
+def set_title(title: str) -> None:
+    """Name this process in ``ps`` and ``top`` (``osup-mp: wal``): every process of a tree
+    would otherwise show the same command line. Best effort: without the extension (or on a
+    platform it does not support) the name stays as it was.
+
+    ``SPT_NOENV`` keeps the extension from moving the environment to make room for a long
+    title: /proc/PID/environ stays readable (tools find a tree's processes by it), and the
+    title is cut at the length of the original command line instead.
+    """
+    noenv = "SPT_NOENV" not in os.environ
+    if noenv:
+        os.environ["SPT_NOENV"] = "1"
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(title)
+    except ImportError:
+        pass
+    finally:
+        if noenv:  # set up once: agents spawned later need not inherit it
+            os.environ.pop("SPT_NOENV", None)

@@ -37,6 +37,7 @@ from osup_mp.lowlevel.proc import (
     describe_exit,
     kill_descendants,
     set_parent_death_signal,
+    set_title,
 )
 from osup_mp.runtime.calls import CallMux, ReplyCallback
 from osup_mp.runtime.channel import Channel, channel_pair
@@ -495,6 +496,7 @@ class Supervisor:
         set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != self.pid:
             os._exit(1)  # the parent died between fork and prctl
+        set_title(f"osup-mp: {child.name}")
         try:
             self._detach_from_parent(child, parent_end)
             component = child.spec.factory()

@@ -10,6 +10,7 @@ client may not import the application that serves them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,16 @@ class Command:
             if problem:
                 return f"{self.name}: {problem}"
         return None
+
+
+SHADOW_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def shadow_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a shadow, or None."""
+    if not SHADOW_ID.fullmatch(value) or value == "main":
+        return f"invalid shadow id {value!r}: 1-32 of [A-Za-z0-9_-], and not 'main'"
+    return None
 
 
 _ID = Arg("id", "str", "a checkpoint id", required=True)

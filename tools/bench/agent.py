@@ -571,7 +571,7 @@ class OtpSupervisor:
 def measure_kills(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
     """The minimal agent under a tree with the shipped restart policy, under an OTP
     supervisor, and spawned bare, killed ``plan.kills`` times ``plan.kill_pause`` s apart."""
-    extra = {
+    extra: dict[str, dict[str, Any]] = {
         "o_supervisor": {
             "gerbil_executable": sys.executable,
             "gerbil_main_script": str(MINIMAL_AGENT),
@@ -834,7 +834,7 @@ def _manager_cpu(proc: psutil.Process, seconds: float) -> float:
     before = proc.cpu_times()
     time.sleep(seconds)
     after = proc.cpu_times()
-    used = (after.user - before.user) + (after.system - before.system)
+    used: float = (after.user - before.user) + (after.system - before.system)
     return used / seconds * 100
 
 

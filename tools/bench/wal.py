@@ -36,8 +36,8 @@ What is measured, and how:
    entries with unique ids, LSN 1001 on).
    The shipped tree (``child_specs``: telemetry, vault, wal, watchdog, agent:main running the
    reference agent) is started on it (``checkpoint_dir``/``wal_dir`` pointed there,
-   ``vault.checkpoint_interval`` 0 so nothing new is checkpointed, ``agent.backoff_reset``
-   1 ms so each kill is a first failure, log level info for the phase timestamps). Measured,
+   ``vault.checkpoint_interval`` 0 so nothing new is checkpointed, ``agent.startsecs`` 0
+   so each kill restarts at once, log level info for the phase timestamps). Measured,
    from the fork of the tree (cold start) and from SIGKILL of the agent (restart; the manager
    replays everything again): until slot 0 of the shared-memory segment says RUNNING (with a
    new generation), and — the figure held to the target — until the agent answers a ``stats``
@@ -696,10 +696,10 @@ def measure_starts(
             check = verify_agent(tree, stats, expected_blocks, expected_lsn)
             if run == 0:
                 slot = tree.slot()
-                pause = max(tree.cfg.agent.backoff_reset / 1000, 0.05)
+                pause = max(tree.cfg.agent.startsecs, 0.05)
                 for i in range(plan.restarts):
                     progress(f"recovery ({label}): agent restart {i + 1}/{plan.restarts}")
-                    time.sleep(pause)  # healthy past backoff_reset: each kill is a first one
+                    time.sleep(pause)  # up past startsecs: each kill restarts at once
                     pid, generation = int(slot["pid"]), int(slot["generation"])
                     if pid <= 0:
                         raise BenchError("slot 0 has no agent pid")
@@ -866,7 +866,7 @@ def measure_recovery(
     n = plan.recovery_entries
     common: dict[str, dict[str, Any]] = {
         "vault": {"checkpoint_interval": 0},
-        "agent": {"backoff_reset": 1},
+        "agent": {"startsecs": 0, "max_restarts": 100000},  # every kill restarts at once
         "logger": {"level": "info"},
     }
     with temp_dir("recovery") as tmp:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from osup_mp.app.commands.context import Context
@@ -11,13 +10,12 @@ from osup_mp.components.watchdog import manager_name
 from osup_mp.runtime.control import Respond
 from osup_mp.wire import api
 
-_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
-
 
 def shadow_start(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
     instance_id = args["id"]
-    if not _ID.fullmatch(instance_id) or instance_id == "main":
-        respond(False, "a shadow id is 1-32 of [A-Za-z0-9_-], and not 'main'")
+    problem = api.shadow_id_problem(instance_id)
+    if problem is not None:
+        respond(False, problem)
         return
     if ctx.sup.child(manager_name(instance_id)) is not None:
         respond(False, f"shadow {instance_id} already exists")

@@ -99,8 +99,14 @@ class AgentManager(Component):
         self.slot = self.shm.slot(self.slot_index)
         if self.role == "main":
             self.requests.open_data_plane()
-        self._spawn()
-        self._await_first_ready()
+        try:
+            self._spawn()
+            self._await_first_ready()
+        except BaseException:
+            # As in OTP, a failed init gets no terminate: undo here what it got to (the
+            # agent, its data-plane socket file, the slot), or a failed start leaves them.
+            self.terminate("init failed")
+            raise
         if self.durability.durable and self.cfg.vault.checkpoint_interval:
             self.send_after(self.cfg.vault.checkpoint_interval / 1000, "checkpoint_tick")
 
@@ -268,7 +274,8 @@ class AgentManager(Component):
             )
         except OSError as exc:
             self.proc = None
-            logger.error("agent {}: cannot start {}: {}", self.instance_id, self.command, exc)
+            what = self.command or self.cfg.o_supervisor.gerbil_executable
+            logger.error("agent {}: cannot start {}: {}", self.instance_id, what, exc)
             self._after_failure(f"cannot start: {exc}")
             return
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -303,7 +304,13 @@ def watch_live(
     first: dict[str, Any] | None = None,
     hb_timeout_ms: float | None = None,
 ) -> None:
-    """Redraw :func:`rich_renderable` in place every *interval* seconds until Ctrl-C."""
+    """Redraw :func:`rich_renderable` in place every *interval* seconds until Ctrl-C; when
+    stdout is not a terminal (a pipe, a file), print plain frames one after the other."""
+    if not sys.stdout.isatty():
+        for desc, problem in samples(name, interval, missing_note, first):
+            print(f"--- {time.strftime('%H:%M:%S')}", flush=False)
+            print(format_text(desc, hb_timeout_ms) if desc is not None else problem, flush=True)
+        return
     from rich.console import Group
     from rich.live import Live
     from rich.text import Text

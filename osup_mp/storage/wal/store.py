@@ -35,6 +35,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 SEGMENT_MAGIC = b"OSUPWAL1"
 SEGMENT_VERSION = 1
@@ -524,7 +525,7 @@ def _first_lsn_from_name(path: Path) -> int:
         raise WALError(f"unexpected file in the WAL directory: {path}") from exc
 
 
-def verify_dir(directory: Path) -> dict[str, object]:
+def verify_dir(directory: Path) -> dict[str, Any]:
     """Offline check of every segment (``osup-mp wal verify``, ``tools/wal_dump.py``)."""
     problems = []
     files = []
