@@ -1,8 +1,8 @@
 """``osup-mp agent-check`` end to end: real agents, real processes, assertions on the output.
 
-The reference agent must pass every check; each agent in ``tests/agents/`` breaks one rule and
-must fail the check named after it (and only the checks that depend on it). Every run carries
-``OSUP_TEST_TAG``, so the leak checker in ``conftest.py`` proves agent-check reaps its agent.
+The reference agent must pass every check; each agent in ``tests/support/agents/`` breaks one
+rule and must fail the check named after it (and only the checks that depend on it). Every run
+carries ``OSUP_TEST_TAG``, so the leak check (``support.leaks``) proves agent-check reaps its agent.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from support import AGENTS_DIR
 
 from osup_mp.agent_check import CHECKS
 from osup_mp.wire import pack
 
-AGENTS = Path(__file__).resolve().parent / "agents"
 HEARTBEAT_MS = "200"
 TIMEOUT_S = "1.5"  # per check; the silent agent costs four of them
 
@@ -48,7 +47,7 @@ def _check_agent(tag: str, script: str, *options: str) -> subprocess.CompletedPr
         *options,
         "--",
         sys.executable,
-        str(AGENTS / script),
+        str(AGENTS_DIR / script),
     )
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import SCRIPTED_AGENT, Tree, wait_for
+from support import SCRIPTED_AGENT, Tree, wait_for
 
 from osup_mp.client import Client, ClientError
 
@@ -210,7 +210,7 @@ def test_manager_crash_takes_its_agent_along(make_tree) -> None:
 
 def test_sigkill_of_the_supervisor_takes_agents_along(make_tree, tag) -> None:
     import psutil
-    from conftest import tagged_processes
+    from support import tagged_processes
 
     tree = make_tree(**FAST).start()
     wait_for(tree.running_agent)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Tree, tagged_processes, wait_for
+from support import Tree, tagged_processes, wait_for, write_config
+from support.sockets import full_listener
 
 from osup_mp.wire import FrameDecoder, pack
 
@@ -374,3 +375,19 @@ def test_inspect_watch_prints_plain_frames_into_a_pipe(make_tree) -> None:
     assert text.count("\n--- ") + text.startswith("--- ") >= 2, text
     assert "\x1b[" not in text  # no cursor movement or colour codes
     assert watch.returncode == 0
+
+
+def test_cli_reports_a_full_backlog_as_a_connection_failure(tmp_path: Path, tag: str) -> None:
+    tree = Tree(write_config(tmp_path, tag), tag)
+    path = tree.cfg.data_socket("main")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    listener, queued = full_listener(path)
+    try:
+        done = tree.cli("request", "--timeout", "0.5", '{"op": "stats"}', timeout=30)
+    finally:
+        for s in queued:
+            s.close()
+        listener.close()
+    assert done.returncode == 1
+    assert "backlog stayed full" in done.stderr and "agent answered" not in done.stderr
+    assert "Traceback" not in done.stderr

@@ -27,6 +27,8 @@ from osup_mp.wire import (
     write_frame,
 )
 
+pytestmark = pytest.mark.unit  # no process started
+
 # database=None: no example database is written into the work tree.
 SETTINGS = settings(max_examples=200, deadline=None, database=None)
 FEW = settings(max_examples=50, deadline=None, database=None)

@@ -22,6 +22,8 @@ from osup_mp.config import (
     resolve_env,
 )
 
+pytestmark = pytest.mark.unit  # no process started
+
 SHIPPED = Path(__file__).resolve().parent.parent / "config.toml"
 NO_ENV: dict[str, str] = {}
 

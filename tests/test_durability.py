@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TESTS_DIR, Tree, wait_for
+from support import FAULTY_TREE, SCRIPTED_AGENT, TESTS_DIR, Tree, wait_for
 
 from osup_mp.client import Client, ClientError
 from osup_mp.storage.checkpoints.store import CheckpointStore
@@ -221,7 +221,7 @@ def test_corrupt_newest_checkpoint_falls_back(make_tree) -> None:
 @pytest.mark.parametrize(("fault", "message"), [("fsync", "fdatasync"), ("write", "write to")])
 def test_disk_errors_stop_the_tree_cleanly(make_tree, fault, message) -> None:
     tree = _tree(make_tree)
-    tree.start(command=[str(TESTS_DIR / "faulty_tree.py"), fault, "40"])
+    tree.start(command=[str(FAULTY_TREE), fault, "40"])
     driver = Driver(tree, window=4)
     acked: list[str] = []
     ops = workload(400, 400, seed=6)
@@ -314,7 +314,7 @@ def test_bad_requests_get_errors_and_crash_nothing(make_tree, tmp_path) -> None:
 
 def test_non_map_wal_entries_are_refused_not_stored(make_tree) -> None:
     """An agent that logs a non-map entry gets an error ack; replay stays possible."""
-    agent = Path(__file__).parent / "agents" / "scripted.py"
+    agent = SCRIPTED_AGENT
     tree = _tree(
         make_tree,
         o_supervisor={"gerbil_executable": sys.executable, "gerbil_main_script": str(agent)},
@@ -389,7 +389,7 @@ def _damage_record(wal_dir: Path, lsn: int) -> Path:
 
 
 def _rewrite(tree: Tree, tag: str, **sections: dict[str, Any]) -> None:
-    from conftest import write_config
+    from support import write_config
 
     merged = {k: dict(v) for k, v in FAST.items()}
     for key, values in sections.items():

@@ -5,9 +5,13 @@ from __future__ import annotations
 import types
 from typing import Any
 
+import pytest
+
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.states import AgentState
 from osup_mp.config import load_config
+
+pytestmark = pytest.mark.unit  # no process started
 
 
 class FakeWal:

@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import SCRIPTED_AGENT, TESTS_DIR, Tree
+from support import AGENTS_DIR, SCRIPTED_AGENT, Tree
 
-FLOOD_AGENT = TESTS_DIR / "agents" / "heartbeat_flood.py"
+FLOOD_AGENT = AGENTS_DIR / "heartbeat_flood.py"
 FAST = {
     "o_supervisor": {"heartbeat_interval": 200, "heartbeat_timeout": 1000},
     "agent": {"backoff_base": 20, "backoff_cap": 200, "max_retries": 3, "ready_timeout": 10000},

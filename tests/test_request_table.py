@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from osup_mp.components.agent.requests import RequestTable
+
+pytestmark = pytest.mark.unit  # no process started
 
 
 class Clock:

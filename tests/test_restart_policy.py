@@ -10,6 +10,8 @@ from osup_mp.components.agent.restarts import RestartPolicy
 from osup_mp.runtime.children import Child, ChildSpec, ChildState
 from osup_mp.runtime.timers import Timers
 
+pytestmark = pytest.mark.unit  # no process started
+
 
 def policy(seed: int = 0, **overrides: float) -> RestartPolicy:
     values: dict[str, float] = {

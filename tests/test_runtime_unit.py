@@ -8,12 +8,13 @@ import socket
 
 import pytest
 
-from osup_mp.app.logs import LogRelay
 from osup_mp.lowlevel.proc import describe_exit
 from osup_mp.runtime.calls import CallError, CallMux, CallTimeout
 from osup_mp.runtime.channel import Channel, channel_pair
 from osup_mp.runtime.children import Intensity
 from osup_mp.runtime.control import peer_uid_allowed
+
+pytestmark = pytest.mark.unit  # no process started
 
 
 @pytest.fixture
@@ -152,34 +153,6 @@ def test_peer_uid_policy() -> None:
     assert peer_uid_allowed(1000, own_uid=1000)
     assert peer_uid_allowed(0, own_uid=1000)
     assert not peer_uid_allowed(1001, own_uid=1000)
-
-
-def test_log_relay_reassembles_long_records() -> None:
-    from loguru import logger
-
-    from osup_mp.app.logs import configure_child, configure_parent
-    from osup_mp.config import load_config
-
-    section = load_config(None, "test").logger
-    relay = LogRelay()
-    configure_parent(section, None, stderr=False, relay=relay)  # sinks before the fork
-    pid = os.fork()
-    if pid == 0:  # a "child" of the tree: its records go through the relay
-        try:
-            configure_child(section, "unit")
-            logger.warning("x" * 10000)
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    lines: list[str] = []
-    logger.add(lines.append, format="{message}")
-    try:
-        relay.drain()
-    finally:
-        logger.remove()
-        relay.close()
-    text = "".join(lines)
-    assert text.count("x") == 10000 and "unit" in text
 
 
 def test_socketpair_is_unix() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import posix_ipc
 import pytest
-from conftest import Tree, wait_for, write_config
+from support import Tree, wait_for, write_config
 
 from osup_mp.storage.shm.segment import (
     BUFFER_HEADER_SIZE,

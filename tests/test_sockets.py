@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from loguru import logger
+from support.sockets import full_listener
 
 from osup_mp.client import Client, ConnectFailed
 from osup_mp.runtime.calls import CallMux
@@ -23,6 +24,8 @@ from osup_mp.runtime.channel import Channel, channel_pair
 from osup_mp.runtime.control import ControlServer
 from osup_mp.runtime.supervisor import readable_now
 from osup_mp.wire import FrameDecoder, pack
+
+pytestmark = pytest.mark.unit  # no process started
 
 Callback = Callable[[], None]
 
@@ -265,27 +268,9 @@ def test_channel_and_calls_work_with_descriptors_above_1023(high_fd_pair) -> Non
 # -- connecting to a full backlog ------------------------------------------------------------
 
 
-def _full_listener(path: Path) -> tuple[socket.socket, list[socket.socket]]:
-    """A listening socket that never accepts, with its backlog filled."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(1)
-    queued: list[socket.socket] = []
-    while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.setblocking(False)
-        try:
-            s.connect(str(path))
-        except BlockingIOError:
-            s.close()
-            return listener, queued
-        queued.append(s)
-        assert len(queued) < 100
-
-
 def test_client_waits_for_a_full_backlog_then_reports_it(tmp_path: Path) -> None:
     path = tmp_path / "full.sock"
-    listener, queued = _full_listener(path)
+    listener, queued = full_listener(path)
     try:
         started = time.monotonic()
         with pytest.raises(ConnectFailed, match=r"backlog stayed full for 0\.5s"):
@@ -299,7 +284,7 @@ def test_client_waits_for_a_full_backlog_then_reports_it(tmp_path: Path) -> None
 
 def test_client_connects_once_the_backlog_drains(tmp_path: Path) -> None:
     path = tmp_path / "full.sock"
-    listener, queued = _full_listener(path)
+    listener, queued = full_listener(path)
     accepted: list[socket.socket] = []
 
     def drain() -> None:
@@ -316,24 +301,6 @@ def test_client_connects_once_the_backlog_drains(tmp_path: Path) -> None:
         for s in queued + accepted:
             s.close()
         listener.close()
-
-
-def test_cli_reports_a_full_backlog_as_a_connection_failure(tmp_path: Path, tag: str) -> None:
-    from conftest import Tree, write_config
-
-    tree = Tree(write_config(tmp_path, tag), tag)
-    path = tree.cfg.data_socket("main")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    listener, queued = _full_listener(path)
-    try:
-        done = tree.cli("request", "--timeout", "0.5", '{"op": "stats"}', timeout=30)
-    finally:
-        for s in queued:
-            s.close()
-        listener.close()
-    assert done.returncode == 1
-    assert "backlog stayed full" in done.stderr and "agent answered" not in done.stderr
-    assert "Traceback" not in done.stderr
 
 
 def test_out_of_descriptors_pauses_accepting_instead_of_failing(server_factory, logs) -> None:

@@ -9,6 +9,8 @@ import pytest
 from osup_mp.lowlevel import spin
 from osup_mp.lowlevel.spin import Spinner
 
+pytestmark = pytest.mark.unit  # no process started
+
 
 class FakeClock:
     """A monotonic_ns that moves only when a test moves it."""

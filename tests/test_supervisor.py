@@ -8,7 +8,7 @@ import time
 
 import psutil
 import pytest
-from conftest import Tree, tagged_processes, wait_for
+from support import Tree, tagged_processes, wait_for
 
 from osup_mp.client import Client
 from osup_mp.runtime.supervisor import Strategy
@@ -183,7 +183,7 @@ def test_failing_init_stops_start_with_reason(make_tree, tmp_path) -> None:
     import subprocess
     import sys
 
-    from conftest import TREE_MAIN
+    from support import TREE_MAIN
 
     proc = subprocess.run(
         [sys.executable, str(TREE_MAIN), str(tree.config_path), f"bad:permanent:{flag}"],

@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import TREE_MAIN, Tree, wait_for
+from support import TREE_MAIN, Tree, wait_for
 
 from osup_mp.client import Client, ClientError
 
@@ -158,7 +158,7 @@ def test_shadows_start_in_parallel(make_tree) -> None:
 def test_a_bug_in_the_loop_takes_no_child_with_it_alive() -> None:
     """An exception escaping the supervisor's loop (a bug) kills the children before it
     propagates: nothing outlives the tree, and the process does not hang at exit."""
-    from components import Echo
+    from support.components import Echo
 
     from osup_mp.runtime.supervisor import ChildSpec, Supervisor
 

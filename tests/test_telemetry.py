@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import wait_for
+from support import wait_for
 
 from osup_mp.client import ClientError
 from osup_mp.components.telemetry import EventCounter, Telemetry

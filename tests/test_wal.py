@@ -38,6 +38,8 @@ from osup_mp.storage.wal.store import (
     verify_dir,
 )
 
+pytestmark = pytest.mark.unit  # no process started
+
 HDR = RECORD_HEADER.size  # 21
 SEG_HDR = SEGMENT_HEADER.size  # 16
 

@@ -12,6 +12,8 @@ import pytest
 
 from osup_mp.storage.wal.sync import BackgroundSync
 
+pytestmark = pytest.mark.unit  # no process started
+
 
 def wait_finished(sync: BackgroundSync, timeout: float = 5.0) -> list[OSError | None]:
     deadline = time.monotonic() + timeout

@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import SCRIPTED_AGENT, TESTS_DIR, Tree, wait_for
+from support import AGENTS_DIR, SCRIPTED_AGENT, Tree, wait_for
 
 from osup_mp.client import ClientError
 
@@ -146,7 +146,7 @@ def test_a_bad_agent_never_takes_its_manager_down(make_tree, tmp_path, case: str
 
 
 def test_a_heartbeat_flood_leaves_the_manager_serving(make_tree) -> None:
-    tree = _tree(make_tree, agent=TESTS_DIR / "agents" / "heartbeat_flood.py").start()
+    tree = _tree(make_tree, agent=AGENTS_DIR / "heartbeat_flood.py").start()
     manager = tree.pids()["agent:main"]
     agent = _pid(tree)
     rss = psutil.Process(manager).memory_info().rss

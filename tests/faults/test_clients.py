@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import SCRIPTED_AGENT, Tree, wait_for
+from support import SCRIPTED_AGENT, Tree, wait_for
 
 from osup_mp.client import Client
 from osup_mp.wire import FrameDecoder, pack

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import Tree, wait_for
+from support import Tree, wait_for
 
 from osup_mp.storage.checkpoints.store import CheckpointStore
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from support import wait_for
 
 from osup_mp.client import ClientError
 

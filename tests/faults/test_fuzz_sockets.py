@@ -16,9 +16,9 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import wait_for
 
 from osup_mp.wire import FrameDecoder
 

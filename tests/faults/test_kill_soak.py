@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Tree, wait_for
+from support import Tree, wait_for
 
 from osup_mp.client import Client, ClientError
 

@@ -37,7 +37,7 @@ What is measured, and how:
    restart <= 1.5x the baseline median.
 2b. Kills as an operator makes them: a second tree with the shipped restart policy
    (``startsecs`` 1 s, 5 restarts in 10 s) runs the minimal agent of the tests
-   (``tests/agents/minimal_agent.py``: standard library and the codec only), killed
+   (``tests/support/agents/minimal_agent.py``: standard library and the codec only), killed
    ``kills`` times ``kill_pause`` s apart (3 s; ``--quick`` 1.2 s): SIGKILL → RUNNING.
    Interleaved, the same agent under an Erlang/OTP ``one_for_one`` supervisor owning it
    through a ``{packet, 4}`` port (``_otp_supervisor.escript``; needs ``escript``, Debian's
@@ -120,7 +120,9 @@ SMALL = (100, 64)
 SHM_PREFIX = "osup_bench_agent_"
 _STAMP = struct.Struct("<Q")
 _BACKOFF = re.compile(r"agent \S+: restart \d+ in ")
-MINIMAL_AGENT = Path(__file__).resolve().parents[2] / "tests" / "agents" / "minimal_agent.py"
+MINIMAL_AGENT = (
+    Path(__file__).resolve().parents[2] / "tests" / "support" / "agents" / "minimal_agent.py"
+)
 OTP_SUPERVISOR = Path(__file__).resolve().parent / "_otp_supervisor.escript"
 
 

@@ -1,10 +1,5 @@
-"""Shared fixtures: isolated trees, deadline polling, and the leak check every test gets.
-
-Every process a test starts carries ``OSUP_TEST_TAG`` in its environment (children inherit
-it), so the autouse :func:`no_leaks` fixture can find any survivor — even a double-forked
-daemon — kill it, and fail the test. Tests name their segments after the same tag; one left
-in ``/dev/shm`` is removed and fails the test too.
-"""
+"""Trees under test: an isolated config per tree, and the tree process with helpers to talk
+to it (control socket, data plane, status) and to stop it even when a test fails."""
 
 from __future__ import annotations
 
@@ -12,82 +7,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from osup_mp.client import Client, ClientError
 from osup_mp.config import Config, load_config
 from osup_mp.lowlevel.pidfile import running_pid
+from support.polling import wait_for
 
-TESTS_DIR = Path(__file__).resolve().parent
-TREE_MAIN = TESTS_DIR / "tree_main.py"
-SCRIPTED_AGENT = TESTS_DIR / "agents" / "scripted.py"
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01, what: str = ""
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
-
-
-def tagged_processes(tag: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("OSUP_TEST_TAG") == tag and proc.status() != "zombie":
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
-
-
-@pytest.fixture
-def tag() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-@pytest.fixture(autouse=True)
-def no_leaks(tag: str) -> Iterator[None]:
-    shm_before = set(os.listdir("/dev/shm"))
-    yield
-    deadline = time.monotonic() + 5.0
-    survivors = tagged_processes(tag)
-    while survivors and time.monotonic() < deadline:
-        time.sleep(0.05)
-        survivors = tagged_processes(tag)
-    for proc in survivors:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    # Only this test's segments (named after its tag) or the default name count: other
-    # processes on the machine may create and remove their own meanwhile.
-    new_shm = {
-        name
-        for name in set(os.listdir("/dev/shm")) - shm_before
-        if tag in name or name == "o_shared_state"
-    }
-    for name in new_shm:
-        try:
-            os.unlink(f"/dev/shm/{name}")
-        except OSError:
-            pass
-    assert not survivors, f"test leaked processes: {[(p.pid, p.name()) for p in survivors]}"
-    assert not new_shm, f"test leaked shared-memory segments: {sorted(new_shm)}"
+SUPPORT_DIR = Path(__file__).resolve().parent
+TESTS_DIR = SUPPORT_DIR.parent
+TREE_MAIN = SUPPORT_DIR / "tree_main.py"
+FAULTY_TREE = SUPPORT_DIR / "faulty_tree.py"
+AGENTS_DIR = SUPPORT_DIR / "agents"
+SCRIPTED_AGENT = AGENTS_DIR / "scripted.py"
 
 
 def write_config(directory: Path, tag: str, **sections: dict[str, Any]) -> Path:
@@ -222,19 +157,3 @@ class Tree:
     def log_text(self) -> str:
         path = self.cfg.log_file
         return path.read_text() if path.exists() else ""
-
-
-@pytest.fixture
-def make_tree(tmp_path: Path, tag: str) -> Iterator[Callable[..., Tree]]:
-    trees: list[Tree] = []
-
-    def make(subdir: str = "tree", **sections: dict[str, Any]) -> Tree:
-        directory = tmp_path / subdir
-        directory.mkdir()
-        tree = Tree(write_config(directory, tag, **sections), tag)
-        trees.append(tree)
-        return tree
-
-    yield make
-    for tree in trees:
-        tree.stop()
