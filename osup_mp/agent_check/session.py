@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from osup_mp.lowlevel.proc import close_pipes, describe_exit, set_parent_death_signal
+from osup_mp.lowlevel.proc import close_pipes, describe_exit, die_with_parent, spawn_piped
 from osup_mp.wire import DEFAULT_MAX_FRAME, HEADER, FrameDecoder, FrameError, pack
 
 CHECKS: tuple[str, ...] = (
@@ -113,11 +113,6 @@ class AgentStartError(OSError):
 # --------------------------------------------------------------------------
 
 
-def _child_setup() -> None:
-    """Runs in the agent between fork and exec: die with the checker."""
-    set_parent_death_signal(signal.SIGKILL)
-
-
 class AgentSession:
     """One agent subprocess spoken to through framed MessagePack on its stdin/stdout."""
 
@@ -155,16 +150,7 @@ class AgentSession:
     def start(self) -> None:
         """Start the agent; :class:`AgentStartError` if the executable cannot be run."""
         try:
-            proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=self.env,
-                start_new_session=True,
-                preexec_fn=_child_setup,
-                close_fds=True,
-            )
+            proc = spawn_piped(self.argv, self.env, pre_exec=die_with_parent)
         except OSError as exc:
             raise AgentStartError(exc.errno, f"cannot start {self.argv[0]!r}: {exc}") from exc
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None

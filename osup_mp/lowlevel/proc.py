@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -179,3 +179,33 @@ def set_title(title: str) -> None:
     finally:
         if noenv:  # set up once: agents spawned later need not inherit it
             os.environ.pop("SPT_NOENV", None)
+
+
+def spawn_piped(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    stderr: int = subprocess.PIPE,
+    pre_exec: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """The one way an agent is started: stdin and stdout on pipes (stderr too, unless told
+    otherwise), its own session so that its whole process group can be signalled, no
+    inherited descriptors. ``pre_exec`` runs between fork and exec; leave it out where
+    start-up time counts (any hook forces a full fork instead of ``vfork``). Raises
+    ``OSError`` when the executable cannot be run."""
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=dict(env),
+        start_new_session=True,
+        preexec_fn=pre_exec,
+        close_fds=True,
+    )
+
+
+def die_with_parent() -> None:
+    """A ``pre_exec`` hook: the kernel SIGKILLs the child when the process that spawned it
+    dies."""
+    set_parent_death_signal(signal.SIGKILL)

@@ -30,7 +30,7 @@ from osup_mp.app.specs import MAIN_SLOT, SpecsFactory
 from osup_mp.app.tree import run_tree
 from osup_mp.client import Client, ClientError
 from osup_mp.config import Config, load_config
-from osup_mp.lowlevel.proc import set_parent_death_signal
+from osup_mp.lowlevel.proc import set_parent_death_signal, spawn_piped
 from osup_mp.storage.shm.segment import SharedState, ShmError
 
 FORK = multiprocessing.get_context("fork")
@@ -102,15 +102,7 @@ def spawn_agent(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]
     """The agent executable on pipes, with the manager's ``Popen`` options for a main agent:
     its own session, no pre-exec hook (the fast ``vfork`` path); stderr discarded. It dies
     with the bench: EOF on its stdin."""
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-        close_fds=True,
-    )
+    return spawn_piped(argv, env, stderr=subprocess.DEVNULL)
 
 
 def tree_config(

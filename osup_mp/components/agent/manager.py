@@ -41,6 +41,7 @@ from osup_mp.lowlevel.proc import (
     close_pipes,
     describe_exit,
     kill_descendants,
+    spawn_piped,
 )
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component
@@ -262,15 +263,10 @@ class AgentManager(Component):
             argv = agent_argv(self.cfg, self.role, self.command)
             if restore is not None:
                 argv += ["--restore", restore["checkpoint_id"] or "wal"]
-            self.proc = subprocess.Popen(
+            self.proc = spawn_piped(
                 argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=agent_env(self.cfg, self.shm.name, self.instance_id, self.slot_index),
-                start_new_session=True,
-                preexec_fn=pre_exec(self.cfg, self.role),
-                close_fds=True,
+                agent_env(self.cfg, self.shm.name, self.instance_id, self.slot_index),
+                pre_exec=pre_exec(self.cfg, self.role),
             )
         except OSError as exc:
             self.proc = None
