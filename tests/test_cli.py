@@ -271,9 +271,10 @@ def test_logs_follow_prints_new_lines(make_tree) -> None:
     assert tree.cli("stop").returncode == 0
 
 
-def test_help_imports_only_click_and_the_command_modules() -> None:
-    """``osup-mp --help`` must start fast: no command module may import the tree, numpy, rich
-    or even the config at import time (they load inside the command that needs them)."""
+def test_help_imports_only_click_and_the_command_table() -> None:
+    """``osup-mp --help`` must start fast: it imports no command module, and no command
+    module imports the tree, numpy, rich or even the config at import time (they load
+    inside the command that needs them)."""
     heavy = (
         "numpy",
         "rich",
@@ -289,10 +290,23 @@ def test_help_imports_only_click_and_the_command_modules() -> None:
         "osup_mp.components",
         "osup_mp.agent_check",
     )
-    probe = f"import sys, osup_mp.cli\nprint([m for m in {heavy!r} if m in sys.modules])\n"
+    probe = (
+        "import importlib, sys\n"
+        "from osup_mp import cli\n"
+        "try:\n"
+        "    cli.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('osup_mp')))\n"
+        "for where, _help in cli.main_module.COMMANDS.values():\n"
+        "    importlib.import_module('osup_mp.cli.' + where.partition(':')[0])\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])\n"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2] == "['osup_mp', 'osup_mp.cli', 'osup_mp.cli.main']"
+    assert lines[-1] == "[]"
 
 
 def test_usage_errors_are_one_line_with_exit_2(tmp_path) -> None:
@@ -391,3 +405,49 @@ def test_cli_reports_a_full_backlog_as_a_connection_failure(tmp_path: Path, tag:
     assert done.returncode == 1
     assert "backlog stayed full" in done.stderr and "agent answered" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_bug_in_a_command_is_one_line_unless_debugging(tmp_path) -> None:
+    """An exception no command handles (a bug) is one line; OSUP_DEBUG=1 shows the
+    traceback."""
+    probe = (
+        "import sys, click\n"
+        "from osup_mp import cli\n"
+        "@cli.cli.command('boom')\n"
+        "def boom():\n"
+        "    raise RuntimeError('a bug')\n"
+        "cli.main(sys.argv[1:])\n"
+    )
+    for debug, expect_traceback in (("", False), ("1", True)):
+        out = subprocess.run(
+            [sys.executable, "-c", probe, "boom"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, OSUP_DEBUG=debug),
+        )
+        assert out.returncode == 1
+        assert ("Traceback" in out.stderr) is expect_traceback
+        if not expect_traceback:
+            assert out.stderr.strip() == (
+                "osup-mp: unexpected error: RuntimeError: a bug "
+                "(run again with OSUP_DEBUG=1 for the traceback)"
+            )
+
+
+def test_status_loads_one_command_module() -> None:
+    """``status`` imports its own command module, not the thirteen others, nor the tree."""
+    probe = (
+        "import sys\n"
+        "from osup_mp import cli\n"
+        "try:\n"
+        "    cli.main(['status', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('osup_mp.cli.') and "
+        "m not in ('osup_mp.cli.main', 'osup_mp.cli.common')))\n"
+        "print([m for m in ('numpy', 'rich', 'osup_mp.app') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2:] == ["['osup_mp.cli.status']", "[]"], out.stdout + out.stderr

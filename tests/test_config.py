@@ -441,3 +441,61 @@ def test_the_config_strategies_are_the_runtimes() -> None:
     from osup_mp.runtime.children import Strategy as RuntimeStrategy
 
     assert {s.value for s in Strategy} == {s.value for s in RuntimeStrategy}
+
+
+# ------------------------------------------------------- which value is in force
+def test_default_env_changes_nothing_of_the_shipped_base() -> None:
+    """dev is what runs without --env: its shipped overlay must not silently change the base."""
+    dev = load_config(SHIPPED, "dev", NO_ENV)
+    base = load_config(SHIPPED, "dev", NO_ENV, overlay=False)
+    assert dev == base
+    assert "dev" not in default_document()
+
+
+def test_overridden_names_the_overlay_and_environment_keys(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[logger]\nlevel = 'info'\n[wal]\nfsync = 'no'\n"
+        "[prod.logger]\nlevel = 'error'\n[prod.wal]\nfsync = 'no'\n[test.vault]\ngenerations = 7\n",
+    )
+    prod = load_config(path, "prod", {"GERBIL_HOME": "/opt/g"})
+    assert dict(prod.overridden) == {
+        "logger.level": "prod.logger.level",
+        "wal.fsync": "prod.wal.fsync",
+        "o_supervisor.gerbil_home": "GERBIL_HOME",
+    }
+    base = load_config(path, "prod", NO_ENV, overlay=False)
+    assert base.logger.level == "info" and base.o_supervisor.gerbil_home == Path(
+        "/usr/local/gerbil"
+    )
+    assert base.overridden == {} and base.vault.generations == 3
+    assert load_config(path, "dev", NO_ENV).overridden == {}
+
+
+def test_config_command_marks_overridden_keys(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from osup_mp.cli import cli as main
+
+    path = write(tmp_path, "[logger]\nlevel = 'info'\n[prod.logger]\nlevel = 'error'\n")
+    runner = CliRunner()
+    text = runner.invoke(main, ["config", "--config", str(path), "--env", "prod"], env={})
+    assert text.exit_code == 0, text.output
+    lines = text.stdout.splitlines()
+    assert lines[0] == 'env = "prod"  # chosen by --env'
+    assert 'level = "error"  # set by the [prod.logger] overlay; base value "info"' in lines
+    assert [line for line in lines if "#" in line and "[" not in line.split("#")[0]] == [
+        lines[0],
+        'level = "error"  # set by the [prod.logger] overlay; base value "info"',
+    ]
+    env = runner.invoke(main, ["config", "--config", str(path)], env={"OSUP_ENV": "prod"})
+    assert env.stdout.splitlines()[0] == 'env = "prod"  # chosen by OSUP_ENV'
+    plain = runner.invoke(main, ["config", "--config", str(path)], env={"OSUP_ENV": ""})
+    assert plain.stdout.splitlines()[0] == 'env = "dev"  # the default environment'
+    assert "set by" not in plain.stdout
+
+    data = json.loads(
+        runner.invoke(main, ["config", "--json", "--config", str(path), "--env", "prod"]).stdout
+    )
+    assert data["overridden"] == {"logger.level": {"by": "prod.logger.level", "base": "info"}}
+    assert data["logger"]["level"] == "error"

@@ -27,7 +27,6 @@ from osup_mp.cli.common import EXIT_FAILED, EXIT_USAGE, fail
 
 @click.command(
     "agent-check",
-    short_help="Check that an agent executable speaks the protocol.",
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.option(

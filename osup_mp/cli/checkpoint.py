@@ -11,7 +11,7 @@ import click
 from osup_mp.cli.common import load, request, to_json
 
 
-@click.group("checkpoint", short_help="Create, list, show, restore and delete checkpoints.")
+@click.group("checkpoint")
 def command() -> None:
     """Checkpoints of the main agent (stored in diskcache and as checksummed files)."""
 

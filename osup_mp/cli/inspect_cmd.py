@@ -33,7 +33,7 @@ from osup_mp.cli.common import EXIT_FAILED, EXIT_NOT_RUNNING, fail, load
 MISSING_NOTE = "is the tree running? still watching"
 
 
-@click.group("inspect", short_help="Look inside a running tree, read-only.")
+@click.group("inspect")
 def command() -> None:
     """Look inside a running tree (read-only)."""
 

@@ -12,7 +12,7 @@ import click
 from osup_mp.cli.common import fail, load
 
 
-@click.command("logs", short_help="Show the log, or follow it with -f.")
+@click.command("logs")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
 @click.option(
     "-n",

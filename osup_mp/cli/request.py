@@ -10,7 +10,7 @@ import click
 from osup_mp.cli.common import EXIT_NOT_RUNNING, EXIT_USAGE, fail, load
 
 
-@click.command("request", short_help="Send one JSON request to the main agent.")
+@click.command("request")
 @click.argument("payload", metavar="JSON")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as one line of JSON.")
 @click.option(

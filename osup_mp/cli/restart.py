@@ -7,7 +7,7 @@ import click
 from osup_mp.cli.common import load, request
 
 
-@click.command("restart", short_help="Restart one component of the tree.")
+@click.command("restart")
 @click.argument("name")
 @click.pass_context
 def command(ctx: click.Context, name: str) -> None:

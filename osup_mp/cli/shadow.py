@@ -11,7 +11,7 @@ import click
 from osup_mp.cli.common import EXIT_USAGE, fail, load, request
 
 
-@click.group("shadow", short_help="Start, stop and list shadow agents.")
+@click.group("shadow")
 def command() -> None:
     """Start, stop and list shadow agents (resource-limited copies of the agent)."""
 
@@ -69,7 +69,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{a['id']:<16} {a['state']:<9} pid {a['pid'] or '-':<8} {reason}")
 
 
-@click.command("agent-restart", short_help="Restart one agent process.")
+@click.command("agent-restart")
 @click.option("--id", "instance_id", default="main", show_default=True, help="Agent instance.")
 @click.pass_context
 def agent_restart(ctx: click.Context, instance_id: str) -> None:
@@ -79,7 +79,7 @@ def agent_restart(ctx: click.Context, instance_id: str) -> None:
     click.echo(f"agent {instance_id} restarting")
 
 
-@click.command("hot-reload", short_help="Replace a module of a running agent.")
+@click.command("hot-reload")
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--id", "instance_id", default="main", show_default=True, help="Agent instance.")
 @click.option("--module", default=None, help="Module to replace (default: the agent's own).")

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from osup_mp.config import Config
 
 
-@click.command("start", short_help="Start the tree.")
+@click.command("start")
 @click.option("--daemon", "-d", is_flag=True, help="Detach, and return once the tree is up.")
 @click.pass_context
 def command(ctx: click.Context, daemon: bool) -> None:

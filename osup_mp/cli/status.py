@@ -12,7 +12,7 @@ from osup_mp.cli.common import EXIT_NOT_RUNNING, fail, load, request
 from osup_mp.lowlevel.pidfile import running_pid
 
 
-@click.command("status", short_help="Show the components and agents.")
+@click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def command(ctx: click.Context, as_json: bool) -> None:
@@ -34,19 +34,14 @@ def command(ctx: click.Context, as_json: bool) -> None:
 
 
 def render(data: dict[str, Any]) -> None:
-    from rich.console import Console  # only when a table is printed: --help stays fast
-    from rich.table import Table
-
-    console = Console()
-    console.print(
+    """Plain aligned columns: rich would cost ``status`` ~0.1 s of imports and rendering on
+    every call, and this command is run in loops and scripts."""
+    click.echo(
         f"osup-mp {data.get('state', 'running')}: pid {data['pid']}, env {data['env']}, "
         f"up {_duration(data['uptime_s'])}, config {data.get('config') or '<defaults>'}"
     )
-    table = Table(box=None, header_style="bold")
-    for column in ("NAME", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU", "LAST EXIT"):
-        table.add_column(column)
-    for c in data["components"]:
-        table.add_row(
+    rows = [
+        [
             c["name"],
             str(c["pid"] or "-"),
             c["state"],
@@ -55,33 +50,35 @@ def render(data: dict[str, Any]) -> None:
             _bytes(c["rss_bytes"]),
             "-" if c["cpu_percent"] is None else f"{c['cpu_percent']:.1f}%",
             c.get("last_exit") or "",
-        )
-    console.print(table)
+        ]
+        for c in data["components"]
+    ]
+    _table(["NAME", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU", "LAST EXIT"], rows)
     agents = data.get("agents") or []
     if agents:
-        table = Table(box=None, header_style="bold")
-        for column in (
-            "AGENT",
-            "ROLE",
-            "PID",
-            "STATE",
-            "RESTARTS",
-            "HEARTBEAT",
-            "LAST KILL / FATAL",
-        ):
-            table.add_column(column)
+        rows = []
         for a in agents:
             age = a.get("heartbeat_age_ms")
-            table.add_row(
-                a["id"],
-                a["role"],
-                str(a["pid"] or "-"),
-                a["state"],
-                str(a["restarts"]),
-                "-" if age is None else f"{age:.0f} ms ago",
-                a.get("last_kill_reason") or a.get("fatal_reason") or "",
+            rows.append(
+                [
+                    a["id"],
+                    a["role"],
+                    str(a["pid"] or "-"),
+                    a["state"],
+                    str(a["restarts"]),
+                    "-" if age is None else f"{age:.0f} ms ago",
+                    a.get("last_kill_reason") or a.get("fatal_reason") or "",
+                ]
             )
-        console.print(table)
+        header = ["AGENT", "ROLE", "PID", "STATE", "RESTARTS", "HEARTBEAT", "LAST KILL / FATAL"]
+        _table(header, rows)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for index, row in enumerate([header, *rows]):
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        click.echo(click.style(line.rstrip(), bold=index == 0))
 
 
 def _duration(seconds: float | None) -> str:

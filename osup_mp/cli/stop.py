@@ -10,7 +10,7 @@ from osup_mp.cli.common import fail, load, request
 from osup_mp.lowlevel.pidfile import running_pid
 
 
-@click.command("stop", short_help="Stop the tree gracefully.")
+@click.command("stop")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),

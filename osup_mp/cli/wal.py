@@ -7,7 +7,7 @@ import click
 from osup_mp.cli.common import load, request, to_json
 
 
-@click.group("wal", short_help="Inspect the write-ahead log.")
+@click.group("wal")
 def command() -> None:
     """Inspect the write-ahead log of the running tree (offline: tools/wal_dump.py)."""
 

@@ -78,8 +78,11 @@ def _apply(values: _Values, table: Mapping[str, Any], src: _Origin) -> None:
             _set(values, section, key, raw, src._replace(key=dotted))
 
 
-def _apply_document(values: _Values, doc: Mapping[str, Any], src: _Origin, env: str) -> None:
-    """Merge a whole document: top-level sections, then the selected overlay."""
+def _apply_document(
+    values: _Values, doc: Mapping[str, Any], src: _Origin, env: str, overlay: bool = True
+) -> None:
+    """Merge a whole document: top-level sections, then the selected overlay (if ``overlay``;
+    every overlay is validated either way)."""
     selected: Mapping[str, Any] | None = None
     for name, body in doc.items():
         if name in ENVIRONMENTS:
@@ -92,7 +95,7 @@ def _apply_document(values: _Values, doc: Mapping[str, Any], src: _Origin, env: 
         else:
             what = "table" if isinstance(body, Mapping) else "key"
             raise _unknown(src.file, name, (*_SCHEMA, *ENVIRONMENTS), what)
-    if selected is not None:
+    if selected is not None and overlay:
         _apply(values, selected, src._replace(key=f"{env}."))
 
 
@@ -160,22 +163,27 @@ def load_config(
     *,
     cwd: Path | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    overlay: bool = True,
 ) -> Config:
-    """Read, merge (defaults <- file <- ``[env.*]`` <- overrides <- env vars), validate."""
+    """Read, merge (defaults <- file <- ``[env.*]`` <- overrides <- env vars), validate.
+
+    ``overlay=False`` leaves the ``[env.*]`` overlay out: the base values, which
+    ``osup-mp config`` shows beside the keys an overlay changes.
+    """
     _check_env(env, "<environment>", "env")
     workdir = Path(os.path.abspath(cwd if cwd is not None else Path.cwd()))
     values: _Values = {}
     if path is None:
         source, base = None, workdir
         src = _Origin("<defaults>", "", base)
-        _apply_document(values, default_document(), src, env)
+        _apply_document(values, default_document(), src, env, overlay)
     else:
         shown = str(path)
         source = Path(os.path.normpath(workdir / Path(path).expanduser()))
         base = source.parent
         defaults = {k: v for k, v in default_document().items() if k in _SCHEMA}
         _apply(values, defaults, _Origin("<defaults>", "", base))
-        _apply_document(values, _read(source, shown), _Origin(shown, "", base), env)
+        _apply_document(values, _read(source, shown), _Origin(shown, "", base), env, overlay)
     if overrides:
         _apply(values, overrides, _Origin("<overrides>", "", base))
     for var, key in _ENV_VARS.items():
@@ -207,4 +215,10 @@ def _build(values: _Values, env: str, source: Path | None, base: Path) -> Config
         elif key.startswith("gerbil_") and "/" in raw:  # bare names are PATH lookups
             kw["o_supervisor"][key] = str(_resolve_path(raw, origin))
     sections = {name: cls(**kw[name]) for name, cls in _SECTION_TYPES.items()}
-    return Config(**sections, env=env, source=source, base_dir=base)
+    overridden = {
+        f"{name}.{key}": origin.key
+        for name, keys in values.items()
+        for key, (_value, origin) in keys.items()
+        if origin.file == "<environment>" or origin.key.startswith(f"{env}.")
+    }
+    return Config(**sections, env=env, source=source, base_dir=base, overridden=overridden)

@@ -7,7 +7,8 @@ keys exist and what they accept, :mod:`.loader` reads and merges files into thes
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -143,6 +144,9 @@ class Config:
     env: str
     source: Path | None
     base_dir: Path
+    #: Keys whose value comes from the selected overlay or an environment variable rather
+    #: than the base: dotted key -> where it was set ("prod.logger.level", "GERBIL_HOME").
+    overridden: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def pidfile(self) -> Path:
