@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from osup_mp.lowlevel.spin import Spinner
-from osup_mp.wire import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, pack
+from osup_mp.wire import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, launch, pack
 
 _READ_SIZE = 256 * 1024
 
@@ -73,24 +73,28 @@ class AgentOptions:
     ) -> AgentOptions:
         parser = argparse.ArgumentParser(add_help=False)
         parser.add_argument("script", nargs="?")
-        parser.add_argument("--role", default="main")
-        parser.add_argument("--restore", dest="restore_id")
-        parser.add_argument("--elixir-mode", action="store_true")
+        parser.add_argument(launch.ROLE_FLAG, dest="role", default="main")
+        parser.add_argument(launch.RESTORE_FLAG, dest="restore_id")
+        parser.add_argument(launch.SEED_MODE_FLAG, dest="elixir_mode", action="store_true")
         ns, extra = parser.parse_known_args(argv)
-        slot = environ.get("OSUP_SHM_SLOT")
+        env = launch.LaunchEnv.from_env(environ)
+
+        def given(value: int | None, default: int) -> int:
+            return default if value is None else value
+
         return cls(
             role=ns.role,
             restore_id=ns.restore_id,
             elixir_mode=ns.elixir_mode,
             script=ns.script,
-            instance_id=environ.get("OSUP_INSTANCE_ID", ns.role),
-            shm_name=environ.get("OSUP_SHM_NAME") or None,
-            shm_slot=int(slot) if slot else None,
-            heartbeat_interval=int(environ.get("OSUP_HEARTBEAT_INTERVAL_MS", "1000")) / 1000,
-            metrics_interval=int(environ.get("OSUP_METRICS_INTERVAL_MS", "5000")) / 1000,
-            max_frame=int(environ.get("OSUP_MAX_FRAME", str(DEFAULT_MAX_FRAME))),
-            busy_poll_us=int(environ.get("OSUP_BUSY_POLL_US", "0")),
-            stall_timeout=int(environ.get("OSUP_STALL_TIMEOUT_MS", "30000")) / 1000,
+            instance_id=env.instance_id or ns.role,
+            shm_name=env.shm_name,
+            shm_slot=env.shm_slot,
+            heartbeat_interval=given(env.heartbeat_interval_ms, 1000) / 1000,
+            metrics_interval=given(env.metrics_interval_ms, 5000) / 1000,
+            max_frame=given(env.max_frame, DEFAULT_MAX_FRAME),
+            busy_poll_us=given(env.busy_poll_us, 0),
+            stall_timeout=given(env.stall_timeout_ms, 30000) / 1000,
             extra=extra,
         )
 
@@ -447,11 +451,11 @@ def _die_with_manager() -> None:
     """SIGKILL this agent when its manager dies. The manager spawns the main agent without a
     pre-exec hook (that keeps the spawn on the fast ``vfork`` path), so the SDK asks the
     kernel itself; a manager that died before this call is caught by its pid."""
-    manager = os.environ.get("OSUP_MANAGER_PID")
-    if not manager:
+    manager = launch.LaunchEnv.from_env(os.environ).manager_pid
+    if manager is None:
         return
     from osup_mp.lowlevel.proc import set_parent_death_signal
 
     set_parent_death_signal(signal.SIGKILL)
-    if str(os.getppid()) != manager:
+    if os.getppid() != manager:
         os._exit(1)

@@ -71,6 +71,7 @@ from osup_mp.agent_check.session import (
 )
 from osup_mp.lowlevel.proc import describe_exit
 from osup_mp.wire import DEFAULT_MAX_FRAME
+from osup_mp.wire.launch import LaunchEnv, agent_args
 
 _LIST_MAX = 10
 
@@ -127,17 +128,18 @@ class AgentChecker:
             raise ValueError(f"timeout must be > 0, got {timeout}")
         if heartbeat_interval_ms < 1:
             raise ValueError(f"heartbeat interval must be >= 1 ms, got {heartbeat_interval_ms}")
-        self.argv = [*argv, "--role", "main", "--elixir-mode"]
+        self.argv = [*argv, *agent_args("main")]
         self.timeout = timeout
         self.heartbeat_interval = heartbeat_interval_ms / 1000
+        # A tree's segment and manager, inherited from a shell an agent started, stay out.
+        leave_out = LaunchEnv(shm_name="", shm_slot=0, manager_pid=0).to_env().keys()
         environ = dict(os.environ if env is None else env)
-        for name in ("OSUP_SHM_NAME", "OSUP_SHM_SLOT"):  # never touch a live tree's segment
+        for name in leave_out:
             environ.pop(name, None)
-        environ.update(
-            OSUP_HEARTBEAT_INTERVAL_MS=str(heartbeat_interval_ms),
-            OSUP_INSTANCE_ID="main",
-            OSUP_MAX_FRAME=str(max_frame),
+        given = LaunchEnv(
+            instance_id="main", heartbeat_interval_ms=heartbeat_interval_ms, max_frame=max_frame
         )
+        environ.update(given.to_env())
         self.session = AgentSession(self.argv, environ, max_frame=max_frame)
         self._ids = iter(range(1, 1 << 62))
         self._issued: set[int] = set()

@@ -61,7 +61,8 @@ What is measured, and how:
    small VM where cross-CPU wake-ups are dear (reported, not the target's baseline).
 5. Publish rate: ``publish`` of the 1000x512 matrix and of a 100x64 one, per second (with the
    default CRC, as the reference agent publishes, and without).
-6. Heartbeat flood. A second tree whose main agent is ``_flood_agent.py`` (echoes requests;
+6. Heartbeat flood. A second tree whose main agent is the tests' ``heartbeat_flood.py``
+   (started with ``FLOOD_RATE=0``; echoes requests;
    ``{"flood": N}`` makes it send N heartbeat frames/s from a thread). The manager's CPU
    (psutil ``cpu_times`` of its pid, user + system) over ``FLOOD_SECONDS`` with the agent
    idle (baseline), then with ``FLOOD_RATE`` heartbeats/s; the agent must not be restarted
@@ -110,6 +111,7 @@ from osup_mp.config import Config
 from osup_mp.lowlevel.proc import resolve_executable, set_parent_death_signal
 from osup_mp.storage.shm.segment import SharedState, SlotState
 from osup_mp.wire import FrameDecoder, pack
+from osup_mp.wire.launch import LaunchEnv, agent_args
 
 WINDOW = 64  # requests in flight for the pipelined figures
 REQUEST: dict[str, Any] = {"op": "stats"}
@@ -259,7 +261,7 @@ def agent_argv(cfg: Config) -> list[str]:
     base = [resolve_executable(o.gerbil_executable)]
     if o.gerbil_main_script:
         base.append(o.gerbil_main_script)
-    return [*base, "--role", "main", "--elixir-mode"]
+    return [*base, *agent_args("main")]
 
 
 def agent_env(cfg: Config, shm_name: str) -> dict[str, str]:
@@ -268,11 +270,13 @@ def agent_env(cfg: Config, shm_name: str) -> dict[str, str]:
     return dict(
         os.environ,
         GERBIL_HOME=str(o.gerbil_home),
-        OSUP_INSTANCE_ID="bench-direct",
-        OSUP_SHM_NAME=shm_name,
-        OSUP_SHM_SLOT="1",
-        OSUP_HEARTBEAT_INTERVAL_MS=str(o.heartbeat_interval),
-        OSUP_MAX_FRAME=str(cfg.agent.max_frame),
+        **LaunchEnv(
+            instance_id="bench-direct",
+            shm_name=shm_name,
+            shm_slot=1,
+            heartbeat_interval_ms=o.heartbeat_interval,
+            max_frame=cfg.agent.max_frame,
+        ).to_env(),
     )
 
 
@@ -828,7 +832,7 @@ def measure_shm(plan: Plan, progress: Callable[[str], None]) -> dict[str, Any]:
 
 FLOOD_RATE = 325_000  # heartbeat frames/s, the rate the fault review measured
 FLOOD_SECONDS = 3.0
-FLOOD_AGENT = Path(__file__).resolve().parent / "_flood_agent.py"
+FLOOD_AGENT = MINIMAL_AGENT.with_name("heartbeat_flood.py")  # FLOOD_RATE=0: idle until asked
 
 
 def _manager_cpu(proc: psutil.Process, seconds: float) -> float:
@@ -842,12 +846,23 @@ def _manager_cpu(proc: psutil.Process, seconds: float) -> float:
 
 def measure_heartbeat_flood(progress: Callable[[str], None]) -> dict[str, Any]:
     progress("heartbeat flood: starting a tree with the flooding agent")
-    overrides = {
+    overrides: dict[str, dict[str, Any]] = {
         "o_supervisor": {
             "gerbil_executable": sys.executable,
             "gerbil_main_script": str(FLOOD_AGENT),
         }
     }
+    # Inherited by the forked tree, then the agent: it starts idle, for the baseline.
+    os.environ["FLOOD_RATE"] = "0"
+    try:
+        return _flood_figures(progress, overrides)
+    finally:
+        del os.environ["FLOOD_RATE"]
+
+
+def _flood_figures(
+    progress: Callable[[str], None], overrides: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     with _common.running(TreeProc(overrides)) as tree:
         status = tree.request("status", timeout=10.0)
         manager_pid = next(c["pid"] for c in status["components"] if c["name"] == "agent:main")

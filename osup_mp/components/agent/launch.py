@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from osup_mp.config import Config
 from osup_mp.lowlevel.proc import resolve_executable, set_parent_death_signal
+from osup_mp.wire.launch import LaunchEnv, agent_args
 
 
 def agent_argv(cfg: Config, role: str, command: list[str] | None) -> list[str]:
@@ -24,22 +25,21 @@ def agent_argv(cfg: Config, role: str, command: list[str] | None) -> list[str]:
         base = [resolve_executable(o.gerbil_executable)]
         if o.gerbil_main_script:
             base.append(o.gerbil_main_script)
-    return [*base, "--role", role, "--elixir-mode"]
+    return [*base, *agent_args(role)]
 
 
 def agent_env(cfg: Config, shm_name: str, instance_id: str, slot: int) -> dict[str, str]:
     o = cfg.o_supervisor
-    return dict(
-        os.environ,
-        GERBIL_HOME=str(o.gerbil_home),
-        OSUP_INSTANCE_ID=instance_id,
-        OSUP_SHM_NAME=shm_name,
-        OSUP_SHM_SLOT=str(slot),
-        OSUP_HEARTBEAT_INTERVAL_MS=str(o.heartbeat_interval),
-        OSUP_MAX_FRAME=str(cfg.agent.max_frame),
-        OSUP_BUSY_POLL_US=str(cfg.agent.busy_poll_us),
-        OSUP_MANAGER_PID=str(os.getpid()),
+    given = LaunchEnv(
+        instance_id=instance_id,
+        shm_name=shm_name,
+        shm_slot=slot,
+        heartbeat_interval_ms=o.heartbeat_interval,
+        max_frame=cfg.agent.max_frame,
+        busy_poll_us=cfg.agent.busy_poll_us,
+        manager_pid=os.getpid(),
     )
+    return {**os.environ, "GERBIL_HOME": str(o.gerbil_home), **given.to_env()}
 
 
 def pre_exec(cfg: Config, role: str) -> Callable[[], None] | None:

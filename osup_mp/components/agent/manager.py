@@ -46,6 +46,7 @@ from osup_mp.lowlevel.proc import (
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component
 from osup_mp.storage.shm.segment import Role, SharedState, monotonic_ns
+from osup_mp.wire.launch import RESTORE_FLAG
 
 S = AgentState
 
@@ -262,7 +263,7 @@ class AgentManager(Component):
         try:
             argv = agent_argv(self.cfg, self.role, self.command)
             if restore is not None:
-                argv += ["--restore", restore["checkpoint_id"] or "wal"]
+                argv += [RESTORE_FLAG, restore["checkpoint_id"] or "wal"]
             self.proc = spawn_piped(
                 argv,
                 agent_env(self.cfg, self.shm.name, self.instance_id, self.slot_index),

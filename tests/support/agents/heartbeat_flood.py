@@ -1,6 +1,7 @@
-"""A test agent that floods heartbeat frames (``FLOOD_RATE`` per second, default 325,000)
-from a thread while it echoes requests as usual. Frames from the two threads never
-interleave: both write under one lock, whole frames at a time."""
+"""An agent that floods heartbeat frames from a thread while it echoes requests as usual:
+``FLOOD_RATE`` frames per second from the start (default 325,000), and the request
+``{"flood": N}`` changes the rate (0 stops it; the agent benchmark starts at 0). Frames from
+the two threads never interleave: both write whole frames under one lock."""
 
 from __future__ import annotations
 
@@ -16,27 +17,28 @@ from osup_mp.wire import pack
 
 class Flooder(Agent):
     lock = threading.Lock()
+    rate = int(os.environ.get("FLOOD_RATE", "325000"))
 
     def handle_request(self, data: Any) -> Any:
+        if isinstance(data, dict) and "flood" in data:
+            self.rate = int(data["flood"])
         return data
 
     def on_start(self) -> None:
         threading.Thread(target=self._flood, daemon=True).start()
 
     def _flood(self) -> None:
-        rate = int(os.environ.get("FLOOD_RATE", "325000"))
         tick = 0.01
         frame = pack({"type": "heartbeat", "timestamp": time.time()})
-        chunk = frame * max(1, int(rate * tick))
-        while not self.ready:
-            time.sleep(0.01)
         next_at = time.monotonic()
         while True:
-            with self.lock:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(self._out_fd, view) :]
-            next_at += tick
+            count = int(self.rate * tick)
+            if count and self.ready:
+                with self.lock:
+                    view = memoryview(frame * count)
+                    while view:
+                        view = view[os.write(self._out_fd, view) :]
+            next_at = max(next_at + tick, time.monotonic() - 1.0)
             time.sleep(max(0.0, next_at - time.monotonic()))
 
     def _flush(self) -> None:
