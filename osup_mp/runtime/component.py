@@ -69,6 +69,11 @@ class PeerRef:
             self._mux = self._loop.connect(self.name)
         return self._mux
 
+    def mux(self) -> CallMux:
+        """The connection's call multiplexer (connecting first), for callers that keep many
+        calls in flight and flush themselves."""
+        return self._connected()
+
     def call(self, request: Any, timeout: float | None = 5.0) -> Any:
         return self._connected().call(request, timeout)
 

@@ -107,11 +107,11 @@ import _relay
 from _common import BenchError, median, p90, unlink_shm, verdict
 
 from osup_mp.client import Client
+from osup_mp.components.agent import launch
 from osup_mp.config import Config
-from osup_mp.lowlevel.proc import resolve_executable, set_parent_death_signal
+from osup_mp.lowlevel.proc import set_parent_death_signal
 from osup_mp.storage.shm.segment import SharedState, SlotState
 from osup_mp.wire import FrameDecoder, pack
-from osup_mp.wire.launch import LaunchEnv, agent_args
 
 WINDOW = 64  # requests in flight for the pipelined figures
 REQUEST: dict[str, Any] = {"op": "stats"}
@@ -256,28 +256,17 @@ class TreeProc(_common.ForkedTree):
 
 
 def agent_argv(cfg: Config) -> list[str]:
-    """The command the manager runs (``AgentManager._argv`` for the main agent)."""
-    o = cfg.o_supervisor
-    base = [resolve_executable(o.gerbil_executable)]
-    if o.gerbil_main_script:
-        base.append(o.gerbil_main_script)
-    return [*base, *agent_args("main")]
+    """The command the manager runs for the main agent."""
+    return launch.agent_argv(cfg, "main", None)
 
 
 def agent_env(cfg: Config, shm_name: str) -> dict[str, str]:
-    """The manager's environment for its agent (``AgentManager._env``), on a bench segment."""
-    o = cfg.o_supervisor
-    return dict(
-        os.environ,
-        GERBIL_HOME=str(o.gerbil_home),
-        **LaunchEnv(
-            instance_id="bench-direct",
-            shm_name=shm_name,
-            shm_slot=1,
-            heartbeat_interval_ms=o.heartbeat_interval,
-            max_frame=cfg.agent.max_frame,
-        ).to_env(),
-    )
+    """The manager's environment for its agent, on a bench segment (slot 1). Without
+    OSUP_MANAGER_PID: the bench relay spawns from a forked child, and a direct agent dies
+    with the bench through EOF on its stdin anyway."""
+    env = launch.agent_env(cfg, shm_name, "bench-direct", 1)
+    env.pop("OSUP_MANAGER_PID", None)
+    return env
 
 
 class DirectAgent:

@@ -134,7 +134,7 @@ class BenchDriver(Component):
         return {"median_us": median(us), "p90_us": p90(us), "n": n}
 
     def _pipelined(self, total: int, window: int) -> dict[str, float]:
-        mux = self.peer("echo")._connected()
+        mux = self.peer("echo").mux()
         channel = mux.channel
         sent = done = errors = 0
 

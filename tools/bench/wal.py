@@ -186,7 +186,7 @@ class AppendDriver(Component):
         if calls is None:  # built once per shape (the warm-up run), outside the timed runs
             pool = make_entries(4096, seed=batch)
             calls = self._pools[batch] = [pool[i : i + batch] for i in range(0, 4096, batch)]
-        mux = self.peer("wal")._connected()
+        mux = self.peer("wal").mux()
         channel = mux.channel
         sent = done = errors = acked = 0
         last_lsn = first_lsn = 0
