@@ -183,9 +183,10 @@ class ForkedTree:
             return client.request(command, **args)
 
     def pings(self) -> bool:
-        """True when the control socket answers ping."""
+        """True once the tree is up: the control socket answers (it does from the first
+        moment) and says the ordered start is done."""
         try:
-            return bool(self.request("ping", timeout=2.0) == "pong")
+            return bool(self.request("status", timeout=5.0)["state"] == "running")
         except ClientError:
             return False
 
@@ -206,7 +207,7 @@ class ForkedTree:
         return self.pings()
 
     def _not_up(self, timeout: float) -> str:
-        return f"tree did not answer ping within {timeout:g}s"
+        return f"tree was not up (status: running) within {timeout:g}s"
 
     def _poll(self) -> float:
         return 0.02

@@ -184,7 +184,7 @@ class TreeProc(_common.ForkedTree):
         return self.attach() and self.pings()
 
     def _not_up(self, timeout: float) -> str:
-        return f"tree did not answer ping within {timeout:g}s" + (
+        return f"tree was not up (status: running) within {timeout:g}s" + (
             "" if self.shm else f" (segment {self.shm_name} never seen)"
         )
 

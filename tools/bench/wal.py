@@ -271,7 +271,7 @@ Specs = Callable[[Config, Any], list[ChildSpec]] | None  # (cfg, shm) -> childre
 class TreeProc(_common.ForkedTree):
     """A tree run by ``run_tree`` in a forked process, with its config in ``tmp`` (which it
     leaves to its owner). With ``agent``, it is up once its segment is mapped (the caller
-    polls slot 0 from there), else once it answers ping."""
+    polls slot 0 from there), else once its status says running."""
 
     def __init__(
         self,
@@ -687,10 +687,7 @@ def measure_starts(
             served, served_wall, stats = first_answer(tree)
             out["cold_start_running_ms"].append((running - tree.started_ns) / 1e6)
             out["cold_start_served_ms"].append((served - tree.started_ns) / 1e6)
-            while True:  # the control socket answers once the ordered start is done
-                with contextlib.suppress(ClientError):
-                    if tree.request("ping", timeout=2.0) == "pong":
-                        break
+            while not tree.pings():  # the ordered start is done
                 time.sleep(0.002)
             out["cold_start_ping_ms"].append((time.perf_counter_ns() - tree.started_ns) / 1e6)
             check = verify_agent(tree, stats, expected_blocks, expected_lsn)
