@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
+from osup_mp.components import wal as wal_manager
+from osup_mp.components.agent import durability
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.states import AgentState
+from osup_mp.components.wal import WALManager
 from osup_mp.config import load_config
+from osup_mp.runtime.calls import CallError
+from osup_mp.runtime.channel import channel_pair
+from osup_mp.runtime.component import NOREPLY, Caller
+from osup_mp.storage.wal.store import PayloadRun
+from osup_mp.wire import HEADER, FrameDecoder
 
 pytestmark = pytest.mark.unit  # no process started
 
@@ -91,10 +103,6 @@ def test_a_snapshot_no_restore_frame_can_carry_is_refused_at_checkpoint_time() -
 
 
 def test_a_snapshot_over_half_a_frame_is_restored_alone_in_the_first_frame() -> None:
-    import msgpack
-
-    from osup_mp.wire import FrameDecoder
-
     d, host, _wal = make()
     frames = bytearray()
     host.send_agent_raw = frames.extend
@@ -102,7 +110,12 @@ def test_a_snapshot_over_half_a_frame_is_restored_alone_in_the_first_frame() -> 
     snapshot = {"blob": b"x" * (limit - 1000)}  # the old limit was half a frame
     entries = [msgpack.packb({"op": i, "pad": b"y" * 1000}) for i in range(3000)]
     d.send_restore(
-        {"checkpoint_id": "c", "lsn": 7, "payload": msgpack.packb(snapshot), "entries": entries}
+        {
+            "checkpoint_id": "c",
+            "lsn": 7,
+            "payload": msgpack.packb(snapshot),
+            "entries": [PayloadRun.of(8, entries)],
+        }
     )
     decoded = FrameDecoder(max_frame=limit).feed(bytes(frames))
     assert decoded[0]["snapshot"] == snapshot and decoded[0]["wal_entries"] == []
@@ -110,3 +123,150 @@ def test_a_snapshot_over_half_a_frame_is_restored_alone_in_the_first_frame() -> 
     replayed = [e["op"] for m in decoded for e in m["wal_entries"]]
     assert replayed == list(range(3000))
     assert all(m.get("continue") for m in decoded[1:])
+    # The tail travels in frames of about 256 KiB of entries, far below half a frame.
+    entry_bytes = [sum(len(msgpack.packb(e)) for e in m["wal_entries"]) for m in decoded[1:]]
+    assert len(decoded) - 1 == -(-3000 * len(entries[0]) // durability._FRAME_ENTRIES)
+    assert all(size <= durability._FRAME_ENTRIES for size in entry_bytes)
+
+
+# ------------------------------------------------------------------ restore from the WAL
+
+
+class ChannelWal:
+    """The WAL component's answers over a real channel pair (descriptors included)."""
+
+    def __init__(self, manager: WALManager) -> None:
+        self.manager = manager
+        self.ours, self.theirs = channel_pair()
+        self.requests: list[Any] = []
+
+    def call(self, request: Any, timeout: float) -> Any:
+        self.requests.append(request)
+        value = self.manager.handle_call(request, Caller(self.theirs, len(self.requests)))
+        if value is not NOREPLY:
+            return value
+        messages: list[Any] = []
+        while not messages:
+            assert self.ours.wait_readable(5)
+            messages = self.ours.receive()
+        ((_reply, _call_id, ok, answer, fds),) = messages
+        assert ok
+        return answer, fds
+
+    def close(self) -> None:
+        self.manager.store.close()
+        self.ours.close()
+        self.theirs.close()
+
+
+@pytest.fixture
+def restore_env(tmp_path: Path) -> Iterator[Callable[..., tuple[Durability, Any, ChannelWal]]]:
+    made: list[ChannelWal] = []
+
+    def build(checkpoint: dict[str, Any] | None = None, **overrides: Any) -> Any:
+        sections = {
+            "o_supervisor": {"wal_dir": str(tmp_path / "wal")},
+            "wal": {"segment_entries": 5},
+            **overrides,
+        }
+        cfg = load_config(None, "test", cwd=tmp_path, overrides=sections)
+        manager = WALManager(cfg)
+        manager.store.open()
+        wal = ChannelWal(manager)
+        made.append(wal)
+        vault: Any = types.SimpleNamespace(call=lambda request, timeout: checkpoint)
+        host: Any = types.SimpleNamespace(cfg=cfg, instance_id="main", frames=bytearray())
+        host.peer = lambda name: wal if name == "wal" else vault
+        host.send_agent_raw = host.frames.extend
+        return Durability(host, durable=True), host, wal
+
+    yield build
+    for wal in made:
+        wal.close()
+
+
+def _entries(first: int, last: int) -> list[bytes]:
+    return [
+        msgpack.packb({"op": lsn, "pad": "x" * (lsn % 50 + 100)}) for lsn in range(first, last + 1)
+    ]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_restore_reads_every_entry_through_the_descriptors_the_wal_hands_over(
+    restore_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(durability, "_PAGE", 7)  # several pages ...
+    monkeypatch.setattr(wal_manager, "MAX_SPANS", 2)  # ... each of at most two segments
+    d, _host, wal = restore_env()
+    wal.manager.store.append(_entries(1, 23))
+    fds_before = _open_fds()
+    restore = d.plan()
+    assert restore is not None and restore["checkpoint_id"] is None and restore["lsn"] == 0
+    assert _open_fds() == fds_before + len(restore["spans"])  # held until the entries are read
+    wal.manager.store.truncate_through(10)  # released meanwhile: read through the descriptors
+    runs = d.read_entries(restore)
+    assert [p for run in runs for p in run.payloads()] == _entries(1, 23)
+    for run in runs:  # a run never crosses a segment: LSNs inside it are consecutive
+        assert (run.first_lsn - 1) // 5 == (run.first_lsn + len(run) - 2) // 5
+    pages = [r for r in wal.requests if r[0] == "read_spans_after"]
+    assert len(pages) > 23 // 7  # paged, and a reply stops at two segments
+    assert d.applied_lsn == 23 and _open_fds() == fds_before  # every descriptor closed
+
+    # LSNs 1..10 are gone now and no checkpoint covers them: refused, descriptors closed.
+    with pytest.raises(CallError, match=r"WAL entries 1\.\.10 are missing"):
+        d.plan()
+    assert _open_fds() == fds_before
+
+
+def test_a_restore_starts_after_the_checkpoint_and_refuses_a_skipped_range(
+    restore_env: Any,
+) -> None:
+    d, _host, wal = restore_env()
+    store = wal.manager.store
+    store.append(_entries(1, 12))
+    store.skip_through(20)  # LSNs 13..20 were never written here
+    store.append(_entries(21, 24))
+    fds_before = _open_fds()
+    with pytest.raises(CallError, match=r"WAL entries 13\.\.20 are missing \(8 entries\)"):
+        d.plan()
+    assert _open_fds() == fds_before
+
+    checkpoint = {"id": "c", "lsn": 20, "payload": msgpack.packb({"state": 1})}
+    d, host, wal = restore_env(checkpoint)
+    restore = d.plan()
+    assert restore is not None and restore["lsn"] == 20
+    assert [p for run in d.read_entries(restore) for p in run.payloads()] == _entries(21, 24)
+    assert d.applied_lsn == 24
+    fds_before = _open_fds()
+    d.discard(d.plan() or {})  # a plan never sent gives its descriptors back
+    assert _open_fds() == fds_before
+    d.send_restore(d.plan() or {})  # reads the entries itself
+    assert _open_fds() == fds_before
+    decoded = FrameDecoder(max_frame=host.cfg.agent.max_frame).feed(bytes(host.frames))
+    assert decoded[0]["snapshot"] == {"state": 1}
+    assert [e["op"] for m in decoded for e in m["wal_entries"]] == list(range(21, 25))
+
+
+def test_restore_frames_fill_up_across_runs_and_keep_the_order(restore_env: Any) -> None:
+    d, host, _wal = restore_env(agent={"max_frame": 4096})
+    entries = _entries(1, 60)
+    runs = [PayloadRun.of(1, entries[:7]), PayloadRun.of(8, []), PayloadRun.of(8, entries[7:])]
+    snapshot = msgpack.packb({"blocks": list(range(10))})
+    d.send_restore({"checkpoint_id": "c", "lsn": 0, "payload": snapshot, "entries": runs})
+    frames = bytes(host.frames)
+    decoded = FrameDecoder(max_frame=4096).feed(frames)
+    assert len(decoded) > 2
+    assert decoded[0]["snapshot"] == {"blocks": list(range(10))}
+    assert [e for m in decoded for e in m["wal_entries"]] == [msgpack.unpackb(e) for e in entries]
+    assert [m["more"] for m in decoded] == [True] * (len(decoded) - 1) + [False]
+    assert all(m.get("continue") for m in decoded[1:])
+    offset, sizes = 0, []
+    while offset < len(frames):
+        (size,) = HEADER.unpack_from(frames, offset)
+        sizes.append(size)
+        offset += HEADER.size + size
+    assert all(size <= 4096 // 2 + 160 for size in sizes)  # half a frame plus the framing
+    assert all(m["wal_entries"] for m in decoded[1:])  # no frame after the first is empty

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 
 import pytest
 
 from osup_mp.lowlevel.proc import describe_exit
 from osup_mp.runtime.calls import CallError, CallMux, CallTimeout
-from osup_mp.runtime.channel import Channel, channel_pair
+from osup_mp.runtime.channel import MAX_FDS, Channel, channel_pair
 from osup_mp.runtime.children import Intensity
 from osup_mp.runtime.control import peer_uid_allowed
 
@@ -71,6 +72,31 @@ def test_fds_arrive_with_their_message(pair) -> None:
     assert os.read(fds[0], 1) == b"x"
     os.close(fds[0])
     os.close(w)
+
+
+def test_up_to_max_fds_arrive_with_a_large_message_and_more_are_refused(pair) -> None:
+    a, b = pair
+    pipes = [os.pipe() for _ in range(MAX_FDS)]
+    blob = os.urandom(2 * 1024 * 1024)  # arrives over many reads; the fds ride on the first
+    got: list = []
+
+    def receive() -> None:
+        while not got and b.wait_readable(5):
+            got.extend(b.receive())
+
+    reader = threading.Thread(target=receive)
+    reader.start()
+    a.send_with_fds(("many", blob), [r for r, _w in pipes])  # waits until it all left
+    reader.join(10)
+    kind, data, fds = got[0]
+    assert (kind, data, len(fds)) == ("many", blob, MAX_FDS)
+    for fd, (r, w) in zip(fds, pipes, strict=True):
+        os.write(w, b"y")
+        assert os.read(fd, 1) == b"y"
+        for end in (fd, r, w):
+            os.close(end)
+    with pytest.raises(ValueError, match="at most"):
+        a.send_with_fds(("too many", 0), [0] * (MAX_FDS + 1))
 
 
 def _serve(channel: Channel) -> None:
@@ -182,3 +208,20 @@ def test_messages_read_during_a_blocking_call_are_kept(pair) -> None:
     assert mux.call("our request", timeout=2) == "ours"
     t.join()
     assert mux.deferred == [("call", 99, "their request"), ("cast", "note")]
+
+
+def test_an_agents_stdin_pipe_is_widened_where_the_kernel_allows() -> None:
+    import fcntl
+
+    from osup_mp.components.agent.pipes import PIPE_SIZE, widen_pipe
+
+    r, w = os.pipe()
+    try:
+        capacity = widen_pipe(w)
+        assert capacity == fcntl.fcntl(w, fcntl.F_GETPIPE_SZ)
+        with open("/proc/sys/fs/pipe-max-size") as f:
+            if int(f.read()) >= PIPE_SIZE:
+                assert capacity >= PIPE_SIZE
+    finally:
+        os.close(r)
+        os.close(w)

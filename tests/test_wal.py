@@ -81,6 +81,15 @@ def flip_bit(path: Path, offset: int, mask: int = 0x10) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def verify_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: open() verifying every segment itself, and with the newer half
+    verified by its forked helper (from any size on); the outcome must be the same."""
+    if request.param == "parallel":
+        monkeypatch.setattr(wal, "PARALLEL_VERIFY_BYTES", 0)
+    return str(request.param)
+
+
 @pytest.fixture
 def open_wal(tmp_path: Path) -> Iterator[OpenWAL]:
     """Open a WALStore (default directory tmp_path/"wal"); every store is closed afterwards."""
@@ -488,6 +497,118 @@ def test_skip_through_never_reuses_lsns_and_survives_reopen(
     again = open_wal(directory, segment_entries=5)
     assert contents(again) == [*expected, (8, b"a"), (101, b"b"), (102, b"c")]
     assert again.append([b"d"]) == [103]
+
+
+@pytest.mark.parametrize("reopen", [False, True], ids=["written here", "verified at open"])
+def test_spans_and_payload_runs_hold_what_read_after_yields(
+    reopen: bool, open_wal: OpenWAL, tmp_path: Path
+) -> None:
+    """The index the reads use — from the open's scan, or kept while appending — gives the
+    same records as scanning; runs are per segment, with consecutive LSNs, and a skipped
+    range of LSNs starts a new one."""
+    directory = tmp_path / "wal"
+    store = open_wal(directory, segment_entries=5)
+    sizes = [(lsn * 37) % 90 for lsn in range(1, 13)]  # some payloads are empty
+    store.append([payload(lsn, size) for lsn, size in enumerate(sizes, start=1)])
+    store.skip_through(20)
+    store.append([payload(lsn, 50) for lsn in range(21, 25)])
+    if reopen:
+        store.close()
+        store = open_wal(directory, segment_entries=5)
+    every = [(lsn, payload(lsn, size)) for lsn, size in enumerate(sizes, start=1)]
+    every += [(lsn, payload(lsn, 50)) for lsn in range(21, 25)]
+    assert [(r.lsn, r.payload) for r in store.read_after(0)] == every
+    for after, limit in [(0, None), (3, 4), (4, 100), (9, 1), (12, None), (22, 5), (24, 3)]:
+        expected = [(lsn, data) for lsn, data in every if lsn > after][:limit]
+        assert [(r.lsn, r.payload) for r in store.read_after(after, limit)] == expected
+        runs = store.read_payloads_after(after, limit)
+        got = [(run.first_lsn + i, p) for run in runs for i, p in enumerate(run.payloads())]
+        assert got == expected
+        assert all(len(run) and run.ends[-1] == len(run.data) for run in runs)
+        spans = store.spans_after(after, limit)
+        assert [(s.first_lsn, len(s)) for s in spans] == [(r.first_lsn, len(r)) for r in runs]
+    assert [s.first_lsn for s in store.spans_after(0)] == [1, 6, 11, 21]
+    assert [s.first_lsn for s in store.spans_after(0, max_spans=2)] == [1, 6]
+    assert store.read_payloads_after(0, 0) == [] and store.read_payloads_after(24) == []
+
+
+def test_a_segment_cut_behind_the_stores_back_is_an_error_on_read(
+    open_wal: OpenWAL, tmp_path: Path
+) -> None:
+    directory = tmp_path / "wal"
+    build(directory, [40] * 4)
+    store = open_wal(directory)
+    path = directory / segment_name(1)
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 10)
+    with pytest.raises(WALError, match="cut behind the WAL's back"):
+        store.read_payloads_after(0)
+
+
+def _reference_walk(data: bytes, lsn: int) -> tuple[list[int], int, str | None]:
+    """Record by record with the full per-record check, as the scan was first written."""
+    offsets, offset = [], SEG_HDR
+    while offset < len(data):
+        why = wal._bad_record(data, offset, lsn)
+        if why is not None:
+            return offsets, offset, why
+        offsets.append(offset)
+        offset += HDR + RECORD_HEADER.unpack_from(data, offset)[0]
+        lsn += 1
+    return offsets, offset, None
+
+
+def test_the_helper_verifies_the_newer_half_and_is_always_reaped(
+    verify_mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if verify_mode == "serial":
+        pytest.skip("the helper is tested in the parallel mode")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the helper runs only with more than one CPU")
+    directory = tmp_path / "wal"
+    expected = build(directory, [200] * 40, segment_entries=4)
+    helpers: list[wal._Helper] = []
+    monkeypatch.setattr(wal._Helper, "__init__", _recording(wal._Helper.__init__, helpers))
+    store = WALStore(directory, segment_entries=4)
+    store.open()
+    assert contents(store) == expected
+    store.close()
+    ((helper,),) = [helpers]
+    assert 0 < helper.first < 10 and helper.pid == 0 and helper.fd == -1  # reaped, closed
+
+    flip_bit(directory / segment_name(1), SEG_HDR + HDR + 3)  # an older segment: found here
+    with pytest.raises(WALCorruption) as info:
+        WALStore(directory, segment_entries=4).open()
+    assert info.value.offset == SEG_HDR
+    assert helpers[-1].pid == 0 and helpers[-1].fd == -1  # stopped and reaped all the same
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # nothing left to reap
+
+
+def _recording(init: Callable[..., None], made: list[Any]) -> Callable[..., None]:
+    def record(self: Any, *args: Any) -> None:
+        init(self, *args)
+        made.append(self)
+
+    return record
+
+
+def test_the_fast_scan_accepts_and_refuses_exactly_what_the_full_check_does() -> None:
+    image = SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0)
+    image += b"".join(encode_record(lsn, payload(lsn, lsn * 3)) for lsn in range(7, 12))
+    damaged = [image[:cut] for cut in range(SEG_HDR, len(image) + 1)]
+    for pos in range(SEG_HDR, len(image)):
+        for mask in (0x01, 0x80):
+            flipped = bytearray(image)
+            flipped[pos] ^= mask
+            damaged.append(bytes(flipped))
+    for data in damaged:
+        index = wal.index_segment(data, 7)
+        assert (list(index.offsets), index.good_end, index.problem) == _reference_walk(data, 7)
+        scan = scan_segment(data, 7)
+        assert [(r.lsn, r.offset) for r in scan.records] == [
+            (7 + i, offset) for i, offset in enumerate(index.offsets)
+        ]
 
 
 def test_an_unrecorded_jump_in_the_chain_is_still_a_gap(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Agent SDK: the protocol loop every Python agent shares.
 
 Subclass :class:`Agent`, implement :meth:`Agent.handle_request` (and, for durable state,
-:meth:`~Agent.snapshot`, :meth:`~Agent.restore`, :meth:`~Agent.apply_wal`), call
+:meth:`~Agent.snapshot`, :meth:`~Agent.restore`, :meth:`~Agent.apply_wal` and, to replay a
+long WAL tail in bulk, :meth:`~Agent.apply_wal_batch`), call
 :meth:`Agent.run`. The SDK does the rest of the protocol in ``docs/protocol.md``: framing on
 stdin/stdout, ``ready``, heartbeats (as frames and in the agent's shared-memory slot), periodic
 ``metrics`` with the seed's names, pipelined ``process_request`` → ``response`` by id,
@@ -19,6 +20,11 @@ Design decisions:
   no progress (no message handled, no loop turn) for ``OSUP_STALL_TIMEOUT_MS`` (default
   30 s), so an agent stuck in one handler is still reported hung. Heartbeat frames still
   leave between batches (managers without shared memory rely on them).
+* A restore runs with the cyclic garbage collector paused: decoding and applying a long WAL
+  tail allocates hundreds of thousands of containers that all stay alive, and each
+  collection would walk them again (about half the restore's time). At ``ready`` the
+  collector resumes and the restored objects are frozen out of its generations
+  (``gc.freeze``): they are long-lived state, not garbage.
 * Hot reload builds the new module beside the old one and swaps only when it imports and
   passes :meth:`Agent.validate_module`; if the new code raises later, the SDK rolls back to
   the previous version and answers the request with it.
@@ -27,6 +33,7 @@ Design decisions:
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import selectors
 import signal
@@ -35,7 +42,7 @@ import threading
 import time
 import traceback
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +144,7 @@ class Agent:
         self._in_fd = -1
         self._progress = 0  # bumped by the main loop; the heartbeat thread watches it
         self._beater: threading.Thread | None = None
+        self._gc_paused = False
 
     # -- hooks for subclasses ----------------------------------------------------------------
 
@@ -156,6 +164,15 @@ class Agent:
 
     def apply_wal(self, entry: Mapping[str, Any]) -> None:
         """Re-apply one logged operation during restore."""
+
+    def apply_wal_batch(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Re-apply the logged operations of one ``restore`` frame, oldest first.
+
+        The default calls :meth:`apply_wal` for each entry; override it to apply a long
+        WAL tail in bulk (and build derived state once per batch, not once per entry).
+        The result must be the same as applying the entries one by one."""
+        for entry in entries:
+            self.apply_wal(entry)
 
     def validate_module(self, name: str, module: types.ModuleType) -> None:
         """Raise if a hot-reloaded module is unusable (missing functions, failing self-test)."""
@@ -229,6 +246,8 @@ class Agent:
         self.on_start()
         if self.options.restore_id is None:
             self._send_ready()
+        else:
+            self._pause_gc()
         now = time.monotonic()
         self._timers = {"heartbeat": now, "metrics": now + self.options.metrics_interval}
         sel = selectors.DefaultSelector()
@@ -304,8 +323,9 @@ class Agent:
         if not msg.get("continue"):
             self.restore(msg.get("snapshot"))
             self.checkpoint_id = msg.get("checkpoint_id") or self.checkpoint_id
-        for entry in msg.get("wal_entries") or []:
-            self.apply_wal(entry)
+        entries = msg.get("wal_entries")
+        if entries:
+            self.apply_wal_batch(entries)
         if not msg.get("more"):
             self._send_ready()
 
@@ -343,7 +363,21 @@ class Agent:
     def _send_ready(self) -> None:
         if not self._ready_sent:
             self._ready_sent = True
+            self._resume_gc()
             self.send({"type": "ready", "pid": os.getpid(), "role": self.options.role})
+
+    def _pause_gc(self) -> None:
+        """No cyclic garbage collection while a restore is decoded and applied: it only
+        allocates what it keeps, and every collection would walk all of it again."""
+        if gc.isenabled():
+            gc.disable()
+            self._gc_paused = True
+
+    def _resume_gc(self) -> None:
+        if self._gc_paused:
+            self._gc_paused = False
+            gc.freeze()  # the restored state is long-lived: later collections skip it
+            gc.enable()
 
     # -- heartbeats, metrics, shared memory --------------------------------------------------
 

@@ -19,17 +19,20 @@ and answers every waiting append with an error — nothing unwritten is ever ack
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from loguru import logger
 
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
+from osup_mp.runtime.channel import MAX_FDS
 from osup_mp.runtime.component import NOREPLY, Caller, Component
 from osup_mp.storage.wal.store import WALError, WALStore, verify_dir
 from osup_mp.storage.wal.sync import BackgroundSync
 from osup_mp.wire import FrameError, unpack_payload
 
+MAX_SPANS = MAX_FDS  # segments (each with its descriptor) per read_spans_after reply
 Written = list[tuple[Caller, list[int]]]  # appends written, with their LSNs, awaiting a sync
 
 
@@ -88,6 +91,10 @@ class WALManager(Component):
         if kind == "read_after":  # ("read_after", lsn[, limit]) -> [(lsn, msgpack bytes)]
             limit = request[2] if len(request) > 2 else None
             return [(r.lsn, r.payload) for r in self.store.read_after(int(request[1]), limit)]
+        if kind == "read_payloads_after":  # ("read_payloads_after", lsn, limit) -> [PayloadRun]
+            return self.store.read_payloads_after(int(request[1]), request[2])
+        if kind == "read_spans_after":  # ("read_spans_after", lsn, limit): see _send_spans
+            return self._send_spans(caller, int(request[1]), request[2])
         if kind == "last_lsn":
             return self.store.last_lsn
         if kind == "skip_through":  # a checkpoint covers LSNs this log never had
@@ -119,6 +126,30 @@ class WALManager(Component):
         if kind == "truncate_through":
             return [str(p) for p in self.store.truncate_through(int(request[1]))]
         return super().handle_call(request, caller)
+
+    def _send_spans(self, caller: Caller, lsn: int, limit: int | None) -> Any:
+        """Answer ``{"spans": [SegmentSpan], "more": bool}`` for the records after ``lsn``
+        (at most ``limit``, from at most ``MAX_SPANS`` segments), with a read-only
+        descriptor of each span's segment attached: the caller reads the verified records
+        itself, so megabytes of entries never cross this channel, and a segment released
+        meanwhile stays readable through its descriptor."""
+        spans = self.store.spans_after(lsn, limit, MAX_SPANS)
+        last = spans[-1].first_lsn + len(spans[-1]) - 1 if spans else lsn
+        more = any(seg.count and seg.last_lsn > last for seg in self.store.segments)
+        value = {"spans": spans, "more": more}
+        if not spans:
+            return value
+        fds: list[int] = []
+        try:
+            for span in spans:
+                fds.append(os.open(span.path, os.O_RDONLY | os.O_CLOEXEC))
+            caller.channel.send_with_fds(("reply", caller.call_id, True, value), fds)
+        except OSError as exc:
+            raise CallError(f"cannot hand out WAL segments: {exc}") from exc
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return NOREPLY
 
     @staticmethod
     def _entry(record: Any) -> Any:

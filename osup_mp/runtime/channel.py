@@ -36,8 +36,8 @@ from typing import Any
 _HEADER = struct.Struct(">I")
 _READ_SIZE = 256 * 1024
 _BATCH = 64  # messages per frame at most
-_MAX_FDS = 4
-_ANCILLARY = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
+MAX_FDS = 32  # descriptors one message may carry (more would be cut off on receipt)
+_ANCILLARY = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
@@ -143,6 +143,8 @@ class Channel:
 
     def send_with_fds(self, msg: Any, fds: list[int]) -> None:
         """Send ``msg`` with ``fds`` attached (SCM_RIGHTS); flushes earlier output first."""
+        if len(fds) > MAX_FDS:
+            raise ValueError(f"{len(fds)} descriptors in one message: at most {MAX_FDS}")
         self.flush_blocking()
         data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
         frame = _HEADER.pack(len(data)) + data

@@ -17,11 +17,12 @@ zero-copy. The search itself lives in the hot-reloadable :mod:`.memory_system`.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 import types
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,8 @@ from osup_mp.agent.reference import memory_system
 from osup_mp.agent.sdk import Agent, AgentOptions, RequestError, run_agent
 
 _MUTATING = frozenset({"memory_add", "memory_delete", "tool_register"})
+_VECTOR_BYTES = memory_system.DIM * 4  # an embedding as logged: float32 bytes
+_BLOCK_KEYS = frozenset({"id", "text", "embedding", "metadata"})
 
 
 class MemoryAgent(Agent):
@@ -43,8 +46,14 @@ class MemoryAgent(Agent):
         self.started = time.time()
         self.operations = 0
         self._matrix: np.ndarray[Any, np.dtype[np.float32]] | None = None
-        self._order: list[str] = []
-        self._dirty = True
+        self._order: list[str] = []  # the block id of each row of _matrix
+        self._dirty = True  # _matrix must be rebuilt from every block
+        # Blocks added (new ids, in order) since _matrix was built, and their embeddings
+        # (vectors or stacks of rows): while nothing else changed, the next matrix is the
+        # current one with these rows appended, not a rebuild from every block.
+        self._tail_ids: list[str] = []
+        self._tail: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+        self._empty_matrix()
         self.shared_rows = 0
         self._published_at = -1  # operations count of the last published state
 
@@ -125,11 +134,8 @@ class MemoryAgent(Agent):
     # -- state -------------------------------------------------------------------------------
 
     def _apply_add(self, block_id: str, text: str, embedding: Any, metadata: Any) -> None:
-        vec = (
-            _vector(embedding)
-            if embedding is not None
-            else self.call_module("memory_system", "embed", text)
-        )
+        vec = self._embedding(text, embedding)
+        replaced = block_id in self.blocks
         self.blocks[block_id] = {
             "id": block_id,
             "text": text,
@@ -137,13 +143,133 @@ class MemoryAgent(Agent):
             "metadata": dict(metadata),
         }
         self.operations += 1
-        self._dirty = True
+        if replaced:
+            self._invalidate()
+        elif not self._dirty:
+            self._tail_ids.append(block_id)
+            self._tail.append(vec)
+
+    def _add_many(self, adds: Iterable[tuple[str, str, Any, Any]]) -> None:
+        """``_apply_add`` for each ``(id, text, embedding, metadata)``, in order, with one
+        array holding every embedding: rows of it, not an array each."""
+        blocks = self.blocks
+        added: list[dict[str, Any]] = []
+        raws: list[bytes] = []
+        new_ids: list[str] = []
+        was_dirty, replaced = self._dirty, False
+        try:
+            for block_id, text, embedding, metadata in adds:
+                raw = embedding
+                if type(raw) is not bytes or len(raw) != _VECTOR_BYTES:
+                    raw = self._embedding(text, raw).tobytes()
+                block = {
+                    "id": block_id,
+                    "text": text,
+                    "embedding": None,
+                    "metadata": dict(metadata),
+                }
+                if block_id in blocks:
+                    replaced = True
+                else:
+                    new_ids.append(block_id)
+                blocks[block_id] = block
+                added.append(block)
+                raws.append(raw)
+        finally:  # also when an entry raised: the blocks before it get their embeddings
+            self._added(added, raws, new_ids, replaced, was_dirty)
+
+    def _replay_adds(self, entries: Sequence[Mapping[str, Any]], i: int) -> int:
+        """Apply the run of ``memory_add`` entries from ``entries[i]`` on (``_add_many``
+        unrolled: this is the restore's inner loop); return where the run ends."""
+        blocks = self.blocks
+        added: list[dict[str, Any]] = []
+        raws: list[bytes] = []
+        new_ids: list[str] = []
+        was_dirty, replaced = self._dirty, False
+        try:
+            for entry in itertools.islice(entries, i, None):
+                if entry.get("operation") != "memory_add":
+                    break
+                params = entry.get("params") or {}
+                block_id, text = params["id"], params["text"]
+                raw = params.get("embedding")
+                if type(raw) is not bytes or len(raw) != _VECTOR_BYTES:
+                    raw = self._embedding(text, raw).tobytes()
+                metadata = params.get("metadata")
+                if type(params) is dict and params.keys() <= _BLOCK_KEYS:
+                    # The decoded params map becomes the block (no copy per entry): the
+                    # entries are the restore frame's, dropped once the batch is applied.
+                    block = params
+                    block["metadata"] = dict(metadata) if metadata else {}
+                else:
+                    block = {
+                        "id": block_id,
+                        "text": text,
+                        "embedding": None,
+                        "metadata": dict(metadata) if metadata else {},
+                    }
+                if block_id in blocks:
+                    replaced = True
+                else:
+                    new_ids.append(block_id)
+                blocks[block_id] = block
+                added.append(block)
+                raws.append(raw)
+        finally:
+            self._added(added, raws, new_ids, replaced, was_dirty)
+        return i + len(added)
+
+    def _added(
+        self,
+        added: list[dict[str, Any]],
+        raws: list[bytes],
+        new_ids: list[str],
+        replaced: bool,
+        was_dirty: bool,
+    ) -> None:
+        """Blocks were added (``new_ids`` new, in order, unless one ``replaced`` another):
+        give each its row of one array built from ``raws``, and count the operations."""
+        if not added:
+            return
+        self.operations += len(added)
+        rows = np.frombuffer(b"".join(raws), dtype=np.float32).reshape(-1, memory_system.DIM)
+        rows = rows.copy()  # writable, as every other embedding is
+        for block, row in zip(added, rows, strict=True):
+            block["embedding"] = row
+        if replaced:  # a replaced block keeps its place: the matrix is rebuilt
+            self._invalidate()
+        elif not was_dirty and not self._dirty:
+            self._tail_ids += new_ids
+            self._tail.append(rows)
+
+    def _embedding(self, text: str, raw: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
+        if raw is not None:
+            return _vector(raw)
+        vec: np.ndarray[Any, np.dtype[np.float32]] = self.call_module(
+            "memory_system", "embed", text
+        )
+        return vec
 
     def _apply_delete(self, block_id: str) -> bool:
         self.operations += 1
         removed = self.blocks.pop(block_id, None) is not None
-        self._dirty = self._dirty or removed
+        if removed:
+            self._invalidate()
         return removed
+
+    def _empty_matrix(self) -> None:
+        """No blocks: the matrix is current with no rows (so adds extend it)."""
+        self._matrix = np.zeros((0, memory_system.DIM), dtype=np.float32)
+        self._order = []
+        self._dirty = False
+        self._tail_ids.clear()
+        self._tail.clear()
+
+    def _invalidate(self) -> None:
+        """The matrix must be rebuilt from every block (one was replaced or removed)."""
+        self._dirty = True
+        self._tail_ids.clear()
+        self._tail.clear()
 
     def _current_matrix(self) -> np.ndarray[Any, np.dtype[np.float32]]:
         if self._dirty or self._matrix is None:
@@ -156,6 +282,16 @@ class MemoryAgent(Agent):
                 else np.zeros((0, dim), dtype=np.float32)
             )
             self._dirty = False
+            self._tail_ids.clear()
+            self._tail.clear()
+        elif self._tail:
+            dim = memory_system.DIM
+            self._matrix = np.concatenate(
+                [self._matrix, *(rows.reshape(-1, dim) for rows in self._tail)]
+            )
+            self._order += self._tail_ids
+            self._tail_ids.clear()
+            self._tail.clear()
         return self._matrix
 
     def after_batch(self) -> None:
@@ -206,14 +342,14 @@ class MemoryAgent(Agent):
         self.blocks.clear()
         self.tools.clear()
         self.operations = 0
+        self._empty_matrix()
         if snapshot:
-            for block in snapshot.get("memory_blocks") or []:
-                self._apply_add(
-                    block["id"], block["text"], block["embedding"], block.get("metadata") or {}
-                )
+            self._add_many(
+                (block["id"], block["text"], block["embedding"], block.get("metadata") or {})
+                for block in snapshot.get("memory_blocks") or []
+            )
             self.tools.update(snapshot.get("tool_registry") or {})
             self.operations = int((snapshot.get("agent_state") or {}).get("operations", 0))
-        self._dirty = True
 
     def apply_wal(self, entry: Mapping[str, Any]) -> None:
         op, params = entry.get("operation"), entry.get("params") or {}
@@ -225,6 +361,18 @@ class MemoryAgent(Agent):
             self._apply_delete(str(params.get("id")))
         elif op == "tool_register":
             self.op_tool_register(params)
+
+    def apply_wal_batch(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """The entries in order, each run of ``memory_add`` entries in bulk (one array for
+        its embeddings; the matrix is extended once, when it is next needed). Takes the
+        entries over: their ``params`` maps may become blocks."""
+        i, n = 0, len(entries)
+        while i < n:
+            if entries[i].get("operation") == "memory_add":
+                i = self._replay_adds(entries, i)
+            else:
+                self.apply_wal(entries[i])
+                i += 1
 
 
 def _vector(raw: Any) -> np.ndarray[Any, np.dtype[np.float32]]:

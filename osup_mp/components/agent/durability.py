@@ -13,6 +13,8 @@ Shadows are experiments: their entries and checkpoints are answered, not stored.
 
 from __future__ import annotations
 
+import bisect
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,14 +26,19 @@ from loguru import logger
 from osup_mp.components.agent.states import AgentState
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller
+from osup_mp.storage.wal.store import PayloadRun, SegmentSpan, WALError
 from osup_mp.wire import HEADER
 
 if TYPE_CHECKING:
     from osup_mp.components.agent.manager import AgentManager
 
-_PAGE = 50_000  # WAL entries per read_after reply
+_PAGE = 50_000  # WAL entries per read_spans_after reply
 # What a restore frame adds around the snapshot: its keys, a checkpoint id, an LSN, flags.
 _RESTORE_OVERHEAD = 160
+# Entry bytes per restore frame (at most half a frame): a frame well below the pipe's size,
+# so the agent decodes and applies one while the manager writes the next, instead of
+# waiting for megabytes and then working while the pipe stands full.
+_FRAME_ENTRIES = 256 * 1024
 
 
 class _Batch:
@@ -261,11 +268,14 @@ class Durability:
 
     def plan(self) -> dict[str, Any] | None:
         """For a new agent generation: the newest valid checkpoint (or the pinned one) and
-        every WAL entry after its LSN; None when there is nothing to restore. Raises
-        CallError when the vault or the WAL cannot answer (starting empty would lose data).
+        where every WAL entry after its LSN is; None when there is nothing to restore.
+        Raises CallError when the vault or the WAL cannot answer (starting empty would lose
+        data) or entries are missing.
 
-        Entries stay the MessagePack bytes the WAL stored (CRC-checked there): they are
-        spliced into the restore frames as they are, never decoded and re-encoded here."""
+        The WAL answers with where the entries are (segment spans,
+        from its index of the records it verified) and a descriptor of each segment; the
+        entries themselves are read by :meth:`send_restore`, once the agent is starting (it
+        boots meanwhile). Pass the plan to :meth:`send_restore` or :meth:`discard`."""
         if not self.durable:
             return None
         host = self.host
@@ -273,47 +283,77 @@ class Durability:
         request = ("load", pinned, True) if pinned else ("latest", True)
         checkpoint = host.peer("vault").call(request, timeout=30.0)
         lsn = checkpoint["lsn"] if checkpoint else 0
-        entries: list[bytes] = []
+        spans: list[tuple[SegmentSpan, int]] = []
+        count = 0
         missing: list[tuple[int, int]] = []  # LSN ranges neither the checkpoint nor the WAL has
         cursor = lsn
-        while True:  # paged: one reply never has to hold the whole tail
-            page = host.peer("wal").call(("read_after", cursor, _PAGE), timeout=60.0)
-            for entry_lsn, payload in page:
-                if entry_lsn != cursor + 1:
-                    missing.append((cursor + 1, entry_lsn - 1))
-                entries.append(payload)
-                cursor = entry_lsn
-            if len(page) < _PAGE:
-                break
-        # The WAL's newest LSN counts what salvage cut too: entries it handed out that it can
-        # no longer give back are missing, not merely absent.
-        newest = host.peer("wal").call(("last_lsn",), timeout=30.0)
-        if newest > cursor:
-            missing.append((cursor + 1, newest))
-        if missing:
-            self._accept_gap(checkpoint, lsn, missing)
-            self.checkpoint_soon = True  # so the accepted loss is not met again next start
-        elif newest < lsn:
-            # The WAL is behind the checkpoint (salvage cut it): its next LSN must come after
-            # what the checkpoint covers, or new entries would be skipped on restore.
-            host.peer("wal").call(("skip_through", lsn), timeout=30.0)
+        try:
+            while True:  # paged: one reply never has to hold the whole tail
+                reply = host.peer("wal").call(("read_spans_after", cursor, _PAGE), timeout=60.0)
+                page, fds = reply if isinstance(reply, tuple) else (reply, [])
+                if len(fds) != len(page["spans"]):
+                    for fd in fds:
+                        os.close(fd)
+                    raise CallError(f"WAL segments came with {len(fds)} descriptors")
+                for span, fd in zip(page["spans"], fds, strict=True):
+                    spans.append((span, fd))
+                    if span.first_lsn != cursor + 1:  # LSNs are consecutive within a span
+                        missing.append((cursor + 1, span.first_lsn - 1))
+                    count += len(span)
+                    cursor = span.first_lsn + len(span) - 1
+                if not page["more"]:
+                    break
+            # The WAL's newest LSN counts what salvage cut too: entries it handed out that it
+            # can no longer give back are missing, not merely absent.
+            newest = host.peer("wal").call(("last_lsn",), timeout=30.0)
+            if newest > cursor:
+                missing.append((cursor + 1, newest))
+            if missing:
+                self._accept_gap(checkpoint, lsn, missing)
+                self.checkpoint_soon = True  # so the accepted loss is not met again next start
+            elif newest < lsn:
+                # The WAL is behind the checkpoint (salvage cut it): its next LSN must come
+                # after what the checkpoint covers, or new entries would be skipped on restore.
+                host.peer("wal").call(("skip_through", lsn), timeout=30.0)
+        except BaseException:
+            _close(spans)
+            raise
         self.applied_lsn = cursor
-        self._since_checkpoint = len(entries)
-        if checkpoint is None and not entries:
+        self._since_checkpoint = count
+        if checkpoint is None and not count:
+            _close(spans)
             return None
         logger.info(
             "agent {}: restoring checkpoint {} (LSN {}) + {} WAL entries",
             host.instance_id,
             checkpoint["id"] if checkpoint else "none",
             lsn,
-            len(entries),
+            count,
         )
         return {
             "checkpoint_id": checkpoint["id"] if checkpoint else None,
             "payload": checkpoint["payload"] if checkpoint else None,
             "lsn": lsn,
-            "entries": entries,
+            "spans": spans,
         }
+
+    @staticmethod
+    def discard(restore: dict[str, Any]) -> None:
+        """A plan that will not be sent: close the descriptors it holds."""
+        _close(restore.pop("spans", []))
+
+    @staticmethod
+    def read_entries(restore: dict[str, Any]) -> list[PayloadRun]:
+        """The entries of a plan, read through its descriptors (which are closed): the
+        MessagePack bytes the WAL stored, back to back per segment — never pickled across a
+        channel, decoded, re-encoded or split into one object per entry here."""
+        spans: list[tuple[SegmentSpan, int]] = restore.pop("spans", [])
+        try:
+            return [span.payloads(span.read(fd)) for span, fd in spans]
+        except (OSError, WALError) as exc:
+            raise CallError(f"cannot read the WAL: {exc}") from exc
+        finally:
+            _close(spans)
 
     def _accept_gap(
         self, checkpoint: dict[str, Any] | None, lsn: int, missing: list[tuple[int, int]]
@@ -344,10 +384,11 @@ class Durability:
         """One ``restore`` frame, continued by more when the WAL tail exceeds a frame.
 
         The snapshot travels as the bytes the vault stored, spliced in unopened; a snapshot
-        that takes more than half a frame travels alone in the first one."""
+        that takes more than half a frame travels alone in the first one. The entries are
+        ``restore["entries"]`` (runs of payloads) or, for a :meth:`plan`, read now."""
         packer = msgpack.Packer(use_bin_type=True)
         limit = self.host.cfg.agent.max_frame
-        budget = limit // 2
+        half = limit // 2
         payload: bytes | None = restore["payload"]
         head = b"".join(
             (
@@ -363,37 +404,60 @@ class Durability:
             )
         )
         if len(head) + _RESTORE_OVERHEAD > limit:  # max_frame was lowered since it was saved
+            self.discard(restore)
             raise CallError(
                 f"checkpoint {restore['checkpoint_id']} takes a {len(head)}-byte restore frame: "
                 f"more than [agent] max_frame ({limit}); raise it"
             )
         later = packer.pack_map_header(4) + packer.pack("type") + packer.pack("restore")
         later += packer.pack("continue") + packer.pack(True)
-        entries: list[bytes] = restore["entries"]
-        start, first = 0, True
+        entries = restore["entries"] if "entries" in restore else self.read_entries(restore)
+        runs: list[PayloadRun] = [run for run in entries if len(run)]
+        r, i = 0, 0  # the next entry to send: entry i of runs[r]
+        first = True
         while True:
             prefix = head if first else later
-            size, stop = len(prefix), start
+            size = len(prefix)
             # A head over half a frame travels alone; every later frame takes at least one
-            # entry (an entry fits a frame: it came in one).
-            room = len(head) if first and len(head) > budget else budget
-            while stop < len(entries) and (
-                (stop == start and not first) or size + len(entries[stop]) <= room
-            ):
-                size += len(entries[stop])
-                stop += 1
-            more = stop < len(entries)
-            body = b"".join(
+            # entry (an entry fits a frame: it came in one). Frames stay small (about
+            # _FRAME_ENTRIES of entries) so the agent applies one while the next arrives.
+            alone = first and len(head) > half
+            room = len(head) if alone else min(half, size + _FRAME_ENTRIES)
+            pieces: list[memoryview] = []
+            count = 0
+            while r < len(runs):
+                run = runs[r]
+                base = run.ends[i - 1] if i else 0
+                # The entries i..stop-1 of this run that still fit the frame.
+                stop = bisect.bisect_right(run.ends, base + room - size, lo=i)
+                if stop == i and not count and not first:
+                    stop = i + 1
+                if stop > i:
+                    end = run.ends[stop - 1]
+                    pieces.append(memoryview(run.data)[base:end])
+                    size += end - base
+                    count += stop - i
+                    i = stop
+                if i < len(run):
+                    break  # the frame is full
+                r, i = r + 1, 0
+            more = r < len(runs)
+            tail = b"".join(
                 (
-                    prefix,
                     packer.pack("more"),
                     packer.pack(more),
                     packer.pack("wal_entries"),
-                    packer.pack_array_header(stop - start),
-                    *entries[start:stop],
+                    packer.pack_array_header(count),
                 )
             )
-            self.host.send_agent_raw(HEADER.pack(len(body)) + body)
+            length = len(prefix) + len(tail) + sum(len(p) for p in pieces)
+            self.host.send_agent_raw(b"".join((HEADER.pack(length), prefix, tail, *pieces)))
             if not more:
                 return
-            start, first = stop, False
+            first = False
+
+
+def _close(spans: list[tuple[SegmentSpan, int]]) -> None:
+    for _span, fd in spans:
+        os.close(fd)
+    spans.clear()

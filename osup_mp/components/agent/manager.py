@@ -31,7 +31,7 @@ from loguru import logger
 
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec
-from osup_mp.components.agent.pipes import AgentPipes
+from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
 from osup_mp.components.agent.requests import Requests
 from osup_mp.components.agent.restarts import RestartPolicy
 from osup_mp.components.agent.states import AgentState, check_transition
@@ -271,6 +271,8 @@ class AgentManager(Component):
             )
         except OSError as exc:
             self.proc = None
+            if restore is not None:
+                self.durability.discard(restore)
             what = self.command or self.cfg.o_supervisor.gerbil_executable
             logger.error("agent {}: cannot start {}: {}", self.instance_id, what, exc)
             self._after_failure(f"cannot start: {exc}")
@@ -278,6 +280,7 @@ class AgentManager(Component):
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             os.set_blocking(stream.fileno(), False)
+        widen_pipe(self.proc.stdin.fileno())
         self.pidfd = os.pidfd_open(self.proc.pid)
         self.watch_fd(self.proc.stdout.fileno(), self._on_stdout)
         self.watch_fd(self.proc.stderr.fileno(), self._on_stderr)

@@ -11,6 +11,7 @@ byte comparison per frame instead of a decode, and the manager stamps the slot o
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 from collections import deque
@@ -31,6 +32,23 @@ _HB_SIZE = _HEADER.size + len(_HB_BODY)
 _HB_MARK = _HB_BODY[:-8]
 # A read holding at least this many heartbeats is filtered before decoding.
 _HB_FILTER_FROM = 64
+
+
+# The agent's stdin pipe is widened to this (the default 64 KiB would take a restore's
+# megabytes in as many wake-ups of both processes as it has 64 KiB pieces).
+PIPE_SIZE = 1 << 20
+
+
+def widen_pipe(fd: int, size: int = PIPE_SIZE) -> int:
+    """Make the pipe ``fd`` hold ``size`` bytes where the kernel allows it (Linux: up to
+    ``/proc/sys/fs/pipe-max-size`` unprivileged); return its capacity now."""
+    try:
+        return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except OSError:
+        try:
+            return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+        except OSError:
+            return 0
 
 
 class AgentPipes:
