@@ -15,6 +15,7 @@ from osup_mp.components import wal as wal_manager
 from osup_mp.components.agent import durability
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.states import AgentState
+from osup_mp.components.messages import ReadSpansAfter
 from osup_mp.components.wal import WALManager
 from osup_mp.config import load_config
 from osup_mp.runtime.calls import CallError
@@ -211,7 +212,7 @@ def test_a_restore_reads_every_entry_through_the_descriptors_the_wal_hands_over(
     assert [p for run in runs for p in run.payloads()] == _entries(1, 23)
     for run in runs:  # a run never crosses a segment: LSNs inside it are consecutive
         assert (run.first_lsn - 1) // 5 == (run.first_lsn + len(run) - 2) // 5
-    pages = [r for r in wal.requests if r[0] == "read_spans_after"]
+    pages = [r for r in wal.requests if isinstance(r, ReadSpansAfter)]
     assert len(pages) > 23 // 7  # paged, and a reply stops at two segments
     assert d.applied_lsn == 23 and _open_fds() == fds_before  # every descriptor closed
 

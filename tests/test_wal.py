@@ -31,7 +31,6 @@ from osup_mp.storage.wal.store import (
     WALCorruption,
     WALError,
     WALStore,
-    atomic_write,
     encode_record,
     scan_segment,
     segment_name,
@@ -261,15 +260,6 @@ def test_open_removes_stale_temp_files(open_wal: OpenWAL, tmp_path: Path) -> Non
     store = open_wal()
     assert not stale.exists()
     assert contents(store) == expected
-
-
-def test_atomic_write_replaces_the_file_and_leaves_no_temp(tmp_path: Path) -> None:
-    target = tmp_path / "file"
-    atomic_write(target, b"old")
-    atomic_write(target, b"new" * 1000)
-    assert target.read_bytes() == b"new" * 1000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
-    assert target.stat().st_mode & 0o777 == 0o600
 
 
 def test_oversized_record_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

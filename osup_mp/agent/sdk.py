@@ -48,6 +48,7 @@ from typing import Any
 
 from osup_mp.lowlevel.spin import Spinner
 from osup_mp.wire import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, launch, pack
+from osup_mp.wire.frames import FromAgent, ToAgent
 
 _READ_SIZE = 256 * 1024
 
@@ -145,6 +146,7 @@ class Agent:
         self._progress = 0  # bumped by the main loop; the heartbeat thread watches it
         self._beater: threading.Thread | None = None
         self._gc_paused = False
+        self._frames = self._frame_table()
 
     # -- hooks for subclasses ----------------------------------------------------------------
 
@@ -200,11 +202,11 @@ class Agent:
     def wal(self, operation: str, params: Mapping[str, Any], **extra: Any) -> None:
         """Log one state-changing operation (the seed's ``wal_entry``)."""
         entry = {"operation": operation, "params": dict(params), "timestamp": time.time()}
-        self.send({"type": "wal_entry", "data": entry, **extra})
+        self.send({"type": FromAgent.WAL_ENTRY, "data": entry, **extra})
 
     def checkpoint(self) -> None:
         """Send a checkpoint of :meth:`snapshot`; ``checkpoint_ack`` arrives later."""
-        self.send({"type": "checkpoint", "data": self.snapshot()})
+        self.send({"type": FromAgent.CHECKPOINT, "data": self.snapshot()})
 
     def module(self, name: str) -> types.ModuleType:
         return self.modules[name]
@@ -223,7 +225,7 @@ class Agent:
             self.log(f"hot-reloaded {name}.{function} raised {exc!r}: rolled back")
             self.send(
                 {
-                    "type": "reload_result",
+                    "type": FromAgent.RELOAD_RESULT,
                     "ok": False,
                     "module": name,
                     "error": f"rolled back after {type(exc).__name__}: {exc}",
@@ -284,26 +286,33 @@ class Agent:
         return True
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
-        kind = msg["type"]
-        if kind == "process_request":
-            self._on_request(msg)
-        elif kind == "restore":
-            self._on_restore(msg)
-        elif kind == "hot_reload":
-            self._on_hot_reload(msg)
-        elif kind == "checkpoint_ack":
-            self.checkpoint_id = msg.get("checkpoint_id") or self.checkpoint_id
-            self.on_checkpoint_ack(msg)
-        elif kind == "checkpoint_request":
-            self.checkpoint()
-        elif kind == "stop":
-            self._stop = True
+        handler = self._frames.get(msg["type"])
+        if handler is None:
+            self.on_message(msg)  # a frame type this SDK does not know: the subclass may
         else:
-            self.on_message(msg)
+            handler(msg)
+
+    def _frame_table(self) -> dict[str, Callable[[dict[str, Any]], None]]:
+        """What each frame type from the manager does (docs/protocol.md)."""
+        return {
+            ToAgent.PROCESS_REQUEST: self._on_request,
+            ToAgent.RESTORE: self._on_restore,
+            ToAgent.HOT_RELOAD: self._on_hot_reload,
+            ToAgent.CHECKPOINT_ACK: self._on_checkpoint_ack,
+            ToAgent.CHECKPOINT_REQUEST: lambda _msg: self.checkpoint(),
+            ToAgent.STOP: self._on_stop,
+        }
+
+    def _on_checkpoint_ack(self, msg: dict[str, Any]) -> None:
+        self.checkpoint_id = msg.get("checkpoint_id") or self.checkpoint_id
+        self.on_checkpoint_ack(msg)
+
+    def _on_stop(self, msg: dict[str, Any]) -> None:
+        self._stop = True
 
     def _on_request(self, msg: dict[str, Any]) -> None:
         started = time.perf_counter()
-        reply: dict[str, Any] = {"type": "response", "id": msg.get("id")}
+        reply: dict[str, Any] = {"type": FromAgent.RESPONSE, "id": msg.get("id")}
         try:
             reply["data"] = self.handle_request(msg.get("data"))
         except RequestError as exc:
@@ -339,7 +348,7 @@ class Agent:
             reply = {"ok": False, "error": "hot_reload needs the module source in 'code'"}
         else:
             reply = self._reload(name, code)
-        self.send({"type": "reload_result", "module": name, **reply})
+        self.send({"type": FromAgent.RELOAD_RESULT, "module": name, **reply})
 
     def _reload(self, name: str, code: str) -> dict[str, Any]:
         module = types.ModuleType(name)
@@ -364,7 +373,7 @@ class Agent:
         if not self._ready_sent:
             self._ready_sent = True
             self._resume_gc()
-            self.send({"type": "ready", "pid": os.getpid(), "role": self.options.role})
+            self.send({"type": FromAgent.READY, "pid": os.getpid(), "role": self.options.role})
 
     def _pause_gc(self) -> None:
         """No cyclic garbage collection while a restore is decoded and applied: it only
@@ -401,11 +410,11 @@ class Agent:
             self._heartbeat()
             self._timers["heartbeat"] = now + self.options.heartbeat_interval
         if now >= self._timers.get("metrics", now + 1):
-            self.send({"type": "metrics", "data": self.metrics()})
+            self.send({"type": FromAgent.METRICS, "data": self.metrics()})
             self._timers["metrics"] = now + self.options.metrics_interval
 
     def _heartbeat(self) -> None:
-        self.send({"type": "heartbeat", "timestamp": time.time()})
+        self.send({"type": FromAgent.HEARTBEAT, "timestamp": time.time()})
         slot = self._slot
         if slot is not None and self._beater is None:  # else the thread is the one writer
             slot["hb_agent_ns"] = time.monotonic_ns()

@@ -71,6 +71,7 @@ from osup_mp.agent_check.session import (
 )
 from osup_mp.lowlevel.proc import describe_exit
 from osup_mp.wire import DEFAULT_MAX_FRAME
+from osup_mp.wire.frames import FromAgent, ToAgent
 from osup_mp.wire.launch import LaunchEnv, agent_args
 
 _LIST_MAX = 10
@@ -214,7 +215,9 @@ class AgentChecker:
 
     def check_starts(self) -> str:
         started = time.monotonic()
-        frame = self.session.expect(lambda m: m["type"] in ("ready", "heartbeat"), self.timeout)
+        frame = self.session.expect(
+            lambda m: m["type"] in (FromAgent.READY, FromAgent.HEARTBEAT), self.timeout
+        )
         if frame is None:
             raise CheckFailed(f"no ready (or heartbeat) within {self.timeout:g} s")
         self._start_frame = frame
@@ -232,7 +235,9 @@ class AgentChecker:
         deadline = time.monotonic() + max(self.timeout, MIN_HEARTBEATS * limit)
         rule = f"limit {HEARTBEAT_GAP_FACTOR:g} x {interval * 1000:g} ms = {limit * 1000:g} ms"
         while True:
-            beats = [f.at for f in session.frames if f.type == "heartbeat" and f.at >= start]
+            beats = [
+                f.at for f in session.frames if f.type == FromAgent.HEARTBEAT and f.at >= start
+            ]
             previous = start
             longest = 0.0
             for n, at in enumerate(beats[:MIN_HEARTBEATS], 1):
@@ -254,7 +259,7 @@ class AgentChecker:
                     f"{(now - previous) * 1000:.0f} ms after {since} ({rule})"
                 )
             wait = min(deadline, previous + limit) - now
-            session.expect(lambda m: m["type"] == "heartbeat", wait + 0.001)
+            session.expect(lambda m: m["type"] == FromAgent.HEARTBEAT, wait + 0.001)
 
     # -- 4. requests -------------------------------------------------------------------------
 
@@ -273,8 +278,8 @@ class AgentChecker:
 
     def check_checkpoint(self) -> str:
         session = self.session
-        session.send({"type": "checkpoint_request"})
-        frame = session.expect(lambda m: m["type"] == "checkpoint", self.timeout)
+        session.send({"type": ToAgent.CHECKPOINT_REQUEST})
+        frame = session.expect(lambda m: m["type"] == FromAgent.CHECKPOINT, self.timeout)
         if frame is None:
             raise CheckFailed(f"no checkpoint frame within {self.timeout:g} s")
         data = frame.msg.get("data")
@@ -283,7 +288,7 @@ class AgentChecker:
         checkpoint_id = str(uuid.uuid4())
         session.send(
             {
-                "type": "checkpoint_ack",
+                "type": ToAgent.CHECKPOINT_ACK,
                 "checkpoint_id": checkpoint_id,
                 "timestamp": int(time.time()),
             }
@@ -297,8 +302,8 @@ class AgentChecker:
 
     def check_hot_reload(self) -> str:
         session = self.session
-        session.send({"type": "hot_reload", "code": RELOAD_CODE, "timestamp": time.time()})
-        frame = session.expect(lambda m: m["type"] == "reload_result", self.timeout)
+        session.send({"type": ToAgent.HOT_RELOAD, "code": RELOAD_CODE, "timestamp": time.time()})
+        frame = session.expect(lambda m: m["type"] == FromAgent.RELOAD_RESULT, self.timeout)
         if frame is None:
             raise CheckFailed(f"no reload_result within {self.timeout:g} s")
         ok = frame.msg.get("ok")
@@ -323,14 +328,14 @@ class AgentChecker:
         first = len(session.frames)
         session.send(
             {
-                "type": "restore",
+                "type": ToAgent.RESTORE,
                 "checkpoint_id": checkpoint_id,
                 "snapshot": snapshot,
                 "wal_entries": [],
             }
         )
         self._still_answers("after restore")
-        if any(f.type == "ready" for f in session.frames[first:]):
+        if any(f.type == FromAgent.READY for f in session.frames[first:]):
             note += ", ready sent again"
         return note
 
@@ -355,7 +360,7 @@ class AgentChecker:
 
     @staticmethod
     def _request(req_id: int) -> dict[str, Any]:
-        return {"type": "process_request", "id": req_id, "data": {"op": "stats"}}
+        return {"type": ToAgent.PROCESS_REQUEST, "id": req_id, "data": {"op": "stats"}}
 
     def _collect(self, ids: Sequence[int], timeout: float) -> _Answers:
         """Wait for responses to ``ids``; stop early once as many answers as ids arrived."""
@@ -366,7 +371,7 @@ class AgentChecker:
 
         def is_last(msg: dict[str, Any]) -> bool:
             nonlocal counted
-            if msg["type"] != "response":
+            if msg["type"] != FromAgent.RESPONSE:
                 return False
             rid = msg.get("id")
             if type(rid) is int and rid in pending:

@@ -17,6 +17,7 @@ from loguru import logger
 
 from osup_mp.app import commands, logs
 from osup_mp.app.specs import SpecsFactory, child_specs
+from osup_mp.components.messages import Fatal
 from osup_mp.config import Config
 from osup_mp.lowlevel import spin
 from osup_mp.lowlevel.pidfile import AlreadyRunning, PidFile
@@ -101,7 +102,7 @@ def _run(
         child_setup=lambda name: logs.configure_child(cfg.logger, name),
     )
     sup.add_reader(relay.read_fd, relay.drain, drain_on_exit=True)
-    sup.call_handlers["fatal"] = functools.partial(_fatal, sup)
+    sup.call_handlers[Fatal] = functools.partial(_fatal, sup)
     sup.close_in_children(relay.close_read)
     sup.close_in_children(pidfile.close)
     for fd in private_fds:
@@ -139,8 +140,8 @@ def _run(
     return code
 
 
-def _fatal(sup: Supervisor, child: Any, request: tuple[Any, ...]) -> bool:
+def _fatal(sup: Supervisor, child: Any, request: Fatal) -> bool:
     """A component hit an error that restarting cannot fix (e.g. fsync): stop the tree."""
-    logger.critical("{}: {} — stopping the tree", child.name, request[1])
+    logger.critical("{}: {} — stopping the tree", child.name, request.reason)
     sup.request_stop(1)
     return True

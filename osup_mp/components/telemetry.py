@@ -24,25 +24,17 @@ from typing import Any
 import psutil
 from loguru import logger
 
+from osup_mp.components.messages import Attach, Detach, Events, Execute, LatestSample, Sample
 from osup_mp.lowlevel.proc import descendants_of
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import NOREPLY, Caller, Component, PeerRef
+from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_cast
+from osup_mp.runtime.messages import WhichChildren
 
 Event = tuple[str, ...]
 HandlerFn = Callable[[Event, dict[str, Any], dict[str, Any]], None]
 
 PROCESS_SAMPLE: Event = ("osup", "process", "sample")
 HOST_SAMPLE: Event = ("osup", "host", "sample")
-
-
-def emit(
-    telemetry: PeerRef,
-    event: Event | list[str],
-    measurements: dict[str, Any],
-    metadata: dict[str, Any] | None = None,
-) -> None:
-    """``:telemetry.execute/3`` for other components: a cast, never blocks the caller."""
-    telemetry.cast(("execute", tuple(event), measurements, metadata or {}))
 
 
 @dataclass(slots=True)
@@ -114,7 +106,7 @@ class Telemetry(Component):
             if done is not None:
                 done(result)
 
-        self.parent.call_async(("which_children",), with_children, timeout=5.0)
+        self.parent.call_async(WhichChildren(), with_children, timeout=5.0)
 
     def sample_processes(self, named: list[tuple[str, int]]) -> dict[str, Any]:
         """Measure ``(name, pid)`` processes and their descendants; emit the events."""
@@ -198,32 +190,35 @@ class Telemetry(Component):
         else:
             super().handle_info(msg)
 
-    def handle_cast(self, request: Any) -> None:
-        if isinstance(request, tuple) and request and request[0] == "execute":
-            _kind, event, measurements, metadata = request
-            self.execute(tuple(event), measurements, metadata)
-        else:
-            super().handle_cast(request)
+    @on_cast(Execute)
+    def _on_execute(self, request: Execute) -> None:
+        self.execute(tuple(request.event), request.measurements, request.metadata)
 
-    def handle_call(self, request: Any, caller: Caller) -> Any:
-        kind = request[0] if isinstance(request, tuple) and request else request
-        if kind == "sample":
-            self.sample(lambda result: self.reply(caller, result))
-            return NOREPLY
-        if kind == "latest":
-            return self.latest
-        if kind == "events":
-            return self.counter.events
-        if kind == "attach":  # ("attach", handler_id, event_prefix, "module:function")
-            try:
-                _k, handler_id, prefix, target = request
-                self.attach(str(handler_id), tuple(prefix), _load_handler(str(target)))
-            except (ImportError, AttributeError, TypeError, ValueError) as exc:
-                raise CallError(f"cannot attach {request[1:]!r}: {exc}") from exc
-            return True
-        if kind == "detach" and len(request) > 1:
-            return self.detach(str(request[1]))
-        return super().handle_call(request, caller)
+    @on_call(Sample)
+    def _on_sample(self, request: Sample, caller: Caller) -> Any:
+        self.sample(lambda result: self.reply(caller, result))
+        return NOREPLY
+
+    @on_call(LatestSample)
+    def _on_latest(self, request: LatestSample, caller: Caller) -> Any:
+        return self.latest
+
+    @on_call(Events)
+    def _on_events(self, request: Events, caller: Caller) -> Any:
+        return self.counter.events
+
+    @on_call(Attach)
+    def _on_attach(self, request: Attach, caller: Caller) -> bool:
+        try:
+            handler = _load_handler(request.target)
+            self.attach(request.handler_id, tuple(request.prefix), handler)
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            raise CallError(f"cannot attach {request.target!r}: {exc}") from exc
+        return True
+
+    @on_call(Detach)
+    def _on_detach(self, request: Detach, caller: Caller) -> bool:
+        return self.detach(request.handler_id)
 
 
 def _proc_name(proc: psutil.Process) -> str:

@@ -17,9 +17,18 @@ from typing import Any
 import msgpack
 from loguru import logger
 
+from osup_mp.components.messages import (
+    DeleteCheckpoint,
+    LatestCheckpoint,
+    ListCheckpoints,
+    LoadCheckpoint,
+    SaveCheckpoint,
+    ShowCheckpoint,
+    TruncateThrough,
+)
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import Caller, Component
+from osup_mp.runtime.component import Caller, Component, on_call
 from osup_mp.storage.checkpoints.store import ID_PATTERN, CheckpointStore, VaultError
 from osup_mp.wire import FrameError, unpack_payload
 
@@ -38,38 +47,51 @@ class MemoryVault(Component):
         if self.store is not None:
             self.store.close()
 
+    @property
+    def _store(self) -> CheckpointStore:
+        assert self.store is not None, "used before init"
+        return self.store
+
     def handle_call(self, request: Any, caller: Caller) -> Any:
-        kind = request[0] if isinstance(request, tuple) and request else request
-        store = self.store
-        assert store is not None
         try:
-            if kind == "save":  # ("save", snapshot map or its MessagePack bytes, lsn)
-                return self._save(store, request[1], int(request[2]))
-            if kind == "latest":  # ("latest"[, raw]): raw answers the payload bytes unopened
-                checkpoint, problems = store.latest()
-                for problem in problems:
-                    logger.error("vault: {}", problem)  # a copy skipped or repaired
-                raw = len(request) > 1 and bool(request[1])
-                return None if checkpoint is None else self._loaded(checkpoint, raw)
-            if kind in ("load", "delete", "show") and not ID_PATTERN.fullmatch(str(request[1])):
-                raise CallError(f"{request[1]!r} is not a checkpoint id")
-            if kind == "load":  # ("load", id[, raw])
-                checkpoint, problems = store.load(str(request[1]))
-                for problem in problems:
-                    logger.warning("vault: {}", problem)
-                return self._loaded(checkpoint, len(request) > 2 and bool(request[2]))
-            if kind == "show":
-                checkpoint, problems = store.load(str(request[1]))
-                for problem in problems:
-                    logger.warning("vault: {}", problem)
-                return self._shown(checkpoint)
-            if kind == "list":
-                return store.catalog()
-            if kind == "delete":
-                return store.delete(str(request[1]))
+            return super().handle_call(request, caller)
         except VaultError as exc:
             raise CallError(str(exc)) from exc
-        return super().handle_call(request, caller)
+
+    @on_call(SaveCheckpoint)
+    def _on_save(self, request: SaveCheckpoint, caller: Caller) -> dict[str, Any]:
+        return self._save(self._store, request.snapshot, request.lsn)
+
+    @on_call(LatestCheckpoint)
+    def _on_latest(self, request: LatestCheckpoint, caller: Caller) -> dict[str, Any] | None:
+        checkpoint, problems = self._store.latest()
+        for problem in problems:
+            logger.error("vault: {}", problem)  # a copy skipped or repaired
+        return None if checkpoint is None else self._loaded(checkpoint, request.raw)
+
+    @on_call(LoadCheckpoint)
+    def _on_load(self, request: LoadCheckpoint, caller: Caller) -> dict[str, Any]:
+        return self._loaded(self._load(request.id), request.raw)
+
+    @on_call(ShowCheckpoint)
+    def _on_show(self, request: ShowCheckpoint, caller: Caller) -> dict[str, Any]:
+        return self._shown(self._load(request.id))
+
+    @on_call(ListCheckpoints)
+    def _on_list(self, request: ListCheckpoints, caller: Caller) -> Any:
+        return self._store.catalog()
+
+    @on_call(DeleteCheckpoint)
+    def _on_delete(self, request: DeleteCheckpoint, caller: Caller) -> Any:
+        _check_id(request.id)
+        return self._store.delete(request.id)
+
+    def _load(self, checkpoint_id: str) -> Any:
+        _check_id(checkpoint_id)
+        checkpoint, problems = self._store.load(checkpoint_id)
+        for problem in problems:
+            logger.warning("vault: {}", problem)
+        return checkpoint
 
     def _save(self, store: CheckpointStore, snapshot: Any, lsn: int) -> dict[str, Any]:
         checkpoint_id = str(uuid.uuid4())
@@ -82,7 +104,7 @@ class MemoryVault(Component):
         )
         oldest = store.oldest_kept_lsn()
         if oldest is not None:
-            self.peer("wal").cast(("truncate_through", oldest))
+            self.peer("wal").cast(TruncateThrough(oldest))
         return checkpoint.meta()
 
     def _shown(self, checkpoint: Any) -> dict[str, Any]:
@@ -125,3 +147,8 @@ class MemoryVault(Component):
         except FrameError as exc:
             raise CallError(f"checkpoint {checkpoint.id}: undecodable snapshot: {exc}") from exc
         return {**checkpoint.meta(), "snapshot": snapshot}
+
+
+def _check_id(checkpoint_id: str) -> None:
+    if not ID_PATTERN.fullmatch(checkpoint_id):
+        raise CallError(f"{checkpoint_id!r} is not a checkpoint id")

@@ -1,8 +1,9 @@
 """The WAL manager component: appends, fsync policy, group commit.
 
-Agent managers send batches of entries, each already MessagePack-encoded (a map), with
-``("append", [payload, ...])``. Every append that arrives in one loop wake-up is written with
-one ``os.write`` at the end of the wake-up, where each entry gets the next LSN. The reply —
+Agent managers send batches of entries, each already MessagePack-encoded (a map), as
+:class:`~osup_mp.components.messages.Append`. Every append that arrives in one loop wake-up
+is written with one ``os.write`` at the end of the wake-up, where each entry gets the next
+LSN. The reply —
 the LSNs — is the acknowledgement, and it is sent only after the sync the fsync policy
 requires:
 
@@ -24,10 +25,21 @@ from typing import Any
 
 from loguru import logger
 
+from osup_mp.components.messages import (
+    Append,
+    Fatal,
+    LastLsn,
+    ReadSpansAfter,
+    SkipThrough,
+    TruncateThrough,
+    WalStats,
+    WalTail,
+    WalVerify,
+)
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.channel import MAX_FDS
-from osup_mp.runtime.component import NOREPLY, Caller, Component
+from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_cast
 from osup_mp.storage.wal.store import WALError, WALStore, verify_dir
 from osup_mp.storage.wal.sync import BackgroundSync
 from osup_mp.wire import FrameError, unpack_payload
@@ -84,48 +96,55 @@ class WALManager(Component):
         self._syncing, self._unsynced = [], []
         self.store.close()
 
-    def handle_call(self, request: Any, caller: Caller) -> Any:
-        kind = request[0] if isinstance(request, tuple) and request else request
-        if kind == "append":
-            return self._append(request[1], caller)
-        if kind == "read_after":  # ("read_after", lsn[, limit]) -> [(lsn, msgpack bytes)]
-            limit = request[2] if len(request) > 2 else None
-            return [(r.lsn, r.payload) for r in self.store.read_after(int(request[1]), limit)]
-        if kind == "read_payloads_after":  # ("read_payloads_after", lsn, limit) -> [PayloadRun]
-            return self.store.read_payloads_after(int(request[1]), request[2])
-        if kind == "read_spans_after":  # ("read_spans_after", lsn, limit): see _send_spans
-            return self._send_spans(caller, int(request[1]), request[2])
-        if kind == "last_lsn":
-            return self.store.last_lsn
-        if kind == "skip_through":  # a checkpoint covers LSNs this log never had
-            before = self.store.next_lsn
-            self.store.skip_through(int(request[1]))
-            if self.store.next_lsn != before:
-                logger.warning(
-                    "wal: LSNs {}..{} are covered by a checkpoint but not in the log; "
-                    "the next entry gets LSN {}",
-                    before,
-                    self.store.next_lsn - 1,
-                    self.store.next_lsn,
-                )
-            return self.store.last_lsn
-        if kind == "stats":
-            return {
-                **self.store.stats(),
-                "fsync": self.policy,
-                "appends": self.appends,
-                "syncs": self.syncs,
-                "failed": self._failed,
-            }
-        if kind == "tail":
-            n = request[1] if len(request) > 1 and isinstance(request[1], int) else 10
-            first = max(0, self.store.last_lsn - max(0, n))
-            return [{"lsn": r.lsn, "entry": self._entry(r)} for r in self.store.read_after(first)]
-        if kind == "verify":
-            return verify_dir(self.store.dir)
-        if kind == "truncate_through":
-            return [str(p) for p in self.store.truncate_through(int(request[1]))]
-        return super().handle_call(request, caller)
+    @on_call(Append)
+    def _on_append(self, request: Append, caller: Caller) -> Any:
+        return self._append(request.entries, caller)
+
+    @on_call(ReadSpansAfter)
+    def _on_read_spans(self, request: ReadSpansAfter, caller: Caller) -> Any:
+        return self._send_spans(caller, request.lsn, request.limit)
+
+    @on_call(LastLsn)
+    def _on_last_lsn(self, request: LastLsn, caller: Caller) -> int:
+        return self.store.last_lsn
+
+    @on_call(SkipThrough)
+    def _on_skip_through(self, request: SkipThrough, caller: Caller) -> int:
+        """A checkpoint covers LSNs this log never had (salvage cut them)."""
+        before = self.store.next_lsn
+        self.store.skip_through(request.lsn)
+        if self.store.next_lsn != before:
+            logger.warning(
+                "wal: LSNs {}..{} are covered by a checkpoint but not in the log; "
+                "the next entry gets LSN {}",
+                before,
+                self.store.next_lsn - 1,
+                self.store.next_lsn,
+            )
+        return self.store.last_lsn
+
+    @on_call(WalStats)
+    def _on_stats(self, request: WalStats, caller: Caller) -> dict[str, Any]:
+        return {
+            **self.store.stats(),
+            "fsync": self.policy,
+            "appends": self.appends,
+            "syncs": self.syncs,
+            "failed": self._failed,
+        }
+
+    @on_call(WalTail)
+    def _on_tail(self, request: WalTail, caller: Caller) -> list[dict[str, Any]]:
+        first = max(0, self.store.last_lsn - max(0, request.n))
+        return [{"lsn": r.lsn, "entry": self._entry(r)} for r in self.store.read_after(first)]
+
+    @on_call(WalVerify)
+    def _on_verify(self, request: WalVerify, caller: Caller) -> dict[str, Any]:
+        return verify_dir(self.store.dir)
+
+    @on_call(TruncateThrough)
+    def _on_truncate(self, request: TruncateThrough, caller: Caller) -> list[str]:
+        return [str(p) for p in self.store.truncate_through(request.lsn)]
 
     def _send_spans(self, caller: Caller, lsn: int, limit: int | None) -> Any:
         """Answer ``{"spans": [SegmentSpan], "more": bool}`` for the records after ``lsn``
@@ -158,13 +177,11 @@ class WALManager(Component):
         except FrameError as exc:  # verified by CRC, so it was written like this
             raise CallError(f"WAL record LSN {record.lsn} is not a map entry: {exc}") from exc
 
-    def handle_cast(self, request: Any) -> None:
-        if isinstance(request, tuple) and request and request[0] == "truncate_through":
-            removed = self.store.truncate_through(int(request[1]))
-            if removed:
-                logger.info("wal: released {} segment(s) covered by checkpoints", len(removed))
-        else:
-            super().handle_cast(request)
+    @on_cast(TruncateThrough)
+    def _on_truncate_cast(self, request: TruncateThrough) -> None:
+        removed = self.store.truncate_through(request.lsn)
+        if removed:
+            logger.info("wal: released {} segment(s) covered by checkpoints", len(removed))
 
     def handle_info(self, msg: Any) -> None:
         if msg == "sync":
@@ -256,6 +273,6 @@ class WALManager(Component):
             "wal: {} — stopping the tree (an fsync/write error is never retried)", reason
         )
         try:
-            self.parent.call(("fatal", f"WAL: {reason}"), timeout=5.0)
+            self.parent.call(Fatal(f"WAL: {reason}"), timeout=5.0)
         except CallError:
             self.stop("wal failed")

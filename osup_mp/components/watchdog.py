@@ -29,9 +29,10 @@ from typing import Any
 import psutil
 from loguru import logger
 
+from osup_mp.components.messages import HeartbeatTimeout, LimitExceeded, WatchdogKills
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import Caller, Component
+from osup_mp.runtime.component import Caller, Component, on_call
 from osup_mp.storage.shm.segment import Role, SharedState, SlotState, monotonic_ns
 
 
@@ -48,7 +49,7 @@ class Watchdog(Component):
         self._reported: set[tuple[int, int]] = set()  # (slot, generation) already acted on
         self._cpu: dict[tuple[int, int], deque[tuple[float, float]]] = {}
         self._procs: dict[int, psutil.Process] = {}
-        self.kills: list[dict[str, Any]] = []
+        self.kills: deque[dict[str, Any]] = deque(maxlen=100)  # bounded: a long-lived tree
 
     def init(self) -> None:
         self.send_after(self.interval, "scan")
@@ -60,10 +61,9 @@ class Watchdog(Component):
         else:
             super().handle_info(msg)
 
-    def handle_call(self, request: Any, caller: Caller) -> Any:
-        if request == "kills" or request == ("kills",):
-            return self.kills[-100:]
-        return super().handle_call(request, caller)
+    @on_call(WatchdogKills)
+    def _on_kills(self, request: WatchdogKills, caller: Caller) -> list[Any]:
+        return list(self.kills)
 
     def scan(self) -> None:
         now = monotonic_ns()
@@ -104,7 +104,7 @@ class Watchdog(Component):
             self.cfg.o_supervisor.heartbeat_timeout,
         )
         try:
-            self.peer(manager_name(instance)).call(("heartbeat_timeout", generation, age_ms))
+            self.peer(manager_name(instance)).call(HeartbeatTimeout(generation, age_ms))
         except CallError as exc:
             logger.error("watchdog: manager of {} did not take the report: {}", instance, exc)
             _killpg(int(slot["pid"]))
@@ -156,7 +156,7 @@ class Watchdog(Component):
         self.kills.append({"id": instance, "pid": pid, "reason": reason, "at": time.time()})
         logger.warning("shadow {} (pid {}) {}", instance, pid, reason)
         try:
-            self.peer(manager_name(instance)).call(("limit_exceeded", generation, reason))
+            self.peer(manager_name(instance)).call(LimitExceeded(generation, reason))
         except CallError as exc:
             logger.error(
                 "watchdog: manager of {} did not answer ({}): killing it here", instance, exc

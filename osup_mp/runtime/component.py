@@ -14,6 +14,8 @@ Design decisions:
   ``selectors``, which builds key objects and translates events on every wait (about 0.5 µs
   more here): a wake-up that carries a single message is the common case on the request
   path, and busy polling waits with a timeout of zero many times in a row.
+* Requests are typed records (:mod:`osup_mp.runtime.messages`) dispatched through a table
+  built from the methods marked :func:`on_call` / :func:`on_cast`, not if-chains on a tag.
 * Let it crash: an exception in a callback fails the call in flight, runs ``terminate`` and
   exits non-zero; restarting is the supervisor's job, not the component's.
 * Components find each other by name through the parent (a broker, like Erlang's registered
@@ -34,13 +36,14 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from loguru import logger
 
 from osup_mp.lowlevel.spin import Spinner
 from osup_mp.runtime.calls import CallError, CallInterrupted, CallMux, ReplyCallback
 from osup_mp.runtime.channel import Channel
+from osup_mp.runtime.messages import Connect, PeerDown, Ping, from_raw
 
 NOREPLY: Any = object()
 """Returned by ``handle_call`` to answer later with :meth:`Component.reply`."""
@@ -91,6 +94,30 @@ class PeerRef:
 
 
 Callback = Callable[[], None]
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def on_call(*kinds: type) -> Callable[[_Handler], _Handler]:
+    """Mark a method ``(self, request, caller)`` as the handler of calls whose request is
+    an instance of one of ``kinds``."""
+
+    def mark(fn: _Handler) -> _Handler:
+        fn.__dict__.setdefault("_osup_calls", []).extend(kinds)
+        return fn
+
+    return mark
+
+
+def on_cast(*kinds: type) -> Callable[[_Handler], _Handler]:
+    """Mark a method ``(self, request)`` as the handler of casts of one of ``kinds``."""
+
+    def mark(fn: _Handler) -> _Handler:
+        fn.__dict__.setdefault("_osup_casts", []).extend(kinds)
+        return fn
+
+    return mark
+
+
 # What epoll reports for a hang-up or an error wakes both sides, as ``selectors`` does.
 _READ_EVENTS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
@@ -105,6 +132,15 @@ class Component:
     unknown_call_error: ClassVar[str] = "unknown call"
 
     _loop: ComponentLoop
+    #: Request type -> handler, from the methods marked :func:`on_call` / :func:`on_cast`
+    #: here and in the base classes; ``_kinds`` finds a raw ``[kind, *args]``'s record.
+    _calls: ClassVar[dict[type, Callable[..., Any]]] = {}
+    _casts: ClassVar[dict[type, Callable[..., Any]]] = {}
+    _kinds: ClassVar[dict[str, type]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _build_tables(cls)
 
     # -- callbacks ---------------------------------------------------------------------------
 
@@ -112,21 +148,37 @@ class Component:
         """Set up state. Raising here fails the start (the supervisor reports it)."""
 
     def handle_call(self, request: Any, caller: Caller) -> Any:
-        """Answer a call: return the reply, or :data:`NOREPLY` and :meth:`reply` later."""
-        if request == "ping":
-            return "pong"
-        raise CallError(f"{self.unknown_call_error}: {request!r}")
+        """Answer a call: return the reply, or :data:`NOREPLY` and :meth:`reply` later.
+        Dispatches by the request's type; a raw ``[kind, *args]`` (the control socket's
+        ``call`` door) is first turned into the record of that kind."""
+        handler = self._calls.get(type(request))
+        if handler is None and isinstance(request, str):
+            request = [request]
+        if handler is None and isinstance(request, list | tuple) and request:
+            request = from_raw(self._kinds, request)
+            handler = self._calls.get(type(request))
+        if handler is None:
+            raise CallError(f"{self.unknown_call_error}: {request!r}")
+        return handler(self, request, caller)
 
     def handle_cast(self, request: Any) -> None:
-        """Handle a one-way message."""
-        logger.warning("{}: unexpected cast {!r}", self.name, request)
+        """Handle a one-way message, by its type."""
+        handler = self._casts.get(type(request))
+        if handler is None:
+            logger.warning("{}: unexpected cast {!r}", self.name, request)
+        else:
+            handler(self, request)
 
     def handle_info(self, msg: Any) -> None:
         """Handle a timer message or any other message that is not a call or cast.
-        ``("peer_down", name)`` says a component this one called has exited (its next call
-        reconnects); components that care override this."""
-        if not (isinstance(msg, tuple) and msg and msg[0] == "peer_down"):
+        :class:`~osup_mp.runtime.messages.PeerDown` says a component this one called has
+        exited (its next call reconnects); components that care override this."""
+        if not isinstance(msg, PeerDown):
             logger.debug("{}: unexpected info {!r}", self.name, msg)
+
+    @on_call(Ping)
+    def _ping(self, request: Ping, caller: Caller) -> str:
+        return "pong"
 
     def terminate(self, reason: str) -> None:
         """Release resources; called on every exit the process survives to see."""
@@ -135,7 +187,7 @@ class Component:
 
     @property
     def parent(self) -> CallMux:
-        """The supervisor, for calls such as ``("which_children",)``."""
+        """The supervisor, for calls such as :class:`~osup_mp.runtime.messages.WhichChildren`."""
         return self._loop.parent
 
     def peer(self, name: str) -> PeerRef:
@@ -171,6 +223,18 @@ class Component:
     def stop(self, reason: str = "normal") -> None:
         """Leave the loop after the current batch; ``reason`` decides the exit status."""
         self._loop.stop_reason = reason
+
+
+def _build_tables(cls: type[Component]) -> None:
+    calls, casts = dict(cls._calls), dict(cls._casts)
+    for member in vars(cls).values():
+        calls.update(dict.fromkeys(getattr(member, "_osup_calls", ()), member))
+        casts.update(dict.fromkeys(getattr(member, "_osup_casts", ()), member))
+    cls._calls, cls._casts = calls, casts
+    cls._kinds = {getattr(t, "kind", t.__name__): t for t in (*calls, *casts)}
+
+
+_build_tables(Component)
 
 
 class ComponentLoop:
@@ -257,7 +321,7 @@ class ComponentLoop:
 
     def connect(self, name: str) -> CallMux:
         """Ask the parent for a pipe to component ``name``."""
-        _value, fds = self.parent.call(("connect", name), timeout=10.0)
+        _value, fds = self.parent.call(Connect(name), timeout=10.0)
         channel = Channel.from_fd(fds[0])
         mux = CallMux(channel, name)
         self._interruptible(mux)
@@ -407,7 +471,7 @@ class ComponentLoop:
             self.stop_reason = "shutdown"
         elif mux is not None:
             mux.fail_all(f"{mux.peer} exited")
-            self.component.handle_info(("peer_down", mux.peer))
+            self.component.handle_info(PeerDown(mux.peer))
 
     def _dispatch(self, channel: Channel, msg: Any) -> None:
         comp = self.component

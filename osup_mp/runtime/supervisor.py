@@ -53,6 +53,7 @@ from osup_mp.runtime.children import (
     Strategy,
 )
 from osup_mp.runtime.component import ComponentLoop
+from osup_mp.runtime.messages import Connect, WhichChildren
 from osup_mp.runtime.timers import Timers
 
 __all__ = ["Child", "ChildSpec", "ChildState", "Restart", "StartError", "Strategy", "Supervisor"]
@@ -84,7 +85,8 @@ class Supervisor:
         self.started_at = time.monotonic()
         self.selector = selectors.EpollSelector()  # never select(): fds above 1023
         self.timers = Timers()
-        self.call_handlers: dict[str, CallHandler] = {}
+        #: Request type -> handler, for calls children make to the tree (e.g. a fatal error).
+        self.call_handlers: dict[type, CallHandler] = {}
         self.start_failure: str | None = None  # why the tree's ordered start failed
         self._child_setup = child_setup
         self._closables: list[Callable[[], None]] = []  # what each child closes after fork
@@ -554,17 +556,16 @@ class Supervisor:
 
     def _answer(self, child: Child, call_id: int, request: Any) -> None:
         assert child.channel is not None
-        kind = request[0] if isinstance(request, tuple) and request else request
-        if kind == "connect":
-            self._broker(child, call_id, request[1])
+        if isinstance(request, Connect):
+            self._broker(child, call_id, request.name)
             return
-        if kind == "which_children":
+        if isinstance(request, WhichChildren):
             value: Any = [(c.name, c.pid) for c in self.children if c.pid]
             child.channel.send(("reply", call_id, True, value))
             return
-        handler = self.call_handlers.get(str(kind))
+        handler = self.call_handlers.get(type(request))
         if handler is None:
-            child.channel.send(("reply", call_id, False, f"supervisor: unknown call {kind!r}"))
+            child.channel.send(("reply", call_id, False, f"supervisor: unknown call {request!r}"))
             return
         try:
             value = handler(child, request)

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from osup_mp.runtime.component import NOREPLY, Caller, Component
+from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call
+
+
+def _record(kind: str, *fields: tuple[str, Any]) -> type:
+    """A request record the way the package declares its own (frozen, with a ``kind``)."""
+    cls = dataclasses.make_dataclass(kind.title().replace("_", ""), fields, frozen=True, slots=True)
+    cls.kind = kind  # type: ignore[attr-defined]
+    return cls
+
+
+EchoValue = _record("echo", ("value", Any))
+Pid = _record("pid")
+PeerCall = _record("peer_call", ("name", str), ("request", list[Any]))
+Later = _record("later")
+Never = _record("never")
+Held = _record("held")
+Crash = _record("crash")
+Exit = _record("exit")
+Fail = _record("fail")
 
 
 class Echo(Component):
@@ -34,32 +53,46 @@ class Echo(Component):
         if self.init_delay:
             time.sleep(self.init_delay)  # blocking on purpose: the supervisor must not
 
-    def handle_call(self, request: Any, caller: Caller) -> Any:
-        kind = request[0] if isinstance(request, tuple) else request
-        if kind == "echo":
-            return request[1]
-        if kind == "pid":
-            return os.getpid()
-        if kind == "peer_call":  # ("peer_call", name, request)
-            return self.peer(request[1]).call(tuple(request[2]))
-        if kind == "later":  # answered from a timer: exercises NOREPLY
-            self.pending.append(caller)
-            self.send_after(0.01, "answer")
-            return NOREPLY
-        if kind == "never":  # held, never answered: a peer that hangs its callers
-            self.pending.append(caller)
-            return NOREPLY
-        if kind == "held":
-            return len(self.pending)
-        if kind == "crash":
-            raise RuntimeError("asked to crash")
-        if kind == "exit":
-            self.stop("normal")
-            return "bye"
-        if kind == "fail":
-            self.stop("failed on request")
-            return "failing"
-        return super().handle_call(request, caller)
+    @on_call(EchoValue)
+    def _echo(self, request: EchoValue, caller: Caller) -> Any:
+        return request.value
+
+    @on_call(Pid)
+    def _pid(self, request: Pid, caller: Caller) -> int:
+        return os.getpid()
+
+    @on_call(PeerCall)
+    def _peer_call(self, request: PeerCall, caller: Caller) -> Any:
+        return self.peer(request.name).call(list(request.request))
+
+    @on_call(Later)
+    def _later(self, request: Later, caller: Caller) -> Any:
+        self.pending.append(caller)  # answered from a timer: exercises NOREPLY
+        self.send_after(0.01, "answer")
+        return NOREPLY
+
+    @on_call(Never)
+    def _never(self, request: Never, caller: Caller) -> Any:
+        self.pending.append(caller)  # held, never answered: a peer that hangs its callers
+        return NOREPLY
+
+    @on_call(Held)
+    def _held(self, request: Held, caller: Caller) -> int:
+        return len(self.pending)
+
+    @on_call(Crash)
+    def _crash(self, request: Crash, caller: Caller) -> Any:
+        raise RuntimeError("asked to crash")
+
+    @on_call(Exit)
+    def _exit(self, request: Exit, caller: Caller) -> str:
+        self.stop("normal")
+        return "bye"
+
+    @on_call(Fail)
+    def _fail(self, request: Fail, caller: Caller) -> str:
+        self.stop("failed on request")
+        return "failing"
 
     def handle_info(self, msg: Any) -> None:
         if msg == "answer":

@@ -41,6 +41,13 @@ def main() -> int:
     else:
         fake_os.write = failing(os.write, after, errno.ENOSPC)
     wal.os = fake_os  # type: ignore[assignment]
+
+    def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)  # the WAL's whole-buffer writes, through the faulty os
+        while view:
+            view = view[fake_os.write(fd, view) :]
+
+    wal.write_all = write_all  # type: ignore[assignment]
     return run_tree(load_config(Path(config), "test"))
 
 

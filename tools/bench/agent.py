@@ -109,6 +109,7 @@ from _common import BenchError, median, p90, unlink_shm, verdict
 from osup_mp.client import Client
 from osup_mp.components.agent import launch
 from osup_mp.config import Config
+from osup_mp.lowlevel.files import write_all
 from osup_mp.lowlevel.proc import set_parent_death_signal
 from osup_mp.storage.shm.segment import SharedState, SlotState
 from osup_mp.wire import FrameDecoder, pack
@@ -666,18 +667,12 @@ def measure_hangs(tree: TreeProc, n: int, progress: Callable[[str], None]) -> li
 # ------------------------------------------------------------------ 4./5. shared memory
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _pipe_writer(go_r: int, data_w: int, payload: bytes) -> None:
     """In the forked writer: per byte on ``go_r``, stamp the clock and send the payload."""
     set_parent_death_signal(signal.SIGKILL)
     while os.read(go_r, 1):
-        _write_all(data_w, _STAMP.pack(time.monotonic_ns()))
-        _write_all(data_w, payload)
+        write_all(data_w, _STAMP.pack(time.monotonic_ns()))
+        write_all(data_w, payload)
 
 
 def pipe_transfers(payload: bytes, n: int, cpu: int | None = None) -> dict[str, Any]:

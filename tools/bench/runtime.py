@@ -96,7 +96,7 @@ class BenchEcho(Component):
     """Answers ``("pid",)`` with its pid and ``("echo", x)`` with ``x``."""
 
     def handle_call(self, request: Any, caller: Caller) -> Any:
-        kind = request[0] if isinstance(request, tuple) and request else request
+        kind = request[0] if isinstance(request, tuple | list) and request else request
         if kind == "echo":
             return request[1]
         if kind == "pid":
@@ -108,7 +108,7 @@ class BenchDriver(Component):
     """Drives calls to the ``echo`` peer from inside the tree and times them."""
 
     def handle_call(self, request: Any, caller: Caller) -> Any:
-        kind = request[0] if isinstance(request, tuple) and request else request
+        kind = request[0] if isinstance(request, tuple | list) and request else request
         if kind == "pid":
             return os.getpid()
         if kind == "bench_rtt":

@@ -103,15 +103,17 @@ from osup_mp.agent.sdk import AgentOptions
 from osup_mp.client import Client, ClientError
 from osup_mp.components.agent.durability import _PAGE as RESTORE_PAGE
 from osup_mp.components.agent.durability import Durability
+from osup_mp.components.messages import Append
 from osup_mp.components.vault import MemoryVault
 from osup_mp.components.wal import MAX_SPANS, WALManager
 from osup_mp.config import Config, load_config
+from osup_mp.lowlevel.files import atomic_write
 from osup_mp.runtime.component import Caller, Component
 from osup_mp.runtime.supervisor import ChildSpec, Restart
 from osup_mp.storage.checkpoints.store import CheckpointStore
 from osup_mp.storage.checkpoints.store import encode as encode_checkpoint
 from osup_mp.storage.shm.segment import SlotState
-from osup_mp.storage.wal.store import FLOOR_FILE, PayloadRun, WALStore, atomic_write, encode_record
+from osup_mp.storage.wal.store import FLOOR_FILE, PayloadRun, WALStore, encode_record
 from osup_mp.wire import FrameDecoder
 
 SHM_PREFIX = "osup_bench_wal_"
@@ -178,7 +180,7 @@ class AppendDriver(Component):
         self._pools: dict[int, list[list[dict[str, Any]]]] = {}
 
     def handle_call(self, request: Any, caller: Caller) -> Any:
-        kind = request[0] if isinstance(request, tuple) and request else request
+        kind = request[0] if isinstance(request, tuple | list) and request else request
         if kind == "bench_append":
             return self._append(int(request[1]), int(request[2]), float(request[3]))
         return super().handle_call(request, caller)
@@ -204,7 +206,7 @@ class AppendDriver(Component):
             nonlocal sent
             # Encoded per call, as an agent manager encodes each entry it forwards.
             entries = [pack(e) for e in calls[sent % len(calls)]]
-            mux.call_async(("append", entries), on_reply, timeout=30.0)
+            mux.call_async(Append(entries), on_reply, timeout=30.0)
             sent += 1
 
         def on_reply(ok: bool, value: Any) -> None:

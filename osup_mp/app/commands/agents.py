@@ -6,6 +6,7 @@ from typing import Any
 
 from osup_mp.app.commands.context import Context
 from osup_mp.app.specs import agent_spec
+from osup_mp.components import messages as m
 from osup_mp.components.watchdog import manager_name
 from osup_mp.runtime.control import Respond
 from osup_mp.wire import api
@@ -50,13 +51,13 @@ def shadow_stop(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
     ctx.sup.terminate_child(name, lambda: respond(True, {"stopped": args["id"]}))
 
 
-def _to_agent(kind: str, *keys: str) -> Any:
-    """A command for one agent's manager (``id``, default main): ``(kind, args[key]...)``;
-    absent keys are passed as None and checked by the manager."""
+def _to_agent(record: type, *keys: str) -> Any:
+    """A command for one agent's manager (``id``, default main): ``record(args[key]...)``;
+    the server has checked the arguments against the command's declaration."""
 
     def handler(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
         name = manager_name(args.get("id") or "main")
-        request = (kind, *(args.get(k) for k in keys))
+        request = record(*(args.get(k) for k in keys))
         if not ctx.sup.call_child(name, request, respond, float(args.get("timeout") or 30.0)):
             respond(False, f"no running agent manager {name!r}")
 
@@ -66,6 +67,6 @@ def _to_agent(kind: str, *keys: str) -> Any:
 HANDLERS = {
     api.SHADOW_START: shadow_start,
     api.SHADOW_STOP: shadow_stop,
-    api.HOT_RELOAD: _to_agent("hot_reload", "code", "module"),
-    api.AGENT_RESTART: _to_agent("restart_agent"),
+    api.HOT_RELOAD: _to_agent(m.HotReload, "code", "module"),
+    api.AGENT_RESTART: _to_agent(m.RestartAgent),
 }

@@ -9,6 +9,7 @@ from typing import Any
 from loguru import logger
 
 from osup_mp.app.commands.context import Context
+from osup_mp.components import messages as m
 from osup_mp.runtime.control import Respond
 from osup_mp.wire import api
 
@@ -42,9 +43,8 @@ def restart(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
 
 
 def call(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
+    # Sent raw ([kind, *args] or a bare kind): the component turns it into its record.
     name, request = args["name"], args["request"]
-    if isinstance(request, list):
-        request = tuple(request)  # component requests are tuples; msgpack has only lists
     if not ctx.sup.call_child(name, request, respond, float(args.get("timeout") or 5.0)):
         respond(False, f"component {name!r} is not running (known: {ctx.names()})")
 
@@ -91,10 +91,10 @@ def status(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
 
     def with_agents(agents: list[Any]) -> None:
         data["agents"] = [a for a in agents if isinstance(a, dict)]
-        if not sup.call_child("telemetry", ("sample",), with_sample, timeout=2.0):
+        if not sup.call_child("telemetry", m.Sample(), with_sample, timeout=2.0):
             respond(True, data)
 
-    ctx.gather(ctx.agent_names(), ("status",), with_agents)
+    ctx.gather(ctx.agent_names(), m.AgentStatus(), with_agents)
 
 
 HANDLERS = {

@@ -24,10 +24,20 @@ import msgpack
 from loguru import logger
 
 from osup_mp.components.agent.states import AgentState
+from osup_mp.components.messages import (
+    Append,
+    LastLsn,
+    LatestCheckpoint,
+    LoadCheckpoint,
+    ReadSpansAfter,
+    SaveCheckpoint,
+    SkipThrough,
+)
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller
 from osup_mp.storage.wal.store import PayloadRun, SegmentSpan, WALError
 from osup_mp.wire import HEADER
+from osup_mp.wire.frames import ToAgent
 
 if TYPE_CHECKING:
     from osup_mp.components.agent.manager import AgentManager
@@ -85,7 +95,7 @@ class Durability:
             # Only maps can be replayed (the WAL decodes strictly): refuse, do not store.
             self.host.send_agent(
                 {
-                    "type": "wal_ack",
+                    "type": ToAgent.WAL_ACK,
                     "seq": None,
                     "ref": ref,
                     "error": "not logged: a WAL entry must be a map",
@@ -95,7 +105,7 @@ class Durability:
         if not self.durable:
             self.host.send_agent(
                 {
-                    "type": "wal_ack",
+                    "type": ToAgent.WAL_ACK,
                     "seq": None,
                     "ref": ref,
                     "error": "not logged: shadows are not durable",
@@ -118,7 +128,7 @@ class Durability:
         self._in_flight.append(batch)
         generation = self.host.generation
         self.host.peer("wal").call_async(
-            ("append", entries),
+            Append(entries),
             lambda ok, value: self._on_result(generation, batch, ok, value),
             timeout=60.0,
         )
@@ -152,7 +162,7 @@ class Durability:
         for lsn, ref in zip(lsns, refs, strict=True):
             self.applied_lsn = lsn
             self._acked += 1
-            host.send_agent({"type": "wal_ack", "seq": lsn, "ref": ref})
+            host.send_agent({"type": ToAgent.WAL_ACK, "seq": lsn, "ref": ref})
             while self._barriers and self._barriers[0][0] <= self._acked:
                 self._barriers.popleft()[1](lsn)
         self._since_checkpoint += len(lsns)
@@ -190,7 +200,7 @@ class Durability:
         if not force and now - self._asked < self.host.cfg.agent.ready_timeout / 1000:
             return  # one is already on its way
         self._asked = now
-        self.host.send_agent({"type": "checkpoint_request"})
+        self.host.send_agent({"type": ToAgent.CHECKPOINT_REQUEST})
 
     def create(self, caller: Caller) -> None:
         """An operator's ``checkpoint create``: answered once the checkpoint is durable."""
@@ -227,7 +237,7 @@ class Durability:
     def _refuse_checkpoint(self, error: str) -> None:
         self.host.send_agent(
             {
-                "type": "checkpoint_ack",
+                "type": ToAgent.CHECKPOINT_ACK,
                 "checkpoint_id": None,
                 "timestamp": int(time.time()),
                 "error": error,
@@ -254,7 +264,7 @@ class Durability:
             if generation == host.generation:
                 host.send_agent(
                     {
-                        "type": "checkpoint_ack",
+                        "type": ToAgent.CHECKPOINT_ACK,
                         "timestamp": int(time.time()),
                         "checkpoint_id": value["id"] if ok else None,
                         "lsn": value["lsn"] if ok else None,
@@ -262,7 +272,7 @@ class Durability:
                     }
                 )
 
-        host.peer("vault").call_async(("save", snapshot, lsn), saved, timeout=60.0)
+        host.peer("vault").call_async(SaveCheckpoint(snapshot, lsn), saved, timeout=60.0)
 
     # -- restore -----------------------------------------------------------------------------
 
@@ -280,7 +290,7 @@ class Durability:
             return None
         host = self.host
         pinned, self.pinned = self.pinned, None
-        request = ("load", pinned, True) if pinned else ("latest", True)
+        request = LoadCheckpoint(pinned, raw=True) if pinned else LatestCheckpoint(raw=True)
         checkpoint = host.peer("vault").call(request, timeout=30.0)
         lsn = checkpoint["lsn"] if checkpoint else 0
         spans: list[tuple[SegmentSpan, int]] = []
@@ -289,7 +299,7 @@ class Durability:
         cursor = lsn
         try:
             while True:  # paged: one reply never has to hold the whole tail
-                reply = host.peer("wal").call(("read_spans_after", cursor, _PAGE), timeout=60.0)
+                reply = host.peer("wal").call(ReadSpansAfter(cursor, _PAGE), timeout=60.0)
                 page, fds = reply if isinstance(reply, tuple) else (reply, [])
                 if len(fds) != len(page["spans"]):
                     for fd in fds:
@@ -305,7 +315,7 @@ class Durability:
                     break
             # The WAL's newest LSN counts what salvage cut too: entries it handed out that it
             # can no longer give back are missing, not merely absent.
-            newest = host.peer("wal").call(("last_lsn",), timeout=30.0)
+            newest = host.peer("wal").call(LastLsn(), timeout=30.0)
             if newest > cursor:
                 missing.append((cursor + 1, newest))
             if missing:
@@ -314,7 +324,7 @@ class Durability:
             elif newest < lsn:
                 # The WAL is behind the checkpoint (salvage cut it): its next LSN must come
                 # after what the checkpoint covers, or new entries would be skipped on restore.
-                host.peer("wal").call(("skip_through", lsn), timeout=30.0)
+                host.peer("wal").call(SkipThrough(lsn), timeout=30.0)
         except BaseException:
             _close(spans)
             raise
@@ -394,7 +404,7 @@ class Durability:
             (
                 packer.pack_map_header(6),
                 packer.pack("type"),
-                packer.pack("restore"),
+                packer.pack(str(ToAgent.RESTORE)),
                 packer.pack("checkpoint_id"),
                 packer.pack(restore["checkpoint_id"]),
                 packer.pack("lsn"),
@@ -409,7 +419,7 @@ class Durability:
                 f"checkpoint {restore['checkpoint_id']} takes a {len(head)}-byte restore frame: "
                 f"more than [agent] max_frame ({limit}); raise it"
             )
-        later = packer.pack_map_header(4) + packer.pack("type") + packer.pack("restore")
+        later = packer.pack_map_header(4) + packer.pack("type") + packer.pack(str(ToAgent.RESTORE))
         later += packer.pack("continue") + packer.pack(True)
         entries = restore["entries"] if "entries" in restore else self.read_entries(restore)
         runs: list[PayloadRun] = [run for run in entries if len(run)]

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
@@ -35,6 +36,17 @@ from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
 from osup_mp.components.agent.requests import Requests
 from osup_mp.components.agent.restarts import RestartPolicy
 from osup_mp.components.agent.states import AgentState, check_transition
+from osup_mp.components.messages import (
+    AgentRequest,
+    AgentStatus,
+    CreateCheckpoint,
+    Execute,
+    HeartbeatTimeout,
+    HotReload,
+    LimitExceeded,
+    RestartAgent,
+    RestoreFrom,
+)
 from osup_mp.config import Config
 from osup_mp.lowlevel.proc import (
     become_subreaper,
@@ -44,8 +56,9 @@ from osup_mp.lowlevel.proc import (
     spawn_piped,
 )
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import NOREPLY, Caller, Component
+from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call
 from osup_mp.storage.shm.segment import Role, SharedState, monotonic_ns
+from osup_mp.wire.frames import FromAgent, ToAgent
 from osup_mp.wire.launch import RESTORE_FLAG
 
 S = AgentState
@@ -84,6 +97,7 @@ class AgentManager(Component):
         self.requests = Requests(self)
         self.durability = Durability(self, durable=role == "main")
         self.pipes = AgentPipes(cfg.agent.max_frame)
+        self._frames = self._frame_table()
         self._reloads: deque[Caller] = deque()
         self._timer: int | None = None
         self._stop_timer: int | None = None  # SIGTERM sent: SIGKILL when it fires
@@ -162,55 +176,65 @@ class AgentManager(Component):
         self._flush()
         self.requests.flush()
 
-    def handle_call(self, request: Any, caller: Caller) -> Any:
-        kind = request[0] if isinstance(request, tuple) and request else request
-        if kind == "status":
-            return self.status()
-        if kind == "request":  # ("request", data[, timeout_s])
-            timeout = request[2] if len(request) > 2 else None
-            self.requests.send(request[1], lambda ok, v: self._answer(caller, ok, v), timeout)
-            return NOREPLY
-        if kind == "hot_reload":  # ("hot_reload", code[, module])
-            self._require_running()
-            if len(request) < 2 or not isinstance(request[1], str):
-                raise CallError("hot_reload needs the module's source code as text")
-            module = request[2] if len(request) > 2 else None
-            self.send_agent(
-                {
-                    "type": "hot_reload",
-                    "code": request[1],
-                    "module": module,
-                    "timestamp": time.time(),
-                }
-            )
-            self._reloads.append(caller)
-            return NOREPLY
-        if kind == "restart_agent":
-            self._operator_restart()
-            return True
-        if kind == "checkpoint":
-            self._require_running()
-            if not self.durability.durable:
-                raise CallError(f"agent {self.instance_id} is a shadow: shadows are not durable")
-            self.durability.create(caller)
-            return NOREPLY
-        if kind == "restore_from":  # ("restore_from", checkpoint_id)
-            if not self.durability.durable:
-                raise CallError("only the main agent restores from checkpoints")
-            self.durability.pinned = str(request[1])
-            self._operator_restart()
-            return {"restarting": self.instance_id, "checkpoint_id": str(request[1])}
-        if kind == "heartbeat_timeout":  # from the watchdog: (kind, generation, age_ms)
-            if request[1] == self.generation and self.state is S.RUNNING:
-                self.kill_for(f"heartbeat timeout: no heartbeat for {request[2]:.0f} ms")
-            return True
-        if kind == "limit_exceeded":  # from the watchdog: (kind, generation, reason)
-            if request[1] == self.generation and self.state in (S.STARTING, S.RUNNING):
-                logger.warning("agent {}: {}", self.instance_id, request[2])
-                self.last_kill_reason = request[2]
-                self._stop_agent(kill=True)
-            return True
-        return super().handle_call(request, caller)
+    @on_call(AgentStatus)
+    def _on_status(self, request: AgentStatus, caller: Caller) -> dict[str, Any]:
+        return self.status()
+
+    @on_call(AgentRequest)
+    def _on_request(self, request: AgentRequest, caller: Caller) -> Any:
+        self.requests.send(request.data, lambda ok, v: self._answer(caller, ok, v), request.timeout)
+        return NOREPLY
+
+    @on_call(HotReload)
+    def _on_hot_reload(self, request: HotReload, caller: Caller) -> Any:
+        self._require_running()
+        if not isinstance(request.code, str):
+            raise CallError("hot_reload needs the module's source code as text")
+        self.send_agent(
+            {
+                "type": ToAgent.HOT_RELOAD,
+                "code": request.code,
+                "module": request.module,
+                "timestamp": time.time(),
+            }
+        )
+        self._reloads.append(caller)
+        return NOREPLY
+
+    @on_call(RestartAgent)
+    def _on_restart(self, request: RestartAgent, caller: Caller) -> bool:
+        self._operator_restart()
+        return True
+
+    @on_call(CreateCheckpoint)
+    def _on_checkpoint(self, request: CreateCheckpoint, caller: Caller) -> Any:
+        self._require_running()
+        if not self.durability.durable:
+            raise CallError(f"agent {self.instance_id} is a shadow: shadows are not durable")
+        self.durability.create(caller)
+        return NOREPLY
+
+    @on_call(RestoreFrom)
+    def _on_restore_from(self, request: RestoreFrom, caller: Caller) -> dict[str, Any]:
+        if not self.durability.durable:
+            raise CallError("only the main agent restores from checkpoints")
+        self.durability.pinned = request.id
+        self._operator_restart()
+        return {"restarting": self.instance_id, "checkpoint_id": request.id}
+
+    @on_call(HeartbeatTimeout)
+    def _on_heartbeat_timeout(self, request: HeartbeatTimeout, caller: Caller) -> bool:
+        if request.generation == self.generation and self.state is S.RUNNING:
+            self.kill_for(f"heartbeat timeout: no heartbeat for {request.age_ms:.0f} ms")
+        return True
+
+    @on_call(LimitExceeded)
+    def _on_limit_exceeded(self, request: LimitExceeded, caller: Caller) -> bool:
+        if request.generation == self.generation and self.state in (S.STARTING, S.RUNNING):
+            logger.warning("agent {}: {}", self.instance_id, request.reason)
+            self.last_kill_reason = request.reason
+            self._stop_agent(kill=True)
+        return True
 
     def _require_running(self) -> None:
         if self.state is not S.RUNNING:
@@ -491,50 +515,60 @@ class AgentManager(Component):
             self.watch_writable(fd, self._flush if want else None)
             self._writable_watched = want
 
+    def _frame_table(self) -> dict[str, Callable[[dict[str, Any]], None]]:
+        """What each frame type from the agent does (docs/protocol.md)."""
+        durability = self.durability
+        return {
+            FromAgent.RESPONSE: self.requests.on_response,
+            FromAgent.HEARTBEAT: self._on_heartbeat,
+            FromAgent.READY: lambda _msg: self._on_ready(),
+            FromAgent.WAL_ENTRY: lambda msg: durability.log_entry(msg.get("data"), msg.get("ref")),
+            FromAgent.WAL_BATCH: self._on_wal_batch,
+            FromAgent.CHECKPOINT: lambda msg: durability.on_checkpoint(msg.get("data")),
+            FromAgent.METRICS: self._on_metrics,
+            FromAgent.RELOAD_RESULT: self._on_reload_result,
+            FromAgent.EVOLUTION_INTENT: self._on_evolution_intent,
+        }
+
     def _on_message(self, msg: dict[str, Any]) -> None:
-        kind = msg["type"]
-        if kind == "response":
-            self.requests.on_response(msg)
-        elif kind == "heartbeat":
-            self.pipes.heartbeats += 1  # stamped once per read by _on_stdout
-        elif kind == "ready":
-            self._on_ready()
-        elif kind == "wal_entry":
-            self.durability.log_entry(msg.get("data"), msg.get("ref"))
-        elif kind == "wal_batch":
-            entries = msg.get("data")
-            entries = entries if isinstance(entries, list) else [entries]
-            for entry in entries:
-                self.durability.log_entry(entry, msg.get("ref"))
-            self.send_agent({"type": "wal_flush_ack", "count": len(entries)})
-        elif kind == "checkpoint":
-            self.durability.on_checkpoint(msg.get("data"))
-        elif kind == "metrics":
-            data = msg.get("data")
-            if isinstance(data, dict):
-                self.metrics = data
-                self._emit("metrics", {k: v for k, v in data.items() if isinstance(v, int | float)})
-        elif kind == "reload_result":
-            result = {
-                "ok": bool(msg.get("ok")),
-                "module": msg.get("module"),
-                "error": msg.get("error"),
-            }
-            if self._reloads:
-                self.reply(self._reloads.popleft(), result)
-            else:
-                logger.warning("agent {}: code rolled back: {}", self.instance_id, result["error"])
-        elif kind == "evolution_intent":
-            logger.info("agent {}: evolution intent {!r}", self.instance_id, msg.get("hypothesis"))
-            self.send_agent(
-                {
-                    "type": "evolution_result",
-                    "success": False,
-                    "error": "evolution arbiter not available in this version",
-                }
-            )
+        handler = self._frames.get(msg["type"])
+        if handler is None:
+            logger.warning("agent {}: ignored message type {!r}", self.instance_id, msg["type"])
         else:
-            logger.warning("agent {}: ignored message type {!r}", self.instance_id, kind)
+            handler(msg)
+
+    def _on_heartbeat(self, msg: dict[str, Any]) -> None:
+        self.pipes.heartbeats += 1  # stamped once per read by _on_stdout
+
+    def _on_wal_batch(self, msg: dict[str, Any]) -> None:
+        entries = msg.get("data")
+        entries = entries if isinstance(entries, list) else [entries]
+        for entry in entries:
+            self.durability.log_entry(entry, msg.get("ref"))
+        self.send_agent({"type": ToAgent.WAL_FLUSH_ACK, "count": len(entries)})
+
+    def _on_metrics(self, msg: dict[str, Any]) -> None:
+        data = msg.get("data")
+        if isinstance(data, dict):
+            self.metrics = data
+            self._emit("metrics", {k: v for k, v in data.items() if isinstance(v, int | float)})
+
+    def _on_reload_result(self, msg: dict[str, Any]) -> None:
+        result = {"ok": bool(msg.get("ok")), "module": msg.get("module"), "error": msg.get("error")}
+        if self._reloads:
+            self.reply(self._reloads.popleft(), result)
+        else:
+            logger.warning("agent {}: code rolled back: {}", self.instance_id, result["error"])
+
+    def _on_evolution_intent(self, msg: dict[str, Any]) -> None:
+        logger.info("agent {}: evolution intent {!r}", self.instance_id, msg.get("hypothesis"))
+        self.send_agent(
+            {
+                "type": ToAgent.EVOLUTION_RESULT,
+                "success": False,
+                "error": "evolution arbiter not available in this version",
+            }
+        )
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -577,5 +611,5 @@ class AgentManager(Component):
     def _emit(self, what: str, measurements: dict[str, Any]) -> None:
         event = ("osup", "agent", what)
         self.peer("telemetry").cast(
-            ("execute", event, measurements, {"id": self.instance_id, "role": self.role})
+            Execute(event, measurements, {"id": self.instance_id, "role": self.role})
         )

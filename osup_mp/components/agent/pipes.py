@@ -20,13 +20,14 @@ from typing import Any
 import msgpack
 
 from osup_mp.wire import FrameDecoder, FrameError, pack
+from osup_mp.wire.frames import FromAgent
 
 _READ = 256 * 1024
 # stderr is read with os.read: a smaller size, as each call allocates that much first.
 _STDERR_READ = 64 * 1024
 _HEADER = struct.Struct(">I")
 # {"type": "heartbeat", "timestamp": <float64>} as the SDK packs it: everything but the float.
-_HB_BODY = msgpack.packb({"type": "heartbeat", "timestamp": 0.0})
+_HB_BODY = msgpack.packb({"type": str(FromAgent.HEARTBEAT), "timestamp": 0.0})
 HEARTBEAT_PREFIX = _HEADER.pack(len(_HB_BODY)) + _HB_BODY[:-8]
 _HB_SIZE = _HEADER.size + len(_HB_BODY)
 _HB_MARK = _HB_BODY[:-8]

@@ -28,6 +28,7 @@ from loguru import logger
 
 from osup_mp.components.agent.states import AgentState
 from osup_mp.runtime.control import Connection, ControlServer, Respond
+from osup_mp.wire.frames import ToAgent
 
 if TYPE_CHECKING:
     from osup_mp.components.agent.manager import AgentManager
@@ -149,7 +150,7 @@ class Requests:
         req_id = self.table.add(target, deadline)
         if self._timer is None or deadline < self._timer_due:
             self._arm(deadline)
-        m.pipes.queue({"type": "process_request", "id": req_id, "data": data})
+        m.pipes.queue({"type": ToAgent.PROCESS_REQUEST, "id": req_id, "data": data})
 
     def on_response(self, msg: dict[str, Any]) -> None:
         m = self.manager

@@ -28,7 +28,7 @@ from typing import Any
 import diskcache
 from diskcache.core import MODE_PICKLE
 
-from osup_mp.storage.wal.store import atomic_write, fsync_dir
+from osup_mp.lowlevel.files import atomic_write, fsync_dir
 
 MAGIC = b"OSUPCKP1"
 VERSION = 1

@@ -44,6 +44,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from osup_mp.lowlevel.files import atomic_write, fsync_dir, write_all
+
 SEGMENT_MAGIC = b"OSUPWAL1"
 SEGMENT_VERSION = 1
 SEGMENT_HEADER = struct.Struct(">8sII")
@@ -328,29 +330,6 @@ def _intact(data: bytes, start: int) -> bool:
     return bool(body + length <= len(data) and zlib.crc32(data[body : body + length]) == pcrc)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """temp file → fsync → rename → fsync dir: the file is either old or new, never partial."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    fsync_dir(path.parent)
-
-
 class _Helper:
     """:func:`index_segment` for some segments (index ``first`` on) in a forked process.
     The child only reads the files, verifies and writes its results to a pipe; any failure
@@ -383,9 +362,7 @@ class _Helper:
                     out.append(
                         (found.offsets.tobytes(), found.good_end, found.problem, found.valid_after)
                     )
-                view = memoryview(pickle.dumps(out, pickle.HIGHEST_PROTOCOL))
-                while view:
-                    view = view[os.write(w, view) :]
+                write_all(w, pickle.dumps(out, pickle.HIGHEST_PROTOCOL))
                 code = 0
             finally:
                 os._exit(code)
@@ -696,9 +673,7 @@ class WALStore:
                 self._new_segment()
                 self._open_active()
                 continue
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            write_all(self._fd, chunk)
             seg.count += i - start
             seg.last_lsn = self.next_lsn - 1
             seg.size += len(chunk)
