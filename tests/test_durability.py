@@ -306,6 +306,12 @@ def test_bad_requests_get_errors_and_crash_nothing(make_tree, tmp_path) -> None:
         ("checkpoint_restore", {}, "checkpoint_restore: missing argument id"),
         ("shadow_start", {"id": "s", "colour": "red"}, "unknown argument 'colour'"),
         ("no_such_command", {}, "unknown command 'no_such_command'"),
+        # The raw call door: the component checks the record it is turned into.
+        ("call", {"name": "wal", "request": ["tail", "ten"]}, "tail: n must be int, not str"),
+        ("call", {"name": "vault", "request": ["load"]}, r"load: takes id raw; got 0"),
+        ("call", {"name": "vault", "request": ["load", "../x"]}, "is not a checkpoint id"),
+        ("call", {"name": "agent:main", "request": ["obey"]}, "unknown call 'obey'"),
+        ("call", {"name": "watchdog", "request": 42}, "unknown call: 42"),
     ]:
         with pytest.raises(ClientError, match=expected):
             tree.request(command, **args)
