@@ -7,10 +7,8 @@ file and the dotted key the bad value came from.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -38,6 +36,8 @@ def _fmt(value: object) -> str:
 def _unknown(file: str, key: str, known: Iterable[str], what: str) -> ConfigError:
     choices = list(known)
     expected = "one of " + ", ".join(choices)
+    import difflib  # only on an error: not on every command's start-up
+
     close = difflib.get_close_matches(key.rsplit(".", 1)[-1], choices, n=1)
     hint = f"did you mean {close[0]}?" if close else expected
     return ConfigError(file, key, expected, f"unknown {what} ({hint})")
@@ -144,6 +144,8 @@ def _resolve_path(raw: str, origin: _Origin) -> Path:
 
 
 def _read(path: Path, shown: str) -> dict[str, Any]:
+    import tomllib  # only when there is a file: a command run without one skips ~5 ms
+
     try:
         data = path.read_bytes()
     except OSError as exc:
