@@ -20,7 +20,8 @@ Design decisions:
   after it in the newest segment is a torn tail from a crash — it is cut off, and the
   original file is kept as ``.broken``.
 * Every record's checksums are verified once, at open (a large log's newer half by a forked
-  helper, in parallel); the store keeps where each record starts, and keeps that index while
+  helper, in parallel; a sealed segment that matches its index file by one CRC over its
+  image, :mod:`.sidecar`); the store keeps where each record starts, and keeps that index while
   appending, so reads slice records out of the files without scanning or verifying again.
 * Records reach the kernel with one ``os.write`` per batch under every fsync policy; the
   policy only decides when ``fdatasync`` runs. An fsync error is fatal and never retried.
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from osup_mp.lowlevel.files import atomic_write, fsync_dir, write_all
+from osup_mp.storage.wal import sidecar
 
 SEGMENT_MAGIC = b"OSUPWAL1"
 SEGMENT_VERSION = 1
@@ -330,12 +332,25 @@ def _intact(data: bytes, start: int) -> bool:
     return bool(body + length <= len(data) and zlib.crc32(data[body : body + length]) == pcrc)
 
 
+def _index(path: Path, data: bytes, first_lsn: int, sealed: bool) -> SegmentIndex:
+    """:func:`index_segment`, or for a sealed segment its index file when that matches the
+    image exactly (:mod:`.sidecar`); a sealed segment verified intact gets one."""
+    if sealed:
+        offsets = sidecar.read(path, first_lsn, data)
+        if offsets is not None:
+            return SegmentIndex(offsets, len(data), None, False)
+    found = index_segment(data, first_lsn)
+    if sealed and found.problem is None:
+        sidecar.write(path, first_lsn, zlib.crc32(data), len(data), found.offsets)
+    return found
+
+
 class _Helper:
     """:func:`index_segment` for some segments (index ``first`` on) in a forked process.
     The child only reads the files, verifies and writes its results to a pipe; any failure
     of it (or of reading its answer) leaves those segments to the caller."""
 
-    def __init__(self, first: int, jobs: list[tuple[Path, int]]) -> None:
+    def __init__(self, first: int, jobs: list[tuple[Path, int, bool]]) -> None:
         self.first = first
         self.pid = 0
         self.fd = -1
@@ -357,8 +372,8 @@ class _Helper:
             try:
                 os.close(r)
                 out = []
-                for path, lsn in jobs:
-                    found = index_segment(path.read_bytes(), lsn)
+                for path, lsn, sealed in jobs:
+                    found = _index(path, path.read_bytes(), lsn, sealed)
                     out.append(
                         (found.offsets.tobytes(), found.good_end, found.problem, found.valid_after)
                     )
@@ -450,6 +465,7 @@ class WALStore:
             PARALLEL_VERIFY_BYTES if parallel_verify_bytes is None else parallel_verify_bytes
         )
         self._fd = -1
+        self._crc = 0  # CRC-32 of the active segment's image, for its index when sealed
 
     # -- open / recover ----------------------------------------------------------------------
 
@@ -458,6 +474,9 @@ class WALStore:
         for stale in self.dir.glob(".*.tmp"):
             stale.unlink()  # a segment creation that never reached its rename
         paths = sorted(self.dir.glob("wal-*.log"))
+        for index_file in self.dir.glob("wal-*.idx"):
+            if not index_file.with_suffix(".log").exists():
+                index_file.unlink()  # its segment was released or set aside
         floor = self._read_floor()
         self.gaps = self._read_gaps()
         helper = self._start_helper(paths)
@@ -486,7 +505,7 @@ class WALStore:
             result = helper.result(index) if helper is not None else None
             if result is None:
                 data = path.read_bytes()
-                result = index_segment(data, first)
+                result = _index(path, data, first, sealed=not last)
             if result.problem is not None:
                 data = data or path.read_bytes()
                 if self.salvage == "truncate":
@@ -540,7 +559,8 @@ class WALStore:
             newer += sizes[split]
         if split == len(paths):
             return None
-        return _Helper(split, list(zip(paths[split:], firsts[split:], strict=True)))
+        sealed = [i < len(paths) - 1 for i in range(split, len(paths))]
+        return _Helper(split, list(zip(paths[split:], firsts[split:], sealed, strict=True)))
 
     def skip_through(self, lsn: int) -> None:
         """Never hand out LSNs up to ``lsn``: the next record gets ``lsn + 1``. The skipped
@@ -576,6 +596,7 @@ class WALStore:
         if not torn and self.salvage != "truncate":
             raise WALCorruption(path, offset, result.problem or "bad record")
         kept = self._keep_broken(path)
+        sidecar.remove(path)
         with open(path, "r+b") as f:
             f.truncate(max(offset, SEGMENT_HEADER.size))
             if offset < SEGMENT_HEADER.size:
@@ -625,6 +646,9 @@ class WALStore:
             return 0
 
     def _new_segment(self) -> None:
+        if self._fd >= 0 and self.segments and self.segments[-1].count:
+            seg = self.segments[-1]  # sealed from now on: index it for the next open
+            sidecar.write(seg.path, seg.first_lsn, self._crc, seg.size, seg.offsets)
         path = self.dir / segment_name(self.next_lsn)
         atomic_write(path, SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
         self.segments.append(
@@ -634,7 +658,9 @@ class WALStore:
     def _open_active(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
-        self._fd = os.open(self.segments[-1].path, os.O_WRONLY | os.O_APPEND)
+        path = self.segments[-1].path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._crc = zlib.crc32(path.read_bytes())  # kept up to date by append
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -674,6 +700,7 @@ class WALStore:
                 self._open_active()
                 continue
             write_all(self._fd, chunk)
+            self._crc = zlib.crc32(chunk, self._crc)
             seg.count += i - start
             seg.last_lsn = self.next_lsn - 1
             seg.size += len(chunk)
@@ -744,6 +771,7 @@ class WALStore:
                 self.dir / FLOOR_FILE, f"{max(seg.last_lsn, self._read_floor())}\n".encode()
             )
             seg.path.unlink()
+            sidecar.remove(seg.path)
             self.segments.pop(0)
             removed.append(seg.path)
         if removed:
