@@ -202,7 +202,7 @@ class Agent:
     def wal(self, operation: str, params: Mapping[str, Any], **extra: Any) -> None:
         """Log one state-changing operation (the seed's ``wal_entry``)."""
         entry = {"operation": operation, "params": dict(params), "timestamp": time.time()}
-        self.send({"type": FromAgent.WAL_ENTRY, "data": entry, **extra})
+        self.send({"type": FromAgent.WAL_ENTRY.value, "data": entry, **extra})
 
     def checkpoint(self) -> None:
         """Send a checkpoint of :meth:`snapshot`; ``checkpoint_ack`` arrives later."""
@@ -293,8 +293,9 @@ class Agent:
             handler(msg)
 
     def _frame_table(self) -> dict[str, Callable[[dict[str, Any]], None]]:
-        """What each frame type from the manager does (docs/protocol.md)."""
-        return {
+        """What each frame type from the manager does (docs/protocol.md). Keyed by the plain
+        strings: a lookup with the ``"type"`` a frame carries is then an exact-type hit."""
+        table: dict[ToAgent, Callable[[dict[str, Any]], None]] = {
             ToAgent.PROCESS_REQUEST: self._on_request,
             ToAgent.RESTORE: self._on_restore,
             ToAgent.HOT_RELOAD: self._on_hot_reload,
@@ -302,6 +303,7 @@ class Agent:
             ToAgent.CHECKPOINT_REQUEST: lambda _msg: self.checkpoint(),
             ToAgent.STOP: self._on_stop,
         }
+        return {kind.value: handler for kind, handler in table.items()}
 
     def _on_checkpoint_ack(self, msg: dict[str, Any]) -> None:
         self.checkpoint_id = msg.get("checkpoint_id") or self.checkpoint_id
@@ -312,7 +314,7 @@ class Agent:
 
     def _on_request(self, msg: dict[str, Any]) -> None:
         started = time.perf_counter()
-        reply: dict[str, Any] = {"type": FromAgent.RESPONSE, "id": msg.get("id")}
+        reply: dict[str, Any] = {"type": FromAgent.RESPONSE.value, "id": msg.get("id")}
         try:
             reply["data"] = self.handle_request(msg.get("data"))
         except RequestError as exc:
@@ -414,7 +416,7 @@ class Agent:
             self._timers["metrics"] = now + self.options.metrics_interval
 
     def _heartbeat(self) -> None:
-        self.send({"type": FromAgent.HEARTBEAT, "timestamp": time.time()})
+        self.send({"type": FromAgent.HEARTBEAT.value, "timestamp": time.time()})
         slot = self._slot
         if slot is not None and self._beater is None:  # else the thread is the one writer
             slot["hb_agent_ns"] = time.monotonic_ns()

@@ -2,7 +2,8 @@
 
 Declared once, as string enums, so that the manager, the SDK and agent-check dispatch on
 the same names (docs/protocol.md describes each frame's keys). A member *is* its string:
-it packs as one and compares equal to the ``"type"`` a peer sends.
+it packs as one and compares equal to the ``"type"`` a peer sends. (Hot paths use
+``.value``, the plain string: packing and looking up a str subclass costs a little more.)
 """
 
 from __future__ import annotations

@@ -516,9 +516,10 @@ class AgentManager(Component):
             self._writable_watched = want
 
     def _frame_table(self) -> dict[str, Callable[[dict[str, Any]], None]]:
-        """What each frame type from the agent does (docs/protocol.md)."""
+        """What each frame type from the agent does (docs/protocol.md). Keyed by the plain
+        strings: a lookup with the ``"type"`` a frame carries is then an exact-type hit."""
         durability = self.durability
-        return {
+        table: dict[FromAgent, Callable[[dict[str, Any]], None]] = {
             FromAgent.RESPONSE: self.requests.on_response,
             FromAgent.HEARTBEAT: self._on_heartbeat,
             FromAgent.READY: lambda _msg: self._on_ready(),
@@ -529,6 +530,7 @@ class AgentManager(Component):
             FromAgent.RELOAD_RESULT: self._on_reload_result,
             FromAgent.EVOLUTION_INTENT: self._on_evolution_intent,
         }
+        return {kind.value: handler for kind, handler in table.items()}
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         handler = self._frames.get(msg["type"])

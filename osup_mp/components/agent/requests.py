@@ -150,7 +150,7 @@ class Requests:
         req_id = self.table.add(target, deadline)
         if self._timer is None or deadline < self._timer_due:
             self._arm(deadline)
-        m.pipes.queue({"type": ToAgent.PROCESS_REQUEST, "id": req_id, "data": data})
+        m.pipes.queue({"type": ToAgent.PROCESS_REQUEST.value, "id": req_id, "data": data})
 
     def on_response(self, msg: dict[str, Any]) -> None:
         m = self.manager
