@@ -1,7 +1,7 @@
 """Which components form the tree, in start order, and how each is started.
 
-Start order: telemetry, vault, WAL, watchdog, then the agents, so that every component
-an agent manager needs is running before it starts. Shadows are dynamic children made from
+Start order: telemetry, health, vault, WAL, watchdog, then the agents, so that every
+component an agent manager needs is running before it starts. Shadows are dynamic children made from
 :func:`agent_spec` by the ``shadow_start`` command.
 """
 
@@ -11,6 +11,7 @@ import functools
 from collections.abc import Callable
 
 from osup_mp.components.agent import AgentManager
+from osup_mp.components.health import HealthMonitor
 from osup_mp.components.telemetry import Telemetry
 from osup_mp.components.vault import MemoryVault
 from osup_mp.components.wal import WALManager
@@ -61,6 +62,12 @@ def child_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
     shutdown = cfg.supervisor.shutdown_timeout / 1000
     return [
         telemetry_spec(cfg),
+        ChildSpec(
+            "health",
+            functools.partial(HealthMonitor, cfg),
+            Restart.PERMANENT,
+            shutdown_timeout=shutdown,
+        ),
         ChildSpec(
             "vault",
             functools.partial(MemoryVault, cfg),

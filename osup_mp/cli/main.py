@@ -29,6 +29,7 @@ COMMANDS = {
     "hot-reload": ("shadow:hot_reload", "Replace a module of a running agent."),
     "checkpoint": ("checkpoint:command", "Create, list, show, restore and delete checkpoints."),
     "wal": ("wal:command", "Inspect the write-ahead log."),
+    "health": ("health:command", "Show agent metrics, their history and state transitions."),
     "inspect": ("inspect_cmd:command", "Look inside a running tree, read-only."),
     "agent-check": ("agent_check:command", "Check that an agent executable speaks the protocol."),
 }

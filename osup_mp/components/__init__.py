@@ -1,6 +1,6 @@
-"""The tree's children, one module or package each: telemetry, vault, wal, watchdog and the
-agent manager (``agent``).
+"""The tree's children, one module or package each: telemetry, health, vault, wal, watchdog
+and the agent manager (``agent``).
 
-Components never import one another: they talk by messages through peers the supervisor
-brokers. Only :mod:`osup_mp.app` knows them all.
+Components never import one another: they talk by typed messages (:mod:`.messages`)
+through peers the supervisor brokers. Only :mod:`osup_mp.app` knows them all.
 """

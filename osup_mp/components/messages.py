@@ -239,6 +239,87 @@ class LimitExceeded:
     kind: ClassVar[str] = "limit_exceeded"
 
 
+# -- the health monitor ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMetrics:
+    """A cast: an agent instance's metrics report (string keys, as they came)."""
+
+    instance_id: str
+    metrics: dict[str, Any]
+    kind: ClassVar[str] = "record_metrics"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordTransition:
+    """A cast: an agent instance changed state (``reason`` says why, when known)."""
+
+    instance_id: str
+    old: str
+    new: str
+    reason: str | None = None
+    kind: ClassVar[str] = "record_transition"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSample:
+    """A cast: one mirrored request as an arm of an experiment answered it."""
+
+    experiment: str
+    arm: str
+    latency_ms: float
+    error: bool
+    digest: str | None = None
+    kind: ClassVar[str] = "record_sample"
+
+
+@dataclass(frozen=True, slots=True)
+class GetMetrics:
+    """Every instance's newest metrics (or one instance's), with their time."""
+
+    instance_id: str | None = None
+    kind: ClassVar[str] = "metrics"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsHistory:
+    """One instance's kept records, oldest first, from the last ``seconds`` (all if None)."""
+
+    instance_id: str
+    seconds: float | None = None
+    kind: ClassVar[str] = "history"
+
+
+@dataclass(frozen=True, slots=True)
+class CompareInstances:
+    """Instance ``a`` against ``b`` over the last ``seconds``: per metric both means and the
+    relative difference, positive when ``a`` is worse."""
+
+    a: str
+    b: str
+    seconds: float = 60.0
+    kind: ClassVar[str] = "compare"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthEvents:
+    """The newest ``n`` state transitions (all instances, or one)."""
+
+    n: int = 50
+    instance_id: str | None = None
+    kind: ClassVar[str] = "events"
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentSamples:
+    """The kept samples of an experiment, oldest first (``forget`` drops them after)."""
+
+    experiment: str
+    forget: bool = False
+    kind: ClassVar[str] = "samples"
+
+
 # -- the watchdog ----------------------------------------------------------------------------
 
 

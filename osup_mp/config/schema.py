@@ -129,6 +129,12 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "salvage": _Field("refuse", "one of refuse, truncate", _choice("refuse", "truncate")),
         "accept_gap": _Field(False, "true or false", _BOOL),
     },
+    "health": {
+        "history_size": _Field(720, "a positive integer (records per instance)", _ints(1)),
+        "history_window": _Field(3600000, _MS, _ints(1)),
+        "max_events": _Field(1000, "a positive integer", _ints(1)),
+        "max_samples": _Field(10000, "a positive integer (per experiment)", _ints(1)),
+    },
     "vault": {
         "generations": _Field(3, "an integer >= 1", _ints(1)),
         "checkpoint_interval": _Field(300000, "a non-negative integer (ms; 0 = off)", _ints(0)),

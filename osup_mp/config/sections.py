@@ -131,6 +131,17 @@ class VaultSection:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthSection:
+    """What the health monitor keeps: a bounded history per instance (count and age, ms),
+    the newest state transitions, and per-request samples per running experiment."""
+
+    history_size: int
+    history_window: int
+    max_events: int
+    max_samples: int
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     o_supervisor: OSupervisorSection
     logger: LoggerSection
@@ -140,6 +151,7 @@ class Config:
     agent: AgentSection
     watchdog: WatchdogSection
     wal: WALSection
+    health: HealthSection
     vault: VaultSection
     env: str
     source: Path | None
@@ -194,5 +206,6 @@ _SECTION_TYPES: Final[dict[str, Any]] = {
     "agent": AgentSection,
     "watchdog": WatchdogSection,
     "wal": WALSection,
+    "health": HealthSection,
     "vault": VaultSection,
 }

@@ -170,6 +170,32 @@ WAL_TAIL = Command(
     (Arg("n", "int", "how many records", required=True),),
 )
 WAL_VERIFY = Command("wal_verify", "Check every WAL record's checksum.", timeout=180.0)
+# -- health ----------------------------------------------------------------------------------
+HEALTH = Command(
+    "health",
+    "Every agent instance's newest metrics and the newest state transitions.",
+    (
+        Arg("id", "str", "one agent instance (default: all)"),
+        Arg("events", "int", "how many of the newest transitions (default 20)"),
+    ),
+)
+HEALTH_HISTORY = Command(
+    "health_history",
+    "One agent instance's kept metrics records, oldest first.",
+    (
+        Arg("id", "str", "the agent instance", required=True),
+        Arg("seconds", "number", "only the records of the last so many seconds"),
+    ),
+)
+HEALTH_COMPARE = Command(
+    "health_compare",
+    "Two agent instances' mean metrics over a window; diff > 0 when a is worse.",
+    (
+        Arg("a", "str", "an agent instance", required=True),
+        Arg("b", "str", "the instance to compare it with", required=True),
+        Arg("seconds", "number", "the window, in seconds (default 60)"),
+    ),
+)
 
 CONTROL: Mapping[str, Command] = {
     c.name: c
@@ -192,6 +218,9 @@ CONTROL: Mapping[str, Command] = {
         WAL_STATS,
         WAL_TAIL,
         WAL_VERIFY,
+        HEALTH,
+        HEALTH_HISTORY,
+        HEALTH_COMPARE,
     )
 }
 """The control socket's commands, by name."""

@@ -44,6 +44,8 @@ from osup_mp.components.messages import (
     HeartbeatTimeout,
     HotReload,
     LimitExceeded,
+    RecordMetrics,
+    RecordTransition,
     RestartAgent,
     RestoreFrom,
 )
@@ -270,8 +272,10 @@ class AgentManager(Component):
 
     def _transition(self, new: AgentState) -> None:
         check_transition(self.state, new)
-        self.state = new
+        old, self.state = self.state, new
         self.slot["state"] = int(new.slot_state)
+        why = None if new in (S.STARTING, S.RUNNING) else self.fail_reason or self.last_exit
+        self.peer("health").cast(RecordTransition(self.instance_id, old.value, new.value, why))
 
     def _spawn(self) -> None:
         self._transition(S.STARTING)
@@ -554,6 +558,7 @@ class AgentManager(Component):
         if isinstance(data, dict):
             self.metrics = data
             self._emit("metrics", {k: v for k, v in data.items() if isinstance(v, int | float)})
+            self.peer("health").cast(RecordMetrics(self.instance_id, data))
 
     def _on_reload_result(self, msg: dict[str, Any]) -> None:
         result = {"ok": bool(msg.get("ok")), "module": msg.get("module"), "error": msg.get("error")}
