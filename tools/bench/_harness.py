@@ -23,9 +23,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from types import SimpleNamespace
+from typing import Any
 
 import psutil
 from rich.console import Console
@@ -46,9 +47,9 @@ POLL = 0.0005  # s between polls of a shared-memory slot
 # Kills in a benchmark restart at once, never into a crash-loop verdict.
 RESTART_FREELY = {"supervisor": {"max_restarts": 100000, "max_seconds": 1}}
 Progress = Callable[[str], None]
+Plan = SimpleNamespace  # a benchmark's counts and durations, full or quick
 Layers = dict[str, dict[str, Any]]
 Specs = Callable[[Config, SharedState], list[ChildSpec]]
-P = TypeVar("P")
 _SEGMENTS: list[str] = []  # every segment name this run made: none may be left
 _TREES: list[Tree] = []
 
@@ -57,11 +58,11 @@ class BenchError(RuntimeError):
     """A measurement could not be taken."""
 
 
-def median(values: list[float]) -> float:
+def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def p90(values: list[float]) -> float:
+def p90(values: Sequence[float]) -> float:
     if len(values) < 2:
         return float(values[0])
     return float(statistics.quantiles(values, n=10, method="inclusive")[-1])
@@ -240,6 +241,15 @@ class Tree:
         """(pid, generation) of the main agent."""
         return int(self.slot()["pid"]), int(self.slot()["generation"])
 
+    def kill_agent(self) -> tuple[int, int]:
+        """SIGKILL the main agent: (perf_counter_ns just before, its generation)."""
+        pid, generation = self.agent()
+        if pid <= 0:  # os.kill(0) would signal the bench's own process group
+            raise BenchError("the main agent's slot has no pid")
+        t0 = time.perf_counter_ns()
+        os.kill(pid, signal.SIGKILL)
+        return t0, generation
+
     def wait_running(self, old_generation: int | None, timeout: float = 120.0) -> tuple[int, int]:
         """Poll the main agent's slot until RUNNING in a generation other than
         ``old_generation``; the perf_counter_ns at which the new generation (written right
@@ -318,7 +328,13 @@ class Report:
         self.data: dict[str, Any] = {"meta": {}}
 
     def row(
-        self, what: str, figure: str, baseline: str, target: str, ok: bool | None, **data: Any
+        self,
+        what: str,
+        figure: str,
+        baseline: str,
+        target: str = "",
+        ok: bool | None = None,
+        **data: Any,
     ) -> None:
         """``ok`` None: reported, without a target. ``what`` is also the key in ``--json``."""
         self.rows.append((what, figure, baseline, target or "(reported)", ok))
@@ -335,11 +351,13 @@ class Report:
         fmt: str = ".1f",
     ) -> float:
         """A row of samples in ``unit`` against the same run's ``base``; their ratio.
-        ``target`` reads "ratio|median OP LIMIT ...": the text shown is the rule applied.
+        ``target`` reads "ratio|median OP LIMIT ...": the text shown is the rule applied
+        (none: reported only).
         Rates (a unit in "/s") show their median alone, other samples their p90 too."""
-        ratio = median(values) / median(base)
-        subject, op, limit = target.split()[:3]
-        ok = _OPS[op](ratio if subject == "ratio" else median(values), float(limit.rstrip("x")))
+        ratio, ok = median(values) / median(base), None
+        if target:
+            subject, op, limit = target.split()[:3]
+            ok = _OPS[op](ratio if subject == "ratio" else median(values), float(limit.strip("x")))
         rate = unit.endswith("/s")
         figure = f"{median(values):{fmt}} {unit}" if rate else spread(values, unit, fmt)
         shown = f"{baseline} {median(base):{fmt}} {unit}  ratio {ratio:.2f}"
@@ -370,9 +388,14 @@ class Report:
             console.print(text, soft_wrap=True, markup=False)
 
 
-def main(doc: str | None, run: Callable[[P, Report, Progress], None], full: P, quick: P) -> int:
-    """``--quick`` and ``--json``; ``run`` fills the report. Every tree and segment of the
-    run is gone afterwards, whatever happened (SIGTERM included)."""
+def main(
+    doc: str | None,
+    run: Callable[[Plan, Report, Progress], None],
+    plans: dict[str, tuple[Any, Any]],
+) -> int:
+    """``--quick`` and ``--json``; ``run`` fills the report with ``plans``' values (name:
+    (full, quick)). Every tree and segment of the run is gone afterwards, whatever
+    happened (SIGTERM included)."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (CI smoke)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -388,7 +411,8 @@ def main(doc: str | None, run: Callable[[P, Report, Progress], None], full: P, q
     signal.signal(signal.SIGTERM, on_term)
     report, started = Report(), time.perf_counter()
     try:
-        run(quick if args.quick else full, report, progress)
+        plan = Plan(**{name: both[args.quick] for name, both in plans.items()})
+        run(plan, report, progress)
     except Exception as exc:
         print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

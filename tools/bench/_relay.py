@@ -1,14 +1,7 @@
-"""The smallest relay between a data-plane client and an agent: a reference for the agent bench.
-
-A request through the agent manager crosses three processes (client, manager, agent) where the
-direct baseline crosses two. This relay has the manager's shape and nothing else: one client
-connection on a Unix socket, the agent on pipes, the project's codec and busy polling, ids
-mapped both ways. No deadlines, no state machine, no WAL ordering, no metrics, no logging.
-What it costs is what three Python processes cost on this machine before any supervision, so
-the manager's figures can be read against it as well as against the direct baseline.
-
-``start`` forks it; the returned :class:`Relay` knows the relay's and its agent's pids so the
-bench can kill both whatever happens.
+"""A bare relay between one data-plane client and an agent, the agent benchmark's baseline:
+the manager's three-process shape (client, relay, agent) with the project's codec and busy
+polling and no supervision at all (no deadlines, states, WAL, metrics or logging), so what
+the manager adds is told apart from what a third process costs on this machine.
 """
 
 from __future__ import annotations
@@ -19,43 +12,25 @@ import os
 import select
 import signal
 import socket
+import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from _common import spawn_agent
-
-from osup_mp.lowlevel.proc import set_parent_death_signal
+from osup_mp.lowlevel.proc import set_parent_death_signal, spawn_piped
 from osup_mp.lowlevel.spin import Spinner
 from osup_mp.wire import FrameDecoder, pack
 
 _READ = 256 * 1024
 
 
-@dataclass
-class Relay:
-    path: Path
-    pid: int
-    agent_pid: int
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if self.agent_pid > 0:
-                os.killpg(self.agent_pid, signal.SIGKILL)  # its own session: its group
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
-        self.path.unlink(missing_ok=True)
-
-
 @contextlib.contextmanager
 def running(
     path: Path, argv: list[str], env: dict[str, str], max_frame: int, busy_poll_us: int
-) -> Iterator[Relay]:
-    """Fork the relay (listening on ``path``, its agent spawned and ready); kill it after."""
+) -> Iterator[Path]:
+    """Fork the relay; yield once it listens on ``path`` and its agent is ready; kill both."""
     ready_r, ready_w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the relay
+    if pid == 0:
         status = 1
         try:
             os.close(ready_r)
@@ -66,36 +41,32 @@ def running(
             os._exit(status)
     os.close(ready_w)
     with os.fdopen(ready_r, "rb") as ready:
-        line = ready.readline()  # the agent's pid, once the socket listens and the agent is up
-    relay = Relay(path, pid, int(line) if line.strip() else -1)
+        agent_pid = int(ready.readline() or b"-1")
     try:
-        if relay.agent_pid < 0:
+        if agent_pid < 0:
             raise RuntimeError("the bare relay did not start")
-        yield relay
+        yield path
     finally:
-        relay.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if agent_pid > 0:
+                os.killpg(agent_pid, signal.SIGKILL)  # its own session: its group
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        path.unlink(missing_ok=True)
 
 
 def _serve(
-    path: Path,
-    argv: list[str],
-    env: dict[str, str],
-    max_frame: int,
-    busy_poll_us: int,
-    ready_w: int,
+    path: Path, argv: list[str], env: dict[str, str], max_frame: int, busy: int, ready_w: int
 ) -> None:
-    agent = spawn_agent(argv, env)
+    agent = spawn_piped(argv, env, stderr=subprocess.DEVNULL)
     assert agent.stdin is not None and agent.stdout is not None
     # Every fd stays blocking: it is read only when epoll says so, and a write waits for room
     # rather than queueing (the bench keeps at most 64 small requests in flight).
     to_agent, from_agent = agent.stdin.fileno(), agent.stdout.fileno()
     agent_frames = FrameDecoder(max_frame=max_frame, require_type=True)
-    while True:
-        data = os.read(from_agent, _READ)
-        if not data:
-            raise RuntimeError(f"the relay's agent exited before ready ({agent.wait()})")
-        if any(m["type"] == "ready" for m in agent_frames.feed(data)):
-            break
+    while not any(m["type"] == "ready" for m in agent_frames.feed(os.read(from_agent, _READ))):
+        if agent.poll() is not None:
+            raise RuntimeError(f"the relay's agent exited before ready ({agent.returncode})")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path.unlink(missing_ok=True)
     listener.bind(str(path))
@@ -109,11 +80,11 @@ def _serve(
     poller.register(from_agent, select.EPOLLIN)
     client_frames = FrameDecoder(max_frame=max_frame)
     ids = itertools.count(1)
-    waiting: dict[int, object] = {}  # relay id -> client's request id
+    waiting: dict[int, object] = {}  # relay id -> the client's request id
     to_agent_buf, to_client_buf = bytearray(), bytearray()
     rbuf = bytearray(_READ)
     rview = memoryview(rbuf)
-    spinner = Spinner(busy_poll_us)
+    spinner = Spinner(busy)
     while True:
         for fd, _events in spinner.wait(poller.poll, None):
             if fd == client:

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -36,19 +35,15 @@ from osup_mp.storage.shm.segment import SharedState
 WINDOW = 100  # calls in flight for the pipelined figures
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
-    restarts: int
-    forks: int
-    round_trips: int
-    pipelined: int
-    pipelined_runs: int
-    idle_settle: float
-    idle_window: float
-
-
-FULL = Plan(50, 50, 20000, 100000, 5, 2.0, 10.0)
-QUICK = Plan(10, 10, 2000, 10000, 5, 2.0, 3.0)
+PLANS = {  # name: (full, quick)
+    "restarts": (50, 10),
+    "forks": (50, 10),
+    "round_trips": (20000, 2000),
+    "pipelined": (100000, 10000),
+    "pipelined_runs": (5, 5),
+    "idle_settle": (2.0, 2.0),
+    "idle_window": (10.0, 3.0),
+}
 
 
 class Bench(Component):
@@ -150,7 +145,7 @@ def _raw_echo(conn: Connection, unused: list[Connection], cpu: int) -> None:
             conn.send(conn.recv())
 
 
-def _raw_client(conn: Connection, results: Connection, cpu: int, plan: Plan) -> None:
+def _raw_client(conn: Connection, results: Connection, cpu: int, plan: h.Plan) -> None:
     """The driver's two figures on a bare Pipe, with its payload shape and warm-up."""
     os.sched_setaffinity(0, {cpu})
     clock = time.perf_counter_ns
@@ -177,7 +172,7 @@ def _raw_client(conn: Connection, results: Connection, cpu: int, plan: Plan) -> 
     results.send((us, rates))
 
 
-def raw_pipe(cpus: tuple[int, int], plan: Plan) -> tuple[list[float], list[float]]:
+def raw_pipe(cpus: tuple[int, int], plan: h.Plan) -> tuple[list[float], list[float]]:
     """Round trips (µs) and pipelined rates of a Pipe echo between two forks on ``cpus``."""
     a, b = h.FORK.Pipe()
     res_r, res_w = h.FORK.Pipe(duplex=False)
@@ -227,7 +222,7 @@ def component_restarts(tree: h.Tree, n: int) -> list[float]:
     return out
 
 
-def idle_cpu(tree: h.Tree, plan: Plan) -> dict[str, Any]:
+def idle_cpu(tree: h.Tree, plan: h.Plan) -> dict[str, Any]:
     """Percent of one core used by the supervisor and its descendants over the window:
     psutil's user+system (10 ms ticks) and the on-CPU ns of /proc/<pid>/schedstat."""
     names = {c["pid"]: c["name"] for c in tree.status()["components"] if c["pid"]}
@@ -262,7 +257,7 @@ def idle_cpu(tree: h.Tree, plan: Plan) -> dict[str, Any]:
     }
 
 
-def run(plan: Plan, report: h.Report, progress: h.Progress) -> None:
+def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     placements = {"same CPU": (cpus[0], cpus[0])}
     if len(cpus) > 1:
@@ -317,4 +312,4 @@ def run(plan: Plan, report: h.Report, progress: h.Progress) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(h.main(__doc__, run, FULL, QUICK))
+    sys.exit(h.main(__doc__, run, PLANS))
