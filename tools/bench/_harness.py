@@ -91,30 +91,38 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
-def pump(mux: CallMux, pending: Callable[[], bool], what: str) -> None:
-    """Inside a component: dispatch the answers of ``mux``'s peer while ``pending()``,
-    waiting for them or, while the output does not all fit the socket, for room."""
+def in_flight(
+    mux: CallMux, window: int, request: Callable[[int], Any], more: Callable[[int], bool]
+) -> list[tuple[bool, Any]]:
+    """Inside a component: keep ``window`` calls ``request(i)`` in flight to ``mux``'s peer
+    while ``more(i)``, each answer releasing the next; the answers, in order received."""
+    answers: list[tuple[bool, Any]] = []
+    sent = 0
+
+    def issue() -> None:
+        nonlocal sent
+        mux.call_async(request(sent), answered, timeout=30.0)
+        sent += 1
+
+    def answered(ok: bool, value: Any) -> None:
+        answers.append((ok, value))
+        if more(sent):
+            issue()
+
+    while sent < window and more(sent):
+        issue()
     channel, poller = mux.channel, select.poll()
-    while pending():
+    while len(answers) < sent:
+        # Wait for answers or, while the output does not all fit the socket, for room.
         flushed = channel.flush()
         poller.register(channel.fileno(), select.POLLIN | (0 if flushed else select.POLLOUT))
         events = poller.poll(10_000)
-        if not events:
-            raise RuntimeError(f"{what}: no answer for 10 s")
         if any(ev & (select.POLLIN | select.POLLHUP | select.POLLERR) for _, ev in events):
             mux.dispatch(channel.receive())
-        if channel.closed and pending():
-            raise RuntimeError(f"{what}: the connection closed")
+        if not events or (channel.closed and len(answers) < sent):
+            raise RuntimeError(f"{len(answers)} of {sent} calls answered; then nothing")
         mux.expire()
-
-
-@contextlib.contextmanager
-def temp_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="osup_bench_"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    return answers
 
 
 def new_segment_name() -> str:
@@ -290,16 +298,14 @@ class Tree:
                 self.remember()
                 for proc in self.seen.values():  # a SIGSTOPped agent would delay the stop
                     with contextlib.suppress(psutil.Error):
-                        if proc.status() == psutil.STATUS_STOPPED:
-                            proc.resume()
+                        proc.resume()
                 with contextlib.suppress(ClientError):
                     self.request("stop", wait=5.0)
-                self.proc.join(30.0)
-                for sig in (signal.SIGTERM, signal.SIGKILL):
-                    if self.proc.exitcode is None:
-                        self.unclean.append(f"needed {sig.name}")
+                for sig, wait in ((0, 30.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+                    if sig and self.proc.exitcode is None:
+                        self.unclean.append(f"needed {signal.Signals(sig).name}")
                         os.kill(self.pid, sig)
-                        self.proc.join(10.0)
+                    self.proc.join(wait)
                 if self.proc.exitcode:
                     self.unclean.append(f"exit status {self.proc.exitcode}")
             for proc in self.seen.values():  # is_running() also checks the create time

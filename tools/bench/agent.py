@@ -42,37 +42,29 @@ from osup_mp.wire import FrameDecoder, pack
 
 WINDOW = 64  # requests in flight for the pipelined figures
 REQUEST = {"op": "stats"}
-AGENTS = Path(__file__).resolve().parents[2] / "tests" / "support" / "agents"
-OTP_SUPERVISOR = Path(__file__).resolve().parent / "_otp_supervisor.escript"
+HERE = Path(__file__).resolve().parent
 # Hangs are detected within 1.2 s, and every kill restarts at once (never a crash loop).
 FAST = {
     "o_supervisor": {"heartbeat_interval": 200, "heartbeat_timeout": 1000},
     "agent": {"startsecs": 0, "max_restarts": 100000},
 }
-SHIPPED_POLICY = {"agent": {"startsecs": 1.0, "max_restarts": 5}}
 FLOOD_RATE = 325_000  # heartbeat frames/s, the rate the fault review measured
 FLOOD_SECONDS = 3.0
 BIG, SMALL = (1000, 512), (100, 64)  # float32 matrices published to the segment
-_STAMP = struct.Struct("<Q")
-
-
+STAMP = struct.Struct("<Q")
+# fmt: off
 PLANS = {  # name: (full, quick)
-    "round_trips": (2000, 300),
-    "pipelined": (20000, 3000),
-    "pipelined_runs": (3, 3),
-    "restarts": (20, 5),
-    "hangs": (5, 2),
-    "reads_copy": (300, 50),
-    "reads_view": (3000, 500),
-    "pipe_transfers": (200, 50),
-    "publishes_big": (300, 50),
-    "publishes_small": (3000, 500),
-    "kills": (5, 3),
-    "kill_pause": (3.0, 1.2),
+    "round_trips": (2000, 300), "pipelined": (20000, 3000), "pipelined_runs": (3, 3),
+    "restarts": (20, 5), "hangs": (5, 2), "kills": (5, 3), "kill_pause": (3.0, 1.2),
+    "reads_copy": (300, 50), "reads_view": (3000, 500), "pipe_transfers": (200, 50),
+    "publishes_big": (300, 50), "publishes_small": (3000, 500),
 }
+# fmt: on
 
 
-def minimal_agent(script: str) -> h.Layers:
+def test_agent(name: str) -> h.Layers:
+    """A tree whose main agent is one of the tests' agents (``tests/support/agents``)."""
+    script = str(HERE.parents[1] / "tests" / "support" / "agents" / name)
     return {"o_supervisor": {"gerbil_executable": sys.executable, "gerbil_main_script": script}}
 
 
@@ -218,7 +210,7 @@ class OtpSupervisor:
 
     def __init__(self, escript: str, argv: list[str], env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [escript, str(OTP_SUPERVISOR), *argv],
+            [escript, str(HERE / "_otp_supervisor.escript"), *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -259,9 +251,8 @@ def kills(plan: h.Plan, progress: h.Progress) -> tuple[dict[str, list[float]], s
     out: dict[str, list[float]] = {"tree": [], "otp": [], "spawn": []}
     escript = shutil.which("escript")
     progress(f"kills: {plan.kills} x {plan.kill_pause:g} s apart, minimal agent")
-    with h.Tree(
-        h.RESTART_FREELY, FAST, SHIPPED_POLICY, minimal_agent(str(AGENTS / "minimal_agent.py"))
-    ) as tree:
+    shipped = {"agent": {"startsecs": 1.0, "max_restarts": 5}}
+    with h.Tree(h.RESTART_FREELY, FAST, shipped, test_agent("minimal_agent.py")) as tree:
         tree.wait_running(None)
         argv = launch.agent_argv(tree.cfg, "main", None)
         env = dict(os.environ, OSUP_HEARTBEAT_INTERVAL_MS="200")
@@ -336,7 +327,7 @@ def _pipe_writer(go_r: int, data_w: int, payload: bytes, cpu: int | None) -> Non
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     while os.read(go_r, 1):
-        for part in (_STAMP.pack(time.monotonic_ns()), payload):
+        for part in (STAMP.pack(time.monotonic_ns()), payload):
             view = memoryview(part)
             while view:
                 view = view[os.write(data_w, view) :]
@@ -356,7 +347,7 @@ def pipe_transfers(payload: bytes, n: int, cpu: int | None = None) -> list[float
     try:
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
-        buf = bytearray(_STAMP.size + len(payload))
+        buf = bytearray(STAMP.size + len(payload))
         view, out = memoryview(buf), []
         for _ in range(n + 5):  # the first 5 are warm-up
             os.write(go_w, b"g")
@@ -366,8 +357,8 @@ def pipe_transfers(payload: bytes, n: int, cpu: int | None = None) -> list[float
                 if not k:
                     raise h.BenchError("the pipe writer exited early")
                 got += k
-            out.append((time.monotonic_ns() - _STAMP.unpack_from(buf)[0]) / 1000)
-        if bytes(view[_STAMP.size :]) != payload:
+            out.append((time.monotonic_ns() - STAMP.unpack_from(buf)[0]) / 1000)
+        if bytes(view[STAMP.size :]) != payload:
             raise h.BenchError("a pipe transfer corrupted the payload")
         return out[5:]
     finally:
@@ -416,7 +407,7 @@ def heartbeat_flood(progress: h.Progress) -> dict[str, Any]:
     progress(f"heartbeat flood: {FLOOD_RATE}/s for {FLOOD_SECONDS:g} s")
     os.environ["FLOOD_RATE"] = "0"  # inherited by the tree, then the agent: idle at first
     try:
-        tree = h.Tree(h.RESTART_FREELY, FAST, minimal_agent(str(AGENTS / "heartbeat_flood.py")))
+        tree = h.Tree(h.RESTART_FREELY, FAST, test_agent("heartbeat_flood.py"))
         with tree, tree.data_client() as client:
             tree.wait_running(None)
             before = tree.agent()

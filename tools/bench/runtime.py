@@ -13,15 +13,15 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-# Runnable from a checkout: the package, then the harness beside this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout
 
 import _harness as h
 
@@ -35,68 +35,37 @@ from osup_mp.storage.shm.segment import SharedState
 WINDOW = 100  # calls in flight for the pipelined figures
 
 
+# fmt: off
 PLANS = {  # name: (full, quick)
-    "restarts": (50, 10),
-    "forks": (50, 10),
-    "round_trips": (20000, 2000),
-    "pipelined": (100000, 10000),
-    "pipelined_runs": (5, 5),
-    "idle_settle": (2.0, 2.0),
-    "idle_window": (10.0, 3.0),
+    "restarts": (50, 10), "forks": (50, 10), "round_trips": (20000, 2000),
+    "pipelined": (100000, 10000), "pipelined_runs": (5, 5),
+    "idle_settle": (2.0, 2.0), "idle_window": (10.0, 3.0),
 }
+# fmt: on
 
 
 class Bench(Component):
-    """Both bench components: ``echo`` answers ``("pid",)`` and ``("echo", x)``; ``driver``
+    """Both bench components: ``echo`` answers ``("pid", _)`` and ``("echo", x)``; ``driver``
     times calls to ``echo`` from inside the tree."""
 
     def handle_call(self, request: Any, caller: Caller) -> Any:
-        kind = request[0] if isinstance(request, tuple) else None
+        kind, arg = request if isinstance(request, tuple) else (None, None)
         if kind == "echo":
-            return request[1]
-        if kind == "pid":
-            return os.getpid()
-        if kind == "round_trips":
-            return self.round_trips(int(request[1]))
-        if kind == "pipelined":
-            return self.pipelined(int(request[1]))
-        return super().handle_call(request, caller)
+            return arg
+        if kind in ("round_trips", "pipelined"):
+            return getattr(self, kind)(arg)
+        return os.getpid() if kind == "pid" else super().handle_call(request, caller)
 
     def round_trips(self, n: int) -> list[float]:
-        """µs of each blocking ``call`` (after a warm-up that connects through the parent)."""
-        echo, clock = self.peer("echo"), time.perf_counter_ns
-        for i in range(min(n, 500)):
-            echo.call(("echo", i))
-        out: list[float] = []
-        for i in range(n):
-            t0 = clock()
-            if echo.call(("echo", i)) != i:
-                raise RuntimeError(f"echo did not answer {i}")
-            out.append((clock() - t0) / 1000)
-        return out
+        echo = self.peer("echo")
+        return round_trips(lambda i: echo.call(("echo", i)), n)
 
     def pipelined(self, total: int) -> float:
         """Calls/s with ``WINDOW`` ``call_async`` in flight on the one peer connection."""
-        mux = self.peer("echo").mux()
-        sent = done = errors = 0
-
-        def issue() -> None:
-            nonlocal sent
-            mux.call_async(("echo", sent), on_reply)
-            sent += 1
-
-        def on_reply(ok: bool, _value: Any) -> None:
-            nonlocal done, errors
-            done, errors = done + 1, errors + (not ok)
-            if sent < total:
-                issue()
-
-        t0 = time.perf_counter()
-        while sent < min(WINDOW, total):
-            issue()
-        h.pump(mux, lambda: done < total, "pipelined")
-        if errors:
-            raise RuntimeError(f"pipelined: {errors} calls failed")
+        t0, mux = time.perf_counter(), self.peer("echo").mux()
+        answers = h.in_flight(mux, WINDOW, lambda i: ("echo", i), lambda i: i < total)
+        if not all(ok for ok, _ in answers):
+            raise RuntimeError("a pipelined call failed")
         return total / (time.perf_counter() - t0)
 
 
@@ -107,98 +76,76 @@ def bench_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
     ]
 
 
-# ------------------------------------------------------------------ baselines
+def round_trips(call: Callable[[int], object], n: int) -> list[float]:
+    """µs of each of ``n`` calls, after a warm-up (in the tree, it connects to the peer)."""
+    clock, out = time.perf_counter_ns, []
+    for i in range(-min(n, 500), n):
+        t0 = clock()
+        if call(i) != i:
+            raise RuntimeError(f"echo did not answer {i}")
+        if i >= 0:
+            out.append((clock() - t0) / 1000)
+    return out
 
 
 def _first_message(conn: Connection) -> None:
-    conn.send(("ready", os.getpid()))
+    conn.send("ready")
 
 
 def fork_first_message(n: int) -> list[float]:
     """ms from ``Process.start()`` (the fork context) to the child's first Pipe message."""
-    out: list[float] = []
+    out = []
     for _ in range(n):
         parent, child = h.FORK.Pipe()
-        t0 = time.perf_counter()
+        t0 = time.perf_counter_ns()
         proc = h.FORK.Process(target=_first_message, args=(child,))
         proc.start()
-        try:
-            if not parent.poll(10.0):
-                raise h.BenchError("a forked child sent nothing within 10 s")
-            parent.recv()
-            out.append((time.perf_counter() - t0) * 1000)
-        finally:
-            child.close()
-            parent.close()
-            proc.join(5.0)
-            proc.kill()
-            proc.join()
+        if not parent.poll(10.0):
+            raise h.BenchError("a forked child sent nothing within 10 s")
+        parent.recv()
+        out.append(h.since_ms(t0))
+        proc.join()
     return out
 
 
-def _raw_echo(conn: Connection, unused: list[Connection], cpu: int) -> None:
-    for other in unused:  # or EOF never reaches this end when the client exits
-        other.close()
+def _raw_echo(conn: Connection, other: Connection, cpu: int) -> None:
+    other.close()  # or EOF never reaches this end when the bench closes its own
     os.sched_setaffinity(0, {cpu})
     with contextlib.suppress(EOFError, OSError):
         while True:
             conn.send(conn.recv())
 
 
-def _raw_client(conn: Connection, results: Connection, cpu: int, plan: h.Plan) -> None:
-    """The driver's two figures on a bare Pipe, with its payload shape and warm-up."""
-    os.sched_setaffinity(0, {cpu})
-    clock = time.perf_counter_ns
-    us: list[float] = []
-    for i in range(-min(plan.round_trips, 500), plan.round_trips):
-        t0 = clock()
-        conn.send(("call", i, ("echo", i)))
-        conn.recv()
-        if i >= 0:
-            us.append((clock() - t0) / 1000)
-    rates: list[float] = []
-    total = plan.pipelined
-    for _ in range(plan.pipelined_runs):
-        t0f, sent = time.perf_counter(), 0
-        for _ in range(min(WINDOW, total)):
-            conn.send(("call", sent, ("echo", sent)))
-            sent += 1
-        for _ in range(total):
-            conn.recv()
-            if sent < total:
-                conn.send(("call", sent, ("echo", sent)))
-                sent += 1
-        rates.append(total / (time.perf_counter() - t0f))
-    results.send((us, rates))
-
-
 def raw_pipe(cpus: tuple[int, int], plan: h.Plan) -> tuple[list[float], list[float]]:
-    """Round trips (µs) and pipelined rates of a Pipe echo between two forks on ``cpus``."""
-    a, b = h.FORK.Pipe()
-    res_r, res_w = h.FORK.Pipe(duplex=False)
-    server = h.FORK.Process(target=_raw_echo, args=(b, [a, res_r, res_w], cpus[0]))
-    client = h.FORK.Process(target=_raw_client, args=(a, res_w, cpus[1], plan))
+    """The driver's two figures on a bare Pipe echo between a fork on ``cpus[0]`` and the
+    bench on ``cpus[1]``, with the driver's payload shape: ``("call", id, request)``."""
+    conn, far = h.FORK.Pipe()
+    server = h.FORK.Process(target=_raw_echo, args=(far, conn, cpus[0]))
+    server.start()
+    far.close()
+    saved = os.sched_getaffinity(0)
     try:
-        server.start()
-        client.start()
-        for end in (a, b, res_w):
-            end.close()
-        deadline = time.monotonic() + 300.0
-        while not res_r.poll(0.5):
-            if client.exitcode is not None or time.monotonic() > deadline:
-                raise h.BenchError(f"the raw Pipe client failed (exit {client.exitcode})")
-        result: tuple[list[float], list[float]] = res_r.recv()
-        return result
+        os.sched_setaffinity(0, {cpus[1]})
+
+        def call(i: int) -> object:
+            conn.send(("call", i, ("echo", i)))
+            return conn.recv()[2][1]
+
+        rtt, rates, total = round_trips(call, plan.round_trips), [], plan.pipelined
+        for _ in range(plan.pipelined_runs):
+            t0 = time.perf_counter()
+            for i in range(total + WINDOW):  # WINDOW in flight: an answer, then a request
+                if i >= WINDOW:
+                    conn.recv()
+                if i < total:
+                    conn.send(("call", i, ("echo", i)))
+            rates.append(total / (time.perf_counter() - t0))
+        return rtt, rates
     finally:
-        res_r.close()
-        for proc in (server, client):
-            if proc.pid is not None:
-                proc.join(5.0)
-                proc.kill()
-                proc.join()
-
-
-# ------------------------------------------------------------------ the tree
+        os.sched_setaffinity(0, saved)
+        conn.close()
+        server.join(5.0)
+        server.kill()
 
 
 def component_restarts(tree: h.Tree, n: int) -> list[float]:
@@ -207,12 +154,12 @@ def component_restarts(tree: h.Tree, n: int) -> list[float]:
     out: list[float] = []
     with tree.control(wait=30.0) as client:
         for _ in range(n):
-            old = pid = client.request("call", name="echo", request=["pid"])
+            old = pid = client.request("call", name="echo", request=["pid", 0])
             os.kill(old, signal.SIGKILL)
             t0, last = time.perf_counter(), ""
             while pid == old:
                 try:
-                    pid = client.request("call", name="echo", request=["pid"])
+                    pid = client.request("call", name="echo", request=["pid", 0])
                 except ClientError as exc:
                     last = str(exc)
                 if time.perf_counter() - t0 > 10.0 or tree.proc.exitcode is not None:
@@ -269,8 +216,8 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
     with h.Tree(h.RESTART_FREELY, specs=bench_specs) as tree:
         for label, (echo_cpu, driver_cpu) in placements.items():
             progress(f"tree: calls, {label}")
-            os.sched_setaffinity(tree.call("echo", ["pid"]), {echo_cpu})
-            os.sched_setaffinity(tree.call("driver", ["pid"]), {driver_cpu})
+            os.sched_setaffinity(tree.call("echo", ["pid", 0]), {echo_cpu})
+            os.sched_setaffinity(tree.call("driver", ["pid", 0]), {driver_cpu})
             rtt = tree.call("driver", ["round_trips", plan.round_trips], timeout=120.0)
             rates = [
                 tree.call("driver", ["pipelined", plan.pipelined], timeout=120.0)
@@ -278,7 +225,7 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
             ]
             calls[label] = (rtt, rates)
         for name in ("echo", "driver"):
-            os.sched_setaffinity(tree.call(name, ["pid"]), cpus)
+            os.sched_setaffinity(tree.call(name, ["pid", 0]), cpus)
         progress("tree: restarts")
         restart_ms = component_restarts(tree, plan.restarts)
     progress("idle CPU of the shipped tree (prod config)")
@@ -286,14 +233,8 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
         idle = idle_cpu(tree, plan)
         telemetry_s = tree.cfg.telemetry.period / 1000
 
-    report.compare(
-        "component restart (SIGKILL -> answering)",
-        restart_ms,
-        fork_ms,
-        "fork + first message",
-        "median <= 50 ms",
-        "ms",
-    )
+    what, fork = "component restart (SIGKILL -> answering)", "fork + first message"
+    report.compare(what, restart_ms, fork_ms, fork, "median <= 50 ms", "ms")
     for label, (rtt, _) in calls.items():
         what = f"call round trip ({label})"
         report.compare(what, rtt, raw[label][0], "raw Pipe echo", "ratio <= 1.5x", "us", ".0f")
