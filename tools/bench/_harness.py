@@ -68,7 +68,7 @@ def p90(values: Sequence[float]) -> float:
     return float(statistics.quantiles(values, n=10, method="inclusive")[-1])
 
 
-def spread(values: list[float], unit: str, fmt: str = ".1f") -> str:
+def spread(values: Sequence[float], unit: str, fmt: str = ".1f") -> str:
     return f"median {median(values):{fmt}} {unit}  p90 {p90(values):{fmt}} {unit}"
 
 
@@ -84,6 +84,12 @@ def timed_us(fn: Callable[[], object], n: int) -> list[float]:
 
 def since_ms(t0_ns: int, t1_ns: int = 0) -> float:
     return ((t1_ns or time.perf_counter_ns()) - t0_ns) / 1e6
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -206,12 +212,9 @@ class Tree:
                 raise BenchError(f"the tree was not {what} within {timeout:g}s")
             time.sleep(POLL)
 
-    def control(self, wait: float = 10.0) -> Client:
-        """A control-socket client that waits ``wait`` s for each answer."""
-        return Client.for_config(self.cfg, timeout=wait)
-
     def request(self, command: str, /, wait: float = 10.0, **args: Any) -> Any:
-        with self.control(wait) as client:
+        """``command`` on the control socket, its answer waited for ``wait`` s."""
+        with Client.for_config(self.cfg, timeout=wait) as client:
             return client.request(command, **args)
 
     def status(self) -> dict[str, Any]:
@@ -331,7 +334,7 @@ class Report:
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, str, str, bool | None]] = []
         self.notes: list[str] = []
-        self.data: dict[str, Any] = {"meta": {}}
+        self.data: dict[str, Any] = {"meta": {}, "notes": self.notes}
 
     def row(
         self,
@@ -374,11 +377,8 @@ class Report:
         self.row(what, figure, shown, target, ok, **data)
         return ratio
 
-    def note(self, text: str, key: str = "", **data: Any) -> None:
-        """A line under the table; ``data`` goes to ``--json`` under ``key``."""
+    def note(self, text: str) -> None:
         self.notes.append(text)
-        if key:
-            self.data[key] = data
 
     def print(self) -> None:
         console = Console(width=None if sys.stdout.isatty() else 240, highlight=False)
@@ -426,12 +426,9 @@ def main(
         for tree in _TREES:
             tree.stop()
         leaked = [name for name in _SEGMENTS if unlink_segment(name)]
-    report.data["meta"].update(
-        quick=args.quick,
-        cpus=sorted(os.sched_getaffinity(0)),
-        python=sys.version.split()[0],
-        elapsed_s=round(time.perf_counter() - started),
-    )
+    meta = {"quick": args.quick, "cpus": sorted(os.sched_getaffinity(0)), **report.data["meta"]}
+    meta.update(python=sys.version.split()[0], elapsed_s=round(time.perf_counter() - started))
+    report.data["meta"] = meta
     if args.json:
         print(json.dumps(report.data, sort_keys=True, default=str))
     else:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a 
 import _harness as h
 
 from osup_mp.app.specs import child_specs
-from osup_mp.client import ClientError
+from osup_mp.client import Client, ClientError
 from osup_mp.config import Config
 from osup_mp.runtime.component import Caller, Component
 from osup_mp.runtime.supervisor import ChildSpec, Restart
@@ -152,7 +152,7 @@ def component_restarts(tree: h.Tree, n: int) -> list[float]:
     """ms from SIGKILL of ``echo`` to its replacement answering a call: the call is sent
     again at once while it fails ("not running", or "echo exited" from the dead one)."""
     out: list[float] = []
-    with tree.control(wait=30.0) as client:
+    with Client.for_config(tree.cfg, timeout=30.0) as client:
         for _ in range(n):
             old = pid = client.request("call", name="echo", request=["pid", 0])
             os.kill(old, signal.SIGKILL)

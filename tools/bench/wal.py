@@ -136,9 +136,7 @@ def raw_appends(path: Path, payloads: list[bytes], batch: int, seconds: float, s
             chunk = b"".join(
                 encode_record(lsn + k, payloads[(lsn + k) % len(payloads)]) for k in range(batch)
             )
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
+            h.write_all(fd, chunk)
             if sync:
                 os.fdatasync(fd)
             lsn, now = lsn + batch, clock()
@@ -149,58 +147,47 @@ def raw_appends(path: Path, payloads: list[bytes], batch: int, seconds: float, s
 
 
 def appends(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
-    """Per policy, a tree of the WAL and the driver. Baselines, run in turns with the
-    appends in the tree's directory: for ``always`` a raw group commit of as many records
-    as are in flight (and of one call's), otherwise raw writes of one call's records."""
+    """A tree of the WAL and the driver per policy and shape. Baselines, in turns with the
+    appends and beside the WAL's segments: for ``always`` a raw group commit of as many
+    records as are in flight (and, reported, of one call's), else raw writes of one call's."""
     payloads = [msgpack.packb(e, use_bin_type=True) for e in make_entries(4096, seed=7)]
-    details: list[str] = []
-    for policy in POLICIES:
-        with h.Tree(h.RESTART_FREELY, {"wal": {"fsync": policy}}, specs=append_specs) as tree:
-            raw_dir = tree.tmp / "raw"
-            raw_dir.mkdir()
-            if os.stat(raw_dir).st_dev != os.stat(tree.cfg.o_supervisor.wal_dir).st_dev:
-                raise h.BenchError(f"{raw_dir} is not on the WAL's filesystem")
-            procs = {name: psutil.Process(tree.pids()[name]) for name in ("wal", "driver")}
-            timeout = plan.append_seconds + 60.0
-            for window, batch in SHAPES:
-                progress(f"appends, fsync {policy}: {window} calls x {batch} entries in flight")
-                tree.call("driver", ["bench_append", window, batch, 0.2], timeout)  # warm-up
-                rates, raws, raws_call, syncs, acked = [], [], [], 0, 0
-                cpu = {name: 0.0 for name in procs}
-                for i in range(plan.append_runs):
-                    before = tree.call("wal", ["stats"], 30.0)
-                    cpu0 = {name: h.cpu_seconds(proc) for name, proc in procs.items()}
-                    run = tree.call(
-                        "driver", ["bench_append", window, batch, plan.append_seconds], timeout
-                    )
-                    for name, proc in procs.items():
-                        cpu[name] += (h.cpu_seconds(proc) - cpu0[name]) / run["elapsed_s"] * 100
-                    after = tree.call("wal", ["stats"], 30.0)
-                    rates.append(run["entries"] / run["elapsed_s"])
-                    syncs, acked = syncs + after["syncs"] - before["syncs"], acked + run["entries"]
-                    # Bounded disk use: every segment but the active one goes.
-                    tree.call("wal", ["truncate_through", after["last_lsn"]], 60.0)
-                    s, always = plan.append_seconds, policy == "always"
-                    group = batch * window if always else batch
-                    raws.append(raw_appends(raw_dir / f"{i}", payloads, group, s, always))
-                    if always:
-                        raws_call.append(raw_appends(raw_dir / f"c{i}", payloads, batch, s, True))
-                what = f"acked appends, fsync {policy}, {window}x{batch} in flight"
-                raw = f"raw {window * batch}/fdatasync" if always else f"raw write x{batch}"
-                report.compare(what, rates, raws, raw, "ratio >= 0.25", "entries/s", ".0f")
-                details.append(
-                    f"{policy} {window}x{batch}: CPU wal {cpu['wal'] / plan.append_runs:.0f} % "
-                    f"driver {cpu['driver'] / plan.append_runs:.0f} %"
-                    + (
-                        f", {acked / syncs:.0f} entries/fdatasync"
-                        if syncs and policy != "no"
-                        else ""
-                    )
-                    + (f", raw {batch}/fdatasync {h.median(raws_call):.0f}/s" if always else "")
-                )
     sizes = [len(p) for p in payloads]
-    details.append(f"entry size {h.median(sizes):.0f} bytes of msgpack ({min(sizes)}-{max(sizes)})")
-    report.note("appends: " + "; ".join(details), "appends_detail", lines=details)
+    notes = [f"entry size {h.median(sizes):.0f} bytes of msgpack ({min(sizes)}-{max(sizes)})"]
+    for policy, (window, batch) in itertools.product(POLICIES, SHAPES):
+        progress(f"appends, fsync {policy}: {window} calls x {batch} entries in flight")
+        with h.Tree(h.RESTART_FREELY, {"wal": {"fsync": policy}}, specs=append_specs) as tree:
+            procs = [psutil.Process(tree.pids()[name]) for name in ("wal", "driver")]
+            raw, always = tree.cfg.o_supervisor.wal_dir.parent / "raw", policy == "always"
+            calls, seconds = (window, batch, plan.append_seconds), plan.append_seconds
+            tree.call("driver", ["bench_append", window, batch, 0.2], seconds + 60)  # warm-up
+            rates, raws, raws_call, cpu, syncs, acked = [], [], [], [0.0, 0.0], 0, 0
+            for _ in range(plan.append_runs):
+                before, cpu0 = tree.call("wal", ["stats"]), [h.cpu_seconds(p) for p in procs]
+                run = tree.call("driver", ["bench_append", *calls], seconds + 60)
+                after, elapsed = tree.call("wal", ["stats"]), run["elapsed_s"]
+                cpu = [
+                    c + (h.cpu_seconds(p) - c0) / elapsed
+                    for c, p, c0 in zip(cpu, procs, cpu0, strict=True)
+                ]
+                rates.append(run["entries"] / elapsed)
+                syncs, acked = syncs + after["syncs"] - before["syncs"], acked + run["entries"]
+                # Bounded disk use: every segment but the active one goes.
+                tree.call("wal", ["truncate_through", after["last_lsn"]], 60.0)
+                raws.append(
+                    raw_appends(raw, payloads, batch * window if always else batch, seconds, always)
+                )
+                if always:
+                    raws_call.append(raw_appends(raw, payloads, batch, seconds, True))
+        what = f"acked appends, fsync {policy}, {window}x{batch} in flight"
+        base = f"raw {window * batch}/fdatasync" if always else f"raw write x{batch}"
+        report.compare(what, rates, raws, base, "ratio >= 0.25", "entries/s", ".0f")
+        cpu = [100 * c / plan.append_runs for c in cpu]
+        notes.append(f"{policy} {window}x{batch}: CPU wal {cpu[0]:.0f} % driver {cpu[1]:.0f} %")
+        if syncs and policy != "no":
+            notes[-1] += f", {acked / syncs:.0f} entries per fdatasync"
+        if always:
+            notes[-1] += f", raw {batch}/fdatasync {h.median(raws_call):.0f}/s"
+    report.note("appends: " + "; ".join(notes))
 
 
 def prepare(root: Path, cfg: Config, n: int) -> int:
@@ -311,9 +298,6 @@ def recovery(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
     report.note(
         f"recovery: replayed per agent start {sorted(set(full['replayed']))}; cold start "
         "phases (log, ms): " + ", ".join(f"{k} {v:g}" for k, v in full["phases"][0].items()),
-        "recovery_detail",
-        replayed=full["replayed"],
-        phases_ms=full["phases"],
     )
 
 
@@ -330,9 +314,7 @@ def saves(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
                 store.save(str(uuid.uuid4()), 100 + i, payload)
                 t1 = time.perf_counter_ns()
                 fd = os.open(store.files / "raw", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view) :]
+                h.write_all(fd, payload)
                 os.fsync(fd)
                 os.close(fd)
                 if i >= 0:
