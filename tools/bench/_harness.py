@@ -86,7 +86,7 @@ def since_ms(t0_ns: int, t1_ns: int = 0) -> float:
     return ((t1_ns or time.perf_counter_ns()) - t0_ns) / 1e6
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

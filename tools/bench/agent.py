@@ -18,10 +18,12 @@ import re
 import select
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout
 
 import _harness as h
-import _relay
 
 from osup_mp.client import Client
 from osup_mp.components.agent import launch
 from osup_mp.lowlevel.proc import set_parent_death_signal, spawn_piped
+from osup_mp.lowlevel.spin import Spinner
 from osup_mp.storage.shm.segment import SlotState
 from osup_mp.wire import FrameDecoder, pack
 
@@ -124,6 +126,71 @@ class DirectAgent:
         return reply["data"]
 
 
+@contextlib.contextmanager
+def bare_relay(
+    path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int
+) -> Iterator[None]:
+    """The baseline of requests through the manager: a forked relay between one client on
+    ``path`` and an agent, in the manager's three-process shape with the project's codec and
+    busy polling and no supervision at all (no deadlines, states, WAL, metrics or logging),
+    so that what the manager adds is told apart from what a third process costs here."""
+    ready = h.FORK.Event()
+    relay = h.FORK.Process(target=_relay, args=(path, argv, env, busy_poll_us, ready))
+    relay.start()
+    try:
+        if not ready.wait(30.0):
+            raise h.BenchError("the bare relay did not start")
+        yield
+    finally:
+        relay.join(5.0)  # it ends once its client has gone, and kills its agent
+        relay.kill()
+
+
+def _relay(path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int, ready: Any) -> None:
+    set_parent_death_signal(signal.SIGKILL)
+    with DirectAgent(argv, env, 1 << 20) as agent, socket.socket(socket.AF_UNIX) as listener:
+        while agent.next_message()["type"] != "ready":
+            pass
+        listener.bind(str(path))
+        listener.listen(1)
+        ready.set()
+        conn, _ = listener.accept()
+        poller, spinner = select.epoll(), Spinner(busy_poll_us)
+        poller.register(conn.fileno(), select.EPOLLIN)
+        poller.register(agent.out_fd, select.EPOLLIN)
+        client_frames, ids = FrameDecoder(max_frame=1 << 20), itertools.count(1)
+        waiting: dict[int, object] = {}  # relay id -> the client's request id
+        to_agent, to_client = bytearray(), bytearray()
+        # Every fd stays blocking: it is read only when epoll says so, and a write waits for
+        # room rather than queueing (the bench keeps at most 64 small requests in flight).
+        while True:
+            for fd, _events in spinner.wait(poller.poll, None):
+                if fd == conn.fileno():
+                    if not (data := conn.recv(65536)):
+                        return  # the bench is done
+                    for msg in client_frames.feed(data):
+                        waiting[relay_id := next(ids)] = msg["id"]
+                        request = {"type": "process_request", "id": relay_id}
+                        to_agent += pack({**request, "data": msg["args"].get("data")}, strict=False)
+                    continue
+                if not (size := os.readv(agent.out_fd, [agent.buf])):
+                    return
+                for msg in agent.decoder.feed(agent.buf[:size]):
+                    if msg["type"] == "response":  # not heartbeats, metrics
+                        key = "error" if "error" in msg else "data"
+                        answer = {
+                            "id": waiting.pop(msg["id"]),
+                            "ok": key == "data",
+                            key: msg.get(key),
+                        }
+                        to_client += pack(answer, strict=False)
+            if to_agent:
+                h.write_all(agent.in_fd, to_agent)
+            if to_client:
+                conn.sendall(to_client)
+            del to_agent[:], to_client[:]
+
+
 def spawn_to_first_frame(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """ms from Popen to its return, and to the agent's first frame decoded (``ready``)."""
     t0 = time.perf_counter_ns()
@@ -146,12 +213,15 @@ def pipelined(end: Client | DirectAgent, total: int) -> float:
 
 def requests(tree: h.Tree, plan: h.Plan, env: dict[str, str], report: h.Report) -> None:
     """Through the manager, the bare relay and the agent's own pipes, in turns."""
-    argv, max_frame = launch.agent_argv(tree.cfg, "main", None), tree.cfg.agent.max_frame
-    path = tree.tmp / "relay.sock"
+    argv, max_frame, path = (
+        launch.agent_argv(tree.cfg, "main", None),
+        tree.cfg.agent.max_frame,
+        tree.tmp / "relay.sock",
+    )
     with (
         DirectAgent(argv, env, max_frame) as direct,
         tree.data_client() as manager,
-        _relay.running(path, argv, env, max_frame, tree.cfg.supervisor.busy_poll_us),
+        bare_relay(path, argv, env, tree.cfg.supervisor.busy_poll_us),
         Client(path, timeout=30.0, max_frame=max_frame) as relay,
     ):
         while direct.next_message()["type"] != "ready":
@@ -169,19 +239,14 @@ def requests(tree: h.Tree, plan: h.Plan, env: dict[str, str], report: h.Report) 
         for _ in range(plan.pipelined_runs):
             for name, end in ends.items():
                 rates[name].append(pipelined(end, plan.pipelined))
-    med, relay_ = h.median, "bare relay"
-    what = "request round trip (1 in flight)"
+    what, relay_ = "request round trip (1 in flight)", "bare relay"
     report.compare(what, rtt["manager"], rtt["relay"], relay_, "ratio <= 1.2x", "us", ".0f")
     what = f"pipelined requests ({WINDOW} in flight)"
     report.compare(what, rates["manager"], rates["relay"], relay_, "ratio >= 0.833", "req/s", ".0f")
-    report.row(
-        "  reference: the agent on its own pipes",
-        f"{med(rtt['direct']):.0f} us;  {med(rates['direct']):.0f} req/s",
-        f"manager ratios {med(rtt['manager']) / med(rtt['direct']):.2f};  "
-        f"{med(rates['manager']) / med(rates['direct']):.2f}",
-        direct_us=med(rtt["direct"]),
-        direct_per_s=rates["direct"],
-    )
+    us, rs = h.median(rtt["direct"]), h.median(rates["direct"])
+    ratios = h.median(rtt["manager"]) / us, h.median(rates["manager"]) / rs
+    what, shown = "  reference: the agent on its own pipes", f"{us:.0f} us;  {rs:.0f} req/s"
+    report.row(what, shown, f"manager ratios {ratios[0]:.2f};  {ratios[1]:.2f}", us=us, per_s=rs)
 
 
 def restarts(tree: h.Tree, n: int, env: dict[str, str], report: h.Report) -> float:
@@ -302,8 +367,10 @@ def kills(plan: h.Plan, report: h.Report, progress: h.Progress) -> dict[str, int
     escript, shipped = shutil.which("escript"), {"agent": {"startsecs": 1.0, "max_restarts": 5}}
     with h.Tree(h.RESTART_FREELY, FAST, shipped, test_agent("minimal_agent.py")) as tree:
         tree.wait_running(None)
-        argv = launch.agent_argv(tree.cfg, "main", None)
-        env = dict(os.environ, OSUP_HEARTBEAT_INTERVAL_MS="200")
+        argv, env = (
+            launch.agent_argv(tree.cfg, "main", None),
+            dict(os.environ, OSUP_HEARTBEAT_INTERVAL_MS="200"),
+        )
         otp = OtpSupervisor(escript, argv, env) if escript else None
         try:
             otp_pid = otp.next_ready()[0] if otp else 0
