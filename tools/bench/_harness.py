@@ -48,6 +48,7 @@ POLL = 0.0005  # s between polls of a shared-memory slot
 RESTART_FREELY = {"supervisor": {"max_restarts": 100000, "max_seconds": 1}}
 Progress = Callable[[str], None]
 Plan = SimpleNamespace  # a benchmark's counts and durations, full or quick
+Plans = dict[str, tuple[Any, Any]]  # name: (full, quick)
 Layers = dict[str, dict[str, Any]]
 Specs = Callable[[Config, SharedState], list[ChildSpec]]
 _SEGMENTS: list[str] = []  # every segment name this run made: none may be left
@@ -138,11 +139,10 @@ def new_segment_name() -> str:
 
 def unlink_segment(name: str) -> bool:
     """Remove a segment; True when it was still there."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(f"/dev/shm/{name.lstrip('/')}")
-    except FileNotFoundError:
-        return False
-    return True
+        return True
+    return False
 
 
 @contextlib.contextmanager
@@ -337,44 +337,30 @@ class Report:
         self.data: dict[str, Any] = {"meta": {}, "notes": self.notes}
 
     def row(
-        self,
-        what: str,
-        figure: str,
-        baseline: str,
-        target: str = "",
-        ok: bool | None = None,
-        **data: Any,
+        self, what: str, fig: str, base: str, target: str = "", ok: bool | None = None, **data: Any
     ) -> None:
         """``ok`` None: reported, without a target. ``what`` is also the key in ``--json``."""
-        self.rows.append((what, figure, baseline, target or "(reported)", ok))
+        self.rows.append((what, fig, base, target or "(reported)", ok))
         self.data[what] = {"target": target or None, "pass": ok, **data}
 
     def compare(
-        self,
-        what: str,
-        values: list[float],
-        base: list[float],
-        baseline: str,
-        target: str,
-        unit: str,
-        fmt: str = ".1f",
+        self, what: str, xs: list[float], base: list[float], label: str, target: str, unit: str
     ) -> float:
-        """A row of samples in ``unit`` against the same run's ``base``; their ratio.
+        """A row of samples ``xs`` in ``unit`` against the same run's ``base``; their ratio.
         ``target`` reads "ratio|median OP LIMIT ...": the text shown is the rule applied
-        (none: reported only).
-        Rates (a unit in "/s") show their median alone, other samples their p90 too."""
-        ratio, ok = median(values) / median(base), None
+        (none: reported only). Rates (a unit in "/s") show their median, times their p90 too."""
+        mx, mb = median(xs), median(base)
+        ratio, ok, fmt = mx / mb, None, ".0f" if min(mx, mb) >= 100 else ".1f"
         if target:
             subject, op, limit = target.split()[:3]
-            ok = _OPS[op](ratio if subject == "ratio" else median(values), float(limit.strip("x")))
-        rate = unit.endswith("/s")
-        figure = f"{median(values):{fmt}} {unit}" if rate else spread(values, unit, fmt)
-        shown = f"{baseline} {median(base):{fmt}} {unit}  ratio {ratio:.2f}"
-        data = {"unit": unit, "median": median(values), "p90": p90(values), "n": len(values)}
-        data.update(baseline_median=median(base), baseline_p90=p90(base), ratio=ratio)
-        if len(values) <= 100:
-            data.update(runs=values, baseline_runs=base)
-        self.row(what, figure, shown, target, ok, **data)
+            ok = _OPS[op](ratio if subject == "ratio" else mx, float(limit.strip("x")))
+        fig = f"{mx:{fmt}} {unit}" if unit.endswith("/s") else spread(xs, unit, fmt)
+        shown = f"{label} {mb:{fmt}} {unit}  ratio {ratio:.2f}"
+        data = {"unit": unit, "median": mx, "p90": p90(xs), "n": len(xs), "ratio": ratio}
+        data.update(baseline_median=mb, baseline_p90=p90(base))
+        if len(xs) <= 100:
+            data.update(runs=xs, baseline_runs=base)
+        self.row(what, fig, shown, target, ok, **data)
         return ratio
 
     def note(self, text: str) -> None:
@@ -394,11 +380,7 @@ class Report:
             console.print(text, soft_wrap=True, markup=False)
 
 
-def main(
-    doc: str | None,
-    run: Callable[[Plan, Report, Progress], None],
-    plans: dict[str, tuple[Any, Any]],
-) -> int:
+def main(doc: str | None, run: Callable[[Plan, Report, Progress], None], plans: Plans) -> int:
     """``--quick`` and ``--json``; ``run`` fills the report with ``plans``' values (name:
     (full, quick)). Every tree and segment of the run is gone afterwards, whatever
     happened (SIGTERM included)."""

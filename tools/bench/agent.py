@@ -39,7 +39,6 @@ from osup_mp.client import Client
 from osup_mp.components.agent import launch
 from osup_mp.lowlevel.proc import set_parent_death_signal, spawn_piped
 from osup_mp.lowlevel.spin import Spinner
-from osup_mp.storage.shm.segment import SlotState
 from osup_mp.wire import FrameDecoder, pack
 
 WINDOW = 64  # requests in flight for the pipelined figures
@@ -69,24 +68,24 @@ def test_agent(name: str) -> h.Layers:
 
 
 def log_counts(log: str) -> dict[str, int]:
-    return {
-        "backoff": len(re.findall(r"agent \S+: restart \d+ in ", log)),
-        "fatal": log.count("FATAL"),
-        "heartbeat_kills": len(re.findall(r"heartbeat timeout.*restarting", log)),
+    lines = {
+        "backoff": r"agent \S+: restart \d+ in ",
+        "fatal": "FATAL",
+        "hang": "heartbeat timeout",
     }
+    return {what: len(re.findall(pattern, log)) for what, pattern in lines.items()}
 
 
 class DirectAgent:
     """The agent spawned by the bench on its pipes, spoken to as a data-plane client speaks
     to the manager (``send``, ``receive``, ``request``)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], max_frame: int) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         self.proc = spawn_piped(argv, env, stderr=subprocess.DEVNULL)
         self.popen_ns = time.perf_counter_ns()
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.in_fd, self.out_fd = self.proc.stdin.fileno(), self.proc.stdout.fileno()
-        self.max_frame, self.ids = max_frame, itertools.count(1)
-        self.decoder = FrameDecoder(max_frame=max_frame, require_type=True)
+        self.ids, self.decoder = itertools.count(1), FrameDecoder(require_type=True)
         self.pending: collections.deque[dict[str, Any]] = collections.deque()
         # One reused buffer, as the manager reads: a fresh 256 KiB per read costs ~12 µs.
         self.buf = memoryview(bytearray(256 * 1024))
@@ -148,7 +147,7 @@ def bare_relay(
 
 def _relay(path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int, ready: Any) -> None:
     set_parent_death_signal(signal.SIGKILL)
-    with DirectAgent(argv, env, 1 << 20) as agent, socket.socket(socket.AF_UNIX) as listener:
+    with DirectAgent(argv, env) as agent, socket.socket(socket.AF_UNIX) as listener:
         while agent.next_message()["type"] != "ready":
             pass
         listener.bind(str(path))
@@ -158,7 +157,7 @@ def _relay(path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int, 
         poller, spinner = select.epoll(), Spinner(busy_poll_us)
         poller.register(conn.fileno(), select.EPOLLIN)
         poller.register(agent.out_fd, select.EPOLLIN)
-        client_frames, ids = FrameDecoder(max_frame=1 << 20), itertools.count(1)
+        client_frames, ids = FrameDecoder(), itertools.count(1)
         waiting: dict[int, object] = {}  # relay id -> the client's request id
         to_agent, to_client = bytearray(), bytearray()
         # Every fd stays blocking: it is read only when epoll says so, and a write waits for
@@ -194,7 +193,7 @@ def _relay(path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int, 
 def spawn_to_first_frame(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """ms from Popen to its return, and to the agent's first frame decoded (``ready``)."""
     t0 = time.perf_counter_ns()
-    with DirectAgent(argv, env, 1 << 20) as agent:
+    with DirectAgent(argv, env) as agent:
         if agent.next_message()["type"] != "ready":
             raise h.BenchError("a direct agent's first frame is not ready")
         return h.since_ms(t0, agent.popen_ns), h.since_ms(t0)
@@ -211,23 +210,20 @@ def pipelined(end: Client | DirectAgent, total: int) -> float:
     return total / (time.perf_counter() - t0)
 
 
-def requests(tree: h.Tree, plan: h.Plan, env: dict[str, str], report: h.Report) -> None:
+def requests(
+    tree: h.Tree, plan: h.Plan, argv: list[str], env: dict[str, str], report: h.Report
+) -> None:
     """Through the manager, the bare relay and the agent's own pipes, in turns."""
-    argv, max_frame, path = (
-        launch.agent_argv(tree.cfg, "main", None),
-        tree.cfg.agent.max_frame,
-        tree.tmp / "relay.sock",
-    )
+    path = tree.tmp / "relay.sock"
     with (
-        DirectAgent(argv, env, max_frame) as direct,
+        DirectAgent(argv, env) as direct,
         tree.data_client() as manager,
         bare_relay(path, argv, env, tree.cfg.supervisor.busy_poll_us),
-        Client(path, timeout=30.0, max_frame=max_frame) as relay,
+        Client(path, timeout=30.0) as relay,
     ):
         while direct.next_message()["type"] != "ready":
             pass
-        ends: dict[str, Client | DirectAgent] = {"direct": direct, "manager": manager}
-        ends["relay"] = relay
+        ends: dict[str, Client | DirectAgent] = dict(direct=direct, manager=manager, relay=relay)
         rtt: dict[str, list[float]] = {name: [] for name in ends}
         rates: dict[str, list[float]] = {name: [] for name in ends}
         for done in range(-200, plan.round_trips, 100):  # the first 200: warm-up
@@ -240,19 +236,19 @@ def requests(tree: h.Tree, plan: h.Plan, env: dict[str, str], report: h.Report) 
             for name, end in ends.items():
                 rates[name].append(pipelined(end, plan.pipelined))
     what, relay_ = "request round trip (1 in flight)", "bare relay"
-    report.compare(what, rtt["manager"], rtt["relay"], relay_, "ratio <= 1.2x", "us", ".0f")
+    report.compare(what, rtt["manager"], rtt["relay"], relay_, "ratio <= 1.2x", "us")
     what = f"pipelined requests ({WINDOW} in flight)"
-    report.compare(what, rates["manager"], rates["relay"], relay_, "ratio >= 0.833", "req/s", ".0f")
+    report.compare(what, rates["manager"], rates["relay"], relay_, "ratio >= 0.833", "req/s")
     us, rs = h.median(rtt["direct"]), h.median(rates["direct"])
     ratios = h.median(rtt["manager"]) / us, h.median(rates["manager"]) / rs
     what, shown = "  reference: the agent on its own pipes", f"{us:.0f} us;  {rs:.0f} req/s"
     report.row(what, shown, f"manager ratios {ratios[0]:.2f};  {ratios[1]:.2f}", us=us, per_s=rs)
 
 
-def restarts(tree: h.Tree, n: int, env: dict[str, str], report: h.Report) -> float:
+def restarts(tree: h.Tree, n: int, argv: list[str], env: dict[str, str], report: h.Report) -> float:
     """SIGKILL -> the new generation in the slot, and -> RUNNING; each followed by a baseline
     spawn: Popen, then its first frame. The median restart."""
-    argv, ms = launch.agent_argv(tree.cfg, "main", None), collections.defaultdict(list)
+    ms = collections.defaultdict(list)
     spawn_to_first_frame(argv, env)  # warm-up (page cache)
     for _ in range(n):
         t0, generation = tree.kill_agent()
@@ -285,26 +281,20 @@ def hangs(tree: h.Tree, n: int, startup: float, report: h.Report) -> None:
         # Right after a beat is the worst case for the stop -> killed time.
         time.sleep(0.3 + phase.uniform(0.0, o.heartbeat_interval / 1000))
         pid, generation = tree.agent()
-        pidfd = os.pidfd_open(pid)
-        t_stop, t_dead, t_ready = time.monotonic_ns(), 0, 0
+        pidfd, poller = os.pidfd_open(pid), select.poll()
+        poller.register(pidfd, select.POLLIN)
+        t_stop = time.perf_counter_ns()  # CLOCK_MONOTONIC, as the slot's stamps
         signal.pidfd_send_signal(pidfd, signal.SIGSTOP)
         try:
             time.sleep(0.02)  # frames already in the pipe get stamped; then beats are final
             last_beat = max(int(slot["hb_agent_ns"]), int(slot["hb_frame_ns"]))
-            while not t_ready:
-                if not t_dead and select.select([pidfd], [], [], 0)[0]:
-                    t_dead = time.monotonic_ns()
-                state = int(slot["state"])
-                if t_dead and state == SlotState.RUNNING and int(slot["generation"]) != generation:
-                    t_ready = time.monotonic_ns()
-                if state == SlotState.FATAL or time.monotonic_ns() - t_stop > 30e9:
-                    raise h.BenchError("a hung agent was not replaced within 30 s")
-                time.sleep(h.POLL)
+            tree.until(functools.partial(poller.poll, 0), 30.0, "killing a hung agent")
+            t_dead = time.perf_counter_ns()
+            t_ready = tree.wait_running(generation, 30.0)[1]
         finally:
             with contextlib.suppress(ProcessLookupError):  # do not leave it stopped
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             os.close(pidfd)
-        tree.remember(int(slot["pid"]))
         runs.append((t_dead - t_stop, t_ready - t_stop, t_stop - last_beat))
     detected, replaced, ages = ([x / 1e6 for x in column] for column in zip(*runs, strict=True))
     for what, values, limit, base in (
@@ -525,8 +515,9 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
         # relay spawns from a forked child, and a direct agent dies at EOF on its stdin.
         env = launch.agent_env(tree.cfg, name, "bench-direct", 1)
         env.pop("OSUP_MANAGER_PID", None)
-        requests(tree, plan, env, report)
-        startup = restarts(tree, plan.restarts, env, report)
+        argv = launch.agent_argv(tree.cfg, "main", None)
+        requests(tree, plan, argv, env, report)
+        startup = restarts(tree, plan.restarts, argv, env, report)
         hangs(tree, plan.hangs, startup, report)
         reported = (tree.status().get("agents") or [{}])[0].get("restarts")
     logs = {"tree": log_counts(tree.log), "kills tree": kills(plan, report, progress)}

@@ -180,7 +180,7 @@ def appends(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
                     raws_call.append(raw_appends(raw, payloads, batch, seconds, True))
         what = f"acked appends, fsync {policy}, {window}x{batch} in flight"
         base = f"raw {window * batch}/fdatasync" if always else f"raw write x{batch}"
-        report.compare(what, rates, raws, base, "ratio >= 0.25", "entries/s", ".0f")
+        report.compare(what, rates, raws, base, "ratio >= 0.25", "entries/s")
         cpu = [100 * c / plan.append_runs for c in cpu]
         notes.append(f"{policy} {window}x{batch}: CPU wal {cpu[0]:.0f} % driver {cpu[1]:.0f} %")
         if syncs and policy != "no":
@@ -292,9 +292,9 @@ def recovery(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
         full = starts(plan, {"o_supervisor": dirs}, CHECKPOINT_BLOCKS + n, last_lsn, progress)
     for key, base in (("cold", "empty tree"), ("restart", "empty state")):
         what = f"{'cold start' if key == 'cold' else 'agent restart'}, checkpoint + {n} entries"
-        report.compare(what + " -> answers", full[key], empty[key], base, TARGET, "ms", ".0f")
+        report.compare(what + " -> answers", full[key], empty[key], base, TARGET, "ms")
         running = full[f"{key}_running"], empty[f"{key}_running"]
-        report.compare(f"  {what} -> RUNNING", *running, base, "", "ms", ".0f")
+        report.compare(f"  {what} -> RUNNING", *running, base, "", "ms")
     report.note(
         f"recovery: replayed per agent start {sorted(set(full['replayed']))}; cold start "
         "phases (log, ms): " + ", ".join(f"{k} {v:g}" for k, v in full["phases"][0].items()),
