@@ -312,58 +312,52 @@ def hangs(tree: h.Tree, n: int, startup: float, report: h.Report) -> None:
     )
 
 
-class OtpSupervisor:
-    """``_otp_supervisor.escript``: an Erlang/OTP ``one_for_one`` supervisor owning the agent
-    through a ``{packet, 4}`` port; it prints ``ready OSPID`` at each agent's first frame."""
+@contextlib.contextmanager
+def otp_supervisor(argv: list[str], env: dict[str, str]) -> Iterator[Any]:
+    """``_otp_supervisor.escript``, when ``escript`` is installed (else None): an Erlang/OTP
+    ``one_for_one`` supervisor owning the agent through a ``{packet, 4}`` port. What it
+    gives waits for the next ``ready OSPID`` line, printed at each agent's first frame, and
+    returns (that os pid, perf_counter_ns)."""
+    if not (escript := shutil.which("escript")):
+        yield None
+        return
+    cmd, pipe = [escript, str(HERE / "_otp_supervisor.escript"), *argv], subprocess.PIPE
+    # Unbuffered (bufsize 0): a line is read only once select says it is there.
+    proc = subprocess.Popen(
+        cmd, 0, stdin=pipe, stdout=pipe, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    assert proc.stdout is not None
+    out = proc.stdout
 
-    def __init__(self, escript: str, argv: list[str], env: dict[str, str]) -> None:
-        cmd, pipe = [escript, str(HERE / "_otp_supervisor.escript"), *argv], subprocess.PIPE
-        # Unbuffered (bufsize 0): a line is read only once select says it is there.
-        self.proc = subprocess.Popen(
-            cmd,
-            0,
-            stdin=pipe,
-            stdout=pipe,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-
-    def next_ready(self) -> tuple[int, int]:
-        """(agent os pid, perf_counter_ns) of the next ``ready`` line."""
-        assert self.proc.stdout is not None
-        while select.select([self.proc.stdout], [], [], 30.0)[0]:
-            line = self.proc.stdout.readline()
+    def next_ready() -> tuple[int, int]:
+        while select.select([out], [], [], 30.0)[0] and (line := out.readline()):
             if line.startswith(b"ready "):
                 return int(line.split()[1]), time.perf_counter_ns()
-            if not line:
-                break
-        raise h.BenchError(f"the OTP supervisor reported no agent ready ({self.proc.poll()})")
+        raise h.BenchError(f"the OTP supervisor reported no agent ready ({proc.poll()})")
 
-    def close(self) -> None:
+    try:
+        yield next_ready
+    finally:
         try:
-            self.proc.communicate(timeout=10.0)  # at EOF it halts; its agent's port closes
+            proc.communicate(timeout=10.0)  # at EOF it halts; its agent's port closes
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.communicate()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
 
 
 def kills(plan: h.Plan, report: h.Report, progress: h.Progress) -> dict[str, int]:
     """The tests' minimal agent under a tree with the shipped restart policy, under an OTP
-    supervisor (when ``escript`` is installed) and spawned bare, killed ``plan.kills``
-    times ``plan.kill_pause`` s apart, as an operator kills: SIGKILL -> ready."""
+    supervisor and spawned bare, killed ``plan.kills`` times ``plan.kill_pause`` s apart,
+    as an operator kills: SIGKILL -> ready."""
     progress(f"kills: {plan.kills} x {plan.kill_pause:g} s apart, minimal agent")
     ms: dict[str, list[float]] = {"tree": [], "otp": [], "spawn": []}
-    escript, shipped = shutil.which("escript"), {"agent": {"startsecs": 1.0, "max_restarts": 5}}
+    shipped = {"agent": {"startsecs": 1.0, "max_restarts": 5}}
     with h.Tree(h.RESTART_FREELY, FAST, shipped, test_agent("minimal_agent.py")) as tree:
         tree.wait_running(None)
-        argv, env = (
-            launch.agent_argv(tree.cfg, "main", None),
-            dict(os.environ, OSUP_HEARTBEAT_INTERVAL_MS="200"),
-        )
-        otp = OtpSupervisor(escript, argv, env) if escript else None
-        try:
-            otp_pid = otp.next_ready()[0] if otp else 0
+        argv = launch.agent_argv(tree.cfg, "main", None)
+        env = dict(os.environ, OSUP_HEARTBEAT_INTERVAL_MS="200")
+        with otp_supervisor(argv, env) as otp:
+            otp_pid = otp()[0] if otp else 0
             spawn_to_first_frame(argv, env)  # warm-up
             for _ in range(plan.kills):
                 time.sleep(plan.kill_pause)  # up past startsecs: restarted at once
@@ -372,12 +366,9 @@ def kills(plan: h.Plan, report: h.Report, progress: h.Progress) -> dict[str, int
                 if otp:
                     t0 = time.perf_counter_ns()
                     os.kill(otp_pid, signal.SIGKILL)
-                    otp_pid, seen = otp.next_ready()
+                    otp_pid, seen = otp()
                     ms["otp"].append(h.since_ms(t0, seen))
                 ms["spawn"].append(spawn_to_first_frame(argv, env)[1])
-        finally:
-            if otp:
-                otp.close()
     what = f"kills {plan.kill_pause:g} s apart, minimal agent (SIGKILL -> ready)"
     report.compare(what, ms["tree"], ms["spawn"], "bare spawn", "ratio <= 1.2x", "ms")
     if ms["otp"]:

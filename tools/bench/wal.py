@@ -10,6 +10,7 @@ restored agent, and broken down by the phase timestamps the tree logs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -194,14 +195,11 @@ def prepare(root: Path, cfg: Config, n: int) -> int:
     """A checkpoint of 1000 memory blocks at LSN 1000, then ``n`` ``memory_add`` entries
     with unique ids in the WAL; the last LSN."""
     store = CheckpointStore(root / "checkpoints", cfg.vault.generations)
-    blocks = [
-        {**{k: e["params"][k] for k in ("id", "text", "embedding")}, "metadata": {}}
-        for e in make_entries(CHECKPOINT_BLOCKS, seed=3, prefix="checkpointed memory")
-    ]
-    snapshot = {"agent_state": {"operations": len(blocks)}, "memory_blocks": blocks}
+    entries = make_entries(CHECKPOINT_BLOCKS, seed=3, prefix="checkpointed memory")
+    blocks = [{**e["params"], "metadata": {}} for e in entries]  # as MemoryAgent.snapshot
+    snapshot = {"agent_state": {}, "memory_blocks": blocks, "tool_registry": {}}
     try:
-        payload = msgpack.packb({**snapshot, "tool_registry": {}}, use_bin_type=True)
-        store.save(str(uuid.uuid4()), CHECKPOINT_LSN, payload)
+        store.save(str(uuid.uuid4()), CHECKPOINT_LSN, msgpack.packb(snapshot, use_bin_type=True))
     finally:
         store.close()
     (root / "wal").mkdir(mode=0o700)
@@ -224,22 +222,20 @@ def first_answer(tree: h.Tree, blocks: int, lsn: int) -> tuple[int, float]:
     """The restored agent's ``stats``, asked as soon as the data-plane socket takes it: the
     request queues behind the restore frames on its stdin, so the answer marks the moment
     the restored state serves. (perf_counter_ns, wall time) of the answer, once checked."""
-    deadline = time.monotonic() + 120.0
-    while True:
-        try:
-            with tree.data_client(timeout=120.0) as client:
-                stats = client.request("request", data={"op": "stats"})
-            at = time.perf_counter_ns(), time.time()
-            break
-        except ClientError as exc:
-            if time.monotonic() > deadline:
-                raise h.BenchError(f"the agent did not answer: {exc}") from exc
-            time.sleep(h.POLL)
+    answer: list[Any] = []
+
+    def answered() -> bool:
+        with contextlib.suppress(ClientError), tree.data_client(120.0) as client:
+            stats = client.request("request", data={"op": "stats"})
+            answer[:] = [stats["blocks"], time.perf_counter_ns(), time.time()]
+        return bool(answer)
+
+    tree.until(answered, 120.0, "answering")
     tree.until(lambda: tree.status()["state"] == "running", 60.0, "up")
     applied = (tree.status().get("agents") or [{}])[0].get("applied_lsn")
-    if stats.get("blocks") != blocks or (lsn and applied != lsn):
-        raise h.BenchError(f"{stats.get('blocks')} blocks, LSN {applied}; not {blocks}, {lsn}")
-    return at
+    if answer[0] != blocks or (lsn and applied != lsn):
+        raise h.BenchError(f"{answer[0]} blocks, LSN {applied}; not {blocks}, {lsn}")
+    return answer[1], answer[2]
 
 
 def starts(plan: h.Plan, layers: h.Layers, blocks: int, lsn: int, progress: h.Progress) -> Any:
