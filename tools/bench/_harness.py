@@ -181,7 +181,8 @@ class Tree:
         self.proc = FORK.Process(target=_tree_main, args=(self.cfg, specs), name="osup-bench")
         self.shm: SharedState | None = None
         self.seen: dict[int, psutil.Process] = {}
-        self.started_ns, self.log, self.unclean, self.stopped = 0, "", list[str](), False
+        self.started_ns = self.pid = 0
+        self.log, self.unclean, self.stopped = "", list[str](), False
         _TREES.append(self)
 
     def __enter__(self) -> Tree:
@@ -197,11 +198,7 @@ class Tree:
         """Fork the tree; ``started_ns`` is the perf_counter_ns just before."""
         self.started_ns = time.perf_counter_ns()
         self.proc.start()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc.pid is not None
-        return self.proc.pid
+        self.pid = self.proc.pid or 0
 
     def until(self, cond: Callable[[], object], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -218,11 +215,9 @@ class Tree:
             return client.request(command, **args)
 
     def status(self) -> dict[str, Any]:
-        try:
-            status: dict[str, Any] = self.request("status")
-        except ClientError:
-            return {"state": "unreachable"}
-        return status
+        with contextlib.suppress(ClientError):
+            return dict(self.request("status"))
+        return {"state": "unreachable"}
 
     def pids(self) -> dict[str, int]:
         return {c["name"]: c["pid"] for c in self.status()["components"] if c["pid"]}

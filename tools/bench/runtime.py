@@ -70,10 +70,8 @@ class Bench(Component):
 
 
 def bench_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
-    return [
-        *child_specs(cfg, shm),
-        *(ChildSpec(name, Bench, Restart.PERMANENT, 2.0) for name in ("echo", "driver")),
-    ]
+    bench = [ChildSpec(name, Bench, Restart.PERMANENT, 2.0) for name in ("echo", "driver")]
+    return [*child_specs(cfg, shm), *bench]
 
 
 def round_trips(call: Callable[[int], object], n: int) -> list[float]:
@@ -88,17 +86,13 @@ def round_trips(call: Callable[[int], object], n: int) -> list[float]:
     return out
 
 
-def _first_message(conn: Connection) -> None:
-    conn.send("ready")
-
-
 def fork_first_message(n: int) -> list[float]:
     """ms from ``Process.start()`` (the fork context) to the child's first Pipe message."""
     out = []
     for _ in range(n):
         parent, child = h.FORK.Pipe()
         t0 = time.perf_counter_ns()
-        proc = h.FORK.Process(target=_first_message, args=(child,))
+        proc = h.FORK.Process(target=child.send, args=("ready",))
         proc.start()
         if not parent.poll(10.0):
             raise h.BenchError("a forked child sent nothing within 10 s")

@@ -73,14 +73,11 @@ def make_entries(n: int, seed: int, prefix: str = "memory") -> list[dict[str, An
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((n, DIM)).astype(np.float32)
     ids = [str(uuid.UUID(int=int(rng.integers(1 << 62)) << 64 | i, version=4)) for i in range(n)]
-    return [
-        {
-            "operation": "memory_add",
-            "params": {"text": f"{prefix} {i}", "id": ids[i], "embedding": vectors[i].tobytes()},
-            "timestamp": time.time(),
-        }
-        for i in range(n)
+    params = [
+        {"text": f"{prefix} {i}", "id": ids[i], "embedding": v.tobytes()}
+        for i, v in enumerate(vectors)
     ]
+    return [{"operation": "memory_add", "params": p, "timestamp": time.time()} for p in params]
 
 
 class AppendDriver(Component):
@@ -118,12 +115,9 @@ class AppendDriver(Component):
         return {"entries": len(lsns), "elapsed_s": elapsed}
 
 
-def append_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
-    """The WAL component and the driver, nothing else."""
-    return [
-        ChildSpec("wal", functools.partial(WALManager, cfg), Restart.PERMANENT, 5.0),
-        ChildSpec("driver", AppendDriver, Restart.PERMANENT, 2.0),
-    ]
+def wal_and_driver(cfg: Config, shm: SharedState) -> list[ChildSpec]:
+    wal = ChildSpec("wal", functools.partial(WALManager, cfg), Restart.PERMANENT, 5.0)
+    return [wal, ChildSpec("driver", AppendDriver, Restart.PERMANENT, 2.0)]
 
 
 def raw_appends(path: Path, payloads: list[bytes], batch: int, seconds: float, sync: bool) -> float:
@@ -156,7 +150,7 @@ def appends(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
     notes = [f"entry size {h.median(sizes):.0f} bytes of msgpack ({min(sizes)}-{max(sizes)})"]
     for policy, (window, batch) in itertools.product(POLICIES, SHAPES):
         progress(f"appends, fsync {policy}: {window} calls x {batch} entries in flight")
-        with h.Tree(h.RESTART_FREELY, {"wal": {"fsync": policy}}, specs=append_specs) as tree:
+        with h.Tree(h.RESTART_FREELY, {"wal": {"fsync": policy}}, specs=wal_and_driver) as tree:
             procs = [psutil.Process(tree.pids()[name]) for name in ("wal", "driver")]
             raw, always = tree.cfg.o_supervisor.wal_dir.parent / "raw", policy == "always"
             calls, seconds = (window, batch, plan.append_seconds), plan.append_seconds
@@ -309,10 +303,9 @@ def saves(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
                 t0 = time.perf_counter_ns()
                 store.save(str(uuid.uuid4()), 100 + i, payload)
                 t1 = time.perf_counter_ns()
-                fd = os.open(store.files / "raw", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                h.write_all(fd, payload)
-                os.fsync(fd)
-                os.close(fd)
+                with open(store.files / "raw", "xb", buffering=0) as raw:  # a new file
+                    raw.write(payload)
+                    os.fsync(raw.fileno())
                 if i >= 0:
                     save_ms.append(h.since_ms(t0, t1))
                     raw_ms.append(h.since_ms(t1))
