@@ -49,7 +49,7 @@ class Bench(Component):
     times calls to ``echo`` from inside the tree."""
 
     def handle_call(self, request: Any, caller: Caller) -> Any:
-        kind, arg = request if isinstance(request, tuple) else (None, None)
+        kind, arg = request if isinstance(request, tuple) and len(request) == 2 else (None, None)
         if kind == "echo":
             return arg
         if kind in ("round_trips", "pipelined"):
