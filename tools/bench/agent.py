@@ -288,7 +288,7 @@ def hangs(tree: h.Tree, n: int, startup: float, report: h.Report) -> None:
             with contextlib.suppress(ProcessLookupError):  # do not leave it stopped
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             os.close(pidfd)
-        runs.append((t_dead - t_stop, t_ready - t_stop, t_stop - last_beat))
+        runs.append((t_dead - t_stop, t_ready - t_stop, max(0, t_stop - last_beat)))
     detected, replaced, ages = ([x / 1e6 for x in column] for column in zip(*runs, strict=True))
     restart = f"that + restart {startup:.0f} ms"
     for what, values, limit, base in (
