@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from osup_mp.agent.reference import MemoryAgent, memory_system
+from osup_mp.agent.reference.matrix import EmbeddingMatrix
 from osup_mp.agent.sdk import Agent, AgentOptions, RequestError
 
 
@@ -59,8 +60,8 @@ def state(agent: MemoryAgent) -> tuple[Any, ...]:
         (b["id"], b["text"], b["metadata"], b["embedding"].tobytes()) for b in agent.blocks.values()
     ]
     order = list(agent.blocks)
-    matrix = agent._current_matrix()
-    assert agent._order == order  # row i of the matrix is the i-th block
+    matrix = agent.matrix.current(agent.blocks)
+    assert agent.matrix.order == order  # row i of the matrix is the i-th block
     rows = [agent.blocks[i]["embedding"].tobytes() for i in order]
     assert [row.tobytes() for row in matrix] == rows
     query = np.frombuffer(vec(7), "f4")
@@ -90,19 +91,21 @@ def test_a_tail_applied_in_batches_leaves_the_state_one_by_one_does(frame: int) 
 def test_adds_after_a_built_matrix_extend_it_and_a_delete_rebuilds_it() -> None:
     agent = MemoryAgent(AgentOptions())
     agent.restore(checkpoint())
-    first = agent._current_matrix()
+    first = agent.matrix.current(agent.blocks)
     assert first.shape == (5, memory_system.DIM)
     agent.apply_wal_batch([add("a", "a", vec(1)), add("b", "b", vec(2))])
-    agent._apply_add("c", "c", vec(3), {})
-    assert not agent._dirty and agent._tail_ids == ["a", "b", "c"]  # extended, not rebuilt
+    agent.apply_wal(add("c", "c", vec(3)))
+    grown = agent.matrix.current(agent.blocks)
+    assert grown.shape == (8, memory_system.DIM) and np.shares_memory(first, grown)  # in place
+    assert np.array_equal(grown[:5], first) and agent.matrix.order[5:] == ["a", "b", "c"]
     assert state(agent) == state(
         one_by_one(
             checkpoint(), [add("a", "a", vec(1)), add("b", "b", vec(2)), add("c", "c", vec(3))]
         )
     )
-    agent._apply_delete("c1")
-    assert agent._dirty and not agent._tail
-    assert agent._current_matrix().shape == (7, memory_system.DIM)
+    agent.apply_wal({"operation": "memory_delete", "params": {"id": "c1"}})
+    assert agent.matrix.current(agent.blocks).shape == (7, memory_system.DIM)
+    assert "c1" not in agent.matrix.order and len(agent.matrix.order) == 7
 
 
 def test_a_bad_entry_fails_the_batch_after_the_entries_before_it() -> None:
@@ -112,7 +115,8 @@ def test_a_bad_entry_fails_the_batch_after_the_entries_before_it() -> None:
         agent.apply_wal_batch(tail)
     assert list(agent.blocks) == ["a"]
     assert agent.blocks["a"]["embedding"].tobytes() == vec(1)
-    assert agent.operations == 1 and agent._current_matrix().shape == (1, memory_system.DIM)
+    assert agent.operations == 1
+    assert agent.matrix.current(agent.blocks).shape == (1, memory_system.DIM)
 
 
 class Recorder(Agent):
@@ -183,3 +187,35 @@ def test_an_agent_that_disabled_the_collector_itself_keeps_it_disabled() -> None
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+class FakeShm:
+    def __init__(self) -> None:
+        self.published: list[tuple[int, int]] = []  # (rows, unchanged_rows)
+
+    def publish(self, matrix: Any, *, unchanged_rows: int = 0) -> int:
+        self.published.append((len(matrix), unchanged_rows))
+        return len(self.published)
+
+
+def test_the_matrix_grows_in_place_and_publishes_only_what_was_added() -> None:
+    m = EmbeddingMatrix(4)
+    blocks: dict[str, dict[str, Any]] = {}
+    shm = FakeShm()
+    buffers = set()
+    for n in range(1, 301):
+        row = np.full((1, 4), n, dtype=np.float32)
+        blocks[f"b{n}"] = {"embedding": row[0]}
+        m.append([f"b{n}"], row)
+        current = m.current(blocks)
+        buffers.add(current.base.__array_interface__["data"][0] if current.base is not None else 0)
+        if n % 50 == 0:
+            m.publish_to(shm, blocks)
+    assert current.shape == (300, 4) and current[:, 0].tolist() == list(range(1, 301))
+    assert len(buffers) <= 4  # 64, 128, 256, 512 rows: doubling, not a copy per add
+    assert shm.published == [(50, 0), (100, 50), (150, 100), (200, 150), (250, 200), (300, 250)]
+    del blocks["b7"]
+    m.invalidate()
+    m.publish_to(shm, blocks)
+    assert shm.published[-1] == (299, 0)  # rows moved: a full publish
+    assert m.order == list(blocks)

@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -199,6 +200,49 @@ def test_publish_read_round_trip_with_crc(segment: str) -> None:
         assert reader.read(verify=True).crc_ok is False
         shm.publish(np.zeros((2, 2)), checksum=False)
         assert int(shm._buffer(int(shm.state["active"]))[0]["crc32"]) == 0
+    finally:
+        reader.close()
+        shm.close()
+
+
+def test_an_append_only_state_publishes_what_it_added(
+    segment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``unchanged_rows``: each buffer is topped up with the rows it lacks, and its checksum
+    extended; what readers see is exactly the newest matrix, CRC and all."""
+    shm, _ = SharedState.create(segment, SIZE)
+    reader = SharedState.attach(segment, writable=False)
+    try:
+        rng = np.random.default_rng(3)
+        state = rng.standard_normal((10, 8)).astype(np.float32)
+        shm.publish(state)
+        copied: list[int] = []
+        real_crc = zlib.crc32
+        monkeypatch.setattr(
+            "osup_mp.storage.shm.segment.zlib.crc32",
+            # Only the publish extends a checksum (reads check theirs in one call).
+            lambda data, *start: (
+                (start and copied.append(memoryview(data).nbytes)) or real_crc(data, *start)
+            ),
+        )
+        for added in (5, 1, 7, 0, 3):
+            published = len(state)
+            state = np.vstack([state, rng.standard_normal((added, 8)).astype(np.float32)])
+            shm.publish(state, unchanged_rows=published)
+            got = reader.read(verify=True)
+            assert got.crc_ok is True and np.array_equal(got.matrix, state)
+        # The first incremental publish fills the buffer this writer never wrote (15 rows);
+        # from then on each one copies and checksums only the rows its target buffer lacks:
+        # those of the last two publishes (6, 1 + 7, 7 + 0, 0 + 3 rows of 32 bytes).
+        assert copied == [15 * 32, 6 * 32, 8 * 32, 7 * 32, 3 * 32]
+        # A changed prefix (a block replaced): a full publish, still exact.
+        state = state.copy()
+        state[0] = 0
+        shm.publish(state, unchanged_rows=0)
+        assert np.array_equal(reader.read(verify=True).matrix, state)
+        shm.publish(state[:4], unchanged_rows=4)  # fewer rows: what is kept still checks out
+        got = reader.read(verify=True)
+        assert got.crc_ok is True and np.array_equal(got.matrix, state[:4])
     finally:
         reader.close()
         shm.close()

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from osup_mp.agent.reference import memory_system
+from osup_mp.agent.reference.matrix import EmbeddingMatrix
 from osup_mp.agent.sdk import Agent, AgentOptions, RequestError, run_agent
 
 _MUTATING = frozenset({"memory_add", "memory_delete", "tool_register"})
@@ -45,15 +46,7 @@ class MemoryAgent(Agent):
         self.tools: dict[str, dict[str, Any]] = {}
         self.started = time.time()
         self.operations = 0
-        self._matrix: np.ndarray[Any, np.dtype[np.float32]] | None = None
-        self._order: list[str] = []  # the block id of each row of _matrix
-        self._dirty = True  # _matrix must be rebuilt from every block
-        # Blocks added (new ids, in order) since _matrix was built, and their embeddings
-        # (vectors or stacks of rows): while nothing else changed, the next matrix is the
-        # current one with these rows appended, not a rebuild from every block.
-        self._tail_ids: list[str] = []
-        self._tail: list[np.ndarray[Any, np.dtype[np.float32]]] = []
-        self._empty_matrix()
+        self.matrix = EmbeddingMatrix(memory_system.DIM)
         self.shared_rows = 0
         self._published_at = -1  # operations count of the last published state
 
@@ -99,10 +92,11 @@ class MemoryAgent(Agent):
             query = self.call_module("memory_system", "embed", data["query"])
         else:
             raise RequestError("memory_search needs 'query' text or an 'embedding'")
-        matrix = self._current_matrix()
+        matrix = self.matrix.current(self.blocks)
         hits = self.call_module("memory_system", "search", matrix, query, k)
+        order = self.matrix.order
         return [
-            {"id": self._order[i], "score": score, "text": self.blocks[self._order[i]]["text"]}
+            {"id": order[i], "score": score, "text": self.blocks[order[i]]["text"]}
             for i, score in hits
         ]
 
@@ -144,10 +138,9 @@ class MemoryAgent(Agent):
         }
         self.operations += 1
         if replaced:
-            self._invalidate()
-        elif not self._dirty:
-            self._tail_ids.append(block_id)
-            self._tail.append(vec)
+            self.matrix.invalidate()
+        else:
+            self.matrix.append([block_id], vec)
 
     def _add_many(self, adds: Iterable[tuple[str, str, Any, Any]]) -> None:
         """``_apply_add`` for each ``(id, text, embedding, metadata)``, in order, with one
@@ -156,7 +149,7 @@ class MemoryAgent(Agent):
         added: list[dict[str, Any]] = []
         raws: list[bytes] = []
         new_ids: list[str] = []
-        was_dirty, replaced = self._dirty, False
+        replaced = False
         try:
             for block_id, text, embedding, metadata in adds:
                 raw = embedding
@@ -176,7 +169,7 @@ class MemoryAgent(Agent):
                 added.append(block)
                 raws.append(raw)
         finally:  # also when an entry raised: the blocks before it get their embeddings
-            self._added(added, raws, new_ids, replaced, was_dirty)
+            self._added(added, raws, new_ids, replaced)
 
     def _replay_adds(self, entries: Sequence[Mapping[str, Any]], i: int) -> int:
         """Apply the run of ``memory_add`` entries from ``entries[i]`` on (``_add_many``
@@ -185,7 +178,7 @@ class MemoryAgent(Agent):
         added: list[dict[str, Any]] = []
         raws: list[bytes] = []
         new_ids: list[str] = []
-        was_dirty, replaced = self._dirty, False
+        replaced = False
         try:
             for entry in itertools.islice(entries, i, None):
                 if entry.get("operation") != "memory_add":
@@ -216,7 +209,7 @@ class MemoryAgent(Agent):
                 added.append(block)
                 raws.append(raw)
         finally:
-            self._added(added, raws, new_ids, replaced, was_dirty)
+            self._added(added, raws, new_ids, replaced)
         return i + len(added)
 
     def _added(
@@ -225,7 +218,6 @@ class MemoryAgent(Agent):
         raws: list[bytes],
         new_ids: list[str],
         replaced: bool,
-        was_dirty: bool,
     ) -> None:
         """Blocks were added (``new_ids`` new, in order, unless one ``replaced`` another):
         give each its row of one array built from ``raws``, and count the operations."""
@@ -237,10 +229,9 @@ class MemoryAgent(Agent):
         for block, row in zip(added, rows, strict=True):
             block["embedding"] = row
         if replaced:  # a replaced block keeps its place: the matrix is rebuilt
-            self._invalidate()
-        elif not was_dirty and not self._dirty:
-            self._tail_ids += new_ids
-            self._tail.append(rows)
+            self.matrix.invalidate()
+        else:
+            self.matrix.append(new_ids, rows)
 
     def _embedding(self, text: str, raw: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
         if raw is not None:
@@ -254,45 +245,8 @@ class MemoryAgent(Agent):
         self.operations += 1
         removed = self.blocks.pop(block_id, None) is not None
         if removed:
-            self._invalidate()
+            self.matrix.invalidate()
         return removed
-
-    def _empty_matrix(self) -> None:
-        """No blocks: the matrix is current with no rows (so adds extend it)."""
-        self._matrix = np.zeros((0, memory_system.DIM), dtype=np.float32)
-        self._order = []
-        self._dirty = False
-        self._tail_ids.clear()
-        self._tail.clear()
-
-    def _invalidate(self) -> None:
-        """The matrix must be rebuilt from every block (one was replaced or removed)."""
-        self._dirty = True
-        self._tail_ids.clear()
-        self._tail.clear()
-
-    def _current_matrix(self) -> np.ndarray[Any, np.dtype[np.float32]]:
-        if self._dirty or self._matrix is None:
-            self._order = list(self.blocks)
-            dim = memory_system.DIM
-            vectors = [self.blocks[i]["embedding"] for i in self._order]
-            self._matrix = (
-                np.vstack(vectors).astype(np.float32)
-                if vectors
-                else np.zeros((0, dim), dtype=np.float32)
-            )
-            self._dirty = False
-            self._tail_ids.clear()
-            self._tail.clear()
-        elif self._tail:
-            dim = memory_system.DIM
-            self._matrix = np.concatenate(
-                [self._matrix, *(rows.reshape(-1, dim) for rows in self._tail)]
-            )
-            self._order += self._tail_ids
-            self._tail_ids.clear()
-            self._tail.clear()
-        return self._matrix
 
     def after_batch(self) -> None:
         """The main agent publishes its embedding matrix once per batch that changed it."""
@@ -310,7 +264,7 @@ class MemoryAgent(Agent):
                 )
             self._slot["state_overflow"] = needed
             return
-        self.shm.publish(self._current_matrix())
+        self.matrix.publish_to(self.shm, self.blocks)
         self._slot["state_overflow"] = 0
 
     def on_start(self) -> None:
@@ -342,7 +296,7 @@ class MemoryAgent(Agent):
         self.blocks.clear()
         self.tools.clear()
         self.operations = 0
-        self._empty_matrix()
+        self.matrix.reset()
         if snapshot:
             self._add_many(
                 (block["id"], block["text"], block["embedding"], block.get("metadata") or {})

@@ -194,6 +194,11 @@ class SharedState:
         self._buffers_offset = state_offset + STATE_HEADER_SIZE
         self.buffer_size = int(self.state["buffer_size"])
         self.epoch = int(self.header["epoch"])
+        # The writer's knowledge, per state buffer: how many leading rows still equal the
+        # newest matrix this process published, and whether that buffer's CRC is real (a
+        # publish without checksum leaves 0). Unknown (0) until this process writes it.
+        self._same_rows = [0, 0]
+        self._crc_real = [False, False]
 
     # -- creation ----------------------------------------------------------------------------
 
@@ -371,10 +376,17 @@ class SharedState:
         header = np.frombuffer(self._mm, BUFFER_HEADER_DTYPE, 1, offset)[0]
         return header, offset + BUFFER_HEADER_SIZE
 
-    def publish(self, matrix: np.ndarray[Any, Any], *, checksum: bool = True) -> int:
+    def publish(
+        self, matrix: np.ndarray[Any, Any], *, checksum: bool = True, unchanged_rows: int = 0
+    ) -> int:
         """Publish a float32 matrix (rows x dim); return its version.
 
-        Raises :class:`ValueError` when it does not fit: nothing is written past the end.
+        ``unchanged_rows`` is the caller's promise that the first so many rows equal those of
+        the matrix it published last (an append-only state passes the row count it
+        published): the buffer written then already holds them, so only the rest is copied
+        and its checksum is extended, not recomputed — a publish costs what was added, not
+        the whole state. Raises :class:`ValueError` when the matrix does not fit: nothing is
+        written past the end.
         """
         data = np.ascontiguousarray(matrix, dtype=np.float32)
         if data.ndim != 2:
@@ -384,21 +396,32 @@ class SharedState:
                 f"state of {data.nbytes} bytes does not fit the {self.capacity}-byte region "
                 f"(raise shared_memory_size)"
             )
+        rows, dim = data.shape
+        self._same_rows = [min(same, unchanged_rows) for same in self._same_rows]
         st = self.state
         target = 1 - int(st["active"])
         header, payload_at = self._buffer(target)
+        kept = self._same_rows[target] if int(header["dim"]) == dim else 0
+        kept = min(kept, int(header["rows"]), rows)
         st["seq"] += 1  # odd: a publish is in progress (into the inactive buffer)
         dest = np.frombuffer(self._mm, np.float32, data.size, payload_at)
-        dest[:] = data.reshape(-1)
+        dest[kept * dim :] = data[kept:].reshape(-1)
+        crc = 0
+        if checksum:
+            whole = kept == int(header["rows"]) and self._crc_real[target]
+            start = int(header["crc32"]) if whole else zlib.crc32(data[:kept].data)
+            crc = zlib.crc32(data[kept:].data, start)
         version = int(self._buffer(1 - target)[0]["version"]) + 1
         header["version"] = version
         header["length"] = data.nbytes
-        header["rows"], header["dim"] = data.shape
-        header["crc32"] = zlib.crc32(data.data) if checksum else 0
+        header["rows"], header["dim"] = rows, dim
+        header["crc32"] = crc
         header["kind"] = 1
         header["published_ns"] = time.time_ns()
         st["active"] = target
         st["seq"] += 1  # even: published
+        self._same_rows[target] = rows
+        self._crc_real[target] = checksum
         return version
 
     def read(self, *, copy: bool = True, verify: bool = False, patience: float = 0.5) -> Published:
