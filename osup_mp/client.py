@@ -141,6 +141,30 @@ class Client:
                 raise ClientError(f"bad answer from the tree: {exc}") from exc
         return self._ready.popleft()
 
+    def poll(self, timeout: float) -> list[dict[str, Any]]:
+        """Every answer that is there or arrives within ``timeout`` seconds (at most one
+        read), or [] when none does: for callers that pace their own sends."""
+        if self._out:
+            self.flush()
+        if not self._ready:
+            try:
+                data = self._spinner.wait(self._recv, max(0.0, timeout))
+            except TimeoutError:
+                return []
+            except OSError as exc:
+                raise ClientError(f"control socket read failed: {exc}") from exc
+            if data is None:
+                return []
+            if not data:
+                raise ClientError("the tree closed the control connection")
+            try:
+                self._ready.extend(self._decoder.feed(data))
+            except FrameError as exc:
+                raise ClientError(f"bad answer from the tree: {exc}") from exc
+        answers = list(self._ready)
+        self._ready.clear()
+        return answers
+
     def _recv(self, timeout: float | None) -> bytes | None:
         if not self._poller.poll(None if timeout is None else timeout * 1000):
             if timeout == 0:
