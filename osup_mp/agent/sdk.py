@@ -126,6 +126,9 @@ class Agent:
     modules: dict[str, types.ModuleType]
     #: The module a ``hot_reload`` without a ``module`` field replaces.
     default_reload_module: str | None = None
+    #: The requests that change nothing, by the value of their ``op`` field: declared in
+    #: ``ready``, so that only these are ever mirrored to a shadow experiment.
+    read_only_ops: frozenset[str] = frozenset()
 
     def __init__(self, options: AgentOptions | None = None) -> None:
         self.options = options or AgentOptions.parse()
@@ -147,6 +150,7 @@ class Agent:
         self._beater: threading.Thread | None = None
         self._gc_paused = False
         self._frames = self._frame_table()
+        self._proposals = 0
 
     # -- hooks for subclasses ----------------------------------------------------------------
 
@@ -182,8 +186,12 @@ class Agent:
     def on_checkpoint_ack(self, msg: Mapping[str, Any]) -> None:
         """The supervisor stored (or could not store) a checkpoint."""
 
+    def on_evolution_result(self, msg: Mapping[str, Any]) -> None:
+        """The answer to a :meth:`propose` (``id``, ``success``, and ``error`` or the
+        verdict's fields)."""
+
     def on_message(self, msg: Mapping[str, Any]) -> None:
-        """Any other message (evolution_result, wal_flush_ack, wal_ack, additions)."""
+        """Any other message (wal_flush_ack, wal_ack, additions)."""
 
     def after_batch(self) -> None:
         """Called after each batch of messages (e.g. publish shared state once per batch)."""
@@ -302,6 +310,7 @@ class Agent:
             ToAgent.CHECKPOINT_ACK: self._on_checkpoint_ack,
             ToAgent.CHECKPOINT_REQUEST: lambda _msg: self.checkpoint(),
             ToAgent.STOP: self._on_stop,
+            ToAgent.EVOLUTION_RESULT: self.on_evolution_result,
         }
         return {kind.value: handler for kind, handler in table.items()}
 
@@ -371,11 +380,23 @@ class Agent:
         """``ready`` was sent: start-up (and any restore) is over."""
         return self._ready_sent
 
+    def propose(self, new_code: str, target: str, reason: str = "") -> str:
+        """Propose ``new_code`` for module ``target`` (the seed's ``evolution_intent``);
+        the answer comes to :meth:`on_evolution_result` with the id returned here."""
+        self._proposals += 1
+        proposal_id = f"{os.getpid()}-{self._proposals}"
+        hypothesis = {"reason": reason, "target": target, "new_code": new_code}
+        self.send({"type": FromAgent.EVOLUTION_INTENT, "id": proposal_id, "hypothesis": hypothesis})
+        return proposal_id
+
     def _send_ready(self) -> None:
         if not self._ready_sent:
             self._ready_sent = True
             self._resume_gc()
-            self.send({"type": FromAgent.READY, "pid": os.getpid(), "role": self.options.role})
+            ready = {"type": FromAgent.READY, "pid": os.getpid(), "role": self.options.role}
+            if self.read_only_ops:
+                ready["read_only"] = sorted(self.read_only_ops)
+            self.send(ready)
 
     def _pause_gc(self) -> None:
         """No cyclic garbage collection while a restore is decoded and applied: it only

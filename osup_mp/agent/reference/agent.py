@@ -38,6 +38,7 @@ _BLOCK_KEYS = frozenset({"id", "text", "embedding", "metadata"})
 
 class MemoryAgent(Agent):
     default_reload_module = "memory_system"
+    read_only_ops = frozenset({"memory_get", "memory_search", "tool_list", "stats"})
 
     def __init__(self, options: AgentOptions | None = None) -> None:
         super().__init__(options)

@@ -96,6 +96,7 @@ class AgentManager(Component):
         self.fatal_reason: str | None = None
         self.last_kill_reason: str | None = None
         self.metrics: dict[str, Any] = {}
+        self.read_only: frozenset[str] = frozenset()  # ops the agent declared read-only
         self.requests = Requests(self)
         self.durability = Durability(self, durable=role == "main")
         self.pipes = AgentPipes(cfg.agent.max_frame)
@@ -526,7 +527,7 @@ class AgentManager(Component):
         table: dict[FromAgent, Callable[[dict[str, Any]], None]] = {
             FromAgent.RESPONSE: self.requests.on_response,
             FromAgent.HEARTBEAT: self._on_heartbeat,
-            FromAgent.READY: lambda _msg: self._on_ready(),
+            FromAgent.READY: self._on_ready_frame,
             FromAgent.WAL_ENTRY: lambda msg: durability.log_entry(msg.get("data"), msg.get("ref")),
             FromAgent.WAL_BATCH: self._on_wal_batch,
             FromAgent.CHECKPOINT: lambda msg: durability.on_checkpoint(msg.get("data")),
@@ -542,6 +543,12 @@ class AgentManager(Component):
             logger.warning("agent {}: ignored message type {!r}", self.instance_id, msg["type"])
         else:
             handler(msg)
+
+    def _on_ready_frame(self, msg: dict[str, Any]) -> None:
+        declared = msg.get("read_only")
+        if isinstance(declared, list) and all(isinstance(op, str) for op in declared[:1024]):
+            self.read_only = frozenset(declared[:1024])
+        self._on_ready()
 
     def _on_heartbeat(self, msg: dict[str, Any]) -> None:
         self.pipes.heartbeats += 1  # stamped once per read by _on_stdout
@@ -568,10 +575,15 @@ class AgentManager(Component):
             logger.warning("agent {}: code rolled back: {}", self.instance_id, result["error"])
 
     def _on_evolution_intent(self, msg: dict[str, Any]) -> None:
-        logger.info("agent {}: evolution intent {!r}", self.instance_id, msg.get("hypothesis"))
+        hypothesis = msg.get("hypothesis")
+        target = hypothesis.get("target") if isinstance(hypothesis, dict) else None
+        logger.info(
+            "agent {}: evolution intent {} for {!r}", self.instance_id, msg.get("id"), target
+        )
         self.send_agent(
             {
                 "type": ToAgent.EVOLUTION_RESULT,
+                "id": msg.get("id"),
                 "success": False,
                 "error": "evolution arbiter not available in this version",
             }
@@ -612,6 +624,7 @@ class AgentManager(Component):
             "state_overflow_bytes": int(self.slot["state_overflow"]),
             "applied_lsn": self.durability.applied_lsn if self.durability.durable else None,
             "metrics": self.metrics,
+            "read_only": sorted(self.read_only),
             "slot": self.slot_index,
         }
 

@@ -74,9 +74,18 @@ class Scripted(Agent):
             return "logged"
         if action == "last_ack":
             return self.last_ack
+        if action == "propose":
+            return self.propose("X = 1\n", "memory_system", "a test proposal")
+        if action == "last_result":
+            return self.last_result
         return data
 
     last_ack: Any = None
+    last_result: Any = None
+    read_only_ops = frozenset({"peek", "count"})
+
+    def on_evolution_result(self, msg: Any) -> None:
+        self.last_result = dict(msg)
 
     def on_message(self, msg: Any) -> None:
         if msg.get("type") == "wal_ack":
