@@ -151,6 +151,8 @@ class Agent:
         self._gc_paused = False
         self._frames = self._frame_table()
         self._proposals = 0
+        #: The newest main-agent WAL entry this (shadow) agent has applied from ``wal_apply``.
+        self.applied_lsn = 0
 
     # -- hooks for subclasses ----------------------------------------------------------------
 
@@ -311,6 +313,7 @@ class Agent:
             ToAgent.CHECKPOINT_REQUEST: lambda _msg: self.checkpoint(),
             ToAgent.STOP: self._on_stop,
             ToAgent.EVOLUTION_RESULT: self.on_evolution_result,
+            ToAgent.WAL_APPLY: self._on_wal_apply,
         }
         return {kind.value: handler for kind, handler in table.items()}
 
@@ -320,6 +323,13 @@ class Agent:
 
     def _on_stop(self, msg: dict[str, Any]) -> None:
         self._stop = True
+
+    def _on_wal_apply(self, msg: dict[str, Any]) -> None:
+        """A shadow follows the main's acknowledged writes: apply them as a restore would."""
+        entries = msg.get("wal_entries")
+        if isinstance(entries, list) and entries:
+            self.apply_wal_batch(entries)
+            self.applied_lsn = int(msg.get("lsn", 0)) + len(entries) - 1
 
     def _on_request(self, msg: dict[str, Any]) -> None:
         started = time.perf_counter()
@@ -343,9 +353,11 @@ class Agent:
         if not msg.get("continue"):
             self.restore(msg.get("snapshot"))
             self.checkpoint_id = msg.get("checkpoint_id") or self.checkpoint_id
+            self.applied_lsn = int(msg.get("lsn") or 0)
         entries = msg.get("wal_entries")
         if entries:
             self.apply_wal_batch(entries)
+            self.applied_lsn += len(entries)  # a restore's entries are consecutive
         if not msg.get("more"):
             self._send_ready()
 

@@ -56,6 +56,32 @@ class TruncateThrough:
 
 
 @dataclass(frozen=True, slots=True)
+class Follow:
+    """Push me every entry after ``after_lsn`` as it is acknowledged (as
+    :class:`WalEntries` casts on this connection); answers the newest acknowledged LSN."""
+
+    after_lsn: int
+    kind: ClassVar[str] = "follow"
+
+
+@dataclass(frozen=True, slots=True)
+class WalEntries:
+    """A cast to a follower: acknowledged entries with consecutive LSNs from ``first_lsn``."""
+
+    first_lsn: int
+    payloads: list[bytes]
+    kind: ClassVar[str] = "wal_entries"
+
+
+@dataclass(frozen=True, slots=True)
+class FollowLost:
+    """A cast to a follower the WAL stopped following (it fell too far behind)."""
+
+    reason: str
+    kind: ClassVar[str] = "follow_lost"
+
+
+@dataclass(frozen=True, slots=True)
 class WalStats:
     """Segments, LSNs, fsync policy and counters."""
 

@@ -28,24 +28,29 @@ from loguru import logger
 from osup_mp.components.messages import (
     Append,
     Fatal,
+    Follow,
+    FollowLost,
     LastLsn,
     ReadSpansAfter,
     SkipThrough,
     TruncateThrough,
+    WalEntries,
     WalStats,
     WalTail,
     WalVerify,
 )
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.channel import MAX_FDS
+from osup_mp.runtime.channel import MAX_FDS, Channel
 from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_cast
 from osup_mp.storage.wal.store import WALError, WALStore, verify_dir
 from osup_mp.storage.wal.sync import BackgroundSync
 from osup_mp.wire import FrameError, unpack_payload
 
 MAX_SPANS = MAX_FDS  # segments (each with its descriptor) per read_spans_after reply
-Written = list[tuple[Caller, list[int]]]  # appends written, with their LSNs, awaiting a sync
+# Appends written (who asked, their LSNs, the entries) awaiting the sync that acknowledges them.
+Written = list[tuple[Caller, list[int], list[bytes]]]
+FOLLOWER_BACKLOG = 64 << 20  # bytes queued to a follower that does not read: it is dropped
 
 
 class WALManager(Component):
@@ -66,11 +71,14 @@ class WALManager(Component):
         self._failed: str | None = None
         self.appends = 0
         self.syncs = 0
+        self.acked_lsn = 0  # the newest entry acknowledged to its writer
+        self.followers: dict[Channel, int] = {}  # connection -> last LSN pushed to it
 
     def init(self) -> None:
         self.store.open()  # WALCorruption stops the start with file and offset
         for note in self.store.notes:
             logger.warning("wal: {}", note)
+        self.acked_lsn = self.store.last_lsn  # on disk before this start: replayed, so known
         logger.info(
             "wal: open at LSN {} ({} segments, fsync {})",
             self.store.last_lsn,
@@ -113,6 +121,8 @@ class WALManager(Component):
         """A checkpoint covers LSNs this log never had (salvage cut them)."""
         before = self.store.next_lsn
         self.store.skip_through(request.lsn)
+        if not (self._staged or self._syncing or self._unsynced):
+            self.acked_lsn = self.store.last_lsn  # the skipped LSNs will never hold entries
         if self.store.next_lsn != before:
             logger.warning(
                 "wal: LSNs {}..{} are covered by a checkpoint but not in the log; "
@@ -217,7 +227,7 @@ class WALManager(Component):
         written: Written = []
         start = 0
         for caller, batch in staged:
-            written.append((caller, lsns[start : start + len(batch)]))
+            written.append((caller, lsns[start : start + len(batch)], batch))
             start += len(batch)
         if self._background is None:
             self._answer(written)  # everysec, no: the write is the acknowledgement
@@ -249,11 +259,46 @@ class WALManager(Component):
             self._dirty = False
 
     def _answer(self, written: Written) -> None:
-        for caller, lsns in written:
+        for caller, lsns, _entries in written:
             if self._failed is None:
                 self.reply(caller, lsns)
             else:
                 self.reply_error(caller, f"WAL unavailable: {self._failed}")
+        lsns = [lsn for _caller, batch_lsns, _entries in written for lsn in batch_lsns]
+        if self._failed is None and lsns:
+            self.acked_lsn = lsns[-1]
+            if self.followers:
+                self._push(lsns[0], [e for _caller, _lsns, batch in written for e in batch])
+
+    # -- followers (shadows kept in step with the main's writes) ------------------------------
+
+    @on_call(Follow)
+    def _on_follow(self, request: Follow, caller: Caller) -> int:
+        """Catch the follower up on what is acknowledged after its LSN, then push the rest
+        as it is acknowledged."""
+        after = request.after_lsn
+        if after < self.acked_lsn:
+            first = self.store.segments[0].first_lsn if self.store.segments else 1
+            if after + 1 < first:
+                raise CallError(f"WAL entries {after + 1}..{first - 1} are released: restore")
+            for run in self.store.read_payloads_after(after, self.acked_lsn - after):
+                caller.channel.send(("cast", WalEntries(run.first_lsn, run.payloads())))
+        self.followers[caller.channel] = max(after, self.acked_lsn)
+        return self.acked_lsn
+
+    def _push(self, first: int, payloads: list[bytes]) -> None:
+        last = first + len(payloads) - 1
+        for channel, pushed in list(self.followers.items()):
+            if channel.closed:
+                del self.followers[channel]
+            elif channel.backlog > FOLLOWER_BACKLOG:
+                del self.followers[channel]
+                logger.warning("wal: a follower fell {} bytes behind: dropped", channel.backlog)
+                channel.send(("cast", FollowLost("fell too far behind the WAL")))
+            elif last > pushed:
+                skip = max(0, pushed + 1 - first)
+                channel.send(("cast", WalEntries(first + skip, payloads[skip:])))
+                self.followers[channel] = last
 
     def _sync(self) -> bool:
         try:

@@ -111,6 +111,11 @@ class Channel:
     def pending_output(self) -> bool:
         return bool(self._out) or bool(self._queued)
 
+    @property
+    def backlog(self) -> int:
+        """Bytes framed but not yet taken by the socket (a peer that does not read)."""
+        return len(self._out)
+
     def flush(self) -> bool:
         """Write as much queued output as the socket takes; True when all of it left."""
         if self._queued:

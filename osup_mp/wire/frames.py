@@ -22,6 +22,7 @@ class ToAgent(StrEnum):
     WAL_ACK = "wal_ack"
     WAL_FLUSH_ACK = "wal_flush_ack"
     EVOLUTION_RESULT = "evolution_result"
+    WAL_APPLY = "wal_apply"
     STOP = "stop"
 
 

@@ -8,7 +8,9 @@
 * On every start the agent gets the newest valid checkpoint (or the one an operator pinned)
   plus every WAL entry after its LSN, in ``restore`` frames that fit the frame limit.
 
-Shadows are experiments: their entries and checkpoints are answered, not stored.
+Shadows are experiments: their entries and checkpoints are answered, not stored. A shadow
+(``follower``) starts from the main's state like a main restart, then follows the WAL
+(:mod:`.follow`).
 """
 
 from __future__ import annotations
@@ -65,9 +67,10 @@ Action = Callable[[int | None], None]  # called with the covering LSN, or None i
 
 
 class Durability:
-    def __init__(self, host: AgentManager, *, durable: bool) -> None:
+    def __init__(self, host: AgentManager, *, durable: bool, follower: bool = False) -> None:
         self.host = host
         self.durable = durable
+        self.follower = follower  # restores the main's state, writes none
         self.applied_lsn = 0  # newest WAL entry reflected in the agent's state
         self.pinned: str | None = None  # checkpoint the next start restores from
         self._sent = 0  # entries of this agent generation forwarded to the WAL
@@ -285,11 +288,14 @@ class Durability:
         The WAL answers with where the entries are (segment spans,
         from its index of the records it verified) and a descriptor of each segment; the
         entries themselves are read by :meth:`send_restore`, once the agent is starting (it
-        boots meanwhile). Pass the plan to :meth:`send_restore` or :meth:`discard`."""
-        if not self.durable:
+        boots meanwhile). Pass the plan to :meth:`send_restore` or :meth:`discard`.
+
+        A follower reads the same, changes nothing (no skip, no accepted gap), and leaves
+        entries written after its read to the WAL's push."""
+        if not (self.durable or self.follower):
             return None
         host = self.host
-        pinned, self.pinned = self.pinned, None
+        pinned, self.pinned = (self.pinned, None) if self.durable else (None, None)
         request = LoadCheckpoint(pinned, raw=True) if pinned else LatestCheckpoint(raw=True)
         checkpoint = host.peer("vault").call(request, timeout=30.0)
         lsn = checkpoint["lsn"] if checkpoint else 0
@@ -313,6 +319,12 @@ class Durability:
                     cursor = span.first_lsn + len(span) - 1
                 if not page["more"]:
                     break
+            if self.follower:
+                if missing:
+                    raise CallError(
+                        f"the main's WAL lacks entries {missing[0][0]}..{missing[0][1]}"
+                    )
+                return self._planned(checkpoint, lsn, cursor, count, spans)
             # The WAL's newest LSN counts what salvage cut too: entries it handed out that it
             # can no longer give back are missing, not merely absent.
             newest = host.peer("wal").call(LastLsn(), timeout=30.0)
@@ -328,6 +340,17 @@ class Durability:
         except BaseException:
             _close(spans)
             raise
+        return self._planned(checkpoint, lsn, cursor, count, spans)
+
+    def _planned(
+        self,
+        checkpoint: dict[str, Any] | None,
+        lsn: int,
+        cursor: int,
+        count: int,
+        spans: list[tuple[SegmentSpan, int]],
+    ) -> dict[str, Any] | None:
+        host = self.host
         self.applied_lsn = cursor
         self._since_checkpoint = count
         if checkpoint is None and not count:

@@ -31,6 +31,7 @@ from typing import Any
 from loguru import logger
 
 from osup_mp.components.agent.durability import Durability
+from osup_mp.components.agent.follow import Follower
 from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec
 from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
 from osup_mp.components.agent.requests import Requests
@@ -41,6 +42,7 @@ from osup_mp.components.messages import (
     AgentStatus,
     CreateCheckpoint,
     Execute,
+    FollowLost,
     HeartbeatTimeout,
     HotReload,
     LimitExceeded,
@@ -48,6 +50,7 @@ from osup_mp.components.messages import (
     RecordTransition,
     RestartAgent,
     RestoreFrom,
+    WalEntries,
 )
 from osup_mp.config import Config
 from osup_mp.lowlevel.proc import (
@@ -58,7 +61,8 @@ from osup_mp.lowlevel.proc import (
     spawn_piped,
 )
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call
+from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_cast
+from osup_mp.runtime.messages import PeerDown
 from osup_mp.storage.shm.segment import Role, SharedState, monotonic_ns
 from osup_mp.wire.frames import FromAgent, ToAgent
 from osup_mp.wire.launch import RESTORE_FLAG
@@ -98,7 +102,8 @@ class AgentManager(Component):
         self.metrics: dict[str, Any] = {}
         self.read_only: frozenset[str] = frozenset()  # ops the agent declared read-only
         self.requests = Requests(self)
-        self.durability = Durability(self, durable=role == "main")
+        self.durability = Durability(self, durable=role == "main", follower=role != "main")
+        self.follower = Follower(self) if role != "main" else None
         self.pipes = AgentPipes(cfg.agent.max_frame)
         self._frames = self._frame_table()
         self._reloads: deque[Caller] = deque()
@@ -266,8 +271,21 @@ class AgentManager(Component):
         elif msg == "checkpoint_tick":
             self.durability.request_checkpoint()
             self.send_after(self.cfg.vault.checkpoint_interval / 1000, "checkpoint_tick")
+        elif isinstance(msg, PeerDown) and msg.name == "wal" and self.follower is not None:
+            if self.state is S.RUNNING:
+                self.follower.start()  # the WAL restarted: follow the new one from here
         else:
             super().handle_info(msg)
+
+    @on_cast(WalEntries)
+    def _on_wal_entries(self, request: WalEntries) -> None:
+        if self.follower is not None:
+            self.follower.on_entries(request)
+
+    @on_cast(FollowLost)
+    def _on_follow_lost(self, request: FollowLost) -> None:
+        if self.follower is not None:
+            self.follower.on_lost(request)
 
     # -- state machine -----------------------------------------------------------------------
 
@@ -284,6 +302,8 @@ class AgentManager(Component):
         self.durability.new_generation()
         try:
             restore = self.durability.plan()
+            if self.follower is not None:
+                self.follower.restored(self.durability.applied_lsn)
         except (CallError, KeyError) as exc:
             # Starting empty would lose acknowledged state: fail this start instead.
             logger.error("agent {}: cannot fetch its state to restore: {}", self.instance_id, exc)
@@ -342,6 +362,8 @@ class AgentManager(Component):
         if self.durability.checkpoint_soon:
             self.durability.checkpoint_soon = False
             self.durability.request_checkpoint(force=True)
+        if self.follower is not None:
+            self.follower.start()
 
     def kill_for(self, reason: str) -> None:
         """The agent misbehaved: kill it; the exit handler counts the failure."""
@@ -622,7 +644,9 @@ class AgentManager(Component):
             "last_kill_reason": self.last_kill_reason,
             "fatal_reason": self.fatal_reason,
             "state_overflow_bytes": int(self.slot["state_overflow"]),
-            "applied_lsn": self.durability.applied_lsn if self.durability.durable else None,
+            "applied_lsn": (
+                self.durability.applied_lsn if self.follower is None else self.follower.applied_lsn
+            ),
             "metrics": self.metrics,
             "read_only": sorted(self.read_only),
             "slot": self.slot_index,
