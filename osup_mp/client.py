@@ -123,47 +123,38 @@ class Client:
 
     def receive(self) -> dict[str, Any]:
         while not self._ready:
-            if self._out:
-                self.flush()
-            try:
-                data = self._spinner.wait(self._recv, self.timeout)
-            except TimeoutError as exc:
-                raise ClientError(f"no answer within {self.timeout:g}s") from exc
-            except OSError as exc:
-                raise ClientError(f"control socket read failed: {exc}") from exc
-            if data is None:
-                continue  # woken without data after all
-            if not data:
-                raise ClientError("the tree closed the control connection")
-            try:
-                self._ready.extend(self._decoder.feed(data))
-            except FrameError as exc:
-                raise ClientError(f"bad answer from the tree: {exc}") from exc
+            if not self._read(self.timeout):
+                raise ClientError(f"no answer within {self.timeout:g}s")
         return self._ready.popleft()
 
     def poll(self, timeout: float) -> list[dict[str, Any]]:
         """Every answer that is there or arrives within ``timeout`` seconds (at most one
         read), or [] when none does: for callers that pace their own sends."""
-        if self._out:
-            self.flush()
         if not self._ready:
-            try:
-                data = self._spinner.wait(self._recv, max(0.0, timeout))
-            except TimeoutError:
-                return []
-            except OSError as exc:
-                raise ClientError(f"control socket read failed: {exc}") from exc
-            if data is None:
-                return []
-            if not data:
-                raise ClientError("the tree closed the control connection")
-            try:
-                self._ready.extend(self._decoder.feed(data))
-            except FrameError as exc:
-                raise ClientError(f"bad answer from the tree: {exc}") from exc
+            self._read(max(0.0, timeout))
         answers = list(self._ready)
         self._ready.clear()
         return answers
+
+    def _read(self, timeout: float) -> bool:
+        """Flush, then one read of what arrives within ``timeout``; False if nothing did."""
+        if self._out:
+            self.flush()
+        try:
+            data = self._spinner.wait(self._recv, timeout)
+        except TimeoutError:
+            return False
+        except OSError as exc:
+            raise ClientError(f"control socket read failed: {exc}") from exc
+        if data is None:
+            return True  # woken without data after all: the caller looks again
+        if not data:
+            raise ClientError("the tree closed the control connection")
+        try:
+            self._ready.extend(self._decoder.feed(data))
+        except FrameError as exc:
+            raise ClientError(f"bad answer from the tree: {exc}") from exc
+        return True
 
     def _recv(self, timeout: float | None) -> bytes | None:
         if not self._poller.poll(None if timeout is None else timeout * 1000):

@@ -39,11 +39,9 @@ def command(ctx: click.Context, instance_id: str | None, events: int, as_json: b
     if instance_id is not None:
         metrics = {instance_id: {"at": metrics["at"], "metrics": metrics["metrics"]}}
     now = time.time()
-    click.echo(f"{'INSTANCE':<12} {'AGE':>6}  " + "  ".join(f"{k:>12}" for k in SHOWN))
+    click.echo(f"{'INSTANCE':<12} {'AGE':>6}  {_cells(None)}")
     for name, report in sorted(metrics.items()):
-        values = report["metrics"]
-        cells = "  ".join(f"{_figure(values.get(k)):>12}" for k in SHOWN)
-        click.echo(f"{name:<12} {now - report['at']:>5.0f}s  {cells}")
+        click.echo(f"{name:<12} {now - report['at']:>5.0f}s  {_cells(report['metrics'])}")
     if not metrics:
         click.echo("(no metrics reported yet)")
     for event in data["events"]:
@@ -66,11 +64,10 @@ def history(ctx: click.Context, instance_id: str, seconds: float | None, as_json
     if as_json:
         click.echo(to_json(records))
         return
-    click.echo(f"{'TIME':<8}  " + "  ".join(f"{k:>12}" for k in SHOWN))
+    click.echo(f"{'TIME':<8}  {_cells(None)}")
     for record in records:
         stamp = time.strftime("%H:%M:%S", time.localtime(record["at"]))
-        values = record["metrics"]
-        click.echo(f"{stamp:<8}  " + "  ".join(f"{_figure(values.get(k)):>12}" for k in SHOWN))
+        click.echo(f"{stamp:<8}  {_cells(record['metrics'])}")
 
 
 @command.command("compare")
@@ -94,6 +91,11 @@ def compare(ctx: click.Context, a: str, b: str, seconds: float, as_json: bool) -
             f"{key:<16} {_figure(row['a']):>12} {_figure(row['b']):>12} {diff:>8}  "
             f"{row['n_a']}/{row['n_b']}"
         )
+
+
+def _cells(values: dict[str, Any] | None) -> str:
+    """The shown metrics of one report, aligned (their names when ``values`` is None)."""
+    return "  ".join(f"{k if values is None else _figure(values.get(k)):>12}" for k in SHOWN)
 
 
 def _figure(value: Any) -> str:
