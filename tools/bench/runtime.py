@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ WINDOW = 100  # calls in flight for the pipelined figures
 PLANS = {  # name: (full, quick)
     "restarts": (50, 10), "forks": (50, 10), "round_trips": (20000, 2000),
     "pipelined": (100000, 10000), "pipelined_runs": (5, 5),
-    "idle_settle": (2.0, 2.0), "idle_window": (10.0, 3.0),
+    "idle_settle": (2.0, 2.0), "idle_window": (10.0, 3.0), "cli_runs": (20, 5),
 }
 # fmt: on
 
@@ -165,6 +166,22 @@ def component_restarts(tree: h.Tree, n: int) -> list[float]:
     return out
 
 
+def cli_starts(tree: h.Tree, n: int) -> tuple[str, dict[str, list[float]]]:
+    """Wall time (ms) of ``osup-mp --help``, of ``osup-mp status`` against ``tree`` and of the
+    bare interpreter they both start with (the baseline), in turns; and how it is installed."""
+    cli = ["-m", "osup_mp", "--env", "test"]
+    runs = {"python": ["-c", "pass"], "help": [*cli, "--help"], "status": [*cli, "status"]}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(n):
+        for name, args in runs.items():
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, *args], cwd=tree.tmp, capture_output=True, check=True)
+            times[name].append((time.perf_counter() - t0) * 1000)
+    where = [sys.executable, "-c", "import osup_mp; print(osup_mp.__file__)"]
+    found = subprocess.run(where, cwd=tree.tmp, capture_output=True, text=True).stdout
+    return ("installed" if "site-packages" in found else "editable install"), times
+
+
 def idle_cpu(plan: h.Plan, report: h.Report) -> None:
     """Percent of one core used by the shipped tree (prod config), all its processes, over
     a window: psutil's user+system counts 10 ms ticks, so /proc/<pid>/schedstat's on-CPU
@@ -219,6 +236,8 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
             os.sched_setaffinity(tree.call(name, ["pid", 0]), cpus)
         progress("tree: restarts")
         restart_ms = component_restarts(tree, plan.restarts)
+        progress("CLI start-up")
+        how, cli = cli_starts(tree, plan.cli_runs)
     what, fork = "component restart (SIGKILL -> answering)", "fork + first message"
     report.compare(what, restart_ms, fork_ms, fork, "median <= 50 ms", "ms")
     for label, (rtt, _) in calls.items():
@@ -227,6 +246,9 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
     for label, (_, rates) in calls.items():
         what = f"pipelined calls ({WINDOW} in flight, {label})"
         report.compare(what, rates, raw[label][1], "raw Pipe", "ratio >= 0.5", "calls/s")
+    for name in ("help", "status"):
+        what = f"osup-mp {'--help' if name == 'help' else 'status'} ({how})"
+        report.compare(what, cli[name], cli["python"], "python -c pass", "median < 150 ms", "ms")
     progress("idle CPU of the shipped tree (prod config)")
     idle_cpu(plan, report)
 
