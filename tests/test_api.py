@@ -54,6 +54,12 @@ def test_every_declared_control_command_is_served() -> None:
     from osup_mp.app import commands
 
     served = set()
-    for group in (commands.tree, commands.agents, commands.storage, commands.health):
+    for group in (
+        commands.tree,
+        commands.agents,
+        commands.storage,
+        commands.health,
+        commands.mirror,
+    ):
         served |= {c.name for c in group.HANDLERS}
     assert served == set(api.CONTROL)

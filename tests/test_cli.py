@@ -42,7 +42,15 @@ def test_daemon_lifecycle(make_tree, tag) -> None:
     data = json.loads(status.stdout)
     assert data["running"] is True and data["pid"] == pid
     by_name = {c["name"]: c for c in data["components"]}
-    assert list(by_name) == ["telemetry", "health", "vault", "wal", "watchdog", "agent:main"]
+    assert list(by_name) == [
+        "telemetry",
+        "health",
+        "vault",
+        "wal",
+        "watchdog",
+        "agent:main",
+        "splitter",
+    ]
     telemetry = by_name["telemetry"]
     assert set(telemetry) >= {
         "name",

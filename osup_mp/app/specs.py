@@ -1,7 +1,8 @@
 """Which components form the tree, in start order, and how each is started.
 
-Start order: telemetry, health, vault, WAL, watchdog, then the agents, so that every
-component an agent manager needs is running before it starts. Shadows are dynamic children made from
+Start order: telemetry, health, vault, WAL, watchdog, the main agent, then the traffic
+splitter, so that every component an agent manager needs is running before it starts and
+the splitter finds the main agent it mirrors. Shadows are dynamic children made from
 :func:`agent_spec` by the ``shadow_start`` command.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 from osup_mp.components.agent import AgentManager
 from osup_mp.components.health import HealthMonitor
+from osup_mp.components.splitter import TrafficSplitter
 from osup_mp.components.telemetry import Telemetry
 from osup_mp.components.vault import MemoryVault
 from osup_mp.components.wal import WALManager
@@ -84,4 +86,5 @@ def child_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
             shutdown_timeout=shutdown,
         ),
         agent_spec(cfg, shm, role="main", instance_id="main", slot=MAIN_SLOT),
+        ChildSpec("splitter", TrafficSplitter, Restart.PERMANENT, shutdown_timeout=shutdown),
     ]

@@ -31,6 +31,7 @@ COMMANDS = {
     "checkpoint": ("checkpoint:command", "Create, list, show, restore and delete checkpoints."),
     "wal": ("wal:command", "Inspect the write-ahead log."),
     "health": ("health:command", "Show agent metrics, their history and state transitions."),
+    "mirror": ("mirror:command", "Mirror read-only requests to shadows; compare answers."),
     "inspect": ("inspect_cmd:command", "Look inside a running tree, read-only."),
     "agent-check": ("agent_check:command", "Check that an agent executable speaks the protocol."),
 }

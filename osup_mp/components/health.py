@@ -55,7 +55,7 @@ class HealthBook:
         self.window = cfg.history_window / 1000
         self.history: dict[str, deque[Report]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=cfg.max_events)
-        self.samples: dict[str, deque[tuple[float, str, float, bool, str | None]]] = {}
+        self.samples: dict[str, deque[tuple[float, RecordSample]]] = {}
         self._sampled_at: dict[str, float] = {}
         self.dropped_keys = 0
 
@@ -88,7 +88,7 @@ class HealthBook:
         kept = self.samples.get(s.experiment)
         if kept is None:
             kept = self.samples[s.experiment] = deque(maxlen=self.cfg.max_samples)
-        kept.append((now, s.arm, float(s.latency_ms), bool(s.error), s.digest))
+        kept.append((now, s))
         self._sampled_at[s.experiment] = now
 
     def prune(self) -> None:
@@ -146,8 +146,9 @@ class HealthBook:
         if forget:
             self._sampled_at.pop(experiment, None)
         return [
-            {"at": at, "arm": arm, "latency_ms": ms, "error": err, "digest": digest}
-            for at, arm, ms, err, digest in (kept or ())
+            {"at": at, "arm": s.arm, "latency_ms": s.latency_ms, "error": s.error}
+            | {"digest": s.digest, "outcome": s.outcome}
+            for at, s in (kept or ())
         ]
 
     def _known(self) -> str:
@@ -205,7 +206,11 @@ class HealthMonitor(Component):
     @on_cast(RecordSample)
     def _on_sample(self, request: RecordSample) -> None:
         self.book.sample(request)
-        metadata = {"experiment": request.experiment, "arm": request.arm}
+        metadata = {
+            "experiment": request.experiment,
+            "arm": request.arm,
+            "outcome": request.outcome,
+        }
         self._emit("sample", {"latency_ms": request.latency_ms, "error": request.error}, metadata)
 
     @on_call(GetMetrics)

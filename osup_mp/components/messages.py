@@ -265,6 +265,64 @@ class LimitExceeded:
     kind: ClassVar[str] = "limit_exceeded"
 
 
+@dataclass(frozen=True, slots=True)
+class MirrorRequest:
+    """Like :class:`AgentRequest`, for a mirrored copy: answers ``{ok, value, latency_ms,
+    lsn}``, ``lsn`` being the main's WAL position the agent had applied when it got it."""
+
+    data: Any
+    timeout: float | None = None
+    kind: ClassVar[str] = "mirror_request"
+
+
+@dataclass(frozen=True, slots=True)
+class SetMirror:
+    """A cast to the main agent's manager: hand this share of its read-only requests to the
+    splitter (0: none)."""
+
+    ratio: float
+    kind: ClassVar[str] = "set_mirror"
+
+
+# -- the traffic splitter --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Mirrored:
+    """A cast from the main's manager, after its answer went to the caller: a request to
+    mirror, the main's outcome, and the WAL position its answer reflects (None: unknown)."""
+
+    data: Any
+    ok: bool
+    digest: str | None
+    latency_ms: float
+    lsn: int | None
+    kind: ClassVar[str] = "mirrored"
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorStart:
+    """Mirror ``ratio`` of the main's read-only requests to the shadows ``arms``."""
+
+    id: str
+    arms: list[str]
+    ratio: float
+    kind: ClassVar[str] = "mirror_start"
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorStop:
+    id: str
+    kind: ClassVar[str] = "mirror_stop"
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorStatus:
+    """Every mirror's figures per arm."""
+
+    kind: ClassVar[str] = "mirror_status"
+
+
 # -- the health monitor ----------------------------------------------------------------------
 
 
@@ -290,13 +348,15 @@ class RecordTransition:
 
 @dataclass(frozen=True, slots=True)
 class RecordSample:
-    """A cast: one mirrored request as an arm of an experiment answered it."""
+    """A cast: one mirrored request as an arm of an experiment answered it; ``outcome`` is
+    match, mismatch, stale (the arm had not applied the writes the main had) or error."""
 
     experiment: str
     arm: str
     latency_ms: float
     error: bool
     digest: str | None = None
+    outcome: str = "match"
     kind: ClassVar[str] = "record_sample"
 
 

@@ -58,6 +58,7 @@ from osup_mp.wire.message import (
     FrameError,
     FrameTooLarge,
     TruncatedFrame,
+    digest,
     pack,
     unpack_payload,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "FrameError",
     "FrameTooLarge",
     "TruncatedFrame",
+    "digest",
     "pack",
     "read_frame",
     "unpack_payload",

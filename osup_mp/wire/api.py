@@ -170,6 +170,22 @@ WAL_TAIL = Command(
     (Arg("n", "int", "how many records", required=True),),
 )
 WAL_VERIFY = Command("wal_verify", "Check every WAL record's checksum.", timeout=180.0)
+# -- mirrors (the traffic splitter) ---------------------------------------------------------
+MIRROR_START = Command(
+    "mirror_start",
+    "Mirror a share of the main agent's read-only requests to shadows and compare answers.",
+    (
+        Arg("to", "strings", "the shadows that get the copies", required=True),
+        Arg("ratio", "number", "the share of read-only requests mirrored (default 0.1)"),
+        Arg("id", "str", "a name for the mirror (default m1, m2, ...)"),
+    ),
+)
+MIRROR_STOP = Command(
+    "mirror_stop",
+    "Stop a mirror; answers its final figures.",
+    (Arg("id", "str", "the mirror's name", required=True),),
+)
+MIRROR_STATUS = Command("mirror_status", "Every running mirror's figures, per shadow.")
 # -- health ----------------------------------------------------------------------------------
 HEALTH = Command(
     "health",
@@ -221,6 +237,9 @@ CONTROL: Mapping[str, Command] = {
         HEALTH,
         HEALTH_HISTORY,
         HEALTH_COMPARE,
+        MIRROR_START,
+        MIRROR_STOP,
+        MIRROR_STATUS,
     )
 }
 """The control socket's commands, by name."""

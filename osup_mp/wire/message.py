@@ -7,6 +7,7 @@ blocking helpers on the private checks here.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import threading
 from collections.abc import Callable, Mapping
@@ -309,3 +310,14 @@ def unpack_payload(
     if size > limit:
         raise _too_large("payload length", size, limit)
     return _decode(payload, size, require_type)
+
+
+def digest(value: Any) -> str:
+    """A short digest of a value as MessagePack encodes it: two answers compared without
+    keeping either (a value msgpack cannot encode is digested by its repr)."""
+    try:
+        packed = _packer().pack(value)
+    except (TypeError, ValueError, OverflowError):
+        _packer().reset()
+        packed = repr(value).encode()
+    return hashlib.blake2b(packed, digest_size=8).hexdigest()

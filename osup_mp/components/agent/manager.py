@@ -46,10 +46,12 @@ from osup_mp.components.messages import (
     HeartbeatTimeout,
     HotReload,
     LimitExceeded,
+    MirrorRequest,
     RecordMetrics,
     RecordTransition,
     RestartAgent,
     RestoreFrom,
+    SetMirror,
     WalEntries,
 )
 from osup_mp.config import Config
@@ -193,6 +195,22 @@ class AgentManager(Component):
         self.requests.send(request.data, lambda ok, v: self._answer(caller, ok, v), request.timeout)
         return NOREPLY
 
+    @on_call(MirrorRequest)
+    def _on_mirror_request(self, request: MirrorRequest, caller: Caller) -> Any:
+        lsn = self.durability.applied_lsn if self.follower is None else self.follower.applied_lsn
+        sent = time.monotonic()
+
+        def answered(ok: bool, value: Any) -> None:
+            latency_ms = (time.monotonic() - sent) * 1000
+            self.reply(caller, {"ok": ok, "value": value, "latency_ms": latency_ms, "lsn": lsn})
+
+        self.requests.send(request.data, answered, request.timeout)
+        return NOREPLY
+
+    @on_cast(SetMirror)
+    def _on_set_mirror(self, request: SetMirror) -> None:
+        self.requests.mirror_ratio = min(1.0, max(0.0, float(request.ratio)))
+
     @on_call(HotReload)
     def _on_hot_reload(self, request: HotReload, caller: Caller) -> Any:
         self._require_running()
@@ -271,6 +289,8 @@ class AgentManager(Component):
         elif msg == "checkpoint_tick":
             self.durability.request_checkpoint()
             self.send_after(self.cfg.vault.checkpoint_interval / 1000, "checkpoint_tick")
+        elif isinstance(msg, PeerDown) and msg.name == "splitter":
+            self.requests.mirror_ratio = 0.0  # a new splitter says again what it wants
         elif isinstance(msg, PeerDown) and msg.name == "wal" and self.follower is not None:
             if self.state is S.RUNNING:
                 self.follower.start()  # the WAL restarted: follow the new one from here
@@ -640,6 +660,8 @@ class AgentManager(Component):
             "heartbeat_age_ms": age,
             "uptime_s": None if uptime is None else round(uptime, 3),
             "in_flight": len(self.requests),
+            "mirror_ratio": self.requests.mirror_ratio,
+            "mirror_dropped": self.requests.mirror_dropped,
             "last_exit": self.last_exit,
             "last_kill_reason": self.last_kill_reason,
             "fatal_reason": self.fatal_reason,

@@ -14,12 +14,16 @@ Design decisions:
 * Deadlines sit in a heap that is trimmed from the top as answers arrive, so it stays about
   as large as what is really in flight; one loop timer is armed for the earliest deadline,
   never one per request.
+* Mirroring for shadow experiments costs the main path nothing until it is on, and then
+  only for the requests drawn: their target is wrapped so that the caller gets the answer
+  first, then a copy goes to the splitter over a connection whose backlog is bounded.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -27,13 +31,17 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from osup_mp.components.agent.states import AgentState
+from osup_mp.components.messages import Mirrored
+from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.control import Connection, ControlServer, Respond
+from osup_mp.wire import digest
 from osup_mp.wire.frames import ToAgent
 
 if TYPE_CHECKING:
     from osup_mp.components.agent.manager import AgentManager
 
 Target = Respond | tuple[Connection, Any]
+MIRROR_BACKLOG = 4 << 20  # bytes queued to the splitter beyond which copies are dropped
 
 
 def deliver(target: Target, ok: bool, value: Any) -> None:
@@ -124,6 +132,8 @@ class Requests:
         self._default_timeout = manager.cfg.agent.request_timeout / 1000
         self._timer: int | None = None
         self._timer_due = 0.0
+        self.mirror_ratio = 0.0  # the share of read-only requests the splitter gets a copy of
+        self.mirror_dropped = 0
 
     def __len__(self) -> int:
         return len(self.table)
@@ -143,6 +153,8 @@ class Requests:
     def send(self, data: Any, target: Target, timeout: float | None = None) -> None:
         """Send one ``process_request``; the answer goes to ``target``."""
         m = self.manager
+        if self.mirror_ratio and self._mirrors(data):
+            target = self._tap(data, target)
         if m.state is not AgentState.RUNNING:
             deliver(target, False, f"agent {m.instance_id} is {m.state.value}, not RUNNING")
             return
@@ -151,6 +163,36 @@ class Requests:
         if self._timer is None or deadline < self._timer_due:
             self._arm(deadline)
         m.pipes.queue({"type": ToAgent.PROCESS_REQUEST.value, "id": req_id, "data": data})
+
+    def _mirrors(self, data: Any) -> bool:
+        """Eligible (a read-only op the agent declared) and drawn for mirroring."""
+        return (
+            type(data) is dict
+            and data.get("op") in self.manager.read_only
+            and random.random() < self.mirror_ratio
+        )
+
+    def _tap(self, data: Any, target: Target) -> Respond:
+        """``target``, then a copy to the splitter: the caller is answered first, and the
+        copy is dropped (counted) when the splitter's connection is backed up."""
+        m, sent = self.manager, time.monotonic()
+
+        def answered(ok: bool, value: Any) -> None:
+            deliver(target, ok, value)
+            latency_ms = (time.monotonic() - sent) * 1000
+            lsn = m.durability.applied_lsn if m.durability.settled else None
+            splitter = m.peer("splitter")
+            try:
+                if splitter.mux().channel.backlog > MIRROR_BACKLOG:
+                    self.mirror_dropped += 1
+                    return
+            except CallError:
+                self.mirror_ratio = 0.0  # no splitter: stop until one says otherwise
+                return
+            answer = digest(value) if ok else None
+            splitter.cast(Mirrored(data, ok, answer, latency_ms, lsn))
+
+        return answered
 
     def on_response(self, msg: dict[str, Any]) -> None:
         m = self.manager

@@ -1,0 +1,170 @@
+"""The traffic splitter component: mirrors of the main agent's read-only requests, sent to
+the arms of an experiment, timed and compared, off the main path.
+
+The main agent's manager answers its caller first, then casts a copy (the request, the
+main's outcome as a digest, its latency and the WAL position its answer reflects) to the
+splitter; the main never waits for it. The splitter sends each copy to every arm of the
+mirrors that drew it, concurrently, times the arm's answer in the arm's manager, compares
+it with the main's and records a sample in the health monitor, keeping only counts here.
+The one decision: an answer is compared only when the arm had applied exactly the writes
+the main had when it answered; otherwise it is counted as stale, never as a mismatch. A slow
+or dead arm loses copies (counted per arm, ``ARM_WINDOW`` in flight at most) and never slows
+anything else.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+
+from osup_mp.components.messages import (
+    Mirrored,
+    MirrorRequest,
+    MirrorStart,
+    MirrorStatus,
+    MirrorStop,
+    RecordSample,
+    SetMirror,
+)
+from osup_mp.runtime.calls import CallError
+from osup_mp.runtime.component import Caller, Component, on_call, on_cast
+from osup_mp.wire import digest
+
+ARM_WINDOW = 64  # copies in flight per arm; more are dropped, not queued
+LATENCIES_KEPT = 2048  # per arm, for the percentiles in status
+OUTCOMES = ("match", "mismatch", "stale", "error")
+
+
+@dataclass(slots=True)
+class Arm:
+    name: str
+    in_flight: int = 0
+    sent: int = 0
+    dropped: int = 0
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCIES_KEPT))
+
+    def figures(self) -> dict[str, Any]:
+        latency = _percentiles(self.latencies)
+        return {
+            "arm": self.name, "sent": self.sent, "dropped": self.dropped,
+            "in_flight": self.in_flight, **self.outcomes, "latency_ms": latency,
+        }  # fmt: skip
+
+
+@dataclass(slots=True)
+class Mirror:
+    id: str
+    ratio: float
+    arms: dict[str, Arm]
+    copies: int = 0
+    main_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCIES_KEPT))
+
+
+class TrafficSplitter(Component):
+    def __init__(self) -> None:
+        self.mirrors: dict[str, Mirror] = {}
+
+    def init(self) -> None:
+        self._tell_main()  # a restarted splitter mirrors nothing until asked again
+
+    @on_call(MirrorStart)
+    def _start(self, request: MirrorStart, caller: Caller) -> dict[str, Any]:
+        if request.id in self.mirrors:
+            raise CallError(f"mirror {request.id!r} already runs")
+        if not 0 < request.ratio <= 1:
+            raise CallError(f"ratio must be in (0, 1], not {request.ratio}")
+        if not request.arms or "main" in request.arms:
+            raise CallError("a mirror needs one or more shadows as arms (not main)")
+        arms = {name: Arm(name) for name in request.arms}
+        self.mirrors[request.id] = Mirror(request.id, float(request.ratio), arms)
+        self._tell_main()
+        logger.info(
+            "splitter: mirror {} to {} at {:.0%}", request.id, ", ".join(arms), request.ratio
+        )
+        return self._figures(self.mirrors[request.id])
+
+    @on_call(MirrorStop)
+    def _stop(self, request: MirrorStop, caller: Caller) -> dict[str, Any]:
+        mirror = self.mirrors.pop(request.id, None)
+        if mirror is None:
+            raise CallError(
+                f"no mirror {request.id!r} (running: {', '.join(self.mirrors) or 'none'})"
+            )
+        self._tell_main()
+        return self._figures(mirror)
+
+    @on_call(MirrorStatus)
+    def _status(self, request: MirrorStatus, caller: Caller) -> list[dict[str, Any]]:
+        return [self._figures(m) for m in self.mirrors.values()]
+
+    def _tell_main(self) -> None:
+        ratio = max((m.ratio for m in self.mirrors.values()), default=0.0)
+        self.peer("agent:main").cast(SetMirror(ratio))
+
+    @on_cast(Mirrored)
+    def _on_copy(self, copy: Mirrored) -> None:
+        top = max((m.ratio for m in self.mirrors.values()), default=0.0)
+        for mirror in self.mirrors.values():
+            if mirror.ratio < top and random.random() >= mirror.ratio / top:
+                continue  # the main draws at the highest ratio; this mirror wants fewer
+            mirror.copies += 1
+            mirror.main_latencies.append(copy.latency_ms)
+            for arm in mirror.arms.values():
+                self._send(mirror, arm, copy)
+
+    def _send(self, mirror: Mirror, arm: Arm, copy: Mirrored) -> None:
+        if arm.in_flight >= ARM_WINDOW:
+            arm.dropped += 1
+            return
+        arm.in_flight += 1
+        arm.sent += 1
+
+        def answered(ok: bool, value: Any) -> None:
+            arm.in_flight -= 1
+            if not ok:  # the arm's manager could not take it (not running, gone)
+                self._record(mirror, arm, "error", 0.0, None)
+                return
+            answer = digest(value["value"]) if value["ok"] else None
+            if copy.lsn is None or value["lsn"] != copy.lsn:
+                outcome = "stale"
+            elif not value["ok"]:
+                outcome = "match" if not copy.ok else "error"
+            else:
+                outcome = "match" if copy.ok and answer == copy.digest else "mismatch"
+            self._record(mirror, arm, outcome, value["latency_ms"], answer)
+
+        try:
+            self.peer(f"agent:{arm.name}").call_async(MirrorRequest(copy.data), answered, 30.0)
+        except CallError as exc:
+            answered(False, str(exc))
+
+    def _record(
+        self, mirror: Mirror, arm: Arm, outcome: str, ms: float, digest: str | None
+    ) -> None:
+        arm.outcomes[outcome] += 1
+        if outcome != "error":
+            arm.latencies.append(ms)
+        sample = RecordSample(mirror.id, arm.name, ms, outcome == "error", digest, outcome)
+        self.peer("health").cast(sample)
+
+    def _figures(self, mirror: Mirror) -> dict[str, Any]:
+        return {
+            "id": mirror.id, "ratio": mirror.ratio, "copies": mirror.copies,
+            "main_latency_ms": _percentiles(mirror.main_latencies),
+            "arms": [arm.figures() for arm in mirror.arms.values()],
+        }  # fmt: skip
+
+
+def _percentiles(values: deque[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None}
+    ranked = sorted(values)
+    return {
+        "p50": ranked[len(ranked) // 2],
+        "p99": ranked[min(len(ranked) - 1, int(len(ranked) * 0.99))],
+    }
