@@ -19,9 +19,18 @@ from osup_mp.client import Client, ClientError
 from osup_mp.storage.checkpoints.store import CheckpointStore
 from osup_mp.storage.wal.store import verify_dir
 
+# The kills here test durability, not restart policy: a killed agent or component comes
+# back at once, never after a crash-loop backoff.
 FAST = {
     "o_supervisor": {"heartbeat_interval": 200, "heartbeat_timeout": 2000},
-    "agent": {"backoff_base": 20, "backoff_cap": 200, "max_retries": 1000},
+    "agent": {
+        "backoff_base": 20,
+        "backoff_cap": 200,
+        "max_retries": 1000,
+        "startsecs": 0,
+        "max_restarts": 1000,
+        "max_seconds": 1,
+    },
     "supervisor": {"max_restarts": 1000, "max_seconds": 1},
 }
 WAL_DUMP = TESTS_DIR.parent / "tools" / "wal_dump.py"
