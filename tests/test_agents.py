@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from support import SCRIPTED_AGENT, Tree, wait_for
+from support import SCRIPTED_AGENT, Tree, gone, wait_for
 
 from osup_mp.client import Client, ClientError
 
@@ -197,19 +197,11 @@ def test_manager_crash_takes_its_agent_along(make_tree) -> None:
     agent = wait_for(tree.running_agent)
     os.kill(tree.pids()["agent:main"], signal.SIGKILL)
     new = wait_for(lambda: _replaced(tree, agent["pid"]), what="new manager and agent")
-    import psutil
-
-    wait_for(
-        lambda: (
-            not psutil.pid_exists(agent["pid"]) or psutil.Process(agent["pid"]).status() == "zombie"
-        ),
-        what="old agent gone",
-    )
+    wait_for(lambda: gone(agent["pid"]), what="old agent gone")
     assert new["state"] == "RUNNING"
 
 
 def test_sigkill_of_the_supervisor_takes_agents_along(make_tree, tag) -> None:
-    import psutil
     from support import tagged_processes
 
     tree = make_tree(**FAST).start()
@@ -220,9 +212,7 @@ def test_sigkill_of_the_supervisor_takes_agents_along(make_tree, tag) -> None:
     tree.proc.wait(5)
 
     def all_gone() -> bool:
-        return not any(
-            psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in everything
-        )
+        return all(gone(p) for p in everything)
 
     wait_for(all_gone, timeout=2.0, what="every component and agent gone within 2 s")
     os.unlink("/dev/shm" + tree.cfg.o_supervisor.shared_memory_name)  # left by the SIGKILL
@@ -260,15 +250,6 @@ def test_client_coalesces_sends_and_delivers_them_all(make_tree) -> None:
     wait_for(lambda: tree.agent_request({"op": "stats"})["blocks"] == 1, what="block added")
 
 
-def _gone(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() == "zombie"
-    except psutil.NoSuchProcess:
-        return True
-
-
 def test_agent_restart_escalates_to_sigkill(make_tree) -> None:
     tree = scripted(make_tree, agent={"stop_timeout": 300}).start()
     agent = wait_for(tree.running_agent)
@@ -277,7 +258,7 @@ def test_agent_restart_escalates_to_sigkill(make_tree) -> None:
     assert out.returncode == 0, out.stderr
     new = wait_for(lambda: _replaced(tree, agent["pid"]), timeout=10, what="SIGKILL and restart")
     assert new["state"] == "RUNNING"
-    assert _gone(agent["pid"])
+    assert gone(agent["pid"])
     assert "did not stop within 300 ms of SIGTERM; sent SIGKILL" in tree.log_text
 
 
@@ -287,7 +268,7 @@ def test_an_agents_children_die_with_it(make_tree, setsid: bool, how: str) -> No
     tree = scripted(make_tree).start()
     agent = wait_for(tree.running_agent)
     child = tree.agent_request({"do": "spawn", "setsid": setsid})
-    assert isinstance(child, int) and not _gone(child)
+    assert isinstance(child, int) and not gone(child)
     if how == "crash":
         with pytest.raises(ClientError):
             tree.agent_request({"do": "crash"})
@@ -297,7 +278,7 @@ def test_an_agents_children_die_with_it(make_tree, setsid: bool, how: str) -> No
         tree.stop()
     if how != "stop":
         wait_for(lambda: _replaced(tree, agent["pid"]), what="agent replaced")
-    wait_for(lambda: _gone(child), timeout=5, what=f"the agent's child {child} gone")
+    wait_for(lambda: gone(child), timeout=5, what=f"the agent's child {child} gone")
     if how != "stop":
         assert f"left behind: pids {child}" in tree.log_text
 
@@ -312,8 +293,8 @@ def test_a_killed_managers_agent_and_its_children_die_too(make_tree) -> None:
     manager = tree.pids()["agent:main"]
     assert manager is not None
     os.kill(manager, signal.SIGKILL)
-    wait_for(lambda: _gone(agent["pid"]), timeout=5, what="the agent gone with its manager")
-    wait_for(lambda: _gone(child), timeout=5, what=f"the agent's child {child} gone")
+    wait_for(lambda: gone(agent["pid"]), timeout=5, what="the agent gone with its manager")
+    wait_for(lambda: gone(child), timeout=5, what=f"the agent's child {child} gone")
     wait_for(lambda: _replaced(tree, agent["pid"]), what="a new manager and agent")
     strays = re.search(r"agent:main left \d+ process\(es\) behind: killed pids (.*)", tree.log_text)
     assert strays is not None and str(child) in strays.group(1).split(", ")

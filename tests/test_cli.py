@@ -11,9 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-from support import Tree, tagged_processes, wait_for, write_config
+from support import Tree, gone, tagged_processes, wait_for, write_config
 from support.sockets import full_listener
 
 from osup_mp.wire import FrameDecoder, pack
@@ -62,7 +61,7 @@ def test_daemon_lifecycle(make_tree, tag) -> None:
     old = telemetry["pid"]
     restarted = tree.cli("restart", "telemetry")
     assert restarted.returncode == 0, restarted.stderr
-    assert not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie"
+    assert gone(old)
     unknown = tree.cli("restart", "nope")
     assert unknown.returncode == 1 and "no such component 'nope'" in unknown.stderr
 

@@ -8,7 +8,7 @@ import time
 
 import psutil
 import pytest
-from support import Tree, tagged_processes, wait_for
+from support import Tree, gone, tagged_processes, wait_for
 
 from osup_mp.client import Client
 from osup_mp.runtime.supervisor import Strategy
@@ -130,14 +130,7 @@ def test_sigterm_interrupts_a_blocking_call(make_tree) -> None:
         t0 = time.monotonic()
         answer = client.receive()
     assert answer["ok"] is False and "shutting down" in answer["error"]
-    wait_for(
-        lambda: (
-            not psutil.pid_exists(pids["a"])
-            or psutil.Process(pids["a"]).status() == psutil.STATUS_ZOMBIE
-        ),
-        timeout=5.0,
-        what="a to exit",
-    )
+    wait_for(lambda: gone(pids["a"]), timeout=5.0, what="a to exit")
     assert time.monotonic() - t0 < 1.5  # not the call's 5 s, nor the 2 s SIGKILL fallback
     wait_for(lambda: _replaced(tree, pids, {"a"}), what="a restarted")
     assert "a: crashed" not in tree.log_text  # a clean stop, not a crash
@@ -152,9 +145,7 @@ def test_sigkill_parent_leaves_no_component(make_tree) -> None:
     t0 = time.monotonic()
 
     def all_gone() -> bool:
-        return not any(
-            psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids
-        )
+        return all(gone(p) for p in pids)
 
     wait_for(all_gone, timeout=2.0, what="components to die with the parent")
     assert time.monotonic() - t0 < 2.0
