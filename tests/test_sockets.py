@@ -183,8 +183,14 @@ def test_a_half_frame_is_not_kept_for_ever(server_factory, logs) -> None:
     client = _connect(server.path)
     loop.run_until(server, lambda: len(server._conns) == 1, 5)
     client.sendall(pack({"id": 1, "command": "ping", "args": {}})[:5])
-    server._next_sweep = 0.0
-    loop.run_until(server, lambda: not server._conns, 5)
+    sent = time.monotonic()
+
+    def dropped() -> bool:
+        server._next_sweep = 0.0  # sweep at every turn, not once a second
+        return not server._conns
+
+    loop.run_until(server, dropped, 5)
+    assert time.monotonic() - sent > 0.2  # not before the partial-frame timeout
     assert client.recv(10) == b""
     drops = [line for line in logs if "incomplete frame" in line]
     assert len(drops) == 1 and drops[0].startswith("data-plane (agent:main): dropped")
