@@ -4,6 +4,8 @@ every test may use and the leak check every test gets."""
 from __future__ import annotations
 
 import compileall
+import itertools
+import json
 import os
 import sys
 import uuid
@@ -49,6 +51,41 @@ def tag() -> str:
 def no_leaks(tag: str) -> Iterator[None]:
     shm_before = set(os.listdir("/dev/shm"))
     yield
+    check_leaks(tag, shm_before)
+
+
+@pytest.fixture(scope="module")
+def shared_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Tree]]:
+    """``shared_tree(**sections)``: a running tree of that config, shared by the tests of a
+    module that only need one running (a tree costs about a second to start).
+
+    Each test gets it settled (see :meth:`Tree.settled`; one that is not, after whatever the
+    previous test did, is replaced by a fresh one) and its ``log_text`` from where it
+    begins. The trees carry a tag of their own, checked for leaks after the module.
+    """
+    tag = uuid.uuid4().hex[:12]
+    shm_before = set(os.listdir("/dev/shm"))
+    trees: dict[str, Tree] = {}
+    started = itertools.count()
+
+    def get(**sections: dict[str, Any]) -> Tree:
+        key = json.dumps(sections, sort_keys=True)
+        tree = trees.get(key)
+        if tree is not None and not tree.settled():
+            tree.stop()
+            tree = None
+        if tree is None:
+            name = f"/osup_test_{tag}_{next(started)}"  # each its own segment
+            osup = {**sections.get("o_supervisor", {}), "shared_memory_name": name}
+            directory = tmp_path_factory.mktemp("shared-tree")
+            tree = Tree(write_config(directory, tag, **{**sections, "o_supervisor": osup}), tag)
+            trees[key] = tree.start()
+        tree.log_offset = tree.log_size()
+        return tree
+
+    yield get
+    for tree in trees.values():
+        tree.stop()
     check_leaks(tag, shm_before)
 
 
