@@ -80,8 +80,8 @@ def test_daemon_lifecycle(make_tree, tag) -> None:
     assert "stopped" in tree.cli("logs", "-n", "5").stdout
 
 
-def test_foreground_start_refuses_second_start(make_tree) -> None:
-    tree = make_tree().start()
+def test_foreground_start_refuses_second_start(shared_tree) -> None:
+    tree = shared_tree()
     second = tree.cli("start")
     assert second.returncode == 1
     assert "already running" in second.stderr
@@ -166,8 +166,8 @@ def _raw_request(tree: Tree, payload: bytes) -> list[dict]:
     return replies
 
 
-def test_control_socket_rejects_bad_input_and_survives(make_tree) -> None:
-    tree = make_tree().start()
+def test_control_socket_rejects_bad_input_and_survives(shared_tree) -> None:
+    tree = shared_tree()
     (reply,) = _raw_request(tree, pack({"id": 1, "command": "fly", "args": {}}))
     assert reply["ok"] is False and "unknown command 'fly'" in reply["error"]
     (reply,) = _raw_request(tree, b"\x00\x00\x00\x03abc")
@@ -190,29 +190,38 @@ def test_control_socket_rejects_bad_input_and_survives(make_tree) -> None:
     assert tree.request("ping") == "pong"
 
 
-def test_control_socket_refuses_other_uids(make_tree) -> None:
-    tree = make_tree().start()
+def test_control_socket_refuses_other_uids(shared_tree) -> None:
     if os.getuid() != 0:
         pytest.skip("needs root to connect as another uid")
-    # Let "nobody" reach the socket file, so that only the peer-uid check can refuse it.
-    os.chmod(tree.cfg.control_socket, 0o666)
+    tree = shared_tree()
+    # Let "nobody" reach the socket file, so that only the peer-uid check can refuse it
+    # (the modes are put back afterwards: the tree is shared).
+    opened = [tree.cfg.control_socket]
     for parent in tree.cfg.control_socket.parents:
         if parent == Path("/tmp"):
             break
-        os.chmod(parent, parent.stat().st_mode | 0o011)
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child becomes "nobody" and asks for status
-        try:
-            os.setuid(65534)
-            replies = _raw_request(tree, pack({"id": 1, "command": "status", "args": {}}))
-            os.write(write_fd, repr(replies).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_fd) as pipe:
-        answer = pipe.read()
+        opened.append(parent)
+    modes = {path: path.stat().st_mode & 0o7777 for path in opened}
+    try:
+        os.chmod(tree.cfg.control_socket, 0o666)
+        for parent in opened[1:]:
+            os.chmod(parent, modes[parent] | 0o011)
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child becomes "nobody" and asks for status
+            try:
+                os.setuid(65534)
+                replies = _raw_request(tree, pack({"id": 1, "command": "status", "args": {}}))
+                os.write(write_fd, repr(replies).encode())
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        os.waitpid(pid, 0)
+        with os.fdopen(read_fd) as pipe:
+            answer = pipe.read()
+    finally:
+        for path, mode in modes.items():
+            os.chmod(path, mode)
     assert "permission denied" in answer and "running" not in answer
     wait_for(lambda: "refused connection" in tree.log_text, what="refusal logged")
 
@@ -366,8 +375,8 @@ def test_a_foreground_start_that_fails_ends_with_one_line(make_tree, level: str)
         assert "Traceback" in tree.log_text  # the file keeps it, for whoever debugs
 
 
-def test_inspect_watch_prints_plain_frames_into_a_pipe(make_tree) -> None:
-    tree = make_tree().start()
+def test_inspect_watch_prints_plain_frames_into_a_pipe(shared_tree) -> None:
+    tree = shared_tree()
     cmd = [sys.executable, "-m", "osup_mp", "--config", str(tree.config_path)]
     watch = subprocess.Popen(
         [*cmd, "inspect", "shm", "--watch", "--interval", "0.1"],
