@@ -56,8 +56,9 @@ def no_leaks(tag: str) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def shared_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Tree]]:
-    """``shared_tree(**sections)``: a running tree of that config, shared by the tests of a
-    module that only need one running (a tree costs about a second to start).
+    """``shared_tree(*children, **sections)``: a running tree of that config (the shipped
+    one, or test components: see :meth:`Tree.start`), shared by the tests of a module that
+    only need one running (a tree costs about a second to start).
 
     Each test gets it settled (see :meth:`Tree.settled`; one that is not, after whatever the
     previous test did, is replaced by a fresh one) and its ``log_text`` from where it
@@ -68,8 +69,8 @@ def shared_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     trees: dict[str, Tree] = {}
     started = itertools.count()
 
-    def get(**sections: dict[str, Any]) -> Tree:
-        key = json.dumps(sections, sort_keys=True)
+    def get(*children: str, **sections: dict[str, Any]) -> Tree:
+        key = json.dumps([children, sections], sort_keys=True)
         tree = trees.get(key)
         if tree is not None and not tree.settled():
             tree.stop()
@@ -79,7 +80,7 @@ def shared_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
             osup = {**sections.get("o_supervisor", {}), "shared_memory_name": name}
             directory = tmp_path_factory.mktemp("shared-tree")
             tree = Tree(write_config(directory, tag, **{**sections, "o_supervisor": osup}), tag)
-            trees[key] = tree.start()
+            trees[key] = tree.start(*children)
         tree.log_offset = tree.log_size()
         return tree
 

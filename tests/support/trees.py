@@ -157,18 +157,19 @@ class Tree:
 
     def settled(self, timeout: float = 10.0) -> bool:
         """Whether the tree runs as it did once started, within ``timeout``: every component
-        running, the main agent RUNNING and no other agent (what a shared tree must be
-        before its next test)."""
+        running, the main agent (if the tree has one) RUNNING and no other agent (what a
+        shared tree must be before its next test)."""
         deadline = time.monotonic() + timeout
         while self.proc is not None and self.proc.poll() is None:
             try:
                 status = self.status()
                 agents = {a["id"]: a["state"] for a in status.get("agents", [])}
-                components = {c["state"] for c in status["components"]}
-                if (status["state"], components, agents) == (
+                components = {c["name"]: c["state"] for c in status["components"]}
+                main = {"main": "RUNNING"} if "agent:main" in components else {}
+                if (status["state"], set(components.values()), agents) == (
                     "running",
                     {"running"},
-                    {"main": "RUNNING"},
+                    main,
                 ):
                     return True
             except ClientError:
