@@ -97,9 +97,11 @@ def test_ordered_start_and_reverse_stop(make_tree) -> None:
 
 
 def test_a_child_ignoring_sigterm_delays_only_itself(make_tree) -> None:
-    tree = make_tree().start("a:permanent", "stubborn:permanent:ignore_term")
+    stubborn_s = 1.0  # its shutdown timeout
+    stubborn = f"stubborn:permanent:ignore_term,shutdown_timeout={stubborn_s:g}"
+    tree = make_tree().start("a:permanent", stubborn)
     before = wait_for(tree.running_pids, what="every component running")
-    # The operator restart of the stubborn child waits out its 2 s shutdown timeout...
+    # The operator restart of the stubborn child waits out its shutdown timeout...
     answer: dict[str, Any] = {}
 
     def restart() -> None:
@@ -114,17 +116,18 @@ def test_a_child_ignoring_sigterm_delays_only_itself(make_tree) -> None:
         # ...while everything else is served.
         assert _worst_status_s(tree) < STATUS_BOUND_S
         assert _kill_and_time_restart(tree, "a") < 1.0
+        assert _state(tree, "stubborn") == "stopping"  # all of it while stubborn stopped
     finally:
         thread.join(30)
-    assert 1.9 < time.monotonic() - t0 < 10.0
+    assert stubborn_s - 0.1 < time.monotonic() - t0 < 10.0
     assert answer["value"]["pid"] != before["stubborn"]
-    assert "stubborn did not stop within 2s: SIGKILL" in tree.log_text
-    # The tree's own stop: the stubborn child costs its own 2 s, the others their own stop.
+    assert f"stubborn did not stop within {stubborn_s:g}s: SIGKILL" in tree.log_text
+    # The tree's own stop: the stubborn child costs its own timeout, the others their own stop.
     assert tree.proc is not None
     t0 = time.monotonic()
     tree.proc.send_signal(signal.SIGTERM)
     assert tree.wait_exit() == 0
-    assert time.monotonic() - t0 < 2.0 + 3.0
+    assert time.monotonic() - t0 < stubborn_s + 3.0
 
 
 def test_shadows_start_in_parallel(make_tree, tmp_path) -> None:
