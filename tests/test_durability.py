@@ -99,12 +99,21 @@ class Driver:
             self.model_tools.add(data["name"])
 
     def check(self) -> None:
-        """The agent's state equals the model exactly."""
-        stats = self.tree.agent_request({"op": "stats"})
-        assert stats["blocks"] == len(self.model_blocks)
-        for block_id, text in self.model_blocks.items():
-            assert self.tree.agent_request({"op": "memory_get", "id": block_id})["text"] == text
-        tools = {t["name"] for t in self.tree.agent_request({"op": "tool_list"})}
+        """The agent's state equals the model exactly (every block read back, pipelined on
+        one connection)."""
+        with self.tree.data_client(timeout=30) as client:
+            stats = client.request("request", data={"op": "stats"})
+            assert stats["blocks"] == len(self.model_blocks)
+            sent = {
+                client.send("request", data={"op": "memory_get", "id": block_id}): block_id
+                for block_id in self.model_blocks
+            }
+            for _ in sent:
+                reply = client.receive()
+                block_id = sent[reply["id"]]
+                assert reply["ok"], (block_id, reply)
+                assert reply["data"]["text"] == self.model_blocks[block_id], block_id
+            tools = {t["name"] for t in client.request("request", data={"op": "tool_list"})}
         assert tools == self.model_tools
 
 
