@@ -405,7 +405,7 @@ def test_cli_reports_a_full_backlog_as_a_connection_failure(tmp_path: Path, tag:
     path.parent.mkdir(parents=True, exist_ok=True)
     listener, queued = full_listener(path)
     try:
-        done = tree.cli("request", "--timeout", "0.5", '{"op": "stats"}', timeout=30)
+        done = tree.cli("request", "--timeout", "0.2", '{"op": "stats"}', timeout=30)
     finally:
         for s in queued:
             s.close()
