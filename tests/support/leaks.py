@@ -9,11 +9,6 @@ import time
 
 import psutil
 
-from osup_mp.storage.shm.segment import HEADER_DTYPE, MAGIC
-
-_pid_type, _pid_at = HEADER_DTYPE.fields["creator_pid"][:2]
-CREATOR_PID = slice(_pid_at, _pid_at + _pid_type.itemsize)  # in a segment's header
-
 
 def _environ(pid: int | str) -> bytes | None:
     """The raw environment of ``pid`` (what psutil's ``environ()`` parses), or None."""
@@ -64,14 +59,17 @@ def _someone_elses(name: str, tag: str) -> bool:
     """Whether the segment ``name`` was made by a live process outside this test (another
     tree on the machine using the default name): its header's creator pid is alive and
     does not carry the tag. A segment whose creator is gone counts as the test's."""
+    from osup_mp.storage.shm.segment import HEADER_DTYPE, MAGIC  # numpy: only when needed
+
+    pid_type, at = HEADER_DTYPE.fields["creator_pid"][:2]
     try:
         with open(f"/dev/shm/{name}", "rb") as f:
-            header = f.read(CREATOR_PID.stop)
+            header = f.read(at + pid_type.itemsize)
     except OSError:
         return False
-    if len(header) < CREATOR_PID.stop or not header.startswith(MAGIC):
+    if len(header) < at + pid_type.itemsize or not header.startswith(MAGIC):
         return False
-    creator = int.from_bytes(header[CREATOR_PID], "little", signed=True)
+    creator = int.from_bytes(header[at:], "little", signed=True)
     environ = _environ(creator) if creator > 0 else None
     return environ is not None and _tag_entry(tag) not in environ
 
