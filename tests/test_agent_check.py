@@ -20,7 +20,8 @@ from osup_mp.agent_check import CHECKS
 from osup_mp.wire import pack
 
 HEARTBEAT_MS = "200"
-TIMEOUT_S = "1.5"  # per check; the silent agent costs four of them
+TIMEOUT_S = "1.5"  # per check
+SILENT_TIMEOUT_S = "0.75"  # the silent agent waits out four checks; it starts in ~0.1 s
 
 
 def _agent_check_cmd(*args: str) -> list[str]:
@@ -37,11 +38,13 @@ def _run(tag: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _check_agent(tag: str, script: str, *options: str) -> subprocess.CompletedProcess[str]:
+def _check_agent(
+    tag: str, script: str, *options: str, timeout: str = TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
     return _run(
         tag,
         "--timeout",
-        TIMEOUT_S,
+        timeout,
         "--heartbeat-interval",
         HEARTBEAT_MS,
         *options,
@@ -111,7 +114,7 @@ def test_garbage_after_ready_fails_frames_with_its_position(tag: str) -> None:
 
 
 def test_agent_that_never_answers_requests_fails_requests(tag: str) -> None:
-    out = _check_agent(tag, "broken_silent.py")
+    out = _check_agent(tag, "broken_silent.py", timeout=SILENT_TIMEOUT_S)
     assert out.returncode == 1
     by_check = _lines(out)
     assert by_check["requests"].startswith(

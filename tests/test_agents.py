@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from support import SCRIPTED_AGENT, Tree, wait_for
+from support import SCRIPTED_AGENT, Tree, gone, wait_for
 
 from osup_mp.client import Client, ClientError
 
@@ -20,14 +20,43 @@ FAST = {
 }
 
 
-def scripted(make_tree, **extra: dict) -> Tree:
+def _sections(**extra: dict) -> dict[str, dict]:
+    """FAST with the scripted agent, and ``extra`` on top."""
     sections = {k: dict(v) for k, v in FAST.items()}
     sections["o_supervisor"].update(
         gerbil_executable=sys.executable, gerbil_main_script=str(SCRIPTED_AGENT)
     )
     for key, values in extra.items():
         sections.setdefault(key, {}).update(values)
-    return make_tree(**sections)
+    return sections
+
+
+def scripted(make_tree, **extra: dict) -> Tree:
+    return make_tree(**_sections(**extra))
+
+
+# The trees the tests that only need one running share (see shared_tree). Tests kill their
+# agent (and its manager) one after the other: each comes back at once, never after a
+# crash-loop backoff, and never counts towards FATAL.
+SHARED_POLICY = {
+    "agent": {"startsecs": 0, "max_restarts": 1000, "max_seconds": 1},
+    "supervisor": {"max_restarts": 1000, "max_seconds": 1},
+}
+
+
+@pytest.fixture
+def shared_scripted(shared_tree) -> Tree:
+    """A running tree of the scripted agent."""
+    return shared_tree(**_sections(**SHARED_POLICY))
+
+
+@pytest.fixture
+def shared_reference(shared_tree) -> Tree:
+    """A running tree of the reference agent."""
+    sections = {k: dict(v) for k, v in FAST.items()}
+    for key, values in SHARED_POLICY.items():
+        sections.setdefault(key, {}).update(values)
+    return shared_tree(**sections)
 
 
 def _replaced(tree: Tree, old_pid: int) -> dict | None:
@@ -35,28 +64,29 @@ def _replaced(tree: Tree, old_pid: int) -> dict | None:
     return agent if agent and agent["pid"] != old_pid else None
 
 
-def test_killed_agent_is_replaced_and_serves(make_tree) -> None:
-    tree = make_tree(**FAST).start()
+def test_killed_agent_is_replaced_and_serves(shared_reference) -> None:
+    tree = shared_reference
     added = tree.agent_request({"op": "memory_add", "text": "kept across nothing yet"})
     assert "id" in added
     first = wait_for(tree.running_agent)
     manager = tree.pids()["agent:main"]
     os.kill(first["pid"], signal.SIGKILL)
     second = wait_for(lambda: _replaced(tree, first["pid"]), what="agent replaced")
-    assert second["restarts"] == 1
+    assert second["restarts"] == first["restarts"] + 1
     assert tree.agent_request({"op": "stats"})["role"] == "main"
     assert tree.pids()["agent:main"] == manager  # the manager itself survived
     assert "killed by SIGKILL" in tree.log_text
 
 
-def test_hung_agent_is_replaced(make_tree) -> None:
-    tree = make_tree(**FAST).start()
+def test_hung_agent_is_replaced(shared_reference) -> None:
+    tree = shared_reference
     first = wait_for(tree.running_agent)
+    blocks = tree.agent_request({"op": "stats"})["blocks"]
     os.kill(first["pid"], signal.SIGSTOP)
     second = wait_for(lambda: _replaced(tree, first["pid"]), timeout=10, what="hung agent replaced")
     assert second["state"] == "RUNNING"
     assert "heartbeat timeout" in tree.log_text
-    assert tree.agent_request({"op": "stats"})["blocks"] == 0
+    assert tree.agent_request({"op": "stats"})["blocks"] == blocks
 
 
 @pytest.mark.parametrize(
@@ -68,8 +98,10 @@ def test_hung_agent_is_replaced(make_tree) -> None:
         ("truncated", "truncated frame"),
     ],
 )
-def test_bad_frames_restart_the_agent_not_the_manager(make_tree, misbehaviour, logged) -> None:
-    tree = scripted(make_tree).start()
+def test_bad_frames_restart_the_agent_not_the_manager(
+    shared_scripted, misbehaviour, logged
+) -> None:
+    tree = shared_scripted
     first = wait_for(tree.running_agent)
     manager = tree.pids()["agent:main"]
     with pytest.raises(ClientError):
@@ -114,8 +146,9 @@ def test_crash_looping_agent_reaches_fatal(make_tree, tmp_path) -> None:
     wait_for(tree.running_agent, what="agent back after operator restart")
 
 
-def test_shadow_over_rss_limit_is_killed_main_keeps_serving(make_tree) -> None:
-    tree = scripted(make_tree).start()
+def test_shadow_over_rss_limit_is_killed_main_keeps_serving(shared_scripted) -> None:
+    tree = shared_scripted
+    restarts = tree.running_agent()["restarts"]
     hog = f"env SCRIPTED_HOG_MB=200 {sys.executable} {SCRIPTED_AGENT}"
     out = tree.cli("shadow", "start", "hog", "--command", hog)
     assert out.returncode == 0, out.stderr
@@ -127,7 +160,7 @@ def test_shadow_over_rss_limit_is_killed_main_keeps_serving(make_tree) -> None:
     agent = wait_for(killed, timeout=15, what="shadow killed by its RSS limit")
     assert agent["last_kill_reason"].startswith("killed: rss ")
     assert "> limit 120 MB" in agent["last_kill_reason"]
-    assert tree.running_agent()["restarts"] == 0
+    assert tree.running_agent()["restarts"] == restarts  # main was not touched
     assert tree.agent_request({"echo": 2}) == {"echo": 2}
     listed = tree.cli("shadow", "list")
     assert "hog" in listed.stdout and "killed: rss" in listed.stdout
@@ -192,24 +225,16 @@ def test_hot_reload_with_rollback(make_tree, tmp_path) -> None:
     wait_for(lambda: "rolled back" in tree.log_text, what="rollback logged")
 
 
-def test_manager_crash_takes_its_agent_along(make_tree) -> None:
-    tree = make_tree(**FAST).start()
+def test_manager_crash_takes_its_agent_along(shared_reference) -> None:
+    tree = shared_reference
     agent = wait_for(tree.running_agent)
     os.kill(tree.pids()["agent:main"], signal.SIGKILL)
     new = wait_for(lambda: _replaced(tree, agent["pid"]), what="new manager and agent")
-    import psutil
-
-    wait_for(
-        lambda: (
-            not psutil.pid_exists(agent["pid"]) or psutil.Process(agent["pid"]).status() == "zombie"
-        ),
-        what="old agent gone",
-    )
+    wait_for(lambda: gone(agent["pid"]), what="old agent gone")
     assert new["state"] == "RUNNING"
 
 
 def test_sigkill_of_the_supervisor_takes_agents_along(make_tree, tag) -> None:
-    import psutil
     from support import tagged_processes
 
     tree = make_tree(**FAST).start()
@@ -220,16 +245,14 @@ def test_sigkill_of_the_supervisor_takes_agents_along(make_tree, tag) -> None:
     tree.proc.wait(5)
 
     def all_gone() -> bool:
-        return not any(
-            psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in everything
-        )
+        return all(gone(p) for p in everything)
 
     wait_for(all_gone, timeout=2.0, what="every component and agent gone within 2 s")
     os.unlink("/dev/shm" + tree.cfg.o_supervisor.shared_memory_name)  # left by the SIGKILL
 
 
-def test_requests_past_their_deadline_fail_and_late_answers_are_dropped(make_tree) -> None:
-    tree = scripted(make_tree).start()
+def test_requests_past_their_deadline_fail_and_late_answers_are_dropped(shared_scripted) -> None:
+    tree = shared_scripted
     with tree.data_client(timeout=10.0) as client:
         started = time.monotonic()
         with pytest.raises(ClientError, match="did not answer in time"):
@@ -247,8 +270,9 @@ def test_requests_past_their_deadline_fail_and_late_answers_are_dropped(make_tre
     assert "response to unknown id" in tree.log_text  # the late answers, logged and dropped
 
 
-def test_client_coalesces_sends_and_delivers_them_all(make_tree) -> None:
-    tree = make_tree(**FAST).start()
+def test_client_coalesces_sends_and_delivers_them_all(shared_reference) -> None:
+    tree = shared_reference
+    blocks = tree.agent_request({"op": "stats"})["blocks"]
     path = tree.cfg.data_socket("main")
     with Client(path, timeout=10.0, batch_bytes=1 << 20) as client:
         ids = [client.send("request", data={"op": "stats"}) for _ in range(50)]
@@ -257,16 +281,9 @@ def test_client_coalesces_sends_and_delivers_them_all(make_tree) -> None:
         assert [a["id"] for a in answers] == ids and all(a["ok"] for a in answers)
         client.send("request", data={"op": "memory_add", "text": "sent, never awaited"})
     # close() wrote the last one: the agent got it though nobody read the answer.
-    wait_for(lambda: tree.agent_request({"op": "stats"})["blocks"] == 1, what="block added")
-
-
-def _gone(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() == "zombie"
-    except psutil.NoSuchProcess:
-        return True
+    wait_for(
+        lambda: tree.agent_request({"op": "stats"})["blocks"] == blocks + 1, what="block added"
+    )
 
 
 def test_agent_restart_escalates_to_sigkill(make_tree) -> None:
@@ -277,17 +294,20 @@ def test_agent_restart_escalates_to_sigkill(make_tree) -> None:
     assert out.returncode == 0, out.stderr
     new = wait_for(lambda: _replaced(tree, agent["pid"]), timeout=10, what="SIGKILL and restart")
     assert new["state"] == "RUNNING"
-    assert _gone(agent["pid"])
+    assert gone(agent["pid"])
     assert "did not stop within 300 ms of SIGTERM; sent SIGKILL" in tree.log_text
 
 
 @pytest.mark.parametrize("setsid", [False, True], ids=["same-group", "setsid"])
 @pytest.mark.parametrize("how", ["crash", "sigkill", "stop"])
-def test_an_agents_children_die_with_it(make_tree, setsid: bool, how: str) -> None:
-    tree = scripted(make_tree).start()
+def test_an_agents_children_die_with_it(request, setsid: bool, how: str) -> None:
+    if how == "stop":
+        tree = scripted(request.getfixturevalue("make_tree")).start()
+    else:
+        tree = request.getfixturevalue("shared_scripted")
     agent = wait_for(tree.running_agent)
     child = tree.agent_request({"do": "spawn", "setsid": setsid})
-    assert isinstance(child, int) and not _gone(child)
+    assert isinstance(child, int) and not gone(child)
     if how == "crash":
         with pytest.raises(ClientError):
             tree.agent_request({"do": "crash"})
@@ -297,23 +317,23 @@ def test_an_agents_children_die_with_it(make_tree, setsid: bool, how: str) -> No
         tree.stop()
     if how != "stop":
         wait_for(lambda: _replaced(tree, agent["pid"]), what="agent replaced")
-    wait_for(lambda: _gone(child), timeout=5, what=f"the agent's child {child} gone")
+    wait_for(lambda: gone(child), timeout=5, what=f"the agent's child {child} gone")
     if how != "stop":
         assert f"left behind: pids {child}" in tree.log_text
 
 
-def test_a_killed_managers_agent_and_its_children_die_too(make_tree) -> None:
+def test_a_killed_managers_agent_and_its_children_die_too(shared_scripted) -> None:
     """The main agent is spawned without a pre-exec hook (the fast path); when its manager is
     SIGKILLed, the SDK's own parent-death signal takes the agent, and what the agent spawned
     in a session of its own re-parents to the supervisor, which kills it."""
-    tree = scripted(make_tree).start()
+    tree = shared_scripted
     agent = wait_for(tree.running_agent)
     child = tree.agent_request({"do": "spawn", "setsid": True})
     manager = tree.pids()["agent:main"]
     assert manager is not None
     os.kill(manager, signal.SIGKILL)
-    wait_for(lambda: _gone(agent["pid"]), timeout=5, what="the agent gone with its manager")
-    wait_for(lambda: _gone(child), timeout=5, what=f"the agent's child {child} gone")
+    wait_for(lambda: gone(agent["pid"]), timeout=5, what="the agent gone with its manager")
+    wait_for(lambda: gone(child), timeout=5, what=f"the agent's child {child} gone")
     wait_for(lambda: _replaced(tree, agent["pid"]), what="a new manager and agent")
     strays = re.search(r"agent:main left \d+ process\(es\) behind: killed pids (.*)", tree.log_text)
     assert strays is not None and str(child) in strays.group(1).split(", ")

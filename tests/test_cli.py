@@ -11,9 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-from support import Tree, tagged_processes, wait_for, write_config
+from support import Tree, gone, tagged_processes, wait_for, write_config
 from support.sockets import full_listener
 
 from osup_mp.wire import FrameDecoder, pack
@@ -70,7 +69,7 @@ def test_daemon_lifecycle(make_tree, tag) -> None:
     old = telemetry["pid"]
     restarted = tree.cli("restart", "telemetry")
     assert restarted.returncode == 0, restarted.stderr
-    assert not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie"
+    assert gone(old)
     unknown = tree.cli("restart", "nope")
     assert unknown.returncode == 1 and "no such component 'nope'" in unknown.stderr
 
@@ -89,8 +88,8 @@ def test_daemon_lifecycle(make_tree, tag) -> None:
     assert "stopped" in tree.cli("logs", "-n", "5").stdout
 
 
-def test_foreground_start_refuses_second_start(make_tree) -> None:
-    tree = make_tree().start()
+def test_foreground_start_refuses_second_start(shared_tree) -> None:
+    tree = shared_tree()
     second = tree.cli("start")
     assert second.returncode == 1
     assert "already running" in second.stderr
@@ -175,8 +174,8 @@ def _raw_request(tree: Tree, payload: bytes) -> list[dict]:
     return replies
 
 
-def test_control_socket_rejects_bad_input_and_survives(make_tree) -> None:
-    tree = make_tree().start()
+def test_control_socket_rejects_bad_input_and_survives(shared_tree) -> None:
+    tree = shared_tree()
     (reply,) = _raw_request(tree, pack({"id": 1, "command": "fly", "args": {}}))
     assert reply["ok"] is False and "unknown command 'fly'" in reply["error"]
     (reply,) = _raw_request(tree, b"\x00\x00\x00\x03abc")
@@ -199,29 +198,38 @@ def test_control_socket_rejects_bad_input_and_survives(make_tree) -> None:
     assert tree.request("ping") == "pong"
 
 
-def test_control_socket_refuses_other_uids(make_tree) -> None:
-    tree = make_tree().start()
+def test_control_socket_refuses_other_uids(shared_tree) -> None:
     if os.getuid() != 0:
         pytest.skip("needs root to connect as another uid")
-    # Let "nobody" reach the socket file, so that only the peer-uid check can refuse it.
-    os.chmod(tree.cfg.control_socket, 0o666)
+    tree = shared_tree()
+    # Let "nobody" reach the socket file, so that only the peer-uid check can refuse it
+    # (the modes are put back afterwards: the tree is shared).
+    opened = [tree.cfg.control_socket]
     for parent in tree.cfg.control_socket.parents:
         if parent == Path("/tmp"):
             break
-        os.chmod(parent, parent.stat().st_mode | 0o011)
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child becomes "nobody" and asks for status
-        try:
-            os.setuid(65534)
-            replies = _raw_request(tree, pack({"id": 1, "command": "status", "args": {}}))
-            os.write(write_fd, repr(replies).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_fd) as pipe:
-        answer = pipe.read()
+        opened.append(parent)
+    modes = {path: path.stat().st_mode & 0o7777 for path in opened}
+    try:
+        os.chmod(tree.cfg.control_socket, 0o666)
+        for parent in opened[1:]:
+            os.chmod(parent, modes[parent] | 0o011)
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child becomes "nobody" and asks for status
+            try:
+                os.setuid(65534)
+                replies = _raw_request(tree, pack({"id": 1, "command": "status", "args": {}}))
+                os.write(write_fd, repr(replies).encode())
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        os.waitpid(pid, 0)
+        with os.fdopen(read_fd) as pipe:
+            answer = pipe.read()
+    finally:
+        for path, mode in modes.items():
+            os.chmod(path, mode)
     assert "permission denied" in answer and "running" not in answer
     wait_for(lambda: "refused connection" in tree.log_text, what="refusal logged")
 
@@ -375,8 +383,8 @@ def test_a_foreground_start_that_fails_ends_with_one_line(make_tree, level: str)
         assert "Traceback" in tree.log_text  # the file keeps it, for whoever debugs
 
 
-def test_inspect_watch_prints_plain_frames_into_a_pipe(make_tree) -> None:
-    tree = make_tree().start()
+def test_inspect_watch_prints_plain_frames_into_a_pipe(shared_tree) -> None:
+    tree = shared_tree()
     cmd = [sys.executable, "-m", "osup_mp", "--config", str(tree.config_path)]
     watch = subprocess.Popen(
         [*cmd, "inspect", "shm", "--watch", "--interval", "0.1"],
@@ -405,7 +413,7 @@ def test_cli_reports_a_full_backlog_as_a_connection_failure(tmp_path: Path, tag:
     path.parent.mkdir(parents=True, exist_ok=True)
     listener, queued = full_listener(path)
     try:
-        done = tree.cli("request", "--timeout", "0.5", '{"op": "stats"}', timeout=30)
+        done = tree.cli("request", "--timeout", "0.2", '{"op": "stats"}', timeout=30)
     finally:
         for s in queued:
             s.close()

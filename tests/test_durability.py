@@ -19,9 +19,18 @@ from osup_mp.client import Client, ClientError
 from osup_mp.storage.checkpoints.store import CheckpointStore
 from osup_mp.storage.wal.store import verify_dir
 
+# The kills here test durability, not restart policy: a killed agent or component comes
+# back at once, never after a crash-loop backoff.
 FAST = {
     "o_supervisor": {"heartbeat_interval": 200, "heartbeat_timeout": 2000},
-    "agent": {"backoff_base": 20, "backoff_cap": 200, "max_retries": 1000},
+    "agent": {
+        "backoff_base": 20,
+        "backoff_cap": 200,
+        "max_retries": 1000,
+        "startsecs": 0,
+        "max_restarts": 1000,
+        "max_seconds": 1,
+    },
     "supervisor": {"max_restarts": 1000, "max_seconds": 1},
 }
 WAL_DUMP = TESTS_DIR.parent / "tools" / "wal_dump.py"
@@ -90,12 +99,21 @@ class Driver:
             self.model_tools.add(data["name"])
 
     def check(self) -> None:
-        """The agent's state equals the model exactly."""
-        stats = self.tree.agent_request({"op": "stats"})
-        assert stats["blocks"] == len(self.model_blocks)
-        for block_id, text in self.model_blocks.items():
-            assert self.tree.agent_request({"op": "memory_get", "id": block_id})["text"] == text
-        tools = {t["name"] for t in self.tree.agent_request({"op": "tool_list"})}
+        """The agent's state equals the model exactly (every block read back, pipelined on
+        one connection)."""
+        with self.tree.data_client(timeout=30) as client:
+            stats = client.request("request", data={"op": "stats"})
+            assert stats["blocks"] == len(self.model_blocks)
+            sent = {
+                client.send("request", data={"op": "memory_get", "id": block_id}): block_id
+                for block_id in self.model_blocks
+            }
+            for _ in sent:
+                reply = client.receive()
+                block_id = sent[reply["id"]]
+                assert reply["ok"], (block_id, reply)
+                assert reply["data"]["text"] == self.model_blocks[block_id], block_id
+            tools = {t["name"] for t in client.request("request", data={"op": "tool_list"})}
         assert tools == self.model_tools
 
 

@@ -8,7 +8,7 @@ import time
 
 import psutil
 import pytest
-from support import Tree, tagged_processes, wait_for
+from support import Tree, gone, tagged_processes, wait_for
 
 from osup_mp.client import Client
 from osup_mp.runtime.supervisor import Strategy
@@ -27,8 +27,19 @@ def _replaced(tree: Tree, before: dict[str, int], names: set[str]) -> dict[str, 
     return now
 
 
-def test_one_for_one_kill_each_component(make_tree) -> None:
-    tree = make_tree().start("a:permanent", "b:permanent")
+# A tree of two components the tests that only need one running share (see shared_tree);
+# they restart its components one after the other, never too often for it.
+SHARED_AB = ("a:permanent", "b:permanent")
+SHARED_POLICY = {"max_restarts": 1000, "max_seconds": 1}
+
+
+def _restarts(tree: Tree) -> dict[str, int]:
+    return {c["name"]: c["restarts"] for c in tree.status()["components"]}
+
+
+def test_one_for_one_kill_each_component(shared_tree) -> None:
+    tree = shared_tree(*SHARED_AB, supervisor=SHARED_POLICY)
+    restarts = _restarts(tree)
     for victim in ("telemetry", "a", "b"):
         before = wait_for(tree.running_pids)
         _kill(before[victim])
@@ -36,8 +47,8 @@ def test_one_for_one_kill_each_component(make_tree) -> None:
         assert after[victim] != before[victim]
         for other in set(before) - {victim}:
             assert after[other] == before[other], f"{other} was restarted with {victim}"
-    restarts = {c["name"]: c["restarts"] for c in tree.status()["components"]}
-    assert restarts == {"telemetry": 1, "a": 1, "b": 1}
+    now = _restarts(tree)
+    assert {name: now[name] - restarts[name] for name in now} == {"telemetry": 1, "a": 1, "b": 1}
 
 
 @pytest.mark.parametrize(
@@ -48,9 +59,13 @@ def test_one_for_one_kill_each_component(make_tree) -> None:
         (Strategy.REST_FOR_ONE, "c", {"c"}),
     ],
 )
-def test_strategies_restart_the_right_siblings(make_tree, strategy, victim, restarted) -> None:
-    tree = make_tree(supervisor={"strategy": strategy.value})
-    tree.start("a:permanent", "b:permanent", "c:permanent")
+def test_strategies_restart_the_right_siblings(shared_tree, strategy, victim, restarted) -> None:
+    tree = shared_tree(
+        "a:permanent",
+        "b:permanent",
+        "c:permanent",
+        supervisor={"strategy": strategy.value, **SHARED_POLICY},
+    )
     before = wait_for(tree.running_pids)
     _kill(before[victim])
     after = wait_for(lambda: _replaced(tree, before, restarted), what="siblings restarted")
@@ -97,8 +112,8 @@ def test_intensity_exceeded_escalates(make_tree) -> None:
     assert not tree.cfg.pidfile.exists()
 
 
-def test_crash_in_handler_fails_the_call_and_restarts(make_tree) -> None:
-    tree = make_tree().start("a:permanent")
+def test_crash_in_handler_fails_the_call_and_restarts(shared_tree) -> None:
+    tree = shared_tree(*SHARED_AB, supervisor=SHARED_POLICY)
     before = wait_for(tree.running_pids)
     with pytest.raises(Exception, match="crashed"):
         tree.request("call", name="a", request=["crash"])
@@ -107,8 +122,8 @@ def test_crash_in_handler_fails_the_call_and_restarts(make_tree) -> None:
     assert after["a"] != before["a"]
 
 
-def test_components_call_each_other_directly(make_tree) -> None:
-    tree = make_tree().start("a:permanent", "b:permanent")
+def test_components_call_each_other_directly(shared_tree) -> None:
+    tree = shared_tree(*SHARED_AB, supervisor=SHARED_POLICY)
     pids = wait_for(tree.running_pids)
     assert tree.request("call", name="a", request=["peer_call", "b", ("pid",)]) == pids["b"]
     # The callee restarts: the caller reconnects on its next call.
@@ -130,14 +145,7 @@ def test_sigterm_interrupts_a_blocking_call(make_tree) -> None:
         t0 = time.monotonic()
         answer = client.receive()
     assert answer["ok"] is False and "shutting down" in answer["error"]
-    wait_for(
-        lambda: (
-            not psutil.pid_exists(pids["a"])
-            or psutil.Process(pids["a"]).status() == psutil.STATUS_ZOMBIE
-        ),
-        timeout=5.0,
-        what="a to exit",
-    )
+    wait_for(lambda: gone(pids["a"]), timeout=5.0, what="a to exit")
     assert time.monotonic() - t0 < 1.5  # not the call's 5 s, nor the 2 s SIGKILL fallback
     wait_for(lambda: _replaced(tree, pids, {"a"}), what="a restarted")
     assert "a: crashed" not in tree.log_text  # a clean stop, not a crash
@@ -152,9 +160,7 @@ def test_sigkill_parent_leaves_no_component(make_tree) -> None:
     t0 = time.monotonic()
 
     def all_gone() -> bool:
-        return not any(
-            psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids
-        )
+        return all(gone(p) for p in pids)
 
     wait_for(all_gone, timeout=2.0, what="components to die with the parent")
     assert time.monotonic() - t0 < 2.0

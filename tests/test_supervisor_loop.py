@@ -51,7 +51,9 @@ def _kill_and_time_restart(tree: Tree, name: str) -> float:
 
 
 def test_a_component_hanging_in_init_blocks_nothing(make_tree) -> None:
-    hung = "hung:permanent:init_delay=3600,start_timeout=600"
+    # A child hung in init cannot act on SIGTERM: the stop below SIGKILLs it after its
+    # shutdown timeout.
+    hung = "hung:permanent:init_delay=3600,start_timeout=600,shutdown_timeout=0.5"
     tree = make_tree().start("a:permanent", hung, until="starting")
     wait_for(lambda: _state(tree, "hung") == "starting", what="hung to be starting")
     assert tree.status()["state"] == "starting"
@@ -70,7 +72,7 @@ def test_a_component_hanging_in_init_blocks_nothing(make_tree) -> None:
 
 def test_a_slow_start_is_timed_out_by_the_loop(make_tree) -> None:
     tree = make_tree()
-    slow = "slow:permanent:init_delay=60,start_timeout=1"
+    slow = "slow:permanent:init_delay=60,start_timeout=0.3,shutdown_timeout=0.5"
     proc = subprocess.run(
         [sys.executable, str(TREE_MAIN), str(tree.config_path), slow],
         env=tree.env,
@@ -79,7 +81,7 @@ def test_a_slow_start_is_timed_out_by_the_loop(make_tree) -> None:
         timeout=60,
     )
     assert proc.returncode == 1
-    assert "slow: failed to start: not ready after 1s" in proc.stderr
+    assert "slow: failed to start: not ready after 0.3s" in proc.stderr
     assert not tree.cfg.pidfile.exists()
 
 
@@ -95,9 +97,11 @@ def test_ordered_start_and_reverse_stop(make_tree) -> None:
 
 
 def test_a_child_ignoring_sigterm_delays_only_itself(make_tree) -> None:
-    tree = make_tree().start("a:permanent", "stubborn:permanent:ignore_term")
+    stubborn_s = 1.0  # its shutdown timeout
+    stubborn = f"stubborn:permanent:ignore_term,shutdown_timeout={stubborn_s:g}"
+    tree = make_tree().start("a:permanent", stubborn)
     before = wait_for(tree.running_pids, what="every component running")
-    # The operator restart of the stubborn child waits out its 2 s shutdown timeout...
+    # The operator restart of the stubborn child waits out its shutdown timeout...
     answer: dict[str, Any] = {}
 
     def restart() -> None:
@@ -112,24 +116,28 @@ def test_a_child_ignoring_sigterm_delays_only_itself(make_tree) -> None:
         # ...while everything else is served.
         assert _worst_status_s(tree) < STATUS_BOUND_S
         assert _kill_and_time_restart(tree, "a") < 1.0
+        assert _state(tree, "stubborn") == "stopping"  # all of it while stubborn stopped
     finally:
         thread.join(30)
-    assert 1.9 < time.monotonic() - t0 < 10.0
+    assert stubborn_s - 0.1 < time.monotonic() - t0 < 10.0
     assert answer["value"]["pid"] != before["stubborn"]
-    assert "stubborn did not stop within 2s: SIGKILL" in tree.log_text
-    # The tree's own stop: the stubborn child costs its own 2 s, the others their own stop.
+    assert f"stubborn did not stop within {stubborn_s:g}s: SIGKILL" in tree.log_text
+    # The tree's own stop: the stubborn child costs its own timeout, the others their own stop.
     assert tree.proc is not None
     t0 = time.monotonic()
     tree.proc.send_signal(signal.SIGTERM)
     assert tree.wait_exit() == 0
-    assert time.monotonic() - t0 < 2.0 + 3.0
+    assert time.monotonic() - t0 < stubborn_s + 3.0
 
 
-def test_shadows_start_in_parallel(make_tree) -> None:
+def test_shadows_start_in_parallel(make_tree, tmp_path) -> None:
     tree = make_tree(o_supervisor={"max_concurrent_shadows": 2}).start()
     wait_for(tree.running_agent, what="main agent")
     reference = [sys.executable, "-m", "osup_mp.agent.reference"]
-    slow_command = ["/bin/sh", "-c", 'sleep 5; exec "$@"', "sh", *reference]
+    # The slow shadow's start-up lasts until the test lets it go on (the flag file).
+    go = tmp_path / "go"
+    wait_for_go = f'while [ ! -e "{go}" ]; do sleep 0.01; done; exec "$@"'
+    slow_command = ["/bin/sh", "-c", wait_for_go, "sh", *reference]
     answers: dict[str, Any] = {}
 
     def start_slow() -> None:
@@ -150,6 +158,7 @@ def test_shadows_start_in_parallel(make_tree) -> None:
         assert time.monotonic() - t0 < 4.0
         assert _state(tree, "agent:slow") == "starting"  # the fast one did not wait for it
     finally:
+        go.touch()
         thread.join(60)
     assert answers["slow"]["id"] == "slow", answers
     assert {a["id"] for a in tree.status()["agents"]} == {"main", "slow", "fast"}

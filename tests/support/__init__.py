@@ -2,7 +2,7 @@
 leak check, trees under test, and the test agents and components (run as scripts by path).
 """
 
-from support.leaks import tagged_processes
+from support.leaks import gone, tagged_processes
 from support.polling import wait_for
 from support.trees import (
     AGENTS_DIR,
@@ -23,6 +23,7 @@ __all__ = [
     "TESTS_DIR",
     "TREE_MAIN",
     "Tree",
+    "gone",
     "tagged_processes",
     "wait_for",
     "write_config",

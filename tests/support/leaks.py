@@ -10,15 +10,68 @@ import time
 import psutil
 
 
+def _environ(pid: int | str) -> bytes | None:
+    """The raw environment of ``pid`` (what psutil's ``environ()`` parses), or None."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return b"\0" + f.read()
+    except OSError:  # gone, or not ours to read
+        return None
+
+
+def _tag_entry(tag: str) -> bytes:
+    return b"\0OSUP_TEST_TAG=" + tag.encode() + b"\0"
+
+
 def tagged_processes(tag: str) -> list[psutil.Process]:
+    """The live processes whose environment has ``OSUP_TEST_TAG=tag``.
+
+    Every test pays for this scan, so it reads ``/proc/PID/environ`` as raw bytes and asks
+    psutil only about the processes that match.
+    """
+    entry = _tag_entry(tag)
     found = []
-    for proc in psutil.process_iter():
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        environ = _environ(name)
+        if environ is None or entry not in environ:
+            continue
         try:
-            if proc.environ().get("OSUP_TEST_TAG") == tag and proc.status() != "zombie":
+            proc = psutil.Process(int(name))
+            if proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         except psutil.Error:
             continue
     return found
+
+
+def gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie not yet reaped counts as gone). Race-free: the
+    process may be reaped at any moment between two looks at it."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _someone_elses(name: str, tag: str) -> bool:
+    """Whether the segment ``name`` was made by a live process outside this test (another
+    tree on the machine using the default name): its header's creator pid is alive and
+    does not carry the tag. A segment whose creator is gone counts as the test's."""
+    from osup_mp.storage.shm.segment import HEADER_DTYPE, MAGIC  # numpy: only when needed
+
+    pid_type, at = HEADER_DTYPE.fields["creator_pid"][:2]
+    try:
+        with open(f"/dev/shm/{name}", "rb") as f:
+            header = f.read(at + pid_type.itemsize)
+    except OSError:
+        return False
+    if len(header) < at + pid_type.itemsize or not header.startswith(MAGIC):
+        return False
+    creator = int.from_bytes(header[at:], "little", signed=True)
+    environ = _environ(creator) if creator > 0 else None
+    return environ is not None and _tag_entry(tag) not in environ
 
 
 def check_leaks(tag: str, shm_before: set[str]) -> None:
@@ -34,11 +87,12 @@ def check_leaks(tag: str, shm_before: set[str]) -> None:
         except psutil.Error:
             pass
     # Only this test's segments (named after its tag) or the default name count: other
-    # processes on the machine may create and remove their own meanwhile.
+    # processes on the machine may create and remove their own meanwhile, the default one
+    # included (left alone while its creator, not one of the test's, lives).
     new_shm = {
         name
         for name in set(os.listdir("/dev/shm")) - shm_before
-        if tag in name or name == "o_shared_state"
+        if tag in name or (name == "o_shared_state" and not _someone_elses(name, tag))
     }
     for name in new_shm:
         try:

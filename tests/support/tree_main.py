@@ -23,24 +23,32 @@ from osup_mp.runtime.supervisor import ChildSpec, Restart
 
 def echo_spec(arg: str) -> ChildSpec:
     """``NAME:RESTART[:OPTION,...]``; an option is a flag file (init fails while it exists),
-    ``init_delay=SECONDS``, ``start_timeout=SECONDS`` or ``ignore_term``."""
+    ``init_delay=SECONDS``, ``start_timeout=SECONDS``, ``shutdown_timeout=SECONDS`` (2 by
+    default) or ``ignore_term``."""
     name, restart, *rest = arg.split(":", 2)
     flag: Path | None = None
     kwargs: dict[str, Any] = {}
     start_timeout = 30.0
+    shutdown_timeout = 2.0
     for option in rest[0].split(",") if rest else []:
         key, _, value = option.partition("=")
         if key == "init_delay":
             kwargs["init_delay"] = float(value)
         elif key == "start_timeout":
             start_timeout = float(value)
+        elif key == "shutdown_timeout":
+            shutdown_timeout = float(value)
         elif key == "ignore_term":
             kwargs["ignore_term"] = True
         else:
             flag = Path(option)
     factory = functools.partial(Echo, flag, **kwargs)
     return ChildSpec(
-        name, factory, Restart(restart), shutdown_timeout=2.0, start_timeout=start_timeout
+        name,
+        factory,
+        Restart(restart),
+        shutdown_timeout=shutdown_timeout,
+        start_timeout=start_timeout,
     )
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ class Tree:
         self.cfg: Config = load_config(config_path, "test")
         self.env = dict(os.environ, OSUP_TEST_TAG=tag, OSUP_ENV="test")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_offset = 0  # log_text starts here (a shared tree: where the test began)
 
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -153,7 +155,40 @@ class Tree:
         if self.proc is not None and self.proc.stderr:
             self.proc.stderr.close()
 
+    def settled(self, timeout: float = 10.0) -> bool:
+        """Whether the tree runs as it did once started, within ``timeout``: every component
+        running, the main agent (if the tree has one) RUNNING and no other agent (what a
+        shared tree must be before its next test)."""
+        deadline = time.monotonic() + timeout
+        while self.proc is not None and self.proc.poll() is None:
+            try:
+                status = self.status()
+                agents = {a["id"]: a["state"] for a in status.get("agents", [])}
+                components = {c["name"]: c["state"] for c in status["components"]}
+                main = {"main": "RUNNING"} if "agent:main" in components else {}
+                if (status["state"], set(components.values()), agents) == (
+                    "running",
+                    {"running"},
+                    main,
+                ):
+                    return True
+            except ClientError:
+                pass
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        return False
+
+    def log_size(self) -> int:
+        path = self.cfg.log_file
+        return path.stat().st_size if path.exists() else 0
+
     @property
     def log_text(self) -> str:
+        """The log (of a shared tree: since the test began)."""
         path = self.cfg.log_file
-        return path.read_text() if path.exists() else ""
+        if not path.exists():
+            return ""
+        with path.open("rb") as f:
+            f.seek(self.log_offset)
+            return f.read().decode(errors="replace")
