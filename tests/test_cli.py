@@ -49,6 +49,7 @@ def test_daemon_lifecycle(make_tree, tag) -> None:
         "watchdog",
         "agent:main",
         "splitter",
+        "arbiter",
     ]
     telemetry = by_name["telemetry"]
     assert set(telemetry) >= {

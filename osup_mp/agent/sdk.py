@@ -241,7 +241,9 @@ class Agent:
                     "error": f"rolled back after {type(exc).__name__}: {exc}",
                 }
             )
-            return getattr(previous, function)(*args, **kwargs)
+            retry = getattr(previous, function)
+            known = accepted_keywords(retry)  # the new code may take more than the old
+            return retry(*args, **{k: v for k, v in kwargs.items() if k in known})
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -537,3 +539,12 @@ def _die_with_manager() -> None:
     set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != manager:
         os._exit(1)
+
+
+def accepted_keywords(function: Any) -> frozenset[str]:
+    """The parameter names ``function`` (a plain Python function) accepts; empty for
+    anything else."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return frozenset()
+    return frozenset(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])

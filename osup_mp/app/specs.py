@@ -1,8 +1,9 @@
 """Which components form the tree, in start order, and how each is started.
 
-Start order: telemetry, health, vault, WAL, watchdog, the main agent, then the traffic
-splitter, so that every component an agent manager needs is running before it starts and
-the splitter finds the main agent it mirrors. Shadows are dynamic children made from
+Start order: telemetry, health, vault, WAL, watchdog, the main agent, the traffic splitter,
+then the evolution arbiter, so that every component an agent manager needs is running before
+it starts, the splitter finds the main agent it mirrors, and the arbiter everything an
+experiment uses. Shadows are dynamic children made from
 :func:`agent_spec` by the ``shadow_start`` command.
 """
 
@@ -12,6 +13,7 @@ import functools
 from collections.abc import Callable
 
 from osup_mp.components.agent import AgentManager
+from osup_mp.components.arbiter import EvolutionArbiter
 from osup_mp.components.health import HealthMonitor
 from osup_mp.components.splitter import TrafficSplitter
 from osup_mp.components.telemetry import Telemetry
@@ -87,4 +89,10 @@ def child_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
         ),
         agent_spec(cfg, shm, role="main", instance_id="main", slot=MAIN_SLOT),
         ChildSpec("splitter", TrafficSplitter, Restart.PERMANENT, shutdown_timeout=shutdown),
+        ChildSpec(
+            "arbiter",
+            functools.partial(EvolutionArbiter, cfg),
+            Restart.PERMANENT,
+            shutdown_timeout=shutdown,
+        ),
     ]

@@ -23,7 +23,7 @@ from osup_mp.lowlevel import spin
 from osup_mp.lowlevel.pidfile import AlreadyRunning, PidFile
 from osup_mp.lowlevel.proc import set_title
 from osup_mp.runtime.control import ControlServer
-from osup_mp.runtime.supervisor import Supervisor
+from osup_mp.runtime.supervisor import Reply, Supervisor
 from osup_mp.storage.shm.segment import SharedState, ShmError
 from osup_mp.wire import api
 
@@ -102,14 +102,16 @@ def _run(
         child_setup=lambda name: logs.configure_child(cfg.logger, name),
     )
     sup.add_reader(relay.read_fd, relay.drain, drain_on_exit=True)
+    ctx = commands.Context(cfg, sup, shm)
     sup.call_handlers[Fatal] = functools.partial(_fatal, sup)
+    sup.call_handlers.update(commands.tree_calls(ctx))
     sup.close_in_children(relay.close_read)
     sup.close_in_children(pidfile.close)
     for fd in private_fds:
         sup.close_in_children(functools.partial(os.close, fd))
     control = ControlServer(
         cfg.control_socket,
-        commands.handlers(commands.Context(cfg, sup, shm)),
+        commands.handlers(ctx),
         max_frame=cfg.control.max_frame,
         commands=api.CONTROL,
     )
@@ -140,8 +142,8 @@ def _run(
     return code
 
 
-def _fatal(sup: Supervisor, child: Any, request: Fatal) -> bool:
+def _fatal(sup: Supervisor, child: Any, request: Fatal, reply: Reply) -> None:
     """A component hit an error that restarting cannot fix (e.g. fsync): stop the tree."""
     logger.critical("{}: {} — stopping the tree", child.name, request.reason)
+    reply(True, True)
     sup.request_stop(1)
-    return True

@@ -32,6 +32,12 @@ COMMANDS = {
     "wal": ("wal:command", "Inspect the write-ahead log."),
     "health": ("health:command", "Show agent metrics, their history and state transitions."),
     "mirror": ("mirror:command", "Mirror read-only requests to shadows; compare answers."),
+    "demo": ("demo:command", "A two-minute tour on a private tree; leaves nothing behind."),
+    "experiment": (
+        "experiment:command",
+        "Try new code on mirrored traffic: start, list, show, stop.",
+    ),
+    "history": ("experiment:history", "Show the decided experiments and their verdicts."),
     "inspect": ("inspect_cmd:command", "Look inside a running tree, read-only."),
     "agent-check": ("agent_check:command", "Check that an agent executable speaks the protocol."),
 }

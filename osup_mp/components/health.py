@@ -55,7 +55,8 @@ class HealthBook:
         self.window = cfg.history_window / 1000
         self.history: dict[str, deque[Report]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=cfg.max_events)
-        self.samples: dict[str, deque[tuple[float, RecordSample]]] = {}
+        self.samples: dict[str, deque[tuple[int, float, RecordSample]]] = {}
+        self._sample_seq: dict[str, int] = {}  # samples ever recorded, per experiment
         self._sampled_at: dict[str, float] = {}
         self.dropped_keys = 0
 
@@ -88,7 +89,8 @@ class HealthBook:
         kept = self.samples.get(s.experiment)
         if kept is None:
             kept = self.samples[s.experiment] = deque(maxlen=self.cfg.max_samples)
-        kept.append((now, s))
+        seq = self._sample_seq[s.experiment] = self._sample_seq.get(s.experiment, 0) + 1
+        kept.append((seq, now, s))
         self._sampled_at[s.experiment] = now
 
     def prune(self) -> None:
@@ -101,6 +103,7 @@ class HealthBook:
         for experiment, at in list(self._sampled_at.items()):
             if now - at > self.window:
                 self.samples.pop(experiment, None)
+                self._sample_seq.pop(experiment, None)
                 del self._sampled_at[experiment]
 
     def _expire(self, reports: deque[Report], now: float) -> None:
@@ -141,14 +144,18 @@ class HealthBook:
         chosen = [e for e in self.events if instance_id is None or e["id"] == instance_id]
         return chosen[-n:] if n > 0 else []
 
-    def experiment_samples(self, experiment: str, forget: bool) -> list[dict[str, Any]]:
+    def experiment_samples(
+        self, experiment: str, forget: bool, after: int = 0
+    ) -> list[dict[str, Any]]:
         kept = self.samples.pop(experiment, deque()) if forget else self.samples.get(experiment)
         if forget:
             self._sampled_at.pop(experiment, None)
+            self._sample_seq.pop(experiment, None)
+        chosen = (item for item in (kept or ()) if item[0] > after)
         return [
-            {"at": at, "arm": s.arm, "latency_ms": s.latency_ms, "error": s.error}
+            {"seq": seq, "at": at, "arm": s.arm, "latency_ms": s.latency_ms, "error": s.error}
             | {"digest": s.digest, "outcome": s.outcome}
-            for at, s in (kept or ())
+            for seq, at, s in chosen
         ]
 
     def _known(self) -> str:
@@ -232,4 +239,4 @@ class HealthMonitor(Component):
 
     @on_call(ExperimentSamples)
     def _samples(self, request: ExperimentSamples, caller: Caller) -> list[dict[str, Any]]:
-        return self.book.experiment_samples(request.experiment, request.forget)
+        return self.book.experiment_samples(request.experiment, request.forget, request.after)

@@ -284,6 +284,36 @@ class SetMirror:
     kind: ClassVar[str] = "set_mirror"
 
 
+@dataclass(frozen=True, slots=True)
+class LoadedCode:
+    """The modules hot-reloaded into the agent since it started and still active:
+    ``{module: source}`` (what a control arm must load to run the main's current code)."""
+
+    kind: ClassVar[str] = "loaded_code"
+
+
+@dataclass(frozen=True, slots=True)
+class Revert:
+    """Undo the newest hot reload of ``module``: load the code it replaced, or, when it
+    replaced the agent's own, forget it and restart the agent (state restored)."""
+
+    module: str
+    kind: ClassVar[str] = "revert"
+
+
+@dataclass(frozen=True, slots=True)
+class EvolutionResult:
+    """A cast to an agent's manager: the answer to the agent's ``evolution_intent`` ``id``,
+    passed on to the agent as an ``evolution_result`` frame."""
+
+    id: Any
+    success: bool
+    verdict: str | None
+    reason: str
+    experiment: str | None = None
+    kind: ClassVar[str] = "evolution_result"
+
+
 # -- the traffic splitter --------------------------------------------------------------------
 
 
@@ -399,10 +429,12 @@ class HealthEvents:
 
 @dataclass(frozen=True, slots=True)
 class ExperimentSamples:
-    """The kept samples of an experiment, oldest first (``forget`` drops them after)."""
+    """The kept samples of an experiment, oldest first (``forget`` drops them after); with
+    ``after``, only those recorded after sample number ``after`` (each carries its ``seq``)."""
 
     experiment: str
     forget: bool = False
+    after: int = 0
     kind: ClassVar[str] = "samples"
 
 
@@ -416,7 +448,89 @@ class WatchdogKills:
     kind: ClassVar[str] = "kills"
 
 
+# -- the evolution arbiter -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentStart:
+    """Try ``code`` for module ``target`` on mirrored traffic; answers the experiment's
+    record once its shadows are starting. ``origin`` names who asked (``cli`` or an agent
+    id), ``proposal`` the agent's ``evolution_intent`` id to answer when decided."""
+
+    code: str
+    target: str
+    ratio: float | None = None
+    duration: float | None = None
+    reason: str = ""
+    origin: str = "cli"
+    proposal: Any = None
+    kind: ClassVar[str] = "experiment_start"
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentStop:
+    """Stop a running experiment: no verdict beyond ``inconclusive``, nothing promoted."""
+
+    id: str
+    kind: ClassVar[str] = "experiment_stop"
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentList:
+    """The running experiments and the newest decided ones, as records without samples."""
+
+    kind: ClassVar[str] = "experiment_list"
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentShow:
+    id: str
+    kind: ClassVar[str] = "experiment_show"
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentHistory:
+    """The newest ``n`` decided experiments, newest first."""
+
+    n: int = 100
+    kind: ClassVar[str] = "experiment_history"
+
+
+@dataclass(frozen=True, slots=True)
+class Propose:
+    """A cast from an agent's manager: the agent sent an ``evolution_intent``."""
+
+    instance_id: str
+    proposal: Any
+    target: str
+    code: str
+    reason: str
+    kind: ClassVar[str] = "propose"
+
+
 # -- to the tree -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartShadow:
+    """Start shadow ``id`` as a dynamic child (as ``osup-mp shadow start`` does); answers
+    once it is ready, or why it cannot start."""
+
+    id: str
+    kind: ClassVar[str] = "start_shadow"
+
+
+@dataclass(frozen=True, slots=True)
+class StopShadow:
+    id: str
+    kind: ClassVar[str] = "stop_shadow"
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowCount:
+    """How many shadows run, and how many may (``max_concurrent_shadows``)."""
+
+    kind: ClassVar[str] = "shadow_count"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ anything else.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from osup_mp.runtime.component import Caller, Component, on_call, on_cast
 from osup_mp.wire import digest
 
 ARM_WINDOW = 64  # copies in flight per arm; more are dropped, not queued
+MAX_EXAMPLES = 5  # mismatching answers kept per mirror, to show what differs
+EXAMPLE_CHARS = 400  # of each request / answer in an example
 LATENCIES_KEPT = 2048  # per arm, for the percentiles in status
 OUTCOMES = ("match", "mismatch", "stale", "error")
 
@@ -62,6 +65,7 @@ class Mirror:
     ratio: float
     arms: dict[str, Arm]
     copies: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
     main_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCIES_KEPT))
 
 
@@ -114,10 +118,15 @@ class TrafficSplitter(Component):
                 continue  # the main draws at the highest ratio; this mirror wants fewer
             mirror.copies += 1
             mirror.main_latencies.append(copy.latency_ms)
+            answers: dict[str, tuple[str, Any]] = {}  # this copy's, per arm, for examples
+            # Arms answer in any order: an example is kept once a mismatch and a match
+            # (the main's answer, which the main path does not keep) are both in.
             for arm in mirror.arms.values():
-                self._send(mirror, arm, copy)
+                self._send(mirror, arm, copy, answers)
 
-    def _send(self, mirror: Mirror, arm: Arm, copy: Mirrored) -> None:
+    def _send(
+        self, mirror: Mirror, arm: Arm, copy: Mirrored, answers: dict[str, tuple[str, Any]]
+    ) -> None:
         if arm.in_flight >= ARM_WINDOW:
             arm.dropped += 1
             return
@@ -137,6 +146,8 @@ class TrafficSplitter(Component):
             else:
                 outcome = "match" if copy.ok and answer == copy.digest else "mismatch"
             self._record(mirror, arm, outcome, value["latency_ms"], answer)
+            if outcome in ("match", "mismatch") and len(mirror.examples) < MAX_EXAMPLES:
+                _example(mirror, copy, answers, arm.name, outcome, value["value"])
 
         try:
             self.peer(f"agent:{arm.name}").call_async(MirrorRequest(copy.data), answered, 30.0)
@@ -157,7 +168,40 @@ class TrafficSplitter(Component):
             "id": mirror.id, "ratio": mirror.ratio, "copies": mirror.copies,
             "main_latency_ms": _percentiles(mirror.main_latencies),
             "arms": [arm.figures() for arm in mirror.arms.values()],
+            "examples": mirror.examples,
         }  # fmt: skip
+
+
+def _example(
+    mirror: Mirror,
+    copy: Mirrored,
+    answers: dict[str, tuple[str, Any]],
+    arm: str,
+    outcome: str,
+    answer: Any,
+) -> None:
+    """Keep an example of a mismatch once this copy has both a mismatching answer and a
+    matching one; ``answers`` holds the copy's earlier answers of either kind."""
+    other = "match" if outcome == "mismatch" else "mismatch"
+    pending = [(name, value) for name, (kind, value) in answers.items() if kind == other]
+    if not pending:
+        answers[arm] = (outcome, answer)
+        return
+    if outcome == "mismatch":
+        wrong, expected = [(arm, answer)], pending[0][1]
+    else:
+        wrong, expected = pending, answer
+    answers.clear()  # one example per copy
+    for name, got in wrong:
+        mirror.examples.append(
+            {"arm": name, "request": _short(copy.data), "expected": _short(expected)}
+            | {"got": _short(got)}
+        )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=repr, sort_keys=True)
+    return text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 1] + "…"
 
 
 def _percentiles(values: deque[float]) -> dict[str, float | None]:

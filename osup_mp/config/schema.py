@@ -56,6 +56,8 @@ _STRATEGY = _when(lambda v: type(v) is str, Strategy)
 _NUMBER = _when(lambda v: type(v) in (int, float) and 0 < v < math.inf, float)
 _NONNEG_NUMBER = _when(lambda v: type(v) in (int, float) and 0 <= v < math.inf, float)
 _LIST = _when(lambda v: type(v) in (list, tuple) and {*map(type, v)} <= {str}, tuple)
+_FRACTION = _when(lambda v: type(v) in (int, float) and 0 < v < 1, float)
+_SHARE = _when(lambda v: type(v) in (int, float) and 0 < v <= 1, float)
 _LEVEL = _when(lambda v: type(v) is str, lambda v: _LEVEL_NAMES[v.lower()])
 _NONEMPTY, _PATH = "a non-empty string", "a non-empty path"
 _MS, _NONNEG = "a positive integer (milliseconds)", "a non-negative integer"
@@ -134,6 +136,17 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "history_window": _Field(3600000, _MS, _ints(1)),
         "max_events": _Field(1000, "a positive integer", _ints(1)),
         "max_samples": _Field(10000, "a positive integer (per experiment)", _ints(1)),
+    },
+    "evolution": {
+        "mirror_ratio": _Field(0.1, "a number in (0, 1]", _SHARE),
+        "confidence": _Field(0.98, "a number in (0, 1)", _FRACTION),
+        "min_samples": _Field(30, "a positive integer (per arm)", _ints(1)),
+        "latency_margin": _Field(0.1, "a number in (0, 1) (relative)", _FRACTION),
+        "min_improvement": _Field(0.05, "a number in (0, 1) (relative)", _FRACTION),
+        "error_margin": _Field(0.01, "a number in (0, 1) (absolute)", _FRACTION),
+        "mismatch_tolerance": _Field(0.005, "a number in (0, 1) (absolute)", _FRACTION),
+        "history_size": _Field(100, "an integer >= 100", _ints(100)),
+        "rollback_watch": _Field(30000, "a non-negative integer (ms; 0 = off)", _ints(0)),
     },
     "vault": {
         "generations": _Field(3, "an integer >= 1", _ints(1)),

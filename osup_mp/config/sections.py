@@ -142,6 +142,23 @@ class HealthSection:
 
 
 @dataclass(frozen=True, slots=True)
+class EvolutionSection:
+    """How the evolution arbiter runs experiments and judges them: the share of read-only
+    requests mirrored, the confidence and margins of the verdict, the history kept, and how
+    long a promotion is watched for a rollback (ms)."""
+
+    mirror_ratio: float
+    confidence: float
+    min_samples: int
+    latency_margin: float
+    min_improvement: float
+    error_margin: float
+    mismatch_tolerance: float
+    history_size: int
+    rollback_watch: int
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     o_supervisor: OSupervisorSection
     logger: LoggerSection
@@ -152,6 +169,7 @@ class Config:
     watchdog: WatchdogSection
     wal: WALSection
     health: HealthSection
+    evolution: EvolutionSection
     vault: VaultSection
     env: str
     source: Path | None
@@ -207,5 +225,6 @@ _SECTION_TYPES: Final[dict[str, Any]] = {
     "watchdog": WatchdogSection,
     "wal": WALSection,
     "health": HealthSection,
+    "evolution": EvolutionSection,
     "vault": VaultSection,
 }

@@ -27,6 +27,7 @@ Design decisions:
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import os
@@ -192,6 +193,29 @@ class Component:
 
     def peer(self, name: str) -> PeerRef:
         return self._loop.peer(name)
+
+    def gather(
+        self,
+        calls: list[tuple[str, Any]],
+        done: Callable[[list[tuple[bool, Any]]], None],
+        timeout: float = 5.0,
+    ) -> None:
+        """Make every ``(peer, request)`` call at once; ``done(results)`` once all are
+        answered, each ``(ok, value)`` (a peer that is not running gives ``(False, why)``)."""
+        results: list[tuple[bool, Any]] = [(False, None)] * len(calls)
+        pending = [len(calls)]
+
+        def answer(index: int, ok: bool, value: Any) -> None:
+            results[index] = (ok, value)
+            pending[0] -= 1
+            if pending[0] == 0:
+                done(results)
+
+        for index, (peer, request) in enumerate(calls):
+            try:
+                self.peer(peer).call_async(request, functools.partial(answer, index), timeout)
+            except CallError as exc:
+                answer(index, False, str(exc))
 
     def reply(self, caller: Caller, value: Any) -> None:
         caller.channel.send(("reply", caller.call_id, True, value))

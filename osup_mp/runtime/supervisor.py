@@ -63,7 +63,10 @@ _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 Reader = Callable[[], None]
-CallHandler = Callable[[Child, Any], Any]
+Reply = Callable[[bool, Any], None]
+#: Serves a child's call to the tree, answering through ``reply`` at once or later (starting
+#: a shadow takes seconds, and the loop must not wait for it).
+CallHandler = Callable[[Child, Any, Reply], None]
 
 
 class Supervisor:
@@ -567,12 +570,16 @@ class Supervisor:
         if handler is None:
             child.channel.send(("reply", call_id, False, f"supervisor: unknown call {request!r}"))
             return
+        process = child.process
+
+        def reply(ok: bool, value: Any) -> None:
+            if child.process is process and child.channel is not None:
+                child.channel.send(("reply", call_id, ok, value))
+
         try:
-            value = handler(child, request)
+            handler(child, request, reply)
         except Exception as exc:  # a bad request must never take the parent down
-            child.channel.send(("reply", call_id, False, f"{type(exc).__name__}: {exc}"))
-        else:
-            child.channel.send(("reply", call_id, True, value))
+            reply(False, f"{type(exc).__name__}: {exc}")
 
     def _broker(self, caller: Child, call_id: int, name: str) -> None:
         """Hand ``caller`` and component ``name`` the two ends of a fresh pipe; a target

@@ -212,6 +212,30 @@ HEALTH_COMPARE = Command(
         Arg("seconds", "number", "the window, in seconds (default 60)"),
     ),
 )
+# -- experiments (the evolution arbiter) -----------------------------------------------------
+_EXPERIMENT = Arg("id", "str", "the experiment's id (e1, e2, ...)", required=True)
+EXPERIMENT_START = Command(
+    "experiment_start",
+    "Try new code for a module on mirrored traffic; answers once its shadows are starting.",
+    (
+        Arg("code", "str", "the module's new source", required=True),
+        Arg("target", "str", "the module it replaces (e.g. memory_system)", required=True),
+        Arg("ratio", "number", "the share of read-only requests mirrored ([evolution])"),
+        Arg("duration", "number", "seconds before an undecided experiment is inconclusive"),
+        Arg("reason", "str", "why: the hypothesis, kept in the history"),
+    ),
+    timeout=15.0,
+)
+EXPERIMENT_STOP = Command(
+    "experiment_stop", "Stop a running experiment (inconclusive, nothing promoted).", (_EXPERIMENT,)
+)
+EXPERIMENT_LIST = Command("experiment_list", "The running experiments and the newest decided.")
+EXPERIMENT_SHOW = Command("experiment_show", "One experiment's record and verdict.", (_EXPERIMENT,))
+HISTORY = Command(
+    "history",
+    "The newest decided experiments, newest first.",
+    (Arg("n", "int", "how many (default 100)"),),
+)
 
 CONTROL: Mapping[str, Command] = {
     c.name: c
@@ -240,6 +264,11 @@ CONTROL: Mapping[str, Command] = {
         MIRROR_START,
         MIRROR_STOP,
         MIRROR_STATUS,
+        EXPERIMENT_START,
+        EXPERIMENT_STOP,
+        EXPERIMENT_LIST,
+        EXPERIMENT_SHOW,
+        HISTORY,
     )
 }
 """The control socket's commands, by name."""

@@ -29,7 +29,7 @@ import numpy as np
 
 from osup_mp.agent.reference import memory_system
 from osup_mp.agent.reference.matrix import EmbeddingMatrix
-from osup_mp.agent.sdk import Agent, AgentOptions, RequestError, run_agent
+from osup_mp.agent.sdk import Agent, AgentOptions, RequestError, accepted_keywords, run_agent
 
 _MUTATING = frozenset({"memory_add", "memory_delete", "tool_register"})
 _VECTOR_BYTES = memory_system.DIM * 4  # an embedding as logged: float32 bytes
@@ -94,7 +94,11 @@ class MemoryAgent(Agent):
         else:
             raise RequestError("memory_search needs 'query' text or an 'embedding'")
         matrix = self.matrix.current(self.blocks)
-        hits = self.call_module("memory_system", "search", matrix, query, k)
+        if _takes_norms(self.modules["memory_system"]):
+            norms = self.matrix.norms()
+            hits = self.call_module("memory_system", "search", matrix, query, k, norms=norms)
+        else:
+            hits = self.call_module("memory_system", "search", matrix, query, k)
         order = self.matrix.order
         return [
             {"id": order[i], "score": score, "text": self.blocks[order[i]]["text"]}
@@ -355,3 +359,9 @@ def _ids(result: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     return run_agent(MemoryAgent, argv if argv is not None else sys.argv[1:])
+
+
+def _takes_norms(module: types.ModuleType) -> bool:
+    """Whether this ``memory_system``'s ``search`` accepts the rows' norms (``norms=``):
+    the agent keeps them, and a search that uses them need not recompute them per query."""
+    return "norms" in accepted_keywords(getattr(module, "search", None))

@@ -4,9 +4,11 @@ Rows live in a buffer with spare capacity (doubled when full), so adding a block
 row copy, amortized, however many blocks there are; the matrix handed to search is a view
 of the rows in use. Adds are queued and applied when the matrix is next needed, so a batch
 of adds costs one copy of its rows. Replacing or deleting a block rebuilds the matrix from
-every block (rare). The one decision: the matrix also remembers how many of its leading
-rows are unchanged since it was last published to shared memory, so that a publish copies
-what was added, not the whole state.
+every block (rare). Each row's norm is kept beside it, computed once when the row is
+added (a search that recomputes every norm spends most of its time there). The one
+decision: the matrix also remembers how many of its leading rows are unchanged since it was
+last published to shared memory, so that a publish copies what was added, not the whole
+state.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class EmbeddingMatrix:
         self.dim = dim
         self.order: list[str] = []  # the block id of each row in use
         self._buf: Rows = np.zeros((0, dim), dtype=np.float32)
+        self._norms: Rows = np.zeros(0, dtype=np.float32)
         self._used = 0
         self._dirty = False  # rebuild from every block before the next use
         self._tail_ids: list[str] = []
@@ -66,13 +69,21 @@ class EmbeddingMatrix:
             self._add_rows(rows)
         return self._buf[: self._used]
 
+    def norms(self) -> Rows:
+        """The L2 norm of each row of :meth:`current` (call that first), as
+        ``np.linalg.norm(rows, axis=1)`` gives it, bit for bit."""
+        return self._norms[: self._used]
+
     def _add_rows(self, rows: Rows) -> None:
         need = self._used + len(rows)
         if need > len(self._buf):
             grown = np.empty((max(need, 2 * len(self._buf), 64), self.dim), dtype=np.float32)
             grown[: self._used] = self._buf[: self._used]
-            self._buf = grown
+            norms = np.empty(len(grown), dtype=np.float32)
+            norms[: self._used] = self._norms[: self._used]
+            self._buf, self._norms = grown, norms
         self._buf[self._used : need] = rows
+        self._norms[self._used : need] = np.linalg.norm(rows, axis=1)
         self._used = need
 
     def publish_to(self, shm: Any, blocks: Mapping[str, Mapping[str, Any]]) -> None:

@@ -2,7 +2,10 @@
 
 This module is what evolution changes: the agent hot-reloads it by name
 (``hot_reload`` with ``module = "memory_system"``). A replacement must define the same two
-functions with the same signatures; the agent's self-test checks that before swapping.
+functions; the agent's self-test checks them before swapping. ``search`` may also take
+``norms`` (a keyword): the agent then passes each row's L2 norm, which it keeps as rows are
+added, so that a search need not recompute them (this one does, on every query: the room
+``examples/hypotheses/faster_search.py`` uses).
 """
 
 from __future__ import annotations

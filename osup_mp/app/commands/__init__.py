@@ -12,20 +12,22 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from osup_mp.app.commands import agents, health, mirror, storage, tree
+from osup_mp.app.commands import agents, experiment, health, mirror, storage, tree
+from osup_mp.app.commands.agents import tree_calls
 from osup_mp.app.commands.context import Context
 from osup_mp.runtime.control import Handler, Respond
 from osup_mp.wire import api
 
-__all__ = ["Context", "handlers"]
+__all__ = ["Context", "handlers", "tree_calls"]
 
 GroupHandler = Callable[[Context, dict[str, Any], Respond], None]
+GROUPS = (tree, agents, storage, health, mirror, experiment)
 
 
 def handlers(ctx: Context) -> dict[str, Handler]:
     """Every control command's handler, bound to ``ctx``."""
     table: dict[str, GroupHandler] = {}
-    for group in (tree, agents, storage, health, mirror):
+    for group in GROUPS:
         for command, handler in group.HANDLERS.items():
             if command.name in table:
                 raise RuntimeError(f"control command {command.name} is served twice")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from osup_mp.app.commands.context import Context
@@ -62,6 +63,22 @@ def _to_agent(record: type, *keys: str) -> Any:
             respond(False, f"no running agent manager {name!r}")
 
     return handler
+
+
+def tree_calls(ctx: Context) -> dict[type, Callable[[Any, Any, Respond], None]]:
+    """What components may ask of the tree: the arbiter starts and stops its arms' shadows."""
+
+    def start(child: Any, request: m.StartShadow, reply: Respond) -> None:
+        shadow_start(ctx, {"id": request.id}, reply)
+
+    def stop(child: Any, request: m.StopShadow, reply: Respond) -> None:
+        shadow_stop(ctx, {"id": request.id}, reply)
+
+    def count(child: Any, request: m.ShadowCount, reply: Respond) -> None:
+        limit = ctx.cfg.o_supervisor.max_concurrent_shadows
+        reply(True, {"running": len(ctx.shadows()), "max": limit})
+
+    return {m.StartShadow: start, m.StopShadow: stop, m.ShadowCount: count}
 
 
 HANDLERS = {

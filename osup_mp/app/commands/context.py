@@ -30,13 +30,18 @@ class Context:
     def agent_names(self) -> list[str]:
         return [c.name for c in self.sup.children if c.name.startswith("agent:")]
 
-    def allocate_slot(self, instance_id: str) -> int | str:
-        """A shared-memory slot for a new shadow (slot 0 is the main agent's), or why not."""
+    def shadows(self) -> dict[str, int]:
+        """The shadows in the tree and their slots."""
         alive = {i: s for i, s in self.shadow_slots.items() if self.sup.child(manager_name(i))}
         self.shadow_slots = alive
+        return alive
+
+    def allocate_slot(self, instance_id: str) -> int | str:
+        """A shared-memory slot for a new shadow (slot 0 is the main agent's), or why not."""
+        alive = self.shadows()
         limit = self.cfg.o_supervisor.max_concurrent_shadows
         if len(alive) >= limit:
-            return f"max_concurrent_shadows ({limit}) reached"
+            return f"[o_supervisor] max_concurrent_shadows ({limit}) reached"
         used = set(alive.values()) | {MAIN_SLOT}
         free = next((s for s in range(SLOT_COUNT) if s not in used), None)
         if free is None:

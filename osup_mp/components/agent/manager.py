@@ -24,12 +24,12 @@ import os
 import signal
 import subprocess
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
 
+from osup_mp.components.agent.code import CodeBook
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.follow import Follower
 from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec
@@ -41,16 +41,20 @@ from osup_mp.components.messages import (
     AgentRequest,
     AgentStatus,
     CreateCheckpoint,
+    EvolutionResult,
     Execute,
     FollowLost,
     HeartbeatTimeout,
     HotReload,
     LimitExceeded,
+    LoadedCode,
     MirrorRequest,
+    Propose,
     RecordMetrics,
     RecordTransition,
     RestartAgent,
     RestoreFrom,
+    Revert,
     SetMirror,
     WalEntries,
 )
@@ -108,7 +112,8 @@ class AgentManager(Component):
         self.follower = Follower(self) if role != "main" else None
         self.pipes = AgentPipes(cfg.agent.max_frame)
         self._frames = self._frame_table()
-        self._reloads: deque[Caller] = deque()
+        code_file = cfg.o_supervisor.data_dir / "code.json" if role == "main" else None
+        self.code = CodeBook(instance_id, self.send_agent, code_file)
         self._timer: int | None = None
         self._stop_timer: int | None = None  # SIGTERM sent: SIGKILL when it fires
         self._restart_when_stopped = False
@@ -216,16 +221,32 @@ class AgentManager(Component):
         self._require_running()
         if not isinstance(request.code, str):
             raise CallError("hot_reload needs the module's source code as text")
-        self.send_agent(
-            {
-                "type": ToAgent.HOT_RELOAD,
-                "code": request.code,
-                "module": request.module,
-                "timestamp": time.time(),
-            }
-        )
-        self._reloads.append(caller)
+        self.code.reload(caller, request.code, request.module)
         return NOREPLY
+
+    @on_call(LoadedCode)
+    def _on_loaded_code(self, request: LoadedCode, caller: Caller) -> dict[str, str]:
+        return self.code.current()
+
+    @on_call(Revert)
+    def _on_revert(self, request: Revert, caller: Caller) -> dict[str, Any]:
+        restart = self.code.revert(request.module)
+        logger.warning(
+            "agent {}: reverting {}{}",
+            self.instance_id,
+            request.module,
+            ": restarting the agent on its own code" if restart else " to its previous source",
+        )
+        if restart:
+            self._operator_restart()
+        return {"module": request.module, "restarted": restart}
+
+    @on_cast(EvolutionResult)
+    def _on_evolution_result(self, request: EvolutionResult) -> None:
+        result = {"type": ToAgent.EVOLUTION_RESULT, "id": request.id, "success": request.success}
+        extra = {"verdict": request.verdict, "experiment": request.experiment}
+        if self.proc is not None:
+            self.send_agent(result | extra | {"reason": request.reason, "error": None})
 
     @on_call(RestartAgent)
     def _on_restart(self, request: RestartAgent, caller: Caller) -> bool:
@@ -384,6 +405,7 @@ class AgentManager(Component):
             self.durability.request_checkpoint(force=True)
         if self.follower is not None:
             self.follower.start()
+        self.code.reapply()
 
     def kill_for(self, reason: str) -> None:
         """The agent misbehaved: kill it; the exit handler counts the failure."""
@@ -610,26 +632,33 @@ class AgentManager(Component):
             self.peer("health").cast(RecordMetrics(self.instance_id, data))
 
     def _on_reload_result(self, msg: dict[str, Any]) -> None:
-        result = {"ok": bool(msg.get("ok")), "module": msg.get("module"), "error": msg.get("error")}
-        if self._reloads:
-            self.reply(self._reloads.popleft(), result)
-        else:
-            logger.warning("agent {}: code rolled back: {}", self.instance_id, result["error"])
+        caller, result = self.code.result(msg)
+        if caller is not None:
+            self.reply(caller, result)
 
     def _on_evolution_intent(self, msg: dict[str, Any]) -> None:
         hypothesis = msg.get("hypothesis")
-        target = hypothesis.get("target") if isinstance(hypothesis, dict) else None
+        hypothesis = hypothesis if isinstance(hypothesis, dict) else {}
+        target, code = hypothesis.get("target"), hypothesis.get("new_code")
+        reason = hypothesis.get("reason")
         logger.info(
             "agent {}: evolution intent {} for {!r}", self.instance_id, msg.get("id"), target
         )
-        self.send_agent(
-            {
-                "type": ToAgent.EVOLUTION_RESULT,
-                "id": msg.get("id"),
-                "success": False,
-                "error": "evolution arbiter not available in this version",
-            }
-        )
+        proposal = msg.get("id")
+
+        def refused(ok: bool, value: Any) -> None:  # accepted: the verdict comes later
+            if not ok and self.proc is not None:
+                result = {"type": ToAgent.EVOLUTION_RESULT, "id": proposal, "success": False}
+                self.send_agent(result | {"verdict": None, "error": str(value)})
+
+        if not isinstance(target, str) or not isinstance(code, str):
+            refused(False, "evolution_intent needs hypothesis.target and new_code as text")
+            return
+        propose = Propose(self.instance_id, proposal, target, code, str(reason or ""))
+        try:
+            self.peer("arbiter").call_async(propose, refused, 10.0)
+        except CallError as exc:
+            refused(False, f"evolution arbiter not available: {exc}")
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -641,8 +670,8 @@ class AgentManager(Component):
 
     def _fail_requests(self, reason: str) -> None:
         self.requests.fail_all(reason)
-        while self._reloads:
-            self.reply_error(self._reloads.popleft(), reason)
+        for caller in self.code.fail_all():
+            self.reply_error(caller, reason)
 
     # -- reporting ---------------------------------------------------------------------------
 

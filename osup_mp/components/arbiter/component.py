@@ -1,0 +1,411 @@
+"""The evolution arbiter component: runs shadow experiments and promotes or rejects code.
+
+An experiment (from ``osup-mp experiment start`` or an agent's ``evolution_intent``) asks
+the tree for two shadows, loads the main's current code into both and the proposed code
+into the candidate, has the splitter mirror a share of the main's read-only requests to
+them, and every second reads the new samples from the health monitor and asks
+:func:`osup_mp.evolution.decide` for a verdict. A promoted candidate's code is hot-loaded
+into the main and watched: a crash of the main, or the agent rolling the code back, within
+``rollback_watch`` reverts it. The one decision: every step is an asynchronous call
+answered into the one loop, so the arbiter keeps judging every experiment, answering the
+CLI and watching promotions while shadows start and code loads.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from loguru import logger
+
+from osup_mp.components.arbiter import admission
+from osup_mp.components.arbiter.experiment import OUTCOME_OF, ROLES, Experiment, ExpState, Outcome
+from osup_mp.components.arbiter.history import History, interrupted
+from osup_mp.components.messages import (
+    AgentStatus,
+    EvolutionResult,
+    Execute,
+    ExperimentHistory,
+    ExperimentList,
+    ExperimentSamples,
+    ExperimentShow,
+    ExperimentStart,
+    ExperimentStop,
+    HotReload,
+    LoadedCode,
+    MirrorStart,
+    MirrorStatus,
+    MirrorStop,
+    Propose,
+    Revert,
+    ShadowCount,
+    StartShadow,
+    StopShadow,
+)
+from osup_mp.config import Config
+from osup_mp.evolution import Decision, Sample, Settings, decide
+from osup_mp.runtime.calls import CallError
+from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call
+
+TICK = 1.0  # s between looks at each experiment's evidence
+START_TIMEOUT = 60.0  # s for an arm's shadow to start and restore
+Answer = Callable[[bool, Any], None]
+
+
+def _ignore(ok: bool, value: Any) -> None:
+    pass
+
+
+class EvolutionArbiter(Component):
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        e = cfg.evolution
+        self.settings = Settings(
+            alpha=1 - e.confidence,
+            min_samples=e.min_samples,
+            latency_margin=e.latency_margin,
+            min_improvement=e.min_improvement,
+            error_margin=e.error_margin,
+            mismatch_tolerance=e.mismatch_tolerance,
+        )
+        self.history = History(cfg.o_supervisor.data_dir / "evolution", e.history_size)
+        self.running: dict[str, Experiment] = {}
+        self.next_number = 1
+
+    def init(self) -> None:
+        self.history.load()
+        numbers = [int(i[1:]) for i in self.history.records if i[1:].isdigit()]
+        for entry in self.history.in_flight():
+            self._close_interrupted(entry)
+            if str(entry.get("id", ""))[1:].isdigit():
+                numbers.append(int(entry["id"][1:]))
+        self.next_number = max(numbers, default=0) + 1
+        self.history.set_in_flight([])
+        self.send_after(TICK, "tick")
+
+    def handle_info(self, msg: Any) -> None:
+        if msg == "tick":
+            for exp in list(self.running.values()):
+                self._look(exp)
+            self.send_after(TICK, "tick")
+        else:
+            super().handle_info(msg)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    @on_call(ExperimentStart)
+    def _on_start(self, request: ExperimentStart, caller: Caller) -> Any:
+        ratio, duration = admission.check(self.cfg, request)
+
+        def counted(ok: bool, count: Any) -> None:
+            try:
+                if not ok:
+                    raise CallError(f"cannot count the tree's shadows: {count}")
+                admission.check_room(self.cfg, count)
+            except CallError as exc:
+                self.reply_error(caller, str(exc))
+                return
+            self.reply(caller, self._start(request, ratio, duration).record())
+
+        self.parent.call_async(ShadowCount(), counted, 5.0)
+        return NOREPLY
+
+    def _start(self, request: ExperimentStart, ratio: float, duration: float) -> Experiment:
+        exp = Experiment(
+            f"e{self.next_number}", request.target, request.code, ratio, duration,
+            request.reason, request.origin, request.proposal, self.settings,
+        )  # fmt: skip
+        self.next_number += 1
+        self.running[exp.id] = exp
+        self._save_in_flight()
+        logger.info(
+            "arbiter: experiment {} for {} ({}): candidate {}, control {}, {:.0%} of traffic",
+            exp.id, exp.target, exp.origin, exp.arms["candidate"], exp.arms["control"], exp.ratio,
+        )  # fmt: skip
+        for role, shadow in exp.arms.items():
+            answer = functools.partial(self._arm_started, exp, role)
+            self.parent.call_async(StartShadow(shadow), answer, START_TIMEOUT)
+        return exp
+
+    @on_call(Propose)
+    def _on_propose(self, request: Propose, caller: Caller) -> Any:
+        start = ExperimentStart(
+            request.code,
+            request.target,
+            reason=request.reason,
+            origin=request.instance_id,
+            proposal=request.proposal,
+        )
+        return self._on_start(start, caller)
+
+    @on_call(ExperimentStop)
+    def _on_stop(self, request: ExperimentStop, caller: Caller) -> dict[str, Any]:
+        exp = self.running.get(request.id)
+        if exp is None:
+            running = ", ".join(self.running) or "none"
+            raise CallError(f"no running experiment {request.id!r} (running: {running})")
+        if exp.state is ExpState.PROMOTING:
+            raise CallError(f"experiment {exp.id} is being promoted; stop it once it is watched")
+        if exp.state is ExpState.WATCHING:
+            self._conclude(exp)  # the promotion stands; only the watch ends
+        else:
+            elapsed = exp.elapsed(time.monotonic())
+            why = f"stopped by the operator after {elapsed:.0f} s of mirrored traffic"
+            self._finish(exp, Outcome.INCONCLUSIVE, "stopped", why)
+        return exp.record()
+
+    @on_call(ExperimentList)
+    def _on_list(self, request: ExperimentList, caller: Caller) -> list[dict[str, Any]]:
+        decided = [_public(r) for r in self.history.newest(20)]
+        return [exp.record() for exp in self.running.values()] + decided
+
+    @on_call(ExperimentShow)
+    def _on_show(self, request: ExperimentShow, caller: Caller) -> dict[str, Any]:
+        exp = self.running.get(request.id)
+        if exp is not None:
+            return exp.record()
+        record = self.history.records.get(request.id)
+        if record is None:
+            raise CallError(f"no experiment {request.id!r} (osup-mp experiment list)")
+        return _public(record)
+
+    @on_call(ExperimentHistory)
+    def _on_history(self, request: ExperimentHistory, caller: Caller) -> list[dict[str, Any]]:
+        return [_public(r) for r in self.history.newest(request.n)]
+
+    # -- starting: shadows, code, mirror -----------------------------------------------------
+
+    def _arm_started(self, exp: Experiment, role: str, ok: bool, value: Any) -> None:
+        if exp.state is not ExpState.STARTING:
+            if ok:  # decided while this arm started: it was not there yet to be stopped
+                self.parent.call_async(StopShadow(exp.arms[role]), _ignore, 60.0)
+            return
+        if not ok:
+            self._finish(
+                exp, Outcome.INCONCLUSIVE, "arm_failed", f"the {role} shadow did not start: {value}"
+            )
+            return
+        exp.up.add(role)
+        if len(exp.up) == len(ROLES):
+            exp.move(ExpState.LOADING)
+            self.peer("agent:main").call_async(
+                LoadedCode(), functools.partial(self._load, exp), 10.0
+            )
+
+    def _load(self, exp: Experiment, ok: bool, main_code: Any) -> None:
+        if exp.state is not ExpState.LOADING:
+            return
+        if not ok:
+            why = f"the main agent's code could not be read: {main_code}"
+            self._finish(exp, Outcome.INCONCLUSIVE, "arm_failed", why)
+            return
+        loads = [
+            (role, module, source)
+            for role in ROLES
+            for module, source in main_code.items()
+            if not (role == "candidate" and module == exp.target)
+        ]
+        loads.append(("candidate", exp.target, exp.code))
+        pending = [len(loads)]
+        for role, module, source in loads:
+            answer = functools.partial(self._loaded, exp, role, module, pending)
+            try:
+                manager = self.peer(f"agent:{exp.arms[role]}")
+                manager.call_async(HotReload(source, module), answer, 30.0)
+            except CallError as exc:
+                answer(False, str(exc))
+
+    def _loaded(
+        self, exp: Experiment, role: str, module: str, pending: list[int], ok: bool, value: Any
+    ) -> None:
+        if exp.state is not ExpState.LOADING:
+            return
+        error = value if not ok else None if value.get("ok") else value.get("error")
+        if error is not None:
+            if role == "candidate" and module == exp.target:
+                why = f"the candidate code failed to load into {module}: {error}"
+                self._finish(exp, Outcome.REJECTED, "load_failed", why)
+            else:
+                why = f"the {role} could not load the main's {module}: {error}"
+                self._finish(exp, Outcome.INCONCLUSIVE, "arm_failed", why)
+            return
+        pending[0] -= 1
+        if pending[0] == 0:
+            mirror = MirrorStart(exp.id, list(exp.arms.values()), exp.ratio)
+            self.peer("splitter").call_async(mirror, functools.partial(self._mirroring, exp), 10.0)
+
+    def _mirroring(self, exp: Experiment, ok: bool, value: Any) -> None:
+        if exp.state is not ExpState.LOADING:
+            return
+        if not ok:
+            self._finish(exp, Outcome.INCONCLUSIVE, "arm_failed", f"mirroring failed: {value}")
+            return
+        exp.move(ExpState.RUNNING)
+        exp.running_since = time.monotonic()
+        exp.mirror = value
+
+    # -- judging -----------------------------------------------------------------------------
+
+    def _look(self, exp: Experiment) -> None:
+        """One look: new samples, the mirror's figures, the arms' and main's health."""
+        if exp.state is ExpState.WATCHING:
+            calls = [("agent:main", AgentStatus()), ("agent:main", LoadedCode())]
+            self.gather(calls, functools.partial(self._watch, exp), TICK * 5)
+        elif exp.state is ExpState.RUNNING:
+            calls = [
+                ("health", ExperimentSamples(exp.id, after=exp.seq)),
+                ("splitter", MirrorStatus()),
+            ] + [(f"agent:{exp.arms[role]}", AgentStatus()) for role in ROLES]
+            self.gather(calls, functools.partial(self._judge, exp), TICK * 5)
+
+    def _judge(self, exp: Experiment, results: list[tuple[bool, Any]]) -> None:
+        if exp.state is not ExpState.RUNNING:
+            return
+        (ok, samples), (_, mirrors), *arms = results
+        if ok:
+            for s in samples:
+                role = exp.role_of(s["arm"])
+                if role is not None:
+                    outcome = "error" if s["error"] else s["outcome"]
+                    exp.evidence.add(
+                        Sample(role, float(s["latency_ms"]), bool(s["error"]), outcome)
+                    )
+                exp.seq = max(exp.seq, s["seq"])
+            exp.evidence.close_batch()  # a look: what came since the last one is a batch
+        for figures in mirrors if isinstance(mirrors, list) else ():
+            if figures.get("id") == exp.id:
+                for example in figures.get("examples", [])[len(exp.mirror.get("examples", [])) :]:
+                    exp.evidence.add_example(example)
+                exp.mirror = figures
+        for role, (ok, status) in zip(ROLES, arms, strict=True):
+            died = _died(status) if ok else f"its manager is gone ({status})"
+            if died is not None:
+                if role == "candidate":
+                    self._finish(
+                        exp, Outcome.REJECTED, "candidate_died", f"the candidate died: {died}"
+                    )
+                else:
+                    self._finish(
+                        exp, Outcome.INCONCLUSIVE, "control_died", f"the control died: {died}"
+                    )
+                return
+        final = exp.elapsed(time.monotonic()) >= exp.duration
+        verdict = decide(exp.evidence, self.settings, final=final)
+        if verdict.decision is not Decision.CONTINUE:
+            self._finish(exp, OUTCOME_OF[verdict.decision], verdict.rule, verdict.reason)
+
+    def _finish(self, exp: Experiment, outcome: Outcome, rule: str, why: str) -> None:
+        """The verdict: stop the mirror and the arms; promote or conclude."""
+        exp.decide(outcome, rule, why, decide(exp.evidence, self.settings, final=True))
+        logger.info("arbiter: experiment {} {} ({}): {}", exp.id, outcome, rule, why)
+        self.peer("splitter").call_async(MirrorStop(exp.id), _ignore, 10.0)
+        self.peer("health").call_async(ExperimentSamples(exp.id, forget=True), _ignore, 10.0)
+        for shadow in exp.arms.values():
+            self.parent.call_async(StopShadow(shadow), _ignore, 60.0)
+        if outcome is not Outcome.PROMOTED:
+            self._conclude(exp)
+            return
+        exp.move(ExpState.PROMOTING)
+        promote = HotReload(exp.code, exp.target)
+        try:
+            self.peer("agent:main").call_async(
+                promote, functools.partial(self._promoted, exp), 30.0
+            )
+        except CallError as exc:
+            self._promoted(exp, False, str(exc))
+
+    def _promoted(self, exp: Experiment, ok: bool, value: Any) -> None:
+        error = value if not ok else None if value.get("ok") else value.get("error")
+        if error is not None:
+            why = f"{exp.explanation}; but the main agent refused the code: {error}"
+            exp.decide(Outcome.REJECTED, "promotion_failed", why)
+            self._conclude(exp)
+            return
+        exp.promoted_at = time.time()
+        watch = self.cfg.evolution.rollback_watch / 1000
+        if not watch:
+            self._conclude(exp)
+            return
+        exp.move(ExpState.WATCHING)
+        exp.watch_until = time.monotonic() + watch
+        exp.main_generation = None
+        self._save_in_flight()
+
+    def _watch(self, exp: Experiment, results: list[tuple[bool, Any]]) -> None:
+        if exp.state is not ExpState.WATCHING:
+            return
+        (ok, status), (code_ok, code) = results
+        if ok and exp.main_generation is None:
+            exp.main_generation = status["generation"]
+        crashed = ok and status["generation"] != exp.main_generation
+        replaced = code_ok and code.get(exp.target) != exp.code
+        if crashed or replaced:
+            if crashed:
+                after = time.time() - (exp.promoted_at or time.time())
+                cause = status.get("last_kill_reason") or status.get("last_exit")
+                why = f"the main agent restarted {after:.0f} s after the promotion ({cause})"
+                self.peer("agent:main").call_async(Revert(exp.target), _ignore, 30.0)
+            else:
+                why = "the main agent rolled the promoted code back after it raised"
+            exp.decide(Outcome.ROLLED_BACK, "rollback", why)
+            logger.warning("arbiter: experiment {} rolled back: {}", exp.id, why)
+            self._conclude(exp)
+        elif time.monotonic() >= exp.watch_until:
+            self._conclude(exp)
+
+    def _conclude(self, exp: Experiment) -> None:
+        if exp.state is not ExpState.DECIDED:
+            exp.move(ExpState.DECIDED)
+        self.running.pop(exp.id, None)
+        self._save_in_flight()
+        self.history.add(exp.record(code=True))
+        assert exp.outcome is not None
+        self.peer("telemetry").cast(
+            Execute(
+                ("osup", "evolution", "verdict"),
+                {"samples": sum(c["n"] for c in exp.evidence.counts().values())},
+                {"id": exp.id, "verdict": exp.outcome.value, "rule": exp.rule},
+            )
+        )
+        if exp.origin != "cli":
+            result = EvolutionResult(
+                exp.proposal,
+                exp.outcome is Outcome.PROMOTED,
+                exp.outcome.value,
+                exp.explanation,
+                exp.id,
+            )
+            self.peer(f"agent:{exp.origin}").cast(result)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _save_in_flight(self) -> None:
+        self.history.set_in_flight([exp.record() for exp in self.running.values()])
+
+    def _close_interrupted(self, entry: dict[str, Any]) -> None:
+        """An experiment in flight when the arbiter last stopped: stop what it left running
+        and record how it ended."""
+        arms = entry.get("arms")
+        for shadow in arms.values() if isinstance(arms, dict) else ():
+            self.parent.call_async(StopShadow(str(shadow)), _ignore, 60.0)
+        self.peer("splitter").call_async(MirrorStop(str(entry.get("id"))), _ignore, 10.0)
+        record = interrupted(entry)
+        self.history.add(record)
+        logger.warning(
+            "arbiter: experiment {} was interrupted: {}", record["id"], record["verdict"]
+        )
+
+
+def _died(status: dict[str, Any]) -> str | None:
+    """Why an arm's agent is not the one that started, or None while it serves."""
+    if status.get("state") == "RUNNING" and status.get("restarts", 0) == 0:
+        return None
+    return (
+        status.get("last_kill_reason") or status.get("last_exit") or f"it is {status.get('state')}"
+    )
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "code"}

@@ -1,0 +1,147 @@
+"""The evidence of one experiment, accumulated sample by sample in constant memory.
+
+Per arm it keeps counts, the log latencies summed over every sample (the point estimate),
+the same summed per *batch* (the samples between two looks, about a second's worth) with
+Welford's mean and variance over the batch means (the always-valid intervals), and the
+newest ``max_kept`` latencies (for the fixed-horizon tests that explain a verdict).
+
+Two decisions. Latencies are judged on the log scale, where a slowdown is a shift and the
+heavy right tail of service times is tamed, so the effect is a ratio of geometric means.
+And their spread is measured between batch means, not between samples: on a shared machine
+latencies come in runs (a stall delays every request queued behind it), and treating
+correlated samples as independent makes an interval too narrow, so identical arms look
+different. Batch means are the standard remedy for autocorrelated measurements.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from osup_mp.evolution.spec import ARMS, Sample, Settings
+
+LOG_FLOOR_MS = 1e-3  # a 0 ms latency (a clock too coarse) counts as 1 µs on the log scale
+MIN_BATCHES = 10  # batch means per arm before their spread is trusted
+
+
+@dataclass(slots=True)
+class ArmEvidence:
+    max_kept: int
+    n: int = 0
+    errors: int = 0
+    outcomes: dict[str, int] = field(
+        default_factory=lambda: {"match": 0, "mismatch": 0, "stale": 0}
+    )
+    timed: int = 0  # latencies seen (non-error samples)
+    log_sum: float = 0.0
+    open_sum: float = 0.0  # the batch being filled
+    open_count: int = 0
+    batches: int = 0
+    batch_mean: float = 0.0  # Welford over the batch means of log latency
+    batch_m2: float = 0.0
+    kept: deque[float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kept = deque(maxlen=self.max_kept)
+
+    @property
+    def log_mean(self) -> float:
+        return self.log_sum / self.timed if self.timed else 0.0
+
+    @property
+    def mean_variance(self) -> float:
+        """Variance of :attr:`batch_mean` as an estimate (inf until enough batches)."""
+        if self.batches < MIN_BATCHES:
+            return math.inf
+        return self.batch_m2 / (self.batches - 1) / self.batches
+
+    @property
+    def compared(self) -> int:
+        return self.outcomes["match"] + self.outcomes["mismatch"]
+
+    def add_latencies(self, latencies_ms: np.ndarray[Any, np.dtype[np.float64]]) -> None:
+        if latencies_ms.size == 0:
+            return
+        total = float(np.log(np.maximum(latencies_ms, LOG_FLOOR_MS)).sum())
+        self.timed += latencies_ms.size
+        self.log_sum += total
+        self.open_sum += total
+        self.open_count += latencies_ms.size
+        self.kept.extend(latencies_ms.tolist())
+
+    def close_batch(self) -> None:
+        if not self.open_count:
+            return
+        mean = self.open_sum / self.open_count
+        self.open_sum, self.open_count = 0.0, 0
+        self.batches += 1
+        delta = mean - self.batch_mean
+        self.batch_mean += delta / self.batches
+        self.batch_m2 += delta * (mean - self.batch_mean)
+
+
+class Evidence:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.arms = {arm: ArmEvidence(self.settings.max_kept) for arm in ARMS}
+        self.examples: list[dict[str, Any]] = []
+
+    def add(self, sample: Sample) -> None:
+        arm = self.arms[sample.arm]
+        arm.n += 1
+        if sample.error or sample.outcome == "error":
+            arm.errors += 1
+            return
+        arm.outcomes[sample.outcome] += 1
+        arm.add_latencies(np.array([sample.latency_ms], dtype=np.float64))
+
+    def extend(self, samples: Iterable[Sample]) -> None:
+        for sample in samples:
+            self.add(sample)
+
+    def add_batch(
+        self,
+        arm: str,
+        latencies_ms: npt.ArrayLike,
+        *,
+        errors: int = 0,
+        mismatches: int = 0,
+        stale: int = 0,
+    ) -> None:
+        """Many samples of one arm at once: the latencies of its answers (of which
+        ``mismatches`` differed from the main's and ``stale`` were not comparable; the rest
+        matched) and ``errors`` failed requests, as :meth:`add` would take them one by one."""
+        if arm not in self.arms:
+            raise ValueError(f"arm must be one of {', '.join(ARMS)}, not {arm!r}")
+        lat = np.asarray(latencies_ms, dtype=np.float64)
+        if lat.ndim != 1 or (lat.size and not 0 <= lat.min() <= lat.max() < math.inf):
+            raise ValueError("latency_ms must be finite and not negative")
+        if min(errors, mismatches, stale) < 0 or mismatches + stale > lat.size:
+            raise ValueError("counts must not be negative, nor exceed the answers timed")
+        evidence = self.arms[arm]
+        evidence.n += int(lat.size) + errors
+        evidence.errors += errors
+        evidence.outcomes["mismatch"] += mismatches
+        evidence.outcomes["stale"] += stale
+        evidence.outcomes["match"] += int(lat.size) - mismatches - stale
+        evidence.add_latencies(lat)
+        evidence.close_batch()
+
+    def close_batch(self) -> None:
+        """End the current batch of every arm: call at each look (:meth:`add_batch` ends
+        its own)."""
+        for arm in self.arms.values():
+            arm.close_batch()
+
+    def add_example(self, example: dict[str, Any]) -> None:
+        if len(self.examples) < self.settings.max_examples:
+            self.examples.append(example)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {name: {"n": a.n, "errors": a.errors, **a.outcomes} for name, a in self.arms.items()}

@@ -1,0 +1,138 @@
+"""The verdict's error rates, by simulation through the real decision code.
+
+Each run feeds :func:`decide` one second of seeded synthetic samples at a time (lognormal
+latencies, Bernoulli errors and mismatches), as the arbiter does, until it decides or the
+experiment's time is up. The rates over many seeds are asserted at the default settings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from osup_mp.evolution import Decision, Evidence, Settings, decide
+from osup_mp.evolution.decision import latency_row
+
+pytestmark = pytest.mark.stats
+
+SIGMA = 0.4  # spread of log latency: p99/p50 ≈ 2.5, as measured on the reference agent
+BASE_MS = 2.0
+DEFAULTS = Settings()
+
+
+@dataclass(frozen=True)
+class Arm:
+    factor: float = 1.0  # latency multiplier
+    errors: float = 0.0
+    mismatches: float = 0.0
+
+
+@dataclass(frozen=True)
+class Run:
+    decision: Decision
+    rule: str
+    seconds: int
+
+
+def simulate(
+    seed: int,
+    candidate: Arm,
+    control: Arm = Arm(),
+    *,
+    rate: int = 100,
+    duration: int = 300,
+    settings: Settings = DEFAULTS,
+) -> Run:
+    rng = np.random.default_rng(seed)
+    evidence = Evidence(settings)
+    # Everything drawn up front, fed a second at a time.
+    draws = {
+        name: (
+            BASE_MS * arm.factor * rng.lognormal(0.0, SIGMA, (duration, rate)),
+            rng.binomial(rate, arm.errors, duration),
+            rng.random((duration, rate)) < arm.mismatches,
+        )
+        for name, arm in (("candidate", candidate), ("control", control))
+    }
+    for second in range(duration):
+        for name, (latency, errors, differ) in draws.items():
+            failed = int(errors[second])
+            answered = latency[second, failed:]
+            wrong = int(differ[second, failed:].sum())
+            evidence.add_batch(name, answered, errors=failed, mismatches=wrong)
+        verdict = decide(evidence, settings, final=second + 1 == duration)
+        if verdict.decision is not Decision.CONTINUE:
+            return Run(verdict.decision, verdict.rule, second + 1)
+    raise AssertionError("final=True must decide")
+
+
+def rates(runs: list[Run]) -> dict[str, float]:
+    return {d.value: sum(r.decision is d for r in runs) / len(runs) for d in Decision}
+
+
+def test_a_a_experiments_are_almost_never_promoted() -> None:
+    runs = [simulate(seed, Arm()) for seed in range(500)]
+    found = rates(runs)
+    assert found["promote"] <= 0.01, found
+    assert found["reject"] <= 0.02, found
+    assert found["inconclusive"] >= 0.97, found
+
+
+def test_a_20_percent_latency_regression_is_rejected() -> None:
+    runs = [simulate(seed, Arm(factor=1.2)) for seed in range(200)]
+    rejected = [r for r in runs if r.decision is Decision.REJECT]
+    assert len(rejected) / len(runs) >= 0.95, rates(runs)
+    assert {r.rule for r in rejected} == {"latency_regression"}
+
+
+def test_an_error_rise_is_rejected_even_when_latency_improves() -> None:
+    runs = [simulate(seed, Arm(factor=0.7, errors=0.06), Arm(errors=0.01)) for seed in range(200)]
+    assert not any(r.decision is Decision.PROMOTE for r in runs)
+    rejected = [r for r in runs if r.decision is Decision.REJECT]
+    assert len(rejected) / len(runs) >= 0.95, rates(runs)
+    assert {r.rule for r in rejected} == {"error_rise"}
+
+
+def test_a_twice_as_fast_candidate_is_promoted_within_30_seconds() -> None:
+    runs = [simulate(seed, Arm(factor=0.5), duration=30) for seed in range(200)]
+    promoted = [r for r in runs if r.decision is Decision.PROMOTE]
+    assert len(promoted) / len(runs) >= 0.95, rates(runs)
+    assert max(r.seconds for r in promoted) <= 30
+
+
+def test_no_traffic_is_inconclusive_for_lack_of_data() -> None:
+    verdict = decide(Evidence(), final=True)
+    assert (verdict.decision, verdict.rule) == (Decision.INCONCLUSIVE, "not_enough_data")
+    assert decide(Evidence()).decision is Decision.CONTINUE
+
+
+def test_wrong_answers_are_vetoed_and_noisy_ones_are_not() -> None:
+    wrong = [simulate(seed, Arm(factor=0.5, mismatches=0.05)) for seed in range(200)]
+    vetoed = [r for r in wrong if r.rule == "mismatch_veto"]
+    assert len(vetoed) / len(wrong) >= 0.95, rates(wrong)
+    assert not any(r.decision is Decision.PROMOTE for r in wrong)
+    noisy = [simulate(seed, Arm(mismatches=0.02), Arm(mismatches=0.02)) for seed in range(300)]
+    assert sum(r.rule == "mismatch_veto" for r in noisy) / len(noisy) <= 0.01
+
+
+def test_the_latency_interval_covers_the_truth_at_every_look() -> None:
+    """Time-uniform coverage: over every look of a run, the interval never misses."""
+    settings = Settings()
+    truth = math.expm1(math.log(1.15))  # candidate 15% slower
+    misses = 0
+    seeds = 300
+    for seed in range(seeds):
+        rng = np.random.default_rng(10_000 + seed)
+        evidence = Evidence(settings)
+        for _ in range(120):
+            for name, factor in (("candidate", 1.15), ("control", 1.0)):
+                latency = BASE_MS * factor * rng.lognormal(0.0, SIGMA, 50)
+                evidence.add_batch(name, latency)
+            row = latency_row(evidence, settings)
+            if row.interval is not None and not row.interval[0] <= truth <= row.interval[1]:
+                misses += 1
+                break
+    assert misses / seeds <= settings.alpha + 0.01, misses
