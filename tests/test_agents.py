@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 
+import psutil
 import pytest
 from support import SCRIPTED_AGENT, Tree, gone, wait_for
 
@@ -180,6 +181,10 @@ def test_shadows_by_id(make_tree) -> None:
     agents = tree.agents()
     assert {agents["s1"]["role"], agents["s2"]["role"]} == {"shadow"}
     assert agents["s1"]["slot"] != agents["s2"]["slot"]
+    # Shadows run on spare cycles: niced, with one thread for numerical libraries.
+    shadow, main = psutil.Process(agents["s1"]["pid"]), psutil.Process(agents["main"]["pid"])
+    assert (shadow.nice(), main.nice()) == (10, os.getpriority(os.PRIO_PROCESS, 0))
+    assert shadow.environ()["OPENBLAS_NUM_THREADS"] == "1"
     assert (
         tree.request("call", name="agent:s1", request=["request", {"op": "stats"}])["role"]
         == "shadow"

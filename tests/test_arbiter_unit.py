@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 from loguru import logger
-from osup_mp.evolution import Sample, decide
 
 from osup_mp.components.agent.code import CodeBook
 from osup_mp.components.arbiter.experiment import Experiment, ExpState, Outcome
 from osup_mp.components.arbiter.history import History
+from osup_mp.evolution import Sample, decide
 from osup_mp.runtime.calls import CallError
 
 pytestmark = pytest.mark.unit

@@ -36,7 +36,7 @@ SEARCHES = 64  # distinct queries the traffic cycles through
               help="Memories loaded (the room to speed search up grows with them).")  # fmt: skip
 @click.option("--examples", "examples_dir", type=click.Path(file_okay=False, path_type=Path),
               default=HYPOTHESES, show_default=True, help="Where the hypotheses are.")  # fmt: skip
-@click.option("--rate", type=click.IntRange(min=10), default=200, show_default=True,
+@click.option("--rate", type=click.IntRange(min=10), default=100, show_default=True,
               help="Searches per second driven during the experiments.")  # fmt: skip
 def command(blocks: int, examples_dir: Path, rate: int) -> None:
     """Start a private tree, load it, kill its agent, run two experiments, stop."""

@@ -3,6 +3,7 @@ and their explained verdicts (the record's schema is in docs/operations.md)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -134,31 +135,35 @@ def _render(record: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     verdict = record["verdict"] or "(undecided)"
     console.print(
         f"experiment {record['id']}: [bold]{verdict}[/bold]  ({record['state']}; "
         f"{record['target']}, {record['ratio']:.0%} mirrored, origin {record['origin']})"
     )
     if record["reason"]:
-        console.print(f"  rule {record['rule']}: {record['reason']}")
-    table = Table("metric", "n cand/ctrl", "candidate", "control", "effect", "interval",
-                  "threshold", "outcome", "test")  # fmt: skip
+        console.print(f"  rule {record['rule']}: {record['reason']}", markup=False)
+    table = Table("metric", "n cand/ctrl", "candidate", "control", "effect [interval]",
+                  "threshold", "outcome", box=None, pad_edge=False)  # fmt: skip
     for m in record["metrics"]:
         interval = m["interval"]
+        bounds = (
+            "" if interval is None else f" [{_effect(m, interval[0])}, {_effect(m, interval[1])}]"
+        )
         table.add_row(
             m["name"],
             f"{m['n_candidate']}/{m['n_control']}",
             _num(m["candidate"]),
             _num(m["control"]),
-            _effect(m),
-            "-" if interval is None else f"[{_effect(m, interval[0])}, {_effect(m, interval[1])}]",
+            _effect(m) + bounds,
             m["threshold"],
             m["outcome"],
-            m["test"],
         )
     if record["metrics"]:
         console.print(table)
+        for m in record["metrics"]:
+            if m["test"]:
+                console.print(f"  {m['name']}: {m['test']}", markup=False)
     mm = record.get("mismatches")
     if mm:
         console.print(
@@ -167,10 +172,10 @@ def _render(record: dict[str, Any]) -> None:
             f"{mm['compared_control']}; stale {mm['stale_candidate']}/{mm['stale_control']}: "
             f"{mm['outcome']}"
         )
-        for example in mm.get("examples") or ():
-            console.print(f"    request  {example.get('request')}", markup=False)
-            console.print(f"    expected {example.get('expected')}", markup=False)
-            console.print(f"    got      {example.get('got')}", markup=False)
+        for example in (mm.get("examples") or ())[:3]:  # --json has them all, in full
+            for key in ("request", "expected", "got"):
+                text = f"    {key:<8} {example.get(key)}"
+                console.print(text if len(text) <= 110 else text[:109] + "…", markup=False)
 
 
 def _num(value: float | None) -> str:

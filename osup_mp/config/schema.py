@@ -121,6 +121,7 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "shadow_max_fds": _Field(256, "a positive integer", _ints(1)),
         "shadow_max_threads": _Field(64, "a positive integer", _ints(1)),
         "shadow_wall_time": _Field(600000, _MS, _ints(1)),
+        "shadow_nice": _Field(10, "an integer from 0 to 19 (niceness)", _ints(0, 19)),
     },
     "wal": {
         "fsync": _Field(

@@ -108,6 +108,7 @@ class WatchdogSection:
     shadow_max_fds: int
     shadow_max_threads: int
     shadow_wall_time: int
+    shadow_nice: int
 
 
 @dataclass(frozen=True, slots=True)

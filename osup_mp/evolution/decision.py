@@ -56,8 +56,8 @@ def decide(evidence: Evidence, settings: Settings | None = None, *, final: bool 
     elif enough and latency.outcome == "worse":
         decision, rule = Decision.REJECT, "latency_regression"
         reason = (
-            f"the candidate is {_rel(latency.effect)} slower than the control "
-            f"(at least {_rel(_lo(latency))}) > margin {_rel(s.latency_margin)}"
+            f"the candidate is {_share(latency.effect)} slower than the control "
+            f"(at least {_share(_lo(latency))}), more than the {_share(s.latency_margin)} allowed"
         )
     elif (
         enough
@@ -67,8 +67,8 @@ def decide(evidence: Evidence, settings: Settings | None = None, *, final: bool 
     ):
         decision, rule = Decision.PROMOTE, "improvement"
         reason = (
-            f"the candidate is {_rel(-(latency.effect or 0))} faster than the control (at "
-            f"least {_rel(-_hi(latency))}), its errors are within {_pts(s.error_margin)} and "
+            f"the candidate is {_share(latency.effect)} faster than the control (at "
+            f"least {_share(_hi(latency))}), its errors are within {_pts(s.error_margin)} and "
             f"its answers agree with the main's ({answers.mismatches_candidate} of "
             f"{answers.compared_candidate} differ)"
         )
@@ -203,6 +203,10 @@ def _hi(row: MetricRow) -> float:
 
 def _rel(value: float | None) -> str:
     return "?" if value is None else f"{value:+.1%}"
+
+
+def _share(value: float | None) -> str:
+    return "?" if value is None else f"{abs(value):.1%}"
 
 
 def _pct(value: float | None) -> str:

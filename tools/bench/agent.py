@@ -498,7 +498,7 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
         tree.wait_running(None)
         # The manager's environment on a bench segment. Without OSUP_MANAGER_PID: the
         # relay spawns from a forked child, and a direct agent dies at EOF on its stdin.
-        env = launch.agent_env(tree.cfg, name, "bench-direct", 1)
+        env = launch.agent_env(tree.cfg, name, "bench-direct", 1, "main")
         env.pop("OSUP_MANAGER_PID", None)
         argv = launch.agent_argv(tree.cfg, "main", None)
         requests(tree, plan, argv, env, report)

@@ -356,7 +356,7 @@ class AgentManager(Component):
                 argv += [RESTORE_FLAG, restore["checkpoint_id"] or "wal"]
             self.proc = spawn_piped(
                 argv,
-                agent_env(self.cfg, self.shm.name, self.instance_id, self.slot_index),
+                agent_env(self.cfg, self.shm.name, self.instance_id, self.slot_index, self.role),
                 pre_exec=pre_exec(self.cfg, self.role),
             )
         except OSError as exc:

@@ -1,0 +1,242 @@
+"""Benchmark of shadow experiments: what mirroring costs the main path, how fast a verdict
+comes, and how fast the reference agent's state grows (the arms' starting point).
+
+``python tools/bench/splitter.py [--quick] [--json]``. The main path is the reference
+agent answering ``memory_search`` through the data plane. Each comparison alternates its
+two configurations in the same run (mirror on and off on one tree; a tree with and without
+the splitter, side by side), so both see the same background load.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout
+
+import _harness as h
+
+from osup_mp.agent.reference import memory_system
+from osup_mp.app.specs import child_specs
+from osup_mp.client import Client
+from osup_mp.config import Config
+from osup_mp.runtime.supervisor import ChildSpec
+from osup_mp.storage.shm.segment import SharedState
+
+HYPOTHESES = Path(__file__).resolve().parents[2] / "examples" / "hypotheses"
+SLOW_ARM = inspect.getsource(memory_system) + (  # hot-loaded into a shadow: 5 ms a search
+    "\n\nimport time\n\n_search = search\n\n\ndef search(matrix, query, k, norms=None):\n"
+    "    time.sleep(0.005)\n    return _search(matrix, query, k)\n"
+)
+EXPERIMENTS = {
+    "o_supervisor": {"evolution_enabled": True, "max_concurrent_shadows": 4},
+    "watchdog": {"shadow_rss_mb": 2048},
+}
+WINDOW = 32  # requests in flight for throughput
+# fmt: off
+PLANS = {  # name: (full, quick)
+    "blocks": (20000, 5000), "rounds": (8, 3), "round_trips": (500, 200),
+    "pipelined": (3000, 1000), "overload_s": (5.0, 2.0), "verdict_rate": (100, 100),
+    "load_blocks": (50000, 10000),
+}
+# fmt: on
+
+
+def search(i: int) -> dict[str, Any]:
+    return {"op": "memory_search", "query": f"note {i % 97} about topic {i % 13}", "k": 5}
+
+
+def load(tree: h.Tree, blocks: int) -> list[float]:
+    """Add ``blocks`` memories, 256 in flight; the rate of each tenth of the load (adds/s)."""
+    rates, done, tenth = [], 0, max(256, blocks // 10)
+    with tree.data_client() as client:
+        t0 = time.perf_counter()
+        for first in range(0, blocks, 256):
+            batch = range(first, min(blocks, first + 256))
+            for i in batch:
+                text = f"note {i % 97} about topic {i % 13} and item {i}"
+                client.send("request", data={"op": "memory_add", "id": f"b{i}", "text": text})
+            for _ in batch:
+                if not client.receive()["ok"]:
+                    raise h.BenchError("memory_add failed")
+            if batch.stop - done >= tenth or batch.stop == blocks:
+                now = time.perf_counter()
+                rates.append((batch.stop - done) / (now - t0))
+                t0, done = now, batch.stop
+    return rates
+
+
+def loading(plan: h.Plan, report: h.Report) -> None:
+    """The reference agent's adds as its state grows: the last tenth against the first."""
+    with h.Tree(EXPERIMENTS) as tree:
+        tree.wait_running(None)
+        rates = load(tree, plan.load_blocks)
+    first, last = rates[0], rates[-1]
+    what = f"loading {plan.load_blocks} memories, last tenth"
+    shown, base = f"{last:.0f} adds/s", f"first tenth {first:.0f} adds/s  ratio {last / first:.2f}"
+    report.row(what, shown, base, ">= 5000 adds/s", last >= 5000, rates=rates)
+
+
+def round_trips(client: Client, n: int) -> list[float]:
+    counter = itertools.count()
+    return h.timed_us(lambda: client.request("request", data=search(next(counter))), n)
+
+
+def throughput(client: Client, total: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(total + WINDOW):
+        if i >= WINDOW and not client.receive()["ok"]:
+            raise h.BenchError("a pipelined search failed")
+        if i < total:
+            client.send("request", data=search(i))
+    return total / (time.perf_counter() - t0)
+
+
+def p99(values: list[float]) -> float:
+    ranked = sorted(values)
+    return ranked[min(len(ranked) - 1, int(len(ranked) * 0.99))]
+
+
+def shadows(tree: h.Tree, *names: str, code: str | None = None) -> None:
+    for name in names:
+        tree.request("shadow_start", wait=120.0, id=name)
+        if code is not None:
+            answer = tree.request("hot_reload", id=name, code=code, module="memory_system")
+            if not answer["ok"]:
+                raise h.BenchError(f"hot reload into {name}: {answer['error']}")
+
+
+def mirror_cost(tree: h.Tree, plan: h.Plan, report: h.Report) -> None:
+    """Mirror on (10% to two shadows, as an experiment) and off, alternately."""
+    shadows(tree, "arm1", "arm2")
+    samples: dict[bool, list[float]] = {True: [], False: []}
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    with tree.data_client() as client:
+        round_trips(client, 200)  # warm-up
+        for _ in range(plan.rounds):
+            for on in (False, True):
+                if on:
+                    tree.request("mirror_start", to=["arm1", "arm2"], ratio=0.1, id="bench")
+                samples[on] += round_trips(client, plan.round_trips)
+                rates[on].append(throughput(client, plan.pipelined))
+                if on:
+                    tree.request("mirror_stop", id="bench")
+    mirrored, plain, label = samples[True], samples[False], "mirror off"
+    what = "main path, mirroring 10% (median)"
+    report.compare(what, mirrored, plain, label, "ratio <= 1.1x", "us")
+    mine, base = p99(mirrored), p99(plain)
+    shown = f"{label} {base:.0f} us  ratio {mine / base:.2f}"
+    ok = mine / base <= 1.1
+    what = "main path, mirroring 10% (p99)"
+    report.row(what, f"{mine:.0f} us", shown, "ratio <= 1.1x", ok, p99=mine, baseline_p99=base)
+    what = "main throughput, mirroring 10%"
+    report.compare(what, rates[True], rates[False], label, "ratio >= 0.9", "req/s")
+    tree.request("shadow_stop", id="arm1")
+    tree.request("shadow_stop", id="arm2")
+
+
+def without_splitter(cfg: Config, shm: SharedState) -> list[ChildSpec]:
+    return [s for s in child_specs(cfg, shm) if s.name not in ("splitter", "arbiter")]
+
+
+def idle_splitter(with_it: h.Tree, plan: h.Plan, report: h.Report) -> None:
+    """The same searches on a tree with the splitter (idle) and one without, alternately."""
+    with h.Tree(EXPERIMENTS, specs=without_splitter) as bare:
+        bare.wait_running(None)
+        load(bare, plan.blocks)
+        samples: dict[str, list[float]] = {"with": [], "without": []}
+        with with_it.data_client() as a, bare.data_client() as b:
+            for client in (a, b):
+                round_trips(client, 200)  # warm-up
+            for _ in range(plan.rounds * 2):
+                samples["with"] += round_trips(a, plan.round_trips)
+                samples["without"] += round_trips(b, plan.round_trips)
+    what = "main path, splitter idle (median)"
+    report.compare(what, samples["with"], samples["without"], "no splitter", "ratio <= 1.02x", "us")
+
+
+def overload(tree: h.Tree, plan: h.Plan, report: h.Report) -> None:
+    """Every read mirrored to a shadow that takes 5 ms a search, the main driven flat out."""
+    shadows(tree, "slow", code=SLOW_ARM)
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    with tree.data_client() as client:
+        for on in (False, True, False, True):
+            if on:
+                tree.request("mirror_start", to=["slow"], ratio=1.0, id="flood")
+            t0, done = time.perf_counter(), 0
+            while time.perf_counter() - t0 < plan.overload_s / 2:
+                rates[on].append(throughput(client, plan.pipelined // 2))
+                done += 1
+            if on:
+                figures = tree.request("mirror_stop", id="flood")["arms"][0]
+    tree.request("shadow_stop", id="slow")
+    sent, dropped = figures["sent"], figures["dropped"]
+    what = "main throughput, a 5 ms shadow mirrored 100%"
+    report.compare(what, rates[True], rates[False], "no mirror", "ratio >= 0.9", "req/s")
+    what, shown = "  mirrored copies dropped under that overload", f"{dropped} of {sent + dropped}"
+    base = f"{sent} sent to the shadow"
+    report.row(what, shown, base, "dropped > 0", dropped > 0, sent=sent, dropped=dropped)
+
+
+def time_to_verdict(tree: h.Tree, plan: h.Plan, report: h.Report) -> None:
+    """``faster_search`` against the shipped search, mirrored at ``verdict_rate`` req/s."""
+    stop = threading.Event()
+
+    def drive() -> None:  # paced: one search every 1/rate s
+        with tree.data_client() as client:
+            for i in itertools.count():
+                if stop.wait(1 / plan.verdict_rate):
+                    return
+                client.request("request", data=search(i))
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    try:
+        code = (HYPOTHESES / "faster_search.py").read_text()
+        t0 = time.monotonic()
+        record = tree.request("experiment_start", code=code, target="memory_system", ratio=1.0)
+        started = None
+        while record["state"] not in ("watching", "decided"):
+            time.sleep(0.1)
+            record = tree.request("experiment_show", id=record["id"])
+            if started is None and record["state"] == "running":
+                started = time.monotonic()
+        decided = time.monotonic()
+    finally:
+        stop.set()
+        driver.join()
+    if record["verdict"] != "promoted" or started is None:
+        raise h.BenchError(f"faster_search was not promoted: {record['rule']}: {record['reason']}")
+    traffic, arms = decided - started, started - t0
+    what = f"time to a verdict, faster_search at {plan.verdict_rate} mirrored req/s"
+    shown, base = f"{traffic:.1f} s of traffic", f"fixed horizon 300 s; arms ready in {arms:.1f} s"
+    data = {"seconds": traffic, "arms_ready_s": arms, "rule": record["rule"]}
+    report.row(what, shown, base, "< 30 s", traffic < 30, **data)
+
+
+def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
+    progress(f"loading {plan.load_blocks} memories into a fresh tree")
+    loading(plan, report)
+    with h.Tree(EXPERIMENTS) as tree:
+        tree.wait_running(None)
+        progress(f"loading {plan.blocks} memories")
+        load(tree, plan.blocks)
+        progress("main path with and without a mirror")
+        mirror_cost(tree, plan, report)
+        progress("main path with and without the splitter")
+        idle_splitter(tree, plan, report)
+        progress("a slow shadow mirrored 100%")
+        overload(tree, plan, report)
+        progress("time to a verdict")
+        time_to_verdict(tree, plan, report)
+    report.note(f"{plan.blocks} memories; searches of k=5; {WINDOW} in flight for throughput")
+
+
+if __name__ == "__main__":
+    sys.exit(h.main(__doc__, run, PLANS))
