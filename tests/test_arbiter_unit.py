@@ -48,7 +48,8 @@ def test_record_carries_the_documented_schema_and_the_evidence() -> None:
     record = exp.record()
     assert record.keys() >= RECORD_KEYS and "code" not in record
     assert record["verdict"] == "inconclusive" and record["rule"] == "stopped"
-    assert {m["name"] for m in record["metrics"]} == {"latency_ms", "error_rate"}
+    names = {m["name"] for m in record["metrics"]}
+    assert names == {"latency_ms", "error_rate", "throughput", "memory_mb"}
     assert record["samples"]["candidate"]["n"] == 40
     assert record["arms"] == {"candidate": "e1-cand", "control": "e1-cont"}
     json.dumps(exp.record(code=True))  # JSON as it is, code included

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from osup_mp.evolution import Decision, Evidence, Sample, Settings, Verdict, decide
+from osup_mp.evolution import Decision, Evidence, MetricRow, Sample, Settings, Verdict, decide
 from osup_mp.evolution.sequential import half_width, rate_variance
 
 pytestmark = pytest.mark.unit
@@ -102,7 +102,9 @@ def test_a_decided_verdict_explains_itself_and_round_trips_through_json() -> Non
     verdict = decide(evidence)
     assert (verdict.decision, verdict.rule) == (Decision.PROMOTE, "improvement")
     assert "faster than the control" in verdict.reason
-    latency, errors = verdict.metrics
+    latency, errors, throughput, memory = verdict.metrics
+    assert (throughput.outcome, memory.outcome) == ("unclear", "unclear")  # not measured here
+    assert memory.test == "no measurement"
     assert latency.outcome == "better" and latency.effect is not None and latency.effect < -0.4
     assert latency.interval is not None and latency.interval[1] < -0.05
     assert latency.test.startswith("Mann-Whitney U p=") and "Hodges-Lehmann" in latency.test
@@ -118,3 +120,87 @@ def test_while_collecting_nothing_is_explained_yet() -> None:
     evidence.add_batch("control", [1.0] * 5)
     verdict = decide(evidence)
     assert verdict.decision is Decision.CONTINUE and all(m.test == "" for m in verdict.metrics)
+
+
+def _equal_latencies(evidence: Evidence, looks: int = 20) -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(looks):
+        for arm in ("candidate", "control"):
+            evidence.add_batch(arm, rng.lognormal(0.0, 0.3, 50))
+
+
+MIB = 2**20
+
+
+def test_a_lasting_memory_excess_rejects_and_a_spike_does_not() -> None:
+    evidence = Evidence()
+    _equal_latencies(evidence)
+    for look in range(4):  # a growing candidate, but not yet for five looks
+        evidence.add_memory((140 + 30 * look) * MIB, 100 * MIB)
+    assert decide(evidence).decision is Decision.CONTINUE
+    evidence.add_memory(260 * MIB, 100 * MIB)  # +40% .. +160% at all of the last five looks
+    verdict = decide(evidence)
+    assert (verdict.decision, verdict.rule) == (Decision.REJECT, "memory_growth")
+    assert "260 MiB resident against the control's 100 MiB" in verdict.reason
+    memory = verdict.metrics[-1]
+    assert memory.name == "memory_mb" and memory.n_candidate == 5
+    assert memory.effect == pytest.approx(1.6) and memory.interval == pytest.approx((0.4, 1.6))
+    assert memory.test == "measured: excess +40.0 to +160.0 MiB over the last 5 looks"
+
+    spike = Evidence()
+    for mib in (100, 100, 400, 100, 100):  # one look far above: not a lasting excess
+        spike.add_memory(mib * MIB, 100 * MIB)
+    assert spike.memory_looks == 5 and _row(spike, "memory_mb").outcome == "same"
+    small = Evidence()
+    for _ in range(5):  # +60%, but 6 MiB: allocator noise on a small process
+        small.add_memory(16 * MIB, 10 * MIB)
+    assert _row(small, "memory_mb").outcome == "same"
+    with pytest.raises(ValueError, match="must not be negative"):
+        small.add_memory(-1, 0)
+
+
+def test_an_arm_that_drops_more_mirrored_copies_is_rejected_for_throughput() -> None:
+    evidence = Evidence()
+    _equal_latencies(evidence)
+    evidence.set_capacity("candidate", 2000, 900)  # took 55%
+    evidence.set_capacity("control", 2000, 100)  # took 95%
+    verdict = decide(evidence)
+    assert (verdict.decision, verdict.rule) == (Decision.REJECT, "throughput_drop")
+    assert "took 55.00% of the mirrored copies" in verdict.reason
+    row = verdict.metrics[2]
+    assert row.name == "throughput" and row.effect == pytest.approx(-0.40)
+    assert row.test.startswith("Fisher exact p=")
+
+    same = Evidence()
+    same.set_capacity("candidate", 2000, 110)
+    same.set_capacity("control", 2000, 100)
+    assert _row(same, "throughput").outcome == "same"
+    few = Evidence()  # a big gap on a few copies is not yet evidence
+    few.set_capacity("candidate", 10, 5)
+    few.set_capacity("control", 10, 0)
+    assert _row(few, "throughput").outcome == "unclear"
+    with pytest.raises(ValueError, match="between 0 and the copies offered"):
+        few.set_capacity("control", 10, 11)
+    with pytest.raises(ValueError, match="arm must be one of"):
+        few.set_capacity("main", 10, 1)
+
+
+def test_a_faster_candidate_that_drops_copies_or_grows_is_not_promoted() -> None:
+    rng = np.random.default_rng(5)
+    for harm in ("throughput", "memory"):
+        evidence = Evidence()
+        for _ in range(20):
+            evidence.add_batch("candidate", rng.lognormal(0.0, 0.3, 100))
+            evidence.add_batch("control", rng.lognormal(0.7, 0.3, 100))
+            if harm == "memory":
+                evidence.add_memory(300 * MIB, 100 * MIB)
+        if harm == "throughput":
+            evidence.set_capacity("candidate", 5000, 2500)
+            evidence.set_capacity("control", 5000, 0)
+        verdict = decide(evidence)
+        assert verdict.decision is Decision.REJECT, (harm, verdict.reason)
+        assert verdict.metrics[0].outcome == "better"  # the gain did not buy the loss
+
+
+def _row(evidence: Evidence, name: str) -> MetricRow:
+    return next(m for m in decide(evidence).metrics if m.name == name)

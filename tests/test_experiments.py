@@ -224,6 +224,11 @@ def test_faster_code_is_promoted_then_rolled_back_when_it_fails_in_the_main(
     assert record["rule"] == "improvement"
     latency = next(m for m in record["metrics"] if m["name"] == "latency_ms")
     assert latency["outcome"] == "better" and latency["effect"] < -0.3
+    rows = {m["name"]: m for m in record["metrics"]}  # the arms measured, not just timed
+    assert rows["throughput"]["n_candidate"] > 0 and rows["throughput"]["outcome"] != "worse"
+    memory = rows["memory_mb"]
+    assert memory["n_candidate"] >= 5 and memory["candidate"] > 10 and memory["control"] > 10
+    assert memory["outcome"] == "same" and memory["test"].startswith("measured: excess")
     assert _search_answers(tree) == before  # same answers, now from the promoted code
 
     with tree.data_client() as client:  # the promoted code raises: the agent rolls it back

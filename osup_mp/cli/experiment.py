@@ -153,8 +153,8 @@ def _render(record: dict[str, Any]) -> None:
         table.add_row(
             m["name"],
             f"{m['n_candidate']}/{m['n_control']}",
-            _num(m["candidate"]),
-            _num(m["control"]),
+            _value(m, m["candidate"]),
+            _value(m, m["control"]),
             _effect(m) + bounds,
             m["threshold"],
             m["outcome"],
@@ -178,14 +178,19 @@ def _render(record: dict[str, Any]) -> None:
                 console.print(text if len(text) <= 110 else text[:109] + "…", markup=False)
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+RELATIVE = ("latency_ms", "memory_mb")  # metrics whose effect is a ratio, not a difference
+
+
+def _value(row: dict[str, Any], value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if row["name"] in RELATIVE else f"{value:.2%}"  # ms, MiB or a rate
 
 
 def _effect(row: dict[str, Any], value: float | None = None) -> str:
     value = row["effect"] if value is None else value
     if value is None:
         return "-"
-    if row["name"] == "latency_ms":
+    if row["name"] in RELATIVE:
         return f"{value:+.1%}"
-    return f"{value * 100:+.2f} pt"
+    return f"{value * 100:+.1f} pt"

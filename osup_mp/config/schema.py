@@ -146,6 +146,8 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "min_improvement": _Field(0.05, "a number in (0, 1) (relative)", _FRACTION),
         "error_margin": _Field(0.01, "a number in (0, 1) (absolute)", _FRACTION),
         "mismatch_tolerance": _Field(0.005, "a number in (0, 1) (absolute)", _FRACTION),
+        "memory_margin": _Field(0.25, "a positive number (relative)", _NUMBER),
+        "capacity_margin": _Field(0.1, "a number in (0, 1) (absolute)", _FRACTION),
         "history_size": _Field(100, "an integer >= 100", _ints(100)),
         "rollback_watch": _Field(30000, "a non-negative integer (ms; 0 = off)", _ints(0)),
     },

@@ -155,6 +155,8 @@ class EvolutionSection:
     min_improvement: float
     error_margin: float
     mismatch_tolerance: float
+    memory_margin: float
+    capacity_margin: float
     history_size: int
     rollback_watch: int
 

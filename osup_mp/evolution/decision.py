@@ -7,9 +7,15 @@ Three questions, each an always-valid interval (:mod:`.sequential`) held to a ma
 * errors: does the candidate fail more often than the control?
 * latency: is the candidate slower or faster than the control (ratio of geometric means)?
 
-Rules, first that holds: a mismatch veto, an error rise and a latency regression reject;
-a promotion needs a speed-up of at least ``min_improvement``, errors shown no worse than
-``error_margin`` and answers shown to agree within ``mismatch_tolerance``. The one
+* throughput: does the candidate take a smaller share of the mirrored copies offered to it
+  (the splitter drops a copy when an arm still has a full window in flight)?
+* memory: is the candidate's resident memory above the control's, at every recent look?
+  Memory is measured, not sampled, so it has no interval: an excess must last.
+
+Rules, first that holds: a mismatch veto, an error rise, a latency regression, a memory
+growth and a throughput drop reject; a promotion needs a speed-up of at least
+``min_improvement``, errors shown no worse than ``error_margin``, answers shown to agree
+within ``mismatch_tolerance``, and neither throughput nor memory worse. The one
 decision: a gain on one metric never buys a loss on another (the seed compared two point
 metrics, and a latency gain could hide a rise in errors); promotion needs every question
 answered, rejection only one.
@@ -20,12 +26,13 @@ from __future__ import annotations
 import math
 
 from osup_mp.evolution import fixed
-from osup_mp.evolution.evidence import ArmEvidence, Evidence
+from osup_mp.evolution.evidence import MEMORY_LOOKS, ArmEvidence, Evidence
 from osup_mp.evolution.sequential import TAU2_LOG_LATENCY, TAU2_RATE, interval, rate_variance
 from osup_mp.evolution.spec import Decision, Settings
 from osup_mp.evolution.verdict import MetricRow, MismatchRow, Verdict
 
 MIN_MISMATCHES = 3  # a veto needs at least this many differing answers to show
+MEMORY_FLOOR_MB = 16.0  # a smaller excess is allocator noise, whatever its share
 
 
 def decide(evidence: Evidence, settings: Settings | None = None, *, final: bool = False) -> Verdict:
@@ -35,6 +42,8 @@ def decide(evidence: Evidence, settings: Settings | None = None, *, final: bool 
     latency = _latency(cand, ctrl, s)
     errors = _errors(cand, ctrl, s)
     answers = _answers(cand, ctrl, s, evidence)
+    throughput = _throughput(cand, ctrl, s)
+    memory = _memory(evidence, s)
     enough = min(cand.timed, ctrl.timed) >= s.min_samples
 
     decision, rule, reason = Decision.CONTINUE, "collecting", "collecting evidence"
@@ -58,6 +67,21 @@ def decide(evidence: Evidence, settings: Settings | None = None, *, final: bool 
         reason = (
             f"the candidate is {_share(latency.effect)} slower than the control "
             f"(at least {_share(_lo(latency))}), more than the {_share(s.latency_margin)} allowed"
+        )
+    elif memory.outcome == "worse":
+        decision, rule = Decision.REJECT, "memory_growth"
+        reason = (
+            f"the candidate holds {_mib(memory.candidate)} resident against the control's "
+            f"{_mib(memory.control)}, at least {_share(_lo(memory))} and "
+            f"{MEMORY_FLOOR_MB:.0f} MiB more at each of the last {MEMORY_LOOKS} looks "
+            f"(more than the {_share(s.memory_margin)} allowed)"
+        )
+    elif throughput.outcome == "worse":
+        decision, rule = Decision.REJECT, "throughput_drop"
+        reason = (
+            f"the candidate took {_pct(throughput.candidate)} of the mirrored copies offered "
+            f"to it, the control {_pct(throughput.control)}: {_pts(throughput.effect)} (at "
+            f"most {_pts(_hi(throughput))}), beyond the {_pts(-s.capacity_margin)} allowed"
         )
     elif (
         enough
@@ -86,11 +110,14 @@ def decide(evidence: Evidence, settings: Settings | None = None, *, final: bool 
                 f"no clear difference after {cand.n} and {ctrl.n} samples: latency "
                 f"{latency.outcome}, errors {errors.outcome}, answers {answers.outcome}"
             )
-    metrics = (latency, errors)
+    metrics = (latency, errors, throughput, memory)
     if decision is not Decision.CONTINUE:  # explain, for the record
+        drops = fixed.rate_test(cand.dropped, cand.offered, ctrl.dropped, ctrl.offered)
         metrics = (
             _with_test(latency, fixed.latency_test(cand.kept, ctrl.kept)),
             _with_test(errors, fixed.rate_test(cand.errors, cand.n, ctrl.errors, ctrl.n)),
+            _with_test(throughput, drops),
+            _with_test(memory, _memory_range(evidence)),
         )
     return Verdict(decision, rule, reason, metrics, answers)
 
@@ -102,7 +129,7 @@ def latency_row(evidence: Evidence, settings: Settings) -> MetricRow:
 
 def _latency(cand: ArmEvidence, ctrl: ArmEvidence, s: Settings) -> MetricRow:
     worse_at, better_at = math.log1p(s.latency_margin), math.log1p(-s.min_improvement)
-    threshold = f"worse if > {_rel(s.latency_margin)}, better if < {_rel(-s.min_improvement)}"
+    threshold = f"worse > {_rel(s.latency_margin)}, better < {_rel(-s.min_improvement)}"
     geometric = (
         math.exp(cand.log_mean) if cand.timed else None,
         math.exp(ctrl.log_mean) if ctrl.timed else None,
@@ -136,7 +163,7 @@ def _latency(cand: ArmEvidence, ctrl: ArmEvidence, s: Settings) -> MetricRow:
 
 
 def _errors(cand: ArmEvidence, ctrl: ArmEvidence, s: Settings) -> MetricRow:
-    threshold = f"worse if > {_pts(s.error_margin)}"
+    threshold = f"worse > {_pts(s.error_margin)}"
     if cand.n == 0 or ctrl.n == 0:
         return MetricRow(
             "error_rate", cand.n, ctrl.n, None, None, None, None, threshold, "unclear", ""
@@ -164,6 +191,63 @@ def _errors(cand: ArmEvidence, ctrl: ArmEvidence, s: Settings) -> MetricRow:
         outcome,
         "",
     )
+
+
+def _throughput(cand: ArmEvidence, ctrl: ArmEvidence, s: Settings) -> MetricRow:
+    """The share of offered copies each arm took: a slower or stalled arm drops more."""
+    threshold = f"worse < {_pts(-s.capacity_margin)}"
+    if cand.offered == 0 or ctrl.offered == 0:
+        return MetricRow(
+            "throughput", cand.offered, ctrl.offered, None, None, None, None, threshold,
+            "unclear", "",
+        )  # fmt: skip
+    taken_c = 1 - cand.dropped / cand.offered
+    taken_k = 1 - ctrl.dropped / ctrl.offered
+    variance = rate_variance(cand.dropped, cand.offered) + rate_variance(ctrl.dropped, ctrl.offered)
+    lo, hi = interval(taken_c - taken_k, variance, s.alpha, TAU2_RATE)
+    if hi < -s.capacity_margin:
+        outcome = "worse"
+    elif lo > s.capacity_margin:
+        outcome = "better"
+    elif lo > -s.capacity_margin:
+        outcome = "same"
+    else:
+        outcome = "unclear"
+    return MetricRow(
+        "throughput", cand.offered, ctrl.offered, taken_c, taken_k, taken_c - taken_k,
+        (lo, hi), threshold, outcome, "",
+    )  # fmt: skip
+
+
+def _memory(evidence: Evidence, s: Settings) -> MetricRow:
+    """Resident memory at the newest look; the effect is relative to the control's, and
+    the "interval" the smallest and largest excess over the last looks kept."""
+    floor = f"{MEMORY_FLOOR_MB:.0f} MiB"
+    threshold = f"worse > {_rel(s.memory_margin)}, {floor}, {MEMORY_LOOKS} looks"
+    looks, n = list(evidence.memory), evidence.memory_looks
+    if not looks:
+        return MetricRow("memory_mb", 0, 0, None, None, None, None, threshold, "unclear", "")
+    mib = [c - k for c, k in looks]
+    rel = [(c - k) / max(k, 1.0) for c, k in looks]
+    outcome = "unclear"
+    if len(looks) == MEMORY_LOOKS:
+        if min(mib) > MEMORY_FLOOR_MB and min(rel) > s.memory_margin:
+            outcome = "worse"
+        elif max(mib) < -MEMORY_FLOOR_MB and max(rel) < -s.memory_margin:
+            outcome = "better"
+        else:
+            outcome = "same"
+    return MetricRow(
+        "memory_mb", n, n, *looks[-1], rel[-1], (min(rel), max(rel)), threshold, outcome, "",
+    )  # fmt: skip
+
+
+def _memory_range(evidence: Evidence) -> str:
+    if not evidence.memory:
+        return "no measurement"
+    excess = [c - k for c, k in evidence.memory]
+    looks = f"the last {len(excess)} looks" if len(excess) > 1 else "one look"
+    return f"measured: excess {min(excess):+.1f} to {max(excess):+.1f} MiB over {looks}"
 
 
 def _answers(cand: ArmEvidence, ctrl: ArmEvidence, s: Settings, evidence: Evidence) -> MismatchRow:
@@ -207,6 +291,10 @@ def _rel(value: float | None) -> str:
 
 def _share(value: float | None) -> str:
     return "?" if value is None else f"{abs(value):.1%}"
+
+
+def _mib(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f} MiB"
 
 
 def _pct(value: float | None) -> str:

@@ -3,7 +3,9 @@
 Per arm it keeps counts, the log latencies summed over every sample (the point estimate),
 the same summed per *batch* (the samples between two looks, about a second's worth) with
 Welford's mean and variance over the batch means (the always-valid intervals), and the
-newest ``max_kept`` latencies (for the fixed-horizon tests that explain a verdict).
+newest ``max_kept`` latencies (for the fixed-horizon tests that explain a verdict); the
+splitter's totals of copies offered and dropped (capacity); and both arms' resident memory
+at the newest looks.
 
 Two decisions. Latencies are judged on the log scale, where a slowdown is a shift and the
 heavy right tail of service times is tamed, so the effect is a ratio of geometric means.
@@ -28,6 +30,7 @@ from osup_mp.evolution.spec import ARMS, Sample, Settings
 
 LOG_FLOOR_MS = 1e-3  # a 0 ms latency (a clock too coarse) counts as 1 µs on the log scale
 MIN_BATCHES = 10  # batch means per arm before their spread is trusted
+MEMORY_LOOKS = 5  # newest looks of resident memory kept: an excess must last this long
 
 
 @dataclass(slots=True)
@@ -39,6 +42,8 @@ class ArmEvidence:
         default_factory=lambda: {"match": 0, "mismatch": 0, "stale": 0}
     )
     timed: int = 0  # latencies seen (non-error samples)
+    offered: int = 0  # mirrored copies the splitter had for this arm (running totals)
+    dropped: int = 0  # of which it could not take (its window was full)
     log_sum: float = 0.0
     open_sum: float = 0.0  # the batch being filled
     open_count: int = 0
@@ -91,6 +96,9 @@ class Evidence:
         self.settings = settings or Settings()
         self.arms = {arm: ArmEvidence(self.settings.max_kept) for arm in ARMS}
         self.examples: list[dict[str, Any]] = []
+        # (candidate, control) resident MiB at the newest looks, measured at the same look
+        self.memory: deque[tuple[float, float]] = deque(maxlen=MEMORY_LOOKS)
+        self.memory_looks = 0
 
     def add(self, sample: Sample) -> None:
         arm = self.arms[sample.arm]
@@ -138,6 +146,22 @@ class Evidence:
         its own)."""
         for arm in self.arms.values():
             arm.close_batch()
+
+    def add_memory(self, candidate_bytes: int, control_bytes: int) -> None:
+        """Both arms' resident memory at one look (measured, not sampled: no interval)."""
+        if min(candidate_bytes, control_bytes) < 0:
+            raise ValueError("resident memory must not be negative")
+        self.memory.append((candidate_bytes / 2**20, control_bytes / 2**20))
+        self.memory_looks += 1
+
+    def set_capacity(self, arm: str, offered: int, dropped: int) -> None:
+        """The splitter's running totals for ``arm``: copies it had for the arm, and of
+        those the ones dropped because the arm still had a full window in flight."""
+        if arm not in self.arms:
+            raise ValueError(f"arm must be one of {', '.join(ARMS)}, not {arm!r}")
+        if not 0 <= dropped <= offered:
+            raise ValueError("dropped copies must be between 0 and the copies offered")
+        self.arms[arm].offered, self.arms[arm].dropped = offered, dropped
 
     def add_example(self, example: dict[str, Any]) -> None:
         if len(self.examples) < self.settings.max_examples:

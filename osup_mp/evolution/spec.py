@@ -25,13 +25,18 @@ class Settings:
     min_improvement: float = 0.05  # relative speed-up a promotion needs
     error_margin: float = 0.01  # absolute rise in error rate that rejects
     mismatch_tolerance: float = 0.005  # absolute excess of mismatches over the control's
+    memory_margin: float = 0.25  # relative excess of resident memory that rejects
+    capacity_margin: float = 0.10  # absolute shortfall in the share of copies taken
     max_kept: int = 50_000  # latencies kept per arm for the fixed-horizon explanation
     max_examples: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("alpha", "latency_margin", "min_improvement", "error_margin"):
+        margins = ("latency_margin", "min_improvement", "error_margin", "capacity_margin")
+        for name in ("alpha", *margins):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in (0, 1), not {getattr(self, name)}")
+        if self.memory_margin <= 0:
+            raise ValueError(f"memory_margin must be positive, not {self.memory_margin}")
         if not 0 < self.mismatch_tolerance < 1:
             raise ValueError(f"mismatch_tolerance must be in (0, 1), not {self.mismatch_tolerance}")
         if self.min_samples < 1 or self.max_kept < 1 or self.max_examples < 0:

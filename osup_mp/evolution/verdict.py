@@ -16,13 +16,14 @@ from osup_mp.evolution.spec import Decision
 
 @dataclass(frozen=True, slots=True)
 class MetricRow:
-    name: str  # "latency_ms" | "error_rate"
-    n_candidate: int
+    name: str  # "latency_ms" | "error_rate" | "throughput" | "memory_mb"
+    n_candidate: int  # samples; throughput: copies offered; memory: looks
     n_control: int
-    candidate: float | None  # geometric mean latency (ms), or error rate
+    candidate: float | None  # geometric mean latency (ms), error rate, share taken, or MiB
     control: float | None
-    effect: float | None  # latency: relative change (-0.5 = twice as fast); errors: difference
-    interval: tuple[float, float] | None  # of the effect, anytime-valid at 1 - alpha
+    effect: float | None  # relative change (latency, memory: -0.5 = half) or difference
+    # of the effect, anytime-valid at 1 - alpha; memory: its range over the newest looks
+    interval: tuple[float, float] | None
     threshold: str
     outcome: str  # "better" | "worse" | "same" | "unclear"
     test: str  # fixed-horizon tests, for the record ("" until decided)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psutil
 from loguru import logger
 
 from osup_mp.components.arbiter import admission
@@ -69,6 +70,8 @@ class EvolutionArbiter(Component):
             min_improvement=e.min_improvement,
             error_margin=e.error_margin,
             mismatch_tolerance=e.mismatch_tolerance,
+            memory_margin=e.memory_margin,
+            capacity_margin=e.capacity_margin,
         )
         self.history = History(cfg.o_supervisor.data_dir / "evolution", e.history_size)
         self.running: dict[str, Experiment] = {}
@@ -276,9 +279,7 @@ class EvolutionArbiter(Component):
             exp.evidence.close_batch()  # a look: what came since the last one is a batch
         for figures in mirrors if isinstance(mirrors, list) else ():
             if figures.get("id") == exp.id:
-                for example in figures.get("examples", [])[len(exp.mirror.get("examples", [])) :]:
-                    exp.evidence.add_example(example)
-                exp.mirror = figures
+                _take_mirror(exp, figures)
         for role, (ok, status) in zip(ROLES, arms, strict=True):
             died = _died(status) if ok else f"its manager is gone ({status})"
             if died is not None:
@@ -291,6 +292,9 @@ class EvolutionArbiter(Component):
                         exp, Outcome.INCONCLUSIVE, "control_died", f"the control died: {died}"
                     )
                 return
+        cand_rss, ctrl_rss = (_resident(status) if ok else None for ok, status in arms)
+        if cand_rss is not None and ctrl_rss is not None:
+            exp.evidence.add_memory(cand_rss, ctrl_rss)
         final = exp.elapsed(time.monotonic()) >= exp.duration
         verdict = decide(exp.evidence, self.settings, final=final)
         if verdict.decision is not Decision.CONTINUE:
@@ -396,6 +400,26 @@ class EvolutionArbiter(Component):
         logger.warning(
             "arbiter: experiment {} was interrupted: {}", record["id"], record["verdict"]
         )
+
+
+def _take_mirror(exp: Experiment, figures: dict[str, Any]) -> None:
+    """The splitter's figures of this experiment: new examples, copies offered and dropped."""
+    for example in figures.get("examples", [])[len(exp.mirror.get("examples", [])) :]:
+        exp.evidence.add_example(example)
+    for arm in figures.get("arms", []):
+        role = exp.role_of(arm["arm"])
+        if role is not None:
+            exp.evidence.set_capacity(role, arm["sent"] + arm["dropped"], arm["dropped"])
+    exp.mirror = figures
+
+
+def _resident(status: dict[str, Any]) -> int | None:
+    """The arm's resident memory, measured here: an agent's own figures could be wrong."""
+    try:
+        pid = int(status["pid"])
+        return int(psutil.Process(pid).memory_info().rss) if pid > 0 else None
+    except (KeyError, TypeError, ValueError, psutil.Error):
+        return None
 
 
 def _died(status: dict[str, Any]) -> str | None:
