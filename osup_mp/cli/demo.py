@@ -26,6 +26,7 @@ from typing import Any
 import click
 
 from osup_mp.cli.common import fail
+from osup_mp.lowlevel.proc import pid_alive
 
 HYPOTHESES = Path("examples") / "hypotheses"
 SEARCHES = 64  # distinct queries the traffic cycles through
@@ -45,6 +46,8 @@ def command(blocks: int, examples_dir: Path, rate: int) -> None:
         if not path.is_file():
             fail(f"{path} not found: run the demo from the root of a clone, or give --examples", 2)
     started = time.monotonic()
+    # SIGTERM unwinds like Ctrl-C, so the tree is stopped and its directory removed.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     with _tree() as tree:
         summary = [("tree up", f"{tree.up_s:.1f} s")]
         summary.append(("memories loaded", _load(tree, blocks)))
@@ -52,10 +55,12 @@ def command(blocks: int, examples_dir: Path, rate: int) -> None:
         with _traffic(tree, rate):
             for path in (faster, wrong):
                 summary.append((f"experiment {path.name}", _experiment(tree, path)))
-    summary.append(("left running", "nothing (tree stopped, directory and segment removed)"))
+    summary.append(("left running", tree.leftovers()))
     click.echo(f"\nosup-mp demo: done in {time.monotonic() - started:.0f} s")
     for what, result in summary:
         click.echo(f"  {what:<36} {result}")
+    if summary[-1][1].startswith("LEFT BEHIND"):
+        sys.exit(1)
 
 
 class _Tree:
@@ -75,6 +80,7 @@ class _Tree:
 
         self.cfg = load_config(self.config, "dev")
         self.up_s = 0.0
+        self.pids_at_stop: set[int] = set()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "osup_mp", "--config", str(self.config), *args]
@@ -82,6 +88,33 @@ class _Tree:
         if check and done.returncode != 0:
             raise click.ClickException(f"osup-mp {args[0]} failed: {done.stderr.strip()}")
         return done
+
+    def pids(self) -> set[int]:
+        """The tree's processes now: the supervisor, its components and the agents."""
+        status = self.control("status")
+        children = [*status["components"], *status.get("agents", [])]
+        return {status["pid"], *(c["pid"] for c in children if c.get("pid"))}
+
+    def leftovers(self) -> str:
+        """What the stopped tree left behind, looked at, not assumed."""
+        import posix_ipc
+
+        deadline = time.monotonic() + 10
+        alive = {pid for pid in self.pids_at_stop if pid_alive(pid)}
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+            alive = {pid for pid in alive if pid_alive(pid)}
+        found = [f"process {pid}" for pid in sorted(alive)]
+        try:
+            posix_ipc.SharedMemory(self.cfg.o_supervisor.shared_memory_name).close_fd()
+            found.append(f"segment {self.cfg.o_supervisor.shared_memory_name}")
+        except posix_ipc.ExistentialError:
+            pass
+        if self.dir.exists():
+            found.append(f"directory {self.dir}")
+        if found:
+            return "LEFT BEHIND: " + ", ".join(found)
+        return "nothing (tree stopped, directory and segment removed)"
 
     def control(self, command: str, **args: Any) -> Any:
         from osup_mp.client import Client
@@ -109,6 +142,8 @@ def _tree() -> Iterator[_Tree]:
         yield tree
     finally:
         click.echo("stopping the tree ...")
+        with contextlib.suppress(Exception):  # the processes to check for afterwards
+            tree.pids_at_stop = tree.pids()
         tree.cli("stop", check=False)
         shutil.rmtree(directory, ignore_errors=True)
 
