@@ -499,3 +499,9 @@ def test_config_command_marks_overridden_keys(tmp_path: Path) -> None:
     )
     assert data["overridden"] == {"logger.level": {"by": "prod.logger.level", "base": "info"}}
     assert data["logger"]["level"] == "error"
+
+
+def test_error_compare_hook_not_a_function_path(tmp_path: Path) -> None:
+    err, path = load_error(tmp_path, '[evolution]\ncompare = "my module.py"\n')
+    message = assert_one_line(err, path, "evolution.compare")
+    assert message.endswith('expected "" or "package.module:function", got "my module.py"')

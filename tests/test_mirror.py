@@ -84,3 +84,53 @@ def test_mirrored_reads_match_and_a_wrong_shadow_mismatches(make_tree, tmp_path:
     assert _status(tree) == []
     wait_for(lambda: tree.agents()["main"]["mirror_ratio"] == 0.0, what="the main to stop")
     assert tree.agent_request({"op": "stats"})["blocks"] == 70
+
+
+def _rescored(tmp_path: Path) -> Path:
+    """The shipped search, every score 1 higher: the same hits, other answers."""
+    source = Path(memory_system.__file__).read_text()
+    wrong = source.replace("float(scores[i])) for i in top]", "float(scores[i]) + 1) for i in top]")
+    assert wrong != source
+    (tmp_path / "rescored.py").write_text(wrong)
+    return tmp_path / "rescored.py"
+
+
+def _mirror_searches(tree: Any, tmp_path: Path, searches: int) -> dict[str, Any]:
+    """Seed 40 blocks, mirror ``searches`` to a rescored shadow; the mirror's figures."""
+    with tree.data_client() as client:
+        for i in range(40):
+            client.request("request", data={"op": "memory_add", "id": f"s{i}", "text": f"seed {i}"})
+    assert tree.cli("shadow", "start", "s1").returncode == 0
+    assert tree.cli("hot-reload", str(_rescored(tmp_path)), "--id", "s1").returncode == 0
+    assert tree.cli("mirror", "start", "--to", "s1", "--ratio", "1", "--id", "m1").returncode == 0
+    wait_for(lambda: tree.agents()["main"]["mirror_ratio"] == 1.0, what="the main to mirror")
+    _load(tree, reads=searches, writes=0)
+
+    def settled() -> dict[str, Any] | None:
+        mirror = _status(tree)[0]
+        arm = mirror["arms"][0]
+        return mirror if arm["sent"] + arm["dropped"] == searches and not arm["in_flight"] else None
+
+    return wait_for(settled, what="every search copied and answered")
+
+
+def test_a_compare_hook_says_when_answers_agree(make_tree, tmp_path: Path) -> None:
+    hook = "osup_mp.evolution.compare:same_ids"
+    tree = make_tree(o_supervisor=OSUP, evolution={"compare": hook}).start()
+    mirror = _mirror_searches(tree, tmp_path, 60)
+    arm = mirror["arms"][0]
+    assert (mirror["compare"], mirror["compare_errors"]) == (hook, 0)
+    assert arm["mismatch"] == 0 and arm["match"] > 0, arm  # other scores, the same ids
+
+
+def test_a_hook_that_cannot_load_leaves_exact_comparison_and_says_so(
+    make_tree, tmp_path: Path
+) -> None:
+    hook = "osup_mp.evolution.compare:no_such_function"
+    tree = make_tree(o_supervisor=OSUP, evolution={"compare": hook}).start()
+    mirror = _mirror_searches(tree, tmp_path, 30)
+    assert mirror["compare"].startswith("exact ([evolution] compare")
+    assert "has no function no_such_function" in mirror["compare"]
+    arm = mirror["arms"][0]
+    assert arm["mismatch"] > 0 and arm["mismatch"] + arm["stale"] == arm["sent"], arm
+    assert "answers compared exactly" in tree.log_text

@@ -88,7 +88,12 @@ def child_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
             shutdown_timeout=shutdown,
         ),
         agent_spec(cfg, shm, role="main", instance_id="main", slot=MAIN_SLOT),
-        ChildSpec("splitter", TrafficSplitter, Restart.PERMANENT, shutdown_timeout=shutdown),
+        ChildSpec(
+            "splitter",
+            functools.partial(TrafficSplitter, cfg.evolution.compare),
+            Restart.PERMANENT,
+            shutdown_timeout=shutdown,
+        ),
         ChildSpec(
             "arbiter",
             functools.partial(EvolutionArbiter, cfg),

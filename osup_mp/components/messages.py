@@ -320,13 +320,15 @@ class EvolutionResult:
 @dataclass(frozen=True, slots=True)
 class Mirrored:
     """A cast from the main's manager, after its answer went to the caller: a request to
-    mirror, the main's outcome, and the WAL position its answer reflects (None: unknown)."""
+    mirror, the main's outcome, and the WAL position its answer reflects (None: unknown).
+    The answer itself comes only when a compare hook needs it; a digest always does."""
 
     data: Any
     ok: bool
     digest: str | None
     latency_ms: float
     lsn: int | None
+    answer: Any = None
     kind: ClassVar[str] = "mirrored"
 
 

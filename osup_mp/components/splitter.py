@@ -31,6 +31,8 @@ from osup_mp.components.messages import (
     RecordSample,
     SetMirror,
 )
+from osup_mp.evolution import compare
+from osup_mp.evolution.compare import Compare
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller, Component, on_call, on_cast
 from osup_mp.wire import digest
@@ -70,10 +72,21 @@ class Mirror:
 
 
 class TrafficSplitter(Component):
-    def __init__(self) -> None:
+    def __init__(self, compare: str = "") -> None:
         self.mirrors: dict[str, Mirror] = {}
+        self.compare_path = compare  # "" or "package.module:function" ([evolution] compare)
+        self.hook: Compare | None = None
+        self.compare = "exact"  # how answers are compared, as status shows it
+        self.hook_errors = 0
 
     def init(self) -> None:
+        if self.compare_path:
+            try:
+                self.hook = compare.load(self.compare_path)
+                self.compare = self.compare_path
+            except ValueError as exc:  # compared exactly, and said so in status and the log
+                self.compare = f"exact ([evolution] compare {self.compare_path!r}: {exc})"
+                logger.error("splitter: answers compared exactly: {}", self.compare)
         self._tell_main()  # a restarted splitter mirrors nothing until asked again
 
     @on_call(MirrorStart)
@@ -144,7 +157,8 @@ class TrafficSplitter(Component):
             elif not value["ok"]:
                 outcome = "match" if not copy.ok else "error"
             else:
-                outcome = "match" if copy.ok and answer == copy.digest else "mismatch"
+                same = copy.ok and self._same(copy, answer, value["value"])
+                outcome = "match" if same else "mismatch"
             self._record(mirror, arm, outcome, value["latency_ms"], answer)
             if outcome in ("match", "mismatch") and len(mirror.examples) < MAX_EXAMPLES:
                 _example(mirror, copy, answers, arm.name, outcome, value["value"])
@@ -153,6 +167,21 @@ class TrafficSplitter(Component):
             self.peer(f"agent:{arm.name}").call_async(MirrorRequest(copy.data), answered, 30.0)
         except CallError as exc:
             answered(False, str(exc))
+
+    def _same(self, copy: Mirrored, answer: str | None, value: Any) -> bool:
+        """Do the main's and the arm's answers agree: by the hook, else by digest."""
+        if self.hook is not None and copy.answer is not None:
+            try:
+                return bool(self.hook(copy.data, copy.answer, value))
+            except Exception as exc:  # the hook's fault, not the arm's: compared exactly
+                self.hook_errors += 1
+                if self.hook_errors & (self.hook_errors - 1) == 0:  # 1st, 2nd, 4th, ...
+                    logger.warning(
+                        "splitter: compare hook {} raised {}: {} ({} times so far); "
+                        "compared exactly", self.compare, type(exc).__name__, exc,
+                        self.hook_errors,
+                    )  # fmt: skip
+        return answer == copy.digest
 
     def _record(
         self, mirror: Mirror, arm: Arm, outcome: str, ms: float, digest: str | None
@@ -166,6 +195,7 @@ class TrafficSplitter(Component):
     def _figures(self, mirror: Mirror) -> dict[str, Any]:
         return {
             "id": mirror.id, "ratio": mirror.ratio, "copies": mirror.copies,
+            "compare": self.compare, "compare_errors": self.hook_errors,
             "main_latency_ms": _percentiles(mirror.main_latencies),
             "arms": [arm.figures() for arm in mirror.arms.values()],
             "examples": mirror.examples,

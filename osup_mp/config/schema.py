@@ -19,6 +19,7 @@ MAX_FRAME_LIMIT: Final = 64 * 1024 * 1024
 _LOG_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} {extra[component]} [{level}] {message}"
 _LEVEL_NAMES = {"warn": "warning"} | {level: level for level in LOG_LEVELS}
 _SHM_NAME = re.compile(r"/[A-Za-z0-9_.-]{1,250}")
+_HOOK_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # package.module:function
 
 
 # ---------------------------------------------- schema: embedded defaults + checks
@@ -57,6 +58,7 @@ _NUMBER = _when(lambda v: type(v) in (int, float) and 0 < v < math.inf, float)
 _NONNEG_NUMBER = _when(lambda v: type(v) in (int, float) and 0 <= v < math.inf, float)
 _LIST = _when(lambda v: type(v) in (list, tuple) and {*map(type, v)} <= {str}, tuple)
 _FRACTION = _when(lambda v: type(v) in (int, float) and 0 < v < 1, float)
+_HOOK = _when(lambda v: isinstance(v, str) and (v == "" or _HOOK_PATH.fullmatch(v) is not None))
 _SHARE = _when(lambda v: type(v) in (int, float) and 0 < v <= 1, float)
 _LEVEL = _when(lambda v: type(v) is str, lambda v: _LEVEL_NAMES[v.lower()])
 _NONEMPTY, _PATH = "a non-empty string", "a non-empty path"
@@ -148,6 +150,7 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "mismatch_tolerance": _Field(0.005, "a number in (0, 1) (absolute)", _FRACTION),
         "memory_margin": _Field(0.25, "a positive number (relative)", _NUMBER),
         "capacity_margin": _Field(0.1, "a number in (0, 1) (absolute)", _FRACTION),
+        "compare": _Field("", '"" or "package.module:function"', _HOOK),
         "history_size": _Field(100, "an integer >= 100", _ints(100)),
         "rollback_watch": _Field(30000, "a non-negative integer (ms; 0 = off)", _ints(0)),
     },

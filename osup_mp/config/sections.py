@@ -157,6 +157,7 @@ class EvolutionSection:
     mismatch_tolerance: float
     memory_margin: float
     capacity_margin: float
+    compare: str
     history_size: int
     rollback_watch: int
 

@@ -190,7 +190,8 @@ class Requests:
                 self.mirror_ratio = 0.0  # no splitter: stop until one says otherwise
                 return
             answer = digest(value) if ok else None
-            splitter.cast(Mirrored(data, ok, answer, latency_ms, lsn))
+            full = value if ok and m.cfg.evolution.compare else None  # for the compare hook
+            splitter.cast(Mirrored(data, ok, answer, latency_ms, lsn, full))
 
         return answered
 

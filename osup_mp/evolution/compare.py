@@ -1,0 +1,69 @@
+"""How two answers to one mirrored request are compared: exactly, or by a hook.
+
+By default the splitter compares digests of the MessagePack encoding: equal bytes, equal
+answers. Some answers differ where nobody cares (a timestamp, the order of equally good
+hits, a score's last digits), and every such difference would count as a mismatch. As in
+GitHub's Scientist, a *compare hook* says when two answers agree: ``[evolution] compare =
+"package.module:function"``, a function ``(request, main_answer, arm_answer) -> bool``.
+Two ship here. The one decision: a hook that raises is the hook's fault, not the arm's, so
+the answers are then compared exactly and the failure counted and logged, never turned into
+a mismatch or an error of the candidate.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+Compare = Callable[[Any, Any, Any], bool]
+
+TIME_KEYS = re.compile(r"(timestamp|time|at|.+_(at|time|ts))", re.IGNORECASE)
+
+
+def load(path: str) -> Compare:
+    """The function ``path`` ("package.module:function") names; ValueError says why not."""
+    module_name, _, name = path.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"{path!r} is not of the form package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import error of a user's module: say which, and why
+        raise ValueError(f"cannot import {module_name}: {type(exc).__name__}: {exc}") from exc
+    hook = getattr(module, name, None)
+    if not callable(hook):
+        raise ValueError(f"{module_name} has no function {name}")
+    return hook  # type: ignore[no-any-return]
+
+
+def same_ids(request: Any, main: Any, arm: Any) -> bool:
+    """Lists of hits agree when they name the same ``id``\\ s, in any order, whatever their
+    scores (e.g. top-k searches where ties may come in either order); anything else
+    compares exactly."""
+    return bool(_ids(main) == _ids(arm))
+
+
+def ignoring_times(request: Any, main: Any, arm: Any) -> bool:
+    """Answers agree when they are equal once every map key that names a time
+    (``timestamp``, ``time``, ``at``, ``*_at``, ``*_time``, ``*_ts``) is dropped, at any
+    depth."""
+    return bool(_timeless(main) == _timeless(arm))
+
+
+def _ids(answer: Any) -> Any:
+    if isinstance(answer, list) and all(isinstance(hit, dict) and "id" in hit for hit in answer):
+        return sorted(repr(hit["id"]) for hit in answer)
+    return answer
+
+
+def _timeless(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _timeless(v)
+            for k, v in value.items()
+            if not (isinstance(k, str) and TIME_KEYS.fullmatch(k))
+        }
+    if isinstance(value, list | tuple):
+        return [_timeless(v) for v in value]
+    return value
