@@ -26,7 +26,6 @@ from typing import Any
 import click
 
 from osup_mp.cli.common import fail
-from osup_mp.lowlevel.proc import pid_alive
 
 HYPOTHESES = Path("examples") / "hypotheses"
 SEARCHES = 64  # distinct queries the traffic cycles through
@@ -98,6 +97,8 @@ class _Tree:
     def leftovers(self) -> str:
         """What the stopped tree left behind, looked at, not assumed."""
         import posix_ipc
+
+        from osup_mp.lowlevel.proc import pid_alive
 
         deadline = time.monotonic() + 10
         alive = {pid for pid in self.pids_at_stop if pid_alive(pid)}
