@@ -39,7 +39,7 @@ def decide(evidence: Evidence, settings: Settings | None = None, *, final: bool 
     """The verdict now; ``final`` when the experiment's time is up (no CONTINUE then)."""
     s = settings or evidence.settings
     cand, ctrl = evidence.arms["candidate"], evidence.arms["control"]
-    latency = _latency(cand, ctrl, s)
+    latency = _latency(evidence, s)
     errors = _errors(cand, ctrl, s)
     answers = _answers(cand, ctrl, s, evidence)
     throughput = _throughput(cand, ctrl, s)
@@ -124,22 +124,24 @@ def decide(evidence: Evidence, settings: Settings | None = None, *, final: bool 
 
 def latency_row(evidence: Evidence, settings: Settings) -> MetricRow:
     """The latency question alone, as :func:`decide` asks it."""
-    return _latency(evidence.arms["candidate"], evidence.arms["control"], settings)
+    return _latency(evidence, settings)
 
 
-def _latency(cand: ArmEvidence, ctrl: ArmEvidence, s: Settings) -> MetricRow:
+def _latency(evidence: Evidence, s: Settings) -> MetricRow:
+    cand, ctrl = evidence.arms["candidate"], evidence.arms["control"]
     worse_at, better_at = math.log1p(s.latency_margin), math.log1p(-s.min_improvement)
     threshold = f"worse > {_rel(s.latency_margin)}, better < {_rel(-s.min_improvement)}"
     geometric = (
         math.exp(cand.log_mean) if cand.timed else None,
         math.exp(ctrl.log_mean) if ctrl.timed else None,
     )
-    variance = cand.mean_variance + ctrl.mean_variance
+    pairs = evidence.pairs  # batch means paired by look: shared load cancels out
+    variance = pairs.mean_variance
     if not math.isfinite(variance):
         return MetricRow(
             "latency_ms", cand.timed, ctrl.timed, *geometric, None, None, threshold, "unclear", ""
         )
-    diff = cand.batch_mean - ctrl.batch_mean
+    diff = pairs.mean
     lo, hi = interval(diff, variance, s.alpha, TAU2_LOG_LATENCY)
     if lo > worse_at:
         outcome = "worse"

@@ -12,7 +12,10 @@ heavy right tail of service times is tamed, so the effect is a ratio of geometri
 And their spread is measured between batch means, not between samples: on a shared machine
 latencies come in runs (a stall delays every request queued behind it), and treating
 correlated samples as independent makes an interval too narrow, so identical arms look
-different. Batch means are the standard remedy for autocorrelated measurements.
+different. Batch means are the standard remedy for autocorrelated measurements. The arms
+are compared look by look (:class:`Pairs`): both answer the same mirrored copies, so a
+stall of the machine slows both in the same look, and the difference of their batch means
+is left with the difference of the code.
 """
 
 from __future__ import annotations
@@ -80,21 +83,57 @@ class ArmEvidence:
         self.open_count += latencies_ms.size
         self.kept.extend(latencies_ms.tolist())
 
-    def close_batch(self) -> None:
+    def close_batch(self) -> tuple[float, int] | None:
+        """End the batch being filled; its log-latency sum and count (None: empty)."""
         if not self.open_count:
-            return
-        mean = self.open_sum / self.open_count
+            return None
+        total, count = self.open_sum, self.open_count
         self.open_sum, self.open_count = 0.0, 0
         self.batches += 1
+        mean = total / count
         delta = mean - self.batch_mean
         self.batch_mean += delta / self.batches
         self.batch_m2 += delta * (mean - self.batch_mean)
+        return total, count
+
+
+@dataclass(slots=True)
+class Pairs:
+    """Differences of the two arms' batch means, look by look (Welford): both arms answer
+    the same copies in a look, so what the look's load did to both cancels out."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    pending: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    def add(self, arm: str, batch: tuple[float, int] | None) -> None:
+        if batch is None:
+            return
+        total, count = self.pending.get(arm, (0.0, 0))  # an arm ahead keeps filling
+        self.pending[arm] = (total + batch[0], count + batch[1])
+        if len(self.pending) < len(ARMS):
+            return
+        (ct, cn), (kt, kn) = (self.pending.pop(name) for name in ARMS)
+        diff = ct / cn - kt / kn
+        self.n += 1
+        delta = diff - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (diff - self.mean)
+
+    @property
+    def mean_variance(self) -> float:
+        """Variance of :attr:`mean` as an estimate (inf until enough pairs)."""
+        if self.n < MIN_BATCHES:
+            return math.inf
+        return self.m2 / (self.n - 1) / self.n
 
 
 class Evidence:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.arms = {arm: ArmEvidence(self.settings.max_kept) for arm in ARMS}
+        self.pairs = Pairs()
         self.examples: list[dict[str, Any]] = []
         # (candidate, control) resident MiB at the newest looks, measured at the same look
         self.memory: deque[tuple[float, float]] = deque(maxlen=MEMORY_LOOKS)
@@ -139,13 +178,13 @@ class Evidence:
         evidence.outcomes["stale"] += stale
         evidence.outcomes["match"] += int(lat.size) - mismatches - stale
         evidence.add_latencies(lat)
-        evidence.close_batch()
+        self.pairs.add(arm, evidence.close_batch())
 
     def close_batch(self) -> None:
         """End the current batch of every arm: call at each look (:meth:`add_batch` ends
         its own)."""
-        for arm in self.arms.values():
-            arm.close_batch()
+        for name, arm in self.arms.items():
+            self.pairs.add(name, arm.close_batch())
 
     def add_memory(self, candidate_bytes: int, control_bytes: int) -> None:
         """Both arms' resident memory at one look (measured, not sampled: no interval)."""
