@@ -8,6 +8,7 @@ experiment's time is up. The rates over many seeds are asserted at the default s
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,7 @@ class Run:
     decision: Decision
     rule: str
     seconds: int
+    reason: str = ""
 
 
 def simulate(
@@ -69,7 +71,7 @@ def simulate(
             evidence.add_batch(name, answered, errors=failed, mismatches=wrong)
         verdict = decide(evidence, settings, final=second + 1 == duration)
         if verdict.decision is not Decision.CONTINUE:
-            return Run(verdict.decision, verdict.rule, second + 1)
+            return Run(verdict.decision, verdict.rule, second + 1, verdict.reason)
     raise AssertionError("final=True must decide")
 
 
@@ -150,3 +152,37 @@ def test_the_latency_interval_covers_the_truth_at_every_look() -> None:
                 misses += 1
                 break
     assert misses / seeds <= settings.alpha + 0.01, misses
+
+
+def test_an_inconclusive_verdict_says_how_much_more_traffic_a_decision_needs() -> None:
+    """The estimate is a projection at the effect seen so far: with that much more traffic,
+    about half the runs decide, and most within twice as much."""
+    estimated, within, within_twice = 0, 0, 0
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        evidence = Evidence()
+
+        def second(rng: np.random.Generator = rng, evidence: Evidence = evidence) -> None:
+            evidence.add_batch("candidate", BASE_MS * 0.9 * rng.lognormal(0.0, SIGMA, 20))
+            evidence.add_batch("control", BASE_MS * rng.lognormal(0.0, SIGMA, 20))
+
+        for _ in range(12):
+            second()
+        verdict = decide(evidence, final=True)
+        assert verdict.rule == "no_difference"
+        found = re.search(r"about ([\d,]+) more mirrored requests \((\d+) more", verdict.reason)
+        if found is None:
+            continue
+        estimated += 1
+        needed = int(found[2])
+        assert int(found[1].replace(",", "")) == needed * 20
+        for looks in range(1, 2 * needed + 1):
+            second()
+            if decide(evidence).decision is not Decision.CONTINUE:
+                within += looks <= needed
+                within_twice += 1
+                break
+    assert estimated >= 80
+    assert within / estimated >= 0.4 and within_twice / estimated >= 0.6, (within, within_twice)
+    same = [simulate(seed, Arm(), duration=60) for seed in range(20)]
+    assert all("inside the margins" in r.reason or "would need" in r.reason for r in same)

@@ -26,8 +26,14 @@ from __future__ import annotations
 import math
 
 from osup_mp.evolution import fixed
-from osup_mp.evolution.evidence import MEMORY_LOOKS, ArmEvidence, Evidence
-from osup_mp.evolution.sequential import TAU2_LOG_LATENCY, TAU2_RATE, interval, rate_variance
+from osup_mp.evolution.evidence import MEMORY_LOOKS, MIN_BATCHES, ArmEvidence, Evidence
+from osup_mp.evolution.sequential import (
+    TAU2_LOG_LATENCY,
+    TAU2_RATE,
+    half_width,
+    interval,
+    rate_variance,
+)
 from osup_mp.evolution.spec import Decision, Settings
 from osup_mp.evolution.verdict import MetricRow, MismatchRow, Verdict
 
@@ -108,7 +114,8 @@ def decide(evidence: Evidence, settings: Settings | None = None, *, final: bool 
             rule = "no_difference"
             reason = (
                 f"no clear difference after {cand.n} and {ctrl.n} samples: latency "
-                f"{latency.outcome}, errors {errors.outcome}, answers {answers.outcome}"
+                f"{latency.outcome}, errors {errors.outcome}, answers {answers.outcome}; "
+                f"{outlook(evidence, s)}"
             )
     metrics = (latency, errors, throughput, memory)
     if decision is not Decision.CONTINUE:  # explain, for the record
@@ -120,6 +127,45 @@ def decide(evidence: Evidence, settings: Settings | None = None, *, final: bool 
             _with_test(memory, _memory_range(evidence)),
         )
     return Verdict(decision, rule, reason, metrics, answers)
+
+
+def outlook(evidence: Evidence, s: Settings) -> str:
+    """How much more traffic a latency decision would need, at the effect and spread seen
+    so far: the smallest number of looks whose interval clears the nearer margin."""
+    pairs, cand = evidence.pairs, evidence.arms["candidate"]
+    if pairs.n < MIN_BATCHES:
+        return f"latency needs {MIN_BATCHES} looks with both arms answering ({pairs.n} so far)"
+    worse_at, better_at = math.log1p(s.latency_margin), math.log1p(-s.min_improvement)
+    if pairs.mean > worse_at:
+        room, verdict = pairs.mean - worse_at, "a rejection"
+    elif pairs.mean < better_at:
+        room, verdict = better_at - pairs.mean, "a promotion"
+    else:
+        return (
+            f"latency {_rel(math.expm1(pairs.mean))} is inside the margins: more traffic "
+            "would show the arms alike, not decide"
+        )
+    spread = pairs.m2 / (pairs.n - 1)
+
+    def clears(looks: int) -> bool:
+        return half_width(spread / looks, s.alpha, TAU2_LOG_LATENCY) < room
+
+    high = pairs.n
+    while not clears(high):
+        if high > pairs.n * 10_000:
+            return f"{verdict} is out of reach: the effect is tiny against the spread"
+        high *= 2
+    low = max(pairs.n, high // 2)
+    while low < high:  # the fewest looks that clear the margin
+        middle = (low + high) // 2
+        low, high = (low, middle) if clears(middle) else (middle + 1, high)
+    if high == pairs.n:
+        return "latency would decide now: errors or answers are what is not yet shown"
+    per_look = cand.timed / max(cand.batches, 1)
+    return (
+        f"{verdict} would need about {(high - pairs.n) * per_look:,.0f} more mirrored "
+        f"requests ({high - pairs.n} more looks at this rate)"
+    )
 
 
 def latency_row(evidence: Evidence, settings: Settings) -> MetricRow:
