@@ -31,6 +31,11 @@ FRAGILE = SOURCE + (  # fast, but raises for k == 7: the agent rolls it back
     "\n_search = search\n\n\ndef search(matrix, query, k):\n"
     "    if k == 7:\n        raise RuntimeError('k == 7')\n    return _search(matrix, query, k)\n"
 )
+SOURING = SOURCE + (  # the shipped search for 20 s after it loads, then 30 ms slower
+    "\nimport time as _time\n_LOADED = _time.monotonic()\n_search = search\n\n\n"
+    "def search(matrix, query, k):\n    if _time.monotonic() - _LOADED > 20:\n"
+    "        _time.sleep(0.03)\n    return _search(matrix, query, k)\n"
+)
 BROKEN = SOURCE + "\nraise ImportError('this module cannot load')\n"
 LEAKY = SOURCE + (
     "\n_search = search\n_KEPT = []\n\n\ndef search(matrix, query, k):\n"
@@ -245,6 +250,41 @@ def test_faster_code_is_promoted_then_rolled_back_when_it_fails_in_the_main(
     tree.start()  # the history survives a restart of the whole tree
     history = json.loads(tree.cli("history", "--json").stdout)
     assert [(r["id"], r["verdict"]) for r in history] == [(record["id"], "rolled_back")]
+
+
+def test_a_promotion_that_slows_the_main_down_later_is_rolled_back(
+    make_tree: Any, tmp_path: Path
+) -> None:
+    """Faster in the experiment, slower in the main 20 s after the promotion: the watch
+    compares the main's own metrics after the promotion with before it, and reverts."""
+    tree = make_tree(o_supervisor=OSUP, evolution=EVOLUTION | {"rollback_watch": 60000})
+    tree.env["OSUP_METRICS_INTERVAL_MS"] = "500"  # the agents report twice a second
+    tree.start()
+    _load_blocks(tree)
+    slow, souring = tmp_path / "slow.py", tmp_path / "souring.py"
+    slow.write_text(SLOW)
+    souring.write_text(SOURING)
+    assert tree.cli("hot-reload", "--module", "memory_system", str(slow)).returncode == 0
+    traffic = _traffic(tree, tmp_path, 90)
+    try:
+        done = tree.cli(
+            "experiment", "start", "--code", str(souring), "--target", "memory_system",
+            "--ratio", "1", "--duration", "15", "--wait", "--json", timeout=60,
+        )  # fmt: skip
+        record = json.loads(done.stdout)
+        assert record["verdict"] == "promoted" and record["state"] == "watching", record
+
+        def rolled_back() -> dict[str, Any] | None:
+            shown = json.loads(tree.cli("experiment", "show", record["id"], "--json").stdout)
+            return shown if shown["verdict"] == "rolled_back" else None
+
+        final = wait_for(rolled_back, timeout=50, what="the slowed-down promotion rolled back")
+    finally:
+        traffic.kill()
+        traffic.communicate()
+    assert "mean latency rose from" in final["reason"] and "after the promotion" in final["reason"]
+    loaded = tree.request("call", name="agent:main", request=["loaded_code"])
+    assert loaded["memory_system"] == SLOW  # the code before the promotion is back
 
 
 def test_an_arbiter_restart_closes_its_experiment_and_stops_the_arms(

@@ -153,6 +153,7 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "compare": _Field("", '"" or "package.module:function"', _HOOK),
         "history_size": _Field(100, "an integer >= 100", _ints(100)),
         "rollback_watch": _Field(30000, "a non-negative integer (ms; 0 = off)", _ints(0)),
+        "rollback_margin": _Field(0.5, "a positive number (relative)", _NUMBER),
     },
     "vault": {
         "generations": _Field(3, "an integer >= 1", _ints(1)),

@@ -160,6 +160,7 @@ class EvolutionSection:
     compare: str
     history_size: int
     rollback_watch: int
+    rollback_margin: float
 
 
 @dataclass(frozen=True, slots=True)

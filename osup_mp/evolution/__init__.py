@@ -6,6 +6,7 @@ component calls it every second; the simulations in ``tests/test_evolution_stats
 call it the same way and assert its error rates.
 """
 
+from osup_mp.evolution import watch
 from osup_mp.evolution.decision import decide
 from osup_mp.evolution.evidence import Evidence
 from osup_mp.evolution.spec import Decision, Sample, Settings
@@ -20,4 +21,5 @@ __all__ = [
     "Settings",
     "Verdict",
     "decide",
+    "watch",
 ]

@@ -36,6 +36,7 @@ from osup_mp.components.messages import (
     ExperimentStop,
     HotReload,
     LoadedCode,
+    MetricsHistory,
     MirrorStart,
     MirrorStatus,
     MirrorStop,
@@ -46,11 +47,12 @@ from osup_mp.components.messages import (
     StopShadow,
 )
 from osup_mp.config import Config
-from osup_mp.evolution import Decision, Sample, Settings, decide
+from osup_mp.evolution import Decision, Sample, Settings, decide, watch
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call
 
 TICK = 1.0  # s between looks at each experiment's evidence
+BASELINE_S = 60.0  # of the main's metrics before a promotion, to watch it against
 START_TIMEOUT = 60.0  # s for an arm's shadow to start and restore
 Answer = Callable[[bool, Any], None]
 
@@ -254,7 +256,8 @@ class EvolutionArbiter(Component):
     def _look(self, exp: Experiment) -> None:
         """One look: new samples, the mirror's figures, the arms' and main's health."""
         if exp.state is ExpState.WATCHING:
-            calls = [("agent:main", AgentStatus()), ("agent:main", LoadedCode())]
+            since = MetricsHistory("main", self.cfg.evolution.rollback_watch / 1000 + 10)
+            calls = [("agent:main", AgentStatus()), ("agent:main", LoadedCode()), ("health", since)]
             self.gather(calls, functools.partial(self._watch, exp), TICK * 5)
         elif exp.state is ExpState.RUNNING:
             calls = [
@@ -336,28 +339,44 @@ class EvolutionArbiter(Component):
         exp.watch_until = time.monotonic() + watch
         exp.main_generation = None
         self._save_in_flight()
+        before = MetricsHistory("main", BASELINE_S)  # the main's figures to watch against
+        self.peer("health").call_async(before, functools.partial(self._baseline, exp), 10.0)
 
     def _watch(self, exp: Experiment, results: list[tuple[bool, Any]]) -> None:
         if exp.state is not ExpState.WATCHING:
             return
-        (ok, status), (code_ok, code) = results
+        (ok, status), (code_ok, code), (history_ok, records) = results
         if ok and exp.main_generation is None:
             exp.main_generation = status["generation"]
         crashed = ok and status["generation"] != exp.main_generation
         replaced = code_ok and code.get(exp.target) != exp.code
-        if crashed or replaced:
-            if crashed:
-                after = time.time() - (exp.promoted_at or time.time())
-                cause = status.get("last_kill_reason") or status.get("last_exit")
-                why = f"the main agent restarted {after:.0f} s after the promotion ({cause})"
-                self.peer("agent:main").call_async(Revert(exp.target), _ignore, 30.0)
-            else:
+        worse = history_ok and self._regression(exp, records)
+        if crashed or replaced or worse:
+            if replaced:
                 why = "the main agent rolled the promoted code back after it raised"
+            else:
+                if crashed:
+                    after = time.time() - (exp.promoted_at or time.time())
+                    cause = status.get("last_kill_reason") or status.get("last_exit")
+                    why = f"the main agent restarted {after:.0f} s after the promotion ({cause})"
+                else:
+                    why = str(worse)
+                self.peer("agent:main").call_async(Revert(exp.target), _ignore, 30.0)
             exp.decide(Outcome.ROLLED_BACK, "rollback", why)
             logger.warning("arbiter: experiment {} rolled back: {}", exp.id, why)
             self._conclude(exp)
         elif time.monotonic() >= exp.watch_until:
             self._conclude(exp)
+
+    def _regression(self, exp: Experiment, records: list[dict[str, Any]]) -> str | None:
+        """The main's figures since the promotion against before it."""
+        after = watch.pool(watch.since_promotion(records, exp.promoted_at or 0.0))
+        e = self.cfg.evolution
+        return watch.regression(exp.baseline, after, e.error_margin, e.rollback_margin)
+
+    def _baseline(self, exp: Experiment, ok: bool, records: Any) -> None:
+        if ok:
+            exp.baseline = watch.pool(r for r in records if r["at"] <= (exp.promoted_at or 0.0))
 
     def _conclude(self, exp: Experiment) -> None:
         if exp.state is not ExpState.DECIDED:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from osup_mp.evolution import Decision, Evidence, Settings, Verdict
+from osup_mp.evolution.watch import Figures
 
 
 class ExpState(enum.StrEnum):
@@ -81,6 +82,7 @@ class Experiment:
     up: set[str] = field(default_factory=set)  # roles whose shadow is ready
     watch_until: float = 0.0  # monotonic end of the rollback watch
     main_generation: int | None = None  # the main agent's, when the watch began
+    baseline: Figures | None = None  # the main's metrics before the promotion
     evidence: Evidence = field(init=False)
 
     def __post_init__(self) -> None:
