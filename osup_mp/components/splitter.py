@@ -72,21 +72,21 @@ class Mirror:
 
 
 class TrafficSplitter(Component):
-    def __init__(self, compare: str = "") -> None:
+    def __init__(self, hook_path: str = "") -> None:
         self.mirrors: dict[str, Mirror] = {}
-        self.compare_path = compare  # "" or "package.module:function" ([evolution] compare)
+        self.hook_path = hook_path  # "" or "package.module:function" ([evolution] compare)
         self.hook: Compare | None = None
-        self.compare = "exact"  # how answers are compared, as status shows it
+        self.comparison = "exact"  # how answers are compared, as status shows it
         self.hook_errors = 0
 
     def init(self) -> None:
-        if self.compare_path:
+        if self.hook_path:
             try:
-                self.hook = compare.load(self.compare_path)
-                self.compare = self.compare_path
+                self.hook = compare.load(self.hook_path)
+                self.comparison = self.hook_path
             except ValueError as exc:  # compared exactly, and said so in status and the log
-                self.compare = f"exact ([evolution] compare {self.compare_path!r}: {exc})"
-                logger.error("splitter: answers compared exactly: {}", self.compare)
+                self.comparison = f"exact ([evolution] compare {self.hook_path!r}: {exc})"
+                logger.error("splitter: answers compared exactly: {}", self.comparison)
         self._tell_main()  # a restarted splitter mirrors nothing until asked again
 
     @on_call(MirrorStart)
@@ -178,7 +178,7 @@ class TrafficSplitter(Component):
                 if self.hook_errors & (self.hook_errors - 1) == 0:  # 1st, 2nd, 4th, ...
                     logger.warning(
                         "splitter: compare hook {} raised {}: {} ({} times so far); "
-                        "compared exactly", self.compare, type(exc).__name__, exc,
+                        "compared exactly", self.comparison, type(exc).__name__, exc,
                         self.hook_errors,
                     )  # fmt: skip
         return answer == copy.digest
@@ -195,7 +195,7 @@ class TrafficSplitter(Component):
     def _figures(self, mirror: Mirror) -> dict[str, Any]:
         return {
             "id": mirror.id, "ratio": mirror.ratio, "copies": mirror.copies,
-            "compare": self.compare, "compare_errors": self.hook_errors,
+            "compare": self.comparison, "compare_errors": self.hook_errors,
             "main_latency_ms": _percentiles(mirror.main_latencies),
             "arms": [arm.figures() for arm in mirror.arms.values()],
             "examples": mirror.examples,

@@ -345,28 +345,32 @@ class EvolutionArbiter(Component):
     def _watch(self, exp: Experiment, results: list[tuple[bool, Any]]) -> None:
         if exp.state is not ExpState.WATCHING:
             return
-        (ok, status), (code_ok, code), (history_ok, records) = results
-        if ok and exp.main_generation is None:
-            exp.main_generation = status["generation"]
-        crashed = ok and status["generation"] != exp.main_generation
-        replaced = code_ok and code.get(exp.target) != exp.code
-        worse = history_ok and self._regression(exp, records)
-        if crashed or replaced or worse:
-            if replaced:
-                why = "the main agent rolled the promoted code back after it raised"
-            else:
-                if crashed:
-                    after = time.time() - (exp.promoted_at or time.time())
-                    cause = status.get("last_kill_reason") or status.get("last_exit")
-                    why = f"the main agent restarted {after:.0f} s after the promotion ({cause})"
-                else:
-                    why = str(worse)
+        why, revert = self._rollback_reason(exp, results)
+        if why is not None:
+            if revert:
                 self.peer("agent:main").call_async(Revert(exp.target), _ignore, 30.0)
             exp.decide(Outcome.ROLLED_BACK, "rollback", why)
             logger.warning("arbiter: experiment {} rolled back: {}", exp.id, why)
             self._conclude(exp)
         elif time.monotonic() >= exp.watch_until:
             self._conclude(exp)
+
+    def _rollback_reason(
+        self, exp: Experiment, results: list[tuple[bool, Any]]
+    ) -> tuple[str | None, bool]:
+        """Why the promotion goes back (None: it stands so far), and whether the code must
+        be reverted here (not when the agent already rolled it back itself)."""
+        (ok, status), (code_ok, code), (history_ok, records) = results
+        if ok and exp.main_generation is None:
+            exp.main_generation = status["generation"]
+        if ok and status["generation"] != exp.main_generation:
+            after = time.time() - (exp.promoted_at or time.time())
+            cause = status.get("last_kill_reason") or status.get("last_exit")
+            return f"the main agent restarted {after:.0f} s after the promotion ({cause})", True
+        if code_ok and code.get(exp.target) != exp.code:
+            return "the main agent rolled the promoted code back after it raised", False
+        worse = self._regression(exp, records) if history_ok else None
+        return worse, worse is not None
 
     def _regression(self, exp: Experiment, records: list[dict[str, Any]]) -> str | None:
         """The main's figures since the promotion against before it."""
