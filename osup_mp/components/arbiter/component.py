@@ -5,10 +5,11 @@ the tree for two shadows, loads the main's current code into both and the propos
 into the candidate, has the splitter mirror a share of the main's read-only requests to
 them, and every second reads the new samples from the health monitor and asks
 :func:`osup_mp.evolution.decide` for a verdict. A promoted candidate's code is hot-loaded
-into the main and watched: a crash of the main, or the agent rolling the code back, within
-``rollback_watch`` reverts it. The one decision: every step is an asynchronous call
-answered into the one loop, so the arbiter keeps judging every experiment, answering the
-CLI and watching promotions while shadows start and code loads.
+into the main and watched: a crash of the main, the agent rolling the code back, or the
+main's own metrics worse than before the promotion, within ``rollback_watch``, reverts
+it. The one decision: every step is an asynchronous call answered into the one loop, so
+the arbiter keeps judging every experiment, answering the CLI and watching promotions
+while shadows start and code loads.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psutil
 from loguru import logger
 
-from osup_mp.components.arbiter import admission
+from osup_mp.components.arbiter import admission, readings
 from osup_mp.components.arbiter.experiment import OUTCOME_OF, ROLES, Experiment, ExpState, Outcome
 from osup_mp.components.arbiter.history import History, interrupted
 from osup_mp.components.messages import (
@@ -282,9 +282,9 @@ class EvolutionArbiter(Component):
             exp.evidence.close_batch()  # a look: what came since the last one is a batch
         for figures in mirrors if isinstance(mirrors, list) else ():
             if figures.get("id") == exp.id:
-                _take_mirror(exp, figures)
+                readings.take_mirror(exp, figures)
         for role, (ok, status) in zip(ROLES, arms, strict=True):
-            died = _died(status) if ok else f"its manager is gone ({status})"
+            died = readings.died(status) if ok else f"its manager is gone ({status})"
             if died is not None:
                 if role == "candidate":
                     self._finish(
@@ -295,7 +295,7 @@ class EvolutionArbiter(Component):
                         exp, Outcome.INCONCLUSIVE, "control_died", f"the control died: {died}"
                     )
                 return
-        cand_rss, ctrl_rss = (_resident(status) if ok else None for ok, status in arms)
+        cand_rss, ctrl_rss = (readings.resident(status) if ok else None for ok, status in arms)
         if cand_rss is not None and ctrl_rss is not None:
             exp.evidence.add_memory(cand_rss, ctrl_rss)
         final = exp.elapsed(time.monotonic()) >= exp.duration
@@ -345,7 +345,7 @@ class EvolutionArbiter(Component):
     def _watch(self, exp: Experiment, results: list[tuple[bool, Any]]) -> None:
         if exp.state is not ExpState.WATCHING:
             return
-        why, revert = self._rollback_reason(exp, results)
+        why, revert = readings.rollback_reason(exp, results, self.cfg.evolution)
         if why is not None:
             if revert:
                 self.peer("agent:main").call_async(Revert(exp.target), _ignore, 30.0)
@@ -354,29 +354,6 @@ class EvolutionArbiter(Component):
             self._conclude(exp)
         elif time.monotonic() >= exp.watch_until:
             self._conclude(exp)
-
-    def _rollback_reason(
-        self, exp: Experiment, results: list[tuple[bool, Any]]
-    ) -> tuple[str | None, bool]:
-        """Why the promotion goes back (None: it stands so far), and whether the code must
-        be reverted here (not when the agent already rolled it back itself)."""
-        (ok, status), (code_ok, code), (history_ok, records) = results
-        if ok and exp.main_generation is None:
-            exp.main_generation = status["generation"]
-        if ok and status["generation"] != exp.main_generation:
-            after = time.time() - (exp.promoted_at or time.time())
-            cause = status.get("last_kill_reason") or status.get("last_exit")
-            return f"the main agent restarted {after:.0f} s after the promotion ({cause})", True
-        if code_ok and code.get(exp.target) != exp.code:
-            return "the main agent rolled the promoted code back after it raised", False
-        worse = self._regression(exp, records) if history_ok else None
-        return worse, worse is not None
-
-    def _regression(self, exp: Experiment, records: list[dict[str, Any]]) -> str | None:
-        """The main's figures since the promotion against before it."""
-        after = watch.pool(watch.since_promotion(records, exp.promoted_at or 0.0))
-        e = self.cfg.evolution
-        return watch.regression(exp.baseline, after, e.error_margin, e.rollback_margin)
 
     def _baseline(self, exp: Experiment, ok: bool, records: Any) -> None:
         if ok:
@@ -423,35 +400,6 @@ class EvolutionArbiter(Component):
         logger.warning(
             "arbiter: experiment {} was interrupted: {}", record["id"], record["verdict"]
         )
-
-
-def _take_mirror(exp: Experiment, figures: dict[str, Any]) -> None:
-    """The splitter's figures of this experiment: new examples, copies offered and dropped."""
-    for example in figures.get("examples", [])[len(exp.mirror.get("examples", [])) :]:
-        exp.evidence.add_example(example)
-    for arm in figures.get("arms", []):
-        role = exp.role_of(arm["arm"])
-        if role is not None:
-            exp.evidence.set_capacity(role, arm["sent"] + arm["dropped"], arm["dropped"])
-    exp.mirror = figures
-
-
-def _resident(status: dict[str, Any]) -> int | None:
-    """The arm's resident memory, measured here: an agent's own figures could be wrong."""
-    try:
-        pid = int(status["pid"])
-        return int(psutil.Process(pid).memory_info().rss) if pid > 0 else None
-    except (KeyError, TypeError, ValueError, psutil.Error):
-        return None
-
-
-def _died(status: dict[str, Any]) -> str | None:
-    """Why an arm's agent is not the one that started, or None while it serves."""
-    if status.get("state") == "RUNNING" and status.get("restarts", 0) == 0:
-        return None
-    return (
-        status.get("last_kill_reason") or status.get("last_exit") or f"it is {status.get('state')}"
-    )
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
