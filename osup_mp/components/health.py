@@ -27,6 +27,7 @@ from osup_mp.components.messages import (
     MetricsHistory,
     RecordMetrics,
     RecordSample,
+    RecordSamples,
     RecordTransition,
 )
 from osup_mp.config import Config, HealthSection
@@ -209,6 +210,11 @@ class HealthMonitor(Component):
     def _on_transition(self, request: RecordTransition) -> None:
         event = self.book.transition(request.instance_id, request.old, request.new, request.reason)
         self._emit("transition", {}, event)
+
+    @on_cast(RecordSamples)
+    def _on_samples(self, request: RecordSamples) -> None:
+        for sample in request.samples:
+            self._on_sample(sample)
 
     @on_cast(RecordSample)
     def _on_sample(self, request: RecordSample) -> None:

@@ -393,6 +393,16 @@ class RecordSample:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordSamples:
+    """A cast: many :class:`RecordSample`, in the order they were made. The splitter sends
+    its samples a few times a second, so the health monitor and telemetry wake once per
+    batch rather than twice per mirrored request."""
+
+    samples: tuple[RecordSample, ...]
+    kind: ClassVar[str] = "record_samples"
+
+
+@dataclass(frozen=True, slots=True)
 class GetMetrics:
     """Every instance's newest metrics (or one instance's), with their time."""
 

@@ -29,6 +29,7 @@ from osup_mp.components.messages import (
     MirrorStatus,
     MirrorStop,
     RecordSample,
+    RecordSamples,
     SetMirror,
 )
 from osup_mp.evolution import compare
@@ -38,6 +39,8 @@ from osup_mp.runtime.component import Caller, Component, on_call, on_cast
 from osup_mp.wire import digest
 
 ARM_WINDOW = 64  # copies in flight per arm; more are dropped, not queued
+SAMPLE_DELAY = 0.05  # s a sample may wait to go to the health monitor with others
+SAMPLE_BATCH = 256  # samples sent at once, whatever the delay
 MAX_EXAMPLES = 5  # mismatching answers kept per mirror, to show what differs
 EXAMPLE_CHARS = 400  # of each request / answer in an example
 LATENCIES_KEPT = 2048  # per arm, for the percentiles in status
@@ -78,6 +81,7 @@ class TrafficSplitter(Component):
         self.hook: Compare | None = None
         self.comparison = "exact"  # how answers are compared, as status shows it
         self.hook_errors = 0
+        self.samples: list[RecordSample] = []  # made, not yet sent to the health monitor
 
     def init(self) -> None:
         if self.hook_path:
@@ -107,6 +111,7 @@ class TrafficSplitter(Component):
 
     @on_call(MirrorStop)
     def _stop(self, request: MirrorStop, caller: Caller) -> dict[str, Any]:
+        self._flush_samples()
         mirror = self.mirrors.pop(request.id, None)
         if mirror is None:
             raise CallError(
@@ -117,6 +122,7 @@ class TrafficSplitter(Component):
 
     @on_call(MirrorStatus)
     def _status(self, request: MirrorStatus, caller: Caller) -> list[dict[str, Any]]:
+        self._flush_samples()  # the health monitor has every sample these figures count
         return [self._figures(m) for m in self.mirrors.values()]
 
     def _tell_main(self) -> None:
@@ -190,7 +196,23 @@ class TrafficSplitter(Component):
         if outcome != "error":
             arm.latencies.append(ms)
         sample = RecordSample(mirror.id, arm.name, ms, outcome == "error", digest, outcome)
-        self.peer("health").cast(sample)
+        self.samples.append(sample)
+        if len(self.samples) >= SAMPLE_BATCH:
+            self._flush_samples()
+        elif len(self.samples) == 1:
+            self.send_after(SAMPLE_DELAY, "flush_samples")
+
+    def _flush_samples(self) -> None:
+        """Send the samples made since the last flush to the health monitor, as one cast."""
+        if self.samples:
+            batch, self.samples = tuple(self.samples), []
+            self.peer("health").cast(RecordSamples(batch))
+
+    def handle_info(self, msg: Any) -> None:
+        if msg == "flush_samples":
+            self._flush_samples()
+        else:
+            super().handle_info(msg)
 
     def _figures(self, mirror: Mirror) -> dict[str, Any]:
         return {
