@@ -11,6 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+# Thread pools of numerical libraries (OpenBLAS, OpenMP, MKL): they spin-wait between calls
+# and take cores the rest of the tree needs, so shadows (and the reference agent, unless
+# told otherwise) run them with one thread.
+THREAD_POOL_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
 ROLE_FLAG = "--role"
 SEED_MODE_FLAG = "--elixir-mode"
 RESTORE_FLAG = "--restore"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from osup_mp.config import Config
 from osup_mp.lowlevel.proc import resolve_executable, set_parent_death_signal
-from osup_mp.wire.launch import LaunchEnv, agent_args
+from osup_mp.wire.launch import THREAD_POOL_VARS, LaunchEnv, agent_args
 
 
 def agent_argv(cfg: Config, role: str, command: list[str] | None) -> list[str]:
@@ -28,10 +28,10 @@ def agent_argv(cfg: Config, role: str, command: list[str] | None) -> list[str]:
     return [*base, *agent_args(role)]
 
 
-# Thread pools of numerical libraries (OpenBLAS, OpenMP, MKL) spin-wait between calls: in a
-# shadow, two such threads take whole cores from the main (measured: the main's search 3.5x
-# slower while two shadows searched 20,000 blocks). A shadow works on spare cycles, in one.
-_ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+# In a shadow, spinning thread pools take whole cores from the main (measured: the main's
+# search 3.5x slower while two shadows searched 20,000 blocks). A shadow works on spare
+# cycles, in one thread, whatever the environment says.
+_ONE_THREAD = dict.fromkeys(THREAD_POOL_VARS, "1")
 
 
 def agent_env(cfg: Config, shm_name: str, instance_id: str, slot: int, role: str) -> dict[str, str]:
