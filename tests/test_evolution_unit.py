@@ -63,25 +63,29 @@ def test_samples_one_by_one_and_in_a_batch_give_the_same_evidence() -> None:
     }
     assert a.log_mean == pytest.approx(b.log_mean) == pytest.approx(np.log(latencies).mean())
     one.close_batch()
-    assert a.batches == b.batches == 1 and a.batch_mean == pytest.approx(b.batch_mean)
+    assert a.batches == b.batches == 1  # the same batch, waiting for its pair
+    assert one.pairs.pending["control"] == pytest.approx(batch.pairs.pending["control"])
 
 
 def test_the_spread_is_measured_between_batches() -> None:
     """Correlated runs of latencies widen the interval; independent samples do not."""
     rng = np.random.default_rng(11)
     evidence = Evidence()
-    means = []
+    differences = []
     for _ in range(40):
-        shift = rng.normal(0.0, 0.3)  # a run: every sample of this batch shares it
-        batch = np.exp(shift + rng.normal(0.0, 0.1, 100))
-        evidence.add_batch("control", batch)
-        means.append(np.log(batch).mean())
-    arm = evidence.arms["control"]
-    assert arm.batches == 40
-    assert arm.mean_variance == pytest.approx(np.var(means, ddof=1) / 40)
-    naive = np.log(np.concatenate([np.asarray(arm.kept)])).var(ddof=1) / arm.timed
-    assert arm.mean_variance > 5 * naive
-    assert Evidence().arms["control"].mean_variance == math.inf
+        means = []
+        for arm in ("candidate", "control"):
+            shift = rng.normal(0.0, 0.3)  # a run: every sample of this batch shares it
+            batch = np.exp(shift + rng.normal(0.0, 0.1, 100))
+            evidence.add_batch(arm, batch)
+            means.append(np.log(batch).mean())
+        differences.append(means[0] - means[1])
+    assert evidence.arms["control"].batches == evidence.pairs.n == 40
+    assert evidence.pairs.mean == pytest.approx(np.mean(differences))
+    assert evidence.pairs.mean_variance == pytest.approx(np.var(differences, ddof=1) / 40)
+    naive = sum(np.log(np.asarray(a.kept)).var(ddof=1) / a.timed for a in evidence.arms.values())
+    assert evidence.pairs.mean_variance > 5 * naive
+    assert Evidence().pairs.mean_variance == math.inf
 
 
 def test_the_interval_narrows_with_evidence_and_never_claims_certainty() -> None:

@@ -1,11 +1,11 @@
 """The evidence of one experiment, accumulated sample by sample in constant memory.
 
-Per arm it keeps counts, the log latencies summed over every sample (the point estimate),
-the same summed per *batch* (the samples between two looks, about a second's worth) with
-Welford's mean and variance over the batch means (the always-valid intervals), and the
-newest ``max_kept`` latencies (for the fixed-horizon tests that explain a verdict); the
-splitter's totals of copies offered and dropped (capacity); and both arms' resident memory
-at the newest looks.
+Per arm it keeps counts, the log latencies summed over every sample (the point estimate)
+and per *batch* (the samples between two looks, about a second's worth), the newest
+``max_kept`` latencies (for the fixed-horizon tests that explain a verdict), and the
+splitter's totals of copies offered and dropped (capacity). Across the arms it keeps
+Welford's mean and variance of the differences of their batch means (the always-valid
+latency interval) and both arms' resident memory at the newest looks.
 
 Two decisions. Latencies are judged on the log scale, where a slowdown is a shift and the
 heavy right tail of service times is tamed, so the effect is a ratio of geometric means.
@@ -32,7 +32,7 @@ import numpy.typing as npt
 from osup_mp.evolution.spec import ARMS, Sample, Settings
 
 LOG_FLOOR_MS = 1e-3  # a 0 ms latency (a clock too coarse) counts as 1 µs on the log scale
-MIN_BATCHES = 10  # batch means per arm before their spread is trusted
+MIN_BATCHES = 10  # paired batch means before their spread is trusted
 MEMORY_LOOKS = 5  # newest looks of resident memory kept: an excess must last this long
 
 
@@ -51,8 +51,6 @@ class ArmEvidence:
     open_sum: float = 0.0  # the batch being filled
     open_count: int = 0
     batches: int = 0
-    batch_mean: float = 0.0  # Welford over the batch means of log latency
-    batch_m2: float = 0.0
     kept: deque[float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -61,13 +59,6 @@ class ArmEvidence:
     @property
     def log_mean(self) -> float:
         return self.log_sum / self.timed if self.timed else 0.0
-
-    @property
-    def mean_variance(self) -> float:
-        """Variance of :attr:`batch_mean` as an estimate (inf until enough batches)."""
-        if self.batches < MIN_BATCHES:
-            return math.inf
-        return self.batch_m2 / (self.batches - 1) / self.batches
 
     @property
     def compared(self) -> int:
@@ -90,10 +81,6 @@ class ArmEvidence:
         total, count = self.open_sum, self.open_count
         self.open_sum, self.open_count = 0.0, 0
         self.batches += 1
-        mean = total / count
-        delta = mean - self.batch_mean
-        self.batch_mean += delta / self.batches
-        self.batch_m2 += delta * (mean - self.batch_mean)
         return total, count
 
 
