@@ -210,60 +210,56 @@ def _latency(evidence: Evidence, s: Settings) -> MetricRow:
     )
 
 
+def _rate_gap(
+    events_c: int, n_c: int, events_k: int, n_k: int, margin: float, s: Settings
+) -> tuple[float, tuple[float, float], str]:
+    """The candidate's rate minus the control's, its always-valid interval, and the outcome
+    when a higher rate is worse: "worse" (shown above ``margin``), "better" (below
+    ``-margin``), "same" (shown below ``margin``) or "unclear"."""
+    gap = events_c / n_c - events_k / n_k
+    variance = rate_variance(events_c, n_c) + rate_variance(events_k, n_k)
+    lo, hi = interval(gap, variance, s.alpha, TAU2_RATE)
+    if lo > margin:
+        outcome = "worse"
+    elif hi < -margin:
+        outcome = "better"
+    elif hi < margin:
+        outcome = "same"
+    else:
+        outcome = "unclear"
+    return gap, (lo, hi), outcome
+
+
 def _errors(cand: ArmEvidence, ctrl: ArmEvidence, s: Settings) -> MetricRow:
     threshold = f"worse > {_pts(s.error_margin)}"
     if cand.n == 0 or ctrl.n == 0:
         return MetricRow(
             "error_rate", cand.n, ctrl.n, None, None, None, None, threshold, "unclear", ""
         )
+    gap, bounds, outcome = _rate_gap(cand.errors, cand.n, ctrl.errors, ctrl.n, s.error_margin, s)
     rate_c, rate_k = cand.errors / cand.n, ctrl.errors / ctrl.n
-    variance = rate_variance(cand.errors, cand.n) + rate_variance(ctrl.errors, ctrl.n)
-    lo, hi = interval(rate_c - rate_k, variance, s.alpha, TAU2_RATE)
-    if lo > s.error_margin:
-        outcome = "worse"
-    elif hi < -s.error_margin:
-        outcome = "better"
-    elif hi < s.error_margin:
-        outcome = "same"  # shown no worse than the margin
-    else:
-        outcome = "unclear"
     return MetricRow(
-        "error_rate",
-        cand.n,
-        ctrl.n,
-        rate_c,
-        rate_k,
-        rate_c - rate_k,
-        (lo, hi),
-        threshold,
-        outcome,
-        "",
+        "error_rate", cand.n, ctrl.n, rate_c, rate_k, gap, bounds, threshold, outcome, ""
     )
 
 
 def _throughput(cand: ArmEvidence, ctrl: ArmEvidence, s: Settings) -> MetricRow:
-    """The share of offered copies each arm took: a slower or stalled arm drops more."""
+    """The share of offered copies each arm took: a slower or stalled arm drops more. It is
+    judged as the gap in drop rates and shown as the gap in shares taken (its negative)."""
     threshold = f"worse < {_pts(-s.capacity_margin)}"
     if cand.offered == 0 or ctrl.offered == 0:
         return MetricRow(
             "throughput", cand.offered, ctrl.offered, None, None, None, None, threshold,
             "unclear", "",
         )  # fmt: skip
+    gap, (lo, hi), outcome = _rate_gap(
+        cand.dropped, cand.offered, ctrl.dropped, ctrl.offered, s.capacity_margin, s
+    )
     taken_c = 1 - cand.dropped / cand.offered
     taken_k = 1 - ctrl.dropped / ctrl.offered
-    variance = rate_variance(cand.dropped, cand.offered) + rate_variance(ctrl.dropped, ctrl.offered)
-    lo, hi = interval(taken_c - taken_k, variance, s.alpha, TAU2_RATE)
-    if hi < -s.capacity_margin:
-        outcome = "worse"
-    elif lo > s.capacity_margin:
-        outcome = "better"
-    elif lo > -s.capacity_margin:
-        outcome = "same"
-    else:
-        outcome = "unclear"
     return MetricRow(
-        "throughput", cand.offered, ctrl.offered, taken_c, taken_k, taken_c - taken_k,
-        (lo, hi), threshold, outcome, "",
+        "throughput", cand.offered, ctrl.offered, taken_c, taken_k, -gap, (-hi, -lo),
+        threshold, outcome, "",
     )  # fmt: skip
 
 
@@ -305,12 +301,10 @@ def _answers(cand: ArmEvidence, ctrl: ArmEvidence, s: Settings, evidence: Eviden
     bounds: tuple[float, float] | None = None
     outcome = "unclear"
     if nc and nk:
-        excess = mc / nc - mk / nk
-        variance = rate_variance(mc, nc) + rate_variance(mk, nk)
-        bounds = interval(excess, variance, s.alpha, TAU2_RATE)
-        if bounds[0] > s.mismatch_tolerance and mc >= MIN_MISMATCHES:
+        excess, bounds, more = _rate_gap(mc, nc, mk, nk, s.mismatch_tolerance, s)
+        if more == "worse" and mc >= MIN_MISMATCHES:
             outcome = "veto"
-        elif bounds[1] < s.mismatch_tolerance:
+        elif more in ("same", "better"):  # shown below the tolerance
             outcome = "ok"
     return MismatchRow(
         nc, mc, nk, mk, cand.outcomes["stale"], ctrl.outcomes["stale"], excess, bounds, outcome,
