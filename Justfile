@@ -23,6 +23,8 @@ bench:
     python tools/bench/runtime.py
     python tools/bench/agent.py
     python tools/bench/wal.py
+    python tools/bench/splitter.py
+    python tools/bench/standby.py
 
 ci:
     bash .ci/run

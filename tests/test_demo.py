@@ -30,7 +30,9 @@ def test_the_tour_promotes_vetoes_recovers_and_leaves_nothing() -> None:
     assert directory is not None, out
     summary = out[out.index("osup-mp demo: done in") :]
     assert re.search(r"memories loaded +20,000 in", summary), summary
-    assert re.search(r"serving again in \d+ ms; search answers identical", summary), summary
+    assert re.search(
+        r"serving again in \d+ ms \(its standby promoted\); search answers identical", summary
+    ), summary
     assert "faster_search.py          promoted (improvement)" in summary, out
     assert "wrong_search.py           rejected (mismatch_veto)" in summary, out
     assert "left running                         nothing" in summary, summary

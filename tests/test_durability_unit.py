@@ -44,6 +44,7 @@ def make() -> tuple[Durability, Any, FakeWal]:
         state=AgentState.RUNNING,
         sent=[],
         killed=[],
+        standby=None,
     )
     host.peer = lambda name: wal
     host.send_agent = host.sent.append
@@ -84,6 +85,57 @@ def test_results_in_order_release_in_order() -> None:
     assert released == [5, 6]
     assert [m["seq"] for m in host.sent if m["type"] == "wal_ack"] == [5, 6]
     assert d.applied_lsn == 6 and d.settled
+
+
+class FakeStandby:
+    def __init__(self) -> None:
+        self.got: list[list[bytes]] = []
+        self.numbered_as: list[tuple[int, int, int]] = []
+        self.killed: list[str] = []
+
+    def follow(self, entries: list[bytes]) -> int:
+        self.got.append(list(entries))
+        return 7  # its generation
+
+    def numbered(self, generation: int, first_lsn: int, count: int) -> None:
+        self.numbered_as.append((generation, first_lsn, count))
+
+    def kill_for(self, reason: str) -> None:
+        self.killed.append(reason)
+
+
+def test_the_standby_gets_each_batch_as_it_leaves_and_a_handover_silences_old_acks() -> None:
+    d, host, wal = make()
+    host.standby = standby = FakeStandby()
+    d.log_entry({"op": 1}, ref="a")
+    d.log_entry({"op": 2}, ref="b")
+    d.flush()
+    assert [msgpack.unpackb(e) for e in standby.got[0]] == [{"op": 1}, {"op": 2}]
+    released: list[Any] = []
+    d.after_wal(released.append)  # a response of the main that is about to die
+    d.log_entry({"op": 3}, ref="c")  # read from the dead main's pipe, not yet flushed
+    d.hand_over()  # the standby takes over: that entry goes out too, after the others
+    assert [msgpack.unpackb(e) for e in standby.got[1]] == [{"op": 3}]
+    (_, first), (_, second) = wal.calls
+    first(True, [10, 11])
+    second(True, [12])
+    assert standby.numbered_as == [(7, 10, 2), (7, 12, 1)]
+    assert released == [11]  # the dead main's response, released once durable
+    assert not any(m.get("type") == "wal_ack" for m in host.sent)  # none to the successor
+    assert d.applied_lsn == 12 and d.settled
+    d.log_entry({"op": 4}, ref="d")  # the promoted agent's own write is acknowledged
+    d.flush()
+    wal.calls[-1][1](True, [13])
+    assert [m["seq"] for m in host.sent if m["type"] == "wal_ack"] == [13]
+
+
+def test_a_lost_batch_replaces_the_standby_that_applied_it() -> None:
+    d, host, wal = make()
+    host.standby = standby = FakeStandby()
+    d.log_entry({"op": 1}, ref="a")
+    d.flush()
+    wal.calls[0][1](False, "disk full")
+    assert standby.killed and host.killed
 
 
 def test_non_map_entries_are_refused() -> None:

@@ -219,3 +219,37 @@ def test_the_matrix_grows_in_place_and_publishes_only_what_was_added() -> None:
     m.publish_to(shm, blocks)
     assert shm.published[-1] == (299, 0)  # rows moved: a full publish
     assert m.order == list(blocks)
+
+
+class SlotShm:
+    """The part of a segment a standby touches: its slots (a plain array here)."""
+
+    def __init__(self) -> None:
+        from osup_mp.storage.shm.segment import SLOT_DTYPE
+
+        self.slots = np.zeros(4, dtype=SLOT_DTYPE)
+
+    def slot(self, index: int) -> Any:
+        return self.slots[index]
+
+
+def test_a_standby_applies_writes_keeps_its_matrix_built_and_takes_the_main_slot() -> None:
+    agent = MemoryAgent(AgentOptions(role="standby", shm_slot=1))
+    shm = SlotShm()
+    agent.shm, agent._slot = shm, shm.slot(1)
+    agent._on_restore({"type": "restore", "snapshot": None, "lsn": 0, "wal_entries": []})
+    assert agent.ready and int(shm.slots[1]["applied_lsn"]) == 0
+    agent._dispatch({"type": "wal_apply", "lsn": 1, "wal_entries": [add("a", "x", vec(1))]})
+    agent._dispatch({"type": "wal_apply", "lsn": 2, "wal_entries": [add("b", "y", vec(2))]})
+    assert agent.applied_lsn == 2 and int(shm.slots[1]["applied_lsn"]) == 2
+    agent.after_batch()  # a standby builds its matrix now, not at its first request
+    assert agent.matrix.order == ["a", "b"] and not agent.matrix._tail
+    promoted: list[str] = []
+    agent.on_promote = lambda: promoted.append(agent.options.role)  # type: ignore[method-assign]
+    agent._dispatch({"type": "promote", "slot": 0})
+    assert promoted == ["main"] and agent.options.shm_slot == 0
+    agent._heartbeat()
+    assert int(shm.slots[0]["hb_counter"]) == 1 and int(shm.slots[1]["hb_counter"]) == 0
+    agent._out.clear()
+    assert agent.handle_request({"op": "memory_add", "id": "c", "text": "z"}) == {"id": "c"}
+    assert b"wal_entry" in agent._out  # the main logs its writes

@@ -106,3 +106,13 @@ def test_a_closed_connection_leaves_no_request_behind() -> None:
     assert table.pop(ids[0]) is None
     assert table.pop(kept) == (other, 9) and table.pop(callback) is not None
     assert seen == []
+
+
+def test_unanswered_requests_keep_their_data_in_order_for_a_resend() -> None:
+    table = RequestTable(Clock())
+    _seen, target = recorder()
+    first = table.add(target("a"), 130.0, {"op": "a"})
+    second = table.add(target("b"), 130.0, {"op": "b"})
+    third = table.add(target("c"), 130.0, {"op": "c"})
+    table.pop(second)  # answered: not sent again
+    assert table.unanswered() == [(first, {"op": "a"}), (third, {"op": "c"})]

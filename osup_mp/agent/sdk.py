@@ -192,6 +192,10 @@ class Agent:
         """The answer to a :meth:`propose` (``id``, ``success``, and ``error`` or the
         verdict's fields)."""
 
+    def on_promote(self) -> None:
+        """This standby has become the main agent (``options.role`` is now ``"main"``):
+        from here on it serves requests and logs its writes. Nothing to do by default."""
+
     def on_message(self, msg: Mapping[str, Any]) -> None:
         """Any other message (wal_flush_ack, wal_ack, additions)."""
 
@@ -275,6 +279,7 @@ class Agent:
             timeout = max(0.0, min(due) - time.monotonic()) if due else None
             if spinner.wait(sel.select, timeout) and not self._read_input():
                 break
+            self._flush()  # answers first: after_batch may take time (a publish)
             self.after_batch()
         self._flush()
         return 0
@@ -316,6 +321,7 @@ class Agent:
             ToAgent.STOP: self._on_stop,
             ToAgent.EVOLUTION_RESULT: self.on_evolution_result,
             ToAgent.WAL_APPLY: self._on_wal_apply,
+            ToAgent.PROMOTE: self._on_promote,
         }
         return {kind.value: handler for kind, handler in table.items()}
 
@@ -327,11 +333,28 @@ class Agent:
         self._stop = True
 
     def _on_wal_apply(self, msg: dict[str, Any]) -> None:
-        """A shadow follows the main's acknowledged writes: apply them as a restore would."""
+        """A shadow or standby follows the main's writes: apply them as a restore would."""
         entries = msg.get("wal_entries")
         if isinstance(entries, list) and entries:
             self.apply_wal_batch(entries)
             self.applied_lsn = int(msg.get("lsn", 0)) + len(entries) - 1
+            self._mark_applied()
+
+    def _mark_applied(self) -> None:
+        """Tell the manager, through the slot, how far this follower has applied (a
+        standby's lag is read there, without a frame)."""
+        if self._slot is not None:
+            self._slot["applied_lsn"] = self.applied_lsn
+
+    def _on_promote(self, msg: dict[str, Any]) -> None:
+        """The main died and this standby takes its place, and its slot."""
+        slot = msg.get("slot")
+        if self.shm is not None and type(slot) is int:
+            self.options.shm_slot = slot
+            self._slot = self.shm.slot(slot)  # the heartbeat thread reads it on every beat
+        self.options.role = "main"
+        self.log(f"promoted to main (LSN {self.applied_lsn})")
+        self.on_promote()
 
     def _on_request(self, msg: dict[str, Any]) -> None:
         started = time.perf_counter()
@@ -361,6 +384,7 @@ class Agent:
             self.apply_wal_batch(entries)
             self.applied_lsn += len(entries)  # a restore's entries are consecutive
         if not msg.get("more"):
+            self._mark_applied()
             self._send_ready()
 
     def _on_hot_reload(self, msg: dict[str, Any]) -> None:
@@ -467,7 +491,6 @@ class Agent:
 
     def _beat_forever(self) -> None:
         """The heartbeat thread: stamp the slot every interval while the loop progresses."""
-        slot = self._slot
         interval = self.options.heartbeat_interval
         seen, seen_at = -1, time.monotonic()
         while not self._stop:
@@ -476,6 +499,7 @@ class Agent:
                 seen, seen_at = self._progress, now
             # No heartbeat before ready (see _run_timers), none once the loop is stuck.
             if self._ready_sent and now - seen_at <= self.options.stall_timeout:
+                slot = self._slot  # a promotion moves it
                 slot["hb_agent_ns"] = time.monotonic_ns()
                 slot["hb_counter"] += 1
             time.sleep(interval / 2)  # twice per interval: a late wake-up is still in time

@@ -22,9 +22,7 @@ from osup_mp.components.wal import WALManager
 from osup_mp.components.watchdog import Watchdog, manager_name
 from osup_mp.config import Config
 from osup_mp.runtime.supervisor import ChildSpec, Restart
-from osup_mp.storage.shm.segment import SharedState
-
-MAIN_SLOT = 0
+from osup_mp.storage.shm.segment import MAIN_SLOT, STANDBY_SLOT, SharedState
 
 SpecsFactory = Callable[[SharedState], list[ChildSpec]]
 
@@ -46,10 +44,19 @@ def agent_spec(
     instance_id: str,
     slot: int,
     command: list[str] | None = None,
+    standby_slot: int | None = None,
 ) -> ChildSpec:
-    """An agent manager: ``agent:main`` is permanent; shadows are transient dynamic children."""
+    """An agent manager: ``agent:main`` is permanent (with a hot standby in ``standby_slot``
+    when configured); shadows are transient dynamic children."""
     factory = functools.partial(
-        AgentManager, cfg, shm, role=role, instance_id=instance_id, slot=slot, command=command
+        AgentManager,
+        cfg,
+        shm,
+        role=role,
+        instance_id=instance_id,
+        slot=slot,
+        command=command,
+        standby_slot=standby_slot,
     )
     restart = Restart.PERMANENT if role == "main" else Restart.TRANSIENT
     # Stopping a manager stops its agent first: give it the agent's stop timeout on top.
@@ -87,7 +94,14 @@ def child_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
             Restart.PERMANENT,
             shutdown_timeout=shutdown,
         ),
-        agent_spec(cfg, shm, role="main", instance_id="main", slot=MAIN_SLOT),
+        agent_spec(
+            cfg,
+            shm,
+            role="main",
+            instance_id="main",
+            slot=MAIN_SLOT,
+            standby_slot=STANDBY_SLOT if cfg.agent.standby else None,
+        ),
         ChildSpec(
             "splitter",
             functools.partial(TrafficSplitter, cfg.evolution.compare),

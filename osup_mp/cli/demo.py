@@ -2,8 +2,9 @@
 
 It starts a tree in a temporary directory (its own segment name, so it never meets a tree
 already running), loads memories, drives searches, SIGKILLs the main agent and shows it
-serving again with its state intact, then runs the faster and the wrong hypotheses of
-``examples/hypotheses`` as experiments and prints their explained verdicts. The one
+serving again with its state intact (its hot standby promoted), then runs the faster and
+the wrong hypotheses of ``examples/hypotheses`` as experiments and prints their explained
+verdicts. The one
 decision: the tour drives the tree only through the commands and sockets an operator
 uses (``start --daemon``, the control and data-plane sockets, ``traffic``, ``stop``), so
 what it shows is what a user gets.
@@ -179,7 +180,10 @@ def _query(i: int) -> dict[str, Any]:
 def _kill_and_recover(tree: _Tree) -> str:
     with tree.data() as client:
         before = [client.request("request", data=_query(i)) for i in range(8)]
-    pid = next(a["pid"] for a in tree.control("status")["agents"] if a["id"] == "main")
+    deadline = time.monotonic() + 60
+    while not _standby_following(_main_status(tree)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the standby is still restoring or catching up
+    pid = _main_status(tree)["pid"]
     click.echo(f"kill -9 {pid} (the main agent) ...")
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
@@ -194,7 +198,19 @@ def _kill_and_recover(tree: _Tree) -> str:
             time.sleep(0.01)
     took = (time.monotonic() - killed) * 1000
     intact = "identical" if after == before else "DIFFERENT"
-    return f"serving again in {took:.0f} ms; search answers {intact}"
+    how = "its standby promoted" if _main_status(tree)["promotions"] else "restarted, restored"
+    return f"serving again in {took:.0f} ms ({how}); search answers {intact}"
+
+
+def _main_status(tree: _Tree) -> dict[str, Any]:
+    agents: list[dict[str, Any]] = tree.control("status")["agents"]
+    return next(a for a in agents if a["id"] == "main")
+
+
+def _standby_following(main: dict[str, Any]) -> bool:
+    """No standby configured, or one that has applied everything it was given."""
+    standby = main.get("standby")
+    return standby is None or (standby["state"] == "RUNNING" and standby["lag"] == 0)
 
 
 @contextlib.contextmanager

@@ -57,21 +57,27 @@ def render(data: dict[str, Any]) -> None:
     agents = data.get("agents") or []
     if agents:
         rows = []
-        for a in agents:
-            age = a.get("heartbeat_age_ms")
-            rows.append(
-                [
-                    a["id"],
-                    a["role"],
-                    str(a["pid"] or "-"),
-                    a["state"],
-                    str(a["restarts"]),
-                    "-" if age is None else f"{age:.0f} ms ago",
-                    a.get("last_kill_reason") or a.get("fatal_reason") or "",
-                ]
-            )
-        header = ["AGENT", "ROLE", "PID", "STATE", "RESTARTS", "HEARTBEAT", "LAST KILL / FATAL"]
-        _table(header, rows)
+        for agent in agents:
+            # A main agent's standby is shown as an agent of its own, right below it.
+            for a in filter(None, (agent, agent.get("standby"))):
+                rows.append(_agent_row(a))
+        header = ["AGENT", "ROLE", "PID", "STATE", "RESTARTS", "HEARTBEAT", "LSN"]
+        _table([*header, "LAST KILL / FATAL"], rows)
+
+
+def _agent_row(a: dict[str, Any]) -> list[str]:
+    age, lsn, lag = a.get("heartbeat_age_ms"), a.get("applied_lsn"), a.get("lag")
+    why = a.get("last_kill_reason") or a.get("fatal_reason") or a.get("unsupported") or ""
+    return [
+        a["id"],
+        a["role"],
+        str(a["pid"] or "-"),
+        a["state"],
+        str(a["restarts"]),
+        "-" if age is None else f"{age:.0f} ms ago",
+        "-" if lsn is None else f"{lsn}" + ("" if lag is None else f" (lag {lag})"),
+        why,
+    ]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:

@@ -249,19 +249,22 @@ class RestoreFrom:
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatTimeout:
-    """From the watchdog: agent ``generation`` sent no heartbeat for ``age_ms``."""
+    """From the watchdog: agent ``generation`` in ``slot`` sent no heartbeat for ``age_ms``
+    (the slot tells a manager's main agent from its standby)."""
 
     generation: int
     age_ms: float
+    slot: int
     kind: ClassVar[str] = "heartbeat_timeout"
 
 
 @dataclass(frozen=True, slots=True)
 class LimitExceeded:
-    """From the watchdog: agent ``generation`` broke a resource limit."""
+    """From the watchdog: agent ``generation`` in ``slot`` broke a resource limit."""
 
     generation: int
     reason: str
+    slot: int
     kind: ClassVar[str] = "limit_exceeded"
 
 

@@ -10,8 +10,8 @@ It also samples every shadow with psutil — RSS, CPU averaged over a window, op
 threads, wall time — against the ``[watchdog]`` limits. On a breach it asks the shadow's
 manager to kill the shadow's process group and record the reason (``killed: rss 612 MB >
 limit 512 MB``), which ``status`` (and later the evolution arbiter) shows; if the manager
-does not answer, the watchdog kills the group itself. The main agent is never sampled
-against shadow limits. ``setrlimit`` at spawn is the hard backstop.
+does not answer, the watchdog kills the group itself. A hot standby is sampled like a
+shadow (but for wall time); the main agent never is. ``setrlimit`` at spawn is the hard backstop.
 
 Design decision: the watchdog is its own process and reads only shared memory, so a stuck
 manager or agent cannot stop it from noticing; every report carries the agent generation,
@@ -34,6 +34,8 @@ from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller, Component, on_call
 from osup_mp.storage.shm.segment import Role, SharedState, SlotState, monotonic_ns
+
+_LIMITED = frozenset({Role.SHADOW, Role.STANDBY})  # roles sampled against the shadow limits
 
 
 def manager_name(instance_id: str) -> str:
@@ -81,11 +83,9 @@ class Watchdog(Component):
                 if beat and now - beat > self.timeout_ns:
                     self._report_hang(index, slot, (now - beat) / 1e6)
                     continue
-            if int(slot["role"]) == Role.SHADOW and state in (
-                SlotState.STARTING,
-                SlotState.RUNNING,
-            ):
-                reason = self._check_limits(key, int(slot["pid"]))
+            role = int(slot["role"])
+            if role in _LIMITED and state in (SlotState.STARTING, SlotState.RUNNING):
+                reason = self._check_limits(key, int(slot["pid"]), role == Role.SHADOW)
                 if reason is not None:
                     self._enforce(index, slot, reason)
         self._reported &= live
@@ -104,12 +104,14 @@ class Watchdog(Component):
             self.cfg.o_supervisor.heartbeat_timeout,
         )
         try:
-            self.peer(manager_name(instance)).call(HeartbeatTimeout(generation, age_ms))
+            self.peer(manager_name(instance)).call(HeartbeatTimeout(generation, age_ms, index))
         except CallError as exc:
             logger.error("watchdog: manager of {} did not take the report: {}", instance, exc)
             _killpg(int(slot["pid"]))
 
-    def _check_limits(self, key: tuple[int, int], pid: int) -> str | None:
+    def _check_limits(self, key: tuple[int, int], pid: int, timed: bool) -> str | None:
+        """Why the process breaks a limit, or None; ``timed``: its wall time is limited too
+        (a shadow's, not a standby's: a standby waits as long as the main lives)."""
         w = self.cfg.watchdog
         proc = self._procs.get(pid)
         try:
@@ -131,7 +133,7 @@ class Watchdog(Component):
             return f"killed: open fds {fds} > limit {w.shadow_max_fds}"
         if threads > w.shadow_max_threads:
             return f"killed: threads {threads} > limit {w.shadow_max_threads}"
-        if age * 1000 > w.shadow_wall_time:
+        if timed and age * 1000 > w.shadow_wall_time:
             return f"killed: wall time {age:.0f} s > limit {w.shadow_wall_time / 1000:.0f} s"
         history = self._cpu.setdefault(key, deque())
         now = time.monotonic()
@@ -156,7 +158,7 @@ class Watchdog(Component):
         self.kills.append({"id": instance, "pid": pid, "reason": reason, "at": time.time()})
         logger.warning("shadow {} (pid {}) {}", instance, pid, reason)
         try:
-            self.peer(manager_name(instance)).call(LimitExceeded(generation, reason))
+            self.peer(manager_name(instance)).call(LimitExceeded(generation, reason, index))
         except CallError as exc:
             logger.error(
                 "watchdog: manager of {} did not answer ({}): killing it here", instance, exc

@@ -115,6 +115,8 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "max_restarts": _Field(5, _NONNEG, _ints(0)),
         "max_seconds": _Field(10, "a positive number (seconds)", _NUMBER),
         "busy_poll_us": _Field(0, "an integer from 0 to 10000 (microseconds)", _ints(0, 10000)),
+        "standby": _Field(True, "true or false", _BOOL),
+        "standby_max_lag": _Field(100000, "a positive integer (WAL entries)", _ints(1)),
     },
     "watchdog": {
         "shadow_rss_mb": _Field(512, "a positive integer (MiB)", _ints(1)),
@@ -170,6 +172,7 @@ _DEFAULT_OVERLAYS: Final[dict[str, dict[str, dict[str, Any]]]] = {
     },
     "test": {
         "o_supervisor": {"evolution_enabled": False, "max_concurrent_shadows": 2},
+        "agent": {"standby": False},
         "logger": {"level": "warning"},
     },
 }

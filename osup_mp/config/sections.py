@@ -96,6 +96,8 @@ class AgentSection:
     max_restarts: int
     max_seconds: float
     busy_poll_us: int
+    standby: bool  # a hot standby of the main agent
+    standby_max_lag: int  # WAL entries
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ class ToAgent(StrEnum):
     WAL_FLUSH_ACK = "wal_flush_ack"
     EVOLUTION_RESULT = "evolution_result"
     WAL_APPLY = "wal_apply"
+    PROMOTE = "promote"
     STOP = "stop"
 
 

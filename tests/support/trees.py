@@ -32,6 +32,9 @@ def write_config(directory: Path, tag: str, **sections: dict[str, Any]) -> Path:
         "o_supervisor": {"shared_memory_name": f"/osup_test_{tag}"},
         "telemetry": {"period": 1000},
         "supervisor": {"shutdown_timeout": 3000},
+        # As the embedded [test.agent] overlay: tests of the restart path measure that path;
+        # the standby tests turn it on.
+        "agent": {"standby": False},
     }
     for section, items in sections.items():
         values.setdefault(section, {}).update(items)

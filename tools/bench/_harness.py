@@ -33,14 +33,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from osup_mp.app.specs import MAIN_SLOT
 from osup_mp.app.tree import run_tree
 from osup_mp.client import Client, ClientError
 from osup_mp.config import Config, load_config
 from osup_mp.lowlevel.proc import set_parent_death_signal
 from osup_mp.runtime.calls import CallMux
 from osup_mp.runtime.supervisor import ChildSpec
-from osup_mp.storage.shm.segment import SharedState, ShmError, SlotState
+from osup_mp.storage.shm.segment import MAIN_SLOT, SharedState, ShmError, SlotState
 
 FORK = multiprocessing.get_context("fork")
 POLL = 0.0005  # s between polls of a shared-memory slot

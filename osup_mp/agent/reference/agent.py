@@ -254,7 +254,13 @@ class MemoryAgent(Agent):
         return removed
 
     def after_batch(self) -> None:
-        """The main agent publishes its embedding matrix once per batch that changed it."""
+        """The main agent publishes its embedding matrix once per batch that changed it; a
+        standby keeps its matrix built (a promotion must not wait for that)."""
+        if self.options.role == "standby":
+            if self.ready and self._published_at != self.operations:
+                self._published_at = self.operations
+                self._warm()
+            return
         if self.shm is None or self.options.role != "main" or not self.ready:
             return  # not during a restore: the restored state is published once, at the end
         if self._published_at == self.operations:
@@ -271,6 +277,15 @@ class MemoryAgent(Agent):
             return
         self.matrix.publish_to(self.shm, self.blocks)
         self._slot["state_overflow"] = 0
+
+    def _warm(self) -> None:
+        """One search, answered to no one: builds the matrix and runs every code path a
+        first request would (imports, BLAS), so that the first answer after a promotion
+        costs what any answer costs."""
+        self.op_memory_search({"query": "warm-up", "k": 1})
+
+    def on_promote(self) -> None:
+        self._published_at = -1  # publish the state as the main does, after this batch
 
     def on_start(self) -> None:
         if self.shm is not None and self.options.role != "main":

@@ -76,7 +76,7 @@ def tree_calls(ctx: Context) -> dict[type, Callable[[Any, Any, Respond], None]]:
 
     def count(child: Any, request: m.ShadowCount, reply: Respond) -> None:
         limit = ctx.cfg.o_supervisor.max_concurrent_shadows
-        reply(True, {"running": len(ctx.shadows()), "max": limit})
+        reply(True, {"running": ctx.limited(), "max": limit})
 
     return {m.StartShadow: start, m.StopShadow: stop, m.ShadowCount: count}
 

@@ -10,9 +10,7 @@ from typing import Any
 from osup_mp.components.watchdog import manager_name
 from osup_mp.config import Config
 from osup_mp.runtime.supervisor import Supervisor
-from osup_mp.storage.shm.segment import SLOT_COUNT, SharedState
-
-MAIN_SLOT = 0
+from osup_mp.storage.shm.segment import MAIN_SLOT, SLOT_COUNT, STANDBY_SLOT, SharedState
 
 
 @dataclass(slots=True)
@@ -36,13 +34,19 @@ class Context:
         self.shadow_slots = alive
         return alive
 
+    def limited(self) -> int:
+        """Shadows and standbys running: what ``max_concurrent_shadows`` counts."""
+        return len(self.shadows()) + (1 if self.cfg.agent.standby else 0)
+
     def allocate_slot(self, instance_id: str) -> int | str:
-        """A shared-memory slot for a new shadow (slot 0 is the main agent's), or why not."""
+        """A shared-memory slot for a new shadow (the main agent and its standby have
+        theirs), or why not."""
         alive = self.shadows()
         limit = self.cfg.o_supervisor.max_concurrent_shadows
-        if len(alive) >= limit:
-            return f"[o_supervisor] max_concurrent_shadows ({limit}) reached"
-        used = set(alive.values()) | {MAIN_SLOT}
+        if self.limited() >= limit:
+            standby = " (the main's standby counts as one)" if self.cfg.agent.standby else ""
+            return f"[o_supervisor] max_concurrent_shadows ({limit}) reached{standby}"
+        used = set(alive.values()) | {MAIN_SLOT, STANDBY_SLOT}
         free = next((s for s in range(SLOT_COUNT) if s not in used), None)
         if free is None:
             return "no free shared-memory slot"

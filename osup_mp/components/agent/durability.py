@@ -54,12 +54,14 @@ _FRAME_ENTRIES = 256 * 1024
 
 
 class _Batch:
-    """One append in flight: the agent's refs, then the WAL's answer."""
+    """One append in flight: the agent's refs, the standby generation that was passed the
+    entries too (0: none), then the WAL's answer."""
 
-    __slots__ = ("refs", "result")
+    __slots__ = ("refs", "result", "standby")
 
-    def __init__(self, refs: list[Any]) -> None:
+    def __init__(self, refs: list[Any], standby: int) -> None:
         self.refs = refs
+        self.standby = standby
         self.result: tuple[bool, Any] | None = None
 
 
@@ -67,8 +69,11 @@ Action = Callable[[int | None], None]  # called with the covering LSN, or None i
 
 
 class Durability:
-    def __init__(self, host: AgentManager, *, durable: bool, follower: bool = False) -> None:
+    def __init__(
+        self, host: AgentManager, *, durable: bool, follower: bool = False, label: str = ""
+    ) -> None:
         self.host = host
+        self.label = label or host.instance_id  # who restores, in the log
         self.durable = durable
         self.follower = follower  # restores the main's state, writes none
         self.applied_lsn = 0  # newest WAL entry reflected in the agent's state
@@ -81,6 +86,8 @@ class Durability:
         self._barriers: deque[tuple[int, Action]] = deque()
         self._in_flight: deque[_Batch] = deque()  # appends sent, in order
         self._failed = False  # an append of this agent generation was lost
+        self._epoch = 0  # bumped by new_generation (a promotion keeps the count going)
+        self._quiet = 0  # entries written by a main that died: no wal_ack to its successor
         self._waiters: deque[Caller] = deque()
         self._asked = 0.0
         self._since_checkpoint = 0
@@ -125,22 +132,32 @@ class Durability:
         """Forward this wake-up's entries to the WAL as one append."""
         if not self._batch:
             return
-        batch = _Batch(self._refs)
         entries = self._batch
+        standby = self.host.standby
+        # The standby gets them now, in the order the WAL will number them: it is then as
+        # far as the main, and a promotion has nothing to catch up but what is in its pipe.
+        batch = _Batch(self._refs, standby.follow(entries) if standby is not None else 0)
         self._batch, self._refs = [], []
         self._in_flight.append(batch)
-        generation = self.host.generation
+        epoch = self._epoch
         self.host.peer("wal").call_async(
             Append(entries),
-            lambda ok, value: self._on_result(generation, batch, ok, value),
+            lambda ok, value: self._on_result(epoch, batch, ok, value),
             timeout=60.0,
         )
 
-    def _on_result(self, generation: int, batch: _Batch, ok: bool, value: Any) -> None:
+    def hand_over(self) -> None:
+        """The main died and its standby takes over: what the main wrote in its last
+        wake-up goes to the WAL (and the standby) like any entry, its responses are released
+        when durable, and no ``wal_ack`` for its entries reaches the successor."""
+        self.flush()
+        self._quiet = self._sent
+
+    def _on_result(self, epoch: int, batch: _Batch, ok: bool, value: Any) -> None:
         """Results are applied in the order the batches were sent, whatever order they come
         back in (a WAL restart puts later batches on a new connection): an entry counts as
         durable only when every entry before it is."""
-        if generation != self.host.generation or self._failed:
+        if epoch != self._epoch or self._failed:
             return  # that agent is gone (or going); its durable entries are replayed
         batch.result = (ok, value)
         while self._in_flight and self._in_flight[0].result is not None:
@@ -150,6 +167,8 @@ class Durability:
             if not done:
                 self._fail(lsns)
                 return
+            if head.standby and self.host.standby is not None:
+                self.host.standby.numbered(head.standby, lsns[0], len(lsns))
             self._acknowledge(head.refs, lsns)
 
     def _fail(self, error: Any) -> None:
@@ -157,6 +176,8 @@ class Durability:
         self._failed = True
         host = self.host
         logger.critical("agent {}: WAL append failed: {}", host.instance_id, error)
+        if host.standby is not None:  # it applied entries that are not durable
+            host.standby.kill_for("the main's WAL entries could not be made durable")
         self.agent_gone()
         host.kill_for(f"its WAL entries could not be made durable: {error}")
 
@@ -165,7 +186,8 @@ class Durability:
         for lsn, ref in zip(lsns, refs, strict=True):
             self.applied_lsn = lsn
             self._acked += 1
-            host.send_agent({"type": ToAgent.WAL_ACK, "seq": lsn, "ref": ref})
+            if self._acked > self._quiet:
+                host.send_agent({"type": ToAgent.WAL_ACK, "seq": lsn, "ref": ref})
             while self._barriers and self._barriers[0][0] <= self._acked:
                 self._barriers.popleft()[1](lsn)
         self._since_checkpoint += len(lsns)
@@ -182,9 +204,10 @@ class Durability:
 
     def new_generation(self) -> None:
         """A new agent process: counting of its entries starts over."""
-        self._sent = self._acked = 0
+        self._sent = self._acked = self._quiet = 0
         self._in_flight.clear()
         self._failed = False
+        self._epoch += 1
 
     def agent_gone(self) -> None:
         """The agent exited: what waited for its entries will never be released."""
@@ -350,7 +373,6 @@ class Durability:
         count: int,
         spans: list[tuple[SegmentSpan, int]],
     ) -> dict[str, Any] | None:
-        host = self.host
         self.applied_lsn = cursor
         self._since_checkpoint = count
         if checkpoint is None and not count:
@@ -358,7 +380,7 @@ class Durability:
             return None
         logger.info(
             "agent {}: restoring checkpoint {} (LSN {}) + {} WAL entries",
-            host.instance_id,
+            self.label,
             checkpoint["id"] if checkpoint else "none",
             lsn,
             count,
@@ -413,12 +435,16 @@ class Durability:
             lost,
         )
 
-    def send_restore(self, restore: dict[str, Any]) -> None:
+    def send_restore(
+        self, restore: dict[str, Any], send: Callable[[bytes], None] | None = None
+    ) -> None:
         """One ``restore`` frame, continued by more when the WAL tail exceeds a frame.
 
         The snapshot travels as the bytes the vault stored, spliced in unopened; a snapshot
         that takes more than half a frame travels alone in the first one. The entries are
-        ``restore["entries"]`` (runs of payloads) or, for a :meth:`plan`, read now."""
+        ``restore["entries"]`` (runs of payloads) or, for a :meth:`plan`, read now. The
+        frames go to the host's agent, or to ``send``."""
+        send = send or self.host.send_agent_raw
         packer = msgpack.Packer(use_bin_type=True)
         limit = self.host.cfg.agent.max_frame
         half = limit // 2
@@ -484,7 +510,7 @@ class Durability:
                 )
             )
             length = len(prefix) + len(tail) + sum(len(p) for p in pieces)
-            self.host.send_agent_raw(b"".join((HEADER.pack(length), prefix, tail, *pieces)))
+            send(b"".join((HEADER.pack(length), prefix, tail, *pieces)))
             if not more:
                 return
             first = False

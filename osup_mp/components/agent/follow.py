@@ -35,7 +35,6 @@ class Follower:
         self.host = host
         self.applied_lsn = 0  # the newest entry passed on to the current agent
         self.forwarded = 0  # entries passed on since the tree started (status)
-        self._packer = msgpack.Packer(use_bin_type=True)
 
     def restored(self, lsn: int) -> None:
         """A new agent generation restores everything through ``lsn``."""
@@ -70,30 +69,38 @@ class Follower:
         self.host.kill_for(f"stopped following the WAL: {msg.reason}")
 
     def _send(self, first: int, payloads: list[bytes]) -> None:
-        """``wal_apply`` frames of at most about ``_FRAME_BYTES`` of entries each, built from
-        the stored bytes (never decoded here)."""
-        pack = self._packer.pack
-        limit = min(_FRAME_BYTES, self.host.cfg.agent.max_frame // 2 - _HEAD_BYTES)
-        start = 0
-        while start < len(payloads):
-            stop, size = start, 0
-            while stop < len(payloads) and (stop == start or size + len(payloads[stop]) <= limit):
-                size += len(payloads[stop])
-                stop += 1
-            head = b"".join(
-                (
-                    self._packer.pack_map_header(3),
-                    pack("type"),
-                    pack(ToAgent.WAL_APPLY.value),
-                    pack("lsn"),
-                    pack(first + start),
-                    pack("wal_entries"),
-                    self._packer.pack_array_header(stop - start),
-                )
-            )
-            body = [head, *payloads[start:stop]]
-            length = sum(map(len, body))
-            self.host.send_agent_raw(b"".join((HEADER.pack(length), *body)))
-            start = stop
+        for frame in wal_apply_frames(first, payloads, self.host.cfg.agent.max_frame):
+            self.host.send_agent_raw(frame)
         if len(payloads) > 10_000:
             logger.info("agent {}: caught up {} WAL entries", self.host.instance_id, len(payloads))
+
+
+def wal_apply_frames(first: int, payloads: list[bytes], max_frame: int) -> list[bytes]:
+    """``wal_apply`` frames of at most about ``_FRAME_BYTES`` of entries each (LSNs from
+    ``first``), built from the stored bytes: never decoded here."""
+    packer = msgpack.Packer(use_bin_type=True)
+    pack = packer.pack
+    limit = min(_FRAME_BYTES, max_frame // 2 - _HEAD_BYTES)
+    frames: list[bytes] = []
+    start = 0
+    while start < len(payloads):
+        stop, size = start, 0
+        while stop < len(payloads) and (stop == start or size + len(payloads[stop]) <= limit):
+            size += len(payloads[stop])
+            stop += 1
+        head = b"".join(
+            (
+                packer.pack_map_header(3),
+                pack("type"),
+                pack(ToAgent.WAL_APPLY.value),
+                pack("lsn"),
+                pack(first + start),
+                pack("wal_entries"),
+                packer.pack_array_header(stop - start),
+            )
+        )
+        body = [head, *payloads[start:stop]]
+        length = sum(map(len, body))
+        frames.append(b"".join((HEADER.pack(length), *body)))
+        start = stop
+    return frames

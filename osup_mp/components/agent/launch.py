@@ -46,6 +46,9 @@ def agent_env(cfg: Config, shm_name: str, instance_id: str, slot: int, role: str
         manager_pid=os.getpid(),
     )
     env = {**os.environ, "GERBIL_HOME": str(o.gerbil_home), **given.to_env()}
+    if role == "standby":
+        # It will be the main: the main's thread pools, but no busy polling while it waits.
+        return {**env, **LaunchEnv(busy_poll_us=0).to_env()}
     return env if role == "main" else {**env, **_ONE_THREAD}
 
 
@@ -61,19 +64,43 @@ def pre_exec(cfg: Config, role: str) -> Callable[[], None] | None:
     (``[watchdog] shadow_nice``: an experiment runs on the main's spare cycles and never
     takes them from it) and a parent-death SIGKILL here, where a few milliseconds do not
     matter.
+
+    A standby is limited like a shadow, but it will become the main: its limits are soft
+    ones (raised back by :func:`lift_limits` on promotion) and its priority is the main's
+    (an unprivileged process cannot raise its priority again).
     """
     if role == "main":
         return None
-    w = cfg.watchdog
-    limits = [
-        (resource.RLIMIT_NOFILE, w.shadow_max_fds * 2),
-        (resource.RLIMIT_AS, (w.shadow_rss_mb * 4 + 1024) * 1024 * 1024),
-    ]
+    limits = shadow_limits(cfg)
+    standby = role == "standby"
+    nice = cfg.watchdog.shadow_nice
 
     def run() -> None:
         set_parent_death_signal(signal.SIGKILL)
         for which, value in limits:
-            resource.setrlimit(which, (value, value))
-        os.setpriority(os.PRIO_PROCESS, 0, w.shadow_nice)
+            hard = resource.getrlimit(which)[1] if standby else value
+            resource.setrlimit(which, (value, hard))
+        if not standby:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
 
     return run
+
+
+def shadow_limits(cfg: Config) -> list[tuple[int, int]]:
+    """The hard rlimits of a shadow (soft ones for a standby): the backstop behind the
+    watchdog's sampled limits."""
+    w = cfg.watchdog
+    return [
+        (resource.RLIMIT_NOFILE, w.shadow_max_fds * 2),
+        (resource.RLIMIT_AS, (w.shadow_rss_mb * 4 + 1024) * 1024 * 1024),
+    ]
+
+
+def lift_limits(cfg: Config, pid: int) -> None:
+    """A promoted standby is the main: raise its soft limits to the hard ones it kept."""
+    for which, _value in shadow_limits(cfg):
+        try:
+            hard = resource.prlimit(pid, which)[1]
+            resource.prlimit(pid, which, (hard, hard))
+        except (OSError, ValueError):
+            pass  # it is gone; its exit is on the way

@@ -16,6 +16,8 @@ Design decisions:
 * The agent runs in its own session (process group) with ``PR_SET_PDEATHSIG``: killing the
   group takes everything it spawned, and the agent dies with its manager.
 * Durability (WAL forwarding, response release, checkpoints, restore) is :mod:`.durability`.
+* A main agent may have a hot standby (:mod:`.standby`): on the main's death the manager
+  promotes it in place of a restart, and re-sends it the requests left unanswered.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from loguru import logger
 from osup_mp.components.agent.code import CodeBook
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.follow import Follower
-from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec
+from osup_mp.components.agent.launch import agent_argv, agent_env, lift_limits, pre_exec
 from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
 from osup_mp.components.agent.requests import Requests
-from osup_mp.components.agent.restarts import RestartPolicy
+from osup_mp.components.agent.restarts import Decision, RestartPolicy
+from osup_mp.components.agent.standby import Standby
 from osup_mp.components.agent.states import AgentState, check_transition
 from osup_mp.components.messages import (
     AgentRequest,
@@ -74,6 +77,7 @@ from osup_mp.wire.frames import FromAgent, ToAgent
 from osup_mp.wire.launch import RESTORE_FLAG
 
 S = AgentState
+_TIDY_DELAY = 0.005  # seconds from a promotion to the bookkeeping it leaves for later
 
 
 class AgentManager(Component):
@@ -86,6 +90,7 @@ class AgentManager(Component):
         instance_id: str,
         slot: int,
         command: list[str] | None = None,
+        standby_slot: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.shm = shm
@@ -110,6 +115,8 @@ class AgentManager(Component):
         self.requests = Requests(self)
         self.durability = Durability(self, durable=role == "main", follower=role != "main")
         self.follower = Follower(self) if role != "main" else None
+        self.standby = Standby(self, standby_slot) if standby_slot is not None else None
+        self.promotions = 0
         self.pipes = AgentPipes(cfg.agent.max_frame)
         self._frames = self._frame_table()
         code_file = cfg.o_supervisor.data_dir / "code.json" if role == "main" else None
@@ -118,6 +125,7 @@ class AgentManager(Component):
         self._stop_timer: int | None = None  # SIGTERM sent: SIGKILL when it fires
         self._restart_when_stopped = False
         self._writable_watched = False
+        self._decision: Decision | None = None  # taken by a failover that did not happen
 
     # -- component callbacks -----------------------------------------------------------------
 
@@ -140,6 +148,8 @@ class AgentManager(Component):
             raise
         if self.durability.durable and self.cfg.vault.checkpoint_interval:
             self.send_after(self.cfg.vault.checkpoint_interval / 1000, "checkpoint_tick")
+        if self.standby is not None:
+            self.standby.start()
 
     def _await_first_ready(self) -> None:
         """Start-up is ordered: this component is up only when its agent is ready, and an
@@ -168,6 +178,8 @@ class AgentManager(Component):
         return fds
 
     def terminate(self, reason: str) -> None:
+        if self.standby is not None:
+            self.standby.stop()
         if self.proc is not None:
             self._signal(signal.SIGTERM)
             try:
@@ -189,6 +201,8 @@ class AgentManager(Component):
     def after_events(self) -> None:
         self.durability.flush()
         self._flush()
+        if self.standby is not None:
+            self.standby.flush()
         self.requests.flush()
 
     @on_call(AgentStatus)
@@ -271,17 +285,29 @@ class AgentManager(Component):
 
     @on_call(HeartbeatTimeout)
     def _on_heartbeat_timeout(self, request: HeartbeatTimeout, caller: Caller) -> bool:
-        if request.generation == self.generation and self.state is S.RUNNING:
+        if self._standby_report(request.slot):
+            assert self.standby is not None
+            self.standby.on_report(
+                request.generation, f"heartbeat timeout: no heartbeat for {request.age_ms:.0f} ms"
+            )
+        elif request.generation == self.generation and self.state is S.RUNNING:
             self.kill_for(f"heartbeat timeout: no heartbeat for {request.age_ms:.0f} ms")
         return True
 
     @on_call(LimitExceeded)
     def _on_limit_exceeded(self, request: LimitExceeded, caller: Caller) -> bool:
-        if request.generation == self.generation and self.state in (S.STARTING, S.RUNNING):
+        if self._standby_report(request.slot):
+            assert self.standby is not None
+            logger.warning("agent {}: standby {}", self.instance_id, request.reason)
+            self.standby.on_report(request.generation, request.reason)
+        elif request.generation == self.generation and self.state in (S.STARTING, S.RUNNING):
             logger.warning("agent {}: {}", self.instance_id, request.reason)
             self.last_kill_reason = request.reason
             self._stop_agent(kill=True)
         return True
+
+    def _standby_report(self, slot: int) -> bool:
+        return self.standby is not None and slot == self.standby.slot_index
 
     def _require_running(self) -> None:
         if self.state is not S.RUNNING:
@@ -307,6 +333,10 @@ class AgentManager(Component):
                 self._signal(signal.SIGKILL)
         elif msg == "expire":
             self.requests.on_timer()
+        elif isinstance(msg, tuple) and msg[0] == "promoted":
+            self._after_promotion(*msg[1:])
+        elif isinstance(msg, tuple) and msg[0] == "standby" and self.standby is not None:
+            self.standby.on_timer(msg[1], msg[2])
         elif msg == "checkpoint_tick":
             self.durability.request_checkpoint()
             self.send_after(self.cfg.vault.checkpoint_interval / 1000, "checkpoint_tick")
@@ -330,11 +360,12 @@ class AgentManager(Component):
 
     # -- state machine -----------------------------------------------------------------------
 
-    def _transition(self, new: AgentState) -> None:
+    def _transition(self, new: AgentState, why: str | None = None) -> None:
         check_transition(self.state, new)
         old, self.state = self.state, new
         self.slot["state"] = int(new.slot_state)
-        why = None if new in (S.STARTING, S.RUNNING) else self.fail_reason or self.last_exit
+        if why is None and new not in (S.STARTING, S.RUNNING):
+            why = self.fail_reason or self.last_exit
         self.peer("health").cast(RecordTransition(self.instance_id, old.value, new.value, why))
 
     def _spawn(self) -> None:
@@ -371,15 +402,8 @@ class AgentManager(Component):
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             os.set_blocking(stream.fileno(), False)
         widen_pipe(self.proc.stdin.fileno())
-        self.pidfd = os.pidfd_open(self.proc.pid)
-        self.watch_fd(self.proc.stdout.fileno(), self._on_stdout)
-        self.watch_fd(self.proc.stderr.fileno(), self._on_stderr)
-        self.watch_fd(self.pidfd, self._on_exit)
         self.pipes.reset()
-        self.generation += 1
-        self.started_at = time.monotonic()
-        self.slot["pid"] = self.proc.pid
-        self.slot["generation"] = self.generation
+        self._adopt(self.proc, os.pidfd_open(self.proc.pid))
         self.slot["hb_frame_ns"] = 0
         self._timer = self.send_after(self.cfg.agent.ready_timeout / 1000, "ready_deadline")
         logger.info(
@@ -390,6 +414,66 @@ class AgentManager(Component):
                 self.durability.send_restore(restore)
             except CallError as exc:
                 self.kill_for(f"cannot restore: {exc}")
+
+    def _adopt(self, proc: subprocess.Popen[bytes], pidfd: int) -> None:
+        """``proc`` is this manager's agent from now on: a new generation."""
+        assert proc.stdout is not None and proc.stderr is not None
+        self.proc, self.pidfd = proc, pidfd
+        self.watch_fd(proc.stdout.fileno(), self._on_stdout)
+        self.watch_fd(proc.stderr.fileno(), self._on_stderr)
+        self.watch_fd(pidfd, self._on_exit)
+        self.generation += 1
+        self.started_at = time.monotonic()
+        self.slot["pid"] = proc.pid
+        self.slot["generation"] = self.generation
+
+    def _promote(self, standby: Standby, reason: str, died: tuple[int, int]) -> None:
+        """Make the standby the main: its pipes, its process, this slot; then send it, in
+        this order, the dead main's last entries (already in its pipe), ``promote``, the
+        hot-loaded code and the unanswered requests, and write them out at once."""
+        t0 = time.monotonic()
+        self.durability.hand_over()
+        proc, pidfd, self.pipes, lsn = standby.take()
+        self._adopt(proc, pidfd)
+        self.send_agent({"type": ToAgent.PROMOTE.value, "slot": self.slot_index})
+        for caller in self.code.fail_all():  # a reload the dead main never answered
+            self.reply_error(caller, f"agent {self.instance_id} exited before answering")
+        self.code.reapply()
+        resent = self.requests.resend()
+        self.slot["hb_frame_ns"] = monotonic_ns()
+        self.running_since = time.monotonic()
+        self._flush()  # now, not at the end of the wake-up: the answers are waited for
+        elapsed = (time.monotonic() - t0) * 1000
+        # The rest waits until the promoted agent's first answers are read.
+        self.fail_reason = None
+        self.restarts += 1
+        self.promotions += 1
+        self.slot["restarts"] = self.restarts
+        self.send_after(_TIDY_DELAY, ("promoted", reason, died, proc.pid, elapsed, lsn, resent))
+
+    def _after_promotion(
+        self, reason: str, died: tuple[int, int], pid: int, ms: float, lsn: int, resent: int
+    ) -> None:
+        """Bury the dead main, lift the standby's soft limits, record and log the promotion."""
+        self._bury(*died)
+        if pid == self.pid and self.state is S.RUNNING:  # else it died too, meanwhile
+            lift_limits(self.cfg, pid)
+            for state in (S.BACKOFF, S.STARTING, S.RUNNING):  # as health records a restart
+                self._transition(state, reason)
+        logger.warning(
+            "agent {}: pid {} died ({}); standby pid {} promoted in {:.2f} ms at LSN {}, "
+            "{} unanswered requests re-sent",
+            self.instance_id,
+            died[0],
+            reason,
+            pid,
+            ms,
+            lsn,
+            resent,
+        )
+        self._emit("promoted", {"ms": ms, "resent": resent})
+        if self.standby is not None:
+            self.standby.start_soon()
 
     def _on_ready(self) -> None:
         if self.state is not S.STARTING:
@@ -428,6 +512,8 @@ class AgentManager(Component):
 
     def _operator_restart(self) -> None:
         self.policy.reset()
+        if self.standby is not None:
+            self.standby.reset()
         self.fatal_reason = None
         if self.proc is None:
             self._cancel_timer()
@@ -445,8 +531,6 @@ class AgentManager(Component):
         if proc is None:
             return
         code = proc.wait()
-        self._signal(signal.SIGKILL)  # the rest of its process group, if it left any
-        self._kill_leftovers()
         if self._stop_timer is not None:
             self.cancel_timer(self._stop_timer)
             self._stop_timer = None
@@ -466,10 +550,9 @@ class AgentManager(Component):
         self.slot["pid"] = 0
         self._cancel_timer()
         self.last_exit = describe_exit(code)
-        self._fail_requests(f"agent {self.instance_id} exited before answering")
-        self.durability.agent_gone()
-        self._emit("exit", {"code": code})
         if self.state is S.STOPPING:
+            self._bury(proc.pid, code)
+            self._agent_lost()
             logger.info("agent {}: stopped ({})", self.instance_id, self.last_exit)
             if self._restart_when_stopped:
                 self._restart_when_stopped = False
@@ -479,19 +562,41 @@ class AgentManager(Component):
             else:
                 self._transition(S.EXITED)
             return
-        reason = self.fail_reason or self.last_exit
-        logger.error("agent {} (pid {}): {}", self.instance_id, proc.pid, reason)
-        self._after_failure(reason)
+        self._after_failure(self.fail_reason or self.last_exit, died=(proc.pid, code))
 
-    def _after_failure(self, reason: str) -> None:
+    def _bury(self, pid: int, code: int) -> None:
+        """After the agent ``pid`` exited: kill what it left, in its process group or not."""
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._kill_leftovers()
+        self._emit("exit", {"code": code})
+
+    def _agent_lost(self) -> None:
+        """The agent is gone and nothing takes its place: fail what waited on it."""
+        self._fail_requests(f"agent {self.instance_id} exited before answering")
+        self.durability.agent_gone()
+
+    def _after_failure(self, reason: str, died: tuple[int, int] | None = None) -> None:
+        """The agent failed (``died``: it exited, with this pid and status): promote its
+        standby, restart it (at once or after a backoff), or give up (FATAL)."""
+        if died is not None and self._failover(reason, died):
+            return
+        if died is not None:
+            self._bury(*died)
+            logger.error("agent {} (pid {}): {}", self.instance_id, died[0], reason)
         if self.generation <= 1 and self.running_since == 0.0 and self.restarts == 0:
             # The very first start failed: report it (init raises) instead of looping.
+            self._decision = None
+            self._agent_lost()
             self.fail_reason = reason
             self._transition(S.BACKOFF)
             return
-        up_since = self.running_since if self.state is S.RUNNING and self.running_since else None
-        decision = self.policy.after_failure(time.monotonic(), up_since)
+        decision = self._decision or self._decide()
+        self._decision = None
         self.running_since = 0.0
+        self._agent_lost()
         if decision.fatal:
             self.fatal_reason = f"{decision.why}; last: {reason}"
             self._transition(S.FATAL)
@@ -513,10 +618,40 @@ class AgentManager(Component):
         )
         self._timer = self.send_after(decision.delay, "spawn")
 
+    def _decide(self) -> Decision:
+        """The restart policy's answer to this failure (counted once)."""
+        up_since = self.running_since if self.state is S.RUNNING and self.running_since else None
+        return self.policy.after_failure(time.monotonic(), up_since)
+
+    def _failover(self, reason: str, died: tuple[int, int]) -> bool:
+        """Promote the standby in place of a restart, when there is one ready and the death
+        is news, not a loop (a crash loop backs off and restarts as usual, so that a
+        poisonous input cannot also burn through standbys). Everything but the promotion
+        (burying the dead agent, the log) comes after the promoted agent has its work."""
+        standby = self.standby
+        if standby is None or self.state is not S.RUNNING:
+            return False
+        self._decision = decision = self._decide()
+        if decision.fatal or decision.delay:
+            return False
+        if not standby.ready:
+            why = standby.unsupported or f"it is {standby.state.value}"
+            logger.warning(
+                "agent {}: the standby cannot take over ({}): restarting the agent instead",
+                self.instance_id,
+                why,
+            )
+            return False
+        self._decision = None
+        self._promote(standby, reason, died)
+        return True
+
     def _kill_leftovers(self) -> None:
         """Kill and reap every process the dead agent left behind, in its process group or
-        not (this manager is their subreaper)."""
-        killed = kill_descendants()
+        not (this manager is their subreaper): all but the live agents (a promoted standby,
+        and the standby)."""
+        standby = self.standby.proc if self.standby is not None else None
+        killed = kill_descendants(spare=[p.pid for p in (self.proc, standby) if p is not None])
         if killed:
             logger.warning(
                 "agent {}: killed {} process(es) it left behind: pids {}",
@@ -701,6 +836,8 @@ class AgentManager(Component):
             "metrics": self.metrics,
             "read_only": sorted(self.read_only),
             "slot": self.slot_index,
+            "promotions": self.promotions,
+            "standby": self.standby.status() if self.standby is not None else None,
         }
 
     def _emit(self, what: str, measurements: dict[str, Any]) -> None:

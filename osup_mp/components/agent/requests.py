@@ -56,12 +56,13 @@ def discard(_ok: bool, _value: Any) -> None:
 
 
 class RequestTable:
-    """Requests in flight by manager id, and a heap of their deadlines."""
+    """Requests in flight by manager id (their target and data: a promoted standby is sent
+    them again), and a heap of their deadlines."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._ids = itertools.count(1)
-        self._in_flight: dict[int, Target] = {}
+        self._in_flight: dict[int, tuple[Target, Any]] = {}
         self._deadlines: list[tuple[float, int]] = []
         # Ids whose client went away: their late answers are dropped without a warning.
         self._cancelled: set[int] = set()
@@ -69,16 +70,17 @@ class RequestTable:
     def __len__(self) -> int:
         return len(self._in_flight)
 
-    def add(self, target: Target, deadline: float) -> int:
+    def add(self, target: Target, deadline: float, data: Any = None) -> int:
         """A new id for ``target``, answered with an error after ``deadline`` (monotonic)."""
         req_id = next(self._ids)
-        self._in_flight[req_id] = target
+        self._in_flight[req_id] = (target, data)
         heapq.heappush(self._deadlines, (deadline, req_id))
         return req_id
 
     def pop(self, req_id: Any) -> Target | None:
         """The target of ``req_id`` (None: unknown; :func:`discard` if it was cancelled)."""
-        target = self._in_flight.pop(req_id, None)
+        entry = self._in_flight.pop(req_id, None)
+        target = None if entry is None else entry[0]
         if target is None and self._cancelled:
             try:
                 self._cancelled.remove(req_id)
@@ -97,16 +99,16 @@ class RequestTable:
         heap = self._deadlines
         while heap and (heap[0][0] <= now or heap[0][1] not in self._in_flight):
             _, req_id = heapq.heappop(heap)
-            target = self._in_flight.pop(req_id, None)
-            if target is not None:
-                deliver(target, False, reason)
+            entry = self._in_flight.pop(req_id, None)
+            if entry is not None:
+                deliver(entry[0], False, reason)
             else:
                 self._cancelled.discard(req_id)  # its client left; no answer came in time
         return max(0.0, heap[0][0] - now) if heap else None
 
     def drop_connection(self, conn: Connection) -> int:
         """Forget the requests of a closed data-plane connection; how many there were."""
-        gone = [i for i, t in self._in_flight.items() if type(t) is tuple and t[0] is conn]
+        gone = [i for i, (t, _data) in self._in_flight.items() if type(t) is tuple and t[0] is conn]
         for req_id in gone:
             del self._in_flight[req_id]
         if len(self._cancelled) > 100_000:
@@ -118,8 +120,12 @@ class RequestTable:
         in_flight, self._in_flight = self._in_flight, {}
         self._deadlines.clear()
         self._cancelled.clear()  # the agent is gone: no late answer will come
-        for target in in_flight.values():
+        for target, _data in in_flight.values():
             deliver(target, False, reason)
+
+    def unanswered(self) -> list[tuple[int, Any]]:
+        """``(id, data)`` of every request in flight, oldest first."""
+        return [(req_id, data) for req_id, (_target, data) in self._in_flight.items()]
 
 
 class Requests:
@@ -159,7 +165,7 @@ class Requests:
             deliver(target, False, f"agent {m.instance_id} is {m.state.value}, not RUNNING")
             return
         deadline = time.monotonic() + (timeout or self._default_timeout)
-        req_id = self.table.add(target, deadline)
+        req_id = self.table.add(target, deadline, data)
         if self._timer is None or deadline < self._timer_due:
             self._arm(deadline)
         m.pipes.queue({"type": ToAgent.PROCESS_REQUEST.value, "id": req_id, "data": data})
@@ -220,6 +226,15 @@ class Requests:
 
     def fail_all(self, reason: str) -> None:
         self.table.fail_all(reason)
+
+    def resend(self) -> int:
+        """Send every unanswered request again (to a promoted standby), under its id; how
+        many there were. None was acknowledged, so none was answered twice."""
+        pending = self.table.unanswered()
+        queue = self.manager.pipes.queue
+        for req_id, data in pending:
+            queue({"type": ToAgent.PROCESS_REQUEST.value, "id": req_id, "data": data})
+        return len(pending)
 
     def flush(self) -> None:
         if self.data_plane is not None:

@@ -5,7 +5,8 @@ One POSIX segment (``posix_ipc`` + ``mmap``, viewed with numpy) holds:
 * a **header** — magic, layout version, sizes, creator pid, a random epoch (a reader can
   tell a rebuilt segment from the one it attached to);
 * a fixed **slot table**, one 128-byte slot per agent instance: who it is (role, id, pid,
-  state) and what it does (heartbeat, request/error counters, latency, RSS). Every field has
+  state) and what it does (heartbeat, request/error counters, latency, RSS, the newest main
+  WAL entry a follower has applied). Every field has
   exactly one writer — the agent writes its heartbeat and counters, its manager the identity
   and state — and all fields are naturally aligned, so a reader never sees half a number;
 * a **state region** the main agent publishes into (its embedding matrix) and shadows read
@@ -36,10 +37,13 @@ import posix_ipc
 from osup_mp.lowlevel.proc import pid_alive
 
 MAGIC = b"OSUPSHM1"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 HEADER_SIZE = 128
 SLOT_SIZE = 128
 SLOT_COUNT = 64
+# Reserved slots: the main agent's, and its hot standby's (shadows take the others).
+MAIN_SLOT = 0
+STANDBY_SLOT = 1
 STATE_HEADER_SIZE = 64
 BUFFER_HEADER_SIZE = 64
 
@@ -96,6 +100,7 @@ SLOT_DTYPE = np.dtype(
             "latency_us",
             "rss_bytes",
             "state_overflow",
+            "applied_lsn",
         ],
         "formats": [
             "<u4",
@@ -113,8 +118,9 @@ SLOT_DTYPE = np.dtype(
             "<f8",
             "<u8",
             "<u8",
+            "<u8",
         ],
-        "offsets": [0, 4, 5, 8, 12, 16, 24, 56, 64, 72, 80, 88, 96, 104, 112],
+        "offsets": [0, 4, 5, 8, 12, 16, 24, 56, 64, 72, 80, 88, 96, 104, 112, 120],
         "itemsize": SLOT_SIZE,
     }
 )
@@ -142,6 +148,7 @@ class Role(enum.IntEnum):
     NONE = 0
     MAIN = 1
     SHADOW = 2
+    STANDBY = 3  # a hot standby of the main: follows its writes, serves nothing until promoted
 
 
 class SlotState(enum.IntEnum):
@@ -350,6 +357,7 @@ class SharedState:
             "errors",
             "rss_bytes",
             "state_overflow",
+            "applied_lsn",
         ):
             s[field] = 0
         s["latency_us"] = 0.0
@@ -483,6 +491,7 @@ class SharedState:
                     "latency_us": float(s["latency_us"]),
                     "rss_bytes": int(s["rss_bytes"]),
                     "state_overflow_bytes": int(s["state_overflow"]),
+                    "applied_lsn": int(s["applied_lsn"]),
                 }
             )
         st = self.state

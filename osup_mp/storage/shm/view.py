@@ -38,7 +38,7 @@ from osup_mp.storage.shm.segment import SharedState, ShmError, shm_path
 
 SLOT_COLUMNS = (
     "SLOT", "ROLE", "ID", "PID", "STATE", "GEN", "RESTARTS", "BEATS", "HB AGE", "REQS", "ERRS",
-    "LATENCY", "RSS", "OVERFLOW",
+    "LATENCY", "RSS", "OVERFLOW", "LSN",
 )  # fmt: skip
 BUFFER_COLUMNS = ("BUFFER", "VERSION", "SHAPE", "BYTES", "CRC32", "PUBLISHED")
 LEFT_COLUMNS = frozenset({"ROLE", "ID", "STATE"})  # the rest are right-aligned
@@ -168,6 +168,7 @@ def slot_cells(s: dict[str, Any]) -> list[str]:
         f"{s['latency_us']:.0f} µs",
         fmt_bytes(s["rss_bytes"]),
         fmt_bytes(s["state_overflow_bytes"]),
+        str(s["applied_lsn"] or "-"),
     ]
 
 

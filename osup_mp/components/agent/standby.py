@@ -1,0 +1,436 @@
+"""The hot standby of the main agent: a second agent process, started, restored and kept in
+step with every WAL entry the main writes, so that the main's death costs a promotion (a
+frame and a pipe swap, milliseconds) instead of a start and a restore.
+
+Decisions:
+
+* The standby lives in the main's manager, beside the main. Entries reach it from the
+  manager in the loop step they leave for the WAL (:meth:`Standby.follow`), after its restore
+  frames and in the order the WAL numbers them: it is as far as the main, minus what is in
+  its pipe, and a promotion catches up by reading its pipe, not by asking the WAL. An entry
+  that then fails to become durable replaces the standby with the main.
+* It never serves. Its frames other than ``ready``, heartbeats and metrics are ignored; an
+  agent whose ``ready`` does not say ``"role": "standby"`` cannot follow, and the manager
+  runs without a standby rather than promote a stale one.
+* Its failures never touch the main: it is killed and restarted (a crash loop backs off with
+  its own :class:`RestartPolicy`, and FATAL leaves the main without a standby until the next
+  promotion or operator restart). The manager adopts its process on promotion with
+  :meth:`Standby.take`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from osup_mp.components.agent.durability import Durability
+from osup_mp.components.agent.follow import wal_apply_frames
+from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec
+from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
+from osup_mp.components.agent.restarts import RestartPolicy
+from osup_mp.components.agent.states import AgentState, check_transition
+from osup_mp.lowlevel.proc import close_pipes, describe_exit, kill_descendants, spawn_piped
+from osup_mp.runtime.calls import CallError
+from osup_mp.storage.shm.segment import Role, monotonic_ns
+from osup_mp.wire.frames import FromAgent
+from osup_mp.wire.launch import RESTORE_FLAG
+
+if TYPE_CHECKING:
+    from osup_mp.components.agent.manager import AgentManager
+
+S = AgentState
+ROLE = "standby"
+_RESPAWN_DELAY = 0.1  # seconds
+_QUIET = frozenset({FromAgent.HEARTBEAT.value, FromAgent.METRICS.value, FromAgent.READY.value})
+
+
+class Standby:
+    def __init__(self, host: AgentManager, slot: int) -> None:
+        self.host = host
+        self.cfg = host.cfg
+        self.slot_index = slot
+        self.slot: Any = None
+        self.state = S.STOPPED
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pidfd = -1
+        self.pipes = AgentPipes(host.cfg.agent.max_frame)
+        self.policy = RestartPolicy.from_config(host.cfg.agent)
+        self.generation = 0
+        self.restarts = 0
+        self.started_at = 0.0
+        self.ready_at = 0.0
+        self.last_exit: str | None = None
+        self.fail_reason: str | None = None  # why the current standby is being killed
+        self.last_kill_reason: str | None = None
+        self.unsupported: str | None = None  # why this agent cannot be a standby
+        self.sent_lsn = 0  # newest entry passed on (numbered as the WAL will number it)
+        self._numbering: deque[tuple[int, int]] = deque()  # (first LSN, count) passed on
+        label = f"{host.instance_id} standby"
+        self._planner = Durability(host, durable=False, follower=True, label=label)
+        self._timer: int | None = None
+        self._writable = False
+        self._ignored: set[str] = set()  # frame types already warned about
+
+    @property
+    def ready(self) -> bool:
+        """Running, restored and following: it can be promoted (not one being killed)."""
+        return self.state is S.RUNNING and self.proc is not None and self.fail_reason is None
+
+    @property
+    def applied_lsn(self) -> int:
+        """The newest entry the standby agent says (in its slot) it has applied."""
+        return int(self.slot["applied_lsn"]) if self.slot is not None else 0
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Claim the slot and start a standby (the main is running)."""
+        if self.unsupported or self.state not in (S.STOPPED, S.EXITED):
+            return
+        self.host.shm.claim_slot(self.slot_index, Role.STANDBY, self.host.instance_id)
+        self.slot = self.host.shm.slot(self.slot_index)
+        self._spawn()
+
+    def start_soon(self) -> None:
+        """Start one shortly (after a promotion: the promoted agent's first answers come
+        first; planning and spawning a standby takes the manager's loop for a while)."""
+        self._arm(_RESPAWN_DELAY, "spawn")
+
+    def _spawn(self) -> None:
+        host = self.host
+        self._transition(S.STARTING)
+        self.fail_reason = None
+        self._planner.new_generation()
+        try:
+            restore = self._planner.plan()
+        except (CallError, KeyError) as exc:
+            self._failed(f"cannot fetch the main's state: {exc}")
+            return
+        self.sent_lsn = self._planner.applied_lsn
+        self._numbering.clear()
+        self.slot["applied_lsn"] = 0
+        argv = agent_argv(self.cfg, ROLE, host.command)
+        if restore is not None:
+            argv += [RESTORE_FLAG, restore["checkpoint_id"] or "wal"]
+        try:
+            env = agent_env(self.cfg, host.shm.name, host.instance_id, self.slot_index, ROLE)
+            self.proc = spawn_piped(argv, env, pre_exec=pre_exec(self.cfg, ROLE))
+        except OSError as exc:
+            if restore is not None:
+                Durability.discard(restore)
+            self._failed(f"cannot start: {exc}")
+            return
+        proc = self.proc
+        assert proc.stdin and proc.stdout and proc.stderr
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            os.set_blocking(stream.fileno(), False)
+        widen_pipe(proc.stdin.fileno())
+        self.pidfd = os.pidfd_open(proc.pid)
+        host.watch_fd(proc.stdout.fileno(), self._on_stdout)
+        host.watch_fd(proc.stderr.fileno(), self._on_stderr)
+        host.watch_fd(self.pidfd, self._on_exit)
+        self.pipes.reset()
+        self.generation += 1
+        self.started_at = time.monotonic()
+        self.slot["pid"] = proc.pid
+        self.slot["generation"] = self.generation
+        self.slot["hb_frame_ns"] = 0
+        self._arm(self.cfg.agent.ready_timeout / 1000, "ready_deadline")
+        logger.info("agent {}: standby started pid {}", host.instance_id, proc.pid)
+        if restore is not None:
+            try:
+                self._planner.send_restore(restore, send=self.pipes.out.extend)
+            except CallError as exc:
+                self.kill_for(f"cannot restore: {exc}")
+
+    def on_timer(self, what: str, generation: int) -> None:
+        self._timer = None
+        current = generation == self.generation
+        if what == "spawn" and self.state in (S.BACKOFF, S.STOPPED, S.EXITED):
+            if self.slot is None:
+                self.start()
+            else:
+                self._spawn()
+        elif what == "ready_deadline" and current and self.state is S.STARTING:
+            self.kill_for(f"not ready within {self.cfg.agent.ready_timeout} ms")
+
+    def kill_for(self, reason: str) -> None:
+        """Replace the standby (the main is not touched)."""
+        if self.proc is None:
+            return
+        host, pid = self.host.instance_id, self.proc.pid
+        logger.error("agent {}: standby pid {}: {}; replacing it", host, pid, reason)
+        self.fail_reason = self.last_kill_reason = reason
+        self._signal(signal.SIGKILL)
+
+    def on_report(self, generation: int, reason: str) -> None:
+        """The watchdog's report about the standby's slot: a hang or a broken limit."""
+        if generation == self.generation and self.state in (S.STARTING, S.RUNNING):
+            self.kill_for(reason)
+
+    def _on_exit(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        code = proc.wait()
+        self._signal(signal.SIGKILL)
+        self._close(proc)
+        self.last_exit = describe_exit(code)
+        if self.state is S.STOPPING:
+            self._transition(S.EXITED)
+            return
+        self._failed(self.fail_reason or self.last_exit)
+
+    def _failed(self, reason: str) -> None:
+        host = self.host
+        up_since = self.ready_at if self.state is S.RUNNING else None
+        decision = self.policy.after_failure(time.monotonic(), up_since)
+        if decision.fatal:
+            self._transition(S.FATAL)
+            logger.critical(
+                "agent {}: standby FATAL ({}; last: {}): the main runs without one until it "
+                "is restarted",
+                host.instance_id,
+                decision.why,
+                reason,
+            )
+            return
+        self._transition(S.BACKOFF)
+        self.restarts += 1
+        self.slot["restarts"] = self.restarts
+        logger.warning(
+            "agent {}: standby failed ({}); a new one in {:.2f}s",
+            host.instance_id,
+            reason,
+            decision.delay,
+        )
+        self._arm(decision.delay, "spawn")
+
+    def stop(self) -> None:
+        """Stop it for good (the manager stops): it holds nothing durable, so SIGKILL."""
+        self._cancel_timer()
+        proc = self.proc
+        if proc is not None:
+            self._transition(S.STOPPING)
+            self._signal(signal.SIGKILL)
+            proc.wait()
+            self._close(proc)
+            self._transition(S.EXITED)
+        if self.slot is not None:
+            self.host.shm.release_slot(self.slot_index)
+            self.slot = None
+
+    def reset(self) -> None:
+        """The main was restarted by hand: a FATAL standby may try again."""
+        self.policy.reset()
+        if self.state is S.FATAL:
+            self._transition(S.STOPPING)
+            self._transition(S.EXITED)
+            self.start_soon()
+
+    def take(self) -> tuple[subprocess.Popen[bytes], int, AgentPipes, int]:
+        """Hand the process over to the manager (a promotion): its process, pidfd, pipes and
+        the LSN passed on to it. The slot is freed for the next standby."""
+        proc = self.proc
+        assert proc is not None and self.ready
+        self._cancel_timer()
+        streams = (proc.stdin, proc.stdout, proc.stderr)
+        for fd in (self.pidfd, *(stream.fileno() for stream in streams if stream is not None)):
+            self.host.unwatch_fd(fd)
+        taken = (proc, self.pidfd, self.pipes, self.sent_lsn)
+        self.proc, self.pidfd, self._writable = None, -1, False
+        self.pipes = AgentPipes(self.cfg.agent.max_frame)
+        self.policy.reset()  # the next standby starts a new count
+        self._transition(S.STOPPING)
+        self._transition(S.EXITED)
+        self.host.shm.release_slot(self.slot_index)
+        self.slot = None
+        return taken
+
+    # -- following ---------------------------------------------------------------------------
+
+    def follow(self, entries: list[bytes]) -> int:
+        """Pass on entries the main wrote (about to go to the WAL); the standby generation
+        that got them, or 0."""
+        if self.proc is None or self.state not in (S.STARTING, S.RUNNING):
+            return 0  # the next standby restores them
+        first = self.sent_lsn + 1
+        for frame in wal_apply_frames(first, entries, self.cfg.agent.max_frame):
+            self.pipes.out += frame
+        self.sent_lsn += len(entries)
+        self._numbering.append((first, len(entries)))
+        lag = self.sent_lsn - self.applied_lsn
+        if self.state is S.RUNNING and lag > self.cfg.agent.standby_max_lag:
+            self.kill_for(
+                f"{lag} WAL entries behind the main ([agent] standby_max_lag "
+                f"{self.cfg.agent.standby_max_lag})"
+            )
+            return 0
+        return self.generation
+
+    def numbered(self, generation: int, first_lsn: int, count: int) -> None:
+        """The WAL numbered entries this standby got: they must be the LSNs it was told."""
+        if generation != self.generation or not self._numbering:
+            return
+        told, told_count = self._numbering.popleft()
+        if (told, told_count) != (first_lsn, count):
+            self.kill_for(
+                f"the WAL numbered entries {first_lsn}..{first_lsn + count - 1}, "
+                f"not {told}..{told + told_count - 1}"
+            )
+
+    def flush(self) -> None:
+        proc = self.proc
+        if not self.pipes.out or proc is None or proc.stdin is None:
+            return
+        fd = proc.stdin.fileno()
+        want = self.pipes.write(fd)
+        if want != self._writable:
+            self.host.watch_writable(fd, self.flush if want else None)
+            self._writable = want
+
+    # -- its output --------------------------------------------------------------------------
+
+    def _on_stdout(self) -> None:
+        proc = self.proc
+        if proc is None or proc.stdout is None:
+            return
+        messages, error, eof = self.pipes.read_frames(proc.stdout.fileno())
+        for msg in messages:
+            self._on_message(msg)
+            if self.proc is not proc:
+                return  # stopped while reading (an agent that cannot be a standby)
+        if self.pipes.heartbeats:
+            self.pipes.heartbeats = 0
+            self.slot["hb_frame_ns"] = monotonic_ns()
+        if error is not None and self.fail_reason is None:
+            self.kill_for(f"malformed frame from the standby: {error}")
+        if eof:
+            self.host.unwatch_fd(proc.stdout.fileno())
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if kind == FromAgent.READY.value:
+            self._on_ready(msg)
+        elif kind == FromAgent.HEARTBEAT.value:
+            self.pipes.heartbeats += 1
+            if self.state is S.STARTING:
+                # A seed-style agent: its first heartbeat is its "ready", and it knows no
+                # standby role (it would not follow the main's writes).
+                self._refuse("it sent a heartbeat before ready (a seed-style agent)")
+        elif kind not in _QUIET and kind not in self._ignored:
+            self._ignored.add(kind)
+            logger.warning(
+                "agent {}: the standby sent {!r}: ignored (a standby serves nothing)",
+                self.host.instance_id,
+                kind,
+            )
+
+    def _on_ready(self, msg: dict[str, Any]) -> None:
+        if self.state is not S.STARTING:
+            return
+        host = self.host
+        if msg.get("role") != ROLE:
+            # It did not understand --role standby: it would not follow the main's writes.
+            self._refuse(f"its ready frame says role {msg.get('role')!r}, not 'standby'")
+            return
+        self._cancel_timer()
+        self._transition(S.RUNNING)
+        self.ready_at = time.monotonic()
+        self.slot["hb_frame_ns"] = monotonic_ns()
+        logger.info(
+            "agent {}: standby ready (pid {}, {:.1f} ms, following from LSN {})",
+            host.instance_id,
+            self.proc.pid if self.proc else None,
+            (self.ready_at - self.started_at) * 1000,
+            self.sent_lsn,
+        )
+
+    def _refuse(self, why: str) -> None:
+        self.unsupported = why
+        logger.error(
+            "agent {}: this agent cannot be a standby ({}); running without one",
+            self.host.instance_id,
+            why,
+        )
+        self.stop()
+
+    def _on_stderr(self, final: bool = False) -> None:
+        proc = self.proc
+        fd = proc.stderr.fileno() if proc is not None and proc.stderr is not None else None
+        for text in self.pipes.read_stderr(fd, final=final):
+            logger.info("[agent {} standby] {}", self.host.instance_id, text)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _close(self, proc: subprocess.Popen[bytes]) -> None:
+        host = self.host
+        spare = [host.pid] if host.pid else []
+        killed = kill_descendants(spare=spare)
+        if killed:
+            logger.warning(
+                "agent {}: killed {} process(es) its standby left behind",
+                host.instance_id,
+                len(killed),
+            )
+        self._on_stdout()
+        host.unwatch_fd(self.pidfd)
+        os.close(self.pidfd)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                host.unwatch_fd(stream.fileno())
+        self._on_stderr(final=True)
+        close_pipes(proc)
+        self.proc, self.pidfd, self._writable = None, -1, False
+        self.pipes.out.clear()
+        if self.slot is not None:
+            self.slot["pid"] = 0
+        self._cancel_timer()
+
+    def _transition(self, new: AgentState) -> None:
+        check_transition(self.state, new)
+        self.state = new
+        if self.slot is not None:
+            self.slot["state"] = int(new.slot_state)
+
+    def _arm(self, delay: float, what: str) -> None:
+        self._cancel_timer()
+        self._timer = self.host.send_after(delay, ("standby", what, self.generation))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self.host.cancel_timer(self._timer)
+            self._timer = None
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def status(self) -> dict[str, Any]:
+        hb = int(self.slot["hb_frame_ns"]) if self.slot is not None else 0
+        hb = max(hb, int(self.slot["hb_agent_ns"])) if self.slot is not None else 0
+        age = round((monotonic_ns() - hb) / 1e6, 1) if hb and self.proc is not None else None
+        return {
+            "role": ROLE,
+            "id": self.host.instance_id,
+            "pid": self.proc.pid if self.proc is not None else None,
+            "state": self.state.value,
+            "slot": self.slot_index,
+            "restarts": self.restarts,
+            "generation": self.generation,
+            "heartbeat_age_ms": age,
+            "applied_lsn": self.applied_lsn,
+            "lag": self.sent_lsn - self.applied_lsn if self.ready else None,
+            "last_exit": self.last_exit,
+            "last_kill_reason": self.last_kill_reason,
+            "unsupported": self.unsupported,
+        }
