@@ -253,3 +253,14 @@ def test_a_standby_applies_writes_keeps_its_matrix_built_and_takes_the_main_slot
     agent._out.clear()
     assert agent.handle_request({"op": "memory_add", "id": "c", "text": "z"}) == {"id": "c"}
     assert b"wal_entry" in agent._out  # the main logs its writes
+
+
+def test_a_snapshot_too_large_for_a_frame_is_reported_not_fatal() -> None:
+    from osup_mp.wire import FrameDecoder
+
+    agent = MemoryAgent(AgentOptions(max_frame=4096))
+    agent.apply_wal_batch([add(f"b{i}", "text " * 20, vec(i)) for i in range(40)])
+    agent.checkpoint()  # about 18 KB of snapshot: more than a frame holds
+    (msg,) = FrameDecoder(max_frame=4096).feed(bytes(agent._out))
+    assert msg["type"] == "checkpoint" and msg["data"] is None
+    assert "raise [agent] max_frame" in msg["error"]

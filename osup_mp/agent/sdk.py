@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from osup_mp.lowlevel.spin import Spinner
-from osup_mp.wire import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, launch, pack
+from osup_mp.wire import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, FrameTooLarge, launch, pack
 from osup_mp.wire.frames import FromAgent, ToAgent
 
 _READ_SIZE = 256 * 1024
@@ -219,8 +219,20 @@ class Agent:
         self.send({"type": FromAgent.WAL_ENTRY.value, "data": entry, **extra})
 
     def checkpoint(self) -> None:
-        """Send a checkpoint of :meth:`snapshot`; ``checkpoint_ack`` arrives later."""
-        self.send({"type": FromAgent.CHECKPOINT, "data": self.snapshot()})
+        """Send a checkpoint of :meth:`snapshot`; ``checkpoint_ack`` arrives later. A
+        snapshot too large for a frame is not sent: the manager is told why instead, and the
+        agent serves on (its state stays safe in the WAL)."""
+        try:
+            frame = pack(
+                {"type": FromAgent.CHECKPOINT.value, "data": self.snapshot()},
+                max_frame=self.options.max_frame,
+            )
+        except FrameTooLarge as exc:
+            error = f"snapshot too large to send: {exc}; raise [agent] max_frame"
+            self.log(f"checkpoint not sent: {error}")
+            self.send({"type": FromAgent.CHECKPOINT.value, "data": None, "error": error})
+            return
+        self._out += frame
 
     def module(self, name: str) -> types.ModuleType:
         return self.modules[name]
@@ -339,6 +351,10 @@ class Agent:
             self.apply_wal_batch(entries)
             self.applied_lsn = int(msg.get("lsn", 0)) + len(entries) - 1
             self._mark_applied()
+            if self.options.role == "standby":
+                # Like a restore's state, what it applies is long-lived: no collection walks
+                # it (one would, at some first request after a promotion, for milliseconds).
+                gc.freeze()
 
     def _mark_applied(self) -> None:
         """Tell the manager, through the slot, how far this follower has applied (a

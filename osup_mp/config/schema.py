@@ -104,7 +104,7 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
     "telemetry": {"period": _Field(10000, _MS, _ints(1))},
     "control": {"max_frame": _FRAME},
     "agent": {
-        "max_frame": _Field(16777216, _FRAME_EXPECTED, _ints(1024, MAX_FRAME_LIMIT)),
+        "max_frame": _Field(MAX_FRAME_LIMIT, _FRAME_EXPECTED, _ints(1024, MAX_FRAME_LIMIT)),
         "ready_timeout": _Field(10000, _MS, _ints(1)),
         "request_timeout": _Field(30000, _MS, _ints(1)),
         "stop_timeout": _Field(3000, _MS, _ints(1)),

@@ -233,32 +233,36 @@ class Durability:
         self._waiters.append(caller)
         self.request_checkpoint(force=True)
 
-    def on_checkpoint(self, data: Any) -> None:
-        if not self.durable or not isinstance(data, dict):
-            error = (
-                "not saved: shadows are not durable"
-                if not self.durable
-                else "checkpoint data must be a map"
-            )
-            self._refuse_checkpoint(error)
+    def on_checkpoint(self, data: Any, error: Any = None) -> None:
+        """A ``checkpoint`` frame: saved once every entry before it is durable; or refused
+        (shadows; no map; an ``error`` the agent sent instead of a snapshot it could not
+        frame; a snapshot no restore frame could carry)."""
+        if not self.durable:
+            self._refuse_checkpoint("not saved: shadows are not durable")
+            return
+        if error is not None or not isinstance(data, dict):
+            why = "checkpoint data must be a map" if error is None else f"the agent: {error}"
+            self._fail_checkpoint(f"not saved: {why}")
             return
         # Packed once, here: the vault stores these bytes and a restore splices them back.
         payload = self._packer.pack(data)
         limit = self.host.cfg.agent.max_frame
         if len(payload) + _RESTORE_OVERHEAD > limit:
             # Accepting it would leave a checkpoint no restore frame can carry.
-            error = (
+            self._fail_checkpoint(
                 f"not saved: the snapshot is {len(payload)} bytes and its restore frame "
                 f"would exceed [agent] max_frame ({limit}); raise max_frame"
             )
-            logger.error("agent {}: checkpoint {}", self.host.instance_id, error)
-            self._asked = 0.0
-            waiters, self._waiters = self._waiters, deque()
-            for caller in waiters:
-                self.host.reply_error(caller, f"checkpoint {error}")
-            self._refuse_checkpoint(error)
             return
         self.after_wal(lambda lsn: self._save(payload, lsn))
+
+    def _fail_checkpoint(self, error: str) -> None:
+        logger.error("agent {}: checkpoint {}", self.host.instance_id, error)
+        self._asked = 0.0
+        waiters, self._waiters = self._waiters, deque()
+        for caller in waiters:
+            self.host.reply_error(caller, f"checkpoint {error}")
+        self._refuse_checkpoint(error)
 
     def _refuse_checkpoint(self, error: str) -> None:
         self.host.send_agent(

@@ -729,7 +729,9 @@ class AgentManager(Component):
             FromAgent.READY: self._on_ready_frame,
             FromAgent.WAL_ENTRY: lambda msg: durability.log_entry(msg.get("data"), msg.get("ref")),
             FromAgent.WAL_BATCH: self._on_wal_batch,
-            FromAgent.CHECKPOINT: lambda msg: durability.on_checkpoint(msg.get("data")),
+            FromAgent.CHECKPOINT: lambda msg: durability.on_checkpoint(
+                msg.get("data"), msg.get("error")
+            ),
             FromAgent.METRICS: self._on_metrics,
             FromAgent.RELOAD_RESULT: self._on_reload_result,
             FromAgent.EVOLUTION_INTENT: self._on_evolution_intent,
