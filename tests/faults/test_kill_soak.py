@@ -132,13 +132,19 @@ def _kill(tree: Tree, target: str) -> None:
         os.kill(int(agent["pid"]), signal.SIGKILL)
         return
     pid = wait_for(lambda: tree.pids().get(target), 60, what=f"{target} running")
-    os.kill(int(pid), signal.SIGKILL)
+    try:
+        os.kill(int(pid), signal.SIGKILL)
+    except ProcessLookupError:  # it died a moment ago and is not reaped yet: kill its successor
+        new = wait_for(lambda: tree.pids().get(target) not in (None, pid) and tree.pids()[target])
+        os.kill(int(new), signal.SIGKILL)
 
 
-def test_random_kills_lose_and_duplicate_nothing(make_tree) -> None:
+@pytest.mark.parametrize("standby", [False, True], ids=["restarts", "standby"])
+def test_random_kills_lose_and_duplicate_nothing(make_tree, standby: bool) -> None:
+    """With a standby, a killed agent is replaced by promotion; without, by a restart."""
     seed = int(os.environ.get("OSUP_SOAK_SEED", "20261202"))
     rng = random.Random(seed)
-    tree = make_tree(**FAST).start()
+    tree = make_tree(**{**FAST, "agent": {**FAST["agent"], "standby": standby}}).start()
     writer = Writer(tree)
     schedule = [rng.choice(TARGETS) for _ in range(KILLS)]
     kills: collections.Counter[str] = collections.Counter()
@@ -165,7 +171,8 @@ def test_random_kills_lose_and_duplicate_nothing(make_tree) -> None:
     finally:
         writer.close()
     print(
-        f"\nkill soak (seed {seed}): {KILLS} kills {dict(kills)}, {len(writer.model)} writes "
+        f"\nkill soak (seed {seed}, standby {standby}): {KILLS} kills {dict(kills)}, "
+        f"{len(writer.model)} writes "
         f"acknowledged, {writer.retries} resent, 0 lost, 0 duplicated, "
         f"{time.monotonic() - started:.1f}s"
     )

@@ -133,12 +133,22 @@ def one_agent(
 ) -> tuple[list[float], h.Tree]:
     progress(f"{name}: {plan.kills} kills with and without a standby")
     ms: dict[str, list[float]] = {"with": [], "without": [], "gone": []}
+    rates: dict[bool, list[float]] = {}
     with h.Tree(CONFIG, layer, STANDBY[True]) as hot, h.Tree(CONFIG, layer, STANDBY[False]) as cold:
         for tree, standby in ((hot, True), (cold, False)):
             tree.wait_running(None)
             if blocks:
-                load(tree, blocks)
+                rates[standby] = load(tree, blocks)  # the standby applies every write too
             settled(tree, standby)
+        if blocks:
+            report.compare(
+                f"{name}: writes (memory_add, 256 in flight)",
+                rates[True],
+                rates[False],
+                "no standby",
+                "",
+                "adds/s",
+            )
         for _ in range(plan.kills):
             for tree, key in ((hot, "with"), (cold, "without")):
                 answer, gone = kill_to_answer(tree, blocks)

@@ -1,0 +1,28 @@
+"""Genetic evolution of a module's code: variation on the syntax tree and selection.
+
+Pure, like the rest of :mod:`osup_mp.evolution`: no process and no I/O. Evaluating a
+variant (a gate in a subprocess, a limited shadow, a workload) is the caller's.
+"""
+
+from osup_mp.evolution.genetic.selection import Scored, elites, next_generation, tournament
+from osup_mp.evolution.genetic.variation import (
+    Genes,
+    VariationError,
+    crossover,
+    fingerprint,
+    genes,
+    mutate,
+)
+
+__all__ = [
+    "Genes",
+    "Scored",
+    "VariationError",
+    "crossover",
+    "elites",
+    "fingerprint",
+    "genes",
+    "mutate",
+    "next_generation",
+    "tournament",
+]
