@@ -125,7 +125,6 @@ class AgentManager(Component):
         self._stop_timer: int | None = None  # SIGTERM sent: SIGKILL when it fires
         self._restart_when_stopped = False
         self._writable_watched = False
-        self._decision: Decision | None = None  # taken by a failover that did not happen
 
     # -- component callbacks -----------------------------------------------------------------
 
@@ -581,20 +580,20 @@ class AgentManager(Component):
     def _after_failure(self, reason: str, died: tuple[int, int] | None = None) -> None:
         """The agent failed (``died``: it exited, with this pid and status): promote its
         standby, restart it (at once or after a backoff), or give up (FATAL)."""
-        if died is not None and self._failover(reason, died):
+        first_start = self.generation <= 1 and self.running_since == 0.0 and self.restarts == 0
+        up_since = self.running_since if self.state is S.RUNNING and self.running_since else None
+        decision = None if first_start else self.policy.after_failure(time.monotonic(), up_since)
+        if decision is not None and died is not None and self._failover(reason, died, decision):
             return
         if died is not None:
             self._bury(*died)
             logger.error("agent {} (pid {}): {}", self.instance_id, died[0], reason)
-        if self.generation <= 1 and self.running_since == 0.0 and self.restarts == 0:
+        if decision is None:
             # The very first start failed: report it (init raises) instead of looping.
-            self._decision = None
             self._agent_lost()
             self.fail_reason = reason
             self._transition(S.BACKOFF)
             return
-        decision = self._decision or self._decide()
-        self._decision = None
         self.running_since = 0.0
         self._agent_lost()
         if decision.fatal:
@@ -618,21 +617,13 @@ class AgentManager(Component):
         )
         self._timer = self.send_after(decision.delay, "spawn")
 
-    def _decide(self) -> Decision:
-        """The restart policy's answer to this failure (counted once)."""
-        up_since = self.running_since if self.state is S.RUNNING and self.running_since else None
-        return self.policy.after_failure(time.monotonic(), up_since)
-
-    def _failover(self, reason: str, died: tuple[int, int]) -> bool:
+    def _failover(self, reason: str, died: tuple[int, int], decision: Decision) -> bool:
         """Promote the standby in place of a restart, when there is one ready and the death
         is news, not a loop (a crash loop backs off and restarts as usual, so that a
         poisonous input cannot also burn through standbys). Everything but the promotion
         (burying the dead agent, the log) comes after the promoted agent has its work."""
         standby = self.standby
-        if standby is None or self.state is not S.RUNNING:
-            return False
-        self._decision = decision = self._decide()
-        if decision.fatal or decision.delay:
+        if standby is None or self.state is not S.RUNNING or decision.fatal or decision.delay:
             return False
         if not standby.ready:
             why = standby.unsupported or f"it is {standby.state.value}"
@@ -642,7 +633,6 @@ class AgentManager(Component):
                 why,
             )
             return False
-        self._decision = None
         self._promote(standby, reason, died)
         return True
 
