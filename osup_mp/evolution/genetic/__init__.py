@@ -4,6 +4,7 @@ Pure, like the rest of :mod:`osup_mp.evolution`: no process and no I/O. Evaluati
 variant (a gate in a subprocess, a limited shadow, a workload) is the caller's.
 """
 
+from osup_mp.evolution.genetic.fitness import Figures, seed_fitness
 from osup_mp.evolution.genetic.selection import Scored, elites, next_generation, tournament
 from osup_mp.evolution.genetic.variation import (
     Genes,
@@ -15,6 +16,7 @@ from osup_mp.evolution.genetic.variation import (
 )
 
 __all__ = [
+    "Figures",
     "Genes",
     "Scored",
     "VariationError",
@@ -24,5 +26,6 @@ __all__ = [
     "genes",
     "mutate",
     "next_generation",
+    "seed_fitness",
     "tournament",
 ]

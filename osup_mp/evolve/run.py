@@ -1,0 +1,208 @@
+"""A genetic run: generations of variants, gated, evaluated, selected, each generation
+persisted as it completes, resumable after any stop.
+
+On disk, ``<root>/<run>/``: ``run.json`` (what was asked: the code, the target, the seed,
+the sizes) and one ``gen-NNNN.json`` per completed generation, written atomically: each
+variant's code, fingerprint and figures, the population bred for the next generation and
+the random state after breeding it.
+
+The one decision: a generation is the unit of persistence. A resumed run reads the newest
+complete generation and evaluates the population it bred, with the random state saved
+beside it; a generation that was in flight when the run stopped is evaluated again from
+the start. So a run stopped at any moment and resumed makes exactly the choices an
+uninterrupted one makes, given the same figures, and adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from osup_mp.evolution.genetic import (
+    Figures,
+    Scored,
+    crossover,
+    fingerprint,
+    mutate,
+    next_generation,
+    seed_fitness,
+)
+from osup_mp.lowlevel.files import atomic_write
+
+_GATE = "gate: "
+Evaluate = Callable[[Sequence[str]], list[Figures]]
+Gate = Callable[[str], str | None]  # code -> why it fails the gate, or None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    code: str
+    target: str
+    generations: int
+    population: int
+    seed: int
+    elite: int = 1
+    mutation_rate: float = 0.3
+
+
+@dataclass(slots=True)
+class Variant:
+    code: str
+    figures: Figures
+    fingerprint: str = ""
+    fitness: float | None = None
+
+    def record(self) -> dict[str, Any]:
+        figures = asdict(self.figures)
+        figures["latencies_ms"] = list(self.figures.latencies_ms)
+        return {
+            "fingerprint": self.fingerprint,
+            "fitness": self.fitness,
+            "figures": figures,
+            "code": self.code,
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> Variant:
+        figures = dict(r["figures"], latencies_ms=tuple(r["figures"]["latencies_ms"]))
+        return cls(r["code"], Figures(**figures), r["fingerprint"], r["fitness"])
+
+
+@dataclass(slots=True)
+class Generation:
+    index: int
+    variants: list[Variant]
+    bred: list[str] = field(default_factory=list)  # the next generation's codes
+
+    @property
+    def best(self) -> Variant | None:
+        measured = [v for v in self.variants if v.fitness is not None]
+        return max(measured, key=lambda v: v.fitness or 0.0) if measured else None
+
+
+class Run:
+    """One run's directory; :meth:`step` runs the next generation."""
+
+    def __init__(self, directory: Path, spec: RunSpec) -> None:
+        self.directory = directory
+        self.spec = spec
+        self.id = directory.name
+        self.history: list[Generation] = []
+        self._rng = random.Random(spec.seed)
+        self._next: list[str] = []
+
+    @classmethod
+    def create(cls, root: Path, spec: RunSpec) -> Run:
+        directory = root / f"run-{uuid.uuid4().hex[:8]}"
+        directory.mkdir(parents=True)
+        atomic_write(directory / "run.json", json.dumps(asdict(spec), indent=1).encode())
+        run = cls(directory, spec)
+        run._next = run._first_population()
+        return run
+
+    @classmethod
+    def resume(cls, root: Path, run_id: str) -> Run:
+        directory = root / run_id
+        try:
+            spec = RunSpec(**json.loads((directory / "run.json").read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise RunError(f"cannot resume {run_id}: {exc}") from None
+        run = cls(directory, spec)
+        for path in sorted(directory.glob("gen-*.json")):
+            data = json.loads(path.read_text())
+            variants = [Variant.from_record(r) for r in data["variants"]]
+            run.history.append(Generation(data["index"], variants, data["bred"]))
+            run._rng.setstate(_state(data["random_state"]))
+        run._next = run.history[-1].bred if run.history else run._first_population()
+        return run
+
+    @property
+    def done(self) -> bool:
+        return len(self.history) >= self.spec.generations
+
+    def step(self, evaluate: Evaluate, gate: Gate) -> Generation:
+        """Gate and evaluate the next generation, breed the one after, persist."""
+        index = len(self.history)
+        # A code is gated once per run: what failed the gate still would, what passed is
+        # evaluated again (elites are measured again every generation).
+        gated = {v.fingerprint: _gate_failure(v) for g in self.history for v in g.variants}
+        variants = [Variant(code, Figures(), fingerprint(code)) for code in self._next]
+        passed: list[Variant] = []
+        for variant in variants:
+            if variant.fingerprint not in gated:
+                gated[variant.fingerprint] = gate(variant.code)
+            refused = gated[variant.fingerprint]
+            if refused is None:
+                passed.append(variant)
+            else:
+                variant.figures = Figures(failure=f"{_GATE}{refused}")
+        for variant, figures in zip(passed, evaluate([v.code for v in passed]), strict=True):
+            variant.figures = figures
+        for variant in variants:
+            variant.fitness = seed_fitness(variant.figures)
+        generation = Generation(index, variants)
+        if index + 1 < self.spec.generations:
+            seen = set(gated)
+            generation.bred = next_generation(
+                [Scored(v.code, v.fitness) for v in variants],
+                self._rng,
+                self._breed,
+                size=self.spec.population,
+                elite=self.spec.elite,
+                seen=lambda code: fingerprint(code) in seen,
+            )
+        self._save(generation)
+        self.history.append(generation)
+        self._next = generation.bred
+        return generation
+
+    @property
+    def best(self) -> Variant | None:
+        bests = [b for g in self.history if (b := g.best) is not None]
+        return max(bests, key=lambda v: v.fitness or 0.0) if bests else None
+
+    def _first_population(self) -> list[str]:
+        codes, seen = [self.spec.code], {fingerprint(self.spec.code)}
+        for _ in range(self.spec.population * 20):
+            if len(codes) >= self.spec.population:
+                break
+            child = mutate(self.spec.code, self._rng, self.spec.mutation_rate)
+            if fingerprint(child) not in seen:
+                seen.add(fingerprint(child))
+                codes.append(child)
+        return codes
+
+    def _breed(self, first: str, second: str, rng: random.Random) -> str:
+        return mutate(crossover(first, second, rng), rng, self.spec.mutation_rate)
+
+    def _save(self, generation: Generation) -> None:
+        data = {
+            "index": generation.index,
+            "variants": [v.record() for v in generation.variants],
+            "bred": generation.bred,
+            "random_state": _jsonable(self._rng.getstate()),
+        }
+        path = self.directory / f"gen-{generation.index:04d}.json"
+        atomic_write(path, json.dumps(data).encode())
+
+
+def _gate_failure(variant: Variant) -> str | None:
+    failure = variant.figures.failure or ""
+    return failure[len(_GATE) :] if failure.startswith(_GATE) else None
+
+
+class RunError(RuntimeError):
+    """A run cannot be created or resumed (the message says why)."""
+
+
+def _jsonable(state: Any) -> Any:
+    return [_jsonable(x) for x in state] if isinstance(state, tuple) else state
+
+
+def _state(data: Any) -> Any:
+    return tuple(_state(x) for x in data) if isinstance(data, list) else data

@@ -1,0 +1,146 @@
+"""Evaluating variants in shadows of a running tree, through its control socket.
+
+Each variant gets a shadow of its own (the watchdog's limits apply, as to any shadow; its
+process group is killed on a breach), which restores the main's state, then runs the
+variant's code as the target module and answers the workload's requests one by one. What
+is kept is what the shadow's manager measured (each request's latency from its stdin to
+its answer), the errors, the shadow's resident memory, and the answers compared with the
+main's through the compare hook: more mismatches than the tolerance fail the variant.
+
+The one decision: this runs in the ``evolve`` command's process and speaks to the tree only
+as an operator does (shadow start, hot reload, a raw call, shadow stop), in threads that
+each wait on their own connection, so up to ``workers`` shadows work at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from osup_mp.client import Client, ClientError
+from osup_mp.config import Config
+from osup_mp.evolution.compare import Compare
+from osup_mp.evolution.genetic.fitness import Figures
+from osup_mp.wire import digest
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """The requests a variant answers, and the main's answers to them (the reference)."""
+
+    requests: tuple[Any, ...]
+    answers: tuple[Any, ...]
+
+
+def reference(cfg: Config, requests: Sequence[Any], timeout: float = 30.0) -> Workload:
+    """Ask the main agent (the current code) each request: the answers variants must give."""
+    path = cfg.data_socket("main")
+    with Client(path, timeout=timeout, max_frame=cfg.agent.max_frame) as client:
+        answers = [client.request("request", data=r, timeout=timeout) for r in requests]
+    return Workload(tuple(requests), tuple(answers))
+
+
+class ShadowEvaluator:
+    def __init__(
+        self,
+        cfg: Config,
+        target: str,
+        workload: Workload,
+        *,
+        compare: Compare | None = None,
+        tolerance: float = 0.0,
+        workers: int = 2,
+        timeout: float = 30.0,
+    ) -> None:
+        self.cfg = cfg
+        self.target = target
+        self.workload = workload
+        self.compare = compare
+        self.tolerance = tolerance
+        self.workers = max(1, workers)
+        self.timeout = timeout
+        self.prefix = f"evo{uuid.uuid4().hex[:6]}"
+        self._count = 0
+
+    def evaluate(self, codes: Sequence[str]) -> list[Figures]:
+        """The figures of each code, in order (up to ``workers`` shadows at once)."""
+        names = [f"{self.prefix}-{self._count + i}" for i in range(len(codes))]
+        self._count += len(codes)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="evolve") as pool:
+            return list(pool.map(self._one, names, codes))
+
+    def _one(self, shadow: str, code: str) -> Figures:
+        with Client.for_config(self.cfg, timeout=self.timeout + 90) as client:
+            try:
+                client.request("shadow_start", id=shadow)
+            except ClientError as exc:
+                return Figures(failure=f"its shadow did not start: {exc}")
+            try:
+                return self._measure(client, shadow, code)
+            except ClientError as exc:
+                return Figures(failure=f"{exc}{_killed(client, shadow)}")
+            finally:
+                try:
+                    client.request("shadow_stop", id=shadow)
+                except ClientError:
+                    pass  # it is gone already (a limit killed it, and it was transient)
+
+    def _measure(self, client: Client, shadow: str, code: str) -> Figures:
+        loaded = client.request("hot_reload", code=code, module=self.target, id=shadow)
+        if not loaded.get("ok"):
+            return Figures(failure=f"its shadow refused the code: {loaded.get('error')}")
+        latencies: list[float] = []
+        errors = mismatches = 0
+        call = f"agent:{shadow}"
+        for request, expected in zip(self.workload.requests, self.workload.answers, strict=True):
+            answer = client.request(
+                "call",
+                name=call,
+                request=["mirror_request", request, self.timeout],
+                timeout=self.timeout + 5,
+            )
+            latencies.append(float(answer["latency_ms"]))
+            if not answer["ok"]:
+                errors += 1
+            elif not self._same(request, expected, answer["value"]):
+                mismatches += 1
+        n, measured = len(latencies), tuple(latencies)
+        if n and mismatches / n > self.tolerance:
+            veto = f"{mismatches} of {n} answers differ from the current code's"
+            return Figures(n, errors, mismatches, measured, failure=veto)
+        return Figures(n, errors, mismatches, measured, _memory_mb(client, shadow))
+
+    def _same(self, request: Any, expected: Any, answer: Any) -> bool:
+        if self.compare is not None:
+            try:
+                return bool(self.compare(request, expected, answer))
+            except Exception:  # a hook that raises on an answer: compared exactly
+                pass
+        return bool(digest(expected) == digest(answer))
+
+
+def _agent(client: Client, shadow: str) -> dict[str, Any]:
+    agents = client.request("status").get("agents") or []
+    return next((a for a in agents if a["id"] == shadow), {})
+
+
+def _memory_mb(client: Client, shadow: str) -> float:
+    pid = _agent(client, shadow).get("pid")
+    try:
+        return float(psutil.Process(int(pid)).memory_info().rss) / 2**20 if pid else 0.0
+    except psutil.Error:
+        return 0.0
+
+
+def _killed(client: Client, shadow: str) -> str:
+    """Why the shadow's agent was killed, when a limit did it."""
+    try:
+        reason = _agent(client, shadow).get("last_kill_reason")
+    except ClientError:
+        return ""
+    return f" ({reason})" if reason else ""

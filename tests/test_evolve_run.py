@@ -1,0 +1,102 @@
+"""A genetic run's bookkeeping, with a deterministic evaluator in place of shadows: the
+population size, the gate, persistence, and a resume that changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from test_genetic_unit import TOY, values
+
+from osup_mp.evolution.genetic import Figures, fingerprint
+from osup_mp.evolve.run import Run, RunError, RunSpec
+
+pytestmark = pytest.mark.unit  # no process started
+
+SPEC = RunSpec(code=TOY, target="toy", generations=6, population=6, seed=42, elite=2)
+
+
+def measure(codes: Sequence[str]) -> list[Figures]:
+    """Figures that depend on the code only: the closer WIDTH is to 7, the faster."""
+    out = []
+    for code in codes:
+        width = float(values(code)["WIDTH"])  # type: ignore[arg-type]
+        out.append(Figures(10, 0, 0, (1.0 + (width - 7.0) ** 2,) * 10, 40.0))
+    return out
+
+
+def no_gate(code: str) -> str | None:
+    return None
+
+
+def complete(run: Run) -> Run:
+    while not run.done:
+        run.step(measure, no_gate)
+    return run
+
+
+def codes(run: Run) -> list[list[str]]:
+    return [[v.code for v in g.variants] for g in run.history]
+
+
+def test_a_run_keeps_its_size_improves_and_persists_every_generation(tmp_path: Path) -> None:
+    run = complete(Run.create(tmp_path, SPEC))
+    assert [len(g.variants) for g in run.history] == [6] * 6
+    assert run.history[0].variants[0].code == TOY  # the starting code is measured too
+    firsts = [g.best.fitness for g in run.history if g.best]  # type: ignore[union-attr]
+    assert firsts[-1] >= firsts[0]  # elites kept: the best never gets lost
+    assert sorted(p.name for p in run.directory.iterdir()) == [
+        "gen-0000.json",
+        "gen-0001.json",
+        "gen-0002.json",
+        "gen-0003.json",
+        "gen-0004.json",
+        "gen-0005.json",
+        "run.json",
+    ]
+
+
+def test_a_resumed_run_makes_the_choices_of_an_uninterrupted_one(tmp_path: Path) -> None:
+    whole = complete(Run.create(tmp_path / "a", SPEC))
+    stopped = Run.create(tmp_path / "b", SPEC)
+    stopped.step(measure, no_gate)
+    stopped.step(measure, no_gate)
+
+    def killed(codes: Sequence[str]) -> list[Figures]:
+        raise KeyboardInterrupt  # stopped in the middle of generation 2
+
+    with pytest.raises(KeyboardInterrupt):
+        stopped.step(killed, no_gate)
+    resumed = complete(Run.resume(tmp_path / "b", stopped.id))
+    assert codes(resumed) == codes(whole)
+    assert len({v.fingerprint for g in resumed.history for v in g.variants}) == len(
+        {fingerprint(c) for g in codes(resumed) for c in g}
+    )
+
+
+def test_variants_failing_the_gate_are_not_evaluated_and_gated_once(tmp_path: Path) -> None:
+    gated: list[str] = []
+
+    def gate(code: str) -> str | None:
+        gated.append(fingerprint(code))
+        return "too wide" if float(values(code)["WIDTH"]) > 5 else None  # type: ignore[arg-type]
+
+    evaluated: list[str] = []
+
+    def evaluate(codes: Sequence[str]) -> list[Figures]:
+        evaluated.extend(codes)
+        return measure(codes)
+
+    run = Run.create(tmp_path, SPEC)
+    while not run.done:
+        run.step(evaluate, gate)
+    refused = [v for g in run.history for v in g.variants if v.fitness is None]
+    assert refused and all(v.figures.failure == "gate: too wide" for v in refused)
+    assert all(float(values(c)["WIDTH"]) <= 5 for c in evaluated)  # type: ignore[arg-type]
+    assert len(gated) == len(set(gated))  # each code gated once in the run
+
+
+def test_resuming_what_is_not_a_run_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match="cannot resume run-nope"):
+        Run.resume(tmp_path, "run-nope")
