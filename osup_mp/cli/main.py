@@ -38,6 +38,7 @@ COMMANDS = {
         "Try new code on mirrored traffic: start, list, show, stop.",
     ),
     "history": ("experiment:history", "Show the decided experiments and their verdicts."),
+    "evolve": ("evolve:command", "Evolve a module's code in limited shadows; report the best."),
     "inspect": ("inspect_cmd:command", "Look inside a running tree, read-only."),
     "agent-check": ("agent_check:command", "Check that an agent executable speaks the protocol."),
 }

@@ -5,18 +5,21 @@ What may vary is what a module shows or declares at its top level, never anythin
 * **tunable constants**: names in UPPER_CASE bound to an int or float literal
   (``NPROBE = 8``). Unbounded: a mutation scales them by a factor around 1 and keeps their
   type and sign;
-* **declared parameters**: ``PARAMS = {"NPROBE": (1, 64)}`` gives a constant bounds (its
-  type is its literal's). A mutation then takes a Gaussian step of a fifth of the range and
-  clips it;
+* **declared parameters**: ``PARAMS = {"NPROBE": (1, 64)}`` names the constants that vary
+  (then only those: ``DIM = 64`` beside it stays) and gives each its bounds (its type is
+  its literal's). A mutation then takes a Gaussian step of a fifth of the range and clips
+  it;
 * **alternative implementations**: ``ALTERNATIVES = {"search": ("search_exact",
   "search_ivf")}`` with a binding ``search = search_exact``; a mutation rebinds the name to
   another of the functions listed.
 
 Crossover takes one parent's tree and, gene by gene (each top-level function both parents
 define, each constant, each binding), the other parent's version with probability one half.
-The one decision: variation edits the parsed tree and prints it back (``ast.unparse``), so
-every variant is syntactically valid Python and two variants that differ only in layout or
-comments have the same :func:`fingerprint`.
+The one decision: variation finds the genes on the parsed tree and edits the source text
+only where they are (a literal, a name, a whole function's lines), so a variant keeps its
+parent's layout and comments and its diff shows only what changed; every variant is
+parsed again before it is kept, and two variants that differ only in layout or comments
+have the same :func:`fingerprint`.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ def genes(code: str) -> Genes:
         elif isinstance(value, ast.Name):
             bindings[target] = value.id
     bounds = _bounds(declared.get(PARAMS), constants)
+    if PARAMS in declared:  # a module that declares its parameters declares all of them
+        constants = {name: constants[name] for name in bounds}
     alternatives = _alternatives(declared.get(ALTERNATIVES), functions)
     bindings = {k: v for k, v in bindings.items() if k in alternatives}
     for name in alternatives:
@@ -117,11 +122,7 @@ def crossover(first: str, second: str, rng: random.Random) -> str:
     for name in a.bindings.keys() & b.bindings.keys():
         if rng.random() < 0.5:
             values[name] = b.bindings[name]
-    theirs = {
-        node.name: node
-        for node in _parse(second).body
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-    }
+    theirs = _functions(second)
     functions = {n: theirs[n] for n in sorted(set(a.functions) & set(theirs)) if rng.random() < 0.5}
     return _rewrite(first, values, functions)
 
@@ -212,33 +213,44 @@ def _perturb(
     return float(new)
 
 
-class _Rewriter(ast.NodeTransformer):
-    def __init__(self, values: Values, functions: Mapping[str, ast.stmt]) -> None:
-        self.values = values
-        self.functions = functions
-
-    def visit_Module(self, node: ast.Module) -> ast.Module:
-        body: list[ast.stmt] = []
-        for stmt in node.body:
-            name = stmt.name if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) else None
-            if name is not None and name in self.functions:
-                body.append(self.functions[name])
-                continue
-            target, _value = _assignment(stmt)
-            if target in self.values and isinstance(stmt, ast.Assign | ast.AnnAssign):
-                new = self.values[target]
-                stmt.value = ast.Name(new, ast.Load()) if isinstance(new, str) else _literal(new)
-            body.append(stmt)
-        node.body = body
-        return node
+def _functions(code: str) -> dict[str, str]:
+    """The source of each top-level function (with its decorators), as whole lines."""
+    tree, lines = _parse(code), code.splitlines(keepends=True)
+    return {
+        stmt.name: "".join(lines[_first_line(stmt) - 1 : stmt.end_lineno])
+        for stmt in tree.body
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
 
 
-def _literal(value: int | float) -> ast.expr:
-    if value < 0:
-        return ast.UnaryOp(ast.USub(), ast.Constant(-value))
-    return ast.Constant(value)
+def _first_line(stmt: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    return min([stmt.lineno, *(d.lineno for d in stmt.decorator_list)])
 
 
-def _rewrite(code: str, values: Values, functions: Mapping[str, ast.stmt]) -> str:
-    tree = _Rewriter(values, functions).visit(_parse(code))
-    return ast.unparse(ast.fix_missing_locations(tree)) + "\n"
+def _rewrite(code: str, values: Values, functions: Mapping[str, str]) -> str:
+    """``code`` with the values of the genes in ``values`` and the functions in
+    ``functions`` replaced in its text: layout, comments and everything else untouched."""
+    tree, lines = _parse(code), code.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+
+    def offset(lineno: int, col: int) -> int:  # ast columns count UTF-8 bytes
+        return starts[lineno - 1] + len(lines[lineno - 1].encode()[:col].decode())
+
+    edits: list[tuple[int, int, str]] = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and stmt.name in functions:
+            end = starts[stmt.end_lineno or stmt.lineno]
+            edits.append((starts[_first_line(stmt) - 1], end, functions[stmt.name]))
+            continue
+        target, value = _assignment(stmt)
+        if target in values and value is not None:
+            new = values[target]
+            text = new if isinstance(new, str) else repr(new)
+            span = offset(value.lineno, value.col_offset)
+            edits.append((span, offset(value.end_lineno or 1, value.end_col_offset or 0), text))
+    for begin, end, text in sorted(edits, reverse=True):
+        code = code[:begin] + text + code[end:]
+    _parse(code)  # a variant is valid Python, or an error here, never in a shadow
+    return code

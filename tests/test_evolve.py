@@ -1,0 +1,91 @@
+"""``osup-mp evolve`` on a running tree: variants measured in shadows, the best reported, the
+run on disk and resumable, no shadow left behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from support import wait_for
+
+# The reference agent's search, slowed by a tunable: the best REPEAT is the smallest.
+TOY_SEARCH = '''
+"""The reference memory system with a tunable delay: evolution should find REPEAT = 1."""
+import hashlib
+import time
+
+import numpy as np
+
+DIM = 64
+REPEAT = 6
+PARAMS = {"REPEAT": (1, 8)}
+
+
+def embed(text, dim=DIM):
+    vec = np.zeros(dim, dtype=np.float32)
+    for token in text.lower().split():
+        h = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+        vec[h % dim] += 1.0 if (h >> 32) & 1 else -1.0
+    norm = float(np.linalg.norm(vec))
+    return vec / norm if norm else vec
+
+
+def search(matrix, query, k):
+    time.sleep(0.002 * REPEAT)
+    if matrix.shape[0] == 0 or k <= 0:
+        return []
+    norms = np.linalg.norm(matrix, axis=1) * (float(np.linalg.norm(query)) or 1.0)
+    scores = matrix @ query / np.where(norms == 0, 1.0, norms)
+    k = min(k, scores.shape[0])
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return [(int(i), float(scores[i])) for i in top]
+'''
+
+
+def test_evolve_finds_a_faster_variant_and_a_run_can_be_resumed(make_tree, tmp_path: Path) -> None:
+    tree = make_tree().start()
+    with tree.data_client() as client:
+        for i in range(200):
+            client.request("request", data={"op": "memory_add", "text": f"note {i % 13} {i}"})
+    code = tmp_path / "toy.py"
+    code.write_text(TOY_SEARCH)
+    work = tmp_path / "work.jsonl"
+    queries = [{"op": "memory_search", "query": f"note {i}", "k": 3} for i in range(8)]
+    work.write_text("".join(json.dumps(q) + "\n" for q in queries))
+    args = ["--requests", str(work), "--json"]
+    done = tree.cli(
+        "evolve", "--code", str(code), "--target", "memory_system", "--generations", "3",
+        "--population", "4", "--seed", "1", *args, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert [g["variants"] for g in summary["generations"]] == [4, 4, 4]
+    best, start = summary["best"][0], summary["start"]
+    assert best["fitness"] > start["fitness"] and best["median_ms"] < start["median_ms"]
+    assert best["mismatches"] == 0 and best["error_rate"] == 0
+    run = Path(summary["directory"])
+    assert sorted(p.name for p in run.iterdir()) == [
+        "gen-0000.json", "gen-0001.json", "gen-0002.json", "run.json",
+    ]  # fmt: skip
+    # No shadow outlives the run.
+    wait_for(lambda: [a["id"] for a in tree.status()["agents"]] == ["main"], what="no shadow")
+    # A finished run resumed has nothing left to do and reports the same best.
+    again = tree.cli("evolve", "--resume", summary["run"], *args, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["best"][0] == best
+
+
+def test_evolve_refuses_bad_input_with_the_reason(make_tree, tmp_path: Path) -> None:
+    tree = make_tree().start()
+    plain = tmp_path / "plain.py"
+    plain.write_text("x = 1\n")
+    work = tmp_path / "work.jsonl"
+    work.write_text('{"op": "stats"}\nnot json\n')
+    bad_work = tree.cli("evolve", "--code", str(plain), "--target", "m", "--requests", str(work))
+    assert bad_work.returncode == 2 and "work.jsonl:2: not JSON" in bad_work.stderr
+    work.write_text('{"op": "stats"}\n')
+    nothing = tree.cli("evolve", "--code", str(plain), "--target", "m", "--requests", str(work))
+    assert nothing.returncode == 2 and "nothing to vary" in nothing.stderr
+    missing = tree.cli("evolve", "--resume", "run-nope", "--requests", str(work))
+    assert missing.returncode == 2 and "cannot resume run-nope" in missing.stderr
