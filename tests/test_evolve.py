@@ -70,10 +70,14 @@ def test_evolve_finds_a_faster_variant_and_a_run_can_be_resumed(make_tree, tmp_p
     ]  # fmt: skip
     # No shadow outlives the run.
     wait_for(lambda: [a["id"] for a in tree.status()["agents"]] == ["main"], what="no shadow")
-    # A finished run resumed has nothing left to do and reports the same best.
+    # A finished run resumed has nothing left to do and reports the same best; a shadow of
+    # the run left in the tree (by an evolve that was killed) is stopped.
+    left = summary["run"].replace("run-", "evo") + "-99"
+    assert tree.cli("shadow", "start", left).returncode == 0
     again = tree.cli("evolve", "--resume", summary["run"], *args, timeout=120)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["best"][0] == best
+    assert [a["id"] for a in tree.status()["agents"]] == ["main"]
 
 
 def test_evolve_refuses_bad_input_with_the_reason(make_tree, tmp_path: Path) -> None:
@@ -87,5 +91,7 @@ def test_evolve_refuses_bad_input_with_the_reason(make_tree, tmp_path: Path) -> 
     work.write_text('{"op": "stats"}\n')
     nothing = tree.cli("evolve", "--code", str(plain), "--target", "m", "--requests", str(work))
     assert nothing.returncode == 2 and "nothing to vary" in nothing.stderr
-    missing = tree.cli("evolve", "--resume", "run-nope", "--requests", str(work))
-    assert missing.returncode == 2 and "cannot resume run-nope" in missing.stderr
+    missing = tree.cli("evolve", "--resume", "run-0000beef", "--requests", str(work))
+    assert missing.returncode == 2 and "cannot resume run-0000beef" in missing.stderr
+    outside = tree.cli("evolve", "--resume", "../x", "--requests", str(work))
+    assert outside.returncode == 2 and "a run is named run-XXXXXXXX" in outside.stderr

@@ -98,5 +98,7 @@ def test_variants_failing_the_gate_are_not_evaluated_and_gated_once(tmp_path: Pa
 
 
 def test_resuming_what_is_not_a_run_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(RunError, match="cannot resume run-nope"):
-        Run.resume(tmp_path, "run-nope")
+    with pytest.raises(RunError, match="cannot resume run-0000beef"):
+        Run.resume(tmp_path, "run-0000beef")
+    with pytest.raises(RunError, match="a run is named"):
+        Run.resume(tmp_path, "../elsewhere")

@@ -105,7 +105,14 @@ def command(
         compare=hook,
         tolerance=cfg.evolution.mismatch_tolerance,
         workers=workers,
+        prefix=run.id.replace("run-", "evo"),  # shadows named after the run: found again
     )
+    try:
+        left = evaluator.stop_leftovers()
+    except ClientError as exc:
+        fail(f"cannot list the tree's shadows: {exc}")
+    if left and not as_json:
+        click.echo(f"stopped {len(left)} shadows an earlier attempt of this run left: {left}")
 
     def gated(code: str) -> str | None:
         return gate(code, spec.target, validator).error

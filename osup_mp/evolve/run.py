@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,7 @@ from osup_mp.evolution.genetic import (
 from osup_mp.lowlevel.files import atomic_write
 
 _GATE = "gate: "
+_RUN_ID = re.compile(r"run-[0-9a-f]{8}")
 Evaluate = Callable[[Sequence[str]], list[Figures]]
 Gate = Callable[[str], str | None]  # code -> why it fails the gate, or None
 
@@ -107,6 +109,8 @@ class Run:
 
     @classmethod
     def resume(cls, root: Path, run_id: str) -> Run:
+        if not _RUN_ID.fullmatch(run_id):
+            raise RunError(f"cannot resume {run_id}: a run is named run-XXXXXXXX")
         directory = root / run_id
         try:
             spec = RunSpec(**json.loads((directory / "run.json").read_text()))

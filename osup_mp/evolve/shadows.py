@@ -56,6 +56,7 @@ class ShadowEvaluator:
         tolerance: float = 0.0,
         workers: int = 2,
         timeout: float = 30.0,
+        prefix: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.target = target
@@ -64,8 +65,21 @@ class ShadowEvaluator:
         self.tolerance = tolerance
         self.workers = max(1, workers)
         self.timeout = timeout
-        self.prefix = f"evo{uuid.uuid4().hex[:6]}"
+        self.prefix = prefix or f"evo{uuid.uuid4().hex[:6]}"  # names its shadows
         self._count = 0
+
+    def stop_leftovers(self) -> list[str]:
+        """Stop the shadows of this prefix still in the tree (an evaluator that was killed
+        left them); their ids."""
+        with Client.for_config(self.cfg, timeout=self.timeout + 90) as client:
+            agents = client.request("status").get("agents") or []
+            left = [a["id"] for a in agents if str(a["id"]).startswith(f"{self.prefix}-")]
+            for shadow in left:
+                try:
+                    client.request("shadow_stop", id=shadow)
+                except ClientError:
+                    pass  # gone meanwhile
+        return left
 
     def evaluate(self, codes: Sequence[str]) -> list[Figures]:
         """The figures of each code, in order (up to ``workers`` shadows at once)."""
