@@ -10,6 +10,7 @@ shows the diff of the best against the starting code.
 from __future__ import annotations
 
 import difflib
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,11 @@ REFERENCE_VALIDATOR = "osup_mp.agent.reference.agent:MemoryAgent"
     help="The agent class whose validate_module is the gate's self-test "
     "(default: the reference agent's, when the tree runs it).",
 )
+@click.option(
+    "--mutator",
+    metavar="CMD",
+    help="A command that prints a variant of the JSON it reads (docs/operations.md).",
+)
 @click.option("--resume", "resume_id", metavar="RUN", help="Continue a stopped run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 @click.pass_context
@@ -58,6 +64,7 @@ def command(
     elite: int,
     workers: int,
     validator: str | None,
+    mutator: str | None,
     resume_id: str | None,
     as_json: bool,
 ) -> None:
@@ -68,6 +75,7 @@ def command(
     from osup_mp.evolution import compare
     from osup_mp.evolution.genetic import VariationError, genes
     from osup_mp.evolve.gate import gate
+    from osup_mp.evolve.mutator import CommandMutator
     from osup_mp.evolve.run import Run, RunError, RunSpec
     from osup_mp.evolve.shadows import ShadowEvaluator, reference
 
@@ -84,11 +92,15 @@ def command(
                 fail("--code FILE and --target MODULE are required (or --resume RUN)", EXIT_USAGE)
             code = code_file.read_text()
             genes(code)  # refuses, with the reason, code that cannot be varied
-            spec = RunSpec(code, target, generations, population, seed, elite)
-            run = Run.create(root, spec)
+            argv = shlex.split(mutator) if mutator else None
+            spec = RunSpec(code, target, generations, population, seed, elite, mutator=argv)
+            plugged = CommandMutator(argv, target) if argv else None
+            run = Run.create(root, spec, plugged)
     except (ValueError, OSError, RunError, VariationError) as exc:
         fail(str(exc), EXIT_USAGE)
     spec = run.spec
+    if resume_id and spec.mutator:
+        run.mutator = CommandMutator(spec.mutator, spec.target)
     if validator is None and cfg.o_supervisor.gerbil_executable == "osup-mp-agent":
         validator = REFERENCE_VALIDATOR
     hook = compare.load(cfg.evolution.compare) if cfg.evolution.compare else None
@@ -128,6 +140,8 @@ def command(
     except KeyboardInterrupt:
         fail(f"stopped; continue with: osup-mp evolve --requests FILE --resume {run.id}", 130)
     summary = _summary(run)
+    failures = getattr(run.mutator, "failures", [])
+    summary["mutator_failures"] = {"count": len(failures), "first": failures[:3]}
     if as_json:
         click.echo(to_json(summary))
         return
@@ -203,6 +217,10 @@ def _report(run: Any, summary: dict[str, Any]) -> None:
         click.echo(f"the starting code: fitness {fitness:.3f}, median {median:.2f} ms")
     for failure in summary["failures"]:
         click.echo(f"failed: {failure}")
+    fallbacks = summary["mutator_failures"]
+    if fallbacks["count"]:
+        count, first = fallbacks["count"], "; ".join(fallbacks["first"])
+        click.echo(f"the mutator failed {count} times (the built-in mutation used): {first}")
     best = run.best
     if best is not None:
         diff = difflib.unified_diff(

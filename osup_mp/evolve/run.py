@@ -39,6 +39,8 @@ _GATE = "gate: "
 _RUN_ID = re.compile(r"run-[0-9a-f]{8}")
 Evaluate = Callable[[Sequence[str]], list[Figures]]
 Gate = Callable[[str], str | None]  # code -> why it fails the gate, or None
+# (code, its figures or None, a seed) -> a variant, or None to use the built-in mutation
+Mutator = Callable[[str, Figures | None, int], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class RunSpec:
     seed: int
     elite: int = 1
     mutation_rate: float = 0.3
+    mutator: list[str] | None = None  # a mutator command's argv (see .mutator)
 
 
 @dataclass(slots=True)
@@ -97,18 +100,21 @@ class Run:
         self.history: list[Generation] = []
         self._rng = random.Random(spec.seed)
         self._next: list[str] = []
+        self.mutator: Mutator | None = None
+        self._measured: dict[str, Figures] = {}  # fingerprint -> what was last measured
 
     @classmethod
-    def create(cls, root: Path, spec: RunSpec) -> Run:
+    def create(cls, root: Path, spec: RunSpec, mutator: Mutator | None = None) -> Run:
         directory = root / f"run-{uuid.uuid4().hex[:8]}"
         directory.mkdir(parents=True)
         atomic_write(directory / "run.json", json.dumps(asdict(spec), indent=1).encode())
         run = cls(directory, spec)
+        run.mutator = mutator
         run._next = run._first_population()
         return run
 
     @classmethod
-    def resume(cls, root: Path, run_id: str) -> Run:
+    def resume(cls, root: Path, run_id: str, mutator: Mutator | None = None) -> Run:
         if not _RUN_ID.fullmatch(run_id):
             raise RunError(f"cannot resume {run_id}: a run is named run-XXXXXXXX")
         directory = root / run_id
@@ -117,10 +123,12 @@ class Run:
         except (OSError, ValueError, TypeError) as exc:
             raise RunError(f"cannot resume {run_id}: {exc}") from None
         run = cls(directory, spec)
+        run.mutator = mutator
         for path in sorted(directory.glob("gen-*.json")):
             data = json.loads(path.read_text())
             variants = [Variant.from_record(r) for r in data["variants"]]
             run.history.append(Generation(data["index"], variants, data["bred"]))
+            run._measured.update((v.fingerprint, v.figures) for v in variants)
             run._rng.setstate(_state(data["random_state"]))
         run._next = run.history[-1].bred if run.history else run._first_population()
         return run
@@ -149,6 +157,7 @@ class Run:
             variant.figures = figures
         for variant in variants:
             variant.fitness = seed_fitness(variant.figures)
+            self._measured[variant.fingerprint] = variant.figures
         generation = Generation(index, variants)
         if index + 1 < self.spec.generations:
             seen = set(gated)
@@ -175,14 +184,24 @@ class Run:
         for _ in range(self.spec.population * 20):
             if len(codes) >= self.spec.population:
                 break
-            child = mutate(self.spec.code, self._rng, self.spec.mutation_rate)
+            child = self._vary(self.spec.code, self._rng)
             if fingerprint(child) not in seen:
                 seen.add(fingerprint(child))
                 codes.append(child)
         return codes
 
     def _breed(self, first: str, second: str, rng: random.Random) -> str:
-        return mutate(crossover(first, second, rng), rng, self.spec.mutation_rate)
+        return self._vary(crossover(first, second, rng), rng, first)
+
+    def _vary(self, code: str, rng: random.Random, parent: str | None = None) -> str:
+        """The mutator command's variant of ``code`` (told what was measured of ``parent``),
+        else the built-in mutation's."""
+        if self.mutator is not None:
+            figures = self._measured.get(fingerprint(parent or code))
+            varied = self.mutator(code, figures, rng.randrange(2**31))
+            if varied is not None:
+                return varied
+        return mutate(code, rng, self.spec.mutation_rate)
 
     def _save(self, generation: Generation) -> None:
         data = {
