@@ -80,6 +80,35 @@ def test_evolve_finds_a_faster_variant_and_a_run_can_be_resumed(make_tree, tmp_p
     assert [a["id"] for a in tree.status()["agents"]] == ["main"]
 
 
+def test_evolve_proposes_the_best_and_lists_and_shows_runs(make_tree, tmp_path: Path) -> None:
+    tree = make_tree(o_supervisor={"evolution_enabled": True}).start()
+    with tree.data_client() as client:
+        for i in range(100):
+            client.request("request", data={"op": "memory_add", "text": f"note {i % 13} {i}"})
+    code, work = tmp_path / "toy.py", tmp_path / "work.jsonl"
+    code.write_text(TOY_SEARCH)
+    searches = [{"op": "memory_search", "query": f"note {i}"} for i in range(6)]
+    work.write_text("".join(json.dumps(q) + "\n" for q in searches))
+    done = tree.cli(
+        "evolve", "--code", str(code), "--target", "memory_system", "--requests", str(work),
+        "--generations", "2", "--population", "3", "--seed", "3", "--propose", timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "best fitness per generation:" in done.stdout and "+REPEAT = " in done.stdout
+    assert "proposed: experiment" in done.stdout
+    experiment = done.stdout.split("proposed: experiment ")[1].split()[0]
+    shown = tree.cli("experiment", "show", experiment, "--json")
+    assert shown.returncode == 0 and "osup-mp evolve run-" in shown.stdout
+    assert tree.cli("experiment", "stop", experiment).returncode == 0
+    listed = json.loads(tree.cli("evolve", "list", "--json").stdout)
+    assert len(listed) == 1 and listed[0]["generations"] == "2/2"
+    run = listed[0]["run"]
+    report = tree.cli("evolve", "show", run)
+    assert report.returncode == 0 and f"run {run}:" in report.stdout
+    svg = Path(json.loads(tree.cli("evolve", "show", run, "--json").stdout)["directory"])
+    assert (svg / "fitness.svg").read_text().startswith("<svg")
+
+
 def test_evolve_refuses_bad_input_with_the_reason(make_tree, tmp_path: Path) -> None:
     tree = make_tree().start()
     plain = tmp_path / "plain.py"

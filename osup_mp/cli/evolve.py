@@ -1,28 +1,31 @@
-"""``osup-mp evolve``: evolve a module's code in limited shadows of the running tree.
+"""``osup-mp evolve``: evolve a module's code in limited shadows of the running tree;
+``osup-mp evolve list`` and ``osup-mp evolve show RUN`` for past runs.
 
 Each generation's variants pass the gate (compile, import, the agent's self-test) and then
 answer a workload in shadows of their own; the fittest are kept and bred. Every generation
 is written under ``data_dir/evolve/RUN`` as it completes, so ``--resume RUN`` continues a
-run stopped at any moment. The report names the best variants with what was measured, and
-shows the diff of the best against the starting code.
+run stopped at any moment. The report names the best variants with what was measured, plots
+the best fitness per generation, and shows the diff of the best against the starting code;
+``--propose`` hands the best to the evolution arbiter as an experiment on live traffic.
 """
 
 from __future__ import annotations
 
-import difflib
 import shlex
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from osup_mp.cli.common import EXIT_NOT_RUNNING, EXIT_USAGE, fail, load, to_json
 
+if TYPE_CHECKING:
+    from osup_mp.config import Config
+
 REFERENCE_VALIDATOR = "osup_mp.agent.reference.agent:MemoryAgent"
 
 
-@click.command("evolve")
+@click.group("evolve", invoke_without_command=True)
 @click.option("--code", "code_file", type=click.Path(path_type=Path), metavar="FILE")
 @click.option("--target", metavar="MODULE", help="The module the code replaces.")
 @click.option(
@@ -51,59 +54,98 @@ REFERENCE_VALIDATOR = "osup_mp.agent.reference.agent:MemoryAgent"
     help="A command that prints a variant of the JSON it reads (docs/operations.md).",
 )
 @click.option("--resume", "resume_id", metavar="RUN", help="Continue a stopped run.")
+@click.option("--propose", is_flag=True, help="Start an experiment with the best, if better.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 @click.pass_context
-def command(
-    ctx: click.Context,
-    code_file: Path | None,
-    target: str | None,
-    requests_file: Path | None,
-    generations: int,
-    population: int,
-    seed: int,
-    elite: int,
-    workers: int,
-    validator: str | None,
-    mutator: str | None,
-    resume_id: str | None,
-    as_json: bool,
-) -> None:
+def command(ctx: click.Context, /, **options: Any) -> None:
     """Evolve FILE (as MODULE) over generations of variants, each measured in its own
     shadow on the workload; report the best, with its diff."""
-    from osup_mp.cli.traffic import read_requests
-    from osup_mp.client import ClientError, NotRunning
-    from osup_mp.evolution import compare
-    from osup_mp.evolution.genetic import VariationError, genes
-    from osup_mp.evolve.gate import gate
-    from osup_mp.evolve.mutator import CommandMutator
-    from osup_mp.evolve.run import Run, RunError, RunSpec
-    from osup_mp.evolve.shadows import ShadowEvaluator, reference
+    if ctx.invoked_subcommand is None:
+        _evolve(load(ctx), **options)
 
-    cfg = load(ctx)
+
+def _evolve(
+    cfg: Config,
+    *,
+    requests_file: Path | None,
+    workers: int,
+    validator: str | None,
+    propose: bool,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    from osup_mp.evolve import report
+    from osup_mp.evolve.gate import gate
+
     if requests_file is None:
         fail("--requests FILE is required (the workload)", EXIT_USAGE)
+    run, requests = _open_run(cfg, requests_file, **options)
+    spec = run.spec
+    if validator is None and cfg.o_supervisor.gerbil_executable == "osup-mp-agent":
+        validator = REFERENCE_VALIDATOR
+    evaluator = _evaluator(cfg, run, requests, workers, as_json)
+
+    def gated(code: str) -> str | None:
+        return gate(code, spec.target, validator).error
+
+    if not as_json:
+        click.echo(f"run {run.id}: {spec.generations} generations x {spec.population}")
+    try:
+        _generations(run, evaluator, gated, as_json)
+    except KeyboardInterrupt:
+        fail(f"stopped; continue with: osup-mp evolve --requests FILE --resume {run.id}", 130)
+    summary = report.summary(run)
+    failures = getattr(run.mutator, "failures", [])
+    summary["mutator_failures"] = {"count": len(failures), "first": failures[:3]}
+    if propose:
+        summary["proposed"] = _propose(cfg, run)
+    if as_json:
+        click.echo(to_json(summary))
+    else:
+        for line in report.text(run, summary):
+            click.echo(line)
+        if failures:
+            click.echo(f"the mutator failed {len(failures)} times (built-in mutation used)")
+        if propose:
+            click.echo(summary["proposed"]["message"])
+    if propose and summary["proposed"].get("refused"):
+        raise SystemExit(1)  # the run is done and reported; the hand-off was refused
+
+
+def _open_run(cfg: Config, requests_file: Path, **options: Any) -> tuple[Any, list[Any]]:
+    """The run (new, or resumed) and the workload; exits 2 with the reason on bad input."""
+    from osup_mp.cli.traffic import read_requests
+    from osup_mp.evolution.genetic import VariationError, genes
+    from osup_mp.evolve.mutator import CommandMutator
+    from osup_mp.evolve.run import Run, RunError, RunSpec
+
     root = cfg.o_supervisor.data_dir / "evolve"
     try:
         requests = read_requests(requests_file)
-        if resume_id:
-            run = Run.resume(root, resume_id)
-        else:
-            if code_file is None or target is None:
-                fail("--code FILE and --target MODULE are required (or --resume RUN)", EXIT_USAGE)
-            code = code_file.read_text()
-            genes(code)  # refuses, with the reason, code that cannot be varied
-            argv = shlex.split(mutator) if mutator else None
-            spec = RunSpec(code, target, generations, population, seed, elite, mutator=argv)
-            plugged = CommandMutator(argv, target) if argv else None
-            run = Run.create(root, spec, plugged)
+        if options["resume_id"]:
+            run = Run.resume(root, options["resume_id"])
+            if run.spec.mutator:
+                run.mutator = CommandMutator(run.spec.mutator, run.spec.target)
+            return run, requests
+        code_file, target = options["code_file"], options["target"]
+        if code_file is None or target is None:
+            fail("--code FILE and --target MODULE are required (or --resume RUN)", EXIT_USAGE)
+        code = code_file.read_text()
+        genes(code)  # refuses, with the reason, code that cannot be varied
+        argv = shlex.split(options["mutator"]) if options["mutator"] else None
+        sizes = (options["generations"], options["population"], options["seed"], options["elite"])
+        spec = RunSpec(code, target, *sizes, mutator=argv)
+        return Run.create(root, spec, CommandMutator(argv, target) if argv else None), requests
     except (ValueError, OSError, RunError, VariationError) as exc:
         fail(str(exc), EXIT_USAGE)
-    spec = run.spec
-    if resume_id and spec.mutator:
-        run.mutator = CommandMutator(spec.mutator, spec.target)
-    if validator is None and cfg.o_supervisor.gerbil_executable == "osup-mp-agent":
-        validator = REFERENCE_VALIDATOR
-    hook = compare.load(cfg.evolution.compare) if cfg.evolution.compare else None
+
+
+def _evaluator(cfg: Config, run: Any, requests: list[Any], workers: int, as_json: bool) -> Any:
+    """Shadows named after the run, judged against the main's answers to the workload."""
+    from osup_mp.client import ClientError, NotRunning
+    from osup_mp.evolution import compare
+    from osup_mp.evolve.shadows import ShadowEvaluator, reference
+
     try:
         workload = reference(cfg, requests)
     except NotRunning:
@@ -112,12 +154,12 @@ def command(
         fail(f"the main agent could not answer the workload: {exc}")
     evaluator = ShadowEvaluator(
         cfg,
-        spec.target,
+        run.spec.target,
         workload,
-        compare=hook,
+        compare=compare.load(cfg.evolution.compare) if cfg.evolution.compare else None,
         tolerance=cfg.evolution.mismatch_tolerance,
         workers=workers,
-        prefix=run.id.replace("run-", "evo"),  # shadows named after the run: found again
+        prefix=run.id.replace("run-", "evo"),  # found again by a resumed run
     )
     try:
         left = evaluator.stop_leftovers()
@@ -125,109 +167,91 @@ def command(
         fail(f"cannot list the tree's shadows: {exc}")
     if left and not as_json:
         click.echo(f"stopped {len(left)} shadows an earlier attempt of this run left: {left}")
+    return evaluator
 
-    def gated(code: str) -> str | None:
-        return gate(code, spec.target, validator).error
 
-    if not as_json:
-        sizes = f"{spec.generations} generations x {spec.population}"
-        click.echo(f"run {run.id}: {sizes}, seed {spec.seed}")
-    try:
-        while not run.done:
-            generation = run.step(evaluator.evaluate, gated)
-            if not as_json:
-                click.echo(_generation_line(generation, spec.generations))
-    except KeyboardInterrupt:
-        fail(f"stopped; continue with: osup-mp evolve --requests FILE --resume {run.id}", 130)
-    summary = _summary(run)
-    failures = getattr(run.mutator, "failures", [])
-    summary["mutator_failures"] = {"count": len(failures), "first": failures[:3]}
+def _generations(run: Any, evaluator: Any, gated: Any, as_json: bool) -> None:
+    """Step the run to its end, with a progress bar per generation (on stderr)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from osup_mp.evolve import report
+
     if as_json:
-        click.echo(to_json(summary))
+        while not run.done:
+            run.step(evaluator.evaluate, gated)
         return
-    _report(run, summary)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        while not run.done:
+            index = len(run.history) + 1
+            task = bar.add_task(f"generation {index}/{run.spec.generations}", total=None)
+            evaluator.on_variant = lambda _figures, task=task: bar.advance(task)
+            generation = run.step(evaluator.evaluate, gated)
+            bar.remove_task(task)
+            bar.console.print(report.generation_line(generation, run.spec.generations))
 
 
-def _generation_line(generation: Any, total: int) -> str:
-    failed = sum(v.fitness is None for v in generation.variants)
-    best = generation.best
-    shown = (
-        f"best fitness {best.fitness:.3f} (median {best.figures.median_ms:.2f} ms)"
-        if best is not None
-        else "no variant measured"
-    )
-    n = len(generation.variants)
-    return f"generation {generation.index + 1}/{total}: {n} variants, {failed} failed, {shown}"
+def _propose(cfg: Config, run: Any) -> dict[str, Any]:
+    """Start an experiment with the best variant when it beat the starting code."""
+    best, start = run.best, run.history[0].variants[0]
+    if best is None or best.code == run.spec.code or (best.fitness or 0) <= (start.fitness or 0):
+        return {"experiment": None, "message": "not proposed: no variant beat the starting code"}
+    from osup_mp.client import Client, ClientError
+
+    reason = f"osup-mp evolve {run.id}: variant {best.fingerprint}, fitness {best.fitness:.3f}"
+    try:
+        with Client.for_config(cfg) as client:
+            record = client.request(
+                "experiment_start", code=best.code, target=run.spec.target, reason=reason
+            )
+    except ClientError as exc:
+        return {"experiment": None, "message": f"not proposed: {exc}", "refused": str(exc)}
+    return {"experiment": record["id"], "message": f"proposed: experiment {record['id']} started"}
 
 
-def _summary(run: Any) -> dict[str, Any]:
-    variants = [(g.index, v) for g in run.history for v in g.variants]
-    measured = sorted(
-        ((i, v) for i, v in variants if v.fitness is not None),
-        key=lambda iv: iv[1].fitness,
-        reverse=True,
-    )
-    seen: set[str] = set()
-    best = []
-    for index, v in measured:
-        if v.fingerprint in seen:
-            continue
-        seen.add(v.fingerprint)
-        best.append(
-            {
-                "fingerprint": v.fingerprint,
-                "generation": index,
-                "fitness": v.fitness,
-                "median_ms": v.figures.median_ms,
-                "error_rate": v.figures.error_rate,
-                "memory_mb": v.figures.memory_mb,
-                "mismatches": v.figures.mismatches,
-            }
+@command.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@click.pass_context
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """The runs under data_dir/evolve, newest first."""
+    from osup_mp.evolve import report
+    from osup_mp.evolve.run import Run, RunError
+
+    root = load(ctx).o_supervisor.data_dir / "evolve"
+    runs = []
+    for directory in sorted(root.glob("run-*"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            data = report.summary(Run.resume(root, directory.name))
+        except (RunError, ValueError, KeyError, OSError):
+            continue  # not a run (or one being written): skipped
+        best = data["best"][0] if data["best"] else None
+        runs.append(
+            {"run": data["run"], "target": data["target"], "best": best}
+            | {"generations": f"{len(data['generations'])}/{data['generations_planned']}"}
         )
-    start = run.history[0].variants[0] if run.history else None
-    return {
-        "run": run.id,
-        "directory": str(run.directory),
-        "generations": [
-            {
-                "index": g.index,
-                "variants": len(g.variants),
-                "failed": sum(v.fitness is None for v in g.variants),
-                "best_fitness": g.best.fitness if g.best else None,
-            }
-            for g in run.history
-        ],
-        "start": start and {"fitness": start.fitness, "median_ms": start.figures.median_ms},
-        "best": best[:5],
-        "failures": sorted({v.figures.failure for _, v in variants if v.figures.failure})[:10],
-    }
+    if as_json:
+        click.echo(to_json(runs))
+        return
+    for r in runs:
+        best = r["best"]
+        shown = f"best {best['fitness']:.3f} ({best['median_ms']:.2f} ms)" if best else "no best"
+        click.echo(f"{r['run']}  {r['target']:16} generations {r['generations']:>7}  {shown}")
 
 
-def _report(run: Any, summary: dict[str, Any]) -> None:
-    click.echo("")
-    click.echo(f"{'VARIANT':18} {'GEN':>3} {'FITNESS':>8} {'MEDIAN':>10} {'ERRORS':>7} {'RSS':>9}")
-    for b in summary["best"]:
-        click.echo(
-            f"{b['fingerprint']:18} {b['generation'] + 1:>3} {b['fitness']:>8.3f} "
-            f"{b['median_ms']:>7.2f} ms {b['error_rate']:>7.1%} {b['memory_mb']:>5.1f} MiB"
-        )
-    start = summary["start"]
-    if start and start["fitness"] is not None:
-        fitness, median = start["fitness"], start["median_ms"]
-        click.echo(f"the starting code: fitness {fitness:.3f}, median {median:.2f} ms")
-    for failure in summary["failures"]:
-        click.echo(f"failed: {failure}")
-    fallbacks = summary["mutator_failures"]
-    if fallbacks["count"]:
-        count, first = fallbacks["count"], "; ".join(fallbacks["first"])
-        click.echo(f"the mutator failed {count} times (the built-in mutation used): {first}")
-    best = run.best
-    if best is not None:
-        diff = difflib.unified_diff(
-            run.spec.code.splitlines(keepends=True),
-            best.code.splitlines(keepends=True),
-            "start",
-            f"best ({best.fingerprint})",
-        )
-        sys.stdout.writelines(diff)
-    click.echo(f"run {run.id}: {run.directory}")
+@command.command("show")
+@click.argument("run_id", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """One run's report: its best variants, the plot and the best's diff."""
+    from osup_mp.evolve import report
+    from osup_mp.evolve.run import Run, RunError
+
+    root = load(ctx).o_supervisor.data_dir / "evolve"
+    try:
+        run = Run.resume(root, run_id)
+    except RunError as exc:
+        fail(str(exc), EXIT_USAGE)
+    data = report.summary(run)
+    click.echo(to_json(data) if as_json else "\n".join(report.text(run, data)))

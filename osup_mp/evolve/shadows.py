@@ -15,7 +15,7 @@ each wait on their own connection, so up to ``workers`` shadows work at once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +66,7 @@ class ShadowEvaluator:
         self.workers = max(1, workers)
         self.timeout = timeout
         self.prefix = prefix or f"evo{uuid.uuid4().hex[:6]}"  # names its shadows
+        self.on_variant: Callable[[Figures], None] | None = None  # each result (a thread's)
         self._count = 0
 
     def stop_leftovers(self) -> list[str]:
@@ -89,6 +90,12 @@ class ShadowEvaluator:
             return list(pool.map(self._one, names, codes))
 
     def _one(self, shadow: str, code: str) -> Figures:
+        figures = self._evaluate(shadow, code)
+        if self.on_variant is not None:
+            self.on_variant(figures)
+        return figures
+
+    def _evaluate(self, shadow: str, code: str) -> Figures:
         with Client.for_config(self.cfg, timeout=self.timeout + 90) as client:
             try:
                 client.request("shadow_start", id=shadow)

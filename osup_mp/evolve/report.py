@@ -1,0 +1,145 @@
+"""What a genetic run reports: a line per generation, the summary (also its JSON form), the
+best variants' table, the diff of the best against the starting code, the fitness per
+generation as a terminal sparkline and as an SVG plot written beside the run."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from osup_mp.evolve.run import Generation, Run
+from osup_mp.lowlevel.files import atomic_write
+
+_BARS = "▁▂▃▄▅▆▇█"
+_HEADER = f"{'VARIANT':18} {'GEN':>3} {'FITNESS':>8} {'MEDIAN':>10} {'ERRORS':>7} {'RSS':>9}"
+
+
+def generation_line(generation: Generation, total: int) -> str:
+    failed = sum(v.fitness is None for v in generation.variants)
+    best = generation.best
+    shown = (
+        f"best fitness {best.fitness:.3f} (median {best.figures.median_ms:.2f} ms)"
+        if best is not None and best.fitness is not None
+        else "no variant measured"
+    )
+    n = len(generation.variants)
+    return f"generation {generation.index + 1}/{total}: {n} variants, {failed} failed, {shown}"
+
+
+def summary(run: Run) -> dict[str, Any]:
+    """The run as plain data: its generations, the start, the best variants (each once),
+    why variants failed."""
+    variants = [(g.index, v) for g in run.history for v in g.variants]
+    measured = sorted(
+        ((i, v) for i, v in variants if v.fitness is not None),
+        key=lambda iv: iv[1].fitness or 0.0,
+        reverse=True,
+    )
+    seen: set[str] = set()
+    best = []
+    for index, v in measured:
+        if v.fingerprint not in seen:
+            seen.add(v.fingerprint)
+            f = v.figures
+            best.append(
+                {
+                    "fingerprint": v.fingerprint,
+                    "generation": index,
+                    "fitness": v.fitness,
+                    "median_ms": f.median_ms,
+                    "error_rate": f.error_rate,
+                    "memory_mb": f.memory_mb,
+                    "mismatches": f.mismatches,
+                }
+            )
+    start = run.history[0].variants[0] if run.history else None
+    return {
+        "run": run.id,
+        "directory": str(run.directory),
+        "target": run.spec.target,
+        "generations_planned": run.spec.generations,
+        "generations": [
+            {
+                "index": g.index,
+                "variants": len(g.variants),
+                "failed": sum(v.fitness is None for v in g.variants),
+                "best_fitness": g.best.fitness if g.best else None,
+            }
+            for g in run.history
+        ],
+        "start": start and {"fitness": start.fitness, "median_ms": start.figures.median_ms},
+        "best": best[:5],
+        "failures": sorted({v.figures.failure for _, v in variants if v.figures.failure})[:10],
+    }
+
+
+def sparkline(values: list[float | None]) -> str:
+    """One block character per value, scaled between their minimum and maximum (a gap for
+    a generation with no measured variant)."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    low, high = min(known), max(known)
+    span = (high - low) or 1.0
+    return "".join(
+        " " if v is None else _BARS[round((v - low) / span * (len(_BARS) - 1))] for v in values
+    )
+
+
+def write_plot(run: Run, width: int = 480, height: int = 200) -> str | None:
+    """The best fitness per generation as ``fitness.svg`` in the run's directory; its path
+    (None before any measured generation)."""
+    points = [(g.index, g.best.fitness) for g in run.history if g.best and g.best.fitness]
+    if not points:
+        return None
+    pad = 30
+    low = min(f for _, f in points)
+    high = max(f for _, f in points)
+    last = max(run.spec.generations - 1, 1)
+
+    def xy(index: int, fitness: float) -> str:
+        x = pad + index / last * (width - 2 * pad)
+        y = height - pad - (fitness - low) / ((high - low) or 1.0) * (height - 2 * pad)
+        return f"{x:.1f},{y:.1f}"
+
+    line = " ".join(xy(i, f) for i, f in points)
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+        f'<rect width="100%" height="100%" fill="white"/>'
+        f'<text x="{pad}" y="18" font-family="sans-serif" font-size="12">'
+        f"{run.id}: best fitness per generation ({low:.3f} to {high:.3f})</text>"
+        f'<polyline fill="none" stroke="steelblue" stroke-width="2" points="{line}"/>'
+        f"</svg>\n"
+    )
+    path = run.directory / "fitness.svg"
+    atomic_write(path, svg.encode())
+    return str(path)
+
+
+def text(run: Run, data: dict[str, Any]) -> list[str]:
+    """The report's lines: the best variants, the start, the failures, the plot, the diff."""
+    lines = ["", _HEADER]
+    for b in data["best"]:
+        lines.append(
+            f"{b['fingerprint']:18} {b['generation'] + 1:>3} {b['fitness']:>8.3f} "
+            f"{b['median_ms']:>7.2f} ms {b['error_rate']:>7.1%} {b['memory_mb']:>5.1f} MiB"
+        )
+    start = data["start"]
+    if start and start["fitness"] is not None:
+        fitness, median = start["fitness"], start["median_ms"]
+        lines.append(f"the starting code: fitness {fitness:.3f}, median {median:.2f} ms")
+    lines += [f"failed: {failure}" for failure in data["failures"]]
+    bests = [g["best_fitness"] for g in data["generations"]]
+    plot = write_plot(run)
+    lines.append(f"best fitness per generation: {sparkline(bests)}  ({plot or 'no plot'})")
+    best = run.best
+    if best is not None:
+        diff = difflib.unified_diff(
+            run.spec.code.splitlines(keepends=True),
+            best.code.splitlines(keepends=True),
+            "start",
+            f"best ({best.fingerprint})",
+        )
+        lines.append("".join(diff).rstrip("\n") or "(the best is the starting code)")
+    lines.append(f"run {run.id}: {run.directory}")
+    return lines
