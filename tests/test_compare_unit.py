@@ -65,3 +65,16 @@ def test_a_hook_that_raises_compares_exactly_and_is_counted() -> None:
     assert splitter.hook_errors == 2
     splitter.hook = compare.same_ids
     assert splitter._same(copy, digest(HITS[::-1]), HITS[::-1]) and splitter.hook_errors == 2
+
+
+def test_recall_90_counts_hits_as_good_as_the_mains_worst_ties_included() -> None:
+    main = [{"id": i, "score": 1.0 - i / 100} for i in range(10)]  # worst 0.91
+    tied = [*main[:9], {"id": 99, "score": 0.91}]  # another hit as good as the 10th
+    assert compare.recall_90({}, main, tied)
+    one_worse = [*main[:9], {"id": 98, "score": 0.5}]  # 9 of 10 good: recall 0.9
+    assert compare.recall_90({}, main, one_worse)
+    two_worse = [*main[:8], {"id": 98, "score": 0.5}, {"id": 97, "score": 0.4}]
+    assert not compare.recall_90({}, main, two_worse)
+    assert compare.recall_90({}, [], []) and not compare.recall_90({}, [], main)
+    assert compare.recall_90({}, [{"id": 1}], [{"id": 1}])  # no scores: by ids
+    assert not compare.recall_90({}, {"a": 1}, {"a": 2})  # not hits: exactly

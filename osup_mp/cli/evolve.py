@@ -53,6 +53,17 @@ REFERENCE_VALIDATOR = "osup_mp.agent.reference.agent:MemoryAgent"
     metavar="CMD",
     help="A command that prints a variant of the JSON it reads (docs/operations.md).",
 )
+@click.option(
+    "--compare",
+    "compare_hook",
+    metavar="MODULE:FUNCTION",
+    help="When a variant's answer agrees with the main's (default: [evolution] compare).",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(0, 1),
+    help="Share of answers that may disagree (default: [evolution] mismatch_tolerance).",
+)
 @click.option("--resume", "resume_id", metavar="RUN", help="Continue a stopped run.")
 @click.option("--propose", is_flag=True, help="Start an experiment with the best, if better.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
@@ -70,6 +81,8 @@ def _evolve(
     requests_file: Path | None,
     workers: int,
     validator: str | None,
+    compare_hook: str | None,
+    tolerance: float | None,
     propose: bool,
     as_json: bool,
     **options: Any,
@@ -83,7 +96,9 @@ def _evolve(
     spec = run.spec
     if validator is None and cfg.o_supervisor.gerbil_executable == "osup-mp-agent":
         validator = REFERENCE_VALIDATOR
-    evaluator = _evaluator(cfg, run, requests, workers, as_json)
+    evaluator = _evaluator(cfg, run, requests, workers, compare_hook, as_json)
+    if tolerance is not None:
+        evaluator.tolerance = tolerance
 
     def gated(code: str) -> str | None:
         return gate(code, spec.target, validator).error
@@ -140,12 +155,19 @@ def _open_run(cfg: Config, requests_file: Path, **options: Any) -> tuple[Any, li
         fail(str(exc), EXIT_USAGE)
 
 
-def _evaluator(cfg: Config, run: Any, requests: list[Any], workers: int, as_json: bool) -> Any:
+def _evaluator(
+    cfg: Config, run: Any, requests: list[Any], workers: int, hook: str | None, as_json: bool
+) -> Any:
     """Shadows named after the run, judged against the main's answers to the workload."""
     from osup_mp.client import ClientError, NotRunning
     from osup_mp.evolution import compare
     from osup_mp.evolve.shadows import ShadowEvaluator, reference
 
+    hook = hook or cfg.evolution.compare
+    try:
+        same = compare.load(hook) if hook else None
+    except ValueError as exc:
+        fail(f"--compare: {exc}", EXIT_USAGE)
     try:
         workload = reference(cfg, requests)
     except NotRunning:
@@ -156,7 +178,7 @@ def _evaluator(cfg: Config, run: Any, requests: list[Any], workers: int, as_json
         cfg,
         run.spec.target,
         workload,
-        compare=compare.load(cfg.evolution.compare) if cfg.evolution.compare else None,
+        compare=same,
         tolerance=cfg.evolution.mismatch_tolerance,
         workers=workers,
         prefix=run.id.replace("run-", "evo"),  # found again by a resumed run

@@ -5,7 +5,7 @@ answers. Some answers differ where nobody cares (a timestamp, the order of equal
 hits, a score's last digits), and every such difference would count as a mismatch. As in
 GitHub's Scientist, a *compare hook* says when two answers agree: ``[evolution] compare =
 "package.module:function"``, a function ``(request, main_answer, arm_answer) -> bool``.
-Two ship here. The one decision: a hook that raises is the hook's fault, not the arm's, so
+Three ship here. The one decision: a hook that raises is the hook's fault, not the arm's, so
 the answers are then compared exactly and the failure counted and logged, never turned into
 a mismatch or an error of the candidate.
 """
@@ -42,6 +42,28 @@ def same_ids(request: Any, main: Any, arm: Any) -> bool:
     scores (e.g. top-k searches where ties may come in either order); anything else
     compares exactly."""
     return bool(_ids(main) == _ids(arm))
+
+
+def recall_90(request: Any, main: Any, arm: Any) -> bool:
+    """Lists of scored hits agree when at least 90% of the arm's score as well as the main's
+    worst hit (recall@k >= 0.9 by score, so that hits tied with the k-th count: an
+    approximate search held to the exact one); lists of ids without scores, by ids;
+    anything else compares exactly."""
+    if _scored(main) and _scored(arm):
+        if not main:
+            return not arm
+        floor = min(float(hit["score"]) for hit in main) - 1e-6
+        return sum(float(hit["score"]) >= floor for hit in arm) >= 0.9 * len(main)
+    wanted, got = _ids(main), _ids(arm)
+    if not isinstance(wanted, list) or not isinstance(got, list):
+        return bool(wanted == got)
+    return len(set(wanted) & set(got)) >= 0.9 * len(wanted)
+
+
+def _scored(answer: Any) -> bool:
+    return isinstance(answer, list) and all(
+        isinstance(hit, dict) and isinstance(hit.get("score"), int | float) for hit in answer
+    )
 
 
 def ignoring_times(request: Any, main: Any, arm: Any) -> bool:
