@@ -80,3 +80,9 @@ def test_forked_and_daemonised_children_are_killed(tag: str) -> None:
     result = gate(code, "m", None, FAST)
     assert result.ok, result.error  # the code itself is fine; what it left is not kept
     assert not tagged_processes(tag), os.getpid()
+
+
+def test_the_evolve_example_passes_the_gate() -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "evolve" / "memory_system.py"
+    result = gate(example.read_text(), "memory_system", REFERENCE)
+    assert result.ok, result.error

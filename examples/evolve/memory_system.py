@@ -41,13 +41,13 @@ def embed(text: str, dim: int = DIM) -> Rows:
 def search_exact(
     matrix: Rows, query: Rows, k: int, norms: Rows | None = None
 ) -> list[tuple[int, float]]:
-    """Indices of the ``k`` rows most cosine-similar to ``query``, best first."""
+    """Indices of the ``k`` rows most cosine-similar to ``query``, best first: the shipped
+    search, which computes every row's norm again for each query (``norms`` unused)."""
     if matrix.shape[0] == 0 or k <= 0:
         return []
-    if norms is None:
-        norms = np.linalg.norm(matrix, axis=1)
     length = float(np.linalg.norm(query)) or 1.0
-    scores = matrix @ query / np.where(norms == 0, 1.0, norms * length)
+    row_norms = np.linalg.norm(matrix, axis=1) * length
+    scores = matrix @ query / np.where(row_norms == 0, 1.0, row_norms)
     return _top(scores, np.arange(matrix.shape[0]), k)
 
 
@@ -56,10 +56,12 @@ def search_ivf(
 ) -> list[tuple[int, float]]:
     """The ``k`` best of the rows in the ``NPROBE`` lists whose centroids are nearest."""
     n = matrix.shape[0]
-    if n <= 4 * NLIST or k <= 0:
-        return search_exact(matrix, query, k, norms)  # too few rows for an index to pay
     if norms is None:
         norms = np.linalg.norm(matrix, axis=1)
+    if n <= 4 * NLIST or k <= 0:  # too few rows for an index to pay
+        length = float(np.linalg.norm(query)) or 1.0
+        scores = matrix @ query / np.where(norms == 0, 1.0, norms * length)
+        return _top(scores, np.arange(n), k) if k > 0 and n else []
     centroids, lists, order, bounds = _index(matrix, norms)
     q = query / (float(np.linalg.norm(query)) or 1.0)
     probes = min(NPROBE, len(centroids))

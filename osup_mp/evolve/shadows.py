@@ -4,8 +4,9 @@ Each variant gets a shadow of its own (the watchdog's limits apply, as to any sh
 process group is killed on a breach), which restores the main's state, then runs the
 variant's code as the target module and answers the workload's requests one by one. What
 is kept is what the shadow's manager measured (each request's latency from its stdin to
-its answer), the errors, the shadow's resident memory, and the answers compared with the
-main's through the compare hook: more mismatches than the tolerance fail the variant.
+its answer, after one unmeasured warm-up request), the errors, the shadow's resident
+memory, and the answers compared with the main's through the compare hook: more
+mismatches than the tolerance fail the variant.
 
 The one decision: this runs in the ``evolve`` command's process and speaks to the tree only
 as an operator does (shadow start, hot reload, a raw call, shadow stop), in threads that
@@ -118,6 +119,10 @@ class ShadowEvaluator:
         latencies: list[float] = []
         errors = mismatches = 0
         call = f"agent:{shadow}"
+        # One request first, not measured: what a variant builds on first use (an index, a
+        # cache) is paid once, as it would be on the main, not by the first measured answer.
+        warm_up = ["mirror_request", self.workload.requests[0], self.timeout]
+        client.request("call", name=call, request=warm_up, timeout=self.timeout + 5)
         for request, expected in zip(self.workload.requests, self.workload.answers, strict=True):
             answer = client.request(
                 "call",
