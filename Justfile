@@ -25,6 +25,7 @@ bench:
     python tools/bench/wal.py
     python tools/bench/splitter.py
     python tools/bench/standby.py
+    python tools/bench/evolve.py
 
 ci:
     bash .ci/run
