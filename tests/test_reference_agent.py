@@ -264,3 +264,14 @@ def test_a_snapshot_too_large_for_a_frame_is_reported_not_fatal() -> None:
     (msg,) = FrameDecoder(max_frame=4096).feed(bytes(agent._out))
     assert msg["type"] == "checkpoint" and msg["data"] is None
     assert "raise [agent] max_frame" in msg["error"]
+
+
+def test_a_timed_request_is_answered_with_its_handling_time() -> None:
+    from osup_mp.wire import FrameDecoder
+
+    agent = MemoryAgent(AgentOptions())
+    agent._dispatch({"type": "process_request", "id": 1, "data": {"op": "stats"}, "timed": True})
+    agent._dispatch({"type": "process_request", "id": 2, "data": {"op": "stats"}})
+    timed, plain = FrameDecoder(max_frame=1 << 20).feed(bytes(agent._out))
+    assert timed["id"] == 1 and 0 < timed["took_ms"] < 1000
+    assert plain["id"] == 2 and "took_ms" not in plain

@@ -3,10 +3,11 @@
 Each variant gets a shadow of its own (the watchdog's limits apply, as to any shadow; its
 process group is killed on a breach), which restores the main's state, then runs the
 variant's code as the target module and answers the workload's requests one by one. What
-is kept is what the shadow's manager measured (each request's latency from its stdin to
-its answer, after one unmeasured warm-up request), the errors, the shadow's resident
-memory, and the answers compared with the main's through the compare hook: more
-mismatches than the tolerance fail the variant.
+is kept is what was measured: each request's handling time as the agent measures it (an
+agent that does not say: its manager's timing, from its stdin to its answer), after one
+unmeasured warm-up request; the errors; the shadow's resident memory; and the answers,
+compared with the main's through the compare hook: more mismatches than the tolerance
+fail the variant.
 
 The one decision: this runs in the ``evolve`` command's process and speaks to the tree only
 as an operator does (shadow start, hot reload, a raw call, shadow stop), in threads that
@@ -130,7 +131,8 @@ class ShadowEvaluator:
                 request=["mirror_request", request, self.timeout],
                 timeout=self.timeout + 5,
             )
-            latencies.append(float(answer["latency_ms"]))
+            handled = answer.get("handled_ms")  # the agent's own timing, else its manager's
+            latencies.append(float(answer["latency_ms"] if handled is None else handled))
             if not answer["ok"]:
                 errors += 1
             elif not self._same(request, expected, answer["value"]):

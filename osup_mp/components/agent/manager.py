@@ -220,9 +220,11 @@ class AgentManager(Component):
 
         def answered(ok: bool, value: Any) -> None:
             latency_ms = (time.monotonic() - sent) * 1000
-            self.reply(caller, {"ok": ok, "value": value, "latency_ms": latency_ms, "lsn": lsn})
+            handled = self.requests.took_ms  # the agent's own figure, when it gives one
+            answer = {"ok": ok, "value": value, "latency_ms": latency_ms, "lsn": lsn}
+            self.reply(caller, answer | {"handled_ms": handled})
 
-        self.requests.send(request.data, answered, request.timeout)
+        self.requests.send(request.data, answered, request.timeout, timed=True)
         return NOREPLY
 
     @on_cast(SetMirror)

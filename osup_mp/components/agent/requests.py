@@ -140,6 +140,7 @@ class Requests:
         self._timer_due = 0.0
         self.mirror_ratio = 0.0  # the share of read-only requests the splitter gets a copy of
         self.mirror_dropped = 0
+        self.took_ms: float | None = None  # see send(timed=True)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -156,8 +157,11 @@ class Requests:
         self.data_plane.attach(lambda sock, r, w: m._loop.set_watch(sock.fileno(), r, w))
         self.data_plane.on_close = self._client_gone
 
-    def send(self, data: Any, target: Target, timeout: float | None = None) -> None:
-        """Send one ``process_request``; the answer goes to ``target``."""
+    def send(
+        self, data: Any, target: Target, timeout: float | None = None, timed: bool = False
+    ) -> None:
+        """Send one ``process_request``; the answer goes to ``target``. ``timed``: ask the
+        agent how long it took (:attr:`took_ms` holds it while ``target`` is answered)."""
         m = self.manager
         if self.mirror_ratio and self._mirrors(data):
             target = self._tap(data, target)
@@ -168,7 +172,10 @@ class Requests:
         req_id = self.table.add(target, deadline, data)
         if self._timer is None or deadline < self._timer_due:
             self._arm(deadline)
-        m.pipes.queue({"type": ToAgent.PROCESS_REQUEST.value, "id": req_id, "data": data})
+        frame = {"type": ToAgent.PROCESS_REQUEST.value, "id": req_id, "data": data}
+        if timed:
+            frame["timed"] = True
+        m.pipes.queue(frame)
 
     def _mirrors(self, data: Any) -> bool:
         """Eligible (a read-only op the agent declared) and drawn for mirroring."""
@@ -210,7 +217,9 @@ class Requests:
         ok = "error" not in msg
         value = msg.get("data") if ok else msg.get("error")
         if m.durability.settled:
+            self.took_ms = msg.get("took_ms")  # a timed request's own handling time
             deliver(target, ok, value)  # nothing it wrote is still on its way to the WAL
+            self.took_ms = None
             return
         # Released only once every WAL entry the agent wrote before it is durable.
         gone = f"agent {m.instance_id} exited before its changes were durable"
