@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import selectors
-import signal
 import subprocess
 import time
 from collections import deque
@@ -22,7 +21,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from osup_mp.lowlevel.proc import close_pipes, describe_exit, die_with_parent, spawn_piped
+from osup_mp.lowlevel.proc import (
+    close_pipes,
+    describe_exit,
+    die_with_parent,
+    signal_group,
+    spawn_piped,
+)
 from osup_mp.wire import DEFAULT_MAX_FRAME, HEADER, FrameDecoder, FrameError, pack
 
 CHECKS: tuple[str, ...] = (
@@ -195,10 +200,7 @@ class AgentSession:
         """Kill the agent's process group, reap it and release every descriptor."""
         proc = self._proc
         if proc is not None:
-            try:  # the agent and anything it left behind in its session
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            signal_group(proc.pid)  # the agent and anything it left behind in its session
             if proc.returncode is None:
                 proc.wait()
             close_pipes(proc)

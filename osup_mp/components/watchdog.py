@@ -20,8 +20,6 @@ so a report that races with a restart never kills the new agent.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections import deque
 from typing import Any
@@ -31,6 +29,7 @@ from loguru import logger
 
 from osup_mp.components.messages import HeartbeatTimeout, LimitExceeded, WatchdogKills
 from osup_mp.config import Config
+from osup_mp.lowlevel.proc import signal_group
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller, Component, on_call
 from osup_mp.storage.shm.segment import Role, SharedState, SlotState, monotonic_ns
@@ -107,7 +106,7 @@ class Watchdog(Component):
             self.peer(manager_name(instance)).call(HeartbeatTimeout(generation, age_ms, index))
         except CallError as exc:
             logger.error("watchdog: manager of {} did not take the report: {}", instance, exc)
-            _killpg(int(slot["pid"]))
+            signal_group(int(slot["pid"]))
 
     def _check_limits(self, key: tuple[int, int], pid: int, timed: bool) -> str | None:
         """Why the process breaks a limit, or None; ``timed``: its wall time is limited too
@@ -163,15 +162,8 @@ class Watchdog(Component):
             logger.error(
                 "watchdog: manager of {} did not answer ({}): killing it here", instance, exc
             )
-            _killpg(pid)
+            signal_group(pid)
 
 
 def _instance(slot: Any) -> str:
     return bytes(slot["instance_id"]).decode(errors="replace")
-
-
-def _killpg(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

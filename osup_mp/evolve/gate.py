@@ -24,7 +24,7 @@ import types
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from osup_mp.lowlevel.proc import become_subreaper, kill_descendants
+from osup_mp.lowlevel.proc import become_subreaper, kill_descendants, run_in_session
 
 _ANSWER_BYTES = 4096  # the longest error a gate reports
 
@@ -52,38 +52,21 @@ def gate(
     SDK agent class whose ``validate_module(module, loaded)`` is the self-test."""
     request = {"code": code, "module": module, "validator": validator, "limits": asdict(limits)}
     started = time.monotonic()
-    keeper = subprocess.Popen(
-        [sys.executable, "-m", "osup_mp.evolve.gate"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    keeper = [sys.executable, "-m", "osup_mp.evolve.gate"]
     try:
-        out, err = keeper.communicate(json.dumps(request).encode(), timeout=limits.wall_s + 10)
+        done = run_in_session(keeper, json.dumps(request).encode(), limits.wall_s + 10)
     except subprocess.TimeoutExpired:
-        _killpg(keeper.pid)
-        keeper.communicate()
         return GateResult(False, "the gate keeper did not answer in time", _since(started))
-    finally:
-        _killpg(keeper.pid)  # whatever is left in its session
     try:
-        answer = json.loads(out)
+        answer = json.loads(done.stdout)
     except ValueError:
-        tail = err.decode(errors="replace").strip()[-300:]
+        tail = done.stderr.decode(errors="replace").strip()[-300:]
         return GateResult(False, f"the gate keeper failed: {tail}", _since(started))
     return GateResult(answer["error"] is None, answer["error"], _since(started))
 
 
 def _since(started: float) -> float:
     return time.monotonic() - started
-
-
-def _killpg(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # -- the keeper ------------------------------------------------------------------------------

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from osup_mp.evolution.genetic import Figures
+from osup_mp.lowlevel.proc import run_in_session
 
 
 class CommandMutator:
@@ -40,27 +39,15 @@ class CommandMutator:
             "seed": seed,
         }
         try:
-            proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            done = run_in_session(self.argv, json.dumps(request).encode(), self.timeout)
+        except subprocess.TimeoutExpired:
+            return self._failed(f"no answer within {self.timeout:g} s")
         except OSError as exc:
             return self._failed(f"cannot run {self.argv[0]}: {exc.strerror}")
-        try:
-            out, err = proc.communicate(json.dumps(request).encode(), timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            _killpg(proc.pid)
-            proc.communicate()
-            return self._failed(f"no answer within {self.timeout:g} s")
-        finally:
-            _killpg(proc.pid)
-        if proc.returncode:
-            tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
-            return self._failed(f"exited with status {proc.returncode}: {tail[0][:200]}")
-        text = out.decode(errors="replace")
+        if done.returncode:
+            tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            return self._failed(f"exited with status {done.returncode}: {tail[0][:200]}")
+        text = done.stdout.decode(errors="replace")
         try:
             ast.parse(text)
         except SyntaxError as exc:
@@ -77,10 +64,3 @@ def _figures(f: Figures) -> dict[str, Any]:
     data.update(median_ms=f.median_ms, mean_ms=f.mean_ms, error_rate=f.error_rate)
     del data["latencies_ms"]
     return data
-
-
-def _killpg(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -63,12 +63,10 @@ class Variant:
     fitness: float | None = None
 
     def record(self) -> dict[str, Any]:
-        figures = asdict(self.figures)
-        figures["latencies_ms"] = list(self.figures.latencies_ms)
         return {
             "fingerprint": self.fingerprint,
             "fitness": self.fitness,
-            "figures": figures,
+            "figures": asdict(self.figures),  # JSON writes its tuple of latencies as a list
             "code": self.code,
         }
 

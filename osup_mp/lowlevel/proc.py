@@ -43,6 +43,38 @@ def become_subreaper() -> bool:
         return False
 
 
+def signal_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal the process group ``pid`` leads; nothing if it is gone (or not ours)."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_in_session(
+    argv: Sequence[str], data: bytes, timeout: float
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` in a session of its own with ``data`` on stdin, its output captured;
+    whatever it leaves in its session is killed when it ends. Raises
+    ``subprocess.TimeoutExpired`` (it is killed first) and ``OSError`` (it cannot run)."""
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        signal_group(proc.pid)
+        proc.communicate()
+        raise
+    finally:
+        signal_group(proc.pid)  # what it left in its session
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+
+
 def children_of(pid: int) -> list[int]:
     """The pids of ``pid``'s children, from /proc (a few reads; no scan of every process)."""
     found: list[int] = []

@@ -67,6 +67,7 @@ from osup_mp.lowlevel.proc import (
     close_pipes,
     describe_exit,
     kill_descendants,
+    signal_group,
     spawn_piped,
 )
 from osup_mp.runtime.calls import CallError
@@ -567,10 +568,7 @@ class AgentManager(Component):
 
     def _bury(self, pid: int, code: int) -> None:
         """After the agent ``pid`` exited: kill what it left, in its process group or not."""
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        signal_group(pid)
         self._kill_leftovers()
         self._emit("exit", {"code": code})
 
@@ -659,10 +657,7 @@ class AgentManager(Component):
 
     def _signal(self, sig: int) -> None:
         if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
+            signal_group(self.proc.pid, sig)
 
     @property
     def pid(self) -> int | None:

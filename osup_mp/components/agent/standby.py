@@ -35,7 +35,13 @@ from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec
 from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
 from osup_mp.components.agent.restarts import RestartPolicy
 from osup_mp.components.agent.states import AgentState, check_transition
-from osup_mp.lowlevel.proc import close_pipes, describe_exit, kill_descendants, spawn_piped
+from osup_mp.lowlevel.proc import (
+    close_pipes,
+    describe_exit,
+    kill_descendants,
+    signal_group,
+    spawn_piped,
+)
 from osup_mp.runtime.calls import CallError
 from osup_mp.storage.shm.segment import Role, monotonic_ns
 from osup_mp.wire.frames import FromAgent
@@ -410,14 +416,11 @@ class Standby:
 
     def _signal(self, sig: int) -> None:
         if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
+            signal_group(self.proc.pid, sig)
 
     def status(self) -> dict[str, Any]:
-        hb = int(self.slot["hb_frame_ns"]) if self.slot is not None else 0
-        hb = max(hb, int(self.slot["hb_agent_ns"])) if self.slot is not None else 0
+        slot = self.slot
+        hb = max(int(slot["hb_agent_ns"]), int(slot["hb_frame_ns"])) if slot is not None else 0
         age = round((monotonic_ns() - hb) / 1e6, 1) if hb and self.proc is not None else None
         return {
             "role": ROLE,
