@@ -93,7 +93,8 @@ def _accept_everywhere(command: click.Command) -> None:
     if isinstance(command, click.Group):
         for sub in command.commands.values():
             _accept_everywhere(sub)
-        return
+        if not command.invoke_without_command:
+            return  # a group that only dispatches takes them after its subcommand
     if any(p.name == "config_path" for p in command.params):
         return  # a command object met twice (one module, two names)
     command.params += [

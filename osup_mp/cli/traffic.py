@@ -1,5 +1,5 @@
 """``osup-mp traffic --file REQUESTS.jsonl``: replay requests to the main agent, report the
-rate achieved and latency percentiles.
+rate achieved and latency percentiles (``osup-mp traffic record`` is in :mod:`.record`).
 
 Requests go out on one data-plane connection, paced by a schedule (request i is due at
 ``start + i / rate``) and capped at ``--concurrency`` in flight: an open-loop load whose
@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import click
 
+from osup_mp.cli import record
 from osup_mp.cli.common import EXIT_NOT_RUNNING, EXIT_USAGE, fail, load
 
 EXIT_INTERRUPTED = 130
@@ -158,12 +159,11 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99), "max": ranked[-1]}
 
 
-@click.command("traffic")
+@click.group("traffic", invoke_without_command=True)
 @click.option(
     "--file",
     "path",
     type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
     help='Requests to send, one JSON value per line (e.g. {"op": "stats"}).',
 )
 @click.option(
@@ -194,14 +194,22 @@ def percentiles(values: list[float]) -> dict[str, float]:
 @click.pass_context
 def command(
     ctx: click.Context,
-    path: Path,
+    path: Path | None,
     rate: float | None,
     duration: float | None,
     concurrency: int,
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Replay requests to the main agent and print the rate and latency percentiles."""
+    """Replay requests to the main agent (--file) and print the rate and latency
+    percentiles; or record live read-only requests to a file (traffic record)."""
+    if ctx.invoked_subcommand is not None:
+        if path is not None:
+            sub = ctx.invoked_subcommand
+            raise click.UsageError(f"--file is for a replay, not an option of {sub}")
+        return
+    if path is None:
+        raise click.UsageError("Missing option '--file' (or a command: record).")
     cfg = load(ctx)
     try:
         requests = read_requests(path)
@@ -241,3 +249,6 @@ def command(
             click.echo(f"first error: {report.first_error}")
     if report.interrupted:
         ctx.exit(EXIT_INTERRUPTED)
+
+
+command.add_command(record.command)

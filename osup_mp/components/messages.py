@@ -358,6 +358,28 @@ class MirrorStatus:
     kind: ClassVar[str] = "mirror_status"
 
 
+@dataclass(frozen=True, slots=True)
+class TrafficRecord:
+    """Keep ``share`` of the main's read-only requests, ``count`` at most, for ``seconds``
+    at most, until a client takes them (:class:`TrafficTake`)."""
+
+    id: str
+    share: float
+    count: int
+    seconds: float
+    kind: ClassVar[str] = "traffic_record"
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficTake:
+    """A page of what recording ``id`` kept since the last take, with its figures;
+    ``stop`` ends the keeping (what is buffered can still be taken)."""
+
+    id: str
+    stop: bool = False
+    kind: ClassVar[str] = "traffic_take"
+
+
 # -- the health monitor ----------------------------------------------------------------------
 
 

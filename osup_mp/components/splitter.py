@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,10 @@ from osup_mp.components.messages import (
     RecordSample,
     RecordSamples,
     SetMirror,
+    TrafficRecord,
+    TrafficTake,
 )
+from osup_mp.components.recording import ABANDONED, Recording
 from osup_mp.evolution import compare
 from osup_mp.evolution.compare import Compare
 from osup_mp.runtime.calls import CallError
@@ -82,6 +86,7 @@ class TrafficSplitter(Component):
         self.comparison = "exact"  # how answers are compared, as status shows it
         self.hook_errors = 0
         self.samples: list[RecordSample] = []  # made, not yet sent to the health monitor
+        self.recordings: dict[str, Recording] = {}
 
     def init(self) -> None:
         if self.hook_path:
@@ -125,13 +130,69 @@ class TrafficSplitter(Component):
         self._flush_samples()  # the health monitor has every sample these figures count
         return [self._figures(m) for m in self.mirrors.values()]
 
+    def _share(self) -> float:
+        """The share of read-only requests the main copies here: the most any wants."""
+        now = time.monotonic()
+        shares = [r.share for r in self.recordings.values() if r.active(now)]
+        return max([m.ratio for m in self.mirrors.values()] + shares, default=0.0)
+
     def _tell_main(self) -> None:
-        ratio = max((m.ratio for m in self.mirrors.values()), default=0.0)
-        self.peer("agent:main").cast(SetMirror(ratio))
+        self.peer("agent:main").cast(SetMirror(self._share()))
+
+    @on_call(TrafficRecord)
+    def _record_start(self, request: TrafficRecord, caller: Caller) -> dict[str, Any]:
+        if request.id in self.recordings:
+            raise CallError(f"recording {request.id!r} already runs")
+        if not 0 < request.share <= 1 or request.count < 1 or request.seconds <= 0:
+            raise CallError("a recording needs a share in (0, 1], a count and seconds above 0")
+        now = time.monotonic()
+        recording = Recording(
+            request.id, float(request.share), request.count, now + request.seconds, now
+        )
+        self.recordings[request.id] = recording
+        self._tell_main()
+        self.send_after(min(request.seconds, ABANDONED / 3), "recordings")
+        logger.info(
+            "splitter: recording {}: {:.0%} of read-only requests, {} at most, {:g} s at most",
+            request.id, request.share, request.count, request.seconds,
+        )  # fmt: skip
+        return recording.figures(now)
+
+    @on_call(TrafficTake)
+    def _record_take(self, request: TrafficTake, caller: Caller) -> dict[str, Any]:
+        recording = self.recordings.get(request.id)
+        if recording is None:
+            raise CallError(f"no recording {request.id!r} (it finished, or was abandoned)")
+        now = time.monotonic()
+        if request.stop and recording.active(now):
+            recording.stopped = True
+            self._tell_main()
+        page, more = recording.take(now)
+        if recording.finished(now):
+            del self.recordings[request.id]
+            self._tell_main()
+        return recording.figures(now) | {"requests": page, "more": more}
+
+    def _check_recordings(self) -> None:
+        """Drop recordings nobody takes from; tell the main when one stops keeping."""
+        now = time.monotonic()
+        for recording in list(self.recordings.values()):
+            if recording.abandoned(now):
+                del self.recordings[recording.id]
+                logger.warning(
+                    "splitter: recording {} dropped: nothing taken for {:g} s ({} kept)",
+                    recording.id, ABANDONED, recording.kept,
+                )  # fmt: skip
+        self._tell_main()
+        if self.recordings:
+            left = [r.deadline - now for r in self.recordings.values() if r.active(now)]
+            self.send_after(max(0.01, min([*left, ABANDONED / 3])), "recordings")
 
     @on_cast(Mirrored)
     def _on_copy(self, copy: Mirrored) -> None:
-        top = max((m.ratio for m in self.mirrors.values()), default=0.0)
+        top = self._share()
+        if self.recordings:
+            self._offer(copy.data, top)
         for mirror in self.mirrors.values():
             if mirror.ratio < top and random.random() >= mirror.ratio / top:
                 continue  # the main draws at the highest ratio; this mirror wants fewer
@@ -142,6 +203,14 @@ class TrafficSplitter(Component):
             # (the main's answer, which the main path does not keep) are both in.
             for arm in mirror.arms.values():
                 self._send(mirror, arm, copy, answers)
+
+    def _offer(self, data: Any, top: float) -> None:
+        now = time.monotonic()
+        for recording in self.recordings.values():
+            if recording.active(now):
+                recording.offer(data, now, top)
+                if not recording.active(now):  # its count is reached
+                    self._tell_main()
 
     def _send(
         self, mirror: Mirror, arm: Arm, copy: Mirrored, answers: dict[str, tuple[str, Any]]
@@ -211,6 +280,8 @@ class TrafficSplitter(Component):
     def handle_info(self, msg: Any) -> None:
         if msg == "flush_samples":
             self._flush_samples()
+        elif msg == "recordings":
+            self._check_recordings()
         else:
             super().handle_info(msg)
 

@@ -186,6 +186,24 @@ MIRROR_STOP = Command(
     (Arg("id", "str", "the mirror's name", required=True),),
 )
 MIRROR_STATUS = Command("mirror_status", "Every running mirror's figures, per shadow.")
+TRAFFIC_RECORD = Command(
+    "traffic_record",
+    "Keep a sample of the main agent's read-only requests until taken (traffic_take).",
+    (
+        Arg("share", "number", "the share of read-only requests kept (default 0.1)"),
+        Arg("count", "int", "requests to keep in all", required=True),
+        Arg("seconds", "number", "the longest the recording keeps requests", required=True),
+        Arg("id", "str", "a name for the recording (default r1, r2, ...)"),
+    ),
+)
+TRAFFIC_TAKE = Command(
+    "traffic_take",
+    "A page of the requests a recording kept since the last take, and its figures.",
+    (
+        Arg("id", "str", "the recording's name", required=True),
+        Arg("stop", "bool", "stop keeping requests (what is kept can still be taken)"),
+    ),
+)
 # -- health ----------------------------------------------------------------------------------
 HEALTH = Command(
     "health",
@@ -264,6 +282,8 @@ CONTROL: Mapping[str, Command] = {
         MIRROR_START,
         MIRROR_STOP,
         MIRROR_STATUS,
+        TRAFFIC_RECORD,
+        TRAFFIC_TAKE,
         EXPERIMENT_START,
         EXPERIMENT_STOP,
         EXPERIMENT_LIST,

@@ -123,8 +123,6 @@ def _kill(tree: Tree, target: str) -> None:
         assert tree.proc is not None
         tree.proc.kill()
         tree.proc.wait(10)
-        if tree.proc.stderr:
-            tree.proc.stderr.close()
         tree.start()  # the same directories: the stale segment and pidfile are recovered
         return
     if target == "agent":

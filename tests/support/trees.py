@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,8 @@ class Tree:
         self.env = dict(os.environ, OSUP_TEST_TAG=tag, OSUP_ENV="test")
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_offset = 0  # log_text starts here (a shared tree: where the test began)
+        self.stderr_tail: deque[bytes] = deque(maxlen=200)  # the tree's newest stderr lines
+        self._drain = threading.Thread()
 
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -91,12 +95,21 @@ class Tree:
         self.proc = subprocess.Popen(
             cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        # Drained all along: a tree that logs more than a pipe holds would block on stderr.
+        self._drain = threading.Thread(target=self._read_stderr, args=(self.proc,), daemon=True)
+        self._drain.start()
         wait_for(lambda: self.is_up(until), 30, what="tree to come up")
         return self
 
+    def _read_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for line in iter(proc.stderr.readline, b""):
+            self.stderr_tail.append(line)
+
     def is_up(self, until: str = "running") -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            self._drain.join(5)  # the tree is gone: its stderr ends
+            err = b"".join(self.stderr_tail).decode(errors="replace")
             pytest.fail(f"tree exited with {self.proc.returncode}: {err[-2000:]}")
         try:
             state = self.status()["state"]
@@ -155,8 +168,8 @@ class Tree:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
+        if self.proc is not None:
+            self._drain.join(5)  # it ends with the tree's stderr
 
     def settled(self, timeout: float = 10.0) -> bool:
         """Whether the tree runs as it did once started, within ``timeout``: every component

@@ -1,4 +1,5 @@
-"""Commands about mirrors: copies of the main agent's read-only requests sent to shadows."""
+"""Commands about the traffic splitter: mirrors (copies of the main agent's read-only
+requests sent to shadows) and recordings (a sample of them kept for a client)."""
 
 from __future__ import annotations
 
@@ -39,4 +40,20 @@ def status(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
     _call(ctx, m.MirrorStatus(), respond)
 
 
-HANDLERS = {api.MIRROR_START: start, api.MIRROR_STOP: stop, api.MIRROR_STATUS: status}
+def record(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
+    share = 0.1 if args.get("share") is None else float(args["share"])
+    name = args.get("id") or f"r{next(_NAMES)}"
+    _call(ctx, m.TrafficRecord(name, share, args["count"], float(args["seconds"])), respond)
+
+
+def take(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
+    _call(ctx, m.TrafficTake(args["id"], bool(args.get("stop"))), respond)
+
+
+HANDLERS = {
+    api.MIRROR_START: start,
+    api.MIRROR_STOP: stop,
+    api.MIRROR_STATUS: status,
+    api.TRAFFIC_RECORD: record,
+    api.TRAFFIC_TAKE: take,
+}
