@@ -91,10 +91,12 @@ def test_evolve_proposes_the_best_and_lists_and_shows_runs(make_tree, tmp_path: 
     work.write_text("".join(json.dumps(q) + "\n" for q in searches))
     done = tree.cli(
         "evolve", "--code", str(code), "--target", "memory_system", "--requests", str(work),
-        "--generations", "2", "--population", "3", "--seed", "3", "--propose", timeout=300,
+        "--generations", "2", "--population", "3", "--seed", "3", "--propose", "--pareto",
+        timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "best fitness per generation:" in done.stdout and "+REPEAT = " in done.stdout
+    assert "Pareto front (" in done.stdout and "MISMATCH" in done.stdout
     assert "proposed: experiment" in done.stdout
     experiment = done.stdout.split("proposed: experiment ")[1].split()[0]
     shown = tree.cli("experiment", "show", experiment, "--json")
@@ -105,6 +107,7 @@ def test_evolve_proposes_the_best_and_lists_and_shows_runs(make_tree, tmp_path: 
     run = listed[0]["run"]
     report = tree.cli("evolve", "show", run)
     assert report.returncode == 0 and f"run {run}:" in report.stdout
+    assert "Pareto front (" in report.stdout  # the run's spec says --pareto
     svg = Path(json.loads(tree.cli("evolve", "show", run, "--json").stdout)["directory"])
     assert (svg / "fitness.svg").read_text().startswith("<svg")
 

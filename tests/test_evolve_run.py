@@ -10,6 +10,7 @@ import pytest
 from test_genetic_unit import TOY, values
 
 from osup_mp.evolution.genetic import Figures, fingerprint
+from osup_mp.evolve import report
 from osup_mp.evolve.run import Run, RunError, RunSpec
 
 pytestmark = pytest.mark.unit  # no process started
@@ -102,3 +103,51 @@ def test_resuming_what_is_not_a_run_is_refused(tmp_path: Path) -> None:
         Run.resume(tmp_path, "run-0000beef")
     with pytest.raises(RunError, match="a run is named"):
         Run.resume(tmp_path, "../elsewhere")
+
+
+def trade_off(codes: Sequence[str]) -> list[Figures]:
+    """Wider is faster and wronger: latency 20 / (1 + WIDTH) ms, WIDTH mismatches in 20."""
+    out = []
+    for code in codes:
+        width = float(values(code)["WIDTH"])  # type: ignore[arg-type]
+        wrong = min(20, round(width))
+        out.append(Figures(20, 0, wrong, (20.0 / (1.0 + width),) * 20, 40.0))
+    return out
+
+
+def test_pareto_selection_keeps_a_spread_front_and_resumes_the_same(tmp_path: Path) -> None:
+    spec = RunSpec(TOY, "toy", generations=8, population=8, seed=3, elite=4, pareto=True)
+    run = Run.create(tmp_path / "a", spec)
+    while not run.done:
+        run.step(trade_off, no_gate)
+    assert [len(g.variants) for g in run.history] == [8] * 8
+    rows = report.front(run)
+    widths = {round(r["mismatch_rate"] * 20) for r in rows}
+    assert len(widths) >= 4  # a spread of trade-offs, not one winner
+    for a in rows:  # no row of the front is beaten in both by another
+        assert not any(
+            b["median_ms"] < a["median_ms"] and b["mismatch_rate"] < a["mismatch_rate"]
+            for b in rows
+        )
+    weighted = Run.create(tmp_path / "w", RunSpec(TOY, "toy", 8, 8, 3, elite=4))
+    while not weighted.done:
+        weighted.step(trade_off, no_gate)
+
+    def width_range(r: Run) -> tuple[float, float]:
+        widths = [float(values(v.code)["WIDTH"]) for v in r.history[-1].variants]  # type: ignore[arg-type]
+        return min(widths), max(widths)
+
+    # The weighted fitness (speed only) drifts to the fast corner and loses the exact one;
+    # the fronts keep both ends (in each of seeds 0-19: narrowest <= 0.5 against >= 4.9).
+    assert width_range(run)[0] < 1.0 < 4.0 < width_range(weighted)[0]
+    assert width_range(run)[1] > 10.0
+
+    stopped = Run.create(tmp_path / "b", spec)
+    for _ in range(3):
+        stopped.step(trade_off, no_gate)
+    resumed = Run.resume(tmp_path / "b", stopped.id)
+    assert resumed.spec.pareto
+    while not resumed.done:
+        resumed.step(trade_off, no_gate)
+    assert codes(resumed) == codes(run)
+    assert "front" in report.summary(run) and "front" not in report.summary(weighted)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from osup_mp.components.agent import AgentManager
+from osup_mp.components.agent import NO_DEADLINES, AgentManager, Deadlines
 from osup_mp.components.arbiter import EvolutionArbiter
 from osup_mp.components.health import HealthMonitor
 from osup_mp.components.splitter import TrafficSplitter
@@ -45,6 +45,7 @@ def agent_spec(
     slot: int,
     command: list[str] | None = None,
     standby_slot: int | None = None,
+    deadlines: Deadlines = NO_DEADLINES,
 ) -> ChildSpec:
     """An agent manager: ``agent:main`` is permanent (with a hot standby in ``standby_slot``
     when configured); shadows are transient dynamic children."""
@@ -57,6 +58,7 @@ def agent_spec(
         slot=slot,
         command=command,
         standby_slot=standby_slot,
+        deadlines=deadlines,
     )
     restart = Restart.PERMANENT if role == "main" else Restart.TRANSIENT
     # Stopping a manager stops its agent first: give it the agent's stop timeout on top.

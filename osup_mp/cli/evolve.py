@@ -43,6 +43,20 @@ REFERENCE_VALIDATOR = "osup_mp.agent.reference.agent:MemoryAgent"
     "--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Shadows at once."
 )
 @click.option(
+    "--cpu-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Each variant's CPU-time deadline (its shadow's agent is killed past it).",
+)
+@click.option(
+    "--wall-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=300.0,
+    show_default=True,
+    help="Each variant's wall-clock deadline, from its shadow's start.",
+)
+@click.option(
     "--validator",
     metavar="MODULE:CLASS",
     help="The agent class whose validate_module is the gate's self-test "
@@ -64,6 +78,11 @@ REFERENCE_VALIDATOR = "osup_mp.agent.reference.agent:MemoryAgent"
     type=click.FloatRange(0, 1),
     help="Share of answers that may disagree (default: [evolution] mismatch_tolerance).",
 )
+@click.option(
+    "--pareto",
+    is_flag=True,
+    help="Select by NSGA-II fronts over latency, errors, memory and mismatches.",
+)
 @click.option("--resume", "resume_id", metavar="RUN", help="Continue a stopped run.")
 @click.option("--propose", is_flag=True, help="Start an experiment with the best, if better.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
@@ -80,6 +99,8 @@ def _evolve(
     *,
     requests_file: Path | None,
     workers: int,
+    cpu_seconds: float,
+    wall_seconds: float,
     validator: str | None,
     compare_hook: str | None,
     tolerance: float | None,
@@ -97,6 +118,7 @@ def _evolve(
     if validator is None and cfg.o_supervisor.gerbil_executable == "osup-mp-agent":
         validator = REFERENCE_VALIDATOR
     evaluator = _evaluator(cfg, run, requests, workers, compare_hook, as_json)
+    evaluator.deadlines = {"cpu_seconds": cpu_seconds, "wall_seconds": wall_seconds}
     if tolerance is not None:
         evaluator.tolerance = tolerance
 
@@ -149,7 +171,7 @@ def _open_run(cfg: Config, requests_file: Path, **options: Any) -> tuple[Any, li
         genes(code)  # refuses, with the reason, code that cannot be varied
         argv = shlex.split(options["mutator"]) if options["mutator"] else None
         sizes = (options["generations"], options["population"], options["seed"], options["elite"])
-        spec = RunSpec(code, target, *sizes, mutator=argv)
+        spec = RunSpec(code, target, *sizes, mutator=argv, pareto=options["pareto"])
         return Run.create(root, spec, CommandMutator(argv, target) if argv else None), requests
     except (ValueError, OSError, RunError, VariationError) as exc:
         fail(str(exc), EXIT_USAGE)

@@ -33,13 +33,32 @@ def _shadow_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     metavar="CMD",
     help="Agent command line for this shadow (default: the configured agent).",
 )
+@click.option(
+    "--cpu-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Each agent process's CPU-time deadline (killed past it, not restarted).",
+)
+@click.option(
+    "--wall-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Each agent process's wall-clock deadline from its start (killed, not restarted).",
+)
 @click.pass_context
-def start(ctx: click.Context, shadow_id: str, agent_command: str | None) -> None:
+def start(
+    ctx: click.Context,
+    shadow_id: str,
+    agent_command: str | None,
+    cpu_seconds: float | None,
+    wall_seconds: float | None,
+) -> None:
     """Start shadow SHADOW_ID and return once its agent is ready."""
     cfg = load(ctx)
     args: dict[str, object] = {"id": shadow_id}
     if agent_command:
         args["command"] = shlex.split(agent_command)
+    for key, value in (("cpu_seconds", cpu_seconds), ("wall_seconds", wall_seconds)):
+        if value is not None:
+            args[key] = value
     data = request(cfg, "shadow_start", timeout=120.0, **args)
     click.echo(f"shadow {data['id']} started ({data['component']}, slot {data['slot']})")
 

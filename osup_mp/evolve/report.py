@@ -7,7 +7,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from osup_mp.evolve.run import Generation, Run
+from osup_mp.evolution.genetic import fronts, objectives
+from osup_mp.evolve.run import Generation, Run, Variant
 from osup_mp.lowlevel.files import atomic_write
 
 _BARS = "▁▂▃▄▅▆▇█"
@@ -40,20 +41,10 @@ def summary(run: Run) -> dict[str, Any]:
     for index, v in measured:
         if v.fingerprint not in seen:
             seen.add(v.fingerprint)
-            f = v.figures
-            best.append(
-                {
-                    "fingerprint": v.fingerprint,
-                    "generation": index,
-                    "fitness": v.fitness,
-                    "median_ms": f.median_ms,
-                    "error_rate": f.error_rate,
-                    "memory_mb": f.memory_mb,
-                    "mismatches": f.mismatches,
-                }
-            )
+            best.append(_row(index, v))
     start = run.history[0].variants[0] if run.history else None
-    return {
+    extra = {"front": front(run)} if run.spec.pareto else {}
+    return extra | {
         "run": run.id,
         "directory": str(run.directory),
         "target": run.spec.target,
@@ -71,6 +62,25 @@ def summary(run: Run) -> dict[str, Any]:
         "best": best[:5],
         "failures": sorted({v.figures.failure for _, v in variants if v.figures.failure})[:10],
     }
+
+
+def _row(generation: int, v: Variant) -> dict[str, Any]:
+    f = v.figures
+    return {
+        "fingerprint": v.fingerprint, "generation": generation, "fitness": v.fitness,
+        "median_ms": f.median_ms, "error_rate": f.error_rate, "memory_mb": f.memory_mb,
+        "mismatches": f.mismatches, "mismatch_rate": f.mismatches / max(f.requests, 1),
+    }  # fmt: skip
+
+
+def front(run: Run) -> list[dict[str, Any]]:
+    """The run's Pareto front: the distinct variants (each as last measured) that no other
+    beats in median latency, error rate, memory and mismatch rate at once; fastest first."""
+    newest = {v.fingerprint: (g.index, v) for g in run.history for v in g.variants}
+    alive = [(i, v) for i, v in newest.values() if v.fitness is not None]
+    first = fronts([objectives(v.figures) for _, v in alive])
+    rows = [_row(*alive[i]) for i in (first[0] if first else [])]
+    return sorted(rows, key=lambda r: r["median_ms"])
 
 
 def sparkline(values: list[float | None]) -> str:
@@ -116,14 +126,20 @@ def write_plot(run: Run, width: int = 480, height: int = 200) -> str | None:
     return str(path)
 
 
+def _line(b: dict[str, Any]) -> str:
+    return (
+        f"{b['fingerprint']:18} {b['generation'] + 1:>3} {b['fitness']:>8.3f} "
+        f"{b['median_ms']:>7.2f} ms {b['error_rate']:>7.1%} {b['memory_mb']:>5.1f} MiB"
+    )
+
+
 def text(run: Run, data: dict[str, Any]) -> list[str]:
     """The report's lines: the best variants, the start, the failures, the plot, the diff."""
-    lines = ["", _HEADER]
-    for b in data["best"]:
-        lines.append(
-            f"{b['fingerprint']:18} {b['generation'] + 1:>3} {b['fitness']:>8.3f} "
-            f"{b['median_ms']:>7.2f} ms {b['error_rate']:>7.1%} {b['memory_mb']:>5.1f} MiB"
-        )
+    lines = ["", _HEADER, *map(_line, data["best"])]
+    if "front" in data:
+        lines += ["", f"Pareto front ({len(data['front'])} variants, fastest first):"]
+        lines += [_HEADER + f" {'MISMATCH':>8}"]
+        lines += [_line(r) + f" {r['mismatch_rate']:>8.1%}" for r in data["front"]]
     start = data["start"]
     if start and start["fitness"] is not None:
         fitness, median = start["fitness"], start["median_ms"]

@@ -31,6 +31,8 @@ from osup_mp.evolution.genetic import (
     fingerprint,
     mutate,
     next_generation,
+    objectives,
+    pareto_fitness,
     seed_fitness,
 )
 from osup_mp.lowlevel.files import atomic_write
@@ -53,6 +55,7 @@ class RunSpec:
     elite: int = 1
     mutation_rate: float = 0.3
     mutator: list[str] | None = None  # a mutator command's argv (see .mutator)
+    pareto: bool = False  # select by NSGA-II's fronts, not by the weighted fitness
 
 
 @dataclass(slots=True)
@@ -159,8 +162,15 @@ class Run:
         generation = Generation(index, variants)
         if index + 1 < self.spec.generations:
             seen = set(gated)
+            # The weighted fitness is what is shown and compared across generations; with
+            # --pareto, selection ranks the generation by its fronts instead.
+            keys = (
+                pareto_fitness([objectives(v.figures) for v in variants])
+                if self.spec.pareto
+                else [v.fitness for v in variants]
+            )
             generation.bred = next_generation(
-                [Scored(v.code, v.fitness) for v in variants],
+                [Scored(v.code, key) for v, key in zip(variants, keys, strict=True)],
                 self._rng,
                 self._breed,
                 size=self.spec.population,

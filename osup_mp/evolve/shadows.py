@@ -1,7 +1,8 @@
 """Evaluating variants in shadows of a running tree, through its control socket.
 
-Each variant gets a shadow of its own (the watchdog's limits apply, as to any shadow; its
-process group is killed on a breach), which restores the main's state, then runs the
+Each variant gets a shadow of its own (the watchdog's limits apply, as to any shadow, and a
+CPU-time and a wall-clock deadline of its own; its process group is killed on a breach or
+past a deadline), which restores the main's state, then runs the
 variant's code as the target module and answers the workload's requests one by one. What
 is kept is what was measured: each request's handling time as the agent measures it (an
 agent that does not say: its manager's timing, from its stdin to its answer), after one
@@ -59,6 +60,8 @@ class ShadowEvaluator:
         workers: int = 2,
         timeout: float = 30.0,
         prefix: str | None = None,
+        cpu_seconds: float | None = None,
+        wall_seconds: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.target = target
@@ -67,6 +70,9 @@ class ShadowEvaluator:
         self.tolerance = tolerance
         self.workers = max(1, workers)
         self.timeout = timeout
+        # Each variant's shadow: its agent is killed past them (and not restarted).
+        given = (("cpu_seconds", cpu_seconds), ("wall_seconds", wall_seconds))
+        self.deadlines = {key: value for key, value in given if value is not None}
         self.prefix = prefix or f"evo{uuid.uuid4().hex[:6]}"  # names its shadows
         self.on_variant: Callable[[Figures], None] | None = None  # each result (a thread's)
         self._count = 0
@@ -100,7 +106,7 @@ class ShadowEvaluator:
     def _evaluate(self, shadow: str, code: str) -> Figures:
         with Client.for_config(self.cfg, timeout=self.timeout + 90) as client:
             try:
-                client.request("shadow_start", id=shadow)
+                client.request("shadow_start", id=shadow, **self.deadlines)
             except ClientError as exc:
                 return Figures(failure=f"its shadow did not start: {exc}")
             try:
@@ -119,29 +125,40 @@ class ShadowEvaluator:
             return Figures(failure=f"its shadow refused the code: {loaded.get('error')}")
         latencies: list[float] = []
         errors = mismatches = 0
-        call = f"agent:{shadow}"
         # One request first, not measured: what a variant builds on first use (an index, a
         # cache) is paid once, as it would be on the main, not by the first measured answer.
-        warm_up = ["mirror_request", self.workload.requests[0], self.timeout]
-        client.request("call", name=call, request=warm_up, timeout=self.timeout + 5)
-        for request, expected in zip(self.workload.requests, self.workload.answers, strict=True):
-            answer = client.request(
-                "call",
-                name=call,
-                request=["mirror_request", request, self.timeout],
-                timeout=self.timeout + 5,
-            )
+        requests = [self.workload.requests[0], *self.workload.requests]
+        expected = [None, *self.workload.answers]
+        for i, (request, reference) in enumerate(zip(requests, expected, strict=True)):
+            answer = self._ask(client, shadow, request)
+            if not answer["ok"]:
+                # An error answer from a live agent is the variant's error; from a dead one
+                # (a limit, a deadline, a crash) it ends the variant: no figure is kept.
+                if _agent(client, shadow).get("state") != "RUNNING":
+                    why = f"its agent died: {answer['value']}{_killed(client, shadow)}"
+                    return Figures(failure=why)
+                errors += i > 0
+                continue
+            if i == 0:
+                continue
             handled = answer.get("handled_ms")  # the agent's own timing, else its manager's
             latencies.append(float(answer["latency_ms"] if handled is None else handled))
-            if not answer["ok"]:
-                errors += 1
-            elif not self._same(request, expected, answer["value"]):
+            if not self._same(request, reference, answer["value"]):
                 mismatches += 1
-        n, measured = len(latencies), tuple(latencies)
+        n, measured = len(self.workload.requests), tuple(latencies)
         if n and mismatches / n > self.tolerance:
             veto = f"{mismatches} of {n} answers differ from the current code's"
             return Figures(n, errors, mismatches, measured, failure=veto)
         return Figures(n, errors, mismatches, measured, _memory_mb(client, shadow))
+
+    def _ask(self, client: Client, shadow: str, request: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = client.request(
+            "call",
+            name=f"agent:{shadow}",
+            request=["mirror_request", request, self.timeout],
+            timeout=self.timeout + 5,
+        )
+        return answer
 
     def _same(self, request: Any, expected: Any, answer: Any) -> bool:
         if self.compare is not None:

@@ -129,6 +129,8 @@ SHADOW_START = Command(
     (
         Arg("id", "str", "the shadow id: 1-32 of [A-Za-z0-9_-], not main", required=True),
         Arg("command", "strings", "the agent command line (default: the configured agent)"),
+        Arg("cpu_seconds", "number", "each agent process's CPU-time deadline (SIGXCPU)"),
+        Arg("wall_seconds", "number", "each agent process's wall-clock deadline from its start"),
     ),
     timeout=120.0,
 )

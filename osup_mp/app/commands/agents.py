@@ -8,6 +8,7 @@ from typing import Any
 from osup_mp.app.commands.context import Context
 from osup_mp.app.specs import agent_spec
 from osup_mp.components import messages as m
+from osup_mp.components.agent import Deadlines
 from osup_mp.components.watchdog import manager_name
 from osup_mp.runtime.control import Respond
 from osup_mp.wire import api
@@ -22,6 +23,9 @@ def shadow_start(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
     if ctx.sup.child(manager_name(instance_id)) is not None:
         respond(False, f"shadow {instance_id} already exists")
         return
+    if any(args.get(k) == 0 for k in ("cpu_seconds", "wall_seconds")):
+        respond(False, "a deadline must be above 0 seconds")
+        return
     slot = ctx.allocate_slot(instance_id)
     if isinstance(slot, str):
         respond(False, slot)
@@ -33,6 +37,7 @@ def shadow_start(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
         instance_id=instance_id,
         slot=slot,
         command=args.get("command"),
+        deadlines=Deadlines(args.get("cpu_seconds"), args.get("wall_seconds")),
     )
 
     def started(ok: bool, detail: str) -> None:

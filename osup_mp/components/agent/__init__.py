@@ -4,6 +4,7 @@
 requests in flight; :mod:`.durability` the WAL/checkpoint/restore side of the main agent.
 """
 
+from osup_mp.components.agent.launch import NO_DEADLINES, Deadlines
 from osup_mp.components.agent.manager import AgentManager
 
-__all__ = ["AgentManager"]
+__all__ = ["NO_DEADLINES", "AgentManager", "Deadlines"]

@@ -7,14 +7,29 @@ its shared-memory slot. Kept apart from the manager so the contract reads in one
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from osup_mp.config import Config
 from osup_mp.lowlevel.proc import resolve_executable, set_parent_death_signal
 from osup_mp.wire.launch import THREAD_POOL_VARS, LaunchEnv, agent_args
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """A shadow's own limits on each agent process it starts (``shadow start
+    --cpu-seconds/--wall-seconds``; ``evolve`` gives each variant's shadow some): CPU time
+    by RLIMIT_CPU (SIGXCPU, then SIGKILL a second later), wall clock by its manager."""
+
+    cpu_seconds: float | None = None
+    wall_seconds: float | None = None
+
+
+NO_DEADLINES = Deadlines()
 
 
 def agent_argv(cfg: Config, role: str, command: list[str] | None) -> list[str]:
@@ -52,7 +67,9 @@ def agent_env(cfg: Config, shm_name: str, instance_id: str, slot: int, role: str
     return env if role == "main" else {**env, **_ONE_THREAD}
 
 
-def pre_exec(cfg: Config, role: str) -> Callable[[], None] | None:
+def pre_exec(
+    cfg: Config, role: str, deadlines: Deadlines = NO_DEADLINES
+) -> Callable[[], None] | None:
     """What runs in the forked agent before exec, or None for the main agent.
 
     Any ``preexec_fn`` makes ``subprocess`` fork the whole manager instead of ``vfork``
@@ -72,6 +89,9 @@ def pre_exec(cfg: Config, role: str) -> Callable[[], None] | None:
     if role == "main":
         return None
     limits = shadow_limits(cfg)
+    cpu = deadlines.cpu_seconds
+    if cpu is not None:  # SIGXCPU at the deadline: an agent that ignores it dies 1 s later
+        limits.append((resource.RLIMIT_CPU, math.ceil(cpu)))
     standby = role == "standby"
     nice = cfg.watchdog.shadow_nice
 
@@ -79,6 +99,8 @@ def pre_exec(cfg: Config, role: str) -> Callable[[], None] | None:
         set_parent_death_signal(signal.SIGKILL)
         for which, value in limits:
             hard = resource.getrlimit(which)[1] if standby else value
+            if which == resource.RLIMIT_CPU:
+                hard = value + 1
             resource.setrlimit(which, (value, hard))
         if not standby:
             os.setpriority(os.PRIO_PROCESS, 0, nice)

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from loguru import logger
@@ -34,7 +35,14 @@ from loguru import logger
 from osup_mp.components.agent.code import CodeBook
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.follow import Follower
-from osup_mp.components.agent.launch import agent_argv, agent_env, lift_limits, pre_exec
+from osup_mp.components.agent.launch import (
+    NO_DEADLINES,
+    Deadlines,
+    agent_argv,
+    agent_env,
+    lift_limits,
+    pre_exec,
+)
 from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
 from osup_mp.components.agent.requests import Requests
 from osup_mp.components.agent.restarts import Decision, RestartPolicy
@@ -92,6 +100,7 @@ class AgentManager(Component):
         slot: int,
         command: list[str] | None = None,
         standby_slot: int | None = None,
+        deadlines: Deadlines = NO_DEADLINES,
     ) -> None:
         self.cfg = cfg
         self.shm = shm
@@ -99,6 +108,7 @@ class AgentManager(Component):
         self.instance_id = instance_id
         self.slot_index = slot
         self.command = command
+        self.deadlines = deadlines
         self.state = S.STOPPED
         self.proc: subprocess.Popen[bytes] | None = None
         self.pidfd = -1
@@ -333,6 +343,10 @@ class AgentManager(Component):
                     self.cfg.agent.stop_timeout,
                 )
                 self._signal(signal.SIGKILL)
+        elif isinstance(msg, tuple) and msg[0] == "wall_deadline":
+            if msg[1] == self.generation and self.state in (S.STARTING, S.RUNNING):
+                self._deadline_passed(f"wall-clock deadline {self.deadlines.wall_seconds:g} s")
+                self._stop_agent(kill=True)
         elif msg == "expire":
             self.requests.on_timer()
         elif isinstance(msg, tuple) and msg[0] == "promoted":
@@ -390,7 +404,7 @@ class AgentManager(Component):
             self.proc = spawn_piped(
                 argv,
                 agent_env(self.cfg, self.shm.name, self.instance_id, self.slot_index, self.role),
-                pre_exec=pre_exec(self.cfg, self.role),
+                pre_exec=pre_exec(self.cfg, self.role, self.deadlines),
             )
         except OSError as exc:
             self.proc = None
@@ -408,6 +422,8 @@ class AgentManager(Component):
         self._adopt(self.proc, os.pidfd_open(self.proc.pid))
         self.slot["hb_frame_ns"] = 0
         self._timer = self.send_after(self.cfg.agent.ready_timeout / 1000, "ready_deadline")
+        if self.deadlines.wall_seconds is not None:
+            self.send_after(self.deadlines.wall_seconds, ("wall_deadline", self.generation))
         logger.info(
             "agent {}: started pid {} ({})", self.instance_id, self.proc.pid, " ".join(argv)
         )
@@ -552,6 +568,8 @@ class AgentManager(Component):
         self.slot["pid"] = 0
         self._cancel_timer()
         self.last_exit = describe_exit(code)
+        if self.state is not S.STOPPING and self._past_cpu_deadline(code):
+            self._transition(S.STOPPING)  # final, as a limit is: no restart
         if self.state is S.STOPPING:
             self._bury(proc.pid, code)
             self._agent_lost()
@@ -565,6 +583,19 @@ class AgentManager(Component):
                 self._transition(S.EXITED)
             return
         self._after_failure(self.fail_reason or self.last_exit, died=(proc.pid, code))
+
+    def _past_cpu_deadline(self, code: int) -> bool:
+        """Whether the agent died of its CPU-time deadline (SIGXCPU, or SIGKILL at the hard
+        limit a second later); the kill reason says so."""
+        cpu = self.deadlines.cpu_seconds
+        if cpu is None or code not in (-signal.SIGXCPU, -signal.SIGKILL):
+            return False
+        self._deadline_passed(f"CPU-time deadline {cpu:g} s ({signal.Signals(-code).name})")
+        return True
+
+    def _deadline_passed(self, what: str) -> None:
+        self.last_kill_reason = f"killed: {what}"
+        logger.warning("agent {}: {}", self.instance_id, self.last_kill_reason)
 
     def _bury(self, pid: int, code: int) -> None:
         """After the agent ``pid`` exited: kill what it left, in its process group or not."""
@@ -818,6 +849,7 @@ class AgentManager(Component):
             "last_exit": self.last_exit,
             "last_kill_reason": self.last_kill_reason,
             "fatal_reason": self.fatal_reason,
+            "deadlines": asdict(self.deadlines) if self.deadlines != NO_DEADLINES else None,
             "state_overflow_bytes": int(self.slot["state_overflow"]),
             "applied_lsn": (
                 self.durability.applied_lsn if self.follower is None else self.follower.applied_lsn

@@ -5,6 +5,7 @@ variant (a gate in a subprocess, a limited shadow, a workload) is the caller's.
 """
 
 from osup_mp.evolution.genetic.fitness import Figures, seed_fitness
+from osup_mp.evolution.genetic.pareto import fronts, objectives, pareto_fitness
 from osup_mp.evolution.genetic.selection import Scored, elites, next_generation, tournament
 from osup_mp.evolution.genetic.variation import (
     Genes,
@@ -23,9 +24,12 @@ __all__ = [
     "crossover",
     "elites",
     "fingerprint",
+    "fronts",
     "genes",
     "mutate",
     "next_generation",
+    "objectives",
+    "pareto_fitness",
     "seed_fitness",
     "tournament",
 ]
