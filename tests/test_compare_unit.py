@@ -78,3 +78,15 @@ def test_recall_90_counts_hits_as_good_as_the_mains_worst_ties_included() -> Non
     assert compare.recall_90({}, [], []) and not compare.recall_90({}, [], main)
     assert compare.recall_90({}, [{"id": 1}], [{"id": 1}])  # no scores: by ids
     assert not compare.recall_90({}, {"a": 1}, {"a": 2})  # not hits: exactly
+
+
+@pytest.mark.unit
+def test_recall_is_the_share_of_the_mains_hits_the_arm_matches() -> None:
+    main = [{"id": i, "score": 1.0 - i / 10} for i in range(4)]  # worst 0.7
+    assert compare.recall({}, main, main) == 1.0
+    assert compare.recall({}, main, [*main[:3], {"id": 9, "score": 0.7}]) == 1.0  # a tie
+    assert compare.recall({}, main, [*main[:2], {"id": 9, "score": 0.1}]) == 0.5
+    assert compare.recall({}, [], []) == 1.0 and compare.recall({}, [], main) == 0.0
+    assert compare.recall({}, [{"id": 1}, {"id": 2}], [{"id": 2}]) == 0.5  # by ids
+    assert compare.recall({}, {"a": 1}, {"a": 1}) == 1.0
+    assert compare.recall({}, {"a": 1}, {"a": 2}) == 0.0

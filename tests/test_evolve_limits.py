@@ -14,6 +14,7 @@ import psutil
 from support import wait_for
 from test_evolve import TOY_SEARCH
 
+from osup_mp.evolution import compare
 from osup_mp.evolve.shadows import ShadowEvaluator, reference
 
 LIMITS = {"watchdog": {"shadow_rss_mb": 250}, "o_supervisor": {"heartbeat_interval": 200}}
@@ -67,6 +68,19 @@ def test_misbehaving_variants_fail_with_the_reason_and_leave_nothing(make_tree) 
     wait_for(lambda: [a["id"] for a in tree.status()["agents"]] == ["main"], what="no shadow")
     wait_for(lambda: not _daemons(), what="the forked daemon to be killed")
     assert tree.agent_request({"op": "stats"})["blocks"] == 50  # the main never noticed
+
+    # A score hook judges by the mean: a variant that returns 2 of 3 hits has recall 0.667.
+    short = _variant("pass").replace(
+        "    return [(int(i)", "    top = top[:2] if k == 3 else top\n    return [(int(i)"
+    )
+    evaluator.score, evaluator.min_score = compare.recall, 0.95
+    exact, vetoed = evaluator.evaluate([_variant("pass"), short])
+    assert exact.failure is None and exact.score == 1.0 and exact.mismatches == 0
+    assert vetoed.failure == "mean score 0.667 < 0.95 against the current code's answers"
+    evaluator.min_score = 0.5
+    (kept,) = evaluator.evaluate([short])
+    assert kept.failure is None and kept.score is not None and abs(kept.score - 2 / 3) < 1e-9
+    assert kept.mismatches == 5 and kept.memory_mb > 0
 
 
 def test_shadow_start_takes_deadlines(make_tree) -> None:

@@ -5,8 +5,8 @@ agent ships, or an inverted-file index (IVF): the rows are clustered by k-means 
 directions into ``NLIST`` lists, a query ranks the centroids and scores only the rows of
 the ``NPROBE`` nearest lists. The index is built on the first search after the rows change
 and kept. ``PARAMS`` bounds what evolution may tune: the lists, the probes, the k-means
-iterations. Recall against the exact search is what the compare hook
-(``osup_mp.evolution.compare:recall_90``) holds a variant to.
+iterations. Recall@10 against the exact search is what the score hook
+(``osup_mp.evolution.compare:recall``, ``evolve --min-score 0.95``) holds a variant to.
 """
 
 from __future__ import annotations

@@ -83,6 +83,17 @@ REFERENCE_VALIDATOR = "osup_mp.agent.reference.agent:MemoryAgent"
     is_flag=True,
     help="Select by NSGA-II fronts over latency, errors, memory and mismatches.",
 )
+@click.option(
+    "--score",
+    "score_hook",
+    metavar="MODULE:FUNCTION",
+    help="How far a variant's answer agrees with the main's, 0 to 1 (replaces --compare).",
+)
+@click.option(
+    "--min-score",
+    type=click.FloatRange(0, 1),
+    help="The lowest mean --score a variant may have (e.g. 0.95 for recall@k).",
+)
 @click.option("--resume", "resume_id", metavar="RUN", help="Continue a stopped run.")
 @click.option("--propose", is_flag=True, help="Start an experiment with the best, if better.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
@@ -104,6 +115,8 @@ def _evolve(
     validator: str | None,
     compare_hook: str | None,
     tolerance: float | None,
+    score_hook: str | None,
+    min_score: float | None,
     propose: bool,
     as_json: bool,
     **options: Any,
@@ -113,6 +126,8 @@ def _evolve(
 
     if requests_file is None:
         fail("--requests FILE is required (the workload)", EXIT_USAGE)
+    if (score_hook is None) != (min_score is None):
+        fail("--score and --min-score go together", EXIT_USAGE)
     run, requests = _open_run(cfg, requests_file, **options)
     spec = run.spec
     if validator is None and cfg.o_supervisor.gerbil_executable == "osup-mp-agent":
@@ -121,6 +136,8 @@ def _evolve(
     evaluator.deadlines = {"cpu_seconds": cpu_seconds, "wall_seconds": wall_seconds}
     if tolerance is not None:
         evaluator.tolerance = tolerance
+    if score_hook is not None and min_score is not None:
+        evaluator.score, evaluator.min_score = _hook("--score", score_hook), min_score
 
     def gated(code: str) -> str | None:
         return gate(code, spec.target, validator).error
@@ -182,14 +199,10 @@ def _evaluator(
 ) -> Any:
     """Shadows named after the run, judged against the main's answers to the workload."""
     from osup_mp.client import ClientError, NotRunning
-    from osup_mp.evolution import compare
     from osup_mp.evolve.shadows import ShadowEvaluator, reference
 
     hook = hook or cfg.evolution.compare
-    try:
-        same = compare.load(hook) if hook else None
-    except ValueError as exc:
-        fail(f"--compare: {exc}", EXIT_USAGE)
+    same = _hook("--compare", hook) if hook else None
     try:
         workload = reference(cfg, requests)
     except NotRunning:
@@ -212,6 +225,15 @@ def _evaluator(
     if left and not as_json:
         click.echo(f"stopped {len(left)} shadows an earlier attempt of this run left: {left}")
     return evaluator
+
+
+def _hook(option: str, path: str) -> Any:
+    from osup_mp.evolution import compare
+
+    try:
+        return compare.load(path)
+    except ValueError as exc:
+        fail(f"{option}: {exc}", EXIT_USAGE)
 
 
 def _generations(run: Any, evaluator: Any, gated: Any, as_json: bool) -> None:

@@ -5,9 +5,11 @@ answers. Some answers differ where nobody cares (a timestamp, the order of equal
 hits, a score's last digits), and every such difference would count as a mismatch. As in
 GitHub's Scientist, a *compare hook* says when two answers agree: ``[evolution] compare =
 "package.module:function"``, a function ``(request, main_answer, arm_answer) -> bool``.
-Three ship here. The one decision: a hook that raises is the hook's fault, not the arm's, so
-the answers are then compared exactly and the failure counted and logged, never turned into
-a mismatch or an error of the candidate.
+Three ship here, and one *score* hook, :func:`recall`, which says how far two answers agree
+(a number in [0, 1]; ``evolve --score`` holds a variant's mean to a floor). The one
+decision: a hook that raises is the hook's fault, not the arm's, so the answers are then
+compared exactly and the failure counted and logged, never turned into a mismatch or an
+error of the candidate.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 Compare = Callable[[Any, Any, Any], bool]
+Score = Callable[[Any, Any, Any], float]  # how far the arm's answer agrees: 0 to 1
 
 TIME_KEYS = re.compile(r"(timestamp|time|at|.+_(at|time|ts))", re.IGNORECASE)
 
 
-def load(path: str) -> Compare:
+def load(path: str) -> Callable[[Any, Any, Any], Any]:
     """The function ``path`` ("package.module:function") names; ValueError says why not."""
     module_name, _, name = path.partition(":")
     if not module_name or not name:
@@ -45,19 +48,24 @@ def same_ids(request: Any, main: Any, arm: Any) -> bool:
 
 
 def recall_90(request: Any, main: Any, arm: Any) -> bool:
-    """Lists of scored hits agree when at least 90% of the arm's score as well as the main's
-    worst hit (recall@k >= 0.9 by score, so that hits tied with the k-th count: an
-    approximate search held to the exact one); lists of ids without scores, by ids;
-    anything else compares exactly."""
+    """Answers agree when :func:`recall` is at least 0.9."""
+    return recall(request, main, arm) >= 0.9 - 1e-9
+
+
+def recall(request: Any, main: Any, arm: Any) -> float:
+    """Recall@k of the arm's hits against the main's: for scored hits, the share of the
+    main's k that the arm matches by score (a hit scoring at least the main's worst counts,
+    so that hits tied with the k-th count: an approximate search held to the exact one);
+    for ids without scores, by ids; anything else is 1.0 when equal, else 0.0."""
     if _scored(main) and _scored(arm):
         if not main:
-            return not arm
+            return 1.0 if not arm else 0.0
         floor = min(float(hit["score"]) for hit in main) - 1e-6
-        return sum(float(hit["score"]) >= floor for hit in arm) >= 0.9 * len(main)
+        return min(1.0, sum(float(hit["score"]) >= floor for hit in arm) / len(main))
     wanted, got = _ids(main), _ids(arm)
     if not isinstance(wanted, list) or not isinstance(got, list):
-        return bool(wanted == got)
-    return len(set(wanted) & set(got)) >= 0.9 * len(wanted)
+        return 1.0 if wanted == got else 0.0
+    return len(set(wanted) & set(got)) / len(wanted) if wanted else float(not got)
 
 
 def _scored(answer: Any) -> bool:

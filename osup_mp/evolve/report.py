@@ -70,6 +70,7 @@ def _row(generation: int, v: Variant) -> dict[str, Any]:
         "fingerprint": v.fingerprint, "generation": generation, "fitness": v.fitness,
         "median_ms": f.median_ms, "error_rate": f.error_rate, "memory_mb": f.memory_mb,
         "mismatches": f.mismatches, "mismatch_rate": f.mismatches / max(f.requests, 1),
+        "score": f.score,
     }  # fmt: skip
 
 
@@ -126,10 +127,12 @@ def write_plot(run: Run, width: int = 480, height: int = 200) -> str | None:
     return str(path)
 
 
-def _line(b: dict[str, Any]) -> str:
+def _line(b: dict[str, Any], extra: str = "") -> str:
+    score = "" if b.get("score") is None else f"  score {b['score']:.3f}"
     return (
         f"{b['fingerprint']:18} {b['generation'] + 1:>3} {b['fitness']:>8.3f} "
         f"{b['median_ms']:>7.2f} ms {b['error_rate']:>7.1%} {b['memory_mb']:>5.1f} MiB"
+        f"{extra}{score}"
     )
 
 
@@ -139,7 +142,7 @@ def text(run: Run, data: dict[str, Any]) -> list[str]:
     if "front" in data:
         lines += ["", f"Pareto front ({len(data['front'])} variants, fastest first):"]
         lines += [_HEADER + f" {'MISMATCH':>8}"]
-        lines += [_line(r) + f" {r['mismatch_rate']:>8.1%}" for r in data["front"]]
+        lines += [_line(r, f" {r['mismatch_rate']:>8.1%}") for r in data["front"]]
     start = data["start"]
     if start and start["fitness"] is not None:
         fitness, median = start["fitness"], start["median_ms"]

@@ -17,6 +17,8 @@ each wait on their own connection, so up to ``workers`` shadows work at once.
 
 from __future__ import annotations
 
+import dataclasses
+import statistics
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +29,7 @@ import psutil
 
 from osup_mp.client import Client, ClientError
 from osup_mp.config import Config
-from osup_mp.evolution.compare import Compare
+from osup_mp.evolution.compare import Compare, Score
 from osup_mp.evolution.genetic.fitness import Figures
 from osup_mp.wire import digest
 
@@ -57,6 +59,8 @@ class ShadowEvaluator:
         *,
         compare: Compare | None = None,
         tolerance: float = 0.0,
+        score: Score | None = None,
+        min_score: float = 0.0,
         workers: int = 2,
         timeout: float = 30.0,
         prefix: str | None = None,
@@ -68,6 +72,8 @@ class ShadowEvaluator:
         self.workload = workload
         self.compare = compare
         self.tolerance = tolerance
+        self.score = score  # when set, it judges the answers (its mean, held to min_score)
+        self.min_score = min_score
         self.workers = max(1, workers)
         self.timeout = timeout
         # Each variant's shadow: its agent is killed past them (and not restarted).
@@ -124,6 +130,7 @@ class ShadowEvaluator:
         if not loaded.get("ok"):
             return Figures(failure=f"its shadow refused the code: {loaded.get('error')}")
         latencies: list[float] = []
+        scores: list[float] = []
         errors = mismatches = 0
         # One request first, not measured: what a variant builds on first use (an index, a
         # cache) is paid once, as it would be on the main, not by the first measured answer.
@@ -143,13 +150,21 @@ class ShadowEvaluator:
                 continue
             handled = answer.get("handled_ms")  # the agent's own timing, else its manager's
             latencies.append(float(answer["latency_ms"] if handled is None else handled))
-            if not self._same(request, reference, answer["value"]):
+            if self.score is not None:
+                scores.append(self._scored(request, reference, answer["value"]))
+                mismatches += scores[-1] < 1.0
+            elif not self._same(request, reference, answer["value"]):
                 mismatches += 1
         n, measured = len(self.workload.requests), tuple(latencies)
-        if n and mismatches / n > self.tolerance:
+        mean = statistics.fmean(scores) if scores else None
+        figures = Figures(n, errors, mismatches, measured, score=mean)
+        if mean is not None and mean < self.min_score:
+            veto = f"mean score {mean:.3f} < {self.min_score:g} against the current code's answers"
+            return dataclasses.replace(figures, failure=veto)
+        if self.score is None and n and mismatches / n > self.tolerance:
             veto = f"{mismatches} of {n} answers differ from the current code's"
-            return Figures(n, errors, mismatches, measured, failure=veto)
-        return Figures(n, errors, mismatches, measured, _memory_mb(client, shadow))
+            return dataclasses.replace(figures, failure=veto)
+        return dataclasses.replace(figures, memory_mb=_memory_mb(client, shadow))
 
     def _ask(self, client: Client, shadow: str, request: Any) -> dict[str, Any]:
         answer: dict[str, Any] = client.request(
@@ -159,6 +174,13 @@ class ShadowEvaluator:
             timeout=self.timeout + 5,
         )
         return answer
+
+    def _scored(self, request: Any, expected: Any, answer: Any) -> float:
+        assert self.score is not None
+        try:
+            return min(1.0, max(0.0, float(self.score(request, expected, answer))))
+        except Exception:  # a hook that raises on an answer: compared exactly
+            return 1.0 if digest(expected) == digest(answer) else 0.0
 
     def _same(self, request: Any, expected: Any, answer: Any) -> bool:
         if self.compare is not None:

@@ -23,6 +23,7 @@ class Figures:
     latencies_ms: tuple[float, ...] = ()
     memory_mb: float = 0.0
     failure: str | None = None  # gate, start, limit, mismatch veto: it has no fitness
+    score: float | None = None  # the mean of a score hook (recall@k, say), when there is one
 
     @property
     def median_ms(self) -> float:

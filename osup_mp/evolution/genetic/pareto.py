@@ -104,9 +104,13 @@ def pareto_fitness(points: Sequence[Point | None]) -> list[float | None]:
 
 
 def objectives(figures: Figures) -> Point | None:
-    """What NSGA-II minimises for a variant: (median ms, error rate, memory MB, mismatch
-    rate); None for a failed variant, which is in no front."""
+    """What NSGA-II minimises for a variant: (median ms, error rate, memory MB, how far its
+    answers are from the current code's: 1 - the mean score when a score hook measured it,
+    else the mismatch rate); None for a failed variant, which is in no front."""
     if figures.failure is not None:
         return None
-    mismatch_rate = figures.mismatches / figures.requests if figures.requests else 0.0
-    return (figures.median_ms, figures.error_rate, figures.memory_mb, mismatch_rate)
+    if figures.score is not None:
+        wrong = 1.0 - figures.score
+    else:
+        wrong = figures.mismatches / figures.requests if figures.requests else 0.0
+    return (figures.median_ms, figures.error_rate, figures.memory_mb, wrong)
