@@ -14,10 +14,11 @@ import psutil
 from support import wait_for
 from test_evolve import TOY_SEARCH
 
-from osup_mp.evolution import compare
+from osup_mp.evolve.judge import Judge
 from osup_mp.evolve.shadows import ShadowEvaluator, reference
 
 LIMITS = {"watchdog": {"shadow_rss_mb": 250}, "o_supervisor": {"heartbeat_interval": 200}}
+RECALL = "osup_mp.evolution.compare:recall"
 DAEMON = ["sleep", "4242.5"]  # what the forking variant leaves, found again by this argv
 
 # The workload searches with k=3; the agent's self-test with k=2: only the workload trips.
@@ -73,11 +74,11 @@ def test_misbehaving_variants_fail_with_the_reason_and_leave_nothing(make_tree) 
     short = _variant("pass").replace(
         "    return [(int(i)", "    top = top[:2] if k == 3 else top\n    return [(int(i)"
     )
-    evaluator.score, evaluator.min_score = compare.recall, 0.95
+    evaluator.judge = Judge(score=RECALL, min_score=0.95)
     exact, vetoed = evaluator.evaluate([_variant("pass"), short])
     assert exact.failure is None and exact.score == 1.0 and exact.mismatches == 0
     assert vetoed.failure == "mean score 0.667 < 0.95 against the current code's answers"
-    evaluator.min_score = 0.5
+    evaluator.judge = Judge(score=RECALL, min_score=0.5)
     (kept,) = evaluator.evaluate([short])
     assert kept.failure is None and kept.score is not None and abs(kept.score - 2 / 3) < 1e-9
     assert kept.mismatches == 5 and kept.memory_mb > 0

@@ -127,8 +127,10 @@ class AgentSession:
         env: Mapping[str, str],
         *,
         max_frame: int = DEFAULT_MAX_FRAME,
+        pre_exec: Callable[[], None] = die_with_parent,
     ) -> None:
         self.argv = list(argv)
+        self.pre_exec = pre_exec  # runs in the child before exec (rlimits, say)
         self.env = dict(env)
         self.frames: list[Frame] = []
         self.frame_error: str | None = None
@@ -155,7 +157,7 @@ class AgentSession:
     def start(self) -> None:
         """Start the agent; :class:`AgentStartError` if the executable cannot be run."""
         try:
-            proc = spawn_piped(self.argv, self.env, pre_exec=die_with_parent)
+            proc = spawn_piped(self.argv, self.env, pre_exec=self.pre_exec)
         except OSError as exc:
             raise AgentStartError(exc.errno, f"cannot start {self.argv[0]!r}: {exc}") from exc
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None

@@ -94,6 +94,13 @@ REFERENCE_VALIDATOR = "osup_mp.agent.reference.agent:MemoryAgent"
     type=click.FloatRange(0, 1),
     help="The lowest mean --score a variant may have (e.g. 0.95 for recall@k).",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Evaluate variants as Ray tasks: 'local' (a Ray instance of this run), 'auto' "
+    "or a cluster's address (pip install 'osup-mp[ray]').",
+)
 @click.option("--resume", "resume_id", metavar="RUN", help="Continue a stopped run.")
 @click.option("--propose", is_flag=True, help="Start an experiment with the best, if better.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
@@ -117,12 +124,14 @@ def _evolve(
     tolerance: float | None,
     score_hook: str | None,
     min_score: float | None,
+    ray_address: str | None,
     propose: bool,
     as_json: bool,
     **options: Any,
 ) -> None:
     from osup_mp.evolve import report
     from osup_mp.evolve.gate import gate
+    from osup_mp.evolve.judge import Judge
 
     if requests_file is None:
         fail("--requests FILE is required (the workload)", EXIT_USAGE)
@@ -132,12 +141,22 @@ def _evolve(
     spec = run.spec
     if validator is None and cfg.o_supervisor.gerbil_executable == "osup-mp-agent":
         validator = REFERENCE_VALIDATOR
-    evaluator = _evaluator(cfg, run, requests, workers, compare_hook, as_json)
-    evaluator.deadlines = {"cpu_seconds": cpu_seconds, "wall_seconds": wall_seconds}
-    if tolerance is not None:
-        evaluator.tolerance = tolerance
-    if score_hook is not None and min_score is not None:
-        evaluator.score, evaluator.min_score = _hook("--score", score_hook), min_score
+    try:
+        judge = Judge(
+            compare_hook or cfg.evolution.compare or None,
+            cfg.evolution.mismatch_tolerance if tolerance is None else tolerance,
+            score_hook,
+            min_score or 0.0,
+        )
+    except ValueError as exc:
+        fail(f"--compare/--score: {exc}", EXIT_USAGE)
+    workload = _workload(cfg, requests)
+    deadlines = {"cpu_seconds": cpu_seconds, "wall_seconds": wall_seconds}
+    if ray_address is None:
+        evaluator = _shadows(cfg, run, workload, judge, workers, as_json)
+        evaluator.deadlines = deadlines
+    else:
+        evaluator = _on_ray(cfg, run.spec.target, workload, judge, ray_address, workers, deadlines)
 
     def gated(code: str) -> str | None:
         return gate(code, spec.target, validator).error
@@ -148,6 +167,9 @@ def _evolve(
         _generations(run, evaluator, gated, as_json)
     except KeyboardInterrupt:
         fail(f"stopped; continue with: osup-mp evolve --requests FILE --resume {run.id}", 130)
+    finally:
+        if ray_address is not None:
+            evaluator.close()
     summary = report.summary(run)
     failures = getattr(run.mutator, "failures", [])
     summary["mutator_failures"] = {"count": len(failures), "first": failures[:3]}
@@ -194,46 +216,65 @@ def _open_run(cfg: Config, requests_file: Path, **options: Any) -> tuple[Any, li
         fail(str(exc), EXIT_USAGE)
 
 
-def _evaluator(
-    cfg: Config, run: Any, requests: list[Any], workers: int, hook: str | None, as_json: bool
-) -> Any:
-    """Shadows named after the run, judged against the main's answers to the workload."""
+def _workload(cfg: Config, requests: list[Any]) -> Any:
+    """The main's answers to the workload: what every variant is judged against."""
     from osup_mp.client import ClientError, NotRunning
-    from osup_mp.evolve.shadows import ShadowEvaluator, reference
+    from osup_mp.evolve.shadows import reference
 
-    hook = hook or cfg.evolution.compare
-    same = _hook("--compare", hook) if hook else None
     try:
-        workload = reference(cfg, requests)
+        return reference(cfg, requests)
     except NotRunning:
         fail(f"not running (no data-plane socket at {cfg.data_socket('main')})", EXIT_NOT_RUNNING)
     except ClientError as exc:
         fail(f"the main agent could not answer the workload: {exc}")
+
+
+def _shadows(cfg: Config, run: Any, workload: Any, judge: Any, workers: int, quiet: bool) -> Any:
+    """Shadows named after the run (a resumed run stops the ones a killed attempt left)."""
+    from osup_mp.client import ClientError
+    from osup_mp.evolve.shadows import ShadowEvaluator
+
+    prefix = run.id.replace("run-", "evo")
     evaluator = ShadowEvaluator(
-        cfg,
-        run.spec.target,
-        workload,
-        compare=same,
-        tolerance=cfg.evolution.mismatch_tolerance,
-        workers=workers,
-        prefix=run.id.replace("run-", "evo"),  # found again by a resumed run
+        cfg, run.spec.target, workload, judge=judge, workers=workers, prefix=prefix
     )
     try:
         left = evaluator.stop_leftovers()
     except ClientError as exc:
         fail(f"cannot list the tree's shadows: {exc}")
-    if left and not as_json:
+    if left and not quiet:
         click.echo(f"stopped {len(left)} shadows an earlier attempt of this run left: {left}")
     return evaluator
 
 
-def _hook(option: str, path: str) -> Any:
-    from osup_mp.evolution import compare
+def _on_ray(
+    cfg: Config,
+    target: str,
+    workload: Any,
+    judge: Any,
+    address: str,
+    workers: int,
+    deadlines: dict[str, float],
+) -> Any:
+    """Ray tasks, each starting from a checkpoint of the main taken now."""
+    from osup_mp.client import ClientError
+    from osup_mp.evolve.on_ray import RayEvaluator, RayUnavailable
+    from osup_mp.evolve.standalone import Job, snapshot
+    from osup_mp.storage.checkpoints.store import VaultError
 
     try:
-        return compare.load(path)
-    except ValueError as exc:
-        fail(f"{option}: {exc}", EXIT_USAGE)
+        checkpoint_id, lsn, payload = snapshot(cfg)
+    except (ClientError, OSError, VaultError) as exc:
+        fail(f"cannot take the main's state for Ray tasks: {exc}")
+    o = cfg.o_supervisor
+    job = Job(
+        o.gerbil_executable, str(o.gerbil_main_script or ""), target, payload, checkpoint_id,
+        lsn, workload, judge, cfg.watchdog.limits(), max_frame=cfg.agent.max_frame, **deadlines,
+    )  # fmt: skip
+    try:
+        return RayEvaluator(job, address, workers)
+    except RayUnavailable as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 def _generations(run: Any, evaluator: Any, gated: Any, as_json: bool) -> None:

@@ -24,11 +24,11 @@ import time
 from collections import deque
 from typing import Any
 
-import psutil
 from loguru import logger
 
 from osup_mp.components.messages import HeartbeatTimeout, LimitExceeded, WatchdogKills
 from osup_mp.config import Config
+from osup_mp.lowlevel.limits import Sampler
 from osup_mp.lowlevel.proc import signal_group
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller, Component, on_call
@@ -48,8 +48,8 @@ class Watchdog(Component):
         self.interval = cfg.o_supervisor.heartbeat_interval / 1000
         self.timeout_ns = cfg.o_supervisor.heartbeat_timeout * 1_000_000
         self._reported: set[tuple[int, int]] = set()  # (slot, generation) already acted on
-        self._cpu: dict[tuple[int, int], deque[tuple[float, float]]] = {}
-        self._procs: dict[int, psutil.Process] = {}
+        self.limits = cfg.watchdog.limits()
+        self._samplers: dict[tuple[int, int], Sampler] = {}  # per (slot, generation)
         self.kills: deque[dict[str, Any]] = deque(maxlen=100)  # bounded: a long-lived tree
 
     def init(self) -> None:
@@ -88,9 +88,9 @@ class Watchdog(Component):
                 if reason is not None:
                     self._enforce(index, slot, reason)
         self._reported &= live
-        for key in list(self._cpu):
+        for key in list(self._samplers):
             if key not in live:
-                del self._cpu[key]
+                del self._samplers[key]
 
     def _report_hang(self, index: int, slot: Any, age_ms: float) -> None:
         instance = _instance(slot)
@@ -111,43 +111,10 @@ class Watchdog(Component):
     def _check_limits(self, key: tuple[int, int], pid: int, timed: bool) -> str | None:
         """Why the process breaks a limit, or None; ``timed``: its wall time is limited too
         (a shadow's, not a standby's: a standby waits as long as the main lives)."""
-        w = self.cfg.watchdog
-        proc = self._procs.get(pid)
-        try:
-            if proc is None:
-                proc = self._procs[pid] = psutil.Process(pid)
-            with proc.oneshot():
-                rss = proc.memory_info().rss
-                times = proc.cpu_times()
-                fds = proc.num_fds()
-                threads = proc.num_threads()
-                age = time.time() - proc.create_time()
-        except psutil.Error:
-            self._procs.pop(pid, None)
-            return None
-        rss_mb = rss / (1024 * 1024)
-        if rss_mb > w.shadow_rss_mb:
-            return f"killed: rss {rss_mb:.0f} MB > limit {w.shadow_rss_mb} MB"
-        if fds > w.shadow_max_fds:
-            return f"killed: open fds {fds} > limit {w.shadow_max_fds}"
-        if threads > w.shadow_max_threads:
-            return f"killed: threads {threads} > limit {w.shadow_max_threads}"
-        if timed and age * 1000 > w.shadow_wall_time:
-            return f"killed: wall time {age:.0f} s > limit {w.shadow_wall_time / 1000:.0f} s"
-        history = self._cpu.setdefault(key, deque())
-        now = time.monotonic()
-        history.append((now, times.user + times.system))
-        window = w.shadow_cpu_window / 1000
-        while len(history) > 2 and now - history[1][0] >= window:
-            history.popleft()
-        span = now - history[0][0]
-        if span >= window:
-            percent = (history[-1][1] - history[0][1]) / span * 100
-            if percent > w.shadow_cpu_percent:
-                return (
-                    f"killed: cpu {percent:.0f}% over {span:.0f} s > limit {w.shadow_cpu_percent}%"
-                )
-        return None
+        sampler = self._samplers.get(key)
+        if sampler is None or sampler.pid != pid:
+            sampler = self._samplers[key] = Sampler(self.limits, pid)
+        return sampler.check(timed=timed)
 
     def _enforce(self, index: int, slot: Any, reason: str) -> None:
         instance = _instance(slot)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
+from osup_mp.lowlevel.limits import Limits
+
 
 class Strategy(str, enum.Enum):  # noqa: UP042 - plain str mixin: str()/format() keep "Strategy.X"
     """Supervisor restart strategy (OTP semantics)."""
@@ -111,6 +113,13 @@ class WatchdogSection:
     shadow_max_threads: int
     shadow_wall_time: int
     shadow_nice: int
+
+    def limits(self) -> Limits:
+        """A shadow's limits, for a :class:`~osup_mp.lowlevel.limits.Sampler`."""
+        return Limits(
+            self.shadow_rss_mb, self.shadow_cpu_percent, self.shadow_cpu_window / 1000,
+            self.shadow_max_fds, self.shadow_max_threads, self.shadow_wall_time / 1000,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,29 +17,17 @@ each wait on their own connection, so up to ``workers`` shadows work at once.
 
 from __future__ import annotations
 
-import dataclasses
-import statistics
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import psutil
 
 from osup_mp.client import Client, ClientError
 from osup_mp.config import Config
-from osup_mp.evolution.compare import Compare, Score
 from osup_mp.evolution.genetic.fitness import Figures
-from osup_mp.wire import digest
-
-
-@dataclass(frozen=True, slots=True)
-class Workload:
-    """The requests a variant answers, and the main's answers to them (the reference)."""
-
-    requests: tuple[Any, ...]
-    answers: tuple[Any, ...]
+from osup_mp.evolve.judge import Judge, VariantDied, Workload
 
 
 def reference(cfg: Config, requests: Sequence[Any], timeout: float = 30.0) -> Workload:
@@ -57,10 +45,7 @@ class ShadowEvaluator:
         target: str,
         workload: Workload,
         *,
-        compare: Compare | None = None,
-        tolerance: float = 0.0,
-        score: Score | None = None,
-        min_score: float = 0.0,
+        judge: Judge | None = None,
         workers: int = 2,
         timeout: float = 30.0,
         prefix: str | None = None,
@@ -70,10 +55,7 @@ class ShadowEvaluator:
         self.cfg = cfg
         self.target = target
         self.workload = workload
-        self.compare = compare
-        self.tolerance = tolerance
-        self.score = score  # when set, it judges the answers (its mean, held to min_score)
-        self.min_score = min_score
+        self.judge = judge or Judge()
         self.workers = max(1, workers)
         self.timeout = timeout
         # Each variant's shadow: its agent is killed past them (and not restarted).
@@ -129,66 +111,23 @@ class ShadowEvaluator:
         loaded = client.request("hot_reload", code=code, module=self.target, id=shadow)
         if not loaded.get("ok"):
             return Figures(failure=f"its shadow refused the code: {loaded.get('error')}")
-        latencies: list[float] = []
-        scores: list[float] = []
-        errors = mismatches = 0
-        # One request first, not measured: what a variant builds on first use (an index, a
-        # cache) is paid once, as it would be on the main, not by the first measured answer.
-        requests = [self.workload.requests[0], *self.workload.requests]
-        expected = [None, *self.workload.answers]
-        for i, (request, reference) in enumerate(zip(requests, expected, strict=True)):
-            answer = self._ask(client, shadow, request)
-            if not answer["ok"]:
-                # An error answer from a live agent is the variant's error; from a dead one
-                # (a limit, a deadline, a crash) it ends the variant: no figure is kept.
-                if _agent(client, shadow).get("state") != "RUNNING":
-                    why = f"its agent died: {answer['value']}{_killed(client, shadow)}"
-                    return Figures(failure=why)
-                errors += i > 0
-                continue
-            if i == 0:
-                continue
+
+        def ask(request: Any) -> tuple[bool, Any, float]:
+            answer = client.request(
+                "call",
+                name=f"agent:{shadow}",
+                request=["mirror_request", request, self.timeout],
+                timeout=self.timeout + 5,
+            )
+            # An error answer from a live agent is the variant's error; from a dead one (a
+            # limit, a deadline, a crash) it ends the variant: no figure is kept.
+            if not answer["ok"] and _agent(client, shadow).get("state") != "RUNNING":
+                raise VariantDied(f"its agent died: {answer['value']}{_killed(client, shadow)}")
             handled = answer.get("handled_ms")  # the agent's own timing, else its manager's
-            latencies.append(float(answer["latency_ms"] if handled is None else handled))
-            if self.score is not None:
-                scores.append(self._scored(request, reference, answer["value"]))
-                mismatches += scores[-1] < 1.0
-            elif not self._same(request, reference, answer["value"]):
-                mismatches += 1
-        n, measured = len(self.workload.requests), tuple(latencies)
-        mean = statistics.fmean(scores) if scores else None
-        figures = Figures(n, errors, mismatches, measured, score=mean)
-        if mean is not None and mean < self.min_score:
-            veto = f"mean score {mean:.3f} < {self.min_score:g} against the current code's answers"
-            return dataclasses.replace(figures, failure=veto)
-        if self.score is None and n and mismatches / n > self.tolerance:
-            veto = f"{mismatches} of {n} answers differ from the current code's"
-            return dataclasses.replace(figures, failure=veto)
-        return dataclasses.replace(figures, memory_mb=_memory_mb(client, shadow))
+            ms = float(answer["latency_ms"] if handled is None else handled)
+            return bool(answer["ok"]), answer["value"], ms
 
-    def _ask(self, client: Client, shadow: str, request: Any) -> dict[str, Any]:
-        answer: dict[str, Any] = client.request(
-            "call",
-            name=f"agent:{shadow}",
-            request=["mirror_request", request, self.timeout],
-            timeout=self.timeout + 5,
-        )
-        return answer
-
-    def _scored(self, request: Any, expected: Any, answer: Any) -> float:
-        assert self.score is not None
-        try:
-            return min(1.0, max(0.0, float(self.score(request, expected, answer))))
-        except Exception:  # a hook that raises on an answer: compared exactly
-            return 1.0 if digest(expected) == digest(answer) else 0.0
-
-    def _same(self, request: Any, expected: Any, answer: Any) -> bool:
-        if self.compare is not None:
-            try:
-                return bool(self.compare(request, expected, answer))
-            except Exception:  # a hook that raises on an answer: compared exactly
-                pass
-        return bool(digest(expected) == digest(answer))
+        return self.judge.run(self.workload, ask, lambda: _memory_mb(client, shadow))
 
 
 def _agent(client: Client, shadow: str) -> dict[str, Any]:

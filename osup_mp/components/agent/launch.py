@@ -111,11 +111,7 @@ def pre_exec(
 def shadow_limits(cfg: Config) -> list[tuple[int, int]]:
     """The hard rlimits of a shadow (soft ones for a standby): the backstop behind the
     watchdog's sampled limits."""
-    w = cfg.watchdog
-    return [
-        (resource.RLIMIT_NOFILE, w.shadow_max_fds * 2),
-        (resource.RLIMIT_AS, (w.shadow_rss_mb * 4 + 1024) * 1024 * 1024),
-    ]
+    return cfg.watchdog.limits().rlimits()
 
 
 def lift_limits(cfg: Config, pid: int) -> None:

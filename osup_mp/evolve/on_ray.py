@@ -1,0 +1,106 @@
+"""Variants evaluated as Ray tasks (``evolve --ray ADDRESS``): on this host's own Ray
+instance (``local``) or on an existing cluster, when one host is not enough.
+
+Each variant is one task with its resource request (a CPU, and the shadow's RSS limit as
+Ray's ``memory``), running :func:`.standalone.evaluate`: a keeper in a session of its own
+with the shadow's rlimits, the watchdog's samples and the deadlines. Ray places the task;
+osup-mp limits it. The one decision: a task is never retried (``max_retries=0``): a variant
+that kills its worker has failed, as one that breaks a limit in a shadow has.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from osup_mp.evolution.genetic.fitness import Figures
+from osup_mp.evolve.standalone import Job, evaluate
+
+# For a local instance: no usage report, no token file in the home directory, and nothing
+# listening beyond the loopback interface (the user's environment wins).
+_LOCAL_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+}
+_OBJECT_STORE = 256 << 20  # a local instance's object store: a few snapshots and workloads
+
+
+class RayUnavailable(RuntimeError):
+    """Ray is not installed, or the cluster cannot be reached (the message says which)."""
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once, with the reason, when a cluster's address does not answer (Ray itself
+    keeps retrying for a minute); ``auto`` is Ray's to find."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RayUnavailable(f"cannot start Ray at {address!r}: {host}:{port}: {exc}") from None
+
+
+class RayEvaluator:
+    """Evaluates each generation's variants as Ray tasks, all submitted at once."""
+
+    def __init__(self, job: Job, address: str, workers: int) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise RayUnavailable("Ray is not installed: pip install 'osup-mp[ray]'") from None
+        self._ray = ray
+        self._temp: str | None = None
+        try:
+            if address == "local":
+                for key, value in _LOCAL_ENV.items():
+                    os.environ.setdefault(key, value)
+                # Its sockets and logs in a directory of its own, removed when it stops.
+                self._temp = tempfile.mkdtemp(prefix="osup-ray-")
+                ray.init(
+                    num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                    object_store_memory=_OBJECT_STORE, configure_logging=False,
+                    _temp_dir=self._temp,
+                )  # fmt: skip
+            else:
+                _reachable(address)
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except Exception as exc:  # ConnectionError, RuntimeError, ...: Ray's own words
+            if self._temp is not None:
+                shutil.rmtree(self._temp, ignore_errors=True)
+            if isinstance(exc, RayUnavailable):
+                raise
+            raise RayUnavailable(f"cannot start Ray at {address!r}: {exc}") from exc
+        memory = job.limits.rss_mb << 20
+        self._task = ray.remote(num_cpus=1, memory=memory, max_retries=0)(evaluate)
+        self._job = ray.put(job)
+        self.on_variant: Callable[[Figures], None] | None = None  # each result, as it comes
+
+    def evaluate(self, codes: Sequence[str]) -> list[Figures]:
+        """The figures of each code, in order; each is reported as it completes."""
+        ray = self._ray
+        refs = [self._task.remote(self._job, code) for code in codes]
+        results: dict[Any, Figures] = {}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    figures = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # its worker died, or was lost
+                    figures = Figures(failure=f"its Ray task failed: {str(exc)[:300]}")
+                results[ref] = figures
+                if self.on_variant is not None:
+                    self.on_variant(figures)
+        return [results[ref] for ref in refs]
+
+    def close(self) -> None:
+        """Disconnect (a local instance stops, with every process it started)."""
+        self._ray.shutdown()
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)

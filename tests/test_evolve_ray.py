@@ -1,0 +1,111 @@
+"""Variants away from the tree: the standalone keeper (what a Ray task runs) limits a variant
+as a shadow is limited, from a checkpoint of the main; then the same on a local Ray instance
+started by the test, and ``evolve --ray local`` end to end. Nothing is left behind: no
+agent, no daemon a variant forked, no Ray process."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from support import wait_for
+from test_evolve import TOY_SEARCH
+from test_evolve_limits import MISBEHAVIOURS, _daemons, _variant
+
+from osup_mp.evolve.judge import Judge
+from osup_mp.evolve.shadows import reference
+from osup_mp.evolve.standalone import Job, evaluate, snapshot
+
+LIMITS = {"watchdog": {"shadow_rss_mb": 250}}
+SEARCHES = [{"op": "memory_search", "query": f"note {i}", "k": 3} for i in range(5)]
+
+
+def _job(tree: Any, **deadlines: float) -> Job:
+    with tree.data_client() as client:
+        for i in range(50):
+            client.request("request", data={"op": "memory_add", "text": f"note {i % 7} {i}"})
+    checkpoint_id, lsn, payload = snapshot(tree.cfg)
+    o = tree.cfg.o_supervisor
+    return Job(
+        o.gerbil_executable, str(o.gerbil_main_script or ""), "memory_system", payload,
+        checkpoint_id, lsn, reference(tree.cfg, SEARCHES), Judge(), tree.cfg.watchdog.limits(),
+        max_frame=tree.cfg.agent.max_frame, **deadlines,
+    )  # fmt: skip
+
+
+def _ray_pids() -> set[int]:
+    names = ("raylet", "gcs_server", "ray::")
+    found = set()
+    for p in psutil.process_iter(["name", "cmdline"]):
+        text = " ".join(p.info["cmdline"] or [p.info["name"] or ""])
+        if any(n in text for n in names) or "ray/_private" in text or "ray/dashboard" in text:
+            found.add(p.pid)
+    return found
+
+
+def test_the_keeper_limits_a_variant_as_a_shadow_is_limited(make_tree) -> None:
+    tree = make_tree(**LIMITS).start()
+    job = _job(tree, cpu_seconds=3.0, wall_seconds=8.0)
+    names = list(MISBEHAVIOURS)
+    with ThreadPoolExecutor(2) as pool:
+        measured = list(pool.map(lambda n: evaluate(job, _variant(MISBEHAVIOURS[n])), names))
+    figures = dict(zip(names, measured, strict=True))
+    good = figures["good"]
+    assert good.failure is None and good.requests == 5 and good.mismatches == 0
+    assert good.memory_mb > 0 and all(ms > 0 for ms in good.latencies_ms)
+    failures = {name: str(f.failure) for name, f in figures.items() if name != "good"}
+    assert failures["spin"] == "killed: CPU-time deadline 3 s (SIGXCPU)", failures
+    assert failures["sleep"] == "killed: wall-clock deadline 8 s", failures
+    assert failures["fork"] == "killed: wall-clock deadline 8 s", failures
+    assert failures["hog"].startswith("killed: rss "), failures
+    assert not _daemons()  # the keeper killed what the variant daemonised, before answering
+    refused = evaluate(job, "x = (")
+    assert refused.failure is not None and refused.failure.startswith("its agent refused")
+    # The tree saw none of it: no shadow, and the main has its 50 blocks.
+    assert [a["id"] for a in tree.status()["agents"]] == ["main"]
+
+
+def test_variants_as_tasks_on_a_local_ray_instance(make_tree, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from osup_mp.evolve.on_ray import RayEvaluator
+
+    tree = make_tree(**LIMITS).start()
+    job = _job(tree, cpu_seconds=3.0, wall_seconds=6.0)
+    before = _ray_pids()
+    evaluator = RayEvaluator(job, "local", workers=2)
+    try:
+        seen: list[Any] = []
+        evaluator.on_variant = seen.append
+        good, spin, fork = evaluator.evaluate(
+            [_variant(MISBEHAVIOURS[n]) for n in ("good", "spin", "fork")]
+        )
+    finally:
+        evaluator.close()
+    assert good.failure is None and good.requests == 5 and len(seen) == 3
+    assert spin.failure == "killed: CPU-time deadline 3 s (SIGXCPU)"
+    assert fork.failure == "killed: wall-clock deadline 6 s"
+    assert not _daemons()
+    wait_for(lambda: _ray_pids() <= before, 15, what="the local Ray instance to stop")
+
+    # The command end to end: the faster constant found by tasks, the tree untouched.
+    code, work = tmp_path / "toy.py", tmp_path / "work.jsonl"
+    code.write_text(TOY_SEARCH)
+    work.write_text("".join(json.dumps(q) + "\n" for q in SEARCHES))
+    done = tree.cli(
+        "evolve", "--code", str(code), "--target", "memory_system", "--requests", str(work),
+        "--generations", "2", "--population", "3", "--seed", "1", "--ray", "local", "--json",
+        timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert [g["variants"] for g in summary["generations"]] == [3, 3]
+    assert summary["best"][0]["median_ms"] < summary["start"]["median_ms"]
+    assert [a["id"] for a in tree.status()["agents"]] == ["main"]
+    wait_for(lambda: _ray_pids() <= before, 15, what="the command's Ray instance to stop")
+    missing = tree.cli("evolve", "--code", str(code), "--target", "memory_system",
+                       "--requests", str(work), "--ray", "127.0.0.1:1")  # fmt: skip
+    assert missing.returncode == 2 and "cannot start Ray at '127.0.0.1:1'" in missing.stderr
