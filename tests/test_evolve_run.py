@@ -151,3 +151,23 @@ def test_pareto_selection_keeps_a_spread_front_and_resumes_the_same(tmp_path: Pa
         resumed.step(trade_off, no_gate)
     assert codes(resumed) == codes(run)
     assert "front" in report.summary(run) and "front" not in report.summary(weighted)
+
+
+def test_every_variant_knows_where_it_came_from(tmp_path: Path) -> None:
+    run = complete(Run.create(tmp_path / "a", SPEC))
+    first = run.history[0].variants
+    start = first[0].fingerprint
+    assert first[0].parents == [] and all(v.parents == [start] for v in first[1:])
+    for before, after in zip(run.history, run.history[1:], strict=False):
+        previous = {v.fingerprint for v in before.variants}
+        for v in after.variants:
+            assert v.parents and set(v.parents) <= previous | {v.fingerprint}
+        kept = [v for v in after.variants if v.parents == [v.fingerprint]]
+        assert len(kept) == SPEC.elite  # the elites, carried over unchanged
+    resumed = Run.resume(tmp_path / "a", run.id)
+    lineage = [[v.parents for v in g.variants] for g in resumed.history]
+    assert lineage == [[v.parents for v in g.variants] for g in run.history]
+    rows = report.summary(run)["best"]
+    assert all(r["parents"] is not None for r in rows)
+    text = "\n".join(report.text(run, report.summary(run)))
+    assert "FROM" in text and ("+" in text or "start" in text)

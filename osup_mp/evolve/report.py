@@ -12,7 +12,9 @@ from osup_mp.evolve.run import Generation, Run, Variant
 from osup_mp.lowlevel.files import atomic_write
 
 _BARS = "▁▂▃▄▅▆▇█"
-_HEADER = f"{'VARIANT':18} {'GEN':>3} {'FITNESS':>8} {'MEDIAN':>10} {'ERRORS':>7} {'RSS':>9}"
+_HEADER = (
+    f"{'VARIANT':18} {'GEN':>3} {'FROM':13} {'FITNESS':>8} {'MEDIAN':>10} {'ERRORS':>7} {'RSS':>9}"
+)
 
 
 def generation_line(generation: Generation, total: int) -> str:
@@ -36,12 +38,13 @@ def summary(run: Run) -> dict[str, Any]:
         key=lambda iv: iv[1].fitness or 0.0,
         reverse=True,
     )
+    origins = _origins(run)
     seen: set[str] = set()
     best = []
     for index, v in measured:
         if v.fingerprint not in seen:
             seen.add(v.fingerprint)
-            best.append(_row(index, v))
+            best.append(_row(index, v, origins))
     start = run.history[0].variants[0] if run.history else None
     extra = {"front": front(run)} if run.spec.pareto else {}
     return extra | {
@@ -64,12 +67,22 @@ def summary(run: Run) -> dict[str, Any]:
     }
 
 
-def _row(generation: int, v: Variant) -> dict[str, Any]:
+def _origins(run: Run) -> dict[str, list[str]]:
+    """Each variant's parents where it first appeared (later, an elite is only "kept")."""
+    origins: dict[str, list[str]] = {}
+    for g in run.history:
+        for v in g.variants:
+            origins.setdefault(v.fingerprint, v.parents)
+    return origins
+
+
+def _row(generation: int, v: Variant, origins: dict[str, list[str]]) -> dict[str, Any]:
     f = v.figures
     return {
         "fingerprint": v.fingerprint, "generation": generation, "fitness": v.fitness,
         "median_ms": f.median_ms, "error_rate": f.error_rate, "memory_mb": f.memory_mb,
-        "mismatches": f.mismatches, "mismatch_rate": f.mismatches / max(f.requests, 1),
+        "parents": origins.get(v.fingerprint, v.parents), "mismatches": f.mismatches,
+        "mismatch_rate": f.mismatches / max(f.requests, 1),
         "score": f.score,
     }  # fmt: skip
 
@@ -80,7 +93,8 @@ def front(run: Run) -> list[dict[str, Any]]:
     newest = {v.fingerprint: (g.index, v) for g in run.history for v in g.variants}
     alive = [(i, v) for i, v in newest.values() if v.fitness is not None]
     first = fronts([objectives(v.figures) for _, v in alive])
-    rows = [_row(*alive[i]) for i in (first[0] if first else [])]
+    origins = _origins(run)
+    rows = [_row(*alive[i], origins) for i in (first[0] if first else [])]
     return sorted(rows, key=lambda r: r["median_ms"])
 
 
@@ -127,10 +141,21 @@ def write_plot(run: Run, width: int = 480, height: int = 200) -> str | None:
     return str(path)
 
 
+def _lineage(b: dict[str, Any]) -> str:
+    """Where a variant came from: the start, kept (an elite), or its parents' fingerprints."""
+    parents = b.get("parents") or []
+    if not parents:
+        return "start"
+    if parents == [b["fingerprint"]]:
+        return "kept"
+    return "+".join(p[:6] for p in parents)
+
+
 def _line(b: dict[str, Any], extra: str = "") -> str:
     score = "" if b.get("score") is None else f"  score {b['score']:.3f}"
     return (
-        f"{b['fingerprint']:18} {b['generation'] + 1:>3} {b['fitness']:>8.3f} "
+        f"{b['fingerprint']:18} {b['generation'] + 1:>3} {_lineage(b):13} "
+        f"{b['fitness']:>8.3f} "
         f"{b['median_ms']:>7.2f} ms {b['error_rate']:>7.1%} {b['memory_mb']:>5.1f} MiB"
         f"{extra}{score}"
     )

@@ -28,6 +28,7 @@ from osup_mp.evolution.genetic import (
     Figures,
     Scored,
     crossover,
+    elites,
     fingerprint,
     mutate,
     next_generation,
@@ -64,10 +65,12 @@ class Variant:
     figures: Figures
     fingerprint: str = ""
     fitness: float | None = None
+    parents: list[str] = field(default_factory=list)  # fingerprints; [] the start; [own] kept
 
     def record(self) -> dict[str, Any]:
         return {
             "fingerprint": self.fingerprint,
+            "parents": self.parents,
             "fitness": self.fitness,
             "figures": asdict(self.figures),  # JSON writes its tuple of latencies as a list
             "code": self.code,
@@ -76,7 +79,9 @@ class Variant:
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> Variant:
         figures = dict(r["figures"], latencies_ms=tuple(r["figures"]["latencies_ms"]))
-        return cls(r["code"], Figures(**figures), r["fingerprint"], r["fitness"])
+        return cls(
+            r["code"], Figures(**figures), r["fingerprint"], r["fitness"], r.get("parents", [])
+        )
 
 
 @dataclass(slots=True)
@@ -84,6 +89,7 @@ class Generation:
     index: int
     variants: list[Variant]
     bred: list[str] = field(default_factory=list)  # the next generation's codes
+    lineage: dict[str, list[str]] = field(default_factory=dict)  # bred fingerprint -> parents
 
     @property
     def best(self) -> Variant | None:
@@ -101,6 +107,7 @@ class Run:
         self.history: list[Generation] = []
         self._rng = random.Random(spec.seed)
         self._next: list[str] = []
+        self._lineage: dict[str, list[str]] = {}  # the next generation's parents, by fingerprint
         self.mutator: Mutator | None = None
         self._measured: dict[str, Figures] = {}  # fingerprint -> what was last measured
 
@@ -128,10 +135,14 @@ class Run:
         for path in sorted(directory.glob("gen-*.json")):
             data = json.loads(path.read_text())
             variants = [Variant.from_record(r) for r in data["variants"]]
-            run.history.append(Generation(data["index"], variants, data["bred"]))
+            lineage = data.get("lineage", {})
+            run.history.append(Generation(data["index"], variants, data["bred"], lineage))
             run._measured.update((v.fingerprint, v.figures) for v in variants)
             run._rng.setstate(_state(data["random_state"]))
-        run._next = run.history[-1].bred if run.history else run._first_population()
+        if run.history:
+            run._next, run._lineage = run.history[-1].bred, run.history[-1].lineage
+        else:
+            run._next = run._first_population()
         return run
 
     @property
@@ -145,6 +156,8 @@ class Run:
         # evaluated again (elites are measured again every generation).
         gated = {v.fingerprint: _gate_failure(v) for g in self.history for v in g.variants}
         variants = [Variant(code, Figures(), fingerprint(code)) for code in self._next]
+        for v in variants:
+            v.parents = self._lineage.get(v.fingerprint, [])
         passed: list[Variant] = []
         for variant in variants:
             if variant.fingerprint not in gated:
@@ -169,17 +182,25 @@ class Run:
                 if self.spec.pareto
                 else [v.fitness for v in variants]
             )
+            scored = [Scored(v.code, key) for v, key in zip(variants, keys, strict=True)]
+            self._lineage = {}
             generation.bred = next_generation(
-                [Scored(v.code, key) for v, key in zip(variants, keys, strict=True)],
+                scored,
                 self._rng,
                 self._breed,
                 size=self.spec.population,
                 elite=self.spec.elite,
                 seen=lambda code: fingerprint(code) in seen,
             )
+            # The elites are kept as they were (their own parent); children have theirs.
+            kept = {fingerprint(s.code) for s in elites(scored, self.spec.elite)}
+            generation.lineage = {
+                fp: [fp] if fp in kept else self._lineage.get(fp, [fp])
+                for fp in map(fingerprint, generation.bred)
+            }
         self._save(generation)
         self.history.append(generation)
-        self._next = generation.bred
+        self._next, self._lineage = generation.bred, generation.lineage
         return generation
 
     @property
@@ -188,7 +209,8 @@ class Run:
         return max(bests, key=lambda v: v.fitness or 0.0) if bests else None
 
     def _first_population(self) -> list[str]:
-        codes, seen = [self.spec.code], {fingerprint(self.spec.code)}
+        start = fingerprint(self.spec.code)
+        codes, seen = [self.spec.code], {start}
         for _ in range(self.spec.population * 20):
             if len(codes) >= self.spec.population:
                 break
@@ -196,10 +218,14 @@ class Run:
             if fingerprint(child) not in seen:
                 seen.add(fingerprint(child))
                 codes.append(child)
+                self._lineage[fingerprint(child)] = [start]
         return codes
 
     def _breed(self, first: str, second: str, rng: random.Random) -> str:
-        return self._vary(crossover(first, second, rng), rng, first)
+        child = self._vary(crossover(first, second, rng), rng, first)
+        parents = dict.fromkeys((fingerprint(first), fingerprint(second)))  # once each, in order
+        self._lineage[fingerprint(child)] = list(parents)
+        return child
 
     def _vary(self, code: str, rng: random.Random, parent: str | None = None) -> str:
         """The mutator command's variant of ``code`` (told what was measured of ``parent``),
@@ -216,6 +242,7 @@ class Run:
             "index": generation.index,
             "variants": [v.record() for v in generation.variants],
             "bred": generation.bred,
+            "lineage": generation.lineage,
             "random_state": _jsonable(self._rng.getstate()),
         }
         path = self.directory / f"gen-{generation.index:04d}.json"
