@@ -4,6 +4,8 @@ run on disk and resumable, no shadow left behind."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from support import wait_for
@@ -127,3 +129,37 @@ def test_evolve_refuses_bad_input_with_the_reason(make_tree, tmp_path: Path) -> 
     assert missing.returncode == 2 and "cannot resume run-0000beef" in missing.stderr
     outside = tree.cli("evolve", "--resume", "../x", "--requests", str(work))
     assert outside.returncode == 2 and "a run is named run-XXXXXXXX" in outside.stderr
+
+
+def test_evolve_killed_mid_generation_resumes_to_the_end(make_tree, tmp_path: Path) -> None:
+    tree = make_tree().start()
+    with tree.data_client() as client:
+        for i in range(100):
+            client.request("request", data={"op": "memory_add", "text": f"note {i % 13} {i}"})
+    code, work = tmp_path / "toy.py", tmp_path / "work.jsonl"
+    code.write_text(TOY_SEARCH)
+    work.write_text("".join(json.dumps({"op": "memory_search", "query": f"note {i}"}) + "\n"
+                            for i in range(6)))  # fmt: skip
+    args = ["--requests", str(work), "--json"]
+    cmd = [sys.executable, "-m", "osup_mp", "--config", str(tree.config_path), "evolve",
+           "--code", str(code), "--target", "memory_system", "--generations", "3",
+           "--population", "3", "--seed", "2", "--workers", "1", *args]  # fmt: skip
+    evolve = subprocess.Popen(cmd, env=tree.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    root = tree.cfg.o_supervisor.data_dir / "evolve"
+    try:
+        first = wait_for(lambda: next(root.glob("run-*/gen-0000.json"), None), 120,
+                         what="the first generation")  # fmt: skip
+        run = first.parent.name
+        prefix = run.replace("run-", "evo")
+        wait_for(lambda: any(a["id"].startswith(prefix) for a in tree.status()["agents"]), 60,
+                 what="a variant of generation 2 in flight")  # fmt: skip
+        evolve.kill()  # SIGKILL: no cleanup of its own
+    finally:
+        evolve.kill()
+        evolve.communicate()
+    assert not (first.parent / "gen-0002.json").exists()
+    resumed = tree.cli("evolve", "--resume", run, *args, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert [g["variants"] for g in summary["generations"]] == [3, 3, 3]
+    assert [a["id"] for a in tree.status()["agents"]] == ["main"]  # the killed one's stopped
