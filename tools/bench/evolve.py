@@ -26,7 +26,9 @@ import _harness as h
 
 from osup_mp.client import Client
 from osup_mp.evolution.genetic import mutate
+from osup_mp.evolve.judge import Judge
 from osup_mp.evolve.shadows import ShadowEvaluator, reference
+from osup_mp.evolve.standalone import Job, evaluate, snapshot
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "evolve" / "memory_system.py"
 # fmt: off
@@ -64,6 +66,24 @@ def in_process(code: str, memories: list[str], searches: list[dict[str, Any]]) -
     return time.perf_counter() - started
 
 
+def standalone_seconds(tree: h.Tree, target: str, workload: Any, variants: list[str]) -> float:
+    """The median seconds of one variant evaluated away from the tree, from a checkpoint."""
+    checkpoint_id, lsn, payload = snapshot(tree.cfg)
+    o = tree.cfg.o_supervisor
+    job = Job(
+        o.gerbil_executable, str(o.gerbil_main_script or ""), target, payload, checkpoint_id,
+        lsn, workload, Judge(), tree.cfg.watchdog.limits(), max_frame=tree.cfg.agent.max_frame,
+    )  # fmt: skip
+    seconds = []
+    for code in variants:
+        started = time.perf_counter()
+        figures = evaluate(job, code)
+        seconds.append(time.perf_counter() - started)
+        if figures.failure and "differ" not in figures.failure:
+            raise h.BenchError(f"a standalone evaluation failed: {figures.failure}")
+    return float(np.median(seconds))
+
+
 def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
     rng = random.Random(7)
     memories = texts(plan.blocks, rng)
@@ -91,6 +111,8 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
             if failed:
                 raise h.BenchError(f"evaluations failed: {failed[:2]}")
             per_minute[workers] = [len(variants) / elapsed * 60]
+        progress(f"{len(variants)} variants in standalone keepers (what a Ray task runs)")
+        keeper_s = standalone_seconds(tree, "memory_system", workload, variants)
         with Client.for_config(tree.cfg) as client:
             left = [a["id"] for a in client.request("status")["agents"] if a["id"] != "main"]
     if left:
@@ -113,6 +135,13 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
         ok=None,
         shadow_s=shadow_s,
         in_process_s=float(np.median(here)),
+    )
+    report.row(
+        "one evaluation in a standalone keeper (a Ray task's body), 1 worker",
+        f"{keeper_s:.2f} s",
+        f"in a shadow {shadow_s:.2f} s",
+        ok=None,
+        keeper_s=keeper_s,
     )
     rates = {k: round(v[0], 1) for k, v in per_minute.items()}
     report.note(
