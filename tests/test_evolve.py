@@ -94,9 +94,10 @@ def test_evolve_proposes_the_best_and_lists_and_shows_runs(make_tree, tmp_path: 
     done = tree.cli(
         "evolve", "--code", str(code), "--target", "memory_system", "--requests", str(work),
         "--generations", "2", "--population", "3", "--seed", "3", "--propose", "--pareto",
-        timeout=300,
+        "--workers", "12", timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert "workers: the room left under max_concurrent_shadows" in done.stderr
     assert "best fitness per generation:" in done.stdout and "+REPEAT = " in done.stdout
     assert "Pareto front (" in done.stdout and "MISMATCH" in done.stdout
     assert "proposed: experiment" in done.stdout

@@ -240,10 +240,18 @@ def _shadows(cfg: Config, run: Any, workload: Any, judge: Any, workers: int, qui
     )
     try:
         left = evaluator.stop_leftovers()
+        room = evaluator.room()
     except ClientError as exc:
         fail(f"cannot list the tree's shadows: {exc}")
     if left and not quiet:
         click.echo(f"stopped {len(left)} shadows an earlier attempt of this run left: {left}")
+    if room < 1:
+        fail(f"no room for a shadow: [o_supervisor] max_concurrent_shadows "
+             f"({cfg.o_supervisor.max_concurrent_shadows}) are running")  # fmt: skip
+    if workers > room:
+        evaluator.workers = room
+        if not quiet:
+            click.echo(f"{room} workers: the room left under max_concurrent_shadows", err=True)
     return evaluator
 
 

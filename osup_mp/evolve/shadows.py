@@ -78,6 +78,14 @@ class ShadowEvaluator:
                     pass  # gone meanwhile
         return left
 
+    def room(self) -> int:
+        """How many more shadows the tree takes now (its standby counts as one)."""
+        with Client.for_config(self.cfg, timeout=self.timeout) as client:
+            agents = client.request("status").get("agents") or []
+        shadows = sum(a["role"] != "main" for a in agents)
+        standbys = sum(a.get("standby") is not None for a in agents)
+        return int(self.cfg.o_supervisor.max_concurrent_shadows - shadows - standbys)
+
     def evaluate(self, codes: Sequence[str]) -> list[Figures]:
         """The figures of each code, in order (up to ``workers`` shadows at once)."""
         names = [f"{self.prefix}-{self._count + i}" for i in range(len(codes))]
