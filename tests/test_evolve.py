@@ -159,6 +159,9 @@ def test_evolve_killed_mid_generation_resumes_to_the_end(make_tree, tmp_path: Pa
         evolve.kill()
         evolve.communicate()
     assert not (first.parent / "gen-0002.json").exists()
+    kept = json.loads((first.parent / "run.json").read_text())  # what a resumed run uses
+    assert kept["deadlines"] == {"cpu_seconds": 60.0, "wall_seconds": 300.0}
+    assert kept["judge"]["score"] is None and kept["judge"]["tolerance"] >= 0
     resumed = tree.cli("evolve", "--resume", run, *args, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)

@@ -137,21 +137,27 @@ def _evolve(
         fail("--requests FILE is required (the workload)", EXIT_USAGE)
     if (score_hook is None) != (min_score is None):
         fail("--score and --min-score go together", EXIT_USAGE)
-    run, requests = _open_run(cfg, requests_file, **options)
+    judged: dict[str, Any] = {
+        "compare": compare_hook or cfg.evolution.compare or None,
+        "tolerance": cfg.evolution.mismatch_tolerance if tolerance is None else tolerance,
+        "score": score_hook,
+        "min_score": min_score or 0.0,
+    }
+    deadlines = {"cpu_seconds": cpu_seconds, "wall_seconds": wall_seconds}
+    try:
+        Judge(**judged)  # a hook that cannot load is refused before a run is created
+    except ValueError as exc:
+        fail(f"--compare/--score: {exc}", EXIT_USAGE)
+    run, requests = _open_run(cfg, requests_file, judged, deadlines, **options)
     spec = run.spec
     if validator is None and cfg.o_supervisor.gerbil_executable == "osup-mp-agent":
         validator = REFERENCE_VALIDATOR
     try:
-        judge = Judge(
-            compare_hook or cfg.evolution.compare or None,
-            cfg.evolution.mismatch_tolerance if tolerance is None else tolerance,
-            score_hook,
-            min_score or 0.0,
-        )
+        judge = Judge(**(spec.judge or judged))  # a resumed run judges as it did
     except ValueError as exc:
         fail(f"--compare/--score: {exc}", EXIT_USAGE)
+    deadlines = spec.deadlines or deadlines
     workload = _workload(cfg, requests)
-    deadlines = {"cpu_seconds": cpu_seconds, "wall_seconds": wall_seconds}
     if ray_address is None:
         evaluator = _shadows(cfg, run, workload, judge, workers, as_json)
         evaluator.deadlines = deadlines
@@ -188,8 +194,15 @@ def _evolve(
         raise SystemExit(1)  # the run is done and reported; the hand-off was refused
 
 
-def _open_run(cfg: Config, requests_file: Path, **options: Any) -> tuple[Any, list[Any]]:
-    """The run (new, or resumed) and the workload; exits 2 with the reason on bad input."""
+def _open_run(
+    cfg: Config,
+    requests_file: Path,
+    judge: dict[str, Any],
+    deadlines: dict[str, float],
+    **options: Any,
+) -> tuple[Any, list[Any]]:
+    """The run (new, or resumed: its judge and deadlines are those it was started with) and
+    the workload; exits 2 with the reason on bad input."""
     from osup_mp.cli.traffic import read_requests
     from osup_mp.evolution.genetic import VariationError, genes
     from osup_mp.evolve.mutator import CommandMutator
@@ -210,7 +223,10 @@ def _open_run(cfg: Config, requests_file: Path, **options: Any) -> tuple[Any, li
         genes(code)  # refuses, with the reason, code that cannot be varied
         argv = shlex.split(options["mutator"]) if options["mutator"] else None
         sizes = (options["generations"], options["population"], options["seed"], options["elite"])
-        spec = RunSpec(code, target, *sizes, mutator=argv, pareto=options["pareto"])
+        spec = RunSpec(
+            code, target, *sizes, mutator=argv, pareto=options["pareto"], judge=judge,
+            deadlines=deadlines,
+        )  # fmt: skip
         return Run.create(root, spec, CommandMutator(argv, target) if argv else None), requests
     except (ValueError, OSError, RunError, VariationError) as exc:
         fail(str(exc), EXIT_USAGE)

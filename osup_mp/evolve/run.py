@@ -57,6 +57,10 @@ class RunSpec:
     mutation_rate: float = 0.3
     mutator: list[str] | None = None  # a mutator command's argv (see .mutator)
     pareto: bool = False  # select by NSGA-II's fronts, not by the weighted fitness
+    # How variants are judged and limited (evolve.judge.Judge's data; cpu/wall seconds):
+    # kept with the run, so that a resumed run fails and ranks variants as before.
+    judge: dict[str, Any] | None = None
+    deadlines: dict[str, float] | None = None
 
 
 @dataclass(slots=True)
