@@ -24,7 +24,7 @@ COMMANDS = {
     "logs": ("logs:command", "Show the log, or follow it with -f."),
     "config": ("config_cmd:command", "Show the configuration in force."),
     "request": ("request:command", "Send one JSON request to the main agent."),
-    "traffic": ("traffic:command", "Replay requests from a file; report rate and latency."),
+    "traffic": ("traffic:command", "Replay requests from a file, or record live ones."),
     "shadow": ("shadow:command", "Start, stop and list shadow agents."),
     "agent-restart": ("shadow:agent_restart", "Restart one agent process."),
     "hot-reload": ("shadow:hot_reload", "Replace a module of a running agent."),

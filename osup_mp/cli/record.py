@@ -87,7 +87,7 @@ def record(
     )  # fmt: skip
 
 
-@click.command("record")
+@click.command("record", short_help="Record live read-only requests to a JSONL file.")
 @click.option(
     "--out",
     "path",
