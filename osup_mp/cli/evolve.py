@@ -26,7 +26,13 @@ REFERENCE_VALIDATOR = "osup_mp.agent.reference.agent:MemoryAgent"
 
 
 @click.group("evolve", invoke_without_command=True)
-@click.option("--code", "code_file", type=click.Path(path_type=Path), metavar="FILE")
+@click.option(
+    "--code",
+    "code_file",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="The module to start from (its tunables are what varies).",
+)
 @click.option("--target", metavar="MODULE", help="The module the code replaces.")
 @click.option(
     "--requests",
@@ -35,10 +41,30 @@ REFERENCE_VALIDATOR = "osup_mp.agent.reference.agent:MemoryAgent"
     metavar="FILE",
     help="The workload: one JSON request per line (read-only requests).",
 )
-@click.option("--generations", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--population", type=click.IntRange(min=2), default=8, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--elite", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option(
+    "--generations",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Generations to run.",
+)
+@click.option(
+    "--population",
+    type=click.IntRange(min=2),
+    default=8,
+    show_default=True,
+    help="Variants per generation.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="The seed of every random choice."
+)
+@click.option(
+    "--elite",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="The best variants kept, unchanged, for the next generation.",
+)
 @click.option(
     "--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Shadows at once."
 )
