@@ -468,3 +468,26 @@ def test_status_loads_one_command_module() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     lines = out.stdout.strip().splitlines()
     assert lines[-2:] == ["['osup_mp.cli.status']", "[]"], out.stdout + out.stderr
+
+
+@pytest.mark.unit
+def test_every_command_and_option_says_what_it_is_for() -> None:
+    """Help is whole: every command and every option of every command has its text."""
+    import click
+
+    from osup_mp.cli.main import cli
+
+    ctx = click.Context(cli)
+    missing = []
+    todo = [(name, cli.get_command(ctx, name)) for name in cli.list_commands(ctx)]
+    while todo:
+        name, command = todo.pop()
+        assert command is not None, name
+        if not (command.help or command.short_help):
+            missing.append(name)
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.help:
+                missing.append(f"{name} {param.opts[0]}")
+        if isinstance(command, click.Group):
+            todo += [(f"{name} {sub}", c) for sub, c in command.commands.items()]
+    assert not missing, f"without help: {missing}"

@@ -108,7 +108,14 @@ def stop(ctx: click.Context, experiment_id: str, as_json: bool) -> None:
 
 
 @click.command("history")
-@click.option("-n", "count", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="How many of the newest decided experiments.",
+)
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def history(ctx: click.Context, count: int, as_json: bool) -> None:
