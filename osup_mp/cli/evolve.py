@@ -338,12 +338,24 @@ def _generations(run: Any, evaluator: Any, gated: Any, as_json: bool) -> None:
         while not run.done:
             run.step(evaluator.evaluate, gated)
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[so_far]}"),
+    )  # fmt: skip
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         while not run.done:
             index = len(run.history) + 1
-            task = bar.add_task(f"generation {index}/{run.spec.generations}", total=None)
-            evaluator.on_variant = lambda _figures, task=task: bar.advance(task)
+            task = bar.add_task(f"generation {index}/{run.spec.generations}", total=None, so_far="")
+            measured: list[Any] = []  # this generation's figures, as variants complete
+
+            def done(figures: Any, task: Any = task, measured: list[Any] = measured) -> None:
+                measured.append(figures)  # from the evaluator's threads: one append each
+                failed = sum(f.failure is not None for f in measured)
+                medians = [f.median_ms for f in measured if f.failure is None and f.latencies_ms]
+                best = f", best median {min(medians):.2f} ms" if medians else ""
+                bar.update(task, advance=1, so_far=f"{failed} failed{best}")
+
+            evaluator.on_variant = done
             generation = run.step(evaluator.evaluate, gated)
             bar.remove_task(task)
             bar.console.print(report.generation_line(generation, run.spec.generations))
