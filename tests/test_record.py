@@ -168,3 +168,13 @@ def test_traffic_record_keeps_live_reads_only(make_tree, tmp_path: Path) -> None
     assert unknown.returncode == 2 and "--share" in unknown.stderr
     both = tree.cli("traffic", "--file", str(out), "record", "--out", str(out))
     assert both.returncode == 2 and "not an option of record" in both.stderr
+
+
+def test_recording_from_an_agent_without_read_only_operations_is_refused(make_tree) -> None:
+    minimal = Path(__file__).resolve().parent / "support" / "agents" / "minimal_agent.py"
+    agent = {"gerbil_executable": sys.executable, "gerbil_main_script": str(minimal)}
+    tree = make_tree(o_supervisor=agent).start()
+    assert tree.agents()["main"]["read_only"] == []
+    done = tree.cli("traffic", "record", "--out", "never.jsonl", "--seconds", "30")
+    assert done.returncode == 1 and "declares no read-only operation" in done.stderr
+    assert tree.agents()["main"]["mirror_ratio"] == 0.0  # no recording was started

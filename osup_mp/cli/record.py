@@ -127,6 +127,8 @@ def command(
 
     part = path.with_name(path.name + ".part")
     try:
+        with Client.for_config(cfg, timeout=30.0) as client:
+            _refuse_without_reads(client)
         with Client.for_config(cfg, timeout=30.0) as client, part.open("w") as out:
             report = record(
                 client, out, share=share, count=count, seconds=seconds, lost=(ClientError,),
@@ -156,6 +158,18 @@ def command(
         fail(f"the recording was lost: {report.error} ({report.written} requests written)")
     if report.interrupted:
         ctx.exit(EXIT_INTERRUPTED)
+
+
+def _refuse_without_reads(control: Control) -> None:
+    """Exit 1 at once when the main agent declares no read-only operation: nothing would
+    ever be recorded."""
+    agents = control.request("status").get("agents") or []
+    main = next((a for a in agents if a["id"] == "main"), None)
+    if main is not None and main["state"] == "RUNNING" and not main.get("read_only"):
+        fail(
+            "the main agent declares no read-only operation, so nothing can be recorded "
+            "(an agent lists them in its ready frame: docs/protocol.md)"
+        )
 
 
 def _progress(count: int) -> Callable[[int], None]:
