@@ -178,3 +178,30 @@ def test_recording_from_an_agent_without_read_only_operations_is_refused(make_tr
     done = tree.cli("traffic", "record", "--out", "never.jsonl", "--seconds", "30")
     assert done.returncode == 1 and "declares no read-only operation" in done.stderr
     assert tree.agents()["main"]["mirror_ratio"] == 0.0  # no recording was started
+
+
+def test_a_splitter_restart_ends_the_recording_and_keeps_what_was_taken(
+    make_tree, tmp_path: Path
+) -> None:
+    tree = make_tree().start()
+    out = tmp_path / "live.jsonl"
+    cmd = [sys.executable, "-m", "osup_mp", "--config", str(tree.config_path), "traffic",
+           "record", "--out", str(out), "--count", "100000", "--share", "1"]  # fmt: skip
+    recorder = subprocess.Popen(cmd, env=tree.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+    try:
+        wait_for(lambda: tree.agents()["main"]["mirror_ratio"] == 1.0, what="the recording")
+        with tree.data_client() as client:
+            for i in range(30):
+                client.request("request", data={"op": "memory_search", "query": f"q{i}", "k": 1})
+        wait_for(lambda: out.with_name("live.jsonl.part").stat().st_size > 0, what="a take")
+        assert tree.cli("restart", "splitter").returncode == 0
+        stderr = recorder.communicate(timeout=30)[1]
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.communicate()
+    assert recorder.returncode == 1 and "the recording was lost" in stderr, stderr
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert 0 < len(kept) <= 30 and f"{len(kept)} requests written" in stderr
+    assert all(line["op"] == "memory_search" for line in kept)

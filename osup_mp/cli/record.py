@@ -72,6 +72,7 @@ def record(
             break
         for data in figures["requests"]:
             out.write(json.dumps(data, separators=(",", ":")) + "\n")
+        out.flush()  # FILE.part grows as pages come: what was taken is on disk
         written += len(figures["requests"])
         progress(written)
         if not figures["active"] and not figures["more"]:
