@@ -34,6 +34,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "evolve" / "memory_
 # fmt: off
 PLANS = {  # name: (full, quick)
     "blocks": (20000, 3000), "searches": (50, 20), "variants": (8, 4), "shadows": (4, 3),
+    "ray": (1, 0),  # a local Ray instance too (when Ray is installed): full runs only
 }
 # fmt: on
 
@@ -66,14 +67,42 @@ def in_process(code: str, memories: list[str], searches: list[dict[str, Any]]) -
     return time.perf_counter() - started
 
 
-def standalone_seconds(tree: h.Tree, target: str, workload: Any, variants: list[str]) -> float:
-    """The median seconds of one variant evaluated away from the tree, from a checkpoint."""
+def standalone_job(tree: h.Tree, target: str, workload: Any) -> Job:
+    """A job as ``evolve --ray`` makes one: from a checkpoint of the main taken now."""
     checkpoint_id, lsn, payload = snapshot(tree.cfg)
     o = tree.cfg.o_supervisor
-    job = Job(
+    return Job(
         o.gerbil_executable, str(o.gerbil_main_script or ""), target, payload, checkpoint_id,
         lsn, workload, Judge(), tree.cfg.watchdog.limits(), max_frame=tree.cfg.agent.max_frame,
     )  # fmt: skip
+
+
+def ray_per_minute(job: Job, variants: list[str]) -> float | None:
+    """Variants per minute as tasks of a local Ray instance with 2 CPUs (its start and stop
+    not counted); None when Ray is not installed."""
+    try:
+        from osup_mp.evolve.on_ray import RayEvaluator, RayUnavailable
+    except ImportError:
+        return None
+    try:
+        evaluator = RayEvaluator(job, "local", workers=2)
+    except RayUnavailable:
+        return None
+    try:
+        evaluator.evaluate(variants[:1])  # the workers' first import, not counted
+        started = time.perf_counter()
+        figures = evaluator.evaluate(variants)
+        elapsed = time.perf_counter() - started
+    finally:
+        evaluator.close()
+    failed = [f.failure for f in figures if f.failure and "differ" not in f.failure]
+    if failed:
+        raise h.BenchError(f"a Ray evaluation failed: {failed[0]}")
+    return len(variants) / elapsed * 60
+
+
+def standalone_seconds(job: Job, variants: list[str]) -> float:
+    """The median seconds of one variant evaluated away from the tree, from a checkpoint."""
     seconds = []
     for code in variants:
         started = time.perf_counter()
@@ -112,7 +141,9 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
                 raise h.BenchError(f"evaluations failed: {failed[:2]}")
             per_minute[workers] = [len(variants) / elapsed * 60]
         progress(f"{len(variants)} variants in standalone keepers (what a Ray task runs)")
-        keeper_s = standalone_seconds(tree, "memory_system", workload, variants)
+        job = standalone_job(tree, "memory_system", workload)
+        keeper_s = standalone_seconds(job, variants)
+        on_ray = ray_per_minute(job, variants) if plan.ray else None
         with Client.for_config(tree.cfg) as client:
             left = [a["id"] for a in client.request("status")["agents"] if a["id"] != "main"]
     if left:
@@ -143,6 +174,11 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
         ok=None,
         keeper_s=keeper_s,
     )
+    if on_ray is not None:
+        report.compare(
+            "variants evaluated per minute as Ray tasks, 2 CPUs (a local instance)",
+            [on_ray], per_minute[2], "2 shadows", "", "variants/min",
+        )  # fmt: skip
     rates = {k: round(v[0], 1) for k, v in per_minute.items()}
     report.note(
         f"{plan.blocks:,} memories, {plan.searches} searches per variant, {len(variants)} variants "
