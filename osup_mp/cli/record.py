@@ -130,13 +130,12 @@ def command(
     try:
         with Client.for_config(cfg, timeout=30.0) as client:
             _refuse_without_reads(client)
-        with Client.for_config(cfg, timeout=30.0) as client, part.open("w") as out:
-            report = record(
-                client, out, share=share, count=count, seconds=seconds, lost=(ClientError,),
-                progress=_progress(count),
-            )  # fmt: skip
-            out.flush()
-            os.fsync(out.fileno())
+            with part.open("w") as out:
+                report = record(
+                    client, out, share=share, count=count, seconds=seconds, lost=(ClientError,),
+                    progress=_progress(count),
+                )  # fmt: skip
+                os.fsync(out.fileno())  # record() flushed each page
         part.replace(path)
     except NotRunning:
         part.unlink(missing_ok=True)

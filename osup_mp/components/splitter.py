@@ -87,6 +87,7 @@ class TrafficSplitter(Component):
         self.hook_errors = 0
         self.samples: list[RecordSample] = []  # made, not yet sent to the health monitor
         self.recordings: dict[str, Recording] = {}
+        self._recordings_timer: int | None = None  # one for all recordings
 
     def init(self) -> None:
         if self.hook_path:
@@ -151,7 +152,7 @@ class TrafficSplitter(Component):
         )
         self.recordings[request.id] = recording
         self._tell_main()
-        self.send_after(min(request.seconds, ABANDONED / 3), "recordings")
+        self._check_recordings_later()
         logger.info(
             "splitter: recording {}: {:.0%} of read-only requests, {} at most, {:g} s at most",
             request.id, request.share, request.count, request.seconds,
@@ -184,9 +185,19 @@ class TrafficSplitter(Component):
                     recording.id, ABANDONED, recording.kept,
                 )  # fmt: skip
         self._tell_main()
+        self._check_recordings_later()
+
+    def _check_recordings_later(self) -> None:
+        """One timer for every recording: at the nearest deadline, else to look for those
+        abandoned; none once there is no recording."""
+        if self._recordings_timer is not None:
+            self.cancel_timer(self._recordings_timer)
+            self._recordings_timer = None
         if self.recordings:
+            now = time.monotonic()
             left = [r.deadline - now for r in self.recordings.values() if r.active(now)]
-            self.send_after(max(0.01, min([*left, ABANDONED / 3])), "recordings")
+            delay = max(0.01, min([*left, ABANDONED / 3]))
+            self._recordings_timer = self.send_after(delay, "recordings")
 
     @on_cast(Mirrored)
     def _on_copy(self, copy: Mirrored) -> None:
@@ -281,6 +292,7 @@ class TrafficSplitter(Component):
         if msg == "flush_samples":
             self._flush_samples()
         elif msg == "recordings":
+            self._recordings_timer = None
             self._check_recordings()
         else:
             super().handle_info(msg)
