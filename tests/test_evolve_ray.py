@@ -18,7 +18,7 @@ from test_evolve_limits import MISBEHAVIOURS, _daemons, _variant
 
 from osup_mp.evolve.judge import Judge
 from osup_mp.evolve.shadows import reference
-from osup_mp.evolve.standalone import Job, evaluate, snapshot
+from osup_mp.evolve.standalone import Job, evaluate
 
 LIMITS = {"watchdog": {"shadow_rss_mb": 250}}
 SEARCHES = [{"op": "memory_search", "query": f"note {i}", "k": 3} for i in range(5)]
@@ -28,13 +28,8 @@ def _job(tree: Any, **deadlines: float) -> Job:
     with tree.data_client() as client:
         for i in range(50):
             client.request("request", data={"op": "memory_add", "text": f"note {i % 7} {i}"})
-    checkpoint_id, lsn, payload = snapshot(tree.cfg)
-    o = tree.cfg.o_supervisor
-    return Job(
-        o.gerbil_executable, str(o.gerbil_main_script or ""), "memory_system", payload,
-        checkpoint_id, lsn, reference(tree.cfg, SEARCHES), Judge(), tree.cfg.watchdog.limits(),
-        max_frame=tree.cfg.agent.max_frame, **deadlines,
-    )  # fmt: skip
+    workload = reference(tree.cfg, SEARCHES)
+    return Job.for_tree(tree.cfg, "memory_system", workload, Judge(), **deadlines)
 
 
 def _ray_pids() -> set[int]:

@@ -309,18 +309,13 @@ def _on_ray(
     """Ray tasks, each starting from a checkpoint of the main taken now."""
     from osup_mp.client import ClientError
     from osup_mp.evolve.on_ray import RayEvaluator, RayUnavailable
-    from osup_mp.evolve.standalone import Job, snapshot
+    from osup_mp.evolve.standalone import Job
     from osup_mp.storage.checkpoints.store import VaultError
 
     try:
-        checkpoint_id, lsn, payload = snapshot(cfg)
+        job = Job.for_tree(cfg, target, workload, judge, **deadlines)
     except (ClientError, OSError, VaultError) as exc:
         fail(f"cannot take the main's state for Ray tasks: {exc}")
-    o = cfg.o_supervisor
-    job = Job(
-        o.gerbil_executable, str(o.gerbil_main_script or ""), target, payload, checkpoint_id,
-        lsn, workload, judge, cfg.watchdog.limits(), max_frame=cfg.agent.max_frame, **deadlines,
-    )  # fmt: skip
     try:
         return RayEvaluator(job, address, workers)
     except RayUnavailable as exc:

@@ -22,12 +22,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import psutil
-
 from osup_mp.client import Client, ClientError
 from osup_mp.config import Config
 from osup_mp.evolution.genetic.fitness import Figures
 from osup_mp.evolve.judge import Judge, VariantDied, Workload
+from osup_mp.lowlevel.limits import rss_mb
 
 
 def reference(cfg: Config, requests: Sequence[Any], timeout: float = 30.0) -> Workload:
@@ -145,10 +144,7 @@ def _agent(client: Client, shadow: str) -> dict[str, Any]:
 
 def _memory_mb(client: Client, shadow: str) -> float:
     pid = _agent(client, shadow).get("pid")
-    try:
-        return float(psutil.Process(int(pid)).memory_info().rss) / 2**20 if pid else 0.0
-    except psutil.Error:
-        return 0.0
+    return rss_mb(int(pid)) if pid else 0.0
 
 
 def _killed(client: Client, shadow: str) -> str:

@@ -21,7 +21,6 @@ import itertools
 import json
 import os
 import resource
-import signal
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from osup_mp.client import Client
 from osup_mp.config import Config
 from osup_mp.evolution.genetic.fitness import Figures
 from osup_mp.evolve.judge import Judge, VariantDied, Workload
-from osup_mp.lowlevel.limits import Limits, Sampler
+from osup_mp.lowlevel.limits import Limits, Sampler, cpu_deadline_reason, cpu_rlimit, rss_mb
 from osup_mp.lowlevel.proc import (
     become_subreaper,
     die_with_parent,
@@ -81,22 +80,35 @@ class Job:
         }
 
     @classmethod
+    def for_tree(
+        cls,
+        cfg: Config,
+        target: str,
+        workload: Workload,
+        judge: Judge,
+        cpu_seconds: float | None = None,
+        wall_seconds: float | None = None,
+    ) -> Job:
+        """A job for the running tree's agent, from a checkpoint of its main taken now and
+        read from the vault's file (ClientError, OSError, VaultError: why not)."""
+        with Client.for_config(cfg, timeout=90.0) as client:
+            record = client.request("checkpoint_create")
+        path = cfg.o_supervisor.checkpoint_dir / "files" / f"{record['id']}.ckpt"
+        checkpoint = decode(path.read_bytes(), str(path))
+        o = cfg.o_supervisor
+        return cls(
+            o.gerbil_executable, str(o.gerbil_main_script or ""), target, checkpoint.payload,
+            checkpoint.id, checkpoint.lsn, workload, judge, cfg.watchdog.limits(),
+            cpu_seconds, wall_seconds, max_frame=cfg.agent.max_frame,
+        )  # fmt: skip
+
+    @classmethod
     def from_data(cls, data: dict[str, Any]) -> Job:
         w = data["workload"]
         return cls(**data | {
             "workload": Workload(tuple(w["requests"]), tuple(w["answers"])),
             "judge": Judge(**data["judge"]), "limits": Limits(**data["limits"]),
         })  # fmt: skip
-
-
-def snapshot(cfg: Config, timeout: float = 90.0) -> tuple[str, int, bytes]:
-    """A checkpoint of the main agent taken now: its id, its LSN and its payload, read
-    from the vault's file (a variant away from the tree starts from it)."""
-    with Client.for_config(cfg, timeout=timeout) as client:
-        record = client.request("checkpoint_create")
-    path = cfg.o_supervisor.checkpoint_dir / "files" / f"{record['id']}.ckpt"
-    checkpoint = decode(path.read_bytes(), str(path))  # VaultError: it is damaged
-    return checkpoint.id, checkpoint.lsn, checkpoint.payload
 
 
 def evaluate(job: Job, code: str) -> Figures:
@@ -140,9 +152,8 @@ class _Agent:
         die_with_parent()
         for which, value in self.job.limits.rlimits():
             resource.setrlimit(which, (value, value))
-        if self.job.cpu_seconds is not None:  # SIGXCPU at the deadline, SIGKILL 1 s later
-            cpu = int(self.job.cpu_seconds + 0.999)
-            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        if self.job.cpu_seconds is not None:
+            resource.setrlimit(resource.RLIMIT_CPU, cpu_rlimit(self.job.cpu_seconds))
 
     def start(self) -> None:
         self.session.start()
@@ -198,19 +209,14 @@ class _Agent:
 
     def _died(self, why: str) -> str:
         code = self.session.exit_code
-        cpu = self.job.cpu_seconds
-        if cpu is not None and code in (-signal.SIGXCPU, -signal.SIGKILL):
-            return f"killed: CPU-time deadline {cpu:g} s ({signal.Signals(-code).name})"
+        reason = None if code is None else cpu_deadline_reason(code, self.job.cpu_seconds)
+        if reason is not None:
+            return reason
         stderr = self.session.last_stderr()
         return f"its agent died: {why}" + (f" (last stderr line: {stderr})" if stderr else "")
 
     def memory_mb(self) -> float:
-        import psutil
-
-        try:
-            return float(psutil.Process(self.session.pid or 0).memory_info().rss) / 2**20
-        except psutil.Error:
-            return 0.0
+        return rss_mb(self.session.pid) if self.session.pid else 0.0
 
     def close(self) -> None:
         self.session.close()  # its process group

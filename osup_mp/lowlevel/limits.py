@@ -8,7 +8,9 @@ samples, so a burst (an import, an index build) is not a breach, a spinning loop
 
 from __future__ import annotations
 
+import math
 import resource
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -33,6 +35,29 @@ class Limits:
             (resource.RLIMIT_NOFILE, self.max_fds * 2),
             (resource.RLIMIT_AS, (self.rss_mb * 4 + 1024) * 1024 * 1024),
         ]
+
+
+def cpu_rlimit(seconds: float) -> tuple[int, int]:
+    """RLIMIT_CPU's (soft, hard) for a CPU-time deadline: SIGXCPU at the deadline, SIGKILL a
+    second later for a process that ignores it."""
+    soft = math.ceil(seconds)
+    return soft, soft + 1
+
+
+def cpu_deadline_reason(code: int, seconds: float | None) -> str | None:
+    """Why a process with a CPU-time deadline of ``seconds`` died, when its exit status
+    ``code`` (a Popen return code) is that deadline's signal; None otherwise."""
+    if seconds is None or code not in (-signal.SIGXCPU, -signal.SIGKILL):
+        return None
+    return f"killed: CPU-time deadline {seconds:g} s ({signal.Signals(-code).name})"
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of ``pid`` in MiB; 0.0 when it is gone."""
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except psutil.Error:
+        return 0.0
 
 
 class Sampler:

@@ -28,7 +28,7 @@ from osup_mp.client import Client
 from osup_mp.evolution.genetic import mutate
 from osup_mp.evolve.judge import Judge
 from osup_mp.evolve.shadows import ShadowEvaluator, reference
-from osup_mp.evolve.standalone import Job, evaluate, snapshot
+from osup_mp.evolve.standalone import Job, evaluate
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "evolve" / "memory_system.py"
 # fmt: off
@@ -65,16 +65,6 @@ def in_process(code: str, memories: list[str], searches: list[dict[str, Any]]) -
     for search in searches:
         module.search(matrix, module.embed(search["query"]), search["k"], norms=norms)
     return time.perf_counter() - started
-
-
-def standalone_job(tree: h.Tree, target: str, workload: Any) -> Job:
-    """A job as ``evolve --ray`` makes one: from a checkpoint of the main taken now."""
-    checkpoint_id, lsn, payload = snapshot(tree.cfg)
-    o = tree.cfg.o_supervisor
-    return Job(
-        o.gerbil_executable, str(o.gerbil_main_script or ""), target, payload, checkpoint_id,
-        lsn, workload, Judge(), tree.cfg.watchdog.limits(), max_frame=tree.cfg.agent.max_frame,
-    )  # fmt: skip
 
 
 def ray_per_minute(job: Job, variants: list[str]) -> float | None:
@@ -141,7 +131,7 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
                 raise h.BenchError(f"evaluations failed: {failed[:2]}")
             per_minute[workers] = [len(variants) / elapsed * 60]
         progress(f"{len(variants)} variants in standalone keepers (what a Ray task runs)")
-        job = standalone_job(tree, "memory_system", workload)
+        job = Job.for_tree(tree.cfg, "memory_system", workload, Judge())
         keeper_s = standalone_seconds(job, variants)
         on_ray = ray_per_minute(job, variants) if plan.ray else None
         with Client.for_config(tree.cfg) as client:

@@ -7,7 +7,6 @@ its shared-memory slot. Kept apart from the manager so the contract reads in one
 
 from __future__ import annotations
 
-import math
 import os
 import resource
 import signal
@@ -15,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from osup_mp.config import Config
+from osup_mp.lowlevel.limits import cpu_rlimit
 from osup_mp.lowlevel.proc import resolve_executable, set_parent_death_signal
 from osup_mp.wire.launch import THREAD_POOL_VARS, LaunchEnv, agent_args
 
@@ -89,9 +89,7 @@ def pre_exec(
     if role == "main":
         return None
     limits = shadow_limits(cfg)
-    cpu = deadlines.cpu_seconds
-    if cpu is not None:  # SIGXCPU at the deadline: an agent that ignores it dies 1 s later
-        limits.append((resource.RLIMIT_CPU, math.ceil(cpu)))
+    cpu = None if deadlines.cpu_seconds is None else cpu_rlimit(deadlines.cpu_seconds)
     standby = role == "standby"
     nice = cfg.watchdog.shadow_nice
 
@@ -99,9 +97,9 @@ def pre_exec(
         set_parent_death_signal(signal.SIGKILL)
         for which, value in limits:
             hard = resource.getrlimit(which)[1] if standby else value
-            if which == resource.RLIMIT_CPU:
-                hard = value + 1
             resource.setrlimit(which, (value, hard))
+        if cpu is not None:
+            resource.setrlimit(resource.RLIMIT_CPU, cpu)
         if not standby:
             os.setpriority(os.PRIO_PROCESS, 0, nice)
 

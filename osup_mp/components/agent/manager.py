@@ -70,6 +70,7 @@ from osup_mp.components.messages import (
     WalEntries,
 )
 from osup_mp.config import Config
+from osup_mp.lowlevel.limits import cpu_deadline_reason
 from osup_mp.lowlevel.proc import (
     become_subreaper,
     close_pipes,
@@ -345,7 +346,8 @@ class AgentManager(Component):
                 self._signal(signal.SIGKILL)
         elif isinstance(msg, tuple) and msg[0] == "wall_deadline":
             if msg[1] == self.generation and self.state in (S.STARTING, S.RUNNING):
-                self._deadline_passed(f"wall-clock deadline {self.deadlines.wall_seconds:g} s")
+                wall = self.deadlines.wall_seconds
+                self._deadline_passed(f"killed: wall-clock deadline {wall:g} s")
                 self._stop_agent(kill=True)
         elif msg == "expire":
             self.requests.on_timer()
@@ -587,15 +589,14 @@ class AgentManager(Component):
     def _past_cpu_deadline(self, code: int) -> bool:
         """Whether the agent died of its CPU-time deadline (SIGXCPU, or SIGKILL at the hard
         limit a second later); the kill reason says so."""
-        cpu = self.deadlines.cpu_seconds
-        if cpu is None or code not in (-signal.SIGXCPU, -signal.SIGKILL):
-            return False
-        self._deadline_passed(f"CPU-time deadline {cpu:g} s ({signal.Signals(-code).name})")
-        return True
+        reason = cpu_deadline_reason(code, self.deadlines.cpu_seconds)
+        if reason is not None:
+            self._deadline_passed(reason)
+        return reason is not None
 
-    def _deadline_passed(self, what: str) -> None:
-        self.last_kill_reason = f"killed: {what}"
-        logger.warning("agent {}: {}", self.instance_id, self.last_kill_reason)
+    def _deadline_passed(self, reason: str) -> None:
+        self.last_kill_reason = reason
+        logger.warning("agent {}: {}", self.instance_id, reason)
 
     def _bury(self, pid: int, code: int) -> None:
         """After the agent ``pid`` exited: kill what it left, in its process group or not."""
