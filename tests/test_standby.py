@@ -64,6 +64,7 @@ def test_the_standby_follows_and_takes_over_at_once(make_tree) -> None:
     main = _main(tree)
     assert standby["role"] == "standby" and standby["pid"] != main["pid"]
     assert standby["slot"] == 1 and standby["applied_lsn"] == 0
+    assert main["life_lock"] and standby["life_lock"]  # SDK agents hold one
 
     _add(tree, 0, 300)
     wait_for(lambda: _standby(tree)["applied_lsn"] == 300, what="the standby at LSN 300")
@@ -86,6 +87,30 @@ def test_the_standby_follows_and_takes_over_at_once(make_tree) -> None:
     wait_for(lambda: _standby(tree)["applied_lsn"] == 400, what="the new standby to follow")
     assert _main(tree)["applied_lsn"] == 400
     wait_for(lambda: "standby pid" in tree.log_text and "promoted in" in tree.log_text)
+
+
+def test_a_main_with_much_to_free_is_replaced_before_it_is_gone(make_tree, monkeypatch) -> None:
+    """A main with 2 GiB to free (milliseconds of teardown) and a child of its own: its
+    manager acts on its death when its life lock is released, reaps it once the kernel has
+    freed it, and only then kills what it left."""
+    monkeypatch.setenv("SCRIPTED_MAIN_HOG_MB", "2048")
+    osup = {
+        **STANDBY["o_supervisor"],
+        "gerbil_executable": sys.executable,
+        "gerbil_main_script": str(AGENTS_DIR / "scripted.py"),
+    }
+    tree = make_tree(o_supervisor=osup, agent=STANDBY["agent"]).start()
+    wait_for(lambda: _following(tree), 30, what="the standby to follow")
+    main, standby = _main(tree), _standby(tree)
+    assert main["life_lock"] and standby["life_lock"]
+    child = tree.agent_request({"do": "spawn", "setsid": True})
+    os.kill(main["pid"], signal.SIGKILL)
+    assert tree.agent_request({"echo": 1}) == {"echo": 1}  # the promoted standby answers
+    assert _main(tree)["pid"] == standby["pid"]
+    wait_for(lambda: "noticed by its life lock" in tree.log_text, what="the promotion logged")
+    wait_for(lambda: not os.path.exists(f"/proc/{main['pid']}"), what="the dead main reaped")
+    wait_for(lambda: not os.path.exists(f"/proc/{child}"), what="its child killed")
+    assert f"pid {main['pid']} died (killed by SIGKILL, noticed by its life lock)" in tree.log_text
 
 
 def test_main_kills_under_write_load_lose_and_repeat_nothing(make_tree) -> None:

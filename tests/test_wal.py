@@ -37,8 +37,6 @@ from osup_mp.storage.wal.store import (
     verify_dir,
 )
 
-pytestmark = pytest.mark.unit  # no process started
-
 HDR = RECORD_HEADER.size  # 21
 SEG_HDR = SEGMENT_HEADER.size  # 16
 
@@ -80,7 +78,8 @@ def flip_bit(path: Path, offset: int, mask: int = 0x10) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.fixture(autouse=True, params=["serial", "parallel"])
+# The serial run is a unit test; the parallel one forks a helper process, so it is not.
+@pytest.fixture(autouse=True, params=[pytest.param("serial", marks=pytest.mark.unit), "parallel"])
 def verify_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test twice: open() verifying every segment itself, and with the newer half
     verified by its forked helper (from any size on); the outcome must be the same."""

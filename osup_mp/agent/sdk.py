@@ -140,6 +140,7 @@ class Agent:
         self._window = _Window()
         self._stop = False
         self._ready_sent = False
+        self._life_lock = False  # held: ready says so (lowlevel.lifelock)
         self._timers: dict[str, float] = {}
         self.checkpoint_id: str | None = None
         self.shm: Any = None
@@ -266,6 +267,7 @@ class Agent:
     def run(self) -> int:
         """Serve until stdin closes or the manager stops us; return the exit status."""
         _die_with_manager()
+        self._life_lock = _hold_life_lock()
         self._in_fd = sys.stdin.fileno()
         self._out_fd = os.dup(1)
         os.dup2(2, 1)  # stray prints go to stderr, never into the frame stream
@@ -453,6 +455,8 @@ class Agent:
             ready = {"type": FromAgent.READY, "pid": os.getpid(), "role": self.options.role}
             if self.read_only_ops:
                 ready["read_only"] = sorted(self.read_only_ops)
+            if self._life_lock:
+                ready["life_lock"] = True
             self.send(ready)
 
     def _pause_gc(self) -> None:
@@ -582,6 +586,23 @@ def _die_with_manager() -> None:
     set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != manager:
         os._exit(1)
+
+
+def _hold_life_lock() -> bool:
+    """Hold the life lock the manager passed (``OSUP_LIFE_LOCK_FD``), from this, the main
+    thread, for as long as the agent lives: the manager then acts on its death before the
+    kernel has freed its memory. Without one the manager waits for the kernel."""
+    fd = launch.LaunchEnv.from_env(os.environ).life_lock_fd
+    if fd is None:
+        return False
+    from osup_mp.lowlevel.lifelock import hold
+
+    try:
+        hold(fd)
+    except OSError as exc:
+        print(f"agent: life lock not held ({exc})", file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 def accepted_keywords(function: Any) -> frozenset[str]:

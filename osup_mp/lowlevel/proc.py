@@ -219,12 +219,13 @@ def spawn_piped(
     *,
     stderr: int = subprocess.PIPE,
     pre_exec: Callable[[], None] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """The one way an agent is started: stdin and stdout on pipes (stderr too, unless told
     otherwise), its own session so that its whole process group can be signalled, no
-    inherited descriptors. ``pre_exec`` runs between fork and exec; leave it out where
-    start-up time counts (any hook forces a full fork instead of ``vfork``). Raises
-    ``OSError`` when the executable cannot be run."""
+    inherited descriptors but ``pass_fds``. ``pre_exec`` runs between fork and exec; leave
+    it out where start-up time counts (any hook forces a full fork instead of ``vfork``).
+    Raises ``OSError`` when the executable cannot be run."""
     return subprocess.Popen(
         list(argv),
         stdin=subprocess.PIPE,
@@ -234,6 +235,7 @@ def spawn_piped(
         start_new_session=True,
         preexec_fn=pre_exec,
         close_fds=True,
+        pass_fds=tuple(pass_fds),
     )
 
 

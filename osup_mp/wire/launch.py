@@ -39,6 +39,7 @@ _NAMES: dict[str, str] = {
     "busy_poll_us": "OSUP_BUSY_POLL_US",
     "stall_timeout_ms": "OSUP_STALL_TIMEOUT_MS",
     "manager_pid": "OSUP_MANAGER_PID",
+    "life_lock_fd": "OSUP_LIFE_LOCK_FD",
 }
 
 
@@ -55,6 +56,7 @@ class LaunchEnv:
     busy_poll_us: int | None = None
     stall_timeout_ms: int | None = None
     manager_pid: int | None = None
+    life_lock_fd: int | None = None  # a robust mutex to hold for life (lowlevel.lifelock)
 
     def to_env(self) -> dict[str, str]:
         """The variables to add to an agent's environment."""

@@ -5,8 +5,9 @@ agent, a test agent that sleeps 1 s at start-up, the reference agent holding man
 blocks) two trees run side by side, one with ``[agent] standby`` and one without, and are
 killed in turns, so that both see the same background load. An Erlang/OTP supervisor
 restarting the tests' minimal agent is the outside baseline (when ``escript`` is here), and
-the kernel's own part of every kill (SIGKILL -> the process gone, as a pidfd says) is
-measured on the same kills. Then what a standby costs: its memory, and its CPU when idle.
+the kernel's report of every kill (SIGKILL -> the process gone, as a pidfd says, which comes
+once its memory is freed; the manager acts earlier, on the agent's life lock) is measured
+on the same kills. Then what a standby costs: its memory, and its CPU when idle.
 """
 
 from __future__ import annotations

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from osup_mp.config import Config
+from osup_mp.lowlevel.lifelock import LifeLock
 from osup_mp.lowlevel.limits import cpu_rlimit
-from osup_mp.lowlevel.proc import resolve_executable, set_parent_death_signal
+from osup_mp.lowlevel.proc import resolve_executable, set_parent_death_signal, spawn_piped
 from osup_mp.wire.launch import THREAD_POOL_VARS, LaunchEnv, agent_args
 
 
@@ -65,6 +67,23 @@ def agent_env(cfg: Config, shm_name: str, instance_id: str, slot: int, role: str
         # It will be the main: the main's thread pools, but no busy polling while it waits.
         return {**env, **LaunchEnv(busy_poll_us=0).to_env()}
     return env if role == "main" else {**env, **_ONE_THREAD}
+
+
+def spawn_agent(
+    argv: list[str], env: dict[str, str], pre: Callable[[], None] | None
+) -> tuple[subprocess.Popen[bytes], LifeLock | None]:
+    """Spawn an agent with a life lock to hold (``OSUP_LIFE_LOCK_FD``), when this host's C
+    library has robust mutexes: its manager then learns of its death before the kernel has
+    freed its memory (``lowlevel.lifelock``). ``OSError`` when it cannot be started."""
+    try:
+        life = LifeLock.create()
+    except OSError:
+        return spawn_piped(argv, env, pre_exec=pre), None
+    try:
+        env = {**env, **LaunchEnv(life_lock_fd=life.fd).to_env()}
+        return spawn_piped(argv, env, pre_exec=pre, pass_fds=(life.fd,)), life
+    finally:
+        life.close_fd()
 
 
 def pre_exec(

@@ -25,9 +25,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 from loguru import logger
@@ -42,6 +44,7 @@ from osup_mp.components.agent.launch import (
     agent_env,
     lift_limits,
     pre_exec,
+    spawn_agent,
 )
 from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
 from osup_mp.components.agent.requests import Requests
@@ -70,6 +73,7 @@ from osup_mp.components.messages import (
     WalEntries,
 )
 from osup_mp.config import Config
+from osup_mp.lowlevel.lifelock import LifeLock, dying_status, read_notices
 from osup_mp.lowlevel.limits import cpu_deadline_reason
 from osup_mp.lowlevel.proc import (
     become_subreaper,
@@ -77,7 +81,6 @@ from osup_mp.lowlevel.proc import (
     describe_exit,
     kill_descendants,
     signal_group,
-    spawn_piped,
 )
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_cast
@@ -112,7 +115,12 @@ class AgentManager(Component):
         self.deadlines = deadlines
         self.state = S.STOPPED
         self.proc: subprocess.Popen[bytes] | None = None
+        self.life: LifeLock | None = None
         self.pidfd = -1
+        self.notify_fd = -1  # life-lock notices are written here (lowlevel.lifelock)
+        # Agents that died but are not reaped yet (noticed by their life lock): pid ->
+        # (process, pidfd, whether to bury it once reaped).
+        self._dying: dict[int, tuple[subprocess.Popen[bytes], int, bool]] = {}
         self.generation = 0
         self.restarts = 0
         self.policy = RestartPolicy.from_config(cfg.agent)
@@ -144,6 +152,11 @@ class AgentManager(Component):
         # Orphans of the agent (double forks, setsid daemons) re-parent here, so each exit
         # of the agent can kill and reap everything it left behind.
         become_subreaper()
+        notices, self.notify_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # A life-lock waiter wakes holding no GIL: it must get it within 0.1 ms of a death,
+        # not the default 5 ms while this loop polls. No thread competes for it otherwise.
+        sys.setswitchinterval(1e-4)
+        self.watch_fd(notices, partial(self._on_life_notices, notices))
         role = Role.MAIN if self.role == "main" else Role.SHADOW
         self.shm.claim_slot(self.slot_index, role, self.instance_id)
         self.slot = self.shm.slot(self.slot_index)
@@ -205,6 +218,10 @@ class AgentManager(Component):
                 self.proc.wait()
             self._signal(signal.SIGKILL)  # what is left of its process group
         self._kill_leftovers()
+        for proc, pidfd, _bury in self._dying.values():  # dead, their memory being freed
+            proc.wait()
+            os.close(pidfd)
+        self._dying.clear()
         self._fail_requests("agent manager stopping")
         self.requests.close()
         self.shm.release_slot(self.slot_index)
@@ -403,10 +420,10 @@ class AgentManager(Component):
             argv = agent_argv(self.cfg, self.role, self.command)
             if restore is not None:
                 argv += [RESTORE_FLAG, restore["checkpoint_id"] or "wal"]
-            self.proc = spawn_piped(
+            self.proc, self.life = spawn_agent(
                 argv,
                 agent_env(self.cfg, self.shm.name, self.instance_id, self.slot_index, self.role),
-                pre_exec=pre_exec(self.cfg, self.role, self.deadlines),
+                pre_exec(self.cfg, self.role, self.deadlines),
             )
         except OSError as exc:
             self.proc = None
@@ -453,7 +470,7 @@ class AgentManager(Component):
         hot-loaded code and the unanswered requests, and write them out at once."""
         t0 = time.monotonic()
         self.durability.hand_over()
-        proc, pidfd, self.pipes, lsn = standby.take()
+        proc, pidfd, self.pipes, lsn, self.life = standby.take()
         self._adopt(proc, pidfd)
         self.send_agent({"type": ToAgent.PROMOTE.value, "slot": self.slot_index})
         for caller in self.code.fail_all():  # a reload the dead main never answered
@@ -469,10 +486,20 @@ class AgentManager(Component):
         self.restarts += 1
         self.promotions += 1
         self.slot["restarts"] = self.restarts
-        self.send_after(_TIDY_DELAY, ("promoted", reason, died, proc.pid, elapsed, lsn, resent))
+        early = died[0] in self._dying
+        self.send_after(
+            _TIDY_DELAY, ("promoted", reason, died, proc.pid, elapsed, lsn, resent, early)
+        )
 
     def _after_promotion(
-        self, reason: str, died: tuple[int, int], pid: int, ms: float, lsn: int, resent: int
+        self,
+        reason: str,
+        died: tuple[int, int],
+        pid: int,
+        ms: float,
+        lsn: int,
+        resent: int,
+        early: bool,
     ) -> None:
         """Bury the dead main, lift the standby's soft limits, record and log the promotion."""
         self._bury(*died)
@@ -481,11 +508,12 @@ class AgentManager(Component):
             for state in (S.BACKOFF, S.STARTING, S.RUNNING):  # as health records a restart
                 self._transition(state, reason)
         logger.warning(
-            "agent {}: pid {} died ({}); standby pid {} promoted in {:.2f} ms at LSN {}, "
+            "agent {}: pid {} died ({}{}); standby pid {} promoted in {:.2f} ms at LSN {}, "
             "{} unanswered requests re-sent",
             self.instance_id,
             died[0],
             reason,
+            ", noticed by its life lock" if early else "",
             pid,
             ms,
             lsn,
@@ -547,10 +575,49 @@ class AgentManager(Component):
             self._stop_agent()
 
     def _on_exit(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
+        if self.proc is not None:
+            self._exited(self.proc, self.proc.wait())
+
+    def _on_life_notices(self, fd: int) -> None:
+        """An agent's life lock was released: if it is the running main and it is exiting,
+        act on its death now; the kernel reports it only once its memory is freed (and the
+        standby's death is no hurry: its pidfd reports it)."""
+        for pid in read_notices(fd):
+            proc = self.proc
+            if proc is None or pid != proc.pid or self.state is not S.RUNNING:
+                continue
+            code = dying_status(pid)
+            if code is None:
+                logger.warning(
+                    "agent {}: pid {} released its life lock but is not exiting",
+                    self.instance_id,
+                    pid,
+                )
+                continue
+            # Its pidfd now reaps it, later; until then it is spared by the leftover kill.
+            self._dying[pid] = (proc, self.pidfd, False)
+            self.watch_fd(self.pidfd, partial(self._on_dying_exit, pid))
+            self._exited(proc, code, reaped=False)
+
+    def _on_dying_exit(self, pid: int) -> None:
+        """A dead agent, noticed early, is gone: reap it, and bury it if that was due."""
+        proc, pidfd, bury = self._dying.pop(pid)
         code = proc.wait()
+        self.unwatch_fd(pidfd)
+        os.close(pidfd)
+        if bury:
+            self._bury(pid, code)
+
+    def live_pids(self) -> list[int]:
+        """The agent processes to spare when killing leftovers: the main, its standby, and
+        dead ones not yet reaped (a kill would reap them under their Popen)."""
+        standby = self.standby.proc if self.standby is not None else None
+        live = [p.pid for p in (self.proc, standby) if p is not None]
+        return live + list(self._dying)
+
+    def _exited(self, proc: subprocess.Popen[bytes], code: int, *, reaped: bool = True) -> None:
+        """The agent ``proc`` died with ``code``; ``reaped`` unless noticed by its life lock
+        (then its pidfd stays watched, to reap it)."""
         if self._stop_timer is not None:
             self.cancel_timer(self._stop_timer)
             self._stop_timer = None
@@ -558,15 +625,16 @@ class AgentManager(Component):
         truncated = self.pipes.truncated()
         if truncated and not self.fail_reason:
             self.fail_reason = truncated
-        self.unwatch_fd(self.pidfd)
-        os.close(self.pidfd)
+        if reaped:
+            self.unwatch_fd(self.pidfd)
+            os.close(self.pidfd)
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 self.unwatch_fd(stream.fileno())
         self._on_stderr(final=True)
         close_pipes(proc)
         self._writable_watched = False
-        self.proc = None
+        self.proc, self.life, self.pidfd = None, None, -1
         self.slot["pid"] = 0
         self._cancel_timer()
         self.last_exit = describe_exit(code)
@@ -599,7 +667,12 @@ class AgentManager(Component):
         logger.warning("agent {}: {}", self.instance_id, reason)
 
     def _bury(self, pid: int, code: int) -> None:
-        """After the agent ``pid`` exited: kill what it left, in its process group or not."""
+        """After the agent ``pid`` exited: kill what it left, in its process group or not
+        (once it is reaped, if it was noticed dying)."""
+        if pid in self._dying:
+            proc, pidfd, _ = self._dying[pid]
+            self._dying[pid] = (proc, pidfd, True)
+            return
         signal_group(pid)
         self._kill_leftovers()
         self._emit("exit", {"code": code})
@@ -672,8 +745,7 @@ class AgentManager(Component):
         """Kill and reap every process the dead agent left behind, in its process group or
         not (this manager is their subreaper): all but the live agents (a promoted standby,
         and the standby)."""
-        standby = self.standby.proc if self.standby is not None else None
-        killed = kill_descendants(spare=[p.pid for p in (self.proc, standby) if p is not None])
+        killed = kill_descendants(spare=self.live_pids())
         if killed:
             logger.warning(
                 "agent {}: killed {} process(es) it left behind: pids {}",
@@ -769,6 +841,9 @@ class AgentManager(Component):
         if isinstance(declared, list) and all(isinstance(op, str) for op in declared[:1024]):
             self.read_only = frozenset(declared[:1024])
         self._on_ready()
+        proc = self.proc
+        if msg.get("life_lock") is True and self.life is not None and proc is not None:
+            self.life.watch(proc.pid, self.notify_fd)
 
     def _on_heartbeat(self, msg: dict[str, Any]) -> None:
         self.pipes.heartbeats += 1  # stamped once per read by _on_stdout
@@ -857,6 +932,7 @@ class AgentManager(Component):
             ),
             "metrics": self.metrics,
             "read_only": sorted(self.read_only),
+            "life_lock": self.life is not None and self.life.watching,
             "slot": self.slot_index,
             "promotions": self.promotions,
             "standby": self.standby.status() if self.standby is not None else None,

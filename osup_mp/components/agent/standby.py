@@ -31,17 +31,12 @@ from loguru import logger
 
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.follow import wal_apply_frames
-from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec
+from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec, spawn_agent
 from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
 from osup_mp.components.agent.restarts import RestartPolicy
 from osup_mp.components.agent.states import AgentState, check_transition
-from osup_mp.lowlevel.proc import (
-    close_pipes,
-    describe_exit,
-    kill_descendants,
-    signal_group,
-    spawn_piped,
-)
+from osup_mp.lowlevel.lifelock import LifeLock
+from osup_mp.lowlevel.proc import close_pipes, describe_exit, kill_descendants, signal_group
 from osup_mp.runtime.calls import CallError
 from osup_mp.storage.shm.segment import Role, monotonic_ns
 from osup_mp.wire.frames import FromAgent
@@ -64,6 +59,7 @@ class Standby:
         self.slot: Any = None
         self.state = S.STOPPED
         self.proc: subprocess.Popen[bytes] | None = None
+        self.life: LifeLock | None = None
         self.pidfd = -1
         self.pipes = AgentPipes(host.cfg.agent.max_frame)
         self.policy = RestartPolicy.from_config(host.cfg.agent)
@@ -126,7 +122,7 @@ class Standby:
             argv += [RESTORE_FLAG, restore["checkpoint_id"] or "wal"]
         try:
             env = agent_env(self.cfg, host.shm.name, host.instance_id, self.slot_index, ROLE)
-            self.proc = spawn_piped(argv, env, pre_exec=pre_exec(self.cfg, ROLE))
+            self.proc, self.life = spawn_agent(argv, env, pre_exec(self.cfg, ROLE))
         except OSError as exc:
             if restore is not None:
                 Durability.discard(restore)
@@ -240,17 +236,17 @@ class Standby:
             self._transition(S.EXITED)
             self.start_soon()
 
-    def take(self) -> tuple[subprocess.Popen[bytes], int, AgentPipes, int]:
-        """Hand the process over to the manager (a promotion): its process, pidfd, pipes and
-        the LSN passed on to it. The slot is freed for the next standby."""
+    def take(self) -> tuple[subprocess.Popen[bytes], int, AgentPipes, int, LifeLock | None]:
+        """Hand the process over to the manager (a promotion): its process, pidfd, pipes,
+        the LSN passed on to it and its life lock. The slot is freed for the next standby."""
         proc = self.proc
         assert proc is not None and self.ready
         self._cancel_timer()
         streams = (proc.stdin, proc.stdout, proc.stderr)
         for fd in (self.pidfd, *(stream.fileno() for stream in streams if stream is not None)):
             self.host.unwatch_fd(fd)
-        taken = (proc, self.pidfd, self.pipes, self.sent_lsn)
-        self.proc, self.pidfd, self._writable = None, -1, False
+        taken = (proc, self.pidfd, self.pipes, self.sent_lsn, self.life)
+        self.proc, self.pidfd, self.life, self._writable = None, -1, None, False
         self.pipes = AgentPipes(self.cfg.agent.max_frame)
         self.policy.reset()  # the next standby starts a new count
         self._transition(S.STOPPING)
@@ -348,6 +344,8 @@ class Standby:
             return
         self._cancel_timer()
         self._transition(S.RUNNING)
+        if msg.get("life_lock") is True and self.life is not None and self.proc is not None:
+            self.life.watch(self.proc.pid, host.notify_fd)
         self.ready_at = time.monotonic()
         self.slot["hb_frame_ns"] = monotonic_ns()
         logger.info(
@@ -377,8 +375,7 @@ class Standby:
 
     def _close(self, proc: subprocess.Popen[bytes]) -> None:
         host = self.host
-        spare = [host.pid] if host.pid else []
-        killed = kill_descendants(spare=spare)
+        killed = kill_descendants(spare=host.live_pids())
         if killed:
             logger.warning(
                 "agent {}: killed {} process(es) its standby left behind",
@@ -393,7 +390,7 @@ class Standby:
                 host.unwatch_fd(stream.fileno())
         self._on_stderr(final=True)
         close_pipes(proc)
-        self.proc, self.pidfd, self._writable = None, -1, False
+        self.proc, self.pidfd, self.life, self._writable = None, -1, None, False
         self.pipes.out.clear()
         if self.slot is not None:
             self.slot["pid"] = 0
@@ -433,6 +430,7 @@ class Standby:
             "heartbeat_age_ms": age,
             "applied_lsn": self.applied_lsn,
             "lag": self.sent_lsn - self.applied_lsn if self.ready else None,
+            "life_lock": self.life is not None and self.life.watching,
             "last_exit": self.last_exit,
             "last_kill_reason": self.last_kill_reason,
             "unsupported": self.unsupported,

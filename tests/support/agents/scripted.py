@@ -2,8 +2,8 @@
 
 Normal requests are echoed. Start-up behaviour comes from the environment:
 ``SCRIPTED_EXIT_AFTER`` (seconds after ready, then exit 3), ``SCRIPTED_HOG_MB`` (allocate
-and touch that much memory once ready) and ``SCRIPTED_FAIL_START`` (a path: while that file
-exists, exit before ready).
+and touch that much memory once ready; ``SCRIPTED_MAIN_HOG_MB``: only as the main) and
+``SCRIPTED_FAIL_START`` (a path: while that file exists, exit before ready).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ class Scripted(Agent):
             os._exit(5)
         self.hog = b""
         mb = int(os.environ.get("SCRIPTED_HOG_MB", "0"))
+        if self.options.role == "main":
+            mb += int(os.environ.get("SCRIPTED_MAIN_HOG_MB", "0"))
         if mb:
             self.hog = bytearray(os.urandom(1024)) * (mb * 1024)
 

@@ -1,0 +1,125 @@
+"""The life lock on real processes: a holder's death is noticed while the kernel is still
+tearing it down (before its pidfd says it is gone), with its exit status; a holder that lets
+go without dying is not taken for dead; a lock nobody holds is noticed at once."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from osup_mp.lowlevel.lifelock import LifeLock, dying_status, read_notices
+
+HOLDER = """
+import os, sys, time
+from osup_mp.lowlevel.lifelock import hold
+mb, then = int(sys.argv[2]), sys.argv[3]
+ballast = bytearray(mb << 20)
+ballast[:: 4096] = b"x" * len(ballast[:: 4096])  # touched: real pages to free at exit
+address = hold(int(sys.argv[1]))
+print("held", flush=True)
+sys.stdin.readline()
+if then == "exit":
+    sys.exit(3)
+if then == "unlock":
+    import ctypes
+    from osup_mp.lowlevel import lifelock
+    lifelock._c().pthread_mutex_unlock(ctypes.c_void_p(address))
+    print("unlocked", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def notices() -> Iterator[tuple[int, int]]:
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    yield r, w
+    os.close(r)
+    os.close(w)
+
+
+@pytest.fixture
+def holders() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+def start(
+    holders: list[subprocess.Popen[bytes]], mb: int, then: str
+) -> tuple[LifeLock, subprocess.Popen[bytes]]:
+    lock = LifeLock.create()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(lock.fd), str(mb), then],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        pass_fds=(lock.fd,),
+    )
+    holders.append(proc)
+    lock.close_fd()
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"held\n"
+    return lock, proc
+
+
+def notice(fd: int, timeout: float = 30.0) -> list[int]:
+    assert select.select([fd], [], [], timeout)[0], "no notice"
+    return read_notices(fd)
+
+
+def test_a_kill_is_noticed_before_the_kernel_reports_the_death(holders, notices) -> None:  # type: ignore[no-untyped-def]
+    r, w = notices
+    lock, proc = start(holders, 2048, "sleep")  # 2 GiB to free: milliseconds of teardown
+    lock.watch(proc.pid, w)
+    assert not select.select([r], [], [], 0.05)[0]  # alive: no notice
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        assert notice(r) == [proc.pid]
+        assert dying_status(proc.pid) == -signal.SIGKILL
+        gone_already = bool(select.select([pidfd], [], [], 0)[0])
+    finally:
+        os.close(pidfd)
+    assert not gone_already, "the notice came only after the process was gone"
+    assert proc.wait() == -signal.SIGKILL
+
+
+def test_an_exit_is_noticed_with_its_status(holders, notices) -> None:  # type: ignore[no-untyped-def]
+    r, w = notices
+    lock, proc = start(holders, 0, "exit")
+    lock.watch(proc.pid, w)
+    assert dying_status(proc.pid) is None
+    assert proc.stdin is not None
+    proc.stdin.write(b"go\n")
+    proc.stdin.flush()
+    assert notice(r) == [proc.pid]
+    assert dying_status(proc.pid) == 3
+    assert proc.wait() == 3
+
+
+def test_a_holder_that_lets_go_is_not_dead(holders, notices) -> None:  # type: ignore[no-untyped-def]
+    r, w = notices
+    lock, proc = start(holders, 0, "unlock")
+    lock.watch(proc.pid, w)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"go\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == b"unlocked\n"
+    assert notice(r) == [proc.pid]
+    assert dying_status(proc.pid) is None  # a notice, but the process lives
+    assert proc.poll() is None
+
+
+def test_a_lock_nobody_holds_is_noticed_at_once(notices) -> None:  # type: ignore[no-untyped-def]
+    r, w = notices
+    lock = LifeLock.create()
+    lock.close_fd()
+    lock.watch(12345, w)
+    assert notice(r, 5.0) == [12345]
