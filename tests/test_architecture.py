@@ -39,3 +39,15 @@ def test_the_module_map_names_no_module_that_is_gone() -> None:
     named = re.findall(r"`(osup_mp/[\w/]+\.py)`", _module_map())
     gone = [n for n in named if not (ROOT / n).exists()]
     assert not gone, f"docs/architecture.md names modules that do not exist: {gone}"
+
+
+def test_no_select_select() -> None:
+    """``select.select`` fails once a descriptor number passes 1023: poll or epoll only."""
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for top in ("osup_mp", "tools", "tests")
+        for path in sorted((ROOT / top).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "select.select(" in line and path.name != "test_architecture.py"
+    ]
+    assert not found, f"select.select in {found}"

@@ -5,7 +5,6 @@ go without dying is not taken for dead; a lock nobody holds is noticed at once."
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from osup_mp.lowlevel.lifelock import LifeLock, dying_status, read_notices
+from osup_mp.lowlevel.proc import readable
 
 HOLDER = """
 import os, sys, time
@@ -70,7 +70,7 @@ def start(
 
 
 def notice(fd: int, timeout: float = 30.0) -> list[int]:
-    assert select.select([fd], [], [], timeout)[0], "no notice"
+    assert readable(fd, timeout), "no notice"
     return read_notices(fd)
 
 
@@ -78,13 +78,13 @@ def test_a_kill_is_noticed_before_the_kernel_reports_the_death(holders, notices)
     r, w = notices
     lock, proc = start(holders, 2048, "sleep")  # 2 GiB to free: milliseconds of teardown
     lock.watch(proc.pid, w)
-    assert not select.select([r], [], [], 0.05)[0]  # alive: no notice
+    assert not readable(r, 0.05)  # alive: no notice
     pidfd = os.pidfd_open(proc.pid)
     try:
         os.kill(proc.pid, signal.SIGKILL)
         assert notice(r) == [proc.pid]
         assert dying_status(proc.pid) == -signal.SIGKILL
-        gone_already = bool(select.select([pidfd], [], [], 0)[0])
+        gone_already = readable(pidfd, 0)
     finally:
         os.close(pidfd)
     assert not gone_already, "the notice came only after the process was gone"

@@ -15,7 +15,6 @@ import importlib
 import json
 import os
 import resource
-import select
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import types
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from osup_mp.lowlevel.proc import become_subreaper, kill_descendants, run_in_session
+from osup_mp.lowlevel.proc import become_subreaper, kill_descendants, readable, run_in_session
 
 _ANSWER_BYTES = 4096  # the longest error a gate reports
 
@@ -85,7 +84,7 @@ def _keeper(request: dict[str, Any]) -> str | None:
         os._exit(0)
     os.close(w)
     pidfd = os.pidfd_open(pid)
-    timed_out = not select.select([pidfd], [], [], limits.wall_s)[0]
+    timed_out = not readable(pidfd, limits.wall_s)
     if timed_out:
         os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)

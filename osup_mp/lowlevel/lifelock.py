@@ -3,7 +3,7 @@ that whoever watches it learns of its death as the kernel starts to take it down
 that is over.
 
 Decision: Linux reports a death (pidfd, EOF on the dead process's pipes, SIGCHLD) only once
-the dead process's memory is freed, which takes milliseconds for a large one (about 18 ms
+the dead process's memory is freed, which takes milliseconds for a large one (about 16 ms
 for an agent holding 100,000 memories). A robust futex the dying thread held is released
 before that (``exit_mm_release``, ahead of ``mmput``), waking a waiter within tens of
 microseconds of the kill. The mutex lives in a memfd page the watcher creates and passes

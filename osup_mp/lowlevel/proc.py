@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import math
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -134,6 +136,14 @@ def kill_descendants(*, spare: Collection[int] = (), grace: float = 0.5) -> list
         if pending:
             time.sleep(0.001)  # SIGKILL delivery is asynchronous: this is microseconds
     return killed
+
+
+def readable(fd: int, timeout: float | None) -> bool:
+    """Wait up to ``timeout`` seconds (None: for ever) for ``fd`` to be readable (a pidfd:
+    its process to exit). ``poll``, not ``select``: any descriptor number works."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))))
 
 
 def resolve_executable(name: str) -> str:

@@ -38,7 +38,7 @@ import _harness as h
 from osup_mp.client import Client
 from osup_mp.components.agent import launch
 from osup_mp.lowlevel.files import write_all
-from osup_mp.lowlevel.proc import set_parent_death_signal, spawn_piped
+from osup_mp.lowlevel.proc import readable, set_parent_death_signal, spawn_piped
 from osup_mp.lowlevel.spin import Spinner
 from osup_mp.wire import FrameDecoder, pack
 
@@ -94,7 +94,7 @@ class DirectAgent(contextlib.AbstractContextManager["DirectAgent"]):
 
     def next_message(self) -> dict[str, Any]:
         while not self.pending:
-            if not select.select([self.out_fd], [], [], 30.0)[0]:
+            if not readable(self.out_fd, 30.0):
                 raise h.BenchError("a direct agent sent nothing for 30 s")
             if not (size := os.readv(self.out_fd, [self.buf])):
                 raise h.BenchError(f"a direct agent closed its stdout ({self.proc.poll()})")
@@ -317,7 +317,7 @@ def otp_supervisor(argv: list[str], env: dict[str, str]) -> Iterator[Any]:
         yield None
         return
     cmd, pipe = [escript, str(HERE / "_otp_supervisor.escript"), *argv], subprocess.PIPE
-    # Unbuffered (bufsize 0): a line is read only once select says it is there.
+    # Unbuffered (bufsize 0): a line is read only once poll says it is there.
     proc = subprocess.Popen(
         cmd, 0, stdin=pipe, stdout=pipe, stderr=subprocess.DEVNULL, env=env, start_new_session=True
     )
@@ -325,7 +325,7 @@ def otp_supervisor(argv: list[str], env: dict[str, str]) -> Iterator[Any]:
     out = proc.stdout
 
     def next_ready() -> tuple[int, int]:
-        while select.select([out], [], [], 30.0)[0] and (line := out.readline()):
+        while readable(out.fileno(), 30.0) and (line := out.readline()):
             if line.startswith(b"ready "):
                 return int(line.split()[1]), time.perf_counter_ns()
         raise h.BenchError(f"the OTP supervisor reported no agent ready ({proc.poll()})")

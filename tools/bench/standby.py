@@ -13,7 +13,6 @@ on the same kills. Then what a standby costs: its memory, and its CPU when idle.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import sys
 import threading
@@ -31,6 +30,7 @@ from agent import otp_supervisor, spawn_to_first_frame, test_agent
 from splitter import load
 
 from osup_mp.client import ErrorAnswer
+from osup_mp.lowlevel.proc import readable
 from osup_mp.storage.shm.segment import SlotState
 from osup_mp.wire.launch import agent_args
 
@@ -74,7 +74,7 @@ def kill_to_answer(tree: h.Tree, blocks: int) -> tuple[float, float]:
     gone = [0]
 
     def watch() -> None:
-        select.select([pidfd], [], [], 60.0)
+        readable(pidfd, 60.0)
         gone[0] = time.perf_counter_ns()
 
     watcher = threading.Thread(target=watch, daemon=True)
