@@ -36,6 +36,7 @@ from loguru import logger
 
 from osup_mp.components.agent.code import CodeBook
 from osup_mp.components.agent.durability import Durability
+from osup_mp.components.agent.dying import Dying
 from osup_mp.components.agent.follow import Follower
 from osup_mp.components.agent.launch import (
     NO_DEADLINES,
@@ -118,9 +119,7 @@ class AgentManager(Component):
         self.life: LifeLock | None = None
         self.pidfd = -1
         self.notify_fd = -1  # life-lock notices are written here (lowlevel.lifelock)
-        # Agents that died but are not reaped yet (noticed by their life lock): pid ->
-        # (process, pidfd, whether to bury it once reaped).
-        self._dying: dict[int, tuple[subprocess.Popen[bytes], int, bool]] = {}
+        self.dying = Dying(self, self._bury)
         self.generation = 0
         self.restarts = 0
         self.policy = RestartPolicy.from_config(cfg.agent)
@@ -218,10 +217,7 @@ class AgentManager(Component):
                 self.proc.wait()
             self._signal(signal.SIGKILL)  # what is left of its process group
         self._kill_leftovers()
-        for proc, pidfd, _bury in self._dying.values():  # dead, their memory being freed
-            proc.wait()
-            os.close(pidfd)
-        self._dying.clear()
+        self.dying.reap_all()
         self._fail_requests("agent manager stopping")
         self.requests.close()
         self.shm.release_slot(self.slot_index)
@@ -486,7 +482,7 @@ class AgentManager(Component):
         self.restarts += 1
         self.promotions += 1
         self.slot["restarts"] = self.restarts
-        early = died[0] in self._dying
+        early = died[0] in self.dying
         self.send_after(
             _TIDY_DELAY, ("promoted", reason, died, proc.pid, elapsed, lsn, resent, early)
         )
@@ -594,26 +590,15 @@ class AgentManager(Component):
                     pid,
                 )
                 continue
-            # Its pidfd now reaps it, later; until then it is spared by the leftover kill.
-            self._dying[pid] = (proc, self.pidfd, False)
-            self.watch_fd(self.pidfd, partial(self._on_dying_exit, pid))
+            self.dying.add(proc, self.pidfd)
             self._exited(proc, code, reaped=False)
-
-    def _on_dying_exit(self, pid: int) -> None:
-        """A dead agent, noticed early, is gone: reap it, and bury it if that was due."""
-        proc, pidfd, bury = self._dying.pop(pid)
-        code = proc.wait()
-        self.unwatch_fd(pidfd)
-        os.close(pidfd)
-        if bury:
-            self._bury(pid, code)
 
     def live_pids(self) -> list[int]:
         """The agent processes to spare when killing leftovers: the main, its standby, and
         dead ones not yet reaped (a kill would reap them under their Popen)."""
         standby = self.standby.proc if self.standby is not None else None
         live = [p.pid for p in (self.proc, standby) if p is not None]
-        return live + list(self._dying)
+        return live + self.dying.pids()
 
     def _exited(self, proc: subprocess.Popen[bytes], code: int, *, reaped: bool = True) -> None:
         """The agent ``proc`` died with ``code``; ``reaped`` unless noticed by its life lock
@@ -669,9 +654,7 @@ class AgentManager(Component):
     def _bury(self, pid: int, code: int) -> None:
         """After the agent ``pid`` exited: kill what it left, in its process group or not
         (once it is reaped, if it was noticed dying)."""
-        if pid in self._dying:
-            proc, pidfd, _ = self._dying[pid]
-            self._dying[pid] = (proc, pidfd, True)
+        if self.dying.bury_when_reaped(pid):
             return
         signal_group(pid)
         self._kill_leftovers()
