@@ -303,6 +303,18 @@ def test_agent_restart_escalates_to_sigkill(make_tree) -> None:
     assert "did not stop within 300 ms of SIGTERM; sent SIGKILL" in tree.log_text
 
 
+def test_tree_stop_escalates_to_sigkill(make_tree) -> None:
+    """Stopping the tree does not wait for ever on an agent that ignores SIGTERM."""
+    tree = scripted(make_tree, agent={"stop_timeout": 300}).start()
+    agent = wait_for(tree.running_agent)
+    assert tree.agent_request({"do": "ignore_term"}) == "ignoring"
+    out = tree.cli("stop")
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: tree.proc is not None and tree.proc.poll() is not None, 15, what="the stop")
+    assert gone(agent["pid"])
+    assert "did not stop within 300 ms of SIGTERM; sent SIGKILL" in tree.log_text
+
+
 @pytest.mark.parametrize("setsid", [False, True], ids=["same-group", "setsid"])
 @pytest.mark.parametrize("how", ["crash", "sigkill", "stop"])
 def test_an_agents_children_die_with_it(request, setsid: bool, how: str) -> None:
