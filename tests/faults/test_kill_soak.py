@@ -58,7 +58,11 @@ class Writer:
                 return None
             return client
 
-        client: Client = wait_for(attempt, 60, interval=0.02, what="data plane back")
+        try:
+            client: Client = wait_for(attempt, 60, interval=0.02, what="data plane back")
+        except pytest.fail.Exception:
+            tail = "\n".join(self.tree.log_text.splitlines()[-60:])
+            pytest.fail(f"the data plane was not back within 60 s; the tree's log ends:\n{tail}")
         return client
 
     def close(self) -> None:
