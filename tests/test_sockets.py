@@ -19,10 +19,10 @@ from loguru import logger
 from support.sockets import full_listener
 
 from osup_mp.client import Client, ConnectFailed
+from osup_mp.lowlevel.proc import readable
 from osup_mp.runtime.calls import CallMux
 from osup_mp.runtime.channel import Channel, channel_pair
 from osup_mp.runtime.control import ControlServer
-from osup_mp.runtime.supervisor import readable_now
 from osup_mp.wire import FrameDecoder, pack
 
 pytestmark = pytest.mark.unit  # no process started
@@ -230,7 +230,7 @@ def test_channel_and_calls_work_with_descriptors_above_1023(high_fd_pair) -> Non
     other.flush()
     assert hi.wait_readable(1.0)
     assert hi.receive() == [("cast", 1)]
-    assert readable_now(other.fileno()) is False
+    assert readable(other.fileno(), 0) is False
     # A blocking call over the high descriptor, with an interrupt fd, as components make.
     wake_r, wake_w = socket.socketpair()
     os.dup2(wake_r.fileno(), 1600)

@@ -16,14 +16,13 @@ import json
 import os
 import resource
 import signal
-import subprocess
 import sys
 import time
 import types
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from osup_mp.lowlevel.proc import become_subreaper, kill_descendants, readable, run_in_session
+from osup_mp.lowlevel.proc import ask_in_session, become_subreaper, kill_descendants, readable
 
 _ANSWER_BYTES = 4096  # the longest error a gate reports
 
@@ -52,15 +51,9 @@ def gate(
     request = {"code": code, "module": module, "validator": validator, "limits": asdict(limits)}
     started = time.monotonic()
     keeper = [sys.executable, "-m", "osup_mp.evolve.gate"]
-    try:
-        done = run_in_session(keeper, json.dumps(request).encode(), limits.wall_s + 10)
-    except subprocess.TimeoutExpired:
-        return GateResult(False, "the gate keeper did not answer in time", _since(started))
-    try:
-        answer = json.loads(done.stdout)
-    except ValueError:
-        tail = done.stderr.decode(errors="replace").strip()[-300:]
-        return GateResult(False, f"the gate keeper failed: {tail}", _since(started))
+    answer, why = ask_in_session(keeper, json.dumps(request).encode(), limits.wall_s + 10)
+    if answer is None:
+        return GateResult(False, f"the gate keeper {why}", _since(started))
     return GateResult(answer["error"] is None, answer["error"], _since(started))
 
 

@@ -21,7 +21,6 @@ import itertools
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -36,11 +35,11 @@ from osup_mp.evolution.genetic.fitness import Figures
 from osup_mp.evolve.judge import Judge, VariantDied, Workload
 from osup_mp.lowlevel.limits import Limits, Sampler, cpu_deadline_reason, cpu_rlimit, rss_mb
 from osup_mp.lowlevel.proc import (
+    ask_in_session,
     become_subreaper,
     die_with_parent,
     kill_descendants,
     resolve_executable,
-    run_in_session,
 )
 from osup_mp.storage.checkpoints.store import decode
 from osup_mp.wire.launch import THREAD_POOL_VARS, LaunchEnv, agent_args
@@ -116,17 +115,9 @@ def evaluate(job: Job, code: str) -> Figures:
     request = msgpack.packb({"job": job.data(), "code": code}, use_bin_type=True)
     keeper = [sys.executable, "-m", "osup_mp.evolve.standalone"]
     grace = (job.wall_seconds or 600.0) + READY_TIMEOUT + 30.0  # the keeper keeps its own
-    try:
-        done = run_in_session(keeper, request, grace)
-    except subprocess.TimeoutExpired:
-        return Figures(failure=f"its keeper did not answer within {grace:g} s: killed")
-    except OSError as exc:
-        return Figures(failure=f"its keeper could not start: {exc}")
-    try:
-        answer = json.loads(done.stdout)
-    except ValueError:
-        tail = done.stderr.decode(errors="replace").strip()[-300:]
-        return Figures(failure=f"its keeper failed: {tail or f'exit status {done.returncode}'}")
+    answer, why = ask_in_session(keeper, request, grace)
+    if answer is None:
+        return Figures(failure=f"its keeper {why}")
     return Figures(**answer | {"latencies_ms": tuple(answer["latencies_ms"])})
 
 

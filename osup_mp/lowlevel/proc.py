@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import math
 import os
 import select
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -75,6 +77,23 @@ def run_in_session(
     finally:
         signal_group(proc.pid)  # what it left in its session
     return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+
+
+def ask_in_session(argv: Sequence[str], data: bytes, timeout: float) -> tuple[Any, str | None]:
+    """:func:`run_in_session` for a helper that answers one JSON document on stdout: that
+    answer and None, or None and why there is none (timed out, could not start, or exited
+    without an answer: the tail of its stderr)."""
+    try:
+        done = run_in_session(argv, data, timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"did not answer within {timeout:g} s: killed"
+    except OSError as exc:
+        return None, f"could not start: {exc}"
+    try:
+        return json.loads(done.stdout), None
+    except ValueError:
+        tail = done.stderr.decode(errors="replace").strip()[-300:]
+        return None, f"failed: {tail or f'exit status {done.returncode}'}"
 
 
 def children_of(pid: int) -> list[int]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import select
 import selectors
 import signal
 import socket
@@ -36,6 +35,7 @@ from osup_mp.lowlevel.proc import (
     become_subreaper,
     describe_exit,
     kill_descendants,
+    readable,
     set_parent_death_signal,
     set_title,
 )
@@ -394,7 +394,7 @@ class Supervisor:
         # Replies still in the pipe (e.g. an error for a call in flight) are delivered first.
         self._on_message(child, proc)
         for fd, drain in self._exit_readers:
-            if readable_now(fd):
+            if readable(fd, 0):
                 drain()
         was, pid, code = child.state, child.pid, proc.exitcode
         detail = child.start_failure or describe_exit(code)
@@ -628,13 +628,6 @@ class Supervisor:
         for child in self.children:
             if child.channel is not None and child.channel.pending_output:
                 child.channel.flush()
-
-
-def readable_now(fd: int) -> bool:
-    """``fd`` has input (or EOF) waiting; poll, so any descriptor number works."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 def _noop_handler(_signum: int, _frame: object) -> None:

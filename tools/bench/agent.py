@@ -275,14 +275,13 @@ def hangs(tree: h.Tree, n: int, startup: float, report: h.Report) -> None:
         # Right after a beat is the worst case for the stop -> killed time.
         time.sleep(0.3 + phase.uniform(0.0, o.heartbeat_interval / 1000))
         pid, generation = tree.agent()
-        pidfd, poller = os.pidfd_open(pid), select.poll()
-        poller.register(pidfd, select.POLLIN)
+        pidfd = os.pidfd_open(pid)
         t_stop = time.perf_counter_ns()  # CLOCK_MONOTONIC, as the slot's stamps
         signal.pidfd_send_signal(pidfd, signal.SIGSTOP)
         try:
             time.sleep(0.02)  # frames already in the pipe get stamped; then beats are final
             last_beat = max(int(slot["hb_agent_ns"]), int(slot["hb_frame_ns"]))
-            tree.until(functools.partial(poller.poll, 0), 30.0, "killing a hung agent")
+            tree.until(functools.partial(readable, pidfd, 0), 30.0, "killing a hung agent")
             t_dead = time.perf_counter_ns()
             t_ready = tree.wait_running(generation, 30.0)[1]
         finally:
