@@ -291,26 +291,19 @@ def test_client_coalesces_sends_and_delivers_them_all(shared_reference) -> None:
     )
 
 
-def test_agent_restart_escalates_to_sigkill(make_tree) -> None:
+@pytest.mark.parametrize("command", ["agent-restart", "stop"])
+def test_a_stop_escalates_to_sigkill(make_tree, command: str) -> None:
+    """Neither a restart nor the tree's stop waits for ever on an agent ignoring SIGTERM."""
     tree = scripted(make_tree, agent={"stop_timeout": 300}).start()
     agent = wait_for(tree.running_agent)
     assert tree.agent_request({"do": "ignore_term"}) == "ignoring"
-    out = tree.cli("agent-restart")
+    out = tree.cli(command)
     assert out.returncode == 0, out.stderr
-    new = wait_for(lambda: _replaced(tree, agent["pid"]), timeout=10, what="SIGKILL and restart")
-    assert new["state"] == "RUNNING"
-    assert gone(agent["pid"])
-    assert "did not stop within 300 ms of SIGTERM; sent SIGKILL" in tree.log_text
-
-
-def test_tree_stop_escalates_to_sigkill(make_tree) -> None:
-    """Stopping the tree does not wait for ever on an agent that ignores SIGTERM."""
-    tree = scripted(make_tree, agent={"stop_timeout": 300}).start()
-    agent = wait_for(tree.running_agent)
-    assert tree.agent_request({"do": "ignore_term"}) == "ignoring"
-    out = tree.cli("stop")
-    assert out.returncode == 0, out.stderr
-    wait_for(lambda: tree.proc is not None and tree.proc.poll() is not None, 15, what="the stop")
+    if command == "agent-restart":
+        new = wait_for(lambda: _replaced(tree, agent["pid"]), 10, what="SIGKILL and restart")
+        assert new["state"] == "RUNNING"
+    else:
+        wait_for(lambda: tree.proc is not None and tree.proc.poll() is not None, 15, what="stop")
     assert gone(agent["pid"])
     assert "did not stop within 300 ms of SIGTERM; sent SIGKILL" in tree.log_text
 

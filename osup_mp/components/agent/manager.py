@@ -46,6 +46,7 @@ from osup_mp.components.agent.launch import (
     lift_limits,
     pre_exec,
     spawn_agent,
+    watch_life,
 )
 from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
 from osup_mp.components.agent.requests import Requests
@@ -824,9 +825,7 @@ class AgentManager(Component):
         if isinstance(declared, list) and all(isinstance(op, str) for op in declared[:1024]):
             self.read_only = frozenset(declared[:1024])
         self._on_ready()
-        proc = self.proc
-        if msg.get("life_lock") is True and self.life is not None and proc is not None:
-            self.life.watch(proc.pid, self.notify_fd)
+        watch_life(self.life, msg, self.proc, self.notify_fd)
 
     def _on_heartbeat(self, msg: dict[str, Any]) -> None:
         self.pipes.heartbeats += 1  # stamped once per read by _on_stdout

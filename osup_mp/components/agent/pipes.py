@@ -64,8 +64,6 @@ class AgentPipes:
         self.out = bytearray()
         self._err = bytearray()
         self.stderr_tail: deque[str] = deque(maxlen=5)
-        self._rbuf = _SCRATCH
-        self._rview = _SCRATCH_VIEW
         self.heartbeats = 0  # heartbeat frames counted (not decoded) since the manager looked
 
     def reset(self) -> None:
@@ -92,7 +90,7 @@ class AgentPipes:
         messages: list[dict[str, Any]] = []
         while True:
             try:
-                size = os.readv(fd, [self._rbuf])  # shared buffer: no 256 KiB bytes per read
+                size = os.readv(fd, [_SCRATCH])  # shared buffer: no 256 KiB bytes per read
             except BlockingIOError:
                 return messages, None, False
             except OSError:
@@ -107,22 +105,22 @@ class AgentPipes:
                 return messages, None, False
 
     def _feed(self, size: int) -> list[dict[str, Any]]:
-        buf = self._rbuf
+        buf = _SCRATCH
         if buf.count(_HB_MARK, 0, size) < _HB_FILTER_FROM:
-            return self.decoder.feed(self._rview[:size])
+            return self.decoder.feed(_SCRATCH_VIEW[:size])
         # A heartbeat flood: walk the frames, count heartbeats, decode only the others.
         out: list[dict[str, Any]] = []
         pos = 0
         if not self.decoder.at_boundary:
             # First complete the frame the decoder holds part of (its header says how much).
             held = bytes(self.decoder._buf[: _HEADER.size])
-            head = held + bytes(self._rview[: _HEADER.size - len(held)])
+            head = held + bytes(_SCRATCH_VIEW[: _HEADER.size - len(held)])
             if len(head) < _HEADER.size:
-                return self.decoder.feed(self._rview[:size])
+                return self.decoder.feed(_SCRATCH_VIEW[:size])
             pos = _HEADER.size + _HEADER.unpack(head)[0] - self.decoder.buffered
             if pos > size:
-                return self.decoder.feed(self._rview[:size])
-            out = self.decoder.feed(self._rview[:pos])
+                return self.decoder.feed(_SCRATCH_VIEW[:size])
+            out = self.decoder.feed(_SCRATCH_VIEW[:pos])
         keep = bytearray()
         limit = self.max_frame
         beats = 0
@@ -135,10 +133,10 @@ class AgentPipes:
             end = pos + _HEADER.size + length
             if not 0 < length <= limit or end > size:
                 break  # bad or incomplete: the decoder judges it with the rest
-            keep += self._rview[pos:end]
+            keep += _SCRATCH_VIEW[pos:end]
             pos = end
         self.heartbeats += beats
-        keep += self._rview[pos:size]
+        keep += _SCRATCH_VIEW[pos:size]
         return out + self.decoder.feed(keep)
 
     def read_stderr(self, fd: int | None, *, final: bool = False) -> list[str]:

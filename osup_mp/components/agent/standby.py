@@ -31,7 +31,13 @@ from loguru import logger
 
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.follow import wal_apply_frames
-from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec, spawn_agent
+from osup_mp.components.agent.launch import (
+    agent_argv,
+    agent_env,
+    pre_exec,
+    spawn_agent,
+    watch_life,
+)
 from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
 from osup_mp.components.agent.restarts import RestartPolicy
 from osup_mp.components.agent.states import AgentState, check_transition
@@ -344,8 +350,7 @@ class Standby:
             return
         self._cancel_timer()
         self._transition(S.RUNNING)
-        if msg.get("life_lock") is True and self.life is not None and self.proc is not None:
-            self.life.watch(self.proc.pid, host.notify_fd)
+        watch_life(self.life, msg, self.proc, host.notify_fd)
         self.ready_at = time.monotonic()
         self.slot["hb_frame_ns"] = monotonic_ns()
         logger.info(
