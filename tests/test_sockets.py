@@ -326,3 +326,18 @@ def test_out_of_descriptors_pauses_accepting_instead_of_failing(server_factory, 
     loop.run_until(server, lambda: len(server._conns) == 3, 5)
     for c in clients:
         c.close()
+
+
+def test_shutdown_leaves_a_successors_socket(tmp_path: Path) -> None:
+    """A server stopping late (its supervisor died and a new tree is up) must not remove the
+    socket its successor bound to the same path."""
+    path = tmp_path / "data.sock"
+    old = ControlServer(path, {}, max_frame=1 << 16)
+    new = ControlServer(path, {}, max_frame=1 << 16)  # rebinds the path, as a new tree does
+    try:
+        old.shutdown()
+        assert path.exists()
+        _connect(path).close()  # still the new server's
+    finally:
+        new.shutdown()
+    assert not path.exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -168,6 +170,57 @@ def test_sigkill_parent_leaves_no_component(make_tree) -> None:
     assert os.path.exists("/dev/shm" + tree.cfg.o_supervisor.shared_memory_name)
     tree.start("a:permanent")
     assert "rebuilt stale shared memory" in tree.log_text
+
+
+def _hold_tree_lock(tree: Tree, until: str) -> subprocess.Popen[bytes]:
+    """A process holding the tree lock, as a component of a tree whose supervisor died holds
+    it while it stops, until the tree's log says ``until`` (30 s at most)."""
+    tree.cfg.o_supervisor.run_dir.mkdir(parents=True, exist_ok=True)
+    code = (
+        "import fcntl, pathlib, sys, time\n"
+        "f = open(sys.argv[1], 'a')\n"
+        "fcntl.flock(f, fcntl.LOCK_SH)\n"
+        "print('held', flush=True)\n"
+        "log, deadline = pathlib.Path(sys.argv[2]), time.monotonic() + 30\n"
+        "while time.monotonic() < deadline:\n"
+        "    if log.exists() and sys.argv[3] in log.read_text():\n"
+        "        break\n"
+        "    time.sleep(0.01)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(tree.cfg.tree_lock), str(tree.cfg.log_file), until],
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == b"held\n"
+    return holder
+
+
+def test_a_new_tree_waits_for_the_previous_trees_processes(make_tree) -> None:
+    tree = make_tree()
+    holder = _hold_tree_lock(tree, "still stopping")
+    try:
+        tree.start("a:permanent")
+        assert holder.wait(5) == 0  # it was waited for, not killed
+        log = tree.log_text
+        assert f"still stopping (pids {holder.pid})" in log
+        assert log.index("previous tree's processes are gone") < log.index("tree is up")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_new_tree_kills_what_outlives_its_stop_time(make_tree) -> None:
+    # The longest stop time is the supervisor's shutdown_timeout plus the agent's stop_timeout.
+    tree = make_tree(supervisor={"shutdown_timeout": 300}, agent={"stop_timeout": 200})
+    holder = _hold_tree_lock(tree, "never")
+    try:
+        tree.start("a:permanent")
+        assert holder.wait(5) == -signal.SIGKILL
+        assert f"pids {holder.pid} of a previous tree outlived their stop time" in tree.log_text
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

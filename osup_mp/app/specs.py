@@ -61,13 +61,18 @@ def agent_spec(
         deadlines=deadlines,
     )
     restart = Restart.PERMANENT if role == "main" else Restart.TRANSIENT
-    # Stopping a manager stops its agent first: give it the agent's stop timeout on top.
-    shutdown = (cfg.supervisor.shutdown_timeout + cfg.agent.stop_timeout) / 1000
+    shutdown = longest_shutdown(cfg)
     # Its start includes the agent's first start (and restore): give it the ready timeout.
     start = max(30.0, cfg.agent.ready_timeout / 1000 + 10.0)
     return ChildSpec(
         manager_name(instance_id), factory, restart, shutdown_timeout=shutdown, start_timeout=start
     )
+
+
+def longest_shutdown(cfg: Config) -> float:
+    """The longest any child may take to stop, in seconds: an agent manager's, which stops its
+    agent first and so has the agent's stop timeout on top of its own."""
+    return (cfg.supervisor.shutdown_timeout + cfg.agent.stop_timeout) / 1000
 
 
 def child_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:

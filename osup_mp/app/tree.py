@@ -10,17 +10,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
 
 from osup_mp.app import commands, logs
-from osup_mp.app.specs import SpecsFactory, child_specs
+from osup_mp.app.specs import SpecsFactory, child_specs, longest_shutdown
 from osup_mp.components.messages import Fatal
 from osup_mp.config import Config
 from osup_mp.lowlevel import spin
-from osup_mp.lowlevel.pidfile import AlreadyRunning, PidFile
+from osup_mp.lowlevel.pidfile import AlreadyRunning, PidFile, TreeLock
 from osup_mp.lowlevel.proc import set_title
 from osup_mp.runtime.control import ControlServer
 from osup_mp.runtime.supervisor import Reply, Supervisor
@@ -70,6 +72,13 @@ def run_tree(
         cleanup.callback(pidfile.release)
         if stale:
             logger.warning("took over the stale pidfile {} of a dead tree", cfg.pidfile)
+        lock = TreeLock(cfg.tree_lock)
+        cleanup.callback(lock.release)
+        refusal = outlast_previous_tree(lock, longest_shutdown(cfg))
+        if refusal:
+            logger.error("cannot start: {}", refusal)
+            notify(False, refusal)
+            return 1
         o = cfg.o_supervisor
         try:
             shm, note = SharedState.create(o.shared_memory_name, o.shared_memory_size)
@@ -83,6 +92,43 @@ def run_tree(
         specs = specs or functools.partial(child_specs, cfg)
         return _run(cfg, shm, pidfile, relay, notify, specs, private_fds)
     raise AssertionError("unreachable")
+
+
+def outlast_previous_tree(lock: TreeLock, grace: float, poll: float = 0.02) -> str | None:
+    """Take the tree lock; return why not, or None.
+
+    Processes of an earlier tree hold it while they stop on their own after their supervisor
+    died. They get ``grace`` seconds, the longest a child may take to stop; those still there
+    then are killed, as their supervisor would have done.
+    """
+    deadline = time.monotonic() + grace
+    waiting = killed = False
+    while not lock.try_acquire():
+        pids = lock.holders()
+        listed = ", ".join(map(str, pids))
+        if time.monotonic() >= deadline:
+            if killed or not pids:
+                who = f"pids {listed}" if pids else "a process that cannot be inspected"
+                return f"{lock.path} is still held by {who} of a previous tree"
+            logger.warning("pids {} of a previous tree outlived their stop time: SIGKILL", listed)
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:  # gone already, or not ours: the lock will say
+                    pass
+            killed = True
+            deadline = time.monotonic() + 5.0  # an exit after SIGKILL takes milliseconds
+        elif not waiting:
+            waiting = True
+            logger.warning(
+                "processes of a previous tree are still stopping (pids {}); waiting up to {:g}s",
+                listed or "unknown",
+                grace,
+            )
+        time.sleep(poll)
+    if waiting:
+        logger.info("the previous tree's processes are gone")
+    return None
 
 
 def _run(

@@ -199,6 +199,10 @@ class Config:
         return self.o_supervisor.run_dir / "osup-mp.pid"
 
     @property
+    def tree_lock(self) -> Path:
+        return self.o_supervisor.run_dir / "tree.lock"
+
+    @property
     def control_socket(self) -> Path:
         return self.o_supervisor.run_dir / "control.sock"
 

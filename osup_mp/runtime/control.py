@@ -106,6 +106,7 @@ class ControlServer:
             sock.bind(str(path))
         finally:
             os.umask(old_umask)
+        self._bound = _identity(path)
         sock.listen(socket.SOMAXCONN)  # clients also retry a full backlog (client.py)
         sock.setblocking(False)
         self.sock = sock
@@ -157,9 +158,11 @@ class ControlServer:
         self.sock.close()
 
     def shutdown(self) -> None:
-        """Close and remove the socket file (the parent, at exit)."""
+        """Close and remove the socket file (the parent, at exit) unless it is no longer the
+        one we bound: a successor may have bound the path already."""
         self.close()
-        self.path.unlink(missing_ok=True)
+        if _identity(self.path) == self._bound:
+            self.path.unlink(missing_ok=True)
 
     def _accept(self) -> None:
         while True:
@@ -384,3 +387,11 @@ class Connection:
             self.out.clear()
             self._held.clear()
             self.server._drop(self)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
