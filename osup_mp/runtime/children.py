@@ -74,6 +74,7 @@ class Child:
     channel: Channel | None = None
     mux: CallMux | None = None
     pid: int | None = None
+    exit_fd: int | None = None  # a pidfd: readable once the process can be reaped
     started_at: float = 0.0  # monotonic
     restarts: int = 0
     last_exit: str = ""

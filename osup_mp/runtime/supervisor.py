@@ -10,7 +10,7 @@ This is the parent process's only job; it holds no business logic. Semantics are
   with SIGTERM, a per-child timeout, then SIGKILL.
 
 The one decision: the loop never blocks on a child. Starting and stopping are steps of the
-one wait loop (gunicorn's arbiter: child sentinels, child pipes, registered readers and the
+one wait loop (gunicorn's arbiter: child pidfds, child pipes, registered readers and the
 signal wakeup fd), each child has a state (:class:`ChildState`) and its start timeout or
 SIGKILL deadline is a timer; an operation's continuation is a callback. So ``status``, other
 commands and other children's deaths are served while a slow child starts or stops.
@@ -361,11 +361,16 @@ class Supervisor:
                 done(False, f"{child.name}: failed to start: fork failed: {exc}")
             return
         child_end.close()
+        assert proc.pid is not None  # started
         child.process, child.channel, child.pid = proc, parent_end, proc.pid
         child.mux = CallMux(parent_end, child.name)
+        # A pidfd, not the process's sentinel pipe: the pipe reads EOF as the process closes
+        # its files, which may be well before it can be reaped (a loaded machine), and the
+        # loop must not wait for that. Nobody else reaps the child, so its pid is its own.
+        child.exit_fd = os.pidfd_open(child.pid)
         # Callbacks bind the process too: a stale event must not hit a restarted child.
         self.selector.register(
-            proc.sentinel, selectors.EVENT_READ, lambda: self._on_exit(child, proc)
+            child.exit_fd, selectors.EVENT_READ, lambda: self._on_exit(child, proc)
         )
         self.selector.register(
             parent_end.fileno(), selectors.EVENT_READ, lambda: self._on_message(child, proc)
@@ -390,7 +395,7 @@ class Supervisor:
     def _on_exit(self, child: Child, proc: BaseProcess) -> None:
         if child.process is not proc:
             return
-        proc.join(0.5)
+        proc.join()  # at once: the pidfd says it has exited
         # Replies still in the pipe (e.g. an error for a call in flight) are delivered first.
         self._on_message(child, proc)
         for fd, drain in self._exit_readers:
@@ -413,16 +418,18 @@ class Supervisor:
             done()
 
     def _release(self, child: Child) -> None:
-        if child.process is not None:
-            self.remove_reader(child.process.sentinel)
+        if child.exit_fd is not None:
+            self.remove_reader(child.exit_fd)
+            os.close(child.exit_fd)
+            child.exit_fd = None
         if child.channel is not None:
             self.remove_reader(child.channel.fileno())
         if child.mux is not None:
             child.mux.fail_all(f"{child.name} exited")
         if child.channel is not None:
             child.channel.close()
-        if child.process is not None:
-            child.process.close()
+        if child.process is not None and child.process.exitcode is not None:
+            child.process.close()  # it raises for a process not reaped (by us)
         child.process = child.channel = child.mux = None
         child.pid = None
         child.move(ChildState.STOPPED)
@@ -522,6 +529,8 @@ class Supervisor:
             if other.process is not None:
                 # multiprocessing cleared its finalizers in this child: closing is safe.
                 os.close(other.process.sentinel)
+            if other.exit_fd is not None:
+                os.close(other.exit_fd)
         for close in self._closables:
             close()
         if self._child_setup is not None:

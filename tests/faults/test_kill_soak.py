@@ -61,8 +61,14 @@ class Writer:
         try:
             client: Client = wait_for(attempt, 60, interval=0.02, what="data plane back")
         except pytest.fail.Exception:
-            tail = "\n".join(self.tree.log_text.splitlines()[-60:])
-            pytest.fail(f"the data plane was not back within 60 s; the tree's log ends:\n{tail}")
+            tree = self.tree
+            tail = "\n".join(tree.log_text.splitlines()[-60:])
+            code = None if tree.proc is None else tree.proc.poll()
+            err = b"".join(tree.stderr_tail).decode(errors="replace")[-3000:]
+            pytest.fail(
+                f"the data plane was not back within 60 s (tree exit status {code}); "
+                f"the tree's log ends:\n{tail}\nits stderr ends:\n{err}"
+            )
         return client
 
     def close(self) -> None:
