@@ -99,6 +99,19 @@ def test_up_to_max_fds_arrive_with_a_large_message_and_more_are_refused(pair) ->
         a.send_with_fds(("too many", 0), [0] * (MAX_FDS + 1))
 
 
+def test_fds_to_a_gone_peer_say_so(pair) -> None:
+    """A peer that is gone (its process died, perhaps not yet reaped): False, no raise."""
+    a, b = pair
+    b.close()
+    r, w = os.pipe()
+    try:
+        assert a.send_with_fds(("with_fd", 1), [r]) is False
+        assert a.closed
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def _serve(channel: Channel) -> None:
     """Answer every call on ``channel`` with (request * 2)."""
     channel.wait_readable(1)

@@ -135,6 +135,22 @@ def test_components_call_each_other_directly(shared_tree) -> None:
     assert tree.request("call", name="a", request=["later"]) == "later"
 
 
+def test_a_connect_to_a_dead_unreaped_peer_waits_for_its_restart(make_tree) -> None:
+    """A caller may see its pipe to a peer close (and ask for a new one) before the peer's
+    exit reaches the supervisor: the supervisor must wait for the restart, not crash on the
+    dead peer's channel."""
+    tree = make_tree().start("a:permanent", "b:permanent")
+    pids = wait_for(tree.running_pids)
+    with Client.for_config(tree.cfg, timeout=20) as client:
+        client.send("call", name="b", request=["deaf", 1.0])
+        client.flush()
+        wait_for(lambda: "deaf for 1s" in tree.log_text, what="b deaf")
+        answer = tree.request("call", name="a", request=["peer_call", "b", ("pid",)])
+    new = wait_for(lambda: _replaced(tree, pids, {"b"}), what="b replaced")
+    assert answer == new["b"]
+    assert tree.proc is not None and tree.proc.poll() is None
+
+
 def test_sigterm_interrupts_a_blocking_call(make_tree) -> None:
     tree = make_tree().start("a:permanent", "b:permanent")
     pids = wait_for(tree.running_pids)

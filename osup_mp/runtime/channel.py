@@ -146,11 +146,14 @@ class Channel:
         self.send(msg)
         self.flush_blocking()
 
-    def send_with_fds(self, msg: Any, fds: list[int]) -> None:
-        """Send ``msg`` with ``fds`` attached (SCM_RIGHTS); flushes earlier output first."""
+    def send_with_fds(self, msg: Any, fds: list[int]) -> bool:
+        """Send ``msg`` with ``fds`` attached (SCM_RIGHTS); flushes earlier output first.
+        False if the peer is gone (its process died, perhaps not yet reaped)."""
         if len(fds) > MAX_FDS:
             raise ValueError(f"{len(fds)} descriptors in one message: at most {MAX_FDS}")
         self.flush_blocking()
+        if self.closed:
+            return False
         data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
         frame = _HEADER.pack(len(data)) + data
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
@@ -161,8 +164,12 @@ class Channel:
                 break
             except BlockingIOError:
                 self._wait(select.POLLOUT, None)
+            except (BrokenPipeError, ConnectionResetError):
+                self._mark_closed()
+                return False
         self._out += frame[sent:]
         self.flush_blocking()
+        return not self.closed
 
     # -- receiving ---------------------------------------------------------------------------
 

@@ -406,13 +406,17 @@ class Supervisor:
         self._release(child)
         self._kill_strays(child)
         child.last_exit = detail
-        failed_start, child.on_started = child.on_started, []
+        waiting, child.on_started = child.on_started, []
         stopped, child.on_stopped = child.on_stopped, []
         if was is ChildState.STOPPING:
             logger.info("stopped {} (pid {}, {})", child.name, pid, detail)
         elif was is ChildState.RUNNING:
             self._on_unexpected_exit(child, pid, code, detail)
-        for started in failed_start:
+            if child.state is ChildState.STARTING:
+                # Those waiting for a dead child (see _broker) wait for its restart.
+                child.on_started += waiting
+                waiting = []
+        for started in waiting:
             started(False, f"{child.name}: failed to start: {detail}")
         for done in stopped:
             done()
@@ -597,28 +601,35 @@ class Supervisor:
             return  # the caller died while the target was starting
         target = self.child(name)
         if target is not None and target.state is ChildState.STARTING:
-            process = caller.process
-
-            def started(ok: bool, _why: str) -> None:
-                if caller.process is not process:
-                    return  # the caller died (or was replaced) meanwhile
-                if ok:
-                    self._broker(caller, call_id, name)
-                elif caller.channel is not None:
-                    caller.channel.send(("reply", call_id, False, f"{name}: failed to start"))
-
-            target.on_started.append(started)
+            target.on_started.append(self._broker_once_started(caller, call_id, name))
             return
         if target is None or target.channel is None or target.state is not ChildState.RUNNING:
             caller.channel.send(("reply", call_id, False, f"{name}: not running"))
             return
         a, b = socket.socketpair()
         try:
-            target.channel.send_with_fds(("peer", caller.name), [b.fileno()])
+            if not target.channel.send_with_fds(("peer", caller.name), [b.fileno()]):
+                # It died and its exit is not served yet (the caller saw its end of their
+                # old pipe close first): wait for its restart, as for a start in progress.
+                target.on_started.append(self._broker_once_started(caller, call_id, name))
+                return
             caller.channel.send_with_fds(("reply", call_id, True, name), [a.fileno()])
         finally:
             a.close()
             b.close()
+
+    def _broker_once_started(self, caller: Child, call_id: int, name: str) -> Started:
+        process = caller.process
+
+        def started(ok: bool, _why: str) -> None:
+            if caller.process is not process:
+                return  # the caller died (or was replaced) meanwhile
+            if ok:
+                self._broker(caller, call_id, name)
+            elif caller.channel is not None:
+                caller.channel.send(("reply", call_id, False, f"{name}: failed to start"))
+
+        return started
 
     def _next_timeout(self) -> float | None:
         timeout = self.timers.timeout(time.monotonic())

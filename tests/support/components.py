@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
+
+from loguru import logger
 
 from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call
 
@@ -28,6 +31,7 @@ Held = _record("held")
 Crash = _record("crash")
 Exit = _record("exit")
 Fail = _record("fail")
+Deaf = _record("deaf", ("seconds", float))
 
 
 class Echo(Component):
@@ -93,6 +97,16 @@ class Echo(Component):
     def _fail(self, request: Fail, caller: Caller) -> str:
         self.stop("failed on request")
         return "failing"
+
+    @on_call(Deaf)
+    def _deaf(self, request: Deaf, caller: Caller) -> Any:
+        """Shut this end of the supervisor's channel and stay alive a while: what the
+        supervisor sees of a child that died and is not reaped yet (a send fails with EPIPE,
+        no exit to serve). Then the loop reads EOF from the parent and stops."""
+        self.parent.channel.sock.shutdown(socket.SHUT_RD)
+        logger.info("deaf for {:g}s", request.seconds)
+        time.sleep(request.seconds)  # blocking on purpose: the loop must not read meanwhile
+        return NOREPLY
 
     def handle_info(self, msg: Any) -> None:
         if msg == "answer":
