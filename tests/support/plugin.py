@@ -42,6 +42,13 @@ def pytest_collection(session: pytest.Session) -> Generator[None, object, object
         sys.dont_write_bytecode = forbidden
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers per CPU. Most tests wait on the trees and agents they start
+    rather than compute, so a CPU can serve two of them."""
+    return 2 * (os.cpu_count() or 1)
+
+
 @pytest.fixture
 def tag() -> str:
     return uuid.uuid4().hex[:12]
