@@ -365,8 +365,8 @@ class Supervisor:
         child.process, child.channel, child.pid = proc, parent_end, proc.pid
         child.mux = CallMux(parent_end, child.name)
         # A pidfd, not the process's sentinel pipe: the pipe reads EOF as the process closes
-        # its files, which may be well before it can be reaped (a loaded machine), and the
-        # loop must not wait for that. Nobody else reaps the child, so its pid is its own.
+        # its files, a step before it can be reaped, so the loop had to wait there; a pidfd
+        # is readable once it can be. Nobody else reaps the child: its pid stays its own.
         child.exit_fd = os.pidfd_open(child.pid)
         # Callbacks bind the process too: a stale event must not hit a restarted child.
         self.selector.register(
