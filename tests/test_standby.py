@@ -44,7 +44,7 @@ def _following(tree: Tree) -> bool:
 
 
 def _standby_ready(tree: Tree) -> bool:
-    return bool(_main(tree)["standby"]) and _standby(tree)["state"] == "RUNNING"
+    return bool((_main(tree)["standby"] or {}).get("state") == "RUNNING")
 
 
 def _add(tree: Tree, first: int, n: int) -> None:

@@ -104,9 +104,17 @@ def outlast_previous_tree(lock: TreeLock, grace: float, poll: float = 0.02) -> s
     deadline = time.monotonic() + grace
     waiting = killed = False
     while not lock.try_acquire():
-        pids = lock.holders()
-        listed = ", ".join(map(str, pids))
-        if time.monotonic() >= deadline:
+        # Who holds it is a scan of /proc: looked up to say so, not at every poll.
+        if not waiting:
+            waiting = True
+            logger.warning(
+                "processes of a previous tree are still stopping (pids {}); waiting up to {:g}s",
+                ", ".join(map(str, lock.holders())) or "unknown",
+                grace,
+            )
+        elif time.monotonic() >= deadline:
+            pids = lock.holders()
+            listed = ", ".join(map(str, pids))
             if killed or not pids:
                 who = f"pids {listed}" if pids else "a process that cannot be inspected"
                 return f"{lock.path} is still held by {who} of a previous tree"
@@ -118,13 +126,6 @@ def outlast_previous_tree(lock: TreeLock, grace: float, poll: float = 0.02) -> s
                     pass
             killed = True
             deadline = time.monotonic() + 5.0  # an exit after SIGKILL takes milliseconds
-        elif not waiting:
-            waiting = True
-            logger.warning(
-                "processes of a previous tree are still stopping (pids {}); waiting up to {:g}s",
-                listed or "unknown",
-                grace,
-            )
         time.sleep(poll)
     if waiting:
         logger.info("the previous tree's processes are gone")

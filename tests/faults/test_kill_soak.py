@@ -64,10 +64,9 @@ class Writer:
             tree = self.tree
             tail = "\n".join(tree.log_text.splitlines()[-60:])
             code = None if tree.proc is None else tree.proc.poll()
-            err = b"".join(tree.stderr_tail).decode(errors="replace")[-3000:]
             pytest.fail(
                 f"the data plane was not back within 60 s (tree exit status {code}); "
-                f"the tree's log ends:\n{tail}\nits stderr ends:\n{err}"
+                f"the tree's log ends:\n{tail}\nits stderr ends:\n{tree.stderr_text[-3000:]}"
             )
         return client
 

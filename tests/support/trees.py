@@ -109,8 +109,7 @@ class Tree:
     def is_up(self, until: str = "running") -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             self._drain.join(5)  # the tree is gone: its stderr ends
-            err = b"".join(self.stderr_tail).decode(errors="replace")
-            pytest.fail(f"tree exited with {self.proc.returncode}: {err[-2000:]}")
+            pytest.fail(f"tree exited with {self.proc.returncode}: {self.stderr_text[-2000:]}")
         try:
             state = self.status()["state"]
         except ClientError:
@@ -198,6 +197,11 @@ class Tree:
     def log_size(self) -> int:
         path = self.cfg.log_file
         return path.stat().st_size if path.exists() else 0
+
+    @property
+    def stderr_text(self) -> str:
+        """The tree's newest stderr lines (see :attr:`stderr_tail`)."""
+        return b"".join(self.stderr_tail).decode(errors="replace")
 
     @property
     def log_text(self) -> str:
