@@ -7,6 +7,7 @@ without bound (the watchdog's RSS limit). Shadows' deadlines from the command li
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ from osup_mp.evolve.shadows import ShadowEvaluator, reference
 
 LIMITS = {"watchdog": {"shadow_rss_mb": 250}, "o_supervisor": {"heartbeat_interval": 200}}
 RECALL = "osup_mp.evolution.compare:recall"
-DAEMON = ["sleep", "4242.5"]  # what the forking variant leaves, found again by this argv
+# What the forking variant leaves, found again by this argv. The pytest process's pid is in it:
+# test modules running at once in other workers fork their own and must not see each other's.
+DAEMON = ["sleep", f"4242.{os.getpid()}"]
 
 # The workload searches with k=3; the agent's self-test with k=2: only the workload trips.
 MISBEHAVIOURS = {
