@@ -15,7 +15,7 @@ from osup_mp.components import wal as wal_manager
 from osup_mp.components.agent import durability
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.states import AgentState
-from osup_mp.components.messages import ReadSpansAfter
+from osup_mp.components.messages import Append, ReadSpansAfter
 from osup_mp.components.wal import WALManager
 from osup_mp.config import load_config
 from osup_mp.runtime.calls import CallError
@@ -272,6 +272,31 @@ def test_a_restore_reads_every_entry_through_the_descriptors_the_wal_hands_over(
     with pytest.raises(CallError, match=r"WAL entries 1\.\.10 are missing"):
         d.plan()
     assert _open_fds() == fds_before
+
+
+@pytest.mark.parametrize("follower", [False, True], ids=["restart", "standby"])
+def test_a_restore_planned_in_the_wake_up_of_an_append_covers_its_entries(
+    restore_env: Any, follower: bool
+) -> None:
+    """The main's last batch and the plan of its successor (or of a new standby) can reach
+    the WAL in one wake-up, the batch first: the plan covers it, or its entries would be
+    missing from the restore and the next ones numbered wrongly."""
+    d, host, wal = restore_env()
+    if follower:
+        d = Durability(host, durable=False, follower=True)
+    wal.manager.store.append(_entries(1, 3))
+    main, ours = channel_pair()
+    try:
+        staged = wal.manager.handle_call(Append(_entries(4, 6)), Caller(ours, 0))
+        assert staged is NOREPLY  # written at the end of the wake-up, which has not come yet
+        restore = d.plan()
+        assert restore is not None and d.applied_lsn == 6
+        assert [p for run in d.read_entries(restore) for p in run.payloads()] == _entries(1, 6)
+        wal.manager.after_events()  # nothing left to write twice
+        assert wal.manager.store.last_lsn == 6
+    finally:
+        main.close()
+        ours.close()
 
 
 def test_a_restore_starts_after_the_checkpoint_and_refuses_a_skipped_range(

@@ -110,15 +110,18 @@ class WALManager(Component):
 
     @on_call(ReadSpansAfter)
     def _on_read_spans(self, request: ReadSpansAfter, caller: Caller) -> Any:
+        self._write_staged()
         return self._send_spans(caller, request.lsn, request.limit)
 
     @on_call(LastLsn)
     def _on_last_lsn(self, request: LastLsn, caller: Caller) -> int:
+        self._write_staged()
         return self.store.last_lsn
 
     @on_call(SkipThrough)
     def _on_skip_through(self, request: SkipThrough, caller: Caller) -> int:
         """A checkpoint covers LSNs this log never had (salvage cut them)."""
+        self._write_staged()
         before = self.store.next_lsn
         self.store.skip_through(request.lsn)
         if not (self._staged or self._syncing or self._unsynced):
@@ -145,6 +148,7 @@ class WALManager(Component):
 
     @on_call(WalTail)
     def _on_tail(self, request: WalTail, caller: Caller) -> list[dict[str, Any]]:
+        self._write_staged()
         first = max(0, self.store.last_lsn - max(0, request.n))
         return [{"lsn": r.lsn, "entry": self._entry(r)} for r in self.store.read_after(first)]
 
@@ -211,6 +215,12 @@ class WALManager(Component):
         return NOREPLY
 
     def after_events(self) -> None:
+        self._write_staged()
+
+    def _write_staged(self) -> None:
+        """Write this wake-up's appends. A read calls it first: it answers for every append
+        that came before it, even one that came in the same wake-up (a restore planned
+        without it would leave its entries out and number the next ones wrongly)."""
         if not self._staged:
             return
         staged, self._staged = self._staged, []

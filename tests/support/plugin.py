@@ -49,6 +49,24 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * (os.cpu_count() or 1)
 
 
+TREES = pytest.StashKey[list[Tree]]()
+_LOG_TAIL = 60  # lines of each tree's log shown with a failure
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report carries the newest lines of the log of every tree it made:
+    what the tree saw is what explains a failure in a run nobody watched."""
+    report = yield
+    if report.failed and call.when == "call":
+        for n, tree in enumerate(item.stash.get(TREES, [])):
+            tail = "\n".join(tree.log_text.splitlines()[-_LOG_TAIL:])
+            report.sections.append((f"log of tree {n} (newest {_LOG_TAIL} lines)", tail))
+    return report
+
+
 @pytest.fixture
 def tag() -> str:
     return uuid.uuid4().hex[:12]
@@ -98,8 +116,11 @@ def shared_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
 
 
 @pytest.fixture
-def make_tree(tmp_path: Path, tag: str) -> Iterator[Callable[..., Tree]]:
+def make_tree(
+    tmp_path: Path, tag: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Tree]]:
     trees: list[Tree] = []
+    request.node.stash[TREES] = trees
 
     def make(subdir: str = "tree", **sections: dict[str, Any]) -> Tree:
         directory = tmp_path / subdir
