@@ -205,7 +205,7 @@ def test_an_identical_candidate_is_never_promoted(shared_tree: Any, tmp_path: Pa
     finally:
         traffic.kill()
         traffic.communicate()
-    summary = [(r["verdict"], r["rule"], r["metrics"][0]["interval"]) for r in records]
+    summary = [(r["verdict"], r["reason"], r["metrics"][0]["interval"]) for r in records]
     assert {(r["verdict"], r["rule"]) for r in records} == {("inconclusive", "no_difference")}, (
         summary
     )

@@ -211,8 +211,12 @@ class TrafficSplitter(Component):
             mirror.main_latencies.append(copy.latency_ms)
             answers: dict[str, tuple[str, Any]] = {}  # this copy's, per arm, for examples
             # Arms answer in any order: an example is kept once a mismatch and a match
-            # (the main's answer, which the main path does not keep) are both in.
-            for arm in mirror.arms.values():
+            # (the main's answer, which the main path does not keep) are both in. They are
+            # sent in a random order: on a busy host the order changes how the arms are
+            # scheduled, so it must not be tied to one arm.
+            arms = list(mirror.arms.values())
+            random.shuffle(arms)
+            for arm in arms:
                 self._send(mirror, arm, copy, answers)
 
     def _offer(self, data: Any, top: float) -> None:
