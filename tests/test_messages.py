@@ -11,8 +11,8 @@ from osup_mp.components import messages as m
 from osup_mp.components.vault import MemoryVault
 from osup_mp.components.wal import WALManager
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import Caller, Component, on_call, on_cast
-from osup_mp.runtime.messages import Ping, from_raw
+from osup_mp.runtime.component import Caller, Component, on_call, on_cast, on_info
+from osup_mp.runtime.messages import PeerDown, Ping, from_raw
 
 pytestmark = pytest.mark.unit  # no process started
 
@@ -31,6 +31,11 @@ class Note:
     kind: ClassVar[str] = "note"
 
 
+@dataclass(frozen=True, slots=True)
+class Tick:
+    n: int
+
+
 class Calc(Component):
     def __init__(self) -> None:
         self.notes: list[str] = []
@@ -42,6 +47,10 @@ class Calc(Component):
     @on_cast(Note)
     def _note(self, request: Note) -> None:
         self.notes.append(request.text)
+
+    @on_info(Tick)
+    def _tick(self, msg: Tick) -> None:
+        self.notes.append(f"tick {msg.n}")
 
 
 class LoudCalc(Calc):
@@ -61,6 +70,14 @@ def test_calls_and_casts_are_dispatched_by_type() -> None:
     assert calc.notes == ["hi"]
     with pytest.raises(CallError, match="unknown call"):
         calc.handle_call(object(), CALLER)
+
+
+def test_timers_and_other_infos_are_dispatched_by_type() -> None:
+    loud = LoudCalc()  # the table is inherited
+    loud.handle_info(Tick(3))
+    loud.handle_info(PeerDown("wal"))  # nobody here cares: ignored
+    loud.handle_info("tick")  # not a Tick: logged, not dispatched
+    assert loud.notes == ["tick 3"]
 
 
 def test_subclasses_inherit_the_table_and_extend_it() -> None:

@@ -119,6 +119,17 @@ def on_cast(*kinds: type) -> Callable[[_Handler], _Handler]:
     return mark
 
 
+def on_info(*kinds: type) -> Callable[[_Handler], _Handler]:
+    """Mark a method ``(self, msg)`` as the handler of info messages (timers,
+    :class:`~osup_mp.runtime.messages.PeerDown`) of one of ``kinds``."""
+
+    def mark(fn: _Handler) -> _Handler:
+        fn.__dict__.setdefault("_osup_infos", []).extend(kinds)
+        return fn
+
+    return mark
+
+
 # What epoll reports for a hang-up or an error wakes both sides, as ``selectors`` does.
 _READ_EVENTS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
@@ -137,6 +148,7 @@ class Component:
     #: here and in the base classes; ``_kinds`` finds a raw ``[kind, *args]``'s record.
     _calls: ClassVar[dict[type, Callable[..., Any]]] = {}
     _casts: ClassVar[dict[type, Callable[..., Any]]] = {}
+    _infos: ClassVar[dict[type, Callable[..., Any]]] = {}
     _kinds: ClassVar[dict[str, type]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -171,10 +183,14 @@ class Component:
             handler(self, request)
 
     def handle_info(self, msg: Any) -> None:
-        """Handle a timer message or any other message that is not a call or cast.
-        :class:`~osup_mp.runtime.messages.PeerDown` says a component this one called has
-        exited (its next call reconnects); components that care override this."""
-        if not isinstance(msg, PeerDown):
+        """Handle a timer message or any other message that is not a call or cast, by its
+        type (:func:`on_info`). :class:`~osup_mp.runtime.messages.PeerDown` says a component
+        this one called has exited (its next call reconnects); components that care handle
+        it."""
+        handler = self._infos.get(type(msg))
+        if handler is not None:
+            handler(self, msg)
+        elif not isinstance(msg, PeerDown):
             logger.debug("{}: unexpected info {!r}", self.name, msg)
 
     @on_call(Ping)
@@ -250,11 +266,12 @@ class Component:
 
 
 def _build_tables(cls: type[Component]) -> None:
-    calls, casts = dict(cls._calls), dict(cls._casts)
+    calls, casts, infos = dict(cls._calls), dict(cls._casts), dict(cls._infos)
     for member in vars(cls).values():
         calls.update(dict.fromkeys(getattr(member, "_osup_calls", ()), member))
         casts.update(dict.fromkeys(getattr(member, "_osup_casts", ()), member))
-    cls._calls, cls._casts = calls, casts
+        infos.update(dict.fromkeys(getattr(member, "_osup_infos", ()), member))
+    cls._calls, cls._casts, cls._infos = calls, casts, infos
     cls._kinds = {getattr(t, "kind", t.__name__): t for t in (*calls, *casts)}
 
 

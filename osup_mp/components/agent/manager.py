@@ -53,6 +53,17 @@ from osup_mp.components.agent.requests import Requests
 from osup_mp.components.agent.restarts import Decision, RestartPolicy
 from osup_mp.components.agent.standby import Standby
 from osup_mp.components.agent.states import AgentState, check_transition
+from osup_mp.components.agent.timers import (
+    CheckpointTick,
+    ExpireRequests,
+    Promoted,
+    ReadyDeadline,
+    Respawn,
+    StandbyReadyDeadline,
+    StandbySpawn,
+    StopDeadline,
+    WallDeadline,
+)
 from osup_mp.components.messages import (
     AgentRequest,
     AgentStatus,
@@ -85,7 +96,7 @@ from osup_mp.lowlevel.proc import (
     signal_group,
 )
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_cast
+from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_cast, on_info
 from osup_mp.runtime.messages import PeerDown
 from osup_mp.storage.shm.segment import Role, SharedState, monotonic_ns
 from osup_mp.wire.frames import FromAgent, ToAgent
@@ -171,7 +182,7 @@ class AgentManager(Component):
             self.terminate("init failed")
             raise
         if self.durability.durable and self.cfg.vault.checkpoint_interval:
-            self.send_after(self.cfg.vault.checkpoint_interval / 1000, "checkpoint_tick")
+            self.send_after(self.cfg.vault.checkpoint_interval / 1000, CheckpointTick())
         if self.standby is not None:
             self.standby.start()
 
@@ -340,45 +351,61 @@ class AgentManager(Component):
         if self.state is not S.RUNNING:
             raise CallError(f"agent {self.instance_id} is {self.state.value}, not RUNNING")
 
-    def handle_info(self, msg: Any) -> None:
-        if msg == "spawn":
-            self._timer = None
-            if self.state is S.BACKOFF:
-                self._spawn()
-        elif msg == "ready_deadline":
-            self._timer = None
-            if self.state is S.STARTING:
-                self.kill_for(f"not ready within {self.cfg.agent.ready_timeout} ms")
-        elif isinstance(msg, tuple) and msg[0] == "stop_deadline":
-            self._stop_timer = None
-            if msg[1] == self.generation and self.state is S.STOPPING and self.proc is not None:
-                logger.warning(
-                    "agent {}: did not stop within {} ms of SIGTERM; sent SIGKILL",
-                    self.instance_id,
-                    self.cfg.agent.stop_timeout,
-                )
-                self._signal(signal.SIGKILL)
-        elif isinstance(msg, tuple) and msg[0] == "wall_deadline":
-            if msg[1] == self.generation and self.state in (S.STARTING, S.RUNNING):
-                wall = self.deadlines.wall_seconds
-                self._deadline_passed(f"killed: wall-clock deadline {wall:g} s")
-                self._stop_agent(kill=True)
-        elif msg == "expire":
-            self.requests.on_timer()
-        elif isinstance(msg, tuple) and msg[0] == "promoted":
-            self._after_promotion(*msg[1:])
-        elif isinstance(msg, tuple) and msg[0] == "standby" and self.standby is not None:
-            self.standby.on_timer(msg[1], msg[2])
-        elif msg == "checkpoint_tick":
-            self.durability.request_checkpoint()
-            self.send_after(self.cfg.vault.checkpoint_interval / 1000, "checkpoint_tick")
-        elif isinstance(msg, PeerDown) and msg.name == "splitter":
+    @on_info(Respawn)
+    def _on_respawn(self, msg: Respawn) -> None:
+        self._timer = None
+        if self.state is S.BACKOFF:
+            self._spawn()
+
+    @on_info(ReadyDeadline)
+    def _on_ready_deadline(self, msg: ReadyDeadline) -> None:
+        self._timer = None
+        if self.state is S.STARTING:
+            self.kill_for(f"not ready within {self.cfg.agent.ready_timeout} ms")
+
+    @on_info(StopDeadline)
+    def _on_stop_deadline(self, msg: StopDeadline) -> None:
+        self._stop_timer = None
+        if msg.generation == self.generation and self.state is S.STOPPING and self.proc:
+            logger.warning(
+                "agent {}: did not stop within {} ms of SIGTERM; sent SIGKILL",
+                self.instance_id,
+                self.cfg.agent.stop_timeout,
+            )
+            self._signal(signal.SIGKILL)
+
+    @on_info(WallDeadline)
+    def _on_wall_deadline(self, msg: WallDeadline) -> None:
+        if msg.generation == self.generation and self.state in (S.STARTING, S.RUNNING):
+            wall = self.deadlines.wall_seconds
+            self._deadline_passed(f"killed: wall-clock deadline {wall:g} s")
+            self._stop_agent(kill=True)
+
+    @on_info(ExpireRequests)
+    def _on_expire(self, msg: ExpireRequests) -> None:
+        self.requests.on_timer()
+
+    @on_info(StandbySpawn)
+    def _on_standby_spawn(self, msg: StandbySpawn) -> None:
+        if self.standby is not None:
+            self.standby.on_spawn_due()
+
+    @on_info(StandbyReadyDeadline)
+    def _on_standby_ready_deadline(self, msg: StandbyReadyDeadline) -> None:
+        if self.standby is not None:
+            self.standby.on_ready_deadline(msg.generation)
+
+    @on_info(CheckpointTick)
+    def _on_checkpoint_tick(self, msg: CheckpointTick) -> None:
+        self.durability.request_checkpoint()
+        self.send_after(self.cfg.vault.checkpoint_interval / 1000, CheckpointTick())
+
+    @on_info(PeerDown)
+    def _on_peer_down(self, msg: PeerDown) -> None:
+        if msg.name == "splitter":
             self.requests.mirror_ratio = 0.0  # a new splitter says again what it wants
-        elif isinstance(msg, PeerDown) and msg.name == "wal" and self.follower is not None:
-            if self.state is S.RUNNING:
-                self.follower.start()  # the WAL restarted: follow the new one from here
-        else:
-            super().handle_info(msg)
+        elif msg.name == "wal" and self.follower is not None and self.state is S.RUNNING:
+            self.follower.start()  # the WAL restarted: follow the new one from here
 
     @on_cast(WalEntries)
     def _on_wal_entries(self, request: WalEntries) -> None:
@@ -437,9 +464,9 @@ class AgentManager(Component):
         self.pipes.reset()
         self._adopt(self.proc, os.pidfd_open(self.proc.pid))
         self.slot["hb_frame_ns"] = 0
-        self._timer = self.send_after(self.cfg.agent.ready_timeout / 1000, "ready_deadline")
+        self._timer = self.send_after(self.cfg.agent.ready_timeout / 1000, ReadyDeadline())
         if self.deadlines.wall_seconds is not None:
-            self.send_after(self.deadlines.wall_seconds, ("wall_deadline", self.generation))
+            self.send_after(self.deadlines.wall_seconds, WallDeadline(self.generation))
         logger.info(
             "agent {}: started pid {} ({})", self.instance_id, self.proc.pid, " ".join(argv)
         )
@@ -484,39 +511,29 @@ class AgentManager(Component):
         self.promotions += 1
         self.slot["restarts"] = self.restarts
         early = died[0] in self.dying
-        self.send_after(
-            _TIDY_DELAY, ("promoted", reason, died, proc.pid, elapsed, lsn, resent, early)
-        )
+        self.send_after(_TIDY_DELAY, Promoted(reason, died, proc.pid, elapsed, lsn, resent, early))
 
-    def _after_promotion(
-        self,
-        reason: str,
-        died: tuple[int, int],
-        pid: int,
-        ms: float,
-        lsn: int,
-        resent: int,
-        early: bool,
-    ) -> None:
+    @on_info(Promoted)
+    def _after_promotion(self, msg: Promoted) -> None:
         """Bury the dead main, lift the standby's soft limits, record and log the promotion."""
-        self._bury(*died)
-        if pid == self.pid and self.state is S.RUNNING:  # else it died too, meanwhile
-            lift_limits(self.cfg, pid)
+        self._bury(*msg.died)
+        if msg.pid == self.pid and self.state is S.RUNNING:  # else it died too, meanwhile
+            lift_limits(self.cfg, msg.pid)
             for state in (S.BACKOFF, S.STARTING, S.RUNNING):  # as health records a restart
-                self._transition(state, reason)
+                self._transition(state, msg.reason)
         logger.warning(
             "agent {}: pid {} died ({}{}); standby pid {} promoted in {:.2f} ms at LSN {}, "
             "{} unanswered requests re-sent",
             self.instance_id,
-            died[0],
-            reason,
-            ", noticed by its life lock" if early else "",
-            pid,
-            ms,
-            lsn,
-            resent,
+            msg.died[0],
+            msg.reason,
+            ", noticed by its life lock" if msg.early else "",
+            msg.pid,
+            msg.ms,
+            msg.lsn,
+            msg.resent,
         )
-        self._emit("promoted", {"ms": ms, "resent": resent})
+        self._emit("promoted", {"ms": msg.ms, "resent": msg.resent})
         if self.standby is not None:
             self.standby.start_soon()
 
@@ -552,7 +569,7 @@ class AgentManager(Component):
         self._signal(signal.SIGKILL if kill else signal.SIGTERM)
         if not kill and self.proc is not None:
             self._stop_timer = self.send_after(
-                self.cfg.agent.stop_timeout / 1000, ("stop_deadline", self.generation)
+                self.cfg.agent.stop_timeout / 1000, StopDeadline(self.generation)
             )
 
     def _operator_restart(self) -> None:
@@ -704,7 +721,7 @@ class AgentManager(Component):
             decision.delay,
             decision.why,
         )
-        self._timer = self.send_after(decision.delay, "spawn")
+        self._timer = self.send_after(decision.delay, Respawn())
 
     def _failover(self, reason: str, died: tuple[int, int], decision: Decision) -> bool:
         """Promote the standby in place of a restart, when there is one ready and the death

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from osup_mp.components.agent.states import AgentState
+from osup_mp.components.agent.timers import ExpireRequests
 from osup_mp.components.messages import Mirrored
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.control import Connection, ControlServer, Respond
@@ -258,7 +259,7 @@ class Requests:
         if self._timer is not None:
             m.cancel_timer(self._timer)
         self._timer_due = deadline
-        self._timer = m.send_after(max(0.0, deadline - time.monotonic()), "expire")
+        self._timer = m.send_after(max(0.0, deadline - time.monotonic()), ExpireRequests())
 
     def _client_gone(self, conn: Connection) -> None:
         dropped = self.table.drop_connection(conn)

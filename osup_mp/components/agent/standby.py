@@ -41,6 +41,7 @@ from osup_mp.components.agent.launch import (
 from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
 from osup_mp.components.agent.restarts import RestartPolicy
 from osup_mp.components.agent.states import AgentState, check_transition
+from osup_mp.components.agent.timers import StandbyReadyDeadline, StandbySpawn
 from osup_mp.lowlevel.lifelock import LifeLock
 from osup_mp.lowlevel.proc import close_pipes, describe_exit, kill_descendants, signal_group
 from osup_mp.runtime.calls import CallError
@@ -108,7 +109,7 @@ class Standby:
     def start_soon(self) -> None:
         """Start one shortly (after a promotion: the promoted agent's first answers come
         first; planning and spawning a standby takes the manager's loop for a while)."""
-        self._arm(_RESPAWN_DELAY, "spawn")
+        self._arm(_RESPAWN_DELAY, StandbySpawn())
 
     def _spawn(self) -> None:
         host = self.host
@@ -149,7 +150,7 @@ class Standby:
         self.slot["pid"] = proc.pid
         self.slot["generation"] = self.generation
         self.slot["hb_frame_ns"] = 0
-        self._arm(self.cfg.agent.ready_timeout / 1000, "ready_deadline")
+        self._arm(self.cfg.agent.ready_timeout / 1000, StandbyReadyDeadline(self.generation))
         logger.info("agent {}: standby started pid {}", host.instance_id, proc.pid)
         if restore is not None:
             try:
@@ -157,15 +158,17 @@ class Standby:
             except CallError as exc:
                 self.kill_for(f"cannot restore: {exc}")
 
-    def on_timer(self, what: str, generation: int) -> None:
+    def on_spawn_due(self) -> None:
         self._timer = None
-        current = generation == self.generation
-        if what == "spawn" and self.state in (S.BACKOFF, S.STOPPED, S.EXITED):
+        if self.state in (S.BACKOFF, S.STOPPED, S.EXITED):
             if self.slot is None:
                 self.start()
             else:
                 self._spawn()
-        elif what == "ready_deadline" and current and self.state is S.STARTING:
+
+    def on_ready_deadline(self, generation: int) -> None:
+        self._timer = None
+        if generation == self.generation and self.state is S.STARTING:
             self.kill_for(f"not ready within {self.cfg.agent.ready_timeout} ms")
 
     def kill_for(self, reason: str) -> None:
@@ -218,7 +221,7 @@ class Standby:
             reason,
             decision.delay,
         )
-        self._arm(decision.delay, "spawn")
+        self._arm(decision.delay, StandbySpawn())
 
     def stop(self) -> None:
         """Stop it for good (the manager stops): it holds nothing durable, so SIGKILL."""
@@ -407,9 +410,9 @@ class Standby:
         if self.slot is not None:
             self.slot["state"] = int(new.slot_state)
 
-    def _arm(self, delay: float, what: str) -> None:
+    def _arm(self, delay: float, msg: StandbySpawn | StandbyReadyDeadline) -> None:
         self._cancel_timer()
-        self._timer = self.host.send_after(delay, ("standby", what, self.generation))
+        self._timer = self.host.send_after(delay, msg)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
