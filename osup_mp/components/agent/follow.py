@@ -50,7 +50,7 @@ class Follower:
 
     def on_entries(self, msg: WalEntries) -> None:
         host = self.host
-        if host.proc is None or host.state not in (AgentState.STARTING, AgentState.RUNNING):
+        if host.agent is None or host.state not in (AgentState.STARTING, AgentState.RUNNING):
             return  # no agent to pass them to: the next start restores them
         first, payloads = msg.first_lsn, msg.payloads
         skip = self.applied_lsn + 1 - first

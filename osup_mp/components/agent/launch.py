@@ -13,7 +13,6 @@ import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from osup_mp.config import Config
 from osup_mp.lowlevel.lifelock import LifeLock
@@ -85,14 +84,6 @@ def spawn_agent(
         return spawn_piped(argv, env, pre_exec=pre, pass_fds=(life.fd,)), life
     finally:
         life.close_fd()
-
-
-def watch_life(
-    life: LifeLock | None, ready: dict[str, Any], proc: subprocess.Popen[bytes] | None, fd: int
-) -> None:
-    """Wait on the agent's life lock (notices to ``fd``) once its ``ready`` says it holds it."""
-    if ready.get("life_lock") is True and life is not None and proc is not None:
-        life.watch(proc.pid, fd)
 
 
 def pre_exec(

@@ -45,10 +45,9 @@ from osup_mp.components.agent.launch import (
     agent_env,
     lift_limits,
     pre_exec,
-    spawn_agent,
-    watch_life,
 )
-from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
+from osup_mp.components.agent.pipes import AgentPipes
+from osup_mp.components.agent.process import AgentProcess
 from osup_mp.components.agent.requests import Requests
 from osup_mp.components.agent.restarts import Decision, RestartPolicy
 from osup_mp.components.agent.standby import Standby
@@ -86,11 +85,10 @@ from osup_mp.components.messages import (
     WalEntries,
 )
 from osup_mp.config import Config
-from osup_mp.lowlevel.lifelock import LifeLock, dying_status, read_notices
+from osup_mp.lowlevel.lifelock import dying_status, read_notices
 from osup_mp.lowlevel.limits import cpu_deadline_reason
 from osup_mp.lowlevel.proc import (
     become_subreaper,
-    close_pipes,
     describe_exit,
     kill_descendants,
     signal_group,
@@ -127,9 +125,7 @@ class AgentManager(Component):
         self.command = command
         self.deadlines = deadlines
         self.state = S.STOPPED
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.life: LifeLock | None = None
-        self.pidfd = -1
+        self.agent: AgentProcess | None = None
         self.notify_fd = -1  # life-lock notices are written here (lowlevel.lifelock)
         self.dying = Dying(self, self._bury)
         self.generation = 0
@@ -155,7 +151,6 @@ class AgentManager(Component):
         self._timer: int | None = None
         self._stop_timer: int | None = None  # SIGTERM sent: SIGKILL when it fires
         self._restart_when_stopped = False
-        self._writable_watched = False
 
     # -- component callbacks -----------------------------------------------------------------
 
@@ -206,28 +201,25 @@ class AgentManager(Component):
             raise RuntimeError(f"agent {self.instance_id} failed to start: {why}")
 
     def _agent_fds(self) -> set[int]:
-        proc = self.proc
-        fds = {self.pidfd}
-        if proc is not None:
-            fds |= {s.fileno() for s in (proc.stdin, proc.stdout, proc.stderr) if s is not None}
-        return fds
+        return self.agent.fds() if self.agent is not None else set()
 
     def terminate(self, reason: str) -> None:
         if self.standby is not None:
             self.standby.stop()
-        if self.proc is not None:
-            self._signal(signal.SIGTERM)
+        agent = self.agent
+        if agent is not None:
+            agent.signal(signal.SIGTERM)
             try:
-                self.proc.wait(self.cfg.agent.stop_timeout / 1000)
+                agent.proc.wait(self.cfg.agent.stop_timeout / 1000)
             except subprocess.TimeoutExpired:
                 logger.warning(
                     "agent {}: did not stop within {} ms of SIGTERM; sent SIGKILL",
                     self.instance_id,
                     self.cfg.agent.stop_timeout,
                 )
-                self._signal(signal.SIGKILL)
-                self.proc.wait()
-            self._signal(signal.SIGKILL)  # what is left of its process group
+                agent.signal()
+                agent.proc.wait()
+            agent.signal()  # what is left of its process group
         self._kill_leftovers()
         self.dying.reap_all()
         self._fail_requests("agent manager stopping")
@@ -297,7 +289,7 @@ class AgentManager(Component):
     def _on_evolution_result(self, request: EvolutionResult) -> None:
         result = {"type": ToAgent.EVOLUTION_RESULT, "id": request.id, "success": request.success}
         extra = {"verdict": request.verdict, "experiment": request.experiment}
-        if self.proc is not None:
+        if self.agent is not None:
             self.send_agent(result | extra | {"reason": request.reason, "error": None})
 
     @on_call(RestartAgent)
@@ -366,7 +358,7 @@ class AgentManager(Component):
     @on_info(StopDeadline)
     def _on_stop_deadline(self, msg: StopDeadline) -> None:
         self._stop_timer = None
-        if msg.generation == self.generation and self.state is S.STOPPING and self.proc:
+        if msg.generation == self.generation and self.state is S.STOPPING and self.agent:
             logger.warning(
                 "agent {}: did not stop within {} ms of SIGTERM; sent SIGKILL",
                 self.instance_id,
@@ -444,48 +436,39 @@ class AgentManager(Component):
             argv = agent_argv(self.cfg, self.role, self.command)
             if restore is not None:
                 argv += [RESTORE_FLAG, restore["checkpoint_id"] or "wal"]
-            self.proc, self.life = spawn_agent(
+            agent = AgentProcess.spawn(
+                self,
                 argv,
                 agent_env(self.cfg, self.shm.name, self.instance_id, self.slot_index, self.role),
                 pre_exec(self.cfg, self.role, self.deadlines),
+                self.pipes,
             )
         except OSError as exc:
-            self.proc = None
             if restore is not None:
                 self.durability.discard(restore)
             what = self.command or self.cfg.o_supervisor.gerbil_executable
             logger.error("agent {}: cannot start {}: {}", self.instance_id, what, exc)
             self._after_failure(f"cannot start: {exc}")
             return
-        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            os.set_blocking(stream.fileno(), False)
-        widen_pipe(self.proc.stdin.fileno())
-        self.pipes.reset()
-        self._adopt(self.proc, os.pidfd_open(self.proc.pid))
+        self._adopt(agent)
         self.slot["hb_frame_ns"] = 0
         self._timer = self.send_after(self.cfg.agent.ready_timeout / 1000, ReadyDeadline())
         if self.deadlines.wall_seconds is not None:
             self.send_after(self.deadlines.wall_seconds, WallDeadline(self.generation))
-        logger.info(
-            "agent {}: started pid {} ({})", self.instance_id, self.proc.pid, " ".join(argv)
-        )
+        logger.info("agent {}: started pid {} ({})", self.instance_id, agent.pid, " ".join(argv))
         if restore is not None:
             try:
                 self.durability.send_restore(restore)
             except CallError as exc:
                 self.kill_for(f"cannot restore: {exc}")
 
-    def _adopt(self, proc: subprocess.Popen[bytes], pidfd: int) -> None:
-        """``proc`` is this manager's agent from now on: a new generation."""
-        assert proc.stdout is not None and proc.stderr is not None
-        self.proc, self.pidfd = proc, pidfd
-        self.watch_fd(proc.stdout.fileno(), self._on_stdout)
-        self.watch_fd(proc.stderr.fileno(), self._on_stderr)
-        self.watch_fd(pidfd, self._on_exit)
+    def _adopt(self, agent: AgentProcess) -> None:
+        """``agent`` is this manager's agent from now on: a new generation."""
+        self.agent, self.pipes = agent, agent.pipes
+        agent.watch(self._on_stdout, self._on_stderr, self._on_exit)
         self.generation += 1
         self.started_at = time.monotonic()
-        self.slot["pid"] = proc.pid
+        self.slot["pid"] = agent.pid
         self.slot["generation"] = self.generation
 
     def _promote(self, standby: Standby, reason: str, died: tuple[int, int]) -> None:
@@ -494,8 +477,8 @@ class AgentManager(Component):
         hot-loaded code and the unanswered requests, and write them out at once."""
         t0 = time.monotonic()
         self.durability.hand_over()
-        proc, pidfd, self.pipes, lsn, self.life = standby.take()
-        self._adopt(proc, pidfd)
+        agent, lsn = standby.take()
+        self._adopt(agent)
         self.send_agent({"type": ToAgent.PROMOTE.value, "slot": self.slot_index})
         for caller in self.code.fail_all():  # a reload the dead main never answered
             self.reply_error(caller, f"agent {self.instance_id} exited before answering")
@@ -511,7 +494,7 @@ class AgentManager(Component):
         self.promotions += 1
         self.slot["restarts"] = self.restarts
         early = died[0] in self.dying
-        self.send_after(_TIDY_DELAY, Promoted(reason, died, proc.pid, elapsed, lsn, resent, early))
+        self.send_after(_TIDY_DELAY, Promoted(reason, died, agent.pid, elapsed, lsn, resent, early))
 
     @on_info(Promoted)
     def _after_promotion(self, msg: Promoted) -> None:
@@ -560,14 +543,14 @@ class AgentManager(Component):
         self._signal(signal.SIGKILL)
 
     def _stop_agent(self, *, kill: bool = False) -> None:
-        if self.state in (S.BACKOFF, S.FATAL) and self.proc is None:
+        if self.state in (S.BACKOFF, S.FATAL) and self.agent is None:
             self._cancel_timer()
             self._transition(S.STOPPING)
             self._transition(S.EXITED)
             return
         self._transition(S.STOPPING)
         self._signal(signal.SIGKILL if kill else signal.SIGTERM)
-        if not kill and self.proc is not None:
+        if not kill and self.agent is not None:
             self._stop_timer = self.send_after(
                 self.cfg.agent.stop_timeout / 1000, StopDeadline(self.generation)
             )
@@ -577,7 +560,7 @@ class AgentManager(Component):
         if self.standby is not None:
             self.standby.reset()
         self.fatal_reason = None
-        if self.proc is None:
+        if self.agent is None:
             self._cancel_timer()
             if self.state in (S.BACKOFF, S.FATAL, S.EXITED):
                 if self.state is S.BACKOFF:
@@ -589,16 +572,16 @@ class AgentManager(Component):
             self._stop_agent()
 
     def _on_exit(self) -> None:
-        if self.proc is not None:
-            self._exited(self.proc, self.proc.wait())
+        if self.agent is not None:
+            self._exited(self.agent, self.agent.proc.wait())
 
     def _on_life_notices(self, fd: int) -> None:
         """An agent's life lock was released: if it is the running main and it is exiting,
         act on its death now; the kernel reports it only once its memory is freed (and the
         standby's death is no hurry: its pidfd reports it)."""
         for pid in read_notices(fd):
-            proc = self.proc
-            if proc is None or pid != proc.pid or self.state is not S.RUNNING:
+            agent = self.agent
+            if agent is None or pid != agent.pid or self.state is not S.RUNNING:
                 continue
             code = dying_status(pid)
             if code is None:
@@ -608,19 +591,19 @@ class AgentManager(Component):
                     pid,
                 )
                 continue
-            self.dying.add(proc, self.pidfd)
-            self._exited(proc, code, reaped=False)
+            self.dying.add(agent.proc, agent.pidfd)
+            self._exited(agent, code, reaped=False)
 
     def live_pids(self) -> list[int]:
         """The agent processes to spare when killing leftovers: the main, its standby, and
         dead ones not yet reaped (a kill would reap them under their Popen)."""
-        standby = self.standby.proc if self.standby is not None else None
-        live = [p.pid for p in (self.proc, standby) if p is not None]
+        standby = self.standby.agent if self.standby is not None else None
+        live = [a.pid for a in (self.agent, standby) if a is not None]
         return live + self.dying.pids()
 
-    def _exited(self, proc: subprocess.Popen[bytes], code: int, *, reaped: bool = True) -> None:
-        """The agent ``proc`` died with ``code``; ``reaped`` unless noticed by its life lock
-        (then its pidfd stays watched, to reap it)."""
+    def _exited(self, agent: AgentProcess, code: int, *, reaped: bool = True) -> None:
+        """The agent died with ``code``; ``reaped`` unless noticed by its life lock (then its
+        pidfd stays watched, to reap it)."""
         if self._stop_timer is not None:
             self.cancel_timer(self._stop_timer)
             self._stop_timer = None
@@ -628,23 +611,16 @@ class AgentManager(Component):
         truncated = self.pipes.truncated()
         if truncated and not self.fail_reason:
             self.fail_reason = truncated
-        if reaped:
-            self.unwatch_fd(self.pidfd)
-            os.close(self.pidfd)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                self.unwatch_fd(stream.fileno())
         self._on_stderr(final=True)
-        close_pipes(proc)
-        self._writable_watched = False
-        self.proc, self.life, self.pidfd = None, None, -1
+        agent.close(reaped=reaped)
+        self.agent = None
         self.slot["pid"] = 0
         self._cancel_timer()
         self.last_exit = describe_exit(code)
         if self.state is not S.STOPPING and self._past_cpu_deadline(code):
             self._transition(S.STOPPING)  # final, as a limit is: no restart
         if self.state is S.STOPPING:
-            self._bury(proc.pid, code)
+            self._bury(agent.pid, code)
             self._agent_lost()
             logger.info("agent {}: stopped ({})", self.instance_id, self.last_exit)
             if self._restart_when_stopped:
@@ -655,7 +631,7 @@ class AgentManager(Component):
             else:
                 self._transition(S.EXITED)
             return
-        self._after_failure(self.fail_reason or self.last_exit, died=(proc.pid, code))
+        self._after_failure(self.fail_reason or self.last_exit, died=(agent.pid, code))
 
     def _past_cpu_deadline(self, code: int) -> bool:
         """Whether the agent died of its CPU-time deadline (SIGXCPU, or SIGKILL at the hard
@@ -761,20 +737,19 @@ class AgentManager(Component):
             self._timer = None
 
     def _signal(self, sig: int) -> None:
-        if self.proc is not None:
-            signal_group(self.proc.pid, sig)
+        if self.agent is not None:
+            self.agent.signal(sig)
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        return self.agent.pid if self.agent is not None else None
 
     # -- agent I/O ---------------------------------------------------------------------------
 
     def _on_stdout(self) -> None:
-        proc = self.proc
-        if proc is None or proc.stdout is None:
+        if self.agent is None:
             return
-        messages, error, eof = self.pipes.read_frames(proc.stdout.fileno())
+        messages, error, _eof = self.agent.read_frames()  # at EOF the pidfd reports the exit
         for msg in messages:
             self._on_message(msg)
         if self.pipes.heartbeats:
@@ -784,14 +759,11 @@ class AgentManager(Component):
             self._on_ready()  # a seed agent's first heartbeat counts as ready
         if error is not None and self.fail_reason is None:
             self.kill_for(f"malformed frame from the agent: {error}")
-        if eof:
-            self.unwatch_fd(proc.stdout.fileno())  # the pidfd reports the exit
 
     def _on_stderr(self, final: bool = False) -> None:
-        proc = self.proc
-        fd = proc.stderr.fileno() if proc is not None and proc.stderr is not None else None
-        for text in self.pipes.read_stderr(fd, final=final):
-            logger.info("[agent {}] {}", self.instance_id, text)
+        if self.agent is not None:
+            for text in self.agent.stderr_lines(final=final):
+                logger.info("[agent {}] {}", self.instance_id, text)
 
     def send_agent(self, msg: dict[str, Any]) -> None:
         """Queue a frame for the agent; it leaves at the end of the loop wake-up."""
@@ -802,14 +774,8 @@ class AgentManager(Component):
         self.pipes.out += frame
 
     def _flush(self) -> None:
-        proc = self.proc
-        if not self.pipes.out or proc is None or proc.stdin is None:
-            return
-        fd = proc.stdin.fileno()
-        want = self.pipes.write(fd)
-        if want != self._writable_watched:
-            self.watch_writable(fd, self._flush if want else None)
-            self._writable_watched = want
+        if self.agent is not None:
+            self.agent.flush()
 
     def _frame_table(self) -> dict[str, Callable[[dict[str, Any]], None]]:
         """What each frame type from the agent does (docs/protocol.md). Keyed by the plain
@@ -842,7 +808,8 @@ class AgentManager(Component):
         if isinstance(declared, list) and all(isinstance(op, str) for op in declared[:1024]):
             self.read_only = frozenset(declared[:1024])
         self._on_ready()
-        watch_life(self.life, msg, self.proc, self.notify_fd)
+        if self.agent is not None:
+            self.agent.watch_life(msg, self.notify_fd)
 
     def _on_heartbeat(self, msg: dict[str, Any]) -> None:
         self.pipes.heartbeats += 1  # stamped once per read by _on_stdout
@@ -877,7 +844,7 @@ class AgentManager(Component):
         proposal = msg.get("id")
 
         def refused(ok: bool, value: Any) -> None:  # accepted: the verdict comes later
-            if not ok and self.proc is not None:
+            if not ok and self.agent is not None:
                 result = {"type": ToAgent.EVOLUTION_RESULT, "id": proposal, "success": False}
                 self.send_agent(result | {"verdict": None, "error": str(value)})
 
@@ -907,7 +874,7 @@ class AgentManager(Component):
 
     def status(self) -> dict[str, Any]:
         hb = max(int(self.slot["hb_agent_ns"]), int(self.slot["hb_frame_ns"]))
-        age = round((monotonic_ns() - hb) / 1e6, 1) if hb and self.proc is not None else None
+        age = round((monotonic_ns() - hb) / 1e6, 1) if hb and self.agent is not None else None
         uptime = time.monotonic() - self.running_since if self.running_since else None
         return {
             "role": self.role,
@@ -931,7 +898,7 @@ class AgentManager(Component):
             ),
             "metrics": self.metrics,
             "read_only": sorted(self.read_only),
-            "life_lock": self.life is not None and self.life.watching,
+            "life_lock": self.agent is not None and self.agent.life_watched,
             "slot": self.slot_index,
             "promotions": self.promotions,
             "standby": self.standby.status() if self.standby is not None else None,

@@ -20,9 +20,6 @@ Decisions:
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -31,19 +28,13 @@ from loguru import logger
 
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.follow import wal_apply_frames
-from osup_mp.components.agent.launch import (
-    agent_argv,
-    agent_env,
-    pre_exec,
-    spawn_agent,
-    watch_life,
-)
-from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
+from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec
+from osup_mp.components.agent.pipes import AgentPipes
+from osup_mp.components.agent.process import AgentProcess
 from osup_mp.components.agent.restarts import RestartPolicy
 from osup_mp.components.agent.states import AgentState, check_transition
 from osup_mp.components.agent.timers import StandbyReadyDeadline, StandbySpawn
-from osup_mp.lowlevel.lifelock import LifeLock
-from osup_mp.lowlevel.proc import close_pipes, describe_exit, kill_descendants, signal_group
+from osup_mp.lowlevel.proc import describe_exit, kill_descendants
 from osup_mp.runtime.calls import CallError
 from osup_mp.storage.shm.segment import Role, monotonic_ns
 from osup_mp.wire.frames import FromAgent
@@ -65,9 +56,7 @@ class Standby:
         self.slot_index = slot
         self.slot: Any = None
         self.state = S.STOPPED
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.life: LifeLock | None = None
-        self.pidfd = -1
+        self.agent: AgentProcess | None = None
         self.pipes = AgentPipes(host.cfg.agent.max_frame)
         self.policy = RestartPolicy.from_config(host.cfg.agent)
         self.generation = 0
@@ -83,13 +72,12 @@ class Standby:
         label = f"{host.instance_id} standby"
         self._planner = Durability(host, durable=False, follower=True, label=label)
         self._timer: int | None = None
-        self._writable = False
         self._ignored: set[str] = set()  # frame types already warned about
 
     @property
     def ready(self) -> bool:
         """Running, restored and following: it can be promoted (not one being killed)."""
-        return self.state is S.RUNNING and self.proc is not None and self.fail_reason is None
+        return self.state is S.RUNNING and self.agent is not None and self.fail_reason is None
 
     @property
     def applied_lsn(self) -> int:
@@ -129,29 +117,21 @@ class Standby:
             argv += [RESTORE_FLAG, restore["checkpoint_id"] or "wal"]
         try:
             env = agent_env(self.cfg, host.shm.name, host.instance_id, self.slot_index, ROLE)
-            self.proc, self.life = spawn_agent(argv, env, pre_exec(self.cfg, ROLE))
+            agent = AgentProcess.spawn(host, argv, env, pre_exec(self.cfg, ROLE), self.pipes)
         except OSError as exc:
             if restore is not None:
                 Durability.discard(restore)
             self._failed(f"cannot start: {exc}")
             return
-        proc = self.proc
-        assert proc.stdin and proc.stdout and proc.stderr
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            os.set_blocking(stream.fileno(), False)
-        widen_pipe(proc.stdin.fileno())
-        self.pidfd = os.pidfd_open(proc.pid)
-        host.watch_fd(proc.stdout.fileno(), self._on_stdout)
-        host.watch_fd(proc.stderr.fileno(), self._on_stderr)
-        host.watch_fd(self.pidfd, self._on_exit)
-        self.pipes.reset()
+        self.agent = agent
+        agent.watch(self._on_stdout, self._on_stderr, self._on_exit)
         self.generation += 1
         self.started_at = time.monotonic()
-        self.slot["pid"] = proc.pid
+        self.slot["pid"] = agent.pid
         self.slot["generation"] = self.generation
         self.slot["hb_frame_ns"] = 0
         self._arm(self.cfg.agent.ready_timeout / 1000, StandbyReadyDeadline(self.generation))
-        logger.info("agent {}: standby started pid {}", host.instance_id, proc.pid)
+        logger.info("agent {}: standby started pid {}", host.instance_id, agent.pid)
         if restore is not None:
             try:
                 self._planner.send_restore(restore, send=self.pipes.out.extend)
@@ -173,12 +153,12 @@ class Standby:
 
     def kill_for(self, reason: str) -> None:
         """Replace the standby (the main is not touched)."""
-        if self.proc is None:
+        if self.agent is None:
             return
-        host, pid = self.host.instance_id, self.proc.pid
+        host, pid = self.host.instance_id, self.agent.pid
         logger.error("agent {}: standby pid {}: {}; replacing it", host, pid, reason)
         self.fail_reason = self.last_kill_reason = reason
-        self._signal(signal.SIGKILL)
+        self.agent.signal()
 
     def on_report(self, generation: int, reason: str) -> None:
         """The watchdog's report about the standby's slot: a hang or a broken limit."""
@@ -186,12 +166,12 @@ class Standby:
             self.kill_for(reason)
 
     def _on_exit(self) -> None:
-        proc = self.proc
-        if proc is None:
+        agent = self.agent
+        if agent is None:
             return
-        code = proc.wait()
-        self._signal(signal.SIGKILL)
-        self._close(proc)
+        code = agent.proc.wait()
+        agent.signal()  # what is left of its process group
+        self._close(agent)
         self.last_exit = describe_exit(code)
         if self.state is S.STOPPING:
             self._transition(S.EXITED)
@@ -226,12 +206,12 @@ class Standby:
     def stop(self) -> None:
         """Stop it for good (the manager stops): it holds nothing durable, so SIGKILL."""
         self._cancel_timer()
-        proc = self.proc
-        if proc is not None:
+        agent = self.agent
+        if agent is not None:
             self._transition(S.STOPPING)
-            self._signal(signal.SIGKILL)
-            proc.wait()
-            self._close(proc)
+            agent.signal()
+            agent.proc.wait()
+            self._close(agent)
             self._transition(S.EXITED)
         if self.slot is not None:
             self.host.shm.release_slot(self.slot_index)
@@ -245,17 +225,15 @@ class Standby:
             self._transition(S.EXITED)
             self.start_soon()
 
-    def take(self) -> tuple[subprocess.Popen[bytes], int, AgentPipes, int, LifeLock | None]:
-        """Hand the process over to the manager (a promotion): its process, pidfd, pipes,
-        the LSN passed on to it and its life lock. The slot is freed for the next standby."""
-        proc = self.proc
-        assert proc is not None and self.ready
+    def take(self) -> tuple[AgentProcess, int]:
+        """Hand the process over to the manager (a promotion), with the LSN passed on to
+        it. The slot is freed for the next standby."""
+        agent = self.agent
+        assert agent is not None and self.ready
         self._cancel_timer()
-        streams = (proc.stdin, proc.stdout, proc.stderr)
-        for fd in (self.pidfd, *(stream.fileno() for stream in streams if stream is not None)):
-            self.host.unwatch_fd(fd)
-        taken = (proc, self.pidfd, self.pipes, self.sent_lsn, self.life)
-        self.proc, self.pidfd, self.life, self._writable = None, -1, None, False
+        agent.unwatch()
+        taken = (agent, self.sent_lsn)
+        self.agent = None
         self.pipes = AgentPipes(self.cfg.agent.max_frame)
         self.policy.reset()  # the next standby starts a new count
         self._transition(S.STOPPING)
@@ -269,7 +247,7 @@ class Standby:
     def follow(self, entries: list[bytes]) -> int:
         """Pass on entries the main wrote (about to go to the WAL); the standby generation
         that got them, or 0."""
-        if self.proc is None or self.state not in (S.STARTING, S.RUNNING):
+        if self.agent is None or self.state not in (S.STARTING, S.RUNNING):
             return 0  # the next standby restores them
         first = self.sent_lsn + 1
         for frame in wal_apply_frames(first, entries, self.cfg.agent.max_frame):
@@ -297,33 +275,25 @@ class Standby:
             )
 
     def flush(self) -> None:
-        proc = self.proc
-        if not self.pipes.out or proc is None or proc.stdin is None:
-            return
-        fd = proc.stdin.fileno()
-        want = self.pipes.write(fd)
-        if want != self._writable:
-            self.host.watch_writable(fd, self.flush if want else None)
-            self._writable = want
+        if self.agent is not None:
+            self.agent.flush()
 
     # -- its output --------------------------------------------------------------------------
 
     def _on_stdout(self) -> None:
-        proc = self.proc
-        if proc is None or proc.stdout is None:
+        agent = self.agent
+        if agent is None:
             return
-        messages, error, eof = self.pipes.read_frames(proc.stdout.fileno())
+        messages, error, _eof = agent.read_frames()
         for msg in messages:
             self._on_message(msg)
-            if self.proc is not proc:
+            if self.agent is not agent:
                 return  # stopped while reading (an agent that cannot be a standby)
         if self.pipes.heartbeats:
             self.pipes.heartbeats = 0
             self.slot["hb_frame_ns"] = monotonic_ns()
         if error is not None and self.fail_reason is None:
             self.kill_for(f"malformed frame from the standby: {error}")
-        if eof:
-            self.host.unwatch_fd(proc.stdout.fileno())
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]
@@ -353,13 +323,14 @@ class Standby:
             return
         self._cancel_timer()
         self._transition(S.RUNNING)
-        watch_life(self.life, msg, self.proc, host.notify_fd)
+        assert self.agent is not None
+        self.agent.watch_life(msg, host.notify_fd)
         self.ready_at = time.monotonic()
         self.slot["hb_frame_ns"] = monotonic_ns()
         logger.info(
             "agent {}: standby ready (pid {}, {:.1f} ms, following from LSN {})",
             host.instance_id,
-            self.proc.pid if self.proc else None,
+            self.agent.pid,
             (self.ready_at - self.started_at) * 1000,
             self.sent_lsn,
         )
@@ -374,14 +345,13 @@ class Standby:
         self.stop()
 
     def _on_stderr(self, final: bool = False) -> None:
-        proc = self.proc
-        fd = proc.stderr.fileno() if proc is not None and proc.stderr is not None else None
-        for text in self.pipes.read_stderr(fd, final=final):
-            logger.info("[agent {} standby] {}", self.host.instance_id, text)
+        if self.agent is not None:
+            for text in self.agent.stderr_lines(final=final):
+                logger.info("[agent {} standby] {}", self.host.instance_id, text)
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _close(self, proc: subprocess.Popen[bytes]) -> None:
+    def _close(self, agent: AgentProcess) -> None:
         host = self.host
         killed = kill_descendants(spare=host.live_pids())
         if killed:
@@ -391,14 +361,9 @@ class Standby:
                 len(killed),
             )
         self._on_stdout()
-        host.unwatch_fd(self.pidfd)
-        os.close(self.pidfd)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                host.unwatch_fd(stream.fileno())
         self._on_stderr(final=True)
-        close_pipes(proc)
-        self.proc, self.pidfd, self.life, self._writable = None, -1, None, False
+        agent.close()
+        self.agent = None
         self.pipes.out.clear()
         if self.slot is not None:
             self.slot["pid"] = 0
@@ -419,18 +384,14 @@ class Standby:
             self.host.cancel_timer(self._timer)
             self._timer = None
 
-    def _signal(self, sig: int) -> None:
-        if self.proc is not None:
-            signal_group(self.proc.pid, sig)
-
     def status(self) -> dict[str, Any]:
         slot = self.slot
         hb = max(int(slot["hb_agent_ns"]), int(slot["hb_frame_ns"])) if slot is not None else 0
-        age = round((monotonic_ns() - hb) / 1e6, 1) if hb and self.proc is not None else None
+        age = round((monotonic_ns() - hb) / 1e6, 1) if hb and self.agent is not None else None
         return {
             "role": ROLE,
             "id": self.host.instance_id,
-            "pid": self.proc.pid if self.proc is not None else None,
+            "pid": self.agent.pid if self.agent is not None else None,
             "state": self.state.value,
             "slot": self.slot_index,
             "restarts": self.restarts,
@@ -438,7 +399,8 @@ class Standby:
             "heartbeat_age_ms": age,
             "applied_lsn": self.applied_lsn,
             "lag": self.sent_lsn - self.applied_lsn if self.ready else None,
-            "life_lock": self.life is not None and self.life.watching,
+            "life_lock": self.agent is not None
+            and bool(self.agent.life and self.agent.life.watching),
             "last_exit": self.last_exit,
             "last_kill_reason": self.last_kill_reason,
             "unsupported": self.unsupported,
