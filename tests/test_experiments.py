@@ -64,6 +64,13 @@ def _load_blocks(tree: Any) -> None:
             client.request("request", data=block)
 
 
+def _show(tree: Any, exp_id: str) -> dict[str, Any]:
+    """The experiment's record, asked over the control socket: polled in a loop, a CLI
+    process per look would take a core from the arms being measured."""
+    record: dict[str, Any] = tree.request("experiment_show", id=exp_id)
+    return record
+
+
 def _requests(tmp: Path) -> Path:
     path = tmp / "searches.jsonl"
     lines = [{"op": "memory_search", "query": f"topic {i % 13}", "k": 3} for i in range(50)]
@@ -198,7 +205,7 @@ def test_an_identical_candidate_is_never_promoted(shared_tree: Any, tmp_path: Pa
             ids.append(json.loads(done.stdout)["id"])
 
         def decided() -> list[dict[str, Any]] | None:
-            records = [json.loads(tree.cli("experiment", "show", i, "--json").stdout) for i in ids]
+            records = [_show(tree, i) for i in ids]
             return records if all(r["state"] == "decided" for r in records) else None
 
         records = wait_for(decided, timeout=90, what="five A/A experiments decided")
@@ -240,7 +247,7 @@ def test_faster_code_is_promoted_then_rolled_back_when_it_fails_in_the_main(
         client.request("request", data={"op": "memory_search", "query": "topic 1", "k": 7})
 
     def rolled_back() -> dict[str, Any] | None:
-        shown = json.loads(tree.cli("experiment", "show", record["id"], "--json").stdout)
+        shown = _show(tree, record["id"])
         return shown if shown["verdict"] == "rolled_back" else None
 
     final = wait_for(rolled_back, timeout=15, what="the promotion rolled back")
@@ -275,7 +282,7 @@ def test_a_promotion_that_slows_the_main_down_later_is_rolled_back(
         assert record["verdict"] == "promoted" and record["state"] == "watching", record
 
         def rolled_back() -> dict[str, Any] | None:
-            shown = json.loads(tree.cli("experiment", "show", record["id"], "--json").stdout)
+            shown = _show(tree, record["id"])
             return shown if shown["verdict"] == "rolled_back" else None
 
         final = wait_for(rolled_back, timeout=50, what="the slowed-down promotion rolled back")
@@ -301,7 +308,7 @@ def test_an_arbiter_restart_closes_its_experiment_and_stops_the_arms(
     exp_id = json.loads(started.stdout)["id"]
 
     def state() -> str:
-        return str(json.loads(tree.cli("experiment", "show", exp_id, "--json").stdout)["state"])
+        return str(_show(tree, exp_id)["state"])
 
     wait_for(lambda: state() == "running", what="the experiment running")
     assert tree.agents().keys() == {"main", f"{exp_id}-cand", f"{exp_id}-cont"}
