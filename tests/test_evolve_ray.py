@@ -32,14 +32,34 @@ def _job(tree: Any, **deadlines: float) -> Job:
     return Job.for_tree(tree.cfg, "memory_system", workload, Judge(), **deadlines)
 
 
-def _ray_pids() -> set[int]:
+def _ray_processes() -> dict[int, str]:
     names = ("raylet", "gcs_server", "ray::")
-    found = set()
+    found = {}
     for p in psutil.process_iter(["name", "cmdline"]):
         text = " ".join(p.info["cmdline"] or [p.info["name"] or ""])
         if any(n in text for n in names) or "ray/_private" in text or "ray/dashboard" in text:
-            found.add(p.pid)
+            found[p.pid] = text
     return found
+
+
+def _ray_pids() -> set[int]:
+    return set(_ray_processes())
+
+
+def _wait_ray_stopped(before: set[int], what: str) -> None:
+    """Wait for the Ray processes started since ``before`` to exit (the evaluator's close
+    waits for them, so they should be gone at once); at the deadline, name those left."""
+    left: dict[int, str] = {}
+
+    def stopped() -> bool:
+        nonlocal left
+        left = {pid: text for pid, text in _ray_processes().items() if pid not in before}
+        return not left
+
+    try:
+        wait_for(stopped, 15, interval=0.1, what=what)
+    except pytest.fail.Exception:
+        pytest.fail(f"{what}: still running after 15 s: {left}")
 
 
 def test_the_keeper_limits_a_variant_as_a_shadow_is_limited(make_tree) -> None:
@@ -84,7 +104,7 @@ def test_variants_as_tasks_on_a_local_ray_instance(make_tree, tmp_path: Path) ->
     assert spin.failure == "killed: CPU-time deadline 3 s (SIGXCPU)"
     assert fork.failure == "killed: wall-clock deadline 6 s"
     assert not _daemons()
-    wait_for(lambda: _ray_pids() <= before, 15, what="the local Ray instance to stop")
+    _wait_ray_stopped(before, "the local Ray instance to stop")
 
     # The command end to end: the faster constant found by tasks, the tree untouched.
     code, work = tmp_path / "toy.py", tmp_path / "work.jsonl"
@@ -100,7 +120,7 @@ def test_variants_as_tasks_on_a_local_ray_instance(make_tree, tmp_path: Path) ->
     assert [g["variants"] for g in summary["generations"]] == [3, 3]
     assert summary["best"][0]["median_ms"] < summary["start"]["median_ms"]
     assert [a["id"] for a in tree.status()["agents"]] == ["main"]
-    wait_for(lambda: _ray_pids() <= before, 15, what="the command's Ray instance to stop")
+    _wait_ray_stopped(before, "the command's Ray instance to stop")
     missing = tree.cli("evolve", "--code", str(code), "--target", "memory_system",
                        "--requests", str(work), "--ray", "127.0.0.1:1")  # fmt: skip
     assert missing.returncode == 2 and "cannot start Ray at '127.0.0.1:1'" in missing.stderr

@@ -10,12 +10,15 @@ that kills its worker has failed, as one that breaks a limit in a shadow has.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import psutil
 
 from osup_mp.evolution.genetic.fitness import Figures
 from osup_mp.evolve.standalone import Job, evaluate
@@ -28,6 +31,7 @@ _LOCAL_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
 }
 _OBJECT_STORE = 256 << 20  # a local instance's object store: a few snapshots and workloads
+_STOP_GRACE = 10.0  # seconds a local instance's processes get to exit after its shutdown
 
 
 class RayUnavailable(RuntimeError):
@@ -56,12 +60,14 @@ class RayEvaluator:
             raise RayUnavailable("Ray is not installed: pip install 'osup-mp[ray]'") from None
         self._ray = ray
         self._temp: str | None = None
+        self._children_before: set[int] = set()
         try:
             if address == "local":
                 for key, value in _LOCAL_ENV.items():
                     os.environ.setdefault(key, value)
                 # Its sockets and logs in a directory of its own, removed when it stops.
                 self._temp = tempfile.mkdtemp(prefix="osup-ray-")
+                self._children_before = {c.pid for c in psutil.Process().children()}
                 ray.init(
                     num_cpus=workers, include_dashboard=False, log_to_driver=False,
                     object_store_memory=_OBJECT_STORE, configure_logging=False,
@@ -100,7 +106,25 @@ class RayEvaluator:
         return [results[ref] for ref in refs]
 
     def close(self) -> None:
-        """Disconnect (a local instance stops, with every process it started)."""
+        """Disconnect; a local instance stops, with every process it started. Ray's shutdown
+        stops them asynchronously (a worker exits when it sees its raylet gone): they are
+        waited for, and killed if they outlast the grace."""
+        started = self._started() if self._temp is not None else []
         self._ray.shutdown()
+        _, alive = psutil.wait_procs(started, timeout=_STOP_GRACE)
+        for proc in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=5.0)
         if self._temp is not None:
             shutil.rmtree(self._temp, ignore_errors=True)
+
+    def _started(self) -> list[psutil.Process]:
+        """The local instance's processes: the children ``ray.init`` started (GCS, raylet,
+        ...) and everything under them (the workers), never another child's descendants."""
+        found: list[psutil.Process] = []
+        for child in psutil.Process().children():
+            if child.pid not in self._children_before:
+                with contextlib.suppress(psutil.NoSuchProcess):  # gone: nothing to wait for
+                    found += [child, *child.children(recursive=True)]
+        return found

@@ -42,13 +42,6 @@ def pytest_collection(session: pytest.Session) -> Generator[None, object, object
         sys.dont_write_bytecode = forbidden
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: two workers per CPU. Most tests wait on the trees and agents they start
-    rather than compute, so a CPU can serve two of them."""
-    return 2 * (os.cpu_count() or 1)
-
-
 TREES = pytest.StashKey[list[Tree]]()
 _LOG_TAIL = 60  # lines of each tree's log shown with a failure
 
