@@ -56,7 +56,10 @@ def test_a_component_hanging_in_init_blocks_nothing(make_tree) -> None:
     hung = "hung:permanent:init_delay=3600,start_timeout=600,shutdown_timeout=0.5"
     tree = make_tree().start("a:permanent", hung, until="starting")
     wait_for(lambda: _state(tree, "hung") == "starting", what="hung to be starting")
-    assert tree.status()["state"] == "starting"
+    status = tree.status()
+    assert status["state"] == "starting"
+    uptimes = {c["name"]: c["uptime_s"] for c in status["components"]}
+    assert uptimes["hung"] is None and uptimes["a"] is not None  # up once ready, not before
     assert _worst_status_s(tree) < STATUS_BOUND_S
     # Another child's death is served at once, not after the hung start.
     assert _kill_and_time_restart(tree, "a") < 2.0

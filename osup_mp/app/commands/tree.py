@@ -10,6 +10,7 @@ from loguru import logger
 
 from osup_mp.app.commands.context import Context
 from osup_mp.components import messages as m
+from osup_mp.runtime.children import ChildState
 from osup_mp.runtime.control import Respond
 from osup_mp.wire import api
 
@@ -58,7 +59,8 @@ def status(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
             "state": c.state.value,
             "restart": c.spec.restart.value,
             "restarts": c.restarts,
-            "uptime_s": round(now - c.started_at, 3) if c.pid else None,
+            # Up since it was ready: a starting child has no uptime yet.
+            "uptime_s": round(now - c.started_at, 3) if c.state is ChildState.RUNNING else None,
             "rss_bytes": None,
             "cpu_percent": None,
             "last_exit": c.last_exit or None,
