@@ -453,7 +453,8 @@ def test_a_bug_in_a_command_is_one_line_unless_debugging(tmp_path) -> None:
 
 
 def test_status_loads_one_command_module() -> None:
-    """``status`` imports its own command module, not the thirteen others, nor the tree."""
+    """``status`` imports its own command module, not the thirteen others, nor the tree; its
+    configuration not psutil (which only the watchdog's limits need)."""
     probe = (
         "import sys\n"
         "from osup_mp import cli\n"
@@ -463,7 +464,9 @@ def test_status_loads_one_command_module() -> None:
         "    pass\n"
         "print(sorted(m for m in sys.modules if m.startswith('osup_mp.cli.') and "
         "m not in ('osup_mp.cli.main', 'osup_mp.cli.common')))\n"
-        "print([m for m in ('numpy', 'rich', 'osup_mp.app') if m in sys.modules])\n"
+        "from osup_mp.config import load_config\n"
+        "load_config(None, 'test')  # what the command loads before it asks the tree\n"
+        "print([m for m in ('numpy', 'rich', 'psutil', 'osup_mp.app') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     lines = out.stdout.strip().splitlines()

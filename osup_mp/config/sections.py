@@ -10,9 +10,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from osup_mp.lowlevel.limits import Limits
+if TYPE_CHECKING:  # imported when used: psutil is no start-up cost of every CLI command
+    from osup_mp.lowlevel.limits import Limits
 
 
 class Strategy(str, enum.Enum):  # noqa: UP042 - plain str mixin: str()/format() keep "Strategy.X"
@@ -116,6 +117,8 @@ class WatchdogSection:
 
     def limits(self) -> Limits:
         """A shadow's limits, for a :class:`~osup_mp.lowlevel.limits.Sampler`."""
+        from osup_mp.lowlevel.limits import Limits
+
         return Limits(
             self.shadow_rss_mb, self.shadow_cpu_percent, self.shadow_cpu_window / 1000,
             self.shadow_max_fds, self.shadow_max_threads, self.shadow_wall_time / 1000,
