@@ -32,7 +32,7 @@ from osup_mp.components.messages import (
 )
 from osup_mp.config import Config, HealthSection
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import Caller, Component, on_call, on_cast
+from osup_mp.runtime.component import Caller, Component, on_call, on_cast, on_info
 
 MAX_KEYS = 64  # metrics kept per report; an agent cannot grow the monitor with a huge map
 MAX_TEXT = 256  # longest string value kept
@@ -183,19 +183,22 @@ def _means(reports: list[Report]) -> dict[str, tuple[float, int]]:
     return {key: (total / n, n) for key, (total, n) in sums.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class _Prune:
+    """Time to drop history older than its retention."""
+
+
 class HealthMonitor(Component):
     def __init__(self, cfg: Config) -> None:
         self.book = HealthBook(cfg.health)
 
     def init(self) -> None:
-        self.send_after(PRUNE_PERIOD, "prune")
+        self.send_after(PRUNE_PERIOD, _Prune())
 
-    def handle_info(self, msg: Any) -> None:
-        if msg == "prune":
-            self.book.prune()
-            self.send_after(PRUNE_PERIOD, "prune")
-        else:
-            super().handle_info(msg)
+    @on_info(_Prune)
+    def _on_prune(self, msg: _Prune) -> None:
+        self.book.prune()
+        self.send_after(PRUNE_PERIOD, _Prune())
 
     def _emit(self, what: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
         self.peer("telemetry").cast(Execute(("osup", "health", what), measurements, metadata))

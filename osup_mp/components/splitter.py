@@ -39,7 +39,7 @@ from osup_mp.components.recording import ABANDONED, Recording
 from osup_mp.evolution import compare
 from osup_mp.evolution.compare import Compare
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import Caller, Component, on_call, on_cast
+from osup_mp.runtime.component import Caller, Component, on_call, on_cast, on_info
 from osup_mp.wire import digest
 
 ARM_WINDOW = 64  # copies in flight per arm; more are dropped, not queued
@@ -76,6 +76,16 @@ class Mirror:
     copies: int = 0
     examples: list[dict[str, Any]] = field(default_factory=list)
     main_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCIES_KEPT))
+
+
+@dataclass(frozen=True, slots=True)
+class _FlushSamples:
+    """Time to send the samples made since the first of them to the health monitor."""
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckRecordings:
+    """A recording's deadline, or time to look for recordings nobody takes from."""
 
 
 class TrafficSplitter(Component):
@@ -197,7 +207,7 @@ class TrafficSplitter(Component):
             now = time.monotonic()
             left = [r.deadline - now for r in self.recordings.values() if r.active(now)]
             delay = max(0.01, min([*left, ABANDONED / 3]))
-            self._recordings_timer = self.send_after(delay, "recordings")
+            self._recordings_timer = self.send_after(delay, _CheckRecordings())
 
     @on_cast(Mirrored)
     def _on_copy(self, copy: Mirrored) -> None:
@@ -284,7 +294,7 @@ class TrafficSplitter(Component):
         if len(self.samples) >= SAMPLE_BATCH:
             self._flush_samples()
         elif len(self.samples) == 1:
-            self.send_after(SAMPLE_DELAY, "flush_samples")
+            self.send_after(SAMPLE_DELAY, _FlushSamples())
 
     def _flush_samples(self) -> None:
         """Send the samples made since the last flush to the health monitor, as one cast."""
@@ -292,14 +302,14 @@ class TrafficSplitter(Component):
             batch, self.samples = tuple(self.samples), []
             self.peer("health").cast(RecordSamples(batch))
 
-    def handle_info(self, msg: Any) -> None:
-        if msg == "flush_samples":
-            self._flush_samples()
-        elif msg == "recordings":
-            self._recordings_timer = None
-            self._check_recordings()
-        else:
-            super().handle_info(msg)
+    @on_info(_FlushSamples)
+    def _on_flush_samples(self, msg: _FlushSamples) -> None:
+        self._flush_samples()
+
+    @on_info(_CheckRecordings)
+    def _on_check_recordings(self, msg: _CheckRecordings) -> None:
+        self._recordings_timer = None
+        self._check_recordings()
 
     def _figures(self, mirror: Mirror) -> dict[str, Any]:
         return {

@@ -27,7 +27,7 @@ from loguru import logger
 from osup_mp.components.messages import Attach, Detach, Events, Execute, LatestSample, Sample
 from osup_mp.lowlevel.proc import descendants_of
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_cast
+from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_cast, on_info
 from osup_mp.runtime.messages import WhichChildren
 
 Event = tuple[str, ...]
@@ -61,6 +61,11 @@ def log_event(event: Event, measurements: dict[str, Any], metadata: dict[str, An
     """A handler to attach by name (``osup_mp.components.telemetry:log_event``): events at
     debug level."""
     logger.debug("event {} {} {}", ".".join(event), measurements, metadata)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tick:
+    """Time to sample the tree again."""
 
 
 class Telemetry(Component):
@@ -181,14 +186,12 @@ class Telemetry(Component):
     def init(self) -> None:
         self.attach("osup.counter", (), self.counter)
         psutil.cpu_percent(None)
-        self.send_after(0.0, "tick")
+        self.send_after(0.0, _Tick())
 
-    def handle_info(self, msg: Any) -> None:
-        if msg == "tick":
-            self.sample()
-            self.send_after(self.period, "tick")
-        else:
-            super().handle_info(msg)
+    @on_info(_Tick)
+    def _on_tick(self, msg: _Tick) -> None:
+        self.sample()
+        self.send_after(self.period, _Tick())
 
     @on_cast(Execute)
     def _on_execute(self, request: Execute) -> None:

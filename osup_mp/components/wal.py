@@ -21,6 +21,7 @@ and answers every waiting append with an error — nothing unwritten is ever ack
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
@@ -42,7 +43,7 @@ from osup_mp.components.messages import (
 from osup_mp.config import Config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.channel import MAX_FDS, Channel
-from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_cast
+from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_cast, on_info
 from osup_mp.storage.wal.store import WALError, WALStore, verify_dir
 from osup_mp.storage.wal.sync import BackgroundSync
 from osup_mp.wire import FrameError, unpack_payload
@@ -51,6 +52,11 @@ MAX_SPANS = MAX_FDS  # segments (each with its descriptor) per read_spans_after 
 # Appends written (who asked, their LSNs, the entries) awaiting the sync that acknowledges them.
 Written = list[tuple[Caller, list[int], list[bytes]]]
 FOLLOWER_BACKLOG = 64 << 20  # bytes queued to a follower that does not read: it is dropped
+
+
+@dataclass(frozen=True, slots=True)
+class _Sync:
+    """A second has passed: sync what was written (the ``everysec`` policy)."""
 
 
 class WALManager(Component):
@@ -86,7 +92,7 @@ class WALManager(Component):
             self.policy,
         )
         if self.policy == "everysec":
-            self.send_after(1.0, "sync")
+            self.send_after(1.0, _Sync())
         if self.policy == "always":
             self._background = BackgroundSync(self.store.sync_fd)
             self.watch_fd(self._background.fileno(), self._on_synced)
@@ -197,13 +203,11 @@ class WALManager(Component):
         if removed:
             logger.info("wal: released {} segment(s) covered by checkpoints", len(removed))
 
-    def handle_info(self, msg: Any) -> None:
-        if msg == "sync":
-            if self._dirty and self._failed is None:
-                self._sync()
-            self.send_after(1.0, "sync")
-        else:
-            super().handle_info(msg)
+    @on_info(_Sync)
+    def _on_sync_due(self, msg: _Sync) -> None:
+        if self._dirty and self._failed is None:
+            self._sync()
+        self.send_after(1.0, _Sync())
 
     def _append(self, entries: list[Any], caller: Caller) -> Any:
         """Stage now; write, sync and answer once for the whole wake-up (after_events)."""

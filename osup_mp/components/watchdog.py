@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
@@ -31,7 +32,7 @@ from osup_mp.config import Config
 from osup_mp.lowlevel.limits import Sampler
 from osup_mp.lowlevel.proc import signal_group
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import Caller, Component, on_call
+from osup_mp.runtime.component import Caller, Component, on_call, on_info
 from osup_mp.storage.shm.segment import Role, SharedState, SlotState, monotonic_ns
 
 _LIMITED = frozenset({Role.SHADOW, Role.STANDBY})  # roles sampled against the shadow limits
@@ -39,6 +40,11 @@ _LIMITED = frozenset({Role.SHADOW, Role.STANDBY})  # roles sampled against the s
 
 def manager_name(instance_id: str) -> str:
     return f"agent:{instance_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """Time to scan the slots again."""
 
 
 class Watchdog(Component):
@@ -53,14 +59,12 @@ class Watchdog(Component):
         self.kills: deque[dict[str, Any]] = deque(maxlen=100)  # bounded: a long-lived tree
 
     def init(self) -> None:
-        self.send_after(self.interval, "scan")
+        self.send_after(self.interval, _Scan())
 
-    def handle_info(self, msg: Any) -> None:
-        if msg == "scan":
-            self.scan()
-            self.send_after(self.interval, "scan")
-        else:
-            super().handle_info(msg)
+    @on_info(_Scan)
+    def _on_scan(self, msg: _Scan) -> None:
+        self.scan()
+        self.send_after(self.interval, _Scan())
 
     @on_call(WatchdogKills)
     def _on_kills(self, request: WatchdogKills, caller: Caller) -> list[Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
@@ -49,7 +50,7 @@ from osup_mp.components.messages import (
 from osup_mp.config import Config
 from osup_mp.evolution import Decision, Sample, Settings, decide, watch
 from osup_mp.runtime.calls import CallError
-from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call
+from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_info
 
 TICK = 1.0  # s between looks at each experiment's evidence
 BASELINE_S = 60.0  # of the main's metrics before a promotion, to watch it against
@@ -59,6 +60,11 @@ Answer = Callable[[bool, Any], None]
 
 def _ignore(ok: bool, value: Any) -> None:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Tick:
+    """Time to look at every running experiment's evidence."""
 
 
 class EvolutionArbiter(Component):
@@ -88,15 +94,13 @@ class EvolutionArbiter(Component):
                 numbers.append(int(entry["id"][1:]))
         self.next_number = max(numbers, default=0) + 1
         self.history.set_in_flight([])
-        self.send_after(TICK, "tick")
+        self.send_after(TICK, _Tick())
 
-    def handle_info(self, msg: Any) -> None:
-        if msg == "tick":
-            for exp in list(self.running.values()):
-                self._look(exp)
-            self.send_after(TICK, "tick")
-        else:
-            super().handle_info(msg)
+    @on_info(_Tick)
+    def _on_tick(self, msg: _Tick) -> None:
+        for exp in list(self.running.values()):
+            self._look(exp)
+        self.send_after(TICK, _Tick())
 
     # -- requests ----------------------------------------------------------------------------
 
