@@ -441,7 +441,7 @@ class AgentManager(Component):
                 argv,
                 agent_env(self.cfg, self.shm.name, self.instance_id, self.slot_index, self.role),
                 pre_exec(self.cfg, self.role, self.deadlines),
-                self.cfg.agent.max_frame,
+                self.pipes,
             )
         except OSError as exc:
             if restore is not None:

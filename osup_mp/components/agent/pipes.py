@@ -66,6 +66,11 @@ class AgentPipes:
         self.stderr_tail: deque[str] = deque(maxlen=5)
         self.heartbeats = 0  # heartbeat frames counted (not decoded) since the manager looked
 
+    def reset(self) -> None:
+        self.decoder = FrameDecoder(max_frame=self.max_frame, require_type=True)
+        self.out.clear()
+        self.heartbeats = 0
+
     def queue(self, msg: dict[str, Any]) -> None:
         # Not re-walked: request data came out of the strict decoder (control/data plane).
         self.out += pack(msg, max_frame=self.max_frame, strict=False)
