@@ -238,3 +238,42 @@ def test_an_agents_stdin_pipe_is_widened_where_the_kernel_allows() -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_an_event_for_a_closed_fd_never_runs_the_callback_of_its_reused_number(pair) -> None:
+    """Two ready pipes; the first callback run closes the other and opens a new pipe under
+    the same fd number (as an agent's restart reuses its dead predecessor's numbers). The
+    batch's event for the old fd must not run the new fd's callback."""
+    from osup_mp.runtime.component import Component, ComponentLoop
+
+    loop = ComponentLoop(Component(), "test", pair[0])
+    pipes = [os.pipe(), os.pipe()]
+    for _r, w in pipes:
+        os.write(w, b"x")
+    ran: list[str] = []
+    opened: list[int] = []
+
+    def replace_other(me: int) -> None:
+        ran.append(f"old {me}")
+        os.read(pipes[me][0], 1)
+        other = pipes[1 - me][0]
+        loop.set_watch(other, None, None)
+        r, w = os.pipe()
+        os.dup2(r, other)  # the same number, a new pipe with nothing in it
+        os.close(r)
+        opened.append(w)
+        loop.set_watch(other, lambda: ran.append(f"new {1 - me}"), None)
+
+    for i, (r, _w) in enumerate(pipes):
+        loop.set_watch(r, lambda i=i: replace_other(i), None)
+    try:
+        loop.wait_on({r for r, _w in pipes}, 1.0)
+        assert len(ran) == 1 and ran[0].startswith("old"), ran  # the other event was stale
+        # The new fd's own readiness is still reported: it is level-triggered.
+        os.write(opened[0], b"y")
+        loop.wait_on({r for r, _w in pipes}, 1.0)
+        assert ran[1].startswith("new"), ran
+    finally:
+        for fd in [fd for p in pipes for fd in p] + opened:
+            os.close(fd)
+        loop._epoll.close()

@@ -286,7 +286,10 @@ class ComponentLoop:
         self.name = name
         self.parent = CallMux(parent, "supervisor")
         self._epoll = select.epoll()
-        self._watches: dict[int, tuple[Callback | None, Callback | None]] = {}
+        # fd -> (reader, writer, registration number). The number tells a watch made while a
+        # batch of ready events is being run from the one the batch's event was for.
+        self._watches: dict[int, tuple[Callback | None, Callback | None, int]] = {}
+        self._registrations = 0
         self.stop_reason: str | None = None
         self._channels: dict[int, tuple[Channel, CallMux | None]] = {}
         self._peers: dict[str, PeerRef] = {}
@@ -304,21 +307,23 @@ class ComponentLoop:
     def set_watch(self, fd: int, reader: Callback | None, writer: Callback | None) -> None:
         """Watch ``fd`` with these callbacks (both None: stop watching it)."""
         mask = (select.EPOLLIN if reader else 0) | (select.EPOLLOUT if writer else 0)
-        known = fd in self._watches
+        known = self._watches.get(fd)
         if not mask:
-            if known:
+            if known is not None:
                 del self._watches[fd]
                 with contextlib.suppress(OSError):  # closed already: epoll forgot it
                     self._epoll.unregister(fd)
             return
-        if known:
+        if known is not None:
             try:
                 self._epoll.modify(fd, mask)
+                self._watches[fd] = (reader, writer, known[2])
+                return
             except FileNotFoundError:  # closed and reused since: a new registration
-                self._epoll.register(fd, mask)
-        else:
-            self._epoll.register(fd, mask)
-        self._watches[fd] = (reader, writer)
+                pass
+        self._epoll.register(fd, mask)
+        self._registrations += 1
+        self._watches[fd] = (reader, writer, self._registrations)
 
     def wait_on(self, fds: set[int], timeout: float) -> None:
         """Wait up to ``timeout`` s and run the callbacks of those of ``fds`` that are ready;
@@ -326,23 +331,31 @@ class ComponentLoop:
         self._run_ready(self._epoll.poll(timeout), fds)
 
     def _run_ready(self, ready: list[tuple[int, int]], only: set[int] | None = None) -> None:
-        """Run the callbacks of the ready fds (of those in ``only``, if given)."""
+        """Run the callbacks of the ready fds (of those in ``only``, if given).
+
+        A callback may close an fd and open another that gets the same number (an agent's
+        pipes closed, a new agent spawned): an event of the batch for the old fd must not run
+        the new fd's callback, which would act on a readiness its fd never had. Watches
+        registered after the poll are therefore skipped; epoll reports them next time."""
         watches = self._watches
+        polled = self._registrations
         for fd, events in ready:
             watch = watches.get(fd)
-            if watch is None or (only is not None and fd not in only):
-                continue  # unwatched by a callback earlier in this batch, or not asked for
-            reader, writer = watch
+            if watch is None or watch[2] > polled or (only is not None and fd not in only):
+                continue  # unwatched or re-registered by an earlier callback, or not asked for
+            reader, writer, _registration = watch
             if writer is not None and events & _WRITE_EVENTS:
                 writer()
             if reader is not None and events & _READ_EVENTS:
                 reader()
 
     def reader_of(self, fd: int) -> Callback | None:
-        return self._watches.get(fd, (None, None))[0]
+        watch = self._watches.get(fd)
+        return watch[0] if watch is not None else None
 
     def writer_of(self, fd: int) -> Callback | None:
-        return self._watches.get(fd, (None, None))[1]
+        watch = self._watches.get(fd)
+        return watch[1] if watch is not None else None
 
     def _add_channel(self, channel: Channel, mux: CallMux | None) -> None:
         self._channels[channel.fileno()] = (channel, mux)

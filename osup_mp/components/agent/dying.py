@@ -41,8 +41,11 @@ class Dying:
         return entry is not None
 
     def _reaped(self, pid: int) -> None:
-        proc, pidfd, bury = self._procs.pop(pid)
-        code = proc.wait()
+        proc, pidfd, bury = self._procs[pid]
+        code = proc.poll()  # its pidfd is readable: it can be reaped, never waited for
+        if code is None:
+            return
+        del self._procs[pid]
         self._host.unwatch_fd(pidfd)
         os.close(pidfd)
         if bury:

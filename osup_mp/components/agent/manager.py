@@ -572,8 +572,9 @@ class AgentManager(Component):
             self._stop_agent()
 
     def _on_exit(self) -> None:
-        if self.agent is not None:
-            self._exited(self.agent, self.agent.proc.wait())
+        code = self.agent.exit_status() if self.agent is not None else None
+        if self.agent is not None and code is not None:
+            self._exited(self.agent, code)
 
     def _on_life_notices(self, fd: int) -> None:
         """An agent's life lock was released: if it is the running main and it is exiting,

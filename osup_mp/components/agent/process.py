@@ -109,6 +109,11 @@ class AgentProcess:
             self.host.watch_writable(self.stdin, self.flush if want else None)
             self._writable = want
 
+    def exit_status(self) -> int | None:
+        """Its exit status, reaping it; None while it runs. Its pidfd's readiness means it
+        has exited, so a None there is an event that was not this process's: never wait."""
+        return self.proc.poll()
+
     def signal(self, sig: int = signal.SIGKILL) -> None:
         """Signal its process group: what it spawned too."""
         signal_group(self.pid, sig)

@@ -167,9 +167,9 @@ class Standby:
 
     def _on_exit(self) -> None:
         agent = self.agent
-        if agent is None:
+        code = agent.exit_status() if agent is not None else None
+        if agent is None or code is None:
             return
-        code = agent.proc.wait()
         agent.signal()  # what is left of its process group
         self._close(agent)
         self.last_exit = describe_exit(code)
