@@ -96,7 +96,7 @@ def test_hung_agent_is_replaced(shared_reference) -> None:
         ("garbage", "malformed frame"),
         ("oversized", "malformed frame"),
         ("nonmap", "malformed frame"),
-        ("truncated", "truncated frame"),
+        ("truncated", "exited with status 0 in the middle of a frame (10 bytes of it received)"),
     ],
 )
 def test_bad_frames_restart_the_agent_not_the_manager(

@@ -42,7 +42,7 @@ from osup_mp.wire import HEADER
 from osup_mp.wire.frames import ToAgent
 
 if TYPE_CHECKING:
-    from osup_mp.components.agent.manager import AgentManager
+    from osup_mp.components.agent.lifecycle import AgentLifecycle
 
 _PAGE = 50_000  # WAL entries per read_spans_after reply
 # What a restore frame adds around the snapshot: its keys, a checkpoint id, an LSN, flags.
@@ -70,7 +70,7 @@ Action = Callable[[int | None], None]  # called with the covering LSN, or None i
 
 class Durability:
     def __init__(
-        self, host: AgentManager, *, durable: bool, follower: bool = False, label: str = ""
+        self, host: AgentLifecycle, *, durable: bool, follower: bool = False, label: str = ""
     ) -> None:
         self.host = host
         self.label = label or host.instance_id  # who restores, in the log

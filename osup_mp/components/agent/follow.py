@@ -24,14 +24,14 @@ from osup_mp.wire import HEADER
 from osup_mp.wire.frames import ToAgent
 
 if TYPE_CHECKING:
-    from osup_mp.components.agent.manager import AgentManager
+    from osup_mp.components.agent.lifecycle import AgentLifecycle
 
 _FRAME_BYTES = 256 * 1024  # entry bytes per wal_apply frame (well under any max_frame)
 _HEAD_BYTES = 64  # what a wal_apply frame adds around its entries
 
 
 class Follower:
-    def __init__(self, host: AgentManager) -> None:
+    def __init__(self, host: AgentLifecycle) -> None:
         self.host = host
         self.applied_lsn = 0  # the newest entry passed on to the current agent
         self.forwarded = 0  # entries passed on since the tree started (status)

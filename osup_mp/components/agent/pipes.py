@@ -66,11 +66,6 @@ class AgentPipes:
         self.stderr_tail: deque[str] = deque(maxlen=5)
         self.heartbeats = 0  # heartbeat frames counted (not decoded) since the manager looked
 
-    def reset(self) -> None:
-        self.decoder = FrameDecoder(max_frame=self.max_frame, require_type=True)
-        self.out.clear()
-        self.heartbeats = 0
-
     def queue(self, msg: dict[str, Any]) -> None:
         # Not re-walked: request data came out of the strict decoder (control/data plane).
         self.out += pack(msg, max_frame=self.max_frame, strict=False)
@@ -157,10 +152,9 @@ class AgentPipes:
         return texts
 
     def truncated(self) -> str | None:
-        """Why the stream ended badly at EOF: in the middle of a frame."""
+        """Why the stream ended badly at EOF: in the middle of a frame (to follow how the
+        agent exited)."""
         d = self.decoder
         if d.broken or d.at_boundary:
             return None
-        return (
-            f"exited in the middle of a frame ({d.buffered} bytes of it received): truncated frame"
-        )
+        return f"in the middle of a frame ({d.buffered} bytes of it received): truncated frame"

@@ -56,12 +56,12 @@ class AgentProcess:
         argv: list[str],
         env: dict[str, str],
         pre_exec: Callable[[], None] | None,
-        pipes: AgentPipes,
+        max_frame: int,
     ) -> AgentProcess:
-        """Start the executable (see :mod:`.launch`); raises OSError if it cannot be."""
+        """Start the executable (see :mod:`.launch`), with pipes of its own; raises OSError
+        if it cannot be."""
         proc, life = spawn_agent(argv, env, pre_exec)
-        pipes.reset()
-        return cls(host, proc, life, pipes)
+        return cls(host, proc, life, AgentPipes(max_frame))
 
     @property
     def life_watched(self) -> bool:

@@ -39,7 +39,7 @@ from osup_mp.wire import digest
 from osup_mp.wire.frames import ToAgent
 
 if TYPE_CHECKING:
-    from osup_mp.components.agent.manager import AgentManager
+    from osup_mp.components.agent.lifecycle import AgentLifecycle
 
 Target = Respond | tuple[Connection, Any]
 MIRROR_BACKLOG = 4 << 20  # bytes queued to the splitter beyond which copies are dropped
@@ -132,7 +132,7 @@ class RequestTable:
 class Requests:
     """The request path of one agent manager (see the module docstring)."""
 
-    def __init__(self, manager: AgentManager) -> None:
+    def __init__(self, manager: AgentLifecycle) -> None:
         self.manager = manager
         self.table = RequestTable()
         self.data_plane: ControlServer | None = None

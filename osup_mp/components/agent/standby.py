@@ -29,7 +29,6 @@ from loguru import logger
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.follow import wal_apply_frames
 from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec
-from osup_mp.components.agent.pipes import AgentPipes
 from osup_mp.components.agent.process import AgentProcess
 from osup_mp.components.agent.restarts import RestartPolicy
 from osup_mp.components.agent.states import AgentState, check_transition
@@ -41,7 +40,7 @@ from osup_mp.wire.frames import FromAgent
 from osup_mp.wire.launch import RESTORE_FLAG
 
 if TYPE_CHECKING:
-    from osup_mp.components.agent.manager import AgentManager
+    from osup_mp.components.agent.lifecycle import AgentLifecycle
 
 S = AgentState
 ROLE = "standby"
@@ -50,14 +49,13 @@ _QUIET = frozenset({FromAgent.HEARTBEAT.value, FromAgent.METRICS.value, FromAgen
 
 
 class Standby:
-    def __init__(self, host: AgentManager, slot: int) -> None:
+    def __init__(self, host: AgentLifecycle, slot: int) -> None:
         self.host = host
         self.cfg = host.cfg
         self.slot_index = slot
         self.slot: Any = None
         self.state = S.STOPPED
         self.agent: AgentProcess | None = None
-        self.pipes = AgentPipes(host.cfg.agent.max_frame)
         self.policy = RestartPolicy.from_config(host.cfg.agent)
         self.generation = 0
         self.restarts = 0
@@ -117,7 +115,9 @@ class Standby:
             argv += [RESTORE_FLAG, restore["checkpoint_id"] or "wal"]
         try:
             env = agent_env(self.cfg, host.shm.name, host.instance_id, self.slot_index, ROLE)
-            agent = AgentProcess.spawn(host, argv, env, pre_exec(self.cfg, ROLE), self.pipes)
+            agent = AgentProcess.spawn(
+                host, argv, env, pre_exec(self.cfg, ROLE), self.cfg.agent.max_frame
+            )
         except OSError as exc:
             if restore is not None:
                 Durability.discard(restore)
@@ -134,7 +134,7 @@ class Standby:
         logger.info("agent {}: standby started pid {}", host.instance_id, agent.pid)
         if restore is not None:
             try:
-                self._planner.send_restore(restore, send=self.pipes.out.extend)
+                self._planner.send_restore(restore, send=agent.pipes.out.extend)
             except CallError as exc:
                 self.kill_for(f"cannot restore: {exc}")
 
@@ -234,7 +234,6 @@ class Standby:
         agent.unwatch()
         taken = (agent, self.sent_lsn)
         self.agent = None
-        self.pipes = AgentPipes(self.cfg.agent.max_frame)
         self.policy.reset()  # the next standby starts a new count
         self._transition(S.STOPPING)
         self._transition(S.EXITED)
@@ -247,11 +246,12 @@ class Standby:
     def follow(self, entries: list[bytes]) -> int:
         """Pass on entries the main wrote (about to go to the WAL); the standby generation
         that got them, or 0."""
-        if self.agent is None or self.state not in (S.STARTING, S.RUNNING):
+        agent = self.agent
+        if agent is None or self.state not in (S.STARTING, S.RUNNING):
             return 0  # the next standby restores them
         first = self.sent_lsn + 1
         for frame in wal_apply_frames(first, entries, self.cfg.agent.max_frame):
-            self.pipes.out += frame
+            agent.pipes.out += frame
         self.sent_lsn += len(entries)
         self._numbering.append((first, len(entries)))
         lag = self.sent_lsn - self.applied_lsn
@@ -289,8 +289,8 @@ class Standby:
             self._on_message(msg)
             if self.agent is not agent:
                 return  # stopped while reading (an agent that cannot be a standby)
-        if self.pipes.heartbeats:
-            self.pipes.heartbeats = 0
+        if agent.pipes.heartbeats:
+            agent.pipes.heartbeats = 0
             self.slot["hb_frame_ns"] = monotonic_ns()
         if error is not None and self.fail_reason is None:
             self.kill_for(f"malformed frame from the standby: {error}")
@@ -300,7 +300,8 @@ class Standby:
         if kind == FromAgent.READY.value:
             self._on_ready(msg)
         elif kind == FromAgent.HEARTBEAT.value:
-            self.pipes.heartbeats += 1
+            if self.agent is not None:
+                self.agent.pipes.heartbeats += 1
             if self.state is S.STARTING:
                 # A seed-style agent: its first heartbeat is its "ready", and it knows no
                 # standby role (it would not follow the main's writes).
@@ -364,7 +365,6 @@ class Standby:
         self._on_stderr(final=True)
         agent.close()
         self.agent = None
-        self.pipes.out.clear()
         if self.slot is not None:
             self.slot["pid"] = 0
         self._cancel_timer()
