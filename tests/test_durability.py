@@ -400,7 +400,7 @@ def _ids(tree: Tree, prefix: str, n: int) -> set[str]:
 
 
 def _damage_record(wal_dir: Path, lsn: int) -> Path:
-    from osup_mp.storage.wal.store import scan_segment
+    from osup_mp.storage.wal.records import scan_segment
 
     for path in sorted(wal_dir.glob("wal-*.log")):
         data = bytearray(path.read_bytes())

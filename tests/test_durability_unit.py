@@ -21,7 +21,7 @@ from osup_mp.config import load_config
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.channel import channel_pair
 from osup_mp.runtime.component import NOREPLY, Caller
-from osup_mp.storage.wal.store import PayloadRun
+from osup_mp.storage.wal.records import PayloadRun
 from osup_mp.wire import HEADER, FrameDecoder
 
 pytestmark = pytest.mark.unit  # no process started

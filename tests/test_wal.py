@@ -21,21 +21,20 @@ from typing import Any
 
 import pytest
 
+from osup_mp.storage.wal import records, verify
 from osup_mp.storage.wal import store as wal
-from osup_mp.storage.wal.store import (
-    FLOOR_FILE,
+from osup_mp.storage.wal.records import (
     RECORD_HEADER,
     SEGMENT_HEADER,
     SEGMENT_MAGIC,
     SEGMENT_VERSION,
     WALCorruption,
     WALError,
-    WALStore,
     encode_record,
     scan_segment,
     segment_name,
-    verify_dir,
 )
+from osup_mp.storage.wal.store import FLOOR_FILE, WALStore, verify_dir
 
 HDR = RECORD_HEADER.size  # 21
 SEG_HDR = SEGMENT_HEADER.size  # 16
@@ -262,7 +261,7 @@ def test_open_removes_stale_temp_files(open_wal: OpenWAL, tmp_path: Path) -> Non
 
 
 def test_oversized_record_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wal, "MAX_RECORD", 8)
+    monkeypatch.setattr(records, "MAX_RECORD", 8)
     encode_record(1, b"12345678")
     with pytest.raises(WALError, match="exceeds"):
         encode_record(1, b"123456789")
@@ -538,7 +537,7 @@ def _reference_walk(data: bytes, lsn: int) -> tuple[list[int], int, str | None]:
     """Record by record with the full per-record check, as the scan was first written."""
     offsets, offset = [], SEG_HDR
     while offset < len(data):
-        why = wal._bad_record(data, offset, lsn)
+        why = records._bad_record(data, offset, lsn)
         if why is not None:
             return offsets, offset, why
         offsets.append(offset)
@@ -556,8 +555,10 @@ def test_the_helper_verifies_the_newer_half_and_is_always_reaped(
         pytest.skip("the helper runs only with more than one CPU")
     directory = tmp_path / "wal"
     expected = build(directory, [200] * 40, segment_entries=4)
-    helpers: list[wal._Helper] = []
-    monkeypatch.setattr(wal._Helper, "__init__", _recording(wal._Helper.__init__, helpers))
+    helpers: list[verify.VerifyHelper] = []
+    monkeypatch.setattr(
+        verify.VerifyHelper, "__init__", _recording(verify.VerifyHelper.__init__, helpers)
+    )
     store = WALStore(directory, segment_entries=4)
     store.open()
     assert contents(store) == expected
@@ -592,7 +593,7 @@ def test_the_fast_scan_accepts_and_refuses_exactly_what_the_full_check_does() ->
             flipped[pos] ^= mask
             damaged.append(bytes(flipped))
     for data in damaged:
-        index = wal.index_segment(data, 7)
+        index = records.index_segment(data, 7)
         assert (list(index.offsets), index.good_end, index.problem) == _reference_walk(data, 7)
         scan = scan_segment(data, 7)
         assert [(r.lsn, r.offset) for r in scan.records] == [

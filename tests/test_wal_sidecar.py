@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from osup_mp.storage.wal import sidecar
+from osup_mp.storage.wal import sidecar, verify
 from osup_mp.storage.wal import store as wal
-from osup_mp.storage.wal.store import WALCorruption, WALStore
+from osup_mp.storage.wal.records import WALCorruption
+from osup_mp.storage.wal.store import WALStore
 
 pytestmark = pytest.mark.unit  # no process started
 
@@ -33,13 +34,13 @@ def reopen(directory: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[WALStore, 
     record."""
     monkeypatch.setattr(wal, "PARALLEL_VERIFY_BYTES", 1 << 60)
     scanned: list[int] = []
-    real = wal.index_segment
+    real = verify.index_segment
 
     def counting(data: bytes, first: int) -> Any:
         scanned.append(first)
         return real(data, first)
 
-    monkeypatch.setattr(wal, "index_segment", counting)
+    monkeypatch.setattr(verify, "index_segment", counting)
     store = WALStore(directory, segment_entries=10)
     store.open()
     return store, scanned

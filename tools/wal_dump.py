@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from osup_mp.storage.wal.store import scan_segment, segment_name, verify_dir
+from osup_mp.storage.wal.records import scan_segment, segment_name
+from osup_mp.storage.wal.store import verify_dir
 from osup_mp.wire import FrameError, unpack_payload
 
 

@@ -37,7 +37,7 @@ from osup_mp.components.messages import (
 )
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller
-from osup_mp.storage.wal.store import PayloadRun, SegmentSpan, WALError
+from osup_mp.storage.wal.records import PayloadRun, SegmentSpan, WALError
 from osup_mp.wire import HEADER
 from osup_mp.wire.frames import ToAgent
 

@@ -1,2 +1,2 @@
-"""The write-ahead log on disk: segments of checksummed records (:mod:`.store`) and the
-fsync policies (:mod:`.sync`)."""
+"""The write-ahead log on disk: segments of checksummed records (:mod:`.store`, their format
+in :mod:`.records`) and the fsync policies (:mod:`.sync`)."""
