@@ -12,7 +12,7 @@ from typing import Any
 
 from loguru import logger
 
-from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call
+from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_info
 
 
 def _record(kind: str, *fields: tuple[str, Any]) -> type:
@@ -32,6 +32,11 @@ Crash = _record("crash")
 Exit = _record("exit")
 Fail = _record("fail")
 Deaf = _record("deaf", ("seconds", float))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AnswerLater:
+    """The timer that answers the callers of ``later``."""
 
 
 class Echo(Component):
@@ -72,7 +77,7 @@ class Echo(Component):
     @on_call(Later)
     def _later(self, request: Later, caller: Caller) -> Any:
         self.pending.append(caller)  # answered from a timer: exercises NOREPLY
-        self.send_after(0.01, "answer")
+        self.send_after(0.01, AnswerLater())
         return NOREPLY
 
     @on_call(Never)
@@ -108,9 +113,7 @@ class Echo(Component):
         time.sleep(request.seconds)  # blocking on purpose: the loop must not read meanwhile
         return NOREPLY
 
-    def handle_info(self, msg: Any) -> None:
-        if msg == "answer":
-            while self.pending:
-                self.reply(self.pending.pop(), "later")
-        else:
-            super().handle_info(msg)
+    @on_info(AnswerLater)
+    def _answer_later(self, msg: AnswerLater) -> None:
+        while self.pending:
+            self.reply(self.pending.pop(), "later")
