@@ -247,7 +247,7 @@ class AgentLifecycle(Component):
         if self.dying.bury_when_reaped(pid):
             return
         signal_group(pid)
-        self._kill_leftovers()
+        self.kill_leftovers()
         self.emit("exit", {"code": code})
 
     def live_pids(self) -> list[int]:
@@ -257,16 +257,17 @@ class AgentLifecycle(Component):
         live = [a.pid for a in (self.agent, standby) if a is not None]
         return live + self.dying.pids()
 
-    def _kill_leftovers(self) -> None:
-        """Kill and reap every process the dead agent left behind, in its process group or
-        not (this manager is their subreaper): all but the live agents (a promoted standby,
-        and the standby)."""
+    def kill_leftovers(self, whose: str = "it") -> None:
+        """Kill and reap every process a dead agent (``whose``: the main, "it", or "its
+        standby") left behind, in its process group or not (this manager is their
+        subreaper): all but the live agents (a promoted standby, and the standby)."""
         killed = kill_descendants(spare=self.live_pids())
         if killed:
             logger.warning(
-                "agent {}: killed {} process(es) it left behind: pids {}",
+                "agent {}: killed {} process(es) {} left behind: pids {}",
                 self.instance_id,
                 len(killed),
+                whose,
                 ", ".join(map(str, killed)),
             )
 

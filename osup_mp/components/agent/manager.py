@@ -144,7 +144,7 @@ class AgentManager(AgentRecovery):
                 agent.signal()
                 agent.proc.wait()
             agent.signal()  # what is left of its process group
-        self._kill_leftovers()
+        self.kill_leftovers()
         self.dying.reap_all()
         self._fail_requests("agent manager stopping")
         self.requests.close()

@@ -33,7 +33,7 @@ from osup_mp.components.agent.process import AgentProcess
 from osup_mp.components.agent.restarts import RestartPolicy
 from osup_mp.components.agent.states import AgentState, check_transition
 from osup_mp.components.agent.timers import StandbyReadyDeadline, StandbySpawn
-from osup_mp.lowlevel.proc import describe_exit, kill_descendants
+from osup_mp.lowlevel.proc import describe_exit
 from osup_mp.runtime.calls import CallError
 from osup_mp.storage.shm.segment import Role, monotonic_ns
 from osup_mp.wire.frames import FromAgent
@@ -353,14 +353,7 @@ class Standby:
     # -- helpers -----------------------------------------------------------------------------
 
     def _close(self, agent: AgentProcess) -> None:
-        host = self.host
-        killed = kill_descendants(spare=host.live_pids())
-        if killed:
-            logger.warning(
-                "agent {}: killed {} process(es) its standby left behind",
-                host.instance_id,
-                len(killed),
-            )
+        self.host.kill_leftovers("its standby")
         self._on_stdout()
         self._on_stderr(final=True)
         agent.close()
