@@ -7,7 +7,6 @@ blocking helpers on the private checks here.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import threading
 from collections.abc import Callable, Mapping
@@ -320,4 +319,6 @@ def digest(value: Any) -> str:
     except (TypeError, ValueError, OverflowError):
         _packer().reset()
         packed = repr(value).encode()
+    import hashlib  # here, not at the top: it loads OpenSSL, 5 ms of every CLI command
+
     return hashlib.blake2b(packed, digest_size=8).hexdigest()
