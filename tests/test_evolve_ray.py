@@ -42,10 +42,6 @@ def _ray_processes() -> dict[int, str]:
     return found
 
 
-def _ray_pids() -> set[int]:
-    return set(_ray_processes())
-
-
 def _wait_ray_stopped(before: set[int], what: str) -> None:
     """Wait for the Ray processes started since ``before`` to exit (the evaluator's close
     waits for them, so they should be gone at once); at the deadline, name those left."""
@@ -90,7 +86,7 @@ def test_variants_as_tasks_on_a_local_ray_instance(make_tree, tmp_path: Path) ->
 
     tree = make_tree(**LIMITS).start()
     job = _job(tree, cpu_seconds=3.0, wall_seconds=6.0)
-    before = _ray_pids()
+    before = set(_ray_processes())
     evaluator = RayEvaluator(job, "local", workers=2)
     try:
         seen: list[Any] = []
