@@ -31,16 +31,21 @@ FRAGILE = SOURCE + (  # fast, but raises for k == 7: the agent rolls it back
     "\n_search = search\n\n\ndef search(matrix, query, k):\n"
     "    if k == 7:\n        raise RuntimeError('k == 7')\n    return _search(matrix, query, k)\n"
 )
-SOURING = SOURCE + (  # the shipped search for 20 s after it loads, then 30 ms slower
-    "\nimport time as _time\n_LOADED = _time.monotonic()\n_search = search\n\n\n"
-    "def search(matrix, query, k):\n    if _time.monotonic() - _LOADED > 20:\n"
-    "        _time.sleep(0.03)\n    return _search(matrix, query, k)\n"
-)
 BROKEN = SOURCE + "\nraise ImportError('this module cannot load')\n"
 LEAKY = SOURCE + (
     "\n_search = search\n_KEPT = []\n\n\ndef search(matrix, query, k):\n"
     "    _KEPT.append(bytearray(8 << 20))\n    return _search(matrix, query, k)\n"
 )
+
+
+def _souring(flag: Path) -> str:
+    """The shipped search, 30 ms slower once ``flag`` exists."""
+    return SOURCE + (
+        f"\nimport os as _os\nimport time as _time\n_FLAG = {str(flag)!r}\n_search = search\n\n\n"
+        "def search(matrix, query, k):\n    if _os.path.exists(_FLAG):\n"
+        "        _time.sleep(0.03)\n    return _search(matrix, query, k)\n"
+    )
+
 
 OSUP = {
     "evolution_enabled": True,
@@ -262,15 +267,16 @@ def test_faster_code_is_promoted_then_rolled_back_when_it_fails_in_the_main(
 def test_a_promotion_that_slows_the_main_down_later_is_rolled_back(
     make_tree: Any, tmp_path: Path
 ) -> None:
-    """Faster in the experiment, slower in the main 20 s after the promotion: the watch
-    compares the main's own metrics after the promotion with before it, and reverts."""
+    """Faster in the experiment, slower in the main once promoted: the watch compares the
+    main's own metrics after the promotion with before it, and reverts."""
     tree = make_tree(o_supervisor=OSUP, evolution=EVOLUTION | {"rollback_watch": 60000})
     tree.env["OSUP_METRICS_INTERVAL_MS"] = "500"  # the agents report twice a second
     tree.start()
     _load_blocks(tree)
     slow, souring = tmp_path / "slow.py", tmp_path / "souring.py"
     slow.write_text(SLOW)
-    souring.write_text(SOURING)
+    sour = tmp_path / "sour"  # created once promoted: the code turns slow from then on
+    souring.write_text(_souring(sour))
     assert tree.cli("hot-reload", "--module", "memory_system", str(slow)).returncode == 0
     traffic = _traffic(tree, tmp_path, 90)
     try:
@@ -280,6 +286,7 @@ def test_a_promotion_that_slows_the_main_down_later_is_rolled_back(
         )  # fmt: skip
         record = json.loads(done.stdout)
         assert record["verdict"] == "promoted" and record["state"] == "watching", record
+        sour.touch()
 
         def rolled_back() -> dict[str, Any] | None:
             shown = _show(tree, record["id"])

@@ -24,7 +24,11 @@ def test_metrics_history_transitions_and_compare(make_tree) -> None:
         tree.agent_request({"op": "memory_add", "id": f"b{i}", "text": f"t{i}"})
 
     def served() -> list[dict[str, Any]] | None:
-        history = _health(tree, "history", "main")
+        done = tree.cli("health", "history", "main", "--json")
+        if "no metrics for 'main'" in done.stderr:
+            return None  # the agent's first report has not come yet
+        assert done.returncode == 0, done.stderr
+        history: list[dict[str, Any]] = json.loads(done.stdout)
         return history if sum(r["metrics"].get("requests", 0) for r in history) >= 20 else None
 
     history = wait_for(served, what="main's reports to count the 20 requests")
