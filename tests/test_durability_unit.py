@@ -14,6 +14,7 @@ import pytest
 from osup_mp.components import wal as wal_manager
 from osup_mp.components.agent import durability
 from osup_mp.components.agent.durability import Durability
+from osup_mp.components.agent.restore import FRAME_ENTRIES, discard, read_entries
 from osup_mp.components.agent.states import AgentState
 from osup_mp.components.messages import Append, ReadSpansAfter
 from osup_mp.components.wal import WALManager
@@ -178,8 +179,8 @@ def test_a_snapshot_over_half_a_frame_is_restored_alone_in_the_first_frame() -> 
     assert all(m.get("continue") for m in decoded[1:])
     # The tail travels in frames of about 256 KiB of entries, far below half a frame.
     entry_bytes = [sum(len(msgpack.packb(e)) for e in m["wal_entries"]) for m in decoded[1:]]
-    assert len(decoded) - 1 == -(-3000 * len(entries[0]) // durability._FRAME_ENTRIES)
-    assert all(size <= durability._FRAME_ENTRIES for size in entry_bytes)
+    assert len(decoded) - 1 == -(-3000 * len(entries[0]) // FRAME_ENTRIES)
+    assert all(size <= FRAME_ENTRIES for size in entry_bytes)
 
 
 # ------------------------------------------------------------------ restore from the WAL
@@ -260,7 +261,7 @@ def test_a_restore_reads_every_entry_through_the_descriptors_the_wal_hands_over(
     assert restore is not None and restore["checkpoint_id"] is None and restore["lsn"] == 0
     assert _open_fds() == fds_before + len(restore["spans"])  # held until the entries are read
     wal.manager.store.truncate_through(10)  # released meanwhile: read through the descriptors
-    runs = d.read_entries(restore)
+    runs = read_entries(restore)
     assert [p for run in runs for p in run.payloads()] == _entries(1, 23)
     for run in runs:  # a run never crosses a segment: LSNs inside it are consecutive
         assert (run.first_lsn - 1) // 5 == (run.first_lsn + len(run) - 2) // 5
@@ -291,7 +292,7 @@ def test_a_restore_planned_in_the_wake_up_of_an_append_covers_its_entries(
         assert staged is NOREPLY  # written at the end of the wake-up, which has not come yet
         restore = d.plan()
         assert restore is not None and d.applied_lsn == 6
-        assert [p for run in d.read_entries(restore) for p in run.payloads()] == _entries(1, 6)
+        assert [p for run in read_entries(restore) for p in run.payloads()] == _entries(1, 6)
         wal.manager.after_events()  # nothing left to write twice
         assert wal.manager.store.last_lsn == 6
     finally:
@@ -316,10 +317,10 @@ def test_a_restore_starts_after_the_checkpoint_and_refuses_a_skipped_range(
     d, host, wal = restore_env(checkpoint)
     restore = d.plan()
     assert restore is not None and restore["lsn"] == 20
-    assert [p for run in d.read_entries(restore) for p in run.payloads()] == _entries(21, 24)
+    assert [p for run in read_entries(restore) for p in run.payloads()] == _entries(21, 24)
     assert d.applied_lsn == 24
     fds_before = _open_fds()
-    d.discard(d.plan() or {})  # a plan never sent gives its descriptors back
+    discard(d.plan() or {})  # a plan never sent gives its descriptors back
     assert _open_fds() == fds_before
     d.send_restore(d.plan() or {})  # reads the entries itself
     assert _open_fds() == fds_before

@@ -15,7 +15,6 @@ Shadows are experiments: their entries and checkpoints are answered, not stored.
 
 from __future__ import annotations
 
-import bisect
 import os
 import time
 from collections import deque
@@ -25,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from loguru import logger
 
+from osup_mp.components.agent.restore import RESTORE_OVERHEAD, close_spans
+from osup_mp.components.agent.restore import frames as restore_frames
 from osup_mp.components.agent.states import AgentState
 from osup_mp.components.messages import (
     Append,
@@ -37,20 +38,13 @@ from osup_mp.components.messages import (
 )
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller
-from osup_mp.storage.wal.records import PayloadRun, SegmentSpan, WALError
-from osup_mp.wire import HEADER
+from osup_mp.storage.wal.records import SegmentSpan
 from osup_mp.wire.frames import ToAgent
 
 if TYPE_CHECKING:
     from osup_mp.components.agent.lifecycle import AgentLifecycle
 
 _PAGE = 50_000  # WAL entries per read_spans_after reply
-# What a restore frame adds around the snapshot: its keys, a checkpoint id, an LSN, flags.
-_RESTORE_OVERHEAD = 160
-# Entry bytes per restore frame (at most half a frame): a frame well below the pipe's size,
-# so the agent decodes and applies one while the manager writes the next, instead of
-# waiting for megabytes and then working while the pipe stands full.
-_FRAME_ENTRIES = 256 * 1024
 
 
 class _Batch:
@@ -247,7 +241,7 @@ class Durability:
         # Packed once, here: the vault stores these bytes and a restore splices them back.
         payload = self._packer.pack(data)
         limit = self.host.cfg.agent.max_frame
-        if len(payload) + _RESTORE_OVERHEAD > limit:
+        if len(payload) + RESTORE_OVERHEAD > limit:
             # Accepting it would leave a checkpoint no restore frame can carry.
             self._fail_checkpoint(
                 f"not saved: the snapshot is {len(payload)} bytes and its restore frame "
@@ -315,7 +309,7 @@ class Durability:
         The WAL answers with where the entries are (segment spans,
         from its index of the records it verified) and a descriptor of each segment; the
         entries themselves are read by :meth:`send_restore`, once the agent is starting (it
-        boots meanwhile). Pass the plan to :meth:`send_restore` or :meth:`discard`.
+        boots meanwhile). Pass the plan to :meth:`send_restore` or :func:`.restore.discard`.
 
         A follower reads the same, changes nothing (no skip, no accepted gap), and leaves
         entries written after its read to the WAL's push."""
@@ -365,7 +359,7 @@ class Durability:
                 # after what the checkpoint covers, or new entries would be skipped on restore.
                 host.peer("wal").call(SkipThrough(lsn), timeout=30.0)
         except BaseException:
-            _close(spans)
+            close_spans(spans)
             raise
         return self._planned(checkpoint, lsn, cursor, count, spans)
 
@@ -380,7 +374,7 @@ class Durability:
         self.applied_lsn = cursor
         self._since_checkpoint = count
         if checkpoint is None and not count:
-            _close(spans)
+            close_spans(spans)
             return None
         logger.info(
             "agent {}: restoring checkpoint {} (LSN {}) + {} WAL entries",
@@ -395,24 +389,6 @@ class Durability:
             "lsn": lsn,
             "spans": spans,
         }
-
-    @staticmethod
-    def discard(restore: dict[str, Any]) -> None:
-        """A plan that will not be sent: close the descriptors it holds."""
-        _close(restore.pop("spans", []))
-
-    @staticmethod
-    def read_entries(restore: dict[str, Any]) -> list[PayloadRun]:
-        """The entries of a plan, read through its descriptors (which are closed): the
-        MessagePack bytes the WAL stored, back to back per segment — never pickled across a
-        channel, decoded, re-encoded or split into one object per entry here."""
-        spans: list[tuple[SegmentSpan, int]] = restore.pop("spans", [])
-        try:
-            return [span.payloads(span.read(fd)) for span, fd in spans]
-        except (OSError, WALError) as exc:
-            raise CallError(f"cannot read the WAL: {exc}") from exc
-        finally:
-            _close(spans)
 
     def _accept_gap(
         self, checkpoint: dict[str, Any] | None, lsn: int, missing: list[tuple[int, int]]
@@ -442,85 +418,8 @@ class Durability:
     def send_restore(
         self, restore: dict[str, Any], send: Callable[[bytes], None] | None = None
     ) -> None:
-        """One ``restore`` frame, continued by more when the WAL tail exceeds a frame.
-
-        The snapshot travels as the bytes the vault stored, spliced in unopened; a snapshot
-        that takes more than half a frame travels alone in the first one. The entries are
-        ``restore["entries"]`` (runs of payloads) or, for a :meth:`plan`, read now. The
-        frames go to the host's agent, or to ``send``."""
+        """Send a plan (or ``entries`` given in ``restore``) as :func:`.restore.frames`, to
+        the host's agent or to ``send``."""
         send = send or self.host.send_agent_raw
-        packer = msgpack.Packer(use_bin_type=True)
-        limit = self.host.cfg.agent.max_frame
-        half = limit // 2
-        payload: bytes | None = restore["payload"]
-        head = b"".join(
-            (
-                packer.pack_map_header(6),
-                packer.pack("type"),
-                packer.pack(str(ToAgent.RESTORE)),
-                packer.pack("checkpoint_id"),
-                packer.pack(restore["checkpoint_id"]),
-                packer.pack("lsn"),
-                packer.pack(restore["lsn"]),
-                packer.pack("snapshot"),
-                packer.pack(None) if payload is None else payload,
-            )
-        )
-        if len(head) + _RESTORE_OVERHEAD > limit:  # max_frame was lowered since it was saved
-            self.discard(restore)
-            raise CallError(
-                f"checkpoint {restore['checkpoint_id']} takes a {len(head)}-byte restore frame: "
-                f"more than [agent] max_frame ({limit}); raise it"
-            )
-        later = packer.pack_map_header(4) + packer.pack("type") + packer.pack(str(ToAgent.RESTORE))
-        later += packer.pack("continue") + packer.pack(True)
-        entries = restore["entries"] if "entries" in restore else self.read_entries(restore)
-        runs: list[PayloadRun] = [run for run in entries if len(run)]
-        r, i = 0, 0  # the next entry to send: entry i of runs[r]
-        first = True
-        while True:
-            prefix = head if first else later
-            size = len(prefix)
-            # A head over half a frame travels alone; every later frame takes at least one
-            # entry (an entry fits a frame: it came in one). Frames stay small (about
-            # _FRAME_ENTRIES of entries) so the agent applies one while the next arrives.
-            alone = first and len(head) > half
-            room = len(head) if alone else min(half, size + _FRAME_ENTRIES)
-            pieces: list[memoryview] = []
-            count = 0
-            while r < len(runs):
-                run = runs[r]
-                base = run.ends[i - 1] if i else 0
-                # The entries i..stop-1 of this run that still fit the frame.
-                stop = bisect.bisect_right(run.ends, base + room - size, lo=i)
-                if stop == i and not count and not first:
-                    stop = i + 1
-                if stop > i:
-                    end = run.ends[stop - 1]
-                    pieces.append(memoryview(run.data)[base:end])
-                    size += end - base
-                    count += stop - i
-                    i = stop
-                if i < len(run):
-                    break  # the frame is full
-                r, i = r + 1, 0
-            more = r < len(runs)
-            tail = b"".join(
-                (
-                    packer.pack("more"),
-                    packer.pack(more),
-                    packer.pack("wal_entries"),
-                    packer.pack_array_header(count),
-                )
-            )
-            length = len(prefix) + len(tail) + sum(len(p) for p in pieces)
-            send(b"".join((HEADER.pack(length), prefix, tail, *pieces)))
-            if not more:
-                return
-            first = False
-
-
-def _close(spans: list[tuple[SegmentSpan, int]]) -> None:
-    for _span, fd in spans:
-        os.close(fd)
-    spans.clear()
+        for frame in restore_frames(restore, self.host.cfg.agent.max_frame):
+            send(frame)

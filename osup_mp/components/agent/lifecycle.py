@@ -31,6 +31,7 @@ from osup_mp.components.agent.pipes import AgentPipes
 from osup_mp.components.agent.process import AgentProcess
 from osup_mp.components.agent.requests import Requests
 from osup_mp.components.agent.restarts import RestartPolicy
+from osup_mp.components.agent.restore import discard
 from osup_mp.components.agent.standby import Standby
 from osup_mp.components.agent.states import AgentState, check_transition
 from osup_mp.components.agent.timers import ReadyDeadline, Respawn, StopDeadline, WallDeadline
@@ -130,7 +131,7 @@ class AgentLifecycle(Component):
             )
         except OSError as exc:
             if restore is not None:
-                self.durability.discard(restore)
+                discard(restore)
             what = self.command or self.cfg.o_supervisor.gerbil_executable
             logger.error("agent {}: cannot start {}: {}", self.instance_id, what, exc)
             self._after_failure(f"cannot start: {exc}")

@@ -31,6 +31,7 @@ from osup_mp.components.agent.follow import wal_apply_frames
 from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec
 from osup_mp.components.agent.process import AgentProcess
 from osup_mp.components.agent.restarts import RestartPolicy
+from osup_mp.components.agent.restore import discard
 from osup_mp.components.agent.states import AgentState, check_transition
 from osup_mp.components.agent.timers import StandbyReadyDeadline, StandbySpawn
 from osup_mp.lowlevel.proc import describe_exit
@@ -120,7 +121,7 @@ class Standby:
             )
         except OSError as exc:
             if restore is not None:
-                Durability.discard(restore)
+                discard(restore)
             self._failed(f"cannot start: {exc}")
             return
         self.agent = agent
