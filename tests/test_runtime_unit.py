@@ -244,7 +244,8 @@ def test_an_event_for_a_closed_fd_never_runs_the_callback_of_its_reused_number(p
     """Two ready pipes; the first callback run closes the other and opens a new pipe under
     the same fd number (as an agent's restart reuses its dead predecessor's numbers). The
     batch's event for the old fd must not run the new fd's callback."""
-    from osup_mp.runtime.component import Component, ComponentLoop
+    from osup_mp.runtime.component import Component
+    from osup_mp.runtime.loop import ComponentLoop
 
     loop = ComponentLoop(Component(), "test", pair[0])
     pipes = [os.pipe(), os.pipe()]

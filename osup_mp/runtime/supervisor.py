@@ -52,7 +52,7 @@ from osup_mp.runtime.children import (
     Stopped,
     Strategy,
 )
-from osup_mp.runtime.component import ComponentLoop
+from osup_mp.runtime.loop import ComponentLoop
 from osup_mp.runtime.messages import Connect, WhichChildren
 from osup_mp.runtime.timers import Timers
 
