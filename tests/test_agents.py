@@ -169,6 +169,38 @@ def test_shadow_over_rss_limit_is_killed_main_keeps_serving(shared_scripted) -> 
     assert "hog" not in tree.agents()
 
 
+def test_cpu_placement_keeps_the_mirror_off_the_main_cpus(make_tree) -> None:
+    """``[agent] main_cpus`` pins the main's manager, agent and standby; ``[watchdog]
+    shadow_cpus`` the shadows' managers and agents and the splitter; the rest is unpinned."""
+    host = sorted(os.sched_getaffinity(0))
+    if len(host) < 2:
+        pytest.skip("needs two CPUs")
+    mine, theirs = host[0], host[1]
+    tree = make_tree(
+        o_supervisor=FAST["o_supervisor"],
+        agent={**FAST["agent"], "main_cpus": [mine], "standby": True},
+        watchdog={**FAST["watchdog"], "shadow_cpus": [theirs]},
+    ).start()
+    assert tree.cli("shadow", "start", "s1").returncode == 0
+    standby = wait_for(
+        lambda: (tree.agents()["main"]["standby"] or {}).get("pid"), what="the standby"
+    )
+    agents = tree.agents()
+    components = {c["name"]: c["pid"] for c in tree.status()["components"]}
+    placed = {
+        "main manager": components["agent:main"], "main agent": agents["main"]["pid"],
+        "standby": standby, "shadow manager": components["agent:s1"],
+        "shadow agent": agents["s1"]["pid"], "splitter": components["splitter"],
+        "wal": components["wal"],
+    }  # fmt: skip
+    cpus = {name: os.sched_getaffinity(pid) for name, pid in placed.items()}
+    assert cpus == {
+        "main manager": {mine}, "main agent": {mine}, "standby": {mine},
+        "shadow manager": {theirs}, "shadow agent": {theirs}, "splitter": {theirs},
+        "wal": set(host),
+    }  # fmt: skip
+
+
 def test_shadows_by_id(make_tree) -> None:
     osup = {**FAST["o_supervisor"], "max_concurrent_shadows": 2}
     tree = make_tree(**{**FAST, "o_supervisor": osup}).start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
 import tomllib
 from pathlib import Path
@@ -317,6 +318,17 @@ def test_error_str_for_int(tmp_path: Path) -> None:
 def test_error_bool_for_int(tmp_path: Path) -> None:
     err, path = load_error(tmp_path, "[supervisor]\nmax_restarts = true\n")
     assert assert_one_line(err, path, "supervisor.max_restarts").endswith("got true")
+
+
+def test_cpu_lists_are_sorted_sets_of_this_hosts_cpus(tmp_path: Path) -> None:
+    host = sorted(os.sched_getaffinity(0))
+    cfg = load_text(tmp_path, f"[agent]\nmain_cpus = [{host[-1]}, {host[0]}, {host[0]}]\n")
+    assert cfg.agent.main_cpus == tuple(sorted({host[0], host[-1]}))
+    assert cfg.watchdog.shadow_cpus == ()  # none: the scheduler places them
+    for bad in ("[4096]", "[-1]", '"0"', "[true]", "[0.5]"):
+        err, path = load_error(tmp_path, f"[watchdog]\nshadow_cpus = {bad}\n")
+        message = assert_one_line(err, path, "watchdog.shadow_cpus")
+        assert "expected a list of CPU numbers this host has (" in message, message
 
 
 def test_error_negative_timeout(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def child_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
         ),
         ChildSpec(
             "splitter",
-            functools.partial(TrafficSplitter, cfg.evolution.compare),
+            functools.partial(TrafficSplitter, cfg.evolution.compare, cfg.watchdog.shadow_cpus),
             Restart.PERMANENT,
             shutdown_timeout=shutdown,
         ),

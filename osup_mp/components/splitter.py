@@ -38,6 +38,7 @@ from osup_mp.components.messages import (
 from osup_mp.components.recording import ABANDONED, Recording
 from osup_mp.evolution import compare
 from osup_mp.evolution.compare import Compare
+from osup_mp.lowlevel.proc import pin_cpus
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller, Component, on_call, on_cast, on_info
 from osup_mp.wire import digest
@@ -89,7 +90,8 @@ class _CheckRecordings:
 
 
 class TrafficSplitter(Component):
-    def __init__(self, hook_path: str = "") -> None:
+    def __init__(self, hook_path: str = "", cpus: tuple[int, ...] = ()) -> None:
+        self.cpus = cpus  # [watchdog] shadow_cpus: the mirror's work stays off the main's CPUs
         self.mirrors: dict[str, Mirror] = {}
         self.hook_path = hook_path  # "" or "package.module:function" ([evolution] compare)
         self.hook: Compare | None = None
@@ -100,6 +102,7 @@ class TrafficSplitter(Component):
         self._recordings_timer: int | None = None  # one for all recordings
 
     def init(self) -> None:
+        pin_cpus(self.cpus)
         if self.hook_path:
             try:
                 self.hook = compare.load(self.hook_path)

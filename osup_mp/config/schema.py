@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
@@ -59,6 +60,10 @@ _NONNEG_NUMBER = _when(lambda v: type(v) in (int, float) and 0 <= v < math.inf, 
 _LIST = _when(lambda v: type(v) in (list, tuple) and {*map(type, v)} <= {str}, tuple)
 _FRACTION = _when(lambda v: type(v) in (int, float) and 0 < v < 1, float)
 _HOOK = _when(lambda v: isinstance(v, str) and (v == "" or _HOOK_PATH.fullmatch(v) is not None))
+_CPUS = _when(
+    lambda v: type(v) in (list, tuple) and all(type(c) is int and c >= 0 for c in v),
+    lambda v: _on_this_host(tuple(sorted(set(v)))),
+)
 _SHARE = _when(lambda v: type(v) in (int, float) and 0 < v <= 1, float)
 _LEVEL = _when(lambda v: type(v) is str, lambda v: _LEVEL_NAMES[v.lower()])
 _NONEMPTY, _PATH = "a non-empty string", "a non-empty path"
@@ -68,6 +73,28 @@ _FRAME_EXPECTED = f"an integer between 1024 and {MAX_FRAME_LIMIT} (bytes)"
 _FRAME = _Field(1048576, _FRAME_EXPECTED, _ints(1024, MAX_FRAME_LIMIT))
 _SHM_SIZE = _Field(1048576, "an integer >= 65536 (bytes)", _ints(65536))
 _METADATA = _Field(["request_id", "module", "function"], "a list of strings", _LIST)
+
+
+def _on_this_host(cpus: tuple[int, ...]) -> tuple[int, ...]:
+    if not set(cpus) <= _HOST_CPUS:
+        raise ValueError
+    return cpus
+
+
+def _cpu_ranges(cpus: set[int]) -> str:
+    """``{0, 1, 2, 5}`` as ``0-2, 5``."""
+    ranges: list[str] = []
+    for cpu in sorted(cpus):
+        if ranges and cpu - 1 in cpus:
+            start = ranges[-1].split("-")[0]
+            ranges[-1] = f"{start}-{cpu}"
+        else:
+            ranges.append(str(cpu))
+    return ", ".join(ranges)
+
+
+_HOST_CPUS = frozenset(os.sched_getaffinity(0))
+_CPUS_EXPECTED = f"a list of CPU numbers this host has ({_cpu_ranges(set(_HOST_CPUS))})"
 
 _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
     "o_supervisor": {
@@ -117,6 +144,7 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "busy_poll_us": _Field(0, "an integer from 0 to 10000 (microseconds)", _ints(0, 10000)),
         "standby": _Field(True, "true or false", _BOOL),
         "standby_max_lag": _Field(100000, "a positive integer (WAL entries)", _ints(1)),
+        "main_cpus": _Field([], _CPUS_EXPECTED, _CPUS),
     },
     "watchdog": {
         "shadow_rss_mb": _Field(512, "a positive integer (MiB)", _ints(1)),
@@ -126,6 +154,7 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "shadow_max_threads": _Field(64, "a positive integer", _ints(1)),
         "shadow_wall_time": _Field(600000, _MS, _ints(1)),
         "shadow_nice": _Field(10, "an integer from 0 to 19 (niceness)", _ints(0, 19)),
+        "shadow_cpus": _Field([], _CPUS_EXPECTED, _CPUS),
     },
     "wal": {
         "fsync": _Field(

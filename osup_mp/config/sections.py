@@ -101,6 +101,7 @@ class AgentSection:
     busy_poll_us: int
     standby: bool  # a hot standby of the main agent
     standby_max_lag: int  # WAL entries
+    main_cpus: tuple[int, ...]  # the main agent, its standby and its manager; () = any
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class WatchdogSection:
     shadow_max_threads: int
     shadow_wall_time: int
     shadow_nice: int
+    shadow_cpus: tuple[int, ...]  # shadows, their managers and the splitter; () = any
 
     def limits(self) -> Limits:
         """A shadow's limits, for a :class:`~osup_mp.lowlevel.limits.Sampler`."""

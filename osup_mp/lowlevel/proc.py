@@ -219,6 +219,13 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def pin_cpus(cpus: Collection[int]) -> None:
+    """Run this thread, and every thread and process it starts from now on, on ``cpus``
+    only (``sched_setaffinity``); empty: leave the placement to the scheduler."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
 def set_title(title: str) -> None:
     """Name this process in ``ps`` and ``top`` (``osup-mp: wal``): every process of a tree
     would otherwise show the same command line. Best effort: without the extension (or on a

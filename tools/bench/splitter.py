@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import os
 import sys
 import threading
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -112,8 +114,9 @@ def shadows(tree: h.Tree, *names: str, code: str | None = None) -> None:
                 raise h.BenchError(f"hot reload into {name}: {answer['error']}")
 
 
-def mirror_cost(tree: h.Tree, plan: h.Plan, report: h.Report) -> None:
-    """Mirror on (10% to two shadows, as an experiment) and off, alternately."""
+def mirror_cost(tree: h.Tree, plan: h.Plan, report: h.Report, how: str = "") -> list[float]:
+    """Mirror on (10% to two shadows, as an experiment) and off, alternately; ``how`` names
+    the tree's set-up in the rows. The round trips with the mirror off."""
     shadows(tree, "arm1", "arm2")
     samples: dict[bool, list[float]] = {True: [], False: []}
     rates: dict[bool, list[float]] = {True: [], False: []}
@@ -128,17 +131,47 @@ def mirror_cost(tree: h.Tree, plan: h.Plan, report: h.Report) -> None:
                 if on:
                     tree.request("mirror_stop", id="bench")
     mirrored, plain, label = samples[True], samples[False], "mirror off"
-    what = "main path, mirroring 10% (median)"
+    what = f"main path, mirroring 10%{how} (median)"
     report.compare(what, mirrored, plain, label, "ratio <= 1.1x", "us")
     mine, base = p99(mirrored), p99(plain)
     shown = f"{label} {base:.0f} us  ratio {mine / base:.2f}"
     ok = mine / base <= 1.1
-    what = "main path, mirroring 10% (p99)"
+    what = f"main path, mirroring 10%{how} (p99)"
     report.row(what, f"{mine:.0f} us", shown, "ratio <= 1.1x", ok, p99=mine, baseline_p99=base)
-    what = "main throughput, mirroring 10%"
+    what = f"main throughput, mirroring 10%{how}"
     report.compare(what, rates[True], rates[False], label, "ratio >= 0.9", "req/s")
     tree.request("shadow_stop", id="arm1")
     tree.request("shadow_stop", id="arm2")
+    return plain
+
+
+def split_cpus(plan: h.Plan, report: h.Report, shared: list[float]) -> None:
+    """The same with the main path on the first CPU and the mirror on the others
+    (``[agent] main_cpus``, ``[watchdog] shadow_cpus``; this process, the caller, pinned
+    with the main); ``shared``: the round trips of the unpinned tree, mirror off."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        report.note("CPUs split: skipped, one CPU")
+        return
+    main, rest = cpus[:1], cpus[1:]
+    placed = {"agent": {"main_cpus": main}, "watchdog": {"shadow_cpus": rest}}
+    with h.Tree(EXPERIMENTS, placed) as tree:  # forked before this process is pinned
+        tree.wait_running(None)
+        load(tree, plan.blocks)
+        os.sched_setaffinity(0, main)
+        try:
+            plain = mirror_cost(tree, plan, report, f", CPUs split ({main[0]} | {_span(rest)})")
+        finally:
+            os.sched_setaffinity(0, cpus)
+    report.note(
+        f"CPUs split: the main path alone on CPU {main[0]}, mirror off, median "
+        f"{median(plain):.0f} us, p99 {p99(plain):.0f} us; on all CPUs {median(shared):.0f} us, "
+        f"p99 {p99(shared):.0f} us (the same run)"
+    )
+
+
+def _span(cpus: list[int]) -> str:
+    return str(cpus[0]) if len(cpus) == 1 else f"{cpus[0]}-{cpus[-1]}"
 
 
 def without_splitter(cfg: Config, shm: SharedState) -> list[ChildSpec]:
@@ -228,13 +261,15 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
         progress(f"loading {plan.blocks} memories")
         load(tree, plan.blocks)
         progress("main path with and without a mirror")
-        mirror_cost(tree, plan, report)
+        shared = mirror_cost(tree, plan, report)
         progress("main path with and without the splitter")
         idle_splitter(tree, plan, report)
         progress("a slow shadow mirrored 100%")
         overload(tree, plan, report)
         progress("time to a verdict")
         time_to_verdict(tree, plan, report)
+    progress("main path with and without a mirror, CPUs split")
+    split_cpus(plan, report, shared)
     report.note(f"{plan.blocks} memories; searches of k=5; {WINDOW} in flight for throughput")
 
 

@@ -63,7 +63,7 @@ from osup_mp.components.messages import (
     SetMirror,
     WalEntries,
 )
-from osup_mp.lowlevel.proc import become_subreaper
+from osup_mp.lowlevel.proc import become_subreaper, pin_cpus
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, on_call, on_cast, on_info
 from osup_mp.runtime.messages import PeerDown
@@ -79,6 +79,9 @@ class AgentManager(AgentRecovery):
     # -- component callbacks -----------------------------------------------------------------
 
     def init(self) -> None:
+        # First, so that the agent, its standby and this process's threads inherit it.
+        main = self.role == "main"
+        pin_cpus(self.cfg.agent.main_cpus if main else self.cfg.watchdog.shadow_cpus)
         # Orphans of the agent (double forks, setsid daemons) re-parent here, so each exit
         # of the agent can kill and reap everything it left behind.
         become_subreaper()
@@ -87,10 +90,10 @@ class AgentManager(AgentRecovery):
         # not the default 5 ms while this loop polls. No thread competes for it otherwise.
         sys.setswitchinterval(1e-4)
         self.watch_fd(notices, partial(self._on_life_notices, notices))
-        role = Role.MAIN if self.role == "main" else Role.SHADOW
+        role = Role.MAIN if main else Role.SHADOW
         self.shm.claim_slot(self.slot_index, role, self.instance_id)
         self.slot = self.shm.slot(self.slot_index)
-        if self.role == "main":
+        if main:
             self.requests.open_data_plane()
         try:
             self._spawn()
