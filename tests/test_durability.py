@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,36 @@ def test_state_survives_agent_kills(make_tree) -> None:
     assert "restoring checkpoint" in log
     stats = tree.request("wal_stats")
     assert stats["last_lsn"] >= 10_000  # every acknowledged operation is one WAL entry
+
+
+def test_a_restart_waiting_for_the_wal_leaves_the_manager_serving(make_tree) -> None:
+    """The restore of a restarting agent is looked up through the manager's loop: with the
+    WAL stopped (SIGSTOP), the manager still answers at once, and the restart completes
+    with the state once the WAL answers."""
+    tree = _tree(make_tree).start()
+    tree.agent_request({"op": "memory_add", "id": "b1", "text": "kept"})
+    wal, agent = tree.pids()["wal"], tree.running_agent()["pid"]
+    os.kill(wal, signal.SIGSTOP)
+    try:
+        os.kill(agent, signal.SIGKILL)
+
+        def status() -> dict[str, Any]:
+            return dict(tree.request("call", name="agent:main", request=["status"]))
+
+        wait_for(lambda: status()["state"] == "STARTING", what="the restart planning")
+        times = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            now = status()
+            times.append(time.monotonic() - t0)
+            assert (now["state"], now["pid"]) == ("STARTING", None)  # still planning
+        assert min(times) < 0.05, times
+        with pytest.raises(ClientError, match="is STARTING, not RUNNING"):
+            tree.agent_request({"op": "stats"})
+    finally:
+        os.kill(wal, signal.SIGCONT)
+    wait_for(lambda: (a := tree.running_agent()) and a["pid"] != agent, what="the agent back")
+    assert tree.agent_request({"op": "memory_get", "id": "b1"})["text"] == "kept"
 
 
 def test_wal_process_killed_while_writing(make_tree) -> None:

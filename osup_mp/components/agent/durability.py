@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from loguru import logger
 
+from osup_mp.components.agent.planning import PlanInFlight, Planned, Steps, run_now
 from osup_mp.components.agent.restore import RESTORE_OVERHEAD, close_spans
 from osup_mp.components.agent.restore import frames as restore_frames
 from osup_mp.components.agent.states import AgentState
@@ -300,7 +301,7 @@ class Durability:
 
     # -- restore -----------------------------------------------------------------------------
 
-    def plan(self) -> dict[str, Any] | None:
+    def planning(self) -> Steps:
         """For a new agent generation: the newest valid checkpoint (or the pinned one) and
         where every WAL entry after its LSN is; None when there is nothing to restore.
         Raises CallError when the vault or the WAL cannot answer (starting empty would lose
@@ -312,13 +313,15 @@ class Durability:
         boots meanwhile). Pass the plan to :meth:`send_restore` or :func:`.restore.discard`.
 
         A follower reads the same, changes nothing (no skip, no accepted gap), and leaves
-        entries written after its read to the WAL's push."""
+        entries written after its read to the WAL's push.
+
+        The steps yield the calls to make (:mod:`.planning` runs them): use :meth:`plan`
+        or :meth:`plan_async`."""
         if not (self.durable or self.follower):
             return None
-        host = self.host
         pinned, self.pinned = (self.pinned, None) if self.durable else (None, None)
         request = LoadCheckpoint(pinned, raw=True) if pinned else LatestCheckpoint(raw=True)
-        checkpoint = host.peer("vault").call(request, timeout=30.0)
+        checkpoint = yield ("vault", request, 30.0)
         lsn = checkpoint["lsn"] if checkpoint else 0
         spans: list[tuple[SegmentSpan, int]] = []
         count = 0
@@ -326,7 +329,7 @@ class Durability:
         cursor = lsn
         try:
             while True:  # paged: one reply never has to hold the whole tail
-                reply = host.peer("wal").call(ReadSpansAfter(cursor, _PAGE), timeout=60.0)
+                reply = yield ("wal", ReadSpansAfter(cursor, _PAGE), 60.0)
                 page, fds = reply if isinstance(reply, tuple) else (reply, [])
                 if len(fds) != len(page["spans"]):
                     for fd in fds:
@@ -348,7 +351,7 @@ class Durability:
                 return self._planned(checkpoint, lsn, cursor, count, spans)
             # The WAL's newest LSN counts what salvage cut too: entries it handed out that it
             # can no longer give back are missing, not merely absent.
-            newest = host.peer("wal").call(LastLsn(), timeout=30.0)
+            newest = yield ("wal", LastLsn(), 30.0)
             if newest > cursor:
                 missing.append((cursor + 1, newest))
             if missing:
@@ -357,11 +360,20 @@ class Durability:
             elif newest < lsn:
                 # The WAL is behind the checkpoint (salvage cut it): its next LSN must come
                 # after what the checkpoint covers, or new entries would be skipped on restore.
-                host.peer("wal").call(SkipThrough(lsn), timeout=30.0)
+                yield ("wal", SkipThrough(lsn), 30.0)
         except BaseException:
             close_spans(spans)
             raise
         return self._planned(checkpoint, lsn, cursor, count, spans)
+
+    def plan(self) -> dict[str, Any] | None:
+        """:meth:`planning` with blocking calls (raises CallError or KeyError)."""
+        return run_now(self.planning(), self.host)
+
+    def plan_async(self, done: Planned) -> PlanInFlight:
+        """:meth:`planning` with calls answered through the loop, once started;
+        ``done(restore, error)``."""
+        return PlanInFlight(self.planning(), self.host, done)
 
     def _planned(
         self,

@@ -28,6 +28,7 @@ from osup_mp.components.agent.launch import (
     pre_exec,
 )
 from osup_mp.components.agent.pipes import AgentPipes
+from osup_mp.components.agent.planning import PlanInFlight
 from osup_mp.components.agent.process import AgentProcess
 from osup_mp.components.agent.requests import Requests
 from osup_mp.components.agent.restarts import RestartPolicy
@@ -94,6 +95,7 @@ class AgentLifecycle(Component):
         code_file = cfg.o_supervisor.data_dir / "code.json" if role == "main" else None
         self.code = CodeBook(instance_id, self.send_agent, code_file)
         self._timer: int | None = None
+        self._planning: PlanInFlight | None = None  # a start's restore being looked up
         self._stop_timer: int | None = None  # SIGTERM sent: SIGKILL when it fires
         self._restart_when_stopped = False
 
@@ -105,19 +107,45 @@ class AgentLifecycle(Component):
             why = self.fail_reason or self.last_exit
         self.peer("health").cast(RecordTransition(self.instance_id, old.value, new.value, why))
 
-    def _spawn(self) -> None:
+    def _spawn(self, *, wait: bool = False) -> None:
+        """Start a new agent generation: plan its restore, then launch it. The plan's calls
+        go through the loop (the manager serves meanwhile), or block with ``wait`` (in
+        ``init``, which serves nothing yet)."""
         self._transition(S.STARTING)
         self.fail_reason = None
         self.durability.new_generation()
-        try:
-            restore = self.durability.plan()
-            if self.follower is not None:
-                self.follower.restored(self.durability.applied_lsn)
-        except (CallError, KeyError) as exc:
-            # Starting empty would lose acknowledged state: fail this start instead.
-            logger.error("agent {}: cannot fetch its state to restore: {}", self.instance_id, exc)
-            self._after_failure(f"restore unavailable: {exc}")
-            return
+        if wait:
+            try:
+                restore = self.durability.plan()
+            except (CallError, KeyError) as exc:
+                self._plan_failed(exc)
+                return
+            self._launch(restore)
+        else:
+            self._planning = plan = self.durability.plan_async(self._on_planned)
+            plan.start()
+
+    def _on_planned(self, restore: dict[str, Any] | None, error: Exception | None) -> None:
+        self._planning = None
+        if error is not None:
+            self._plan_failed(error)
+        else:
+            self._launch(restore)
+
+    def _plan_failed(self, exc: Exception) -> None:
+        # Starting empty would lose acknowledged state: fail this start instead.
+        logger.error("agent {}: cannot fetch its state to restore: {}", self.instance_id, exc)
+        self._after_failure(f"restore unavailable: {exc}")
+
+    def _cancel_plan(self) -> None:
+        if self._planning is not None:
+            self._planning.cancel()
+            self._planning = None
+
+    def _launch(self, restore: dict[str, Any] | None) -> None:
+        """Spawn the agent of a planned start, and send it its restore."""
+        if self.follower is not None:
+            self.follower.restored(self.durability.applied_lsn)
         try:
             argv = agent_argv(self.cfg, self.role, self.command)
             if restore is not None:
@@ -180,7 +208,8 @@ class AgentLifecycle(Component):
         self._signal(signal.SIGKILL)
 
     def _stop_agent(self, *, kill: bool = False) -> None:
-        if self.state in (S.BACKOFF, S.FATAL) and self.agent is None:
+        if self.state in (S.BACKOFF, S.FATAL, S.STARTING) and self.agent is None:
+            self._cancel_plan()  # a start still looking up its state: nothing runs yet
             self._cancel_timer()
             self._transition(S.STOPPING)
             self._transition(S.EXITED)
@@ -199,7 +228,11 @@ class AgentLifecycle(Component):
         self.fatal_reason = None
         if self.agent is None:
             self._cancel_timer()
-            if self.state in (S.BACKOFF, S.FATAL, S.EXITED):
+            if self._planning is not None:  # plan again: a pinned checkpoint comes first
+                self._cancel_plan()
+                self._transition(S.STOPPING)
+                self._spawn()
+            elif self.state in (S.BACKOFF, S.FATAL, S.EXITED):
                 if self.state is S.BACKOFF:
                     self._transition(S.STOPPING)
                 self._spawn()
@@ -234,6 +267,8 @@ class AgentLifecycle(Component):
     @on_info(WallDeadline)
     def _on_wall_deadline(self, msg: WallDeadline) -> None:
         if msg.generation == self.generation and self.state in (S.STARTING, S.RUNNING):
+            if self.agent is None:
+                return  # the agent it was for is dead; its successor has a deadline of its own
             wall = self.deadlines.wall_seconds
             self._deadline_passed(f"killed: wall-clock deadline {wall:g} s")
             self._stop_agent(kill=True)

@@ -9,7 +9,9 @@ in a crash loop (:mod:`.restarts`) — until too many failed starts make it FATA
 Design decisions:
 
 * The manager never blocks on the agent: stdout, stderr and a pidfd are watched by the
-  component loop, and output to the agent is batched into one write per loop wake-up.
+  component loop, and output to the agent is batched into one write per loop wake-up. Nor
+  on the vault and the WAL when an agent restarts: its restore is planned through the loop
+  (:mod:`.planning`).
 * Requests are pipelined: each gets a manager-side id, many are in flight at once, and the
   agent's ``response`` frames are matched by id (:mod:`.requests`, which also runs the main
   agent's data-plane socket ``run_dir/agent-main.sock`` until the traffic splitter exists).
@@ -96,7 +98,7 @@ class AgentManager(AgentRecovery):
         if main:
             self.requests.open_data_plane()
         try:
-            self._spawn()
+            self._spawn(wait=True)
             self._await_first_ready()
         except BaseException:
             # As in OTP, a failed init gets no terminate: undo here what it got to (the
@@ -131,6 +133,7 @@ class AgentManager(AgentRecovery):
         return self.agent.fds() if self.agent is not None else set()
 
     def terminate(self, reason: str) -> None:
+        self._cancel_plan()
         if self.standby is not None:
             self.standby.stop()
         agent = self.agent
@@ -257,7 +260,11 @@ class AgentManager(AgentRecovery):
             assert self.standby is not None
             logger.warning("agent {}: standby {}", self.instance_id, request.reason)
             self.standby.on_report(request.generation, request.reason)
-        elif request.generation == self.generation and self.state in (S.STARTING, S.RUNNING):
+        elif (
+            request.generation == self.generation
+            and self.state in (S.STARTING, S.RUNNING)
+            and self.agent is not None  # else it was about the dead one; another is planned
+        ):
             logger.warning("agent {}: {}", self.instance_id, request.reason)
             self.last_kill_reason = request.reason
             self._stop_agent(kill=True)
