@@ -7,6 +7,7 @@ import re
 import signal
 import sys
 import time
+from typing import Any
 
 import psutil
 import pytest
@@ -199,6 +200,18 @@ def test_cpu_placement_keeps_the_mirror_off_the_main_cpus(make_tree) -> None:
         "shadow manager": {theirs}, "shadow agent": {theirs}, "splitter": {theirs},
         "wal": set(host),
     }  # fmt: skip
+
+    def shown() -> dict[str, Any] | None:  # status shows them too, once sampled
+        cpus = {c["name"]: c["cpus"] for c in tree.status()["components"]}
+        return cpus if cpus.get("agent:s1") else None
+
+    assert {
+        name: cpus
+        for name, cpus in wait_for(shown, what="the shadow's manager sampled").items()
+        if name in ("agent:main", "agent:s1", "splitter", "wal")
+    } == {"agent:main": [mine], "agent:s1": [theirs], "splitter": [theirs], "wal": host}
+    table = tree.cli("status").stdout
+    assert "CPUS" in table and re.search(rf"agent:main .* {mine} ", table), table
 
 
 def test_shadows_by_id(make_tree) -> None:

@@ -66,6 +66,7 @@ def test_daemon_lifecycle(make_tree, tag) -> None:
 
     table = tree.cli("status")
     assert "telemetry" in table.stdout and "running" in table.stdout and "RSS" in table.stdout
+    assert "CPUS" not in table.stdout  # nothing is pinned: no column for it
 
     old = telemetry["pid"]
     restarted = tree.cli("restart", "telemetry")

@@ -40,6 +40,11 @@ def render(data: dict[str, Any]) -> None:
         f"osup-mp {data.get('state', 'running')}: pid {data['pid']}, env {data['env']}, "
         f"up {_duration(data['uptime_s'])}, config {data.get('config') or '<defaults>'}"
     )
+    from osup_mp.config.schema import cpu_ranges  # not at import: --help loads this module
+
+    components = data["components"]
+    placed = [set(c.get("cpus") or ()) for c in components]
+    pinned = any(cpus and cpus != set().union(*placed) for cpus in placed)
     rows = [
         [
             c["name"],
@@ -49,11 +54,15 @@ def render(data: dict[str, Any]) -> None:
             str(c["restarts"]),
             _bytes(c["rss_bytes"]),
             "-" if c["cpu_percent"] is None else f"{c['cpu_percent']:.1f}%",
+            *([cpu_ranges(cpus) if cpus else "-"] if pinned else []),
             c.get("last_exit") or "",
         ]
-        for c in data["components"]
+        for c, cpus in zip(components, placed, strict=True)
     ]
-    _table(["NAME", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU", "LAST EXIT"], rows)
+    header = ["NAME", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU"]
+    # The CPUs each process may run on, when [agent] main_cpus or [watchdog] shadow_cpus
+    # set some apart.
+    _table([*header, *(["CPUS"] if pinned else []), "LAST EXIT"], rows)
     agents = data.get("agents") or []
     if agents:
         rows = []

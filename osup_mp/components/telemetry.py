@@ -158,8 +158,9 @@ class Telemetry(Component):
                 entry["cpu_percent"] = proc.cpu_percent(None)
                 entry["threads"] = proc.num_threads()
                 entry["fds"] = proc.num_fds()
+                entry["cpus"] = sorted(proc.cpu_affinity())
         except psutil.Error:
-            entry.update(rss_bytes=None, cpu_percent=None, threads=None, fds=None)
+            entry.update(rss_bytes=None, cpu_percent=None, threads=None, fds=None, cpus=None)
         return entry
 
     def _host(self) -> dict[str, Any]:

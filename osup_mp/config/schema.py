@@ -81,7 +81,7 @@ def _on_this_host(cpus: tuple[int, ...]) -> tuple[int, ...]:
     return cpus
 
 
-def _cpu_ranges(cpus: set[int]) -> str:
+def cpu_ranges(cpus: set[int]) -> str:
     """``{0, 1, 2, 5}`` as ``0-2, 5``."""
     ranges: list[str] = []
     for cpu in sorted(cpus):
@@ -94,7 +94,7 @@ def _cpu_ranges(cpus: set[int]) -> str:
 
 
 _HOST_CPUS = frozenset(os.sched_getaffinity(0))
-_CPUS_EXPECTED = f"a list of CPU numbers this host has ({_cpu_ranges(set(_HOST_CPUS))})"
+_CPUS_EXPECTED = f"a list of CPU numbers this host has ({cpu_ranges(set(_HOST_CPUS))})"
 
 _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
     "o_supervisor": {

@@ -63,6 +63,7 @@ def status(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
             "uptime_s": round(now - c.started_at, 3) if c.state is ChildState.RUNNING else None,
             "rss_bytes": None,
             "cpu_percent": None,
+            "cpus": None,
             "last_exit": c.last_exit or None,
         }
         for c in sup.children
@@ -84,6 +85,7 @@ def status(ctx: Context, args: dict[str, Any], respond: Respond) -> None:
                 figures = by_pid.get(comp["pid"], {})
                 comp["rss_bytes"] = figures.get("rss_bytes")
                 comp["cpu_percent"] = figures.get("cpu_percent")
+                comp["cpus"] = figures.get("cpus")
             supervisor = by_pid.get(os.getpid(), {})
             data["rss_bytes"] = supervisor.get("rss_bytes")
             data["cpu_percent"] = supervisor.get("cpu_percent")
