@@ -198,6 +198,10 @@ def test_a_restart_waiting_for_the_wal_leaves_the_manager_serving(make_tree) -> 
         assert min(times) < 0.05, times
         with pytest.raises(ClientError, match="is STARTING, not RUNNING"):
             tree.agent_request({"op": "stats"})
+        # An operator restart meanwhile plans again (the first plan's late replies are
+        # dropped, their descriptors closed).
+        assert tree.request("agent_restart", id="main") is True
+        assert status()["state"] == "STARTING"
     finally:
         os.kill(wal, signal.SIGCONT)
     wait_for(lambda: (a := tree.running_agent()) and a["pid"] != agent, what="the agent back")

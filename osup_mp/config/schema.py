@@ -82,7 +82,7 @@ def _on_this_host(cpus: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def cpu_ranges(cpus: set[int]) -> str:
-    """``{0, 1, 2, 5}`` as ``0-2, 5``."""
+    """``{0, 1, 2, 5}`` as ``0-2,5`` (the kernel's cpulist format)."""
     ranges: list[str] = []
     for cpu in sorted(cpus):
         if ranges and cpu - 1 in cpus:
@@ -90,7 +90,7 @@ def cpu_ranges(cpus: set[int]) -> str:
             ranges[-1] = f"{start}-{cpu}"
         else:
             ranges.append(str(cpu))
-    return ", ".join(ranges)
+    return ",".join(ranges)
 
 
 _HOST_CPUS = frozenset(os.sched_getaffinity(0))
