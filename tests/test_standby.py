@@ -189,6 +189,43 @@ def test_killing_the_standby_leaves_the_main_untouched(make_tree) -> None:
     assert _standby(tree)["applied_lsn"] == 100  # restored, then following
 
 
+def test_a_standby_planned_while_the_main_writes_gets_every_entry(make_tree) -> None:
+    """A new standby's restore is looked up through the manager's loop: with the WAL
+    stopped mid-plan the main's manager still serves, the writes the main makes meanwhile
+    reach the standby after its restore, and a promotion then loses none of them."""
+    tree = make_tree(**STANDBY).start()
+    wait_for(lambda: _following(tree), 30, what="the standby")
+    _add(tree, 0, 20)
+    wal, standby = tree.pids()["wal"], _standby(tree)
+    os.kill(wal, signal.SIGSTOP)
+    try:
+        os.kill(standby["pid"], signal.SIGKILL)
+        wait_for(
+            lambda: _standby(tree)["state"] == "STARTING" and _standby(tree)["pid"] is None,
+            what="the new standby planning",
+        )
+        with tree.data_client() as client:  # sent now, acknowledged once the WAL is back
+            sent = [
+                client.send("request", data={"op": "memory_add", "id": f"b{i}", "text": f"t {i}"})
+                for i in range(20, 30)
+            ]
+            # Written, and sent to the (stopped) WAL after the plan's read: the manager
+            # answers meanwhile.
+            wait_for(lambda: _main(tree)["wal_pending"] > 0, what="entries on their way")
+            assert _standby(tree)["state"] == "STARTING"
+            os.kill(wal, signal.SIGCONT)
+            assert all(client.receive()["ok"] for _ in sent)
+    finally:
+        os.kill(wal, signal.SIGCONT)
+    wait_for(lambda: _following(tree) and _standby(tree)["applied_lsn"] == 30, 30)
+    follower = _standby(tree)["pid"]
+    os.kill(_main(tree)["pid"], signal.SIGKILL)
+    assert _stats(tree)["blocks"] == 30  # answered by the promoted standby
+    assert _main(tree)["pid"] == follower
+    assert tree.agent_request({"op": "memory_get", "id": "b29"})["text"] == "t 29"
+    assert "numbered entries" not in tree.log_text
+
+
 def test_killing_both_falls_back_to_a_restart(make_tree) -> None:
     tree = make_tree(**STANDBY).start()
     wait_for(lambda: _following(tree), 30, what="the standby")

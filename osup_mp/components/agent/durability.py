@@ -93,6 +93,11 @@ class Durability:
         """Nothing the agent wrote is still on its way to the WAL."""
         return self._acked >= self._sent
 
+    @property
+    def pending(self) -> int:
+        """Entries of this agent generation sent to the WAL and not yet durable."""
+        return max(0, self._sent - self._acked)
+
     # -- entries and barriers ----------------------------------------------------------------
 
     def log_entry(self, entry: Any, ref: Any) -> None:

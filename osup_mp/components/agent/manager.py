@@ -335,6 +335,7 @@ class AgentManager(AgentRecovery):
             "heartbeat_age_ms": age,
             "uptime_s": None if uptime is None else round(uptime, 3),
             "in_flight": len(self.requests),
+            "wal_pending": self.durability.pending,
             "mirror_ratio": self.requests.mirror_ratio,
             "mirror_dropped": self.requests.mirror_dropped,
             "last_exit": self.last_exit,

@@ -3,10 +3,9 @@
 A plan (:meth:`.durability.Durability.planning`) is written once, as a generator that
 yields each call it needs (peer, request, timeout) and gets the reply back (or the error
 thrown in). Two drivers run it: :func:`run_now` makes blocking calls, for a component's
-``init`` (it serves nothing yet) and for the standby, whose numbering of the main's entries
-must not see the main write between the plan and the spawn; :class:`PlanInFlight` makes
-asynchronous calls, so that the manager's loop keeps serving while a restarting agent's
-state is looked up.
+``init`` (it serves nothing yet); :class:`PlanInFlight` makes asynchronous calls, so that the
+manager's loop keeps serving while a restarting agent's (or a standby's) state is looked
+up.
 """
 
 from __future__ import annotations
@@ -53,6 +52,7 @@ class PlanInFlight:
         self._host = host
         self._done = done
         self.cancelled = False
+        self.calls = 0  # calls sent so far (a message sent after the n-th is ordered after it)
 
     def start(self) -> None:
         """Make the first call (``done`` may run before this returns)."""
@@ -76,6 +76,7 @@ class PlanInFlight:
         try:
             reply = functools.partial(self._reply, peer)
             self._host.peer(peer).call_async(request, reply, timeout)
+            self.calls += 1
         except CallError as exc:
             self._advance(self._steps.throw, exc)
 

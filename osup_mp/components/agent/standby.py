@@ -9,6 +9,9 @@ Decisions:
   frames and in the order the WAL numbers them: it is as far as the main, minus what is in
   its pipe, and a promotion catches up by reading its pipe, not by asking the WAL. An entry
   that then fails to become durable replaces the standby with the main.
+* It is planned through the manager's loop while the main goes on writing: entries the
+  main writes meanwhile are held, and those sent to the WAL after the plan's last read
+  follow the restore (:meth:`Standby._on_planned`).
 * It never serves. Its frames other than ``ready``, heartbeats and metrics are ignored; an
   agent whose ``ready`` does not say ``"role": "standby"`` cannot follow, and the manager
   runs without a standby rather than promote a stale one.
@@ -29,6 +32,7 @@ from loguru import logger
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.follow import wal_apply_frames
 from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec
+from osup_mp.components.agent.planning import PlanInFlight
 from osup_mp.components.agent.process import AgentProcess
 from osup_mp.components.agent.restarts import RestartPolicy
 from osup_mp.components.agent.restore import discard
@@ -72,6 +76,11 @@ class Standby:
         self._planner = Durability(host, durable=False, follower=True, label=label)
         self._timer: int | None = None
         self._ignored: set[str] = set()  # frame types already warned about
+        self._planning: PlanInFlight | None = None
+        self._restored_through = 0  # the last LSN of this standby's restore
+        # Entries the main wrote while the plan was in flight, each with the number of plan
+        # calls sent before it: those after the last call are not in the plan.
+        self._held: list[tuple[list[bytes], int]] = []
 
     @property
     def ready(self) -> bool:
@@ -99,16 +108,26 @@ class Standby:
         self._arm(_RESPAWN_DELAY, StandbySpawn())
 
     def _spawn(self) -> None:
-        host = self.host
+        """Plan the restore (through the loop: the main serves meanwhile), then launch."""
         self._transition(S.STARTING)
         self.fail_reason = None
         self._planner.new_generation()
-        try:
-            restore = self._planner.plan()
-        except (CallError, KeyError) as exc:
-            self._failed(f"cannot fetch the main's state: {exc}")
+        self._held.clear()
+        self._planning = plan = self._planner.plan_async(self._on_planned)
+        plan.start()
+
+    def _on_planned(self, restore: dict[str, Any] | None, error: Exception | None) -> None:
+        plan, self._planning = self._planning, None
+        assert plan is not None
+        # What the main wrote after the plan's last read is not in the plan: it is numbered
+        # from the plan's end and passed on after the restore (the WAL's numbering checks it).
+        held = [entries for entries, calls in self._held if calls >= plan.calls]
+        self._held.clear()
+        if error is not None:
+            self._failed(f"cannot fetch the main's state: {error}")
             return
-        self.sent_lsn = self._planner.applied_lsn
+        host = self.host
+        self.sent_lsn = self._restored_through = self._planner.applied_lsn
         self._numbering.clear()
         self.slot["applied_lsn"] = 0
         argv = agent_argv(self.cfg, ROLE, host.command)
@@ -138,6 +157,15 @@ class Standby:
                 self._planner.send_restore(restore, send=agent.pipes.out.extend)
             except CallError as exc:
                 self.kill_for(f"cannot restore: {exc}")
+                return
+        for entries in held:
+            self._pass_on(entries)
+
+    def _cancel_plan(self) -> None:
+        if self._planning is not None:
+            self._planning.cancel()
+            self._planning = None
+        self._held.clear()
 
     def on_spawn_due(self) -> None:
         self._timer = None
@@ -207,6 +235,10 @@ class Standby:
     def stop(self) -> None:
         """Stop it for good (the manager stops): it holds nothing durable, so SIGKILL."""
         self._cancel_timer()
+        if self._planning is not None:
+            self._cancel_plan()
+            self._transition(S.STOPPING)
+            self._transition(S.EXITED)
         agent = self.agent
         if agent is not None:
             self._transition(S.STOPPING)
@@ -247,9 +279,16 @@ class Standby:
     def follow(self, entries: list[bytes]) -> int:
         """Pass on entries the main wrote (about to go to the WAL); the standby generation
         that got them, or 0."""
-        agent = self.agent
-        if agent is None or self.state not in (S.STARTING, S.RUNNING):
+        if self._planning is not None:  # sorted out once the plan is in (_on_planned)
+            self._held.append((entries, self._planning.calls))
+            return self.generation + 1
+        if self.agent is None or self.state not in (S.STARTING, S.RUNNING):
             return 0  # the next standby restores them
+        return self._pass_on(entries)
+
+    def _pass_on(self, entries: list[bytes]) -> int:
+        agent = self.agent
+        assert agent is not None
         first = self.sent_lsn + 1
         for frame in wal_apply_frames(first, entries, self.cfg.agent.max_frame):
             agent.pipes.out += frame
@@ -268,6 +307,8 @@ class Standby:
         """The WAL numbered entries this standby got: they must be the LSNs it was told."""
         if generation != self.generation or not self._numbering:
             return
+        if first_lsn + count - 1 <= self._restored_through:
+            return  # written while its plan was made, and in it: restored, not passed on
         told, told_count = self._numbering.popleft()
         if (told, told_count) != (first_lsn, count):
             self.kill_for(
