@@ -183,6 +183,13 @@ class Standby:
     def kill_for(self, reason: str) -> None:
         """Replace the standby (the main is not touched)."""
         if self.agent is None:
+            if self._planning is not None:
+                # Not started yet, but what it holds may be what the reason condemns (the
+                # main's entries that did not become durable): start again from scratch.
+                logger.error("agent {}: standby: {}; starting anew", self.host.instance_id, reason)
+                self._cancel_plan()
+                self.last_kill_reason = reason
+                self._failed(reason)
             return
         host, pid = self.host.instance_id, self.agent.pid
         logger.error("agent {}: standby pid {}: {}; replacing it", host, pid, reason)
@@ -191,7 +198,9 @@ class Standby:
 
     def on_report(self, generation: int, reason: str) -> None:
         """The watchdog's report about the standby's slot: a hang or a broken limit."""
-        if generation == self.generation and self.state in (S.STARTING, S.RUNNING):
+        # No agent: the report is about the dead one, and the next one is being planned.
+        live = self.agent is not None and self.state in (S.STARTING, S.RUNNING)
+        if generation == self.generation and live:
             self.kill_for(reason)
 
     def _on_exit(self) -> None:
