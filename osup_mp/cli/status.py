@@ -44,7 +44,8 @@ def render(data: dict[str, Any]) -> None:
 
     components = data["components"]
     placed = [set(c.get("cpus") or ()) for c in components]
-    pinned = any(cpus and cpus != set().union(*placed) for cpus in placed)
+    every = set().union(*placed)
+    pinned = any(cpus and cpus != every for cpus in placed)
     rows = [
         [
             c["name"],

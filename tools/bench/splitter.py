@@ -28,6 +28,7 @@ from osup_mp.agent.reference import memory_system
 from osup_mp.app.specs import child_specs
 from osup_mp.client import Client
 from osup_mp.config import Config
+from osup_mp.config.schema import cpu_ranges
 from osup_mp.runtime.supervisor import ChildSpec
 from osup_mp.storage.shm.segment import SharedState
 
@@ -158,9 +159,10 @@ def split_cpus(plan: h.Plan, report: h.Report, shared: list[float]) -> None:
     with h.Tree(EXPERIMENTS, placed) as tree:  # forked before this process is pinned
         tree.wait_running(None)
         load(tree, plan.blocks)
+        how = f", CPUs split ({main[0]} | {cpu_ranges(set(rest))})"
         os.sched_setaffinity(0, main)
         try:
-            plain = mirror_cost(tree, plan, report, f", CPUs split ({main[0]} | {_span(rest)})")
+            plain = mirror_cost(tree, plan, report, how)
         finally:
             os.sched_setaffinity(0, cpus)
     report.note(
@@ -168,10 +170,6 @@ def split_cpus(plan: h.Plan, report: h.Report, shared: list[float]) -> None:
         f"{median(plain):.0f} us, p99 {p99(plain):.0f} us; on all CPUs {median(shared):.0f} us, "
         f"p99 {p99(shared):.0f} us (the same run)"
     )
-
-
-def _span(cpus: list[int]) -> str:
-    return str(cpus[0]) if len(cpus) == 1 else f"{cpus[0]}-{cpus[-1]}"
 
 
 def without_splitter(cfg: Config, shm: SharedState) -> list[ChildSpec]:
