@@ -181,7 +181,9 @@ def _kill_and_recover(tree: _Tree) -> str:
     with tree.data() as client:
         before = [client.request("request", data=_query(i)) for i in range(8)]
     deadline = time.monotonic() + 60
-    while not _standby_following(_main_status(tree)) and time.monotonic() < deadline:
+    while not _failover_ready(_main_status(tree), tree.cfg.agent.startsecs):
+        if time.monotonic() > deadline:
+            raise click.ClickException("the main agent's standby did not catch up within 60 s")
         time.sleep(0.05)  # the standby is still restoring or catching up
     pid = _main_status(tree)["pid"]
     click.echo(f"kill -9 {pid} (the main agent) ...")
@@ -207,10 +209,13 @@ def _main_status(tree: _Tree) -> dict[str, Any]:
     return next(a for a in agents if a["id"] == "main")
 
 
-def _standby_following(main: dict[str, Any]) -> bool:
-    """No standby configured, or one that has applied everything it was given."""
+def _failover_ready(main: dict[str, Any], startsecs: float) -> bool:
+    """The main has been up ``startsecs`` (a death before that is a failed start, restarted
+    with a backoff, never failed over) and its standby, if any, has applied everything it
+    was given."""
     standby = main.get("standby")
-    return standby is None or (standby["state"] == "RUNNING" and standby["lag"] == 0)
+    following = standby is None or (standby["state"] == "RUNNING" and standby["lag"] == 0)
+    return following and (main["uptime_s"] or 0.0) >= startsecs
 
 
 @contextlib.contextmanager
