@@ -188,3 +188,30 @@ def test_a_bug_in_the_loop_takes_no_child_with_it_alive() -> None:
         sup.run()
     assert pids and pids[0] > 0
     wait_for(lambda: not psutil.pid_exists(pids[0]), 5, what="the child killed")
+
+
+def test_a_restarting_peer_holds_up_no_caller(make_tree, tmp_path) -> None:
+    """A cast or an asynchronous call to a peer that is restarting waits in their channel,
+    not in the caller: the caller serves on meanwhile, and the peer gets both once it is up
+    (a blocking connect held the caller until the peer's start ended, 10 s at most)."""
+    hold = tmp_path / "hold"
+    tree = make_tree().start("a:permanent", f"b:permanent:hold={hold}")
+    pids = wait_for(tree.running_pids)
+    assert tree.request("call", name="a", request=["peer_call", "b", ["pid"]]) == pids["b"]
+    hold.touch()  # b's next start waits until the test removes the file
+    os.kill(pids["b"], signal.SIGKILL)
+    wait_for(lambda: _state(tree, "b") == "starting", what="b restarting")
+    with Client.for_config(tree.cfg, timeout=20) as client:
+        client.send("call", name="a", request=["peer_call_async", "b", ["pid"]])
+        client.flush()
+        t0 = time.monotonic()
+        assert tree.request("call", name="a", request=["peer_cast", "b", ["hello"]]) == "cast"
+        assert tree.request("call", name="a", request=["pid"]) == pids["a"]
+        assert time.monotonic() - t0 < 1.0
+        assert _state(tree, "b") == "starting"
+        hold.unlink()
+        answer = client.receive()
+    new = wait_for(lambda: _replaced_running(tree, "b", pids["b"]), what="b back")
+    assert answer["ok"] and answer["data"] == new, answer
+    wait_for(lambda: "b: unexpected cast ['hello']" in tree.log_text, what="the cast delivered")
+    assert tree.pids()["a"] == pids["a"]  # never restarted

@@ -1,16 +1,18 @@
-"""The calls a child makes to the tree, served in the supervisor: ``connect`` (a fresh pipe
-to a peer, one end handed to each), ``which_children``, and any other request by the
-handler the application registered for its type (``Supervisor.call_handlers``).
+"""The calls a child makes to the tree, served in the supervisor: ``connect`` (one end of
+the caller's fresh socket pair, passed on to a peer), ``which_children``, and any other
+request by the handler the application registered for its type
+(``Supervisor.call_handlers``).
 
-Decision: the parent is a name broker, never on the data path. A ``connect`` hands over the
-two ends of a new socketpair and keeps neither; a target that is starting, or dead with its
-exit not served yet, is waited for (its restart), not refused, so a caller does not see the
-gap a restart makes.
+Decision: the parent is a name broker, never on the data path. A ``connect`` carries the
+end of a socket pair the caller made (the caller uses its own end at once) and the parent
+passes it on; a target that is starting, or dead with its exit not served yet, is waited
+for (its restart), not refused, so a caller does not see the gap a restart makes. Whatever
+happens, the parent closes its copy of the end it was given exactly once.
 """
 
 from __future__ import annotations
 
-import socket
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -33,11 +35,17 @@ class CallBroker:
         self.children = children
         self.handlers = handlers
 
-    def answer(self, child: Child, call_id: int, request: Any) -> None:
-        """Serve ``child``'s call ``call_id``: at once, or once what it waits for is done."""
+    def answer(self, child: Child, call_id: int, request: Any, fds: list[int]) -> None:
+        """Serve ``child``'s call ``call_id`` (with ``fds`` attached, this process's to
+        close): at once, or once what it waits for is done."""
         assert child.channel is not None
+        if isinstance(request, Connect) and len(fds) == 1:
+            self._broker(child, call_id, request.name, fds[0])
+            return
+        for fd in fds:
+            os.close(fd)
         if isinstance(request, Connect):
-            self._broker(child, call_id, request.name)
+            child.channel.send(("reply", call_id, False, "connect: attach one socket end"))
             return
         if isinstance(request, WhichChildren):
             value: Any = [(c.name, c.pid) for c in self.children if c.pid]
@@ -58,39 +66,39 @@ class CallBroker:
         except Exception as exc:  # a bad request must never take the parent down
             reply(False, f"{type(exc).__name__}: {exc}")
 
-    def _broker(self, caller: Child, call_id: int, name: str) -> None:
-        """Hand ``caller`` and component ``name`` the two ends of a fresh pipe; a target
-        that is starting (being restarted, say) is waited for, not refused."""
+    def _broker(self, caller: Child, call_id: int, name: str, fd: int) -> None:
+        """Pass the caller's socket end ``fd`` to component ``name``; a target that is
+        starting (being restarted, say) is waited for, not refused."""
         if caller.channel is None:
-            return  # the caller died while the target was starting
+            os.close(fd)  # the caller died while the target was starting
+            return
         target = next((c for c in self.children if c.name == name), None)
         if target is not None and target.state is ChildState.STARTING:
-            target.on_started.append(self._broker_once_started(caller, call_id, name))
+            target.on_started.append(self._broker_once_started(caller, call_id, name, fd))
             return
         if target is None or target.channel is None or target.state is not ChildState.RUNNING:
+            os.close(fd)  # the caller's end reads EOF: what it sent fails
             caller.channel.send(("reply", call_id, False, f"{name}: not running"))
             return
-        a, b = socket.socketpair()
-        try:
-            if not target.channel.send_with_fds(("peer", caller.name), [b.fileno()]):
-                # It died and its exit is not served yet (the caller saw its end of their
-                # old pipe close first): wait for its restart, as for a start in progress.
-                target.on_started.append(self._broker_once_started(caller, call_id, name))
-                return
-            caller.channel.send_with_fds(("reply", call_id, True, name), [a.fileno()])
-        finally:
-            a.close()
-            b.close()
+        if not target.channel.send_with_fds(("peer", caller.name), [fd]):
+            # It died and its exit is not served yet (the caller saw its end of their old
+            # pipe close first): wait for its restart, as for a start in progress.
+            target.on_started.append(self._broker_once_started(caller, call_id, name, fd))
+            return
+        os.close(fd)
+        caller.channel.send(("reply", call_id, True, name))
 
-    def _broker_once_started(self, caller: Child, call_id: int, name: str) -> Started:
+    def _broker_once_started(self, caller: Child, call_id: int, name: str, fd: int) -> Started:
         process = caller.process
 
         def started(ok: bool, _why: str) -> None:
             if caller.process is not process:
-                return  # the caller died (or was replaced) meanwhile
-            if ok:
-                self._broker(caller, call_id, name)
-            elif caller.channel is not None:
-                caller.channel.send(("reply", call_id, False, f"{name}: failed to start"))
+                os.close(fd)  # the caller died (or was replaced) meanwhile
+            elif ok:
+                self._broker(caller, call_id, name, fd)
+            else:
+                os.close(fd)
+                if caller.channel is not None:
+                    caller.channel.send(("reply", call_id, False, f"{name}: failed to start"))
 
         return started

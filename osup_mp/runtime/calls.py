@@ -70,25 +70,42 @@ class CallMux:
     def cast(self, request: Any) -> None:
         self.channel.send(("cast", request))
 
-    def call_async(self, request: Any, callback: ReplyCallback, timeout: float | None = 5.0) -> int:
-        """Queue a call; ``callback(ok, value)`` runs when the reply, an error or the timeout
-        arrives. The caller's loop must flush the channel and feed replies to :meth:`dispatch`."""
+    def call_async(
+        self,
+        request: Any,
+        callback: ReplyCallback,
+        timeout: float | None = 5.0,
+        *,
+        fds: list[int] | None = None,
+    ) -> int:
+        """Queue a call (with ``fds`` attached); ``callback(ok, value)`` runs when the reply,
+        an error or the timeout arrives. The caller's loop must flush the channel and feed
+        replies to :meth:`dispatch`."""
         call_id = next(self._ids)
         self._pending[call_id] = callback
         if timeout is not None:
             heapq.heappush(self._deadlines, (time.monotonic() + timeout, call_id))
-        self.channel.send(("call", call_id, request))
+        self._send(("call", call_id, request), fds)
         return call_id
 
-    def call(self, request: Any, timeout: float | None = 5.0) -> Any:
-        """Blocking call: send, then wait for the matching reply. Other replies that arrive
-        meanwhile go to their callbacks; anything else waits in :attr:`deferred` for the
-        owner's loop. Raises :class:`CallError` on failure."""
+    def _send(self, msg: tuple[Any, ...], fds: list[int] | None) -> None:
+        # A channel that closed meanwhile fails the call when its end is read (fail_all).
+        if fds is None:
+            self.channel.send(msg)
+        else:
+            self.channel.send_with_fds(msg, fds)
+
+    def call(
+        self, request: Any, timeout: float | None = 5.0, *, fds: list[int] | None = None
+    ) -> Any:
+        """Blocking call: send (with ``fds`` attached), then wait for the matching reply.
+        Other replies that arrive meanwhile go to their callbacks; anything else waits in
+        :attr:`deferred` for the owner's loop. Raises :class:`CallError` on failure."""
         if self.channel.closed:
             raise CallError(f"{self.peer}: not connected")
         call_id = next(self._ids)
         self._pending[call_id] = None
-        self.channel.send(("call", call_id, request))
+        self._send(("call", call_id, request), fds)
         CallMux.blocking_calls += 1
         deadline = None if timeout is None else time.monotonic() + timeout
         try:

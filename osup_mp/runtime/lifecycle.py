@@ -169,7 +169,7 @@ class ChildLifecycle(Reactor):
         for msg in mux.dispatch(channel.receive()):
             kind = msg[0]
             if kind == "call":
-                self._calls.answer(child, msg[1], msg[2])
+                self._calls.answer(child, msg[1], msg[2], msg[3] if len(msg) > 3 else [])
             elif kind == "ready" and child.state is ChildState.STARTING:
                 self._on_ready(child)
             elif kind == "init_failed":

@@ -16,14 +16,18 @@ Design decisions:
 * Let it crash: an exception in a callback fails the call in flight, runs ``terminate`` and
   exits non-zero; restarting is the supervisor's job, not the component's.
 * Components find each other by name through the parent (a broker, like Erlang's registered
-  names): :meth:`PeerRef.call` asks the parent once, receives one end of a fresh pipe whose
-  other end goes to the callee, and from then on talks directly — the parent is never on the
-  path of a call between components.
+  names): the first use of a :class:`PeerRef` makes a socket pair, keeps one end and sends
+  the other through the parent to the callee; from then on the two talk directly, and the
+  parent is never on the path of a call between components. The caller's end is usable at
+  once: what it sends waits in the socket while the parent holds the other end for a callee
+  that is (re)starting, so a cast or an asynchronous call never waits for a peer's restart.
+  Only a blocking :meth:`PeerRef.call` waits, for the hand-over as for the answer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import os
@@ -57,30 +61,29 @@ class PeerRef:
         self.name = name
         self._mux: CallMux | None = None
 
-    def _connected(self) -> CallMux:
+    def _connected(self, *, wait: bool) -> CallMux:
         if self._mux is None or self._mux.channel.closed:
-            self._mux = self._loop.connect(self.name)
+            self._mux = self._loop.connect(self.name, wait=wait)
         return self._mux
 
     def mux(self) -> CallMux:
-        """The connection's call multiplexer (connecting first), for callers that keep many
+        """The connection's call multiplexer (connected first), for callers that keep many
         calls in flight and flush themselves."""
-        return self._connected()
+        return self._connected(wait=True)
 
     def call(self, request: Any, timeout: float | None = 5.0) -> Any:
-        return self._connected().call(request, timeout)
+        return self._connected(wait=True).call(request, timeout)
 
     def call_async(
         self, request: Any, callback: ReplyCallback, timeout: float | None = 5.0
     ) -> None:
-        self._connected().call_async(request, callback, timeout)
+        """Never waits: while the peer (re)starts, the call waits in the channel; if the
+        peer cannot be reached, ``callback`` gets the error."""
+        self._connected(wait=False).call_async(request, callback, timeout)
 
     def cast(self, request: Any) -> None:
-        """Fire and forget; silently dropped when the peer is not running (as in OTP)."""
-        try:
-            self._connected().cast(request)
-        except CallError:
-            pass
+        """Fire and forget; dropped when the peer is not running (as in OTP)."""
+        self._connected(wait=False).cast(request)
 
 
 class ComponentLoop:
@@ -98,6 +101,7 @@ class ComponentLoop:
         self.stop_reason: str | None = None
         self._channels: dict[int, tuple[Channel, CallMux | None]] = {}
         self._peers: dict[str, PeerRef] = {}
+        self._unconfirmed: set[CallMux] = set()  # connects the parent has not answered yet
         self._timers: list[tuple[float, int, Any]] = []
         self._cancelled: set[int] = set()
         self._timer_ids = itertools.count(1)
@@ -178,14 +182,40 @@ class ComponentLoop:
             ref = self._peers[name] = PeerRef(self, name)
         return ref
 
-    def connect(self, name: str) -> CallMux:
-        """Ask the parent for a pipe to component ``name``."""
-        _value, fds = self.parent.call(Connect(name), timeout=10.0)
-        channel = Channel.from_fd(fds[0])
+    def connect(self, name: str, *, wait: bool = True) -> CallMux:
+        """A channel to component ``name``, usable at once; its other end goes through the
+        parent, which holds it while ``name`` starts. ``wait``: until the parent has handed
+        it over (a refusal raises :class:`CallError`); else a refusal fails what was sent."""
+        ours, theirs = socket.socketpair()
+        channel = Channel.from_fd(ours.detach())
         mux = CallMux(channel, name)
+        try:
+            if wait:
+                self.parent.call(Connect(name), timeout=10.0, fds=[theirs.fileno()])
+            else:
+                self._unconfirmed.add(mux)
+                done = functools.partial(self._on_connect_reply, mux)
+                self.parent.call_async(Connect(name), done, timeout=None, fds=[theirs.fileno()])
+        except CallError:
+            channel.close()
+            raise
+        finally:
+            theirs.close()  # the parent holds its own copy now
         self._interruptible(mux)
         self._add_channel(channel, mux)
         return mux
+
+    def _on_connect_reply(self, mux: CallMux, ok: bool, value: Any) -> None:
+        """The parent handed the channel's other end over (``ok``) or could not: then what
+        was sent fails, and no :class:`PeerDown` follows (the peer never was up for us)."""
+        self._unconfirmed.discard(mux)
+        if ok:
+            if mux.channel.closed:  # it died right after the hand-over
+                self.component.handle_info(PeerDown(mux.peer))
+            return
+        mux.fail_all(f"{mux.peer}: {value}")
+        if not mux.channel.closed:
+            self._drop_channel(mux.channel)
 
     def _interruptible(self, mux: CallMux) -> None:
         mux.interrupt_fd = self._wakeup_r.fileno()
@@ -330,7 +360,8 @@ class ComponentLoop:
             self.stop_reason = "shutdown"
         elif mux is not None:
             mux.fail_all(f"{mux.peer} exited")
-            self.component.handle_info(PeerDown(mux.peer))
+            if mux not in self._unconfirmed:  # else the parent's answer says what happened
+                self.component.handle_info(PeerDown(mux.peer))
 
     def _dispatch(self, channel: Channel, msg: Any) -> None:
         comp = self.component

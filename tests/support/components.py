@@ -25,6 +25,8 @@ def _record(kind: str, *fields: tuple[str, Any]) -> type:
 EchoValue = _record("echo", ("value", Any))
 Pid = _record("pid")
 PeerCall = _record("peer_call", ("name", str), ("request", list[Any]))
+PeerCallAsync = _record("peer_call_async", ("name", str), ("request", list[Any]))
+PeerCast = _record("peer_cast", ("name", str), ("request", list[Any]))
 Later = _record("later")
 Never = _record("never")
 Held = _record("held")
@@ -48,9 +50,11 @@ class Echo(Component):
         *,
         init_delay: float = 0.0,
         ignore_term: bool = False,
+        hold: Path | None = None,
     ) -> None:
         self.fail_init_flag = fail_init_flag
         self.init_delay = init_delay  # a slow or (large values) hanging start-up
+        self.hold = hold  # init waits while this file exists: a start-up the test ends
         self.ignore_term = ignore_term  # a component that will not stop politely
         self.pending: list[Caller] = []
 
@@ -61,6 +65,8 @@ class Echo(Component):
             raise RuntimeError(f"init refused: {self.fail_init_flag} exists")
         if self.init_delay:
             time.sleep(self.init_delay)  # blocking on purpose: the supervisor must not
+        while self.hold is not None and self.hold.exists():
+            time.sleep(0.01)  # blocking on purpose, as above
 
     @on_call(EchoValue)
     def _echo(self, request: EchoValue, caller: Caller) -> Any:
@@ -73,6 +79,24 @@ class Echo(Component):
     @on_call(PeerCall)
     def _peer_call(self, request: PeerCall, caller: Caller) -> Any:
         return self.peer(request.name).call(list(request.request))
+
+    @on_call(PeerCallAsync)
+    def _peer_call_async(self, request: PeerCallAsync, caller: Caller) -> Any:
+        """Call a peer without waiting: this component keeps serving meanwhile."""
+
+        def answered(ok: bool, value: Any) -> None:
+            if ok:
+                self.reply(caller, value)
+            else:
+                self.reply_error(caller, str(value))
+
+        self.peer(request.name).call_async(list(request.request), answered, timeout=30.0)
+        return NOREPLY
+
+    @on_call(PeerCast)
+    def _peer_cast(self, request: PeerCast, caller: Caller) -> str:
+        self.peer(request.name).cast(list(request.request))
+        return "cast"
 
     @on_call(Later)
     def _later(self, request: Later, caller: Caller) -> Any:

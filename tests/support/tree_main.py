@@ -23,8 +23,9 @@ from osup_mp.runtime.supervisor import ChildSpec, Restart
 
 def echo_spec(arg: str) -> ChildSpec:
     """``NAME:RESTART[:OPTION,...]``; an option is a flag file (init fails while it exists),
-    ``init_delay=SECONDS``, ``start_timeout=SECONDS``, ``shutdown_timeout=SECONDS`` (2 by
-    default) or ``ignore_term``."""
+    ``init_delay=SECONDS``, ``hold=FILE`` (init waits while FILE exists),
+    ``start_timeout=SECONDS``, ``shutdown_timeout=SECONDS`` (2 by default) or
+    ``ignore_term``."""
     name, restart, *rest = arg.split(":", 2)
     flag: Path | None = None
     kwargs: dict[str, Any] = {}
@@ -40,6 +41,8 @@ def echo_spec(arg: str) -> ChildSpec:
             shutdown_timeout = float(value)
         elif key == "ignore_term":
             kwargs["ignore_term"] = True
+        elif key == "hold":
+            kwargs["hold"] = Path(value)
         else:
             flag = Path(option)
     factory = functools.partial(Echo, flag, **kwargs)
