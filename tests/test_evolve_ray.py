@@ -6,6 +6,7 @@ agent, no daemon a variant forked, no Ray process."""
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,10 @@ from osup_mp.evolve.judge import Judge
 from osup_mp.evolve.shadows import reference
 from osup_mp.evolve.standalone import Job, evaluate
 
-LIMITS = {"watchdog": {"shadow_rss_mb": 250}}
+CPU = min(os.sched_getaffinity(0))
+LIMITS = {"watchdog": {"shadow_rss_mb": 250, "shadow_cpus": [CPU]}}
+# A variant whose agent dies unless it runs on the shadows' CPUs alone.
+PINNED = f"import os\n    if os.sched_getaffinity(0) != {{{CPU}}}:\n        os._exit(3)"
 SEARCHES = [{"op": "memory_search", "query": f"note {i}", "k": 3} for i in range(5)]
 
 
@@ -61,12 +65,14 @@ def _wait_ray_stopped(before: set[int], what: str) -> None:
 def test_the_keeper_limits_a_variant_as_a_shadow_is_limited(make_tree) -> None:
     tree = make_tree(**LIMITS).start()
     job = _job(tree, cpu_seconds=3.0, wall_seconds=8.0)
-    names = list(MISBEHAVIOURS)
+    variants = MISBEHAVIOURS | {"pinned": PINNED}
     with ThreadPoolExecutor(2) as pool:
-        measured = list(pool.map(lambda n: evaluate(job, _variant(MISBEHAVIOURS[n])), names))
-    figures = dict(zip(names, measured, strict=True))
+        measured = list(pool.map(lambda body: evaluate(job, _variant(body)), variants.values()))
+    figures = dict(zip(variants, measured, strict=True))
     good = figures["good"]
     assert good.failure is None and good.requests == 5 and good.mismatches == 0
+    pinned = figures.pop("pinned")  # placed as a shadow: on [watchdog] shadow_cpus
+    assert pinned.failure is None and pinned.requests == 5, pinned
     assert good.memory_mb > 0 and all(ms > 0 for ms in good.latencies_ms)
     failures = {name: str(f.failure) for name, f in figures.items() if name != "good"}
     assert failures["spin"] == "killed: CPU-time deadline 3 s (SIGXCPU)", failures

@@ -5,10 +5,11 @@ A :class:`Job` carries everything: the agent to run, the main's state (a checkpo
 snapshot), the workload with the main's answers, the judge, the limits and the deadlines.
 :func:`evaluate` hands it to a keeper (this module run as ``python -m
 osup_mp.evolve.standalone``, in a session of its own), which becomes a subreaper, starts the
-agent with the shadow's rlimits (and RLIMIT_CPU for the CPU-time deadline), restores the
-snapshot, loads the variant, drives the workload, and samples the agent against the
-watchdog's limits (:mod:`osup_mp.lowlevel.limits`) and the wall-clock deadline while it
-waits; then it kills the agent's process group and everything the variant left.
+agent with the shadow's rlimits (and RLIMIT_CPU for the CPU-time deadline) on the CPUs of
+``[watchdog] shadow_cpus`` its host has, restores the snapshot, loads the variant, drives
+the workload, and samples the agent against the watchdog's limits
+(:mod:`osup_mp.lowlevel.limits`) and the wall-clock deadline while it waits; then it kills
+the agent's process group and everything the variant left.
 
 The one decision: the limits are enforced by the keeper and the kernel, never by the
 scheduler that placed the task (Ray's resources are logical and not enforced).
@@ -39,6 +40,7 @@ from osup_mp.lowlevel.proc import (
     become_subreaper,
     die_with_parent,
     kill_descendants,
+    pin_cpus,
     resolve_executable,
 )
 from osup_mp.storage.checkpoints.store import decode
@@ -65,6 +67,7 @@ class Job:
     wall_seconds: float | None = None
     timeout: float = 30.0  # s for one answer
     max_frame: int = 64 << 20
+    cpus: tuple[int, ...] = ()  # [watchdog] shadow_cpus: those the keeper's host has
 
     def data(self) -> dict[str, Any]:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -99,6 +102,7 @@ class Job:
             o.gerbil_executable, str(o.gerbil_main_script or ""), target, checkpoint.payload,
             checkpoint.id, checkpoint.lsn, workload, judge, cfg.watchdog.limits(),
             cpu_seconds, wall_seconds, max_frame=cfg.agent.max_frame,
+            cpus=cfg.watchdog.shadow_cpus,
         )  # fmt: skip
 
     @classmethod
@@ -107,6 +111,7 @@ class Job:
         return cls(**data | {
             "workload": Workload(tuple(w["requests"]), tuple(w["answers"])),
             "judge": Judge(**data["judge"]), "limits": Limits(**data["limits"]),
+            "cpus": tuple(data.get("cpus", ())),
         })  # fmt: skip
 
 
@@ -135,12 +140,15 @@ class _Agent:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OSUP_")}
         env |= given.to_env() | dict.fromkeys(THREAD_POOL_VARS, "1")  # one thread, as a shadow
         self.session = AgentSession(argv, env, max_frame=job.max_frame, pre_exec=self._limit)
+        # Placed as a shadow is, on the CPUs of the list this host has (none: anywhere).
+        self.cpus = set(job.cpus) & os.sched_getaffinity(0)
         self.started = time.monotonic()
         self._ids = itertools.count(1)
         self._sampler: Sampler | None = None
 
     def _limit(self) -> None:  # in the child, before exec
         die_with_parent()
+        pin_cpus(self.cpus)
         for which, value in self.job.limits.rlimits():
             resource.setrlimit(which, (value, value))
         if self.job.cpu_seconds is not None:
