@@ -34,6 +34,19 @@ class Deadlines:
 NO_DEADLINES = Deadlines()
 
 
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """Which agent to start: its role, whose it is, its shared-memory slot, the command
+    (None: the configured agent) and its deadlines."""
+
+    role: str
+    instance_id: str
+    shm_name: str
+    slot: int
+    command: list[str] | None = None
+    deadlines: Deadlines = NO_DEADLINES
+
+
 def agent_argv(cfg: Config, role: str, command: list[str] | None) -> list[str]:
     o = cfg.o_supervisor
     if command:

@@ -20,19 +20,12 @@ from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.dying import Dying
 from osup_mp.components.agent.follow import Follower
 from osup_mp.components.agent.frames import AgentFrames
-from osup_mp.components.agent.launch import (
-    NO_DEADLINES,
-    Deadlines,
-    agent_argv,
-    agent_env,
-    pre_exec,
-)
+from osup_mp.components.agent.launch import NO_DEADLINES, Deadlines, Launch
 from osup_mp.components.agent.pipes import AgentPipes
 from osup_mp.components.agent.planning import PlanInFlight
 from osup_mp.components.agent.process import AgentProcess
 from osup_mp.components.agent.requests import Requests
 from osup_mp.components.agent.restarts import RestartPolicy
-from osup_mp.components.agent.restore import discard
 from osup_mp.components.agent.standby import Standby
 from osup_mp.components.agent.states import AgentState, check_transition
 from osup_mp.components.agent.timers import ReadyDeadline, Respawn, StopDeadline, WallDeadline
@@ -42,7 +35,6 @@ from osup_mp.lowlevel.proc import kill_descendants, signal_group
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Component, on_info
 from osup_mp.storage.shm.segment import SharedState, monotonic_ns
-from osup_mp.wire.launch import RESTORE_FLAG
 
 S = AgentState
 
@@ -146,20 +138,13 @@ class AgentLifecycle(Component):
         """Spawn the agent of a planned start, and send it its restore."""
         if self.follower is not None:
             self.follower.restored(self.durability.applied_lsn)
+        launch = Launch(
+            self.role, self.instance_id, self.shm.name, self.slot_index, self.command,
+            self.deadlines,
+        )  # fmt: skip
         try:
-            argv = agent_argv(self.cfg, self.role, self.command)
-            if restore is not None:
-                argv += [RESTORE_FLAG, restore["checkpoint_id"] or "wal"]
-            agent = AgentProcess.spawn(
-                self,
-                argv,
-                agent_env(self.cfg, self.shm.name, self.instance_id, self.slot_index, self.role),
-                pre_exec(self.cfg, self.role, self.deadlines),
-                self.cfg.agent.max_frame,
-            )
+            agent, argv = AgentProcess.start(self, self.cfg, launch, restore)
         except OSError as exc:
-            if restore is not None:
-                discard(restore)
             what = self.command or self.cfg.o_supervisor.gerbil_executable
             logger.error("agent {}: cannot start {}: {}", self.instance_id, what, exc)
             self._after_failure(f"cannot start: {exc}")

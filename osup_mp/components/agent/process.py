@@ -15,11 +15,20 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from osup_mp.components.agent.launch import spawn_agent
+from osup_mp.components.agent.launch import (
+    Launch,
+    agent_argv,
+    agent_env,
+    pre_exec,
+    spawn_agent,
+)
 from osup_mp.components.agent.pipes import AgentPipes, widen_pipe
+from osup_mp.components.agent.restore import discard
+from osup_mp.config import Config
 from osup_mp.lowlevel.lifelock import LifeLock
 from osup_mp.lowlevel.proc import close_pipes, signal_group
 from osup_mp.runtime.component import Component
+from osup_mp.wire.launch import RESTORE_FLAG
 
 Callback = Callable[[], None]
 
@@ -50,18 +59,27 @@ class AgentProcess:
         self._writable = False  # watched for room: the last write left output behind
 
     @classmethod
-    def spawn(
+    def start(
         cls,
         host: Component,
-        argv: list[str],
-        env: dict[str, str],
-        pre_exec: Callable[[], None] | None,
-        max_frame: int,
-    ) -> AgentProcess:
-        """Start the executable (see :mod:`.launch`), with pipes of its own; raises OSError
-        if it cannot be."""
-        proc, life = spawn_agent(argv, env, pre_exec)
-        return cls(host, proc, life, AgentPipes(max_frame))
+        cfg: Config,
+        launch: Launch,
+        restore: dict[str, Any] | None,
+    ) -> tuple[AgentProcess, list[str]]:
+        """Start the agent ``launch`` describes (see :mod:`.launch`), with pipes of its own
+        and ``--restore`` when ``restore`` is planned; the process and its argv. Raises
+        OSError if it cannot be (the plan's segment descriptors are closed then)."""
+        argv = agent_argv(cfg, launch.role, launch.command)
+        if restore is not None:
+            argv += [RESTORE_FLAG, restore["checkpoint_id"] or "wal"]
+        env = agent_env(cfg, launch.shm_name, launch.instance_id, launch.slot, launch.role)
+        try:
+            proc, life = spawn_agent(argv, env, pre_exec(cfg, launch.role, launch.deadlines))
+        except OSError:
+            if restore is not None:
+                discard(restore)
+            raise
+        return cls(host, proc, life, AgentPipes(cfg.agent.max_frame)), argv
 
     @property
     def life_watched(self) -> bool:

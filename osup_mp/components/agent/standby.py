@@ -31,18 +31,16 @@ from loguru import logger
 
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.follow import wal_apply_frames
-from osup_mp.components.agent.launch import agent_argv, agent_env, pre_exec
+from osup_mp.components.agent.launch import Launch
 from osup_mp.components.agent.planning import PlanInFlight
 from osup_mp.components.agent.process import AgentProcess
 from osup_mp.components.agent.restarts import RestartPolicy
-from osup_mp.components.agent.restore import discard
 from osup_mp.components.agent.states import AgentState, check_transition
 from osup_mp.components.agent.timers import StandbyReadyDeadline, StandbySpawn
 from osup_mp.lowlevel.proc import describe_exit
 from osup_mp.runtime.calls import CallError
 from osup_mp.storage.shm.segment import Role, monotonic_ns
 from osup_mp.wire.frames import FromAgent
-from osup_mp.wire.launch import RESTORE_FLAG
 
 if TYPE_CHECKING:
     from osup_mp.components.agent.lifecycle import AgentLifecycle
@@ -130,17 +128,10 @@ class Standby:
         self.sent_lsn = self._restored_through = self._planner.applied_lsn
         self._numbering.clear()
         self.slot["applied_lsn"] = 0
-        argv = agent_argv(self.cfg, ROLE, host.command)
-        if restore is not None:
-            argv += [RESTORE_FLAG, restore["checkpoint_id"] or "wal"]
+        launch = Launch(ROLE, host.instance_id, host.shm.name, self.slot_index, host.command)
         try:
-            env = agent_env(self.cfg, host.shm.name, host.instance_id, self.slot_index, ROLE)
-            agent = AgentProcess.spawn(
-                host, argv, env, pre_exec(self.cfg, ROLE), self.cfg.agent.max_frame
-            )
+            agent, _argv = AgentProcess.start(host, self.cfg, launch, restore)
         except OSError as exc:
-            if restore is not None:
-                discard(restore)
             self._failed(f"cannot start: {exc}")
             return
         self.agent = agent
