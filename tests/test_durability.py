@@ -18,7 +18,7 @@ from support import FAULTY_TREE, SCRIPTED_AGENT, TESTS_DIR, Tree, wait_for
 
 from osup_mp.client import Client, ClientError
 from osup_mp.storage.checkpoints.store import CheckpointStore
-from osup_mp.storage.wal.store import verify_dir
+from osup_mp.storage.wal.recovery import verify_dir
 
 # The kills here test durability, not restart policy: a killed agent or component comes
 # back at once, never after a crash-loop backoff.

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from osup_mp.storage.wal import records, verify
+from osup_mp.storage.wal import records, recovery, verify
 from osup_mp.storage.wal import store as wal
 from osup_mp.storage.wal.records import (
     RECORD_HEADER,
@@ -34,7 +34,8 @@ from osup_mp.storage.wal.records import (
     scan_segment,
     segment_name,
 )
-from osup_mp.storage.wal.store import FLOOR_FILE, WALStore, verify_dir
+from osup_mp.storage.wal.recovery import FLOOR_FILE, verify_dir
+from osup_mp.storage.wal.store import WALStore
 
 HDR = RECORD_HEADER.size  # 21
 SEG_HDR = SEGMENT_HEADER.size  # 16
@@ -609,7 +610,7 @@ def test_an_unrecorded_jump_in_the_chain_is_still_a_gap(tmp_path: Path) -> None:
     store.skip_through(100)
     store.append([b"x"])
     store.close()
-    (directory / wal.GAPS_FILE).unlink()
+    (directory / recovery.GAPS_FILE).unlink()
     with pytest.raises(WALCorruption, match="segment starts at LSN 101, expected"):
         WALStore(directory, segment_entries=5).open()
 
@@ -843,7 +844,7 @@ def test_a_nearly_full_disk_gets_no_broken_copy(
         f.write(b"\x00torn")
     usage = shutil.disk_usage(directory)
     monkeypatch.setattr(
-        wal.shutil, "disk_usage", lambda _p: usage._replace(free=wal.BROKEN_FREE_MARGIN)
+        recovery.shutil, "disk_usage", lambda _p: usage._replace(free=recovery.BROKEN_FREE_MARGIN)
     )
     store = open_wal(directory, segment_entries=5)
     assert contents(store) == expected

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from osup_mp.storage.wal.records import scan_segment, segment_name
-from osup_mp.storage.wal.store import verify_dir
+from osup_mp.storage.wal.recovery import verify_dir
 from osup_mp.wire import FrameError, unpack_payload
 
 

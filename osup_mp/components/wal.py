@@ -45,7 +45,8 @@ from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.channel import MAX_FDS, Channel
 from osup_mp.runtime.component import NOREPLY, Caller, Component, on_call, on_cast, on_info
 from osup_mp.storage.wal.records import WALError
-from osup_mp.storage.wal.store import WALStore, verify_dir
+from osup_mp.storage.wal.recovery import verify_dir
+from osup_mp.storage.wal.store import WALStore
 from osup_mp.storage.wal.sync import BackgroundSync
 from osup_mp.wire import FrameError, unpack_payload
 

@@ -42,7 +42,8 @@ from osup_mp.runtime.supervisor import ChildSpec, Restart
 from osup_mp.storage.checkpoints.store import CheckpointStore
 from osup_mp.storage.shm.segment import SharedState
 from osup_mp.storage.wal.records import encode_record
-from osup_mp.storage.wal.store import FLOOR_FILE, WALStore
+from osup_mp.storage.wal.recovery import FLOOR_FILE
+from osup_mp.storage.wal.store import WALStore
 
 DIM = 64  # the reference agent's embedding size
 POLICIES = ("always", "everysec", "no")

@@ -1,5 +1,6 @@
 """The write-ahead log on disk: a directory of segments of length- and CRC-checked records
-(their format: :mod:`.records`; their verification at open: :mod:`.verify`).
+(their format: :mod:`.records`; their verification at open: :mod:`.verify`; what recovery
+does with a bad one, and the offline check: :mod:`.recovery`).
 
 Design decisions:
 
@@ -28,12 +29,9 @@ from __future__ import annotations
 import array
 import dataclasses
 import os
-import shutil
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from osup_mp.lowlevel.files import atomic_write, fsync_dir, write_all
 from osup_mp.storage.wal import sidecar
@@ -44,23 +42,25 @@ from osup_mp.storage.wal.records import (
     SEGMENT_VERSION,
     PayloadRun,
     Record,
-    ScanResult,
-    SegmentIndex,
     SegmentSpan,
     WALCorruption,
-    WALError,
     encode_record,
     first_lsn_from_name,
     last_lsn_after,
-    looks_torn,
     scan_segment,
     segment_name,
 )
+from osup_mp.storage.wal.recovery import (
+    FLOOR_FILE,
+    GAPS_FILE,
+    cut_bad,
+    keep_broken,
+    read_floor,
+    read_gaps,
+    start_helper,
+)
 from osup_mp.storage.wal.verify import VerifyHelper, verified_index
 
-FLOOR_FILE = "lsn.floor"
-BROKEN_FREE_MARGIN = 64 << 20  # a .broken copy never leaves less free than this
-GAPS_FILE = "lsn.gaps"  # LSN ranges never written here: skipped so no LSN is handed out twice
 # From this many bytes of segments on, open() verifies the newer half in a forked helper.
 PARALLEL_VERIFY_BYTES = 8 << 20
 
@@ -113,9 +113,9 @@ class WALStore:
         for index_file in self.dir.glob("wal-*.idx"):
             if not index_file.with_suffix(".log").exists():
                 index_file.unlink()  # its segment was released or set aside
-        floor = self._read_floor()
-        self.gaps = self._read_gaps()
-        helper = self._start_helper(paths)
+        floor = read_floor(self.dir)
+        self.gaps = read_gaps(self.dir)
+        helper = start_helper(paths, self.parallel_verify_bytes)
         try:
             self._recover(paths, floor, helper)
         finally:
@@ -147,14 +147,14 @@ class WALStore:
                 if self.salvage == "truncate":
                     cut_from = first + len(result.offsets)
                     seen = max(seen, last_lsn_after(data, result.good_end + 1, cut_from))
-                self._handle_bad(path, data, result, last)
+                self.notes.append(cut_bad(path, data, result, last, self.salvage))
                 if not last and self.salvage == "truncate":
                     for later in paths[index + 1 :]:
                         later_scan = scan_segment(later.read_bytes(), first_lsn_from_name(later))
                         seen = max(seen, first_lsn_from_name(later) - 1)
                         if later_scan.records:
                             seen = max(seen, later_scan.records[-1].lsn)
-                        self._keep_broken(later, move=True)
+                        keep_broken(later, move=True)
                     fsync_dir(self.dir)
                     paths = paths[: index + 1]
                     last = True
@@ -177,27 +177,6 @@ class WALStore:
             )
             self.skip_through(seen)
 
-    def _start_helper(self, paths: list[Path]) -> VerifyHelper | None:
-        """For a large log on more than one CPU: verify the newer segments (about half the
-        bytes) in a forked helper while :meth:`_recover` walks the older ones here."""
-        if len(paths) < 2 or len(os.sched_getaffinity(0)) < 2:
-            return None
-        try:
-            sizes = [path.stat().st_size for path in paths]
-            firsts = [first_lsn_from_name(path) for path in paths]
-        except (OSError, WALError):
-            return None  # the walk meets it in order and says so
-        if sum(sizes) < self.parallel_verify_bytes:
-            return None
-        split, newer = len(paths), 0
-        while split > 1 and newer + sizes[split - 1] <= sum(sizes) // 2:
-            split -= 1
-            newer += sizes[split]
-        if split == len(paths):
-            return None
-        sealed = [i < len(paths) - 1 for i in range(split, len(paths))]
-        return VerifyHelper(split, list(zip(paths[split:], firsts[split:], sealed, strict=True)))
-
     def skip_through(self, lsn: int) -> None:
         """Never hand out LSNs up to ``lsn``: the next record gets ``lsn + 1``. The skipped
         range is recorded (durably, before any record after it is written) so that open()
@@ -210,76 +189,9 @@ class WALStore:
         self._new_segment()  # segments are named for their first LSN: the jump starts one
         self._open_active()
 
-    def _read_gaps(self) -> list[tuple[int, int]]:
-        try:
-            text = (self.dir / GAPS_FILE).read_text()
-        except FileNotFoundError:
-            return []
-        try:
-            return [(int(a), int(b)) for a, b in (line.split() for line in text.splitlines())]
-        except ValueError as exc:
-            raise WALCorruption(self.dir / GAPS_FILE, 0, f"unreadable: {exc}") from exc
-
     def _skipped(self, expected: int, first: int) -> bool:
         """True if LSNs ``expected .. first - 1`` lie in one recorded gap."""
         return any(a <= expected and first - 1 <= b for a, b in self.gaps)
-
-    def _handle_bad(
-        self, path: Path, data: bytes, result: ScanResult | SegmentIndex, last: bool
-    ) -> None:
-        offset = result.good_end
-        torn = last and not result.valid_after and looks_torn(data, offset)
-        if not torn and self.salvage != "truncate":
-            raise WALCorruption(path, offset, result.problem or "bad record")
-        kept = self._keep_broken(path)
-        sidecar.remove(path)
-        with open(path, "r+b") as f:
-            f.truncate(max(offset, SEGMENT_HEADER.size))
-            if offset < SEGMENT_HEADER.size:
-                f.seek(0)
-                f.write(SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
-            f.flush()
-            os.fsync(f.fileno())
-        what = "torn tail" if torn else "corruption (salvage = truncate)"
-        self.notes.append(
-            f"{what} in {path.name} at offset {offset} ({result.problem}): cut "
-            f"{len(data) - offset} bytes, {kept}"
-        )
-
-    def _keep_broken(self, path: Path, *, move: bool = False) -> str:
-        """Keep the original of a segment that recovery cuts (a copy) or drops (renamed:
-        no space needed). A copy is skipped when it would leave less than
-        ``BROKEN_FREE_MARGIN`` free: recovering from a full disk must not fill it again."""
-        target = path.with_name(path.name + ".broken")
-        n = 1
-        while target.exists():  # never overwrite the evidence of an earlier repair
-            target = path.with_name(f"{path.name}.broken.{n}")
-            n += 1
-        if move:
-            os.rename(path, target)
-            fsync_dir(self.dir)
-            return f"original kept as {target.name}"
-        size = path.stat().st_size
-        free = shutil.disk_usage(self.dir).free
-        if free - size < BROKEN_FREE_MARGIN:
-            return (
-                f"original NOT kept: a copy of {size} bytes would leave less than "
-                f"{BROKEN_FREE_MARGIN >> 20} MiB free ({free} bytes free)"
-            )
-        shutil.copy2(path, target)
-        fd = os.open(target, os.O_RDONLY)  # durable before the original is cut or removed
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fsync_dir(self.dir)
-        return f"original kept as {target.name}"
-
-    def _read_floor(self) -> int:
-        try:
-            return int((self.dir / FLOOR_FILE).read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return 0
 
     def _new_segment(self) -> None:
         if self._fd >= 0 and self.segments and self.segments[-1].count:
@@ -404,7 +316,7 @@ class WALStore:
         while len(self.segments) > 1 and self.segments[0].last_lsn <= lsn:
             seg = self.segments[0]
             atomic_write(
-                self.dir / FLOOR_FILE, f"{max(seg.last_lsn, self._read_floor())}\n".encode()
+                self.dir / FLOOR_FILE, f"{max(seg.last_lsn, read_floor(self.dir))}\n".encode()
             )
             seg.path.unlink()
             sidecar.remove(seg.path)
@@ -437,33 +349,3 @@ class WALStore:
                 for s in self.segments
             ],
         }
-
-
-def verify_dir(directory: Path) -> dict[str, Any]:
-    """Offline check of every segment (``osup-mp wal verify``, ``tools/wal_dump.py``)."""
-    problems = []
-    files = []
-    paths = sorted(directory.glob("wal-*.log"))
-    for index, path in enumerate(paths):
-        result = scan_segment(path.read_bytes(), first_lsn_from_name(path))
-        files.append(
-            {
-                "name": path.name,
-                "records": len(result.records),
-                "first_lsn": result.records[0].lsn if result.records else None,
-                "last_lsn": result.records[-1].lsn if result.records else None,
-            }
-        )
-        if result.problem:
-            kind = (
-                "torn tail" if index == len(paths) - 1 and not result.valid_after else "corruption"
-            )
-            problems.append(
-                {
-                    "file": str(path),
-                    "offset": result.good_end,
-                    "kind": kind,
-                    "problem": result.problem,
-                }
-            )
-    return {"ok": not problems, "files": files, "problems": problems, "checked_at": time.time()}
