@@ -1,6 +1,6 @@
 """``osup-mp agent-check -- EXECUTABLE [ARGS...]``: check an agent against the wire protocol.
 
-A thin click wrapper around :class:`osup_mp.agent_check.AgentChecker`, which holds the logic
+A thin click wrapper around :class:`osup_mp.agent_check.checker.AgentChecker`, which holds the logic
 and documents every check. Output is one ``PASS <check>`` / ``FAIL <check>: <reason>`` line per
 check and a ``N passed, M failed`` summary, or with ``--json`` a JSON list of
 ``{check, ok, detail}``. Exit status: 0 when every check passes, 1 otherwise, 2 for usage
