@@ -69,11 +69,11 @@ class AgentProcess:
         """Start the agent ``launch`` describes (see :mod:`.launch`), with pipes of its own
         and ``--restore`` when ``restore`` is planned; the process and its argv. Raises
         OSError if it cannot be (the plan's segment descriptors are closed then)."""
-        argv = agent_argv(cfg, launch.role, launch.command)
-        if restore is not None:
-            argv += [RESTORE_FLAG, restore["checkpoint_id"] or "wal"]
-        env = agent_env(cfg, launch.shm_name, launch.instance_id, launch.slot, launch.role)
         try:
+            argv = agent_argv(cfg, launch.role, launch.command)  # OSError: no such executable
+            if restore is not None:
+                argv += [RESTORE_FLAG, restore["checkpoint_id"] or "wal"]
+            env = agent_env(cfg, launch.shm_name, launch.instance_id, launch.slot, launch.role)
             proc, life = spawn_agent(argv, env, pre_exec(cfg, launch.role, launch.deadlines))
         except OSError:
             if restore is not None:
