@@ -275,6 +275,20 @@ def test_a_restore_reads_every_entry_through_the_descriptors_the_wal_hands_over(
     assert _open_fds() == fds_before
 
 
+def test_a_restart_plan_is_one_call_to_the_vault_and_one_to_the_wal(restore_env: Any) -> None:
+    """A restart waits for its plan before the spawn: every round trip is on the clock."""
+    d, host, wal = restore_env({"id": "c", "lsn": 2, "payload": msgpack.packb({})})
+    asked: list[Any] = []
+    vault = host.peer("vault")
+    answer = vault.call
+    vault.call = lambda request, timeout: asked.append(request) or answer(request, timeout)
+    wal.manager.store.append(_entries(1, 4))
+    restore = d.plan()
+    assert restore is not None and restore["checkpoint_id"] == "c" and d.applied_lsn == 4
+    assert len(asked) == 1 and [type(r) for r in wal.requests] == [ReadSpansAfter]
+    discard(restore)
+
+
 @pytest.mark.parametrize("follower", [False, True], ids=["restart", "standby"])
 def test_a_restore_planned_in_the_wake_up_of_an_append_covers_its_entries(
     restore_env: Any, follower: bool

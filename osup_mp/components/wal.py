@@ -169,15 +169,16 @@ class WALManager(Component):
         return [str(p) for p in self.store.truncate_through(request.lsn)]
 
     def _send_spans(self, caller: Caller, lsn: int, limit: int | None) -> Any:
-        """Answer ``{"spans": [SegmentSpan], "more": bool}`` for the records after ``lsn``
-        (at most ``limit``, from at most ``MAX_SPANS`` segments), with a read-only
-        descriptor of each span's segment attached: the caller reads the verified records
-        itself, so megabytes of entries never cross this channel, and a segment released
-        meanwhile stays readable through its descriptor."""
+        """Answer ``{"spans": [SegmentSpan], "more": bool, "newest": int}`` for the records
+        after ``lsn`` (at most ``limit``, from at most ``MAX_SPANS`` segments), with a
+        read-only descriptor of each span's segment attached: the caller reads the verified
+        records itself, so megabytes of entries never cross this channel, and a segment
+        released meanwhile stays readable through its descriptor. ``newest`` is the newest
+        LSN handed out: a restart's plan needs it, and asking apart costs a round trip."""
         spans = self.store.spans_after(lsn, limit, MAX_SPANS)
         last = spans[-1].first_lsn + len(spans[-1]) - 1 if spans else lsn
         more = any(seg.count and seg.last_lsn > last for seg in self.store.segments)
-        value = {"spans": spans, "more": more}
+        value = {"spans": spans, "more": more, "newest": self.store.last_lsn}
         if not spans:
             return value
         fds: list[int] = []

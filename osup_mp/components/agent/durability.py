@@ -30,7 +30,6 @@ from osup_mp.components.agent.restore import frames as restore_frames
 from osup_mp.components.agent.states import AgentState
 from osup_mp.components.messages import (
     Append,
-    LastLsn,
     LatestCheckpoint,
     LoadCheckpoint,
     ReadSpansAfter,
@@ -356,7 +355,7 @@ class Durability:
                 return self._planned(checkpoint, lsn, cursor, count, spans)
             # The WAL's newest LSN counts what salvage cut too: entries it handed out that it
             # can no longer give back are missing, not merely absent.
-            newest = yield ("wal", LastLsn(), 30.0)
+            newest = page["newest"]
             if newest > cursor:
                 missing.append((cursor + 1, newest))
             if missing:

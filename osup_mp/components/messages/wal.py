@@ -18,7 +18,7 @@ class Append:
 
 @dataclass(frozen=True, slots=True)
 class ReadSpansAfter:
-    """Where the records after ``lsn`` are: ``{"spans", "more"}`` plus a read-only
+    """Where the records after ``lsn`` are: ``{"spans", "more", "newest"}`` plus a read-only
     descriptor per span's segment (at most ``limit`` records)."""
 
     lsn: int
