@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 from support import AGENTS_DIR, SCRIPTED_AGENT, Tree
 
 FLOOD_AGENT = AGENTS_DIR / "heartbeat_flood.py"
@@ -58,3 +59,22 @@ def test_a_heartbeat_flood_does_not_stop_the_manager(make_tree) -> None:
     # 3 s (it served thousands after): served means served at a useful rate.
     assert n >= 300, f"only {n} requests answered in 3 s under the heartbeat flood"
     print(f"{n} requests under a heartbeat flood, worst {worst * 1000:.1f} ms")
+
+
+def test_an_agent_that_closes_its_stderr_costs_its_manager_nothing(make_tree) -> None:
+    """A closed pipe stays readable (EOF) until its descriptor is closed: a manager that
+    kept watching it would spin at a whole CPU for as long as the agent lives, and while an
+    agent is dying, on the CPUs its exit needs."""
+    tree = _tree(make_tree, SCRIPTED_AGENT)
+    before = tree.running_agent()
+    assert before is not None
+    manager = psutil.Process(tree.pids()["agent:main"])
+    assert tree.agent_request({"do": "close_stderr"}) == "closed"
+    start = manager.cpu_times()
+    time.sleep(1.0)  # a measuring window, not a wait for a condition
+    end = manager.cpu_times()
+    used = (end.user + end.system) - (start.user + start.system)
+    assert used < 0.2, f"the manager used {used:.2f} s of CPU in 1 s"
+    assert tree.agent_request({"n": 1}) == {"n": 1}
+    after = tree.running_agent()
+    assert after is not None and after["pid"] == before["pid"] and after["restarts"] == 0

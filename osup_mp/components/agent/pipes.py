@@ -134,14 +134,19 @@ class AgentPipes:
         keep += _SCRATCH_VIEW[pos:size]
         return out + self.decoder.feed(keep)
 
-    def read_stderr(self, fd: int | None, *, final: bool = False) -> list[str]:
-        """Complete lines the agent wrote to stderr (and the partial last one when final)."""
+    def read_stderr(self, fd: int | None, *, final: bool = False) -> tuple[list[str], bool]:
+        """Complete lines the agent wrote to stderr (and the partial last one when final),
+        and whether it is at EOF."""
+        eof = False
         if fd is not None:
             try:
                 while chunk := os.read(fd, _STDERR_READ):
                     self._err += chunk
-            except OSError:
+                eof = True
+            except BlockingIOError:
                 pass
+            except OSError:
+                eof = True
         *lines, rest = self._err.split(b"\n")
         self._err = bytearray(rest)
         if final and rest:
@@ -149,7 +154,7 @@ class AgentPipes:
             self._err.clear()
         texts = [line.decode("utf-8", "replace") for line in lines]
         self.stderr_tail.extend(texts)
-        return texts
+        return texts, eof
 
     def truncated(self) -> str | None:
         """Why the stream ended badly at EOF: in the middle of a frame (to follow how the

@@ -115,8 +115,13 @@ class AgentProcess:
         return messages, error, eof
 
     def stderr_lines(self, *, final: bool = False) -> list[str]:
-        """The whole lines its stderr holds now (``final``: the rest too)."""
-        return self.pipes.read_stderr(self.stderr, final=final)
+        """The whole lines its stderr holds now (``final``: the rest too). At EOF it is no
+        longer watched: a dying process's closed pipe stays readable, and a loop that kept
+        waking for it would spin, on the CPUs the dying process needs to finish exiting."""
+        lines, eof = self.pipes.read_stderr(self.stderr, final=final)
+        if eof:
+            self.host.unwatch_fd(self.stderr)
+        return lines
 
     def flush(self) -> None:
         """Write what is queued; what the pipe cannot take waits for room."""

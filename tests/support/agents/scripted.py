@@ -59,6 +59,10 @@ class Scripted(Agent):
             time.sleep(float(data.get("s", 0.5)))
             return "slept"
 
+        if action == "close_stderr":  # as an agent that silences itself does: EOF, alive
+            os.close(1)  # the SDK points fd 1 at stderr too (frames go out on a copy)
+            os.close(2)
+            return "closed"
         if action == "ignore_term":  # an agent that will not stop politely
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             return "ignoring"
