@@ -215,3 +215,30 @@ def test_a_restarting_peer_holds_up_no_caller(make_tree, tmp_path) -> None:
     assert answer["ok"] and answer["data"] == new, answer
     wait_for(lambda: "b: unexpected cast ['hello']" in tree.log_text, what="the cast delivered")
     assert tree.pids()["a"] == pids["a"]  # never restarted
+
+
+def test_a_peer_that_does_not_read_costs_the_caller_no_wake_ups(make_tree, tmp_path) -> None:
+    """What does not fit a peer's socket waits in the caller until the socket has room:
+    the caller's loop sleeps meanwhile (it used to retry every millisecond), and nothing
+    is lost once the peer reads."""
+    hold = tmp_path / "hold"
+    tree = make_tree().start("a:permanent", f"b:permanent:hold={hold}")
+    pids = wait_for(tree.running_pids)
+    hold.touch()
+    os.kill(pids["b"], signal.SIGKILL)
+    wait_for(lambda: _state(tree, "b") == "starting", what="b restarting")
+    big = ["echo", "x" * 400_000]  # two of them are more than a socket buffer holds
+    with Client.for_config(tree.cfg, timeout=20) as client:
+        for _ in range(2):
+            client.send("call", name="a", request=["peer_call_async", "b", big])
+        client.flush()
+        assert tree.request("call", name="a", request=["pid"]) == pids["a"]  # a serves on
+        caller = psutil.Process(pids["a"])
+        before = caller.num_ctx_switches().voluntary  # one per sleep of its loop
+        time.sleep(1.0)  # a measuring window, not a wait for a condition
+        wake_ups = caller.num_ctx_switches().voluntary - before
+        assert wake_ups < 50, f"a woke {wake_ups} times in 1 s, waiting for b"
+        hold.unlink()
+        answers = [client.receive() for _ in range(2)]
+    assert all(a["ok"] and a["data"] == big[1] for a in answers), [a["ok"] for a in answers]
+    assert tree.pids()["a"] == pids["a"]

@@ -314,7 +314,7 @@ class ComponentLoop:
         waiting: list[CallMux] = []
         for channel, mux in self._channels.values():
             if channel.pending_output and not channel.flush():
-                timeout = 0.001  # a peer's buffer was full: retry soon
+                self._flush_when_writable(channel)
             if mux is not None and mux.in_flight:
                 waiting.append(mux)
         for mux in waiting:  # apart: a timed-out call's callback may connect a new peer
@@ -322,6 +322,20 @@ class ComponentLoop:
             if nxt is not None and (timeout is None or nxt < timeout):
                 timeout = max(0.0, nxt)
         return timeout
+
+    def _flush_when_writable(self, channel: Channel) -> None:
+        """A peer's buffer is full (a slow reader, or a peer still starting): the rest
+        leaves when its socket has room again. Waiting on that, not retrying on a timer,
+        costs no wake-up however long the peer takes."""
+        fd = channel.fileno()
+        if self.writer_of(fd) is not None:
+            return
+
+        def writable() -> None:
+            if channel.flush() and self._channels.get(fd, (None,))[0] is channel:
+                self.set_watch(fd, self.reader_of(fd), None)
+
+        self.set_watch(fd, self.reader_of(fd), writable)
 
     def _drain_wakeup(self) -> None:
         try:
