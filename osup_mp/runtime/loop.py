@@ -332,7 +332,7 @@ class ComponentLoop:
             return
 
         def writable() -> None:
-            if channel.flush() and self._channels.get(fd, (None,))[0] is channel:
+            if channel.flush() and not channel.closed:  # a closed one is dropped with its fd
                 self.set_watch(fd, self.reader_of(fd), None)
 
         self.set_watch(fd, self.reader_of(fd), writable)
