@@ -242,3 +242,15 @@ def test_a_peer_that_does_not_read_costs_the_caller_no_wake_ups(make_tree, tmp_p
         answers = [client.receive() for _ in range(2)]
     assert all(a["ok"] and a["data"] == big[1] for a in answers), [a["ok"] for a in answers]
     assert tree.pids()["a"] == pids["a"]
+
+
+def test_a_request_larger_than_a_socket_buffer_goes_through_at_once(make_tree) -> None:
+    """The supervisor writes what a child's full socket does not take as soon as it has
+    room: it used to wait for the loop's next event, which in a quiet tree may not come
+    before the caller's timeout."""
+    tree = make_tree().start("a:permanent")
+    wait_for(tree.running_pids)
+    big = "x" * 1_000_000
+    t0 = time.monotonic()
+    assert tree.request("call", name="a", request=["echo", big], timeout=20) == big
+    assert time.monotonic() - t0 < 2.0

@@ -174,7 +174,7 @@ class ChildLifecycle(Reactor):
                 self._on_ready(child)
             elif kind == "init_failed":
                 child.start_failure = str(msg[1])
-        channel.flush()
+        self._flush(child)
 
     # -- an exit -----------------------------------------------------------------------------
 
@@ -256,7 +256,27 @@ class ChildLifecycle(Reactor):
         # Replies and casts a batch queued go out once per child, not once per message.
         for child in self.children:
             if child.channel is not None and child.channel.pending_output:
-                child.channel.flush()
+                self._flush(child)
+
+    def _flush(self, child: Child) -> None:
+        """Write what ``child``'s channel holds. What its full socket does not take (a large
+        request, or a child that is not reading) leaves when the socket is writable again:
+        waiting for the loop's next event instead stalled a large request for seconds."""
+        channel, proc = child.channel, child.process
+        if channel is None or proc is None or channel.flush():
+            return
+        fd = channel.fileno()
+        if self.writer_of(fd) is not None:
+            return
+
+        def reader() -> None:
+            self._on_message(child, proc)
+
+        def writable() -> None:
+            if channel.flush() and child.channel is channel and not channel.closed:
+                self.set_watch(fd, reader, None)
+
+        self.set_watch(fd, reader, writable)
 
     # -- inside the forked child -------------------------------------------------------------
 

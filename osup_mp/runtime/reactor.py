@@ -72,6 +72,14 @@ class Reactor:
         else:
             self.selector.register(fileobj, events, (reader, writer))
 
+    def writer_of(self, fileobj: Any) -> Reader | None:
+        """The writer :meth:`set_watch` gave ``fileobj``, if any."""
+        try:
+            data = self.selector.get_key(fileobj).data
+        except (KeyError, ValueError):
+            return None
+        return data[1] if type(data) is tuple else None
+
     def remove_reader(self, fileobj: Any) -> None:
         try:
             self.selector.unregister(fileobj)
