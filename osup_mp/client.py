@@ -26,7 +26,7 @@ from typing import Any
 
 from osup_mp.config import Config
 from osup_mp.lowlevel.spin import DEFAULT_MAX_US, Spinner
-from osup_mp.wire import FrameDecoder, FrameError, pack
+from osup_mp.wire import FrameDecoder, FrameError, FrameTooLarge, pack
 
 
 class ClientError(Exception):
@@ -98,7 +98,14 @@ class Client:
     def send(self, command: str, /, **args: Any) -> int:
         """Queue one request (see the module docstring for when it is written); its id."""
         req_id = next(self._ids)
-        self._out += pack({"id": req_id, "command": command, "args": args})
+        try:
+            self._out += pack(
+                {"id": req_id, "command": command, "args": args}, max_frame=self.max_frame
+            )
+        except FrameTooLarge as exc:  # the tree would close the connection on it
+            raise ClientError(
+                f"{command}: too large for the control socket: {exc} ([control] max_frame)"
+            ) from None
         if len(self._out) >= self.batch_bytes:
             self.flush()
         return req_id

@@ -18,7 +18,7 @@ import pytest
 from loguru import logger
 from support.sockets import full_listener
 
-from osup_mp.client import Client, ConnectFailed
+from osup_mp.client import Client, ClientError, ConnectFailed
 from osup_mp.lowlevel.proc import readable
 from osup_mp.runtime.calls import CallMux
 from osup_mp.runtime.channel import Channel, channel_pair
@@ -155,6 +155,25 @@ def test_a_client_that_never_reads_does_not_block_the_loop(server_factory, logs)
     assert drops[0].startswith("control:")
     hog.close()
     polite.close()
+
+
+def test_a_request_over_the_frame_limit_is_refused_by_the_client(server_factory) -> None:
+    """The tree would close the connection on it (the client then saw a broken pipe): the
+    client says what is wrong before anything is written, and its connection stays usable."""
+    server, loop = server_factory()
+    with Client(server.path, max_frame=4096, timeout=5) as client:
+        with pytest.raises(
+            ClientError, match=r"^echo: too large for the control socket: .*max_frame"
+        ):
+            client.send("echo", pad="x" * 5000)
+        client.send("ping")
+        client.flush()
+        answers: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 5
+        while not answers and time.monotonic() < deadline:
+            loop.run_once(server, 0.01)
+            answers = client.poll(0)
+    assert answers == [{"id": 2, "ok": True, "data": "pong"}]
 
 
 def test_requests_in_flight_are_bounded_per_connection(server_factory) -> None:
