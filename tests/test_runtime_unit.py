@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import threading
+import time
 
 import pytest
 
@@ -86,7 +87,8 @@ def test_up_to_max_fds_arrive_with_a_large_message_and_more_are_refused(pair) ->
 
     reader = threading.Thread(target=receive)
     reader.start()
-    a.send_with_fds(("many", blob), [r for r, _w in pipes])  # waits until it all left
+    a.send_with_fds(("many", blob), [r for r, _w in pipes])  # queued: never waits
+    a.flush_blocking(10)
     reader.join(10)
     kind, data, fds = got[0]
     assert (kind, data, len(fds)) == ("many", blob, MAX_FDS)
@@ -97,6 +99,36 @@ def test_up_to_max_fds_arrive_with_a_large_message_and_more_are_refused(pair) ->
             os.close(end)
     with pytest.raises(ValueError, match="at most"):
         a.send_with_fds(("too many", 0), [0] * (MAX_FDS + 1))
+
+
+def test_fds_to_a_peer_that_does_not_read_wait_in_the_channel_not_in_the_sender(pair) -> None:
+    """A full socket queues a message with descriptors as any other: the sender's loop goes
+    on, order is kept, and each message gets its own descriptors once the peer reads."""
+    a, b = pair
+    filler = os.urandom(64 * 1024)
+    while a.flush():  # fill the socket: the peer reads nothing yet
+        a.send(("fill", filler))
+    pipes = [os.pipe() for _ in range(3)]
+    for i, (r, _w) in enumerate(pipes):
+        t0 = time.monotonic()
+        assert a.send_with_fds(("with_fd", i), [r]) is True
+        assert time.monotonic() - t0 < 0.1  # queued, not waited for
+        os.close(r)  # the channel keeps its own copy until it is sent
+        a.send(("plain", i))
+    assert a.pending_output
+    got: list = []
+    deadline = time.monotonic() + 10
+    while len([m for m in got if m[0] != "fill"]) < 6 and time.monotonic() < deadline:
+        a.flush()
+        if b.wait_readable(0.1):
+            got += b.receive()
+    ours = [m for m in got if m[0] != "fill"]
+    assert [m[:2] for m in ours] == [(k, i) for i in range(3) for k in ("with_fd", "plain")]
+    for (_kind, i, fds), (_r, w) in zip(ours[::2], pipes, strict=True):
+        os.write(w, bytes([i]))
+        assert os.read(fds[0], 1) == bytes([i])  # its own pipe, not a neighbour's
+        os.close(fds[0])
+        os.close(w)
 
 
 def test_fds_to_a_gone_peer_say_so(pair) -> None:

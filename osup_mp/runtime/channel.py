@@ -60,6 +60,8 @@ class Channel:
         "_fileno",
         "_in",
         "_out",
+        "_out_base",
+        "_out_fds",
         "_queued",
         "_rbuf",
         "_rview",
@@ -76,6 +78,9 @@ class Channel:
         self._fd_marks: collections.deque[tuple[int, list[int]]] = collections.deque()
         self._consumed = 0
         self._out = bytearray()
+        self._out_base = 0  # stream offset of _out[0]
+        # Frames waiting to carry descriptors: (stream offset, length, our copies of them).
+        self._out_fds: collections.deque[tuple[int, int, list[int]]] = collections.deque()
         self._in = bytearray()
         self._queued: list[Any] = []
         self._rbuf = bytearray(_READ_SIZE)
@@ -122,7 +127,7 @@ class Channel:
             self._frame_queued()
         while self._out:
             try:
-                n = self.sock.send(self._out)
+                n = self._send_some()
             except BlockingIOError:
                 return False
             except OSError as exc:
@@ -131,7 +136,23 @@ class Channel:
                     return True
                 raise
             del self._out[:n]
+            self._out_base += n
         return True
+
+    def _send_some(self) -> int:
+        """One write: up to the next frame with descriptors, or that frame with them (alone,
+        so that the receiver's read ends with it: see ``_fd_marks``)."""
+        if not self._out_fds:
+            return self.sock.send(self._out)
+        start, length, fds = self._out_fds[0]
+        if start > self._out_base:
+            return self.sock.send(self._out[: start - self._out_base])
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        n = self.sock.sendmsg([self._out[:length]], anc)
+        self._out_fds.popleft()  # sent with the first byte; the rest of the frame follows
+        for fd in fds:
+            os.close(fd)
+        return n
 
     def flush_blocking(self, timeout: float | None = None) -> None:
         """Flush everything, waiting for buffer space (used on control paths only)."""
@@ -147,28 +168,22 @@ class Channel:
         self.flush_blocking()
 
     def send_with_fds(self, msg: Any, fds: list[int]) -> bool:
-        """Send ``msg`` with ``fds`` attached (SCM_RIGHTS); flushes earlier output first.
-        False if the peer is gone (its process died, perhaps not yet reaped)."""
+        """Queue ``msg`` with ``fds`` attached (SCM_RIGHTS), after what is queued, and write
+        what the socket takes now; the rest leaves with the next :meth:`flush`, never
+        waited for here. The caller keeps its descriptors (the channel sends copies). False
+        if the peer is known gone (its process died, perhaps not yet reaped)."""
         if len(fds) > MAX_FDS:
             raise ValueError(f"{len(fds)} descriptors in one message: at most {MAX_FDS}")
-        self.flush_blocking()
         if self.closed:
             return False
+        if self._queued:
+            self._frame_queued()
         data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
         frame = _HEADER.pack(len(data)) + data
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
-        sent = 0
-        while True:
-            try:
-                sent = self.sock.sendmsg([frame], anc)
-                break
-            except BlockingIOError:
-                self._wait(select.POLLOUT, None)
-            except (BrokenPipeError, ConnectionResetError):
-                self._mark_closed()
-                return False
-        self._out += frame[sent:]
-        self.flush_blocking()
+        copies = [os.dup(fd) for fd in fds]
+        self._out_fds.append((self._out_base + len(self._out), len(frame), copies))
+        self._out += frame
+        self.flush()
         return not self.closed
 
     # -- receiving ---------------------------------------------------------------------------
@@ -241,8 +256,9 @@ class Channel:
 
     def close(self) -> None:
         self.closed = True
-        for _end, fds in self._fd_marks:
+        for fds in [f for _end, f in self._fd_marks] + [f for _s, _n, f in self._out_fds]:
             for fd in fds:
                 os.close(fd)
         self._fd_marks.clear()
+        self._out_fds.clear()
         self.sock.close()
