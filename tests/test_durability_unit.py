@@ -12,7 +12,7 @@ import msgpack
 import pytest
 
 from osup_mp.components import wal as wal_manager
-from osup_mp.components.agent import durability
+from osup_mp.components.agent import planning
 from osup_mp.components.agent.durability import Durability
 from osup_mp.components.agent.restore import FRAME_ENTRIES, discard, read_entries
 from osup_mp.components.agent.states import AgentState
@@ -252,7 +252,7 @@ def _open_fds() -> int:
 def test_a_restore_reads_every_entry_through_the_descriptors_the_wal_hands_over(
     restore_env: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(durability, "_PAGE", 7)  # several pages ...
+    monkeypatch.setattr(planning, "_PAGE", 7)  # several pages ...
     monkeypatch.setattr(wal_manager, "MAX_SPANS", 2)  # ... each of at most two segments
     d, _host, wal = restore_env()
     wal.manager.store.append(_entries(1, 23))

@@ -6,7 +6,8 @@
   barrier until all of them are durable — so a client is only ever told "done" for changes
   that survive a crash, and a checkpoint records exactly the LSN it covers.
 * On every start the agent gets the newest valid checkpoint (or the one an operator pinned)
-  plus every WAL entry after its LSN, in ``restore`` frames that fit the frame limit.
+  plus every WAL entry after its LSN, in ``restore`` frames that fit the frame limit (the
+  plan is :class:`.planning.RestorePlanning`'s).
 
 Shadows are experiments: their entries and checkpoints are answered, not stored. A shadow
 (``follower``) starts from the main's state like a main restart, then follows the WAL
@@ -15,7 +16,6 @@ Shadows are experiments: their entries and checkpoints are answered, not stored.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,27 +24,18 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from loguru import logger
 
-from osup_mp.components.agent.planning import PlanInFlight, Planned, Steps, run_now
-from osup_mp.components.agent.restore import RESTORE_OVERHEAD, close_spans
-from osup_mp.components.agent.restore import frames as restore_frames
+from osup_mp.components.agent.planning import RestorePlanning
+from osup_mp.components.agent.restore import RESTORE_OVERHEAD
 from osup_mp.components.agent.states import AgentState
 from osup_mp.components.messages import (
     Append,
-    LatestCheckpoint,
-    LoadCheckpoint,
-    ReadSpansAfter,
     SaveCheckpoint,
-    SkipThrough,
 )
-from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller
-from osup_mp.storage.wal.records import SegmentSpan
 from osup_mp.wire.frames import ToAgent
 
 if TYPE_CHECKING:
     from osup_mp.components.agent.lifecycle import AgentLifecycle
-
-_PAGE = 50_000  # WAL entries per read_spans_after reply
 
 
 class _Batch:
@@ -62,7 +53,7 @@ class _Batch:
 Action = Callable[[int | None], None]  # called with the covering LSN, or None if the agent died
 
 
-class Durability:
+class Durability(RestorePlanning):
     def __init__(
         self, host: AgentLifecycle, *, durable: bool, follower: bool = False, label: str = ""
     ) -> None:
@@ -302,140 +293,3 @@ class Durability:
                 )
 
         host.peer("vault").call_async(SaveCheckpoint(snapshot, lsn), saved, timeout=60.0)
-
-    # -- restore -----------------------------------------------------------------------------
-
-    def planning(self) -> Steps:
-        """For a new agent generation: the newest valid checkpoint (or the pinned one) and
-        where every WAL entry after its LSN is; None when there is nothing to restore.
-        Raises CallError when the vault or the WAL cannot answer (starting empty would lose
-        data) or entries are missing.
-
-        The WAL answers with where the entries are (segment spans,
-        from its index of the records it verified) and a descriptor of each segment; the
-        entries themselves are read by :meth:`send_restore`, once the agent is starting (it
-        boots meanwhile). Pass the plan to :meth:`send_restore` or :func:`.restore.discard`.
-
-        A follower reads the same, changes nothing (no skip, no accepted gap), and leaves
-        entries written after its read to the WAL's push.
-
-        The steps yield the calls to make (:mod:`.planning` runs them): use :meth:`plan`
-        or :meth:`plan_async`."""
-        if not (self.durable or self.follower):
-            return None
-        pinned, self.pinned = (self.pinned, None) if self.durable else (None, None)
-        request = LoadCheckpoint(pinned, raw=True) if pinned else LatestCheckpoint(raw=True)
-        checkpoint = yield ("vault", request, 30.0)
-        lsn = checkpoint["lsn"] if checkpoint else 0
-        spans: list[tuple[SegmentSpan, int]] = []
-        count = 0
-        missing: list[tuple[int, int]] = []  # LSN ranges neither the checkpoint nor the WAL has
-        cursor = lsn
-        try:
-            while True:  # paged: one reply never has to hold the whole tail
-                reply = yield ("wal", ReadSpansAfter(cursor, _PAGE), 60.0)
-                page, fds = reply if isinstance(reply, tuple) else (reply, [])
-                if len(fds) != len(page["spans"]):
-                    for fd in fds:
-                        os.close(fd)
-                    raise CallError(f"WAL segments came with {len(fds)} descriptors")
-                for span, fd in zip(page["spans"], fds, strict=True):
-                    spans.append((span, fd))
-                    if span.first_lsn != cursor + 1:  # LSNs are consecutive within a span
-                        missing.append((cursor + 1, span.first_lsn - 1))
-                    count += len(span)
-                    cursor = span.first_lsn + len(span) - 1
-                if not page["more"]:
-                    break
-            if self.follower:
-                if missing:
-                    raise CallError(
-                        f"the main's WAL lacks entries {missing[0][0]}..{missing[0][1]}"
-                    )
-                return self._planned(checkpoint, lsn, cursor, count, spans)
-            # The WAL's newest LSN counts what salvage cut too: entries it handed out that it
-            # can no longer give back are missing, not merely absent.
-            newest = page["newest"]
-            if newest > cursor:
-                missing.append((cursor + 1, newest))
-            if missing:
-                self._accept_gap(checkpoint, lsn, missing)
-                self.checkpoint_soon = True  # so the accepted loss is not met again next start
-            elif newest < lsn:
-                # The WAL is behind the checkpoint (salvage cut it): its next LSN must come
-                # after what the checkpoint covers, or new entries would be skipped on restore.
-                yield ("wal", SkipThrough(lsn), 30.0)
-        except BaseException:
-            close_spans(spans)
-            raise
-        return self._planned(checkpoint, lsn, cursor, count, spans)
-
-    def plan(self) -> dict[str, Any] | None:
-        """:meth:`planning` with blocking calls (raises CallError or KeyError)."""
-        return run_now(self.planning(), self.host)
-
-    def plan_async(self, done: Planned) -> PlanInFlight:
-        """:meth:`planning` with calls answered through the loop, once started;
-        ``done(restore, error)``."""
-        return PlanInFlight(self.planning(), self.host, done)
-
-    def _planned(
-        self,
-        checkpoint: dict[str, Any] | None,
-        lsn: int,
-        cursor: int,
-        count: int,
-        spans: list[tuple[SegmentSpan, int]],
-    ) -> dict[str, Any] | None:
-        self.applied_lsn = cursor
-        self._since_checkpoint = count
-        if checkpoint is None and not count:
-            close_spans(spans)
-            return None
-        logger.info(
-            "agent {}: restoring checkpoint {} (LSN {}) + {} WAL entries",
-            self.label,
-            checkpoint["id"] if checkpoint else "none",
-            lsn,
-            count,
-        )
-        return {
-            "checkpoint_id": checkpoint["id"] if checkpoint else None,
-            "payload": checkpoint["payload"] if checkpoint else None,
-            "lsn": lsn,
-            "spans": spans,
-        }
-
-    def _accept_gap(
-        self, checkpoint: dict[str, Any] | None, lsn: int, missing: list[tuple[int, int]]
-    ) -> None:
-        """Entries between the checkpoint and the WAL are missing: refuse to start with a
-        partial state, unless the operator has accepted the loss (``[wal] accept_gap``)."""
-        lost = sum(b - a + 1 for a, b in missing)
-        ranges = ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in missing[:5])
-        more = f" and {len(missing) - 5} more ranges" if len(missing) > 5 else ""
-        what = (
-            f"checkpoint {checkpoint['id']} covers through LSN {lsn}"
-            if checkpoint
-            else "no valid checkpoint (LSN 0)"
-        )
-        reason = f"{what}, but WAL entries {ranges}{more} are missing ({lost} entries)"
-        if not self.host.cfg.wal.accept_gap:
-            raise CallError(
-                f"{reason}; refusing a partial restore ([wal] accept_gap = true accepts the loss)"
-            )
-        logger.critical(
-            "agent {}: {}; accepted by [wal] accept_gap: {} entries lost",
-            self.host.instance_id,
-            reason,
-            lost,
-        )
-
-    def send_restore(
-        self, restore: dict[str, Any], send: Callable[[bytes], None] | None = None
-    ) -> None:
-        """Send a plan (or ``entries`` given in ``restore``) as :func:`.restore.frames`, to
-        the host's agent or to ``send``."""
-        send = send or self.host.send_agent_raw
-        for frame in restore_frames(restore, self.host.cfg.agent.max_frame):
-            send(frame)
