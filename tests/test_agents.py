@@ -226,9 +226,15 @@ def test_shadows_by_id(make_tree) -> None:
     agents = tree.agents()
     assert {agents["s1"]["role"], agents["s2"]["role"]} == {"shadow"}
     assert agents["s1"]["slot"] != agents["s2"]["slot"]
-    # Shadows run on spare cycles: niced, with one thread for numerical libraries.
+    # Shadows run on spare cycles: niced, with one thread for numerical libraries; so do
+    # the processes that relay their work (their managers and the splitter), not the main's.
     shadow, main = psutil.Process(agents["s1"]["pid"]), psutil.Process(agents["main"]["pid"])
-    assert (shadow.nice(), main.nice()) == (10, os.getpriority(os.PRIO_PROCESS, 0))
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert (shadow.nice(), main.nice()) == (10, ours)
+    pids = tree.pids()
+    nice = {name: psutil.Process(pids[name]).nice() for name in ("agent:s1", "splitter")}
+    assert nice == {"agent:s1": 10, "splitter": 10}
+    assert psutil.Process(pids["agent:main"]).nice() == ours
     assert shadow.environ()["OPENBLAS_NUM_THREADS"] == "1"
     assert (
         tree.request("call", name="agent:s1", request=["request", {"op": "stats"}])["role"]

@@ -111,7 +111,12 @@ def child_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
         ),
         ChildSpec(
             "splitter",
-            functools.partial(TrafficSplitter, cfg.evolution.compare, cfg.watchdog.shadow_cpus),
+            functools.partial(
+                TrafficSplitter,
+                cfg.evolution.compare,
+                cfg.watchdog.shadow_cpus,
+                cfg.watchdog.shadow_nice,
+            ),
             Restart.PERMANENT,
             shutdown_timeout=shutdown,
         ),

@@ -38,7 +38,7 @@ from osup_mp.components.messages import (
 from osup_mp.components.recording import ABANDONED, Recording
 from osup_mp.evolution import compare
 from osup_mp.evolution.compare import Compare
-from osup_mp.lowlevel.proc import pin_cpus
+from osup_mp.lowlevel.proc import lower_priority, pin_cpus
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller, Component, on_call, on_cast, on_info
 from osup_mp.wire import digest
@@ -90,8 +90,9 @@ class _CheckRecordings:
 
 
 class TrafficSplitter(Component):
-    def __init__(self, hook_path: str = "", cpus: tuple[int, ...] = ()) -> None:
+    def __init__(self, hook_path: str = "", cpus: tuple[int, ...] = (), nice: int = 0) -> None:
         self.cpus = cpus  # [watchdog] shadow_cpus: the mirror's work stays off the main's CPUs
+        self.nice = nice  # [watchdog] shadow_nice: and runs on the main's spare cycles
         self.mirrors: dict[str, Mirror] = {}
         self.hook_path = hook_path  # "" or "package.module:function" ([evolution] compare)
         self.hook: Compare | None = None
@@ -103,6 +104,7 @@ class TrafficSplitter(Component):
 
     def init(self) -> None:
         pin_cpus(self.cpus)
+        lower_priority(self.nice)
         if self.hook_path:
             try:
                 self.hook = compare.load(self.hook_path)

@@ -226,6 +226,14 @@ def pin_cpus(cpus: Collection[int]) -> None:
         os.sched_setaffinity(0, cpus)
 
 
+def lower_priority(nice: int) -> None:
+    """Run this thread, and every thread and process it starts from now on, at niceness
+    ``nice`` at least. Never raises the priority: an unprivileged process could not lower
+    it again."""
+    if nice > os.getpriority(os.PRIO_PROCESS, 0):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)  # on Linux, this thread's
+
+
 def set_title(title: str) -> None:
     """Name this process in ``ps`` and ``top`` (``osup-mp: wal``): every process of a tree
     would otherwise show the same command line. Best effort: without the extension (or on a

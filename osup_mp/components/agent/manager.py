@@ -65,7 +65,7 @@ from osup_mp.components.messages import (
     SetMirror,
     WalEntries,
 )
-from osup_mp.lowlevel.proc import become_subreaper, pin_cpus
+from osup_mp.lowlevel.proc import become_subreaper, lower_priority, pin_cpus
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import NOREPLY, Caller, on_call, on_cast, on_info
 from osup_mp.runtime.messages import PeerDown
@@ -84,6 +84,8 @@ class AgentManager(AgentRecovery):
         # First, so that the agent, its standby and this process's threads inherit it.
         main = self.role == "main"
         pin_cpus(self.cfg.agent.main_cpus if main else self.cfg.watchdog.shadow_cpus)
+        if not main:  # a shadow's manager relays experiment work: the main's spare cycles
+            lower_priority(self.cfg.watchdog.shadow_nice)
         # Orphans of the agent (double forks, setsid daemons) re-parent here, so each exit
         # of the agent can kill and reap everything it left behind.
         become_subreaper()
