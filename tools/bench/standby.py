@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout
 
 import _harness as h
-from agent import otp_supervisor, spawn_to_first_frame, test_agent
+from _baselines import otp_supervisor, spawn_to_first_frame, test_agent
 from splitter import load
 
 from osup_mp.client import ErrorAnswer

@@ -1,0 +1,235 @@
+"""The same-run baselines of the agent benchmarks: the agent spawned bare on its own pipes,
+a bare relay (the manager's hops without the manager), an Erlang/OTP supervisor of the same
+agent, and raw pipe transfers.
+
+Each starts the agent with the manager's own launch contract (executable, arguments,
+``OSUP_*`` environment, Popen options), so that a figure and its baseline differ only in
+what is measured.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import _harness as h
+
+from osup_mp.lowlevel.files import write_all
+from osup_mp.lowlevel.proc import readable, set_parent_death_signal, spawn_piped
+from osup_mp.lowlevel.spin import Spinner
+from osup_mp.wire import FrameDecoder, pack
+
+HERE = Path(__file__).resolve().parent
+STAMP = struct.Struct("<Q")
+
+
+def test_agent(name: str) -> h.Layers:  # the main agent: one of the tests' agents
+    script = str(HERE.parents[1] / "tests" / "support" / "agents" / name)
+    return {"o_supervisor": {"gerbil_executable": sys.executable, "gerbil_main_script": script}}
+
+
+class DirectAgent(contextlib.AbstractContextManager["DirectAgent"]):
+    """The agent spawned by the bench on its pipes, spoken to as a data-plane client speaks
+    to the manager (``send``, ``receive``, ``request``)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = spawn_piped(argv, env, stderr=subprocess.DEVNULL)
+        self.popen_ns = time.perf_counter_ns()
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.in_fd, self.out_fd = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        self.ids, self.decoder = itertools.count(1), FrameDecoder(require_type=True)
+        self.pending: collections.deque[dict[str, Any]] = collections.deque()
+        # One reused buffer, as the manager reads: a fresh 256 KiB per read costs ~12 µs.
+        self.buf = memoryview(bytearray(256 * 1024))
+
+    def __exit__(self, *_exc: object) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.communicate()
+
+    def next_message(self) -> dict[str, Any]:
+        while not self.pending:
+            if not readable(self.out_fd, 30.0):
+                raise h.BenchError("a direct agent sent nothing for 30 s")
+            if not (size := os.readv(self.out_fd, [self.buf])):
+                raise h.BenchError(f"a direct agent closed its stdout ({self.proc.poll()})")
+            self.pending.extend(self.decoder.feed(self.buf[:size]))
+        return self.pending.popleft()
+
+    def send(self, _command: str, /, data: Any) -> int:
+        req_id = next(self.ids)
+        write_all(self.in_fd, pack({"type": "process_request", "id": req_id, "data": data}))
+        return req_id
+
+    def receive(self) -> dict[str, Any]:
+        """The next response (heartbeats and metrics skipped), shaped as a client's answer."""
+        while (msg := self.next_message())["type"] != "response":
+            pass
+        return {"id": msg["id"], "ok": "error" not in msg, "data": msg.get("data")}
+
+    def request(self, command: str, /, data: Any) -> Any:
+        req_id = self.send(command, data)
+        if (reply := self.receive())["id"] != req_id or not reply["ok"]:
+            raise h.BenchError(f"a direct agent answered {reply} to request {req_id}")
+        return reply["data"]
+
+
+@contextlib.contextmanager
+def bare_relay(
+    path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int
+) -> Iterator[None]:
+    """The baseline of requests through the manager: a forked relay between one client on
+    ``path`` and an agent, in the manager's three-process shape with the project's codec and
+    busy polling and no supervision at all (no deadlines, states, WAL, metrics or logging),
+    so that what the manager adds is told apart from what a third process costs here."""
+    ready = h.FORK.Event()
+    relay = h.FORK.Process(target=_relay, args=(path, argv, env, busy_poll_us, ready))
+    relay.start()
+    try:
+        if not ready.wait(30.0):
+            raise h.BenchError("the bare relay did not start")
+        yield
+    finally:
+        relay.join(5.0)  # it ends once its client has gone, and kills its agent
+        relay.kill()
+
+
+def _relay(path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int, ready: Any) -> None:
+    set_parent_death_signal(signal.SIGKILL)
+    with DirectAgent(argv, env) as agent, socket.socket(socket.AF_UNIX) as listener:
+        while agent.next_message()["type"] != "ready":
+            pass
+        listener.bind(str(path))
+        listener.listen(1)
+        ready.set()
+        conn, _ = listener.accept()
+        poller, spinner = select.epoll(), Spinner(busy_poll_us)
+        poller.register(conn.fileno(), select.EPOLLIN)
+        poller.register(agent.out_fd, select.EPOLLIN)
+        client_frames, ids = FrameDecoder(), itertools.count(1)
+        waiting: dict[int, object] = {}  # relay id -> the client's request id
+        to_agent, to_client = bytearray(), bytearray()
+        # Every fd stays blocking: it is read only when epoll says so, and a write waits for
+        # room rather than queueing (the bench keeps at most 64 small requests in flight).
+        while True:
+            for fd, _events in spinner.wait(poller.poll, None):
+                if fd == conn.fileno():
+                    if not (data := conn.recv(65536)):
+                        return  # the bench is done
+                    for msg in client_frames.feed(data):
+                        waiting[relay_id := next(ids)] = msg["id"]
+                        request = {"type": "process_request", "id": relay_id}
+                        to_agent += pack({**request, "data": msg["args"].get("data")}, strict=False)
+                    continue
+                if not (size := os.readv(agent.out_fd, [agent.buf])):
+                    return
+                for msg in agent.decoder.feed(agent.buf[:size]):
+                    if msg["type"] == "response":  # not heartbeats, metrics
+                        key = "error" if "error" in msg else "data"
+                        answer = {
+                            "id": waiting.pop(msg["id"]),
+                            "ok": key == "data",
+                            key: msg.get(key),
+                        }
+                        to_client += pack(answer, strict=False)
+            if to_agent:
+                write_all(agent.in_fd, to_agent)
+            if to_client:
+                conn.sendall(to_client)
+            del to_agent[:], to_client[:]
+
+
+def spawn_to_first_frame(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """ms from Popen to its return, and to the agent's first frame decoded (``ready``)."""
+    t0 = time.perf_counter_ns()
+    with DirectAgent(argv, env) as agent:
+        if agent.next_message()["type"] != "ready":
+            raise h.BenchError("a direct agent's first frame is not ready")
+        return h.since_ms(t0, agent.popen_ns), h.since_ms(t0)
+
+
+@contextlib.contextmanager
+def otp_supervisor(argv: list[str], env: dict[str, str]) -> Iterator[Any]:
+    """``_otp_supervisor.escript``, when ``escript`` is installed (else None): an Erlang/OTP
+    ``one_for_one`` supervisor owning the agent through a ``{packet, 4}`` port. What it
+    gives waits for the next ``ready OSPID`` line, printed at each agent's first frame, and
+    returns (that os pid, perf_counter_ns)."""
+    if not (escript := shutil.which("escript")):
+        yield None
+        return
+    cmd, pipe = [escript, str(HERE / "_otp_supervisor.escript"), *argv], subprocess.PIPE
+    # Unbuffered (bufsize 0): a line is read only once poll says it is there.
+    proc = subprocess.Popen(
+        cmd, 0, stdin=pipe, stdout=pipe, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    assert proc.stdout is not None
+    out = proc.stdout
+
+    def next_ready() -> tuple[int, int]:
+        while readable(out.fileno(), 30.0) and (line := out.readline()):
+            if line.startswith(b"ready "):
+                return int(line.split()[1]), time.perf_counter_ns()
+        raise h.BenchError(f"the OTP supervisor reported no agent ready ({proc.poll()})")
+
+    try:
+        yield next_ready
+    finally:
+        try:
+            proc.communicate(timeout=10.0)  # at EOF it halts; its agent's port closes
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
+def _pipe_writer(go_r: int, data_w: int, payload: bytes, cpu: int | None) -> None:
+    """Per byte on ``go_r``: stamp the clock, then write the payload."""
+    set_parent_death_signal(signal.SIGKILL)
+    os.sched_setaffinity(0, os.sched_getaffinity(0) if cpu is None else {cpu})
+    while os.read(go_r, 1):
+        write_all(data_w, STAMP.pack(time.monotonic_ns()))
+        write_all(data_w, payload)
+
+
+def pipe_transfers(payload: bytes, n: int, cpu: int | None = None) -> list[float]:
+    """µs to move ``payload`` through an os.pipe (default size, as on the agent's stdio)
+    from a forked writer: its first byte written -> the last byte read into a buffer. With
+    ``cpu``, the writer and the reader both run on it."""
+    saved = os.sched_getaffinity(0)
+    (go_r, go_w), (data_r, data_w) = os.pipe(), os.pipe()
+    writer = h.FORK.Process(target=_pipe_writer, args=(go_r, data_w, payload, cpu))
+    writer.start()
+    os.close(go_r)
+    os.close(data_w)
+    try:
+        os.sched_setaffinity(0, saved if cpu is None else {cpu})
+        buf, out = memoryview(bytearray(STAMP.size + len(payload))), []
+        for _ in range(n + 5):  # the first 5: warm-up
+            os.write(go_w, b"g")
+            got = 0
+            while got < len(buf):
+                if not (k := os.readv(data_r, [buf[got:]])):
+                    raise h.BenchError("the pipe writer exited early")
+                got += k
+            out.append((time.monotonic_ns() - STAMP.unpack_from(buf)[0]) / 1000)
+        if buf[STAMP.size :] != payload:
+            raise h.BenchError("a pipe transfer corrupted the payload")
+        return out[5:]
+    finally:
+        os.sched_setaffinity(0, saved)
+        os.close(go_w)  # EOF: the writer leaves its loop
+        os.close(data_r)
+        writer.join(5.0)
+        writer.kill()
