@@ -1,11 +1,7 @@
-"""The same-run baselines of the agent benchmarks: the agent spawned bare on its own pipes,
-a bare relay (the manager's hops without the manager), an Erlang/OTP supervisor of the same
-agent, and raw pipe transfers.
-
-Each starts the agent with the manager's own launch contract (executable, arguments,
-``OSUP_*`` environment, Popen options), so that a figure and its baseline differ only in
-what is measured.
-"""
+"""The baselines the agent benchmarks start as processes: the agent spawned bare on its own
+pipes, a bare relay (the manager's hops without the manager), an Erlang/OTP supervisor of the
+same agent, and raw pipe transfers. Each agent is started with the manager's own launch
+contract (executable, arguments, ``OSUP_*`` environment, Popen options)."""
 
 from __future__ import annotations
 
@@ -21,16 +17,18 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import _harness as h
 
+from osup_mp.client import Client
 from osup_mp.lowlevel.files import write_all
 from osup_mp.lowlevel.proc import readable, set_parent_death_signal, spawn_piped
 from osup_mp.lowlevel.spin import Spinner
 from osup_mp.wire import FrameDecoder, pack
+from osup_mp.wire.launch import agent_args
 
 HERE = Path(__file__).resolve().parent
 STAMP = struct.Struct("<Q")
@@ -39,6 +37,13 @@ STAMP = struct.Struct("<Q")
 def test_agent(name: str) -> h.Layers:  # the main agent: one of the tests' agents
     script = str(HERE.parents[1] / "tests" / "support" / "agents" / name)
     return {"o_supervisor": {"gerbil_executable": sys.executable, "gerbil_main_script": script}}
+
+
+def minimal_agent() -> tuple[list[str], dict[str, str]]:
+    """argv and environment of the tests' minimal agent as the main, beating every 200 ms."""
+    script = test_agent("minimal_agent.py")["o_supervisor"]["gerbil_main_script"]
+    env = dict(os.environ, OSUP_HEARTBEAT_INTERVAL_MS="200")
+    return [sys.executable, script, *agent_args("main")], env
 
 
 class DirectAgent(contextlib.AbstractContextManager["DirectAgent"]):
@@ -59,6 +64,10 @@ class DirectAgent(contextlib.AbstractContextManager["DirectAgent"]):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.communicate()
+
+    def wait_ready(self) -> None:
+        while self.next_message()["type"] != "ready":
+            pass
 
     def next_message(self) -> dict[str, Any]:
         while not self.pending:
@@ -87,6 +96,18 @@ class DirectAgent(contextlib.AbstractContextManager["DirectAgent"]):
         return reply["data"]
 
 
+def pipelined(end: Client | DirectAgent, data: Callable[[int], Any], n: int, window: int) -> float:
+    """Requests/s through ``end`` with ``window`` in flight: each answer releases the next
+    request, of ``data(i)``."""
+    t0 = time.perf_counter()
+    for i in range(n + window):
+        if i >= window and not end.receive()["ok"]:
+            raise h.BenchError("a pipelined request failed")
+        if i < n:
+            end.send("request", data=data(i))
+    return n / (time.perf_counter() - t0)
+
+
 @contextlib.contextmanager
 def bare_relay(
     path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int
@@ -110,8 +131,7 @@ def bare_relay(
 def _relay(path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int, ready: Any) -> None:
     set_parent_death_signal(signal.SIGKILL)
     with DirectAgent(argv, env) as agent, socket.socket(socket.AF_UNIX) as listener:
-        while agent.next_message()["type"] != "ready":
-            pass
+        agent.wait_ready()
         listener.bind(str(path))
         listener.listen(1)
         ready.set()
@@ -153,20 +173,39 @@ def _relay(path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int, 
 
 
 def spawn_to_first_frame(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """ms from Popen to its return, and to the agent's first frame decoded (``ready``)."""
+    """ms from Popen to its return, and to the agent's ``ready`` frame decoded."""
     t0 = time.perf_counter_ns()
     with DirectAgent(argv, env) as agent:
-        if agent.next_message()["type"] != "ready":
-            raise h.BenchError("a direct agent's first frame is not ready")
+        agent.wait_ready()
         return h.since_ms(t0, agent.popen_ns), h.since_ms(t0)
 
 
+class Otp:
+    """An Erlang/OTP ``one_for_one`` supervisor (``_otp_supervisor.escript``) owning the agent
+    through a ``{packet, 4}`` port; it prints ``ready OSPID`` at each agent's first frame."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.proc, self.out, self.pid = proc, proc.stdout, 0
+
+    def ready(self) -> int:
+        """Wait for the next agent's ready line: the perf_counter_ns it was read."""
+        while readable(self.out.fileno(), 30.0) and (line := self.out.readline()):
+            if line.startswith(b"ready "):
+                self.pid = int(line.split()[1])
+                return time.perf_counter_ns()
+        raise h.BenchError(f"the OTP supervisor reported no agent ready ({self.proc.poll()})")
+
+    def kill(self) -> float:
+        """ms from a SIGKILL of the agent to the next one ready."""
+        t0 = time.perf_counter_ns()
+        os.kill(self.pid, signal.SIGKILL)
+        return h.since_ms(t0, self.ready())
+
+
 @contextlib.contextmanager
-def otp_supervisor(argv: list[str], env: dict[str, str]) -> Iterator[Any]:
-    """``_otp_supervisor.escript``, when ``escript`` is installed (else None): an Erlang/OTP
-    ``one_for_one`` supervisor owning the agent through a ``{packet, 4}`` port. What it
-    gives waits for the next ``ready OSPID`` line, printed at each agent's first frame, and
-    returns (that os pid, perf_counter_ns)."""
+def otp_supervisor(argv: list[str], env: dict[str, str]) -> Iterator[Otp | None]:
+    """An OTP supervisor of ``argv``, its first agent ready; None without ``escript``."""
     if not (escript := shutil.which("escript")):
         yield None
         return
@@ -175,17 +214,10 @@ def otp_supervisor(argv: list[str], env: dict[str, str]) -> Iterator[Any]:
     proc = subprocess.Popen(
         cmd, 0, stdin=pipe, stdout=pipe, stderr=subprocess.DEVNULL, env=env, start_new_session=True
     )
-    assert proc.stdout is not None
-    out = proc.stdout
-
-    def next_ready() -> tuple[int, int]:
-        while readable(out.fileno(), 30.0) and (line := out.readline()):
-            if line.startswith(b"ready "):
-                return int(line.split()[1]), time.perf_counter_ns()
-        raise h.BenchError(f"the OTP supervisor reported no agent ready ({proc.poll()})")
-
+    otp = Otp(proc)
     try:
-        yield next_ready
+        otp.ready()
+        yield otp
     finally:
         try:
             proc.communicate(timeout=10.0)  # at EOF it halts; its agent's port closes

@@ -1,14 +1,13 @@
-"""Benchmark of the agent layer: requests, restarts, kills, hangs, shared-memory state.
+"""Benchmark of the agent layer: requests against a bare relay and the agent's own pipes,
+restarts and kills against a bare spawn and an OTP supervisor, hangs against the heartbeat
+budget, shared-memory state against a pipe, and the manager's CPU under a heartbeat flood.
 
-``python tools/bench/agent.py [--quick] [--json]``. Baselines start the agent with the
-manager's own launch contract (executable, arguments, ``OSUP_*`` environment, Popen
-options) and run in turns with the figures they are compared to, so that both see the same
-background load.
+``python tools/bench/agent.py [--quick] [--json]``. Each baseline runs in turns with the
+figure it is compared to, so that both see the same background load.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import os
@@ -17,24 +16,26 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout
 
 import _harness as h
 from _baselines import (
     DirectAgent,
     bare_relay,
+    minimal_agent,
     otp_supervisor,
     pipe_transfers,
+    pipelined,
     spawn_to_first_frame,
     test_agent,
 )
+from _procs import RESTART_FREELY, Tree
 
 from osup_mp.client import Client
 from osup_mp.components.agent import launch
@@ -42,7 +43,6 @@ from osup_mp.lowlevel.proc import readable
 
 WINDOW = 64  # requests in flight for the pipelined figures
 REQUEST = {"op": "stats"}
-HERE = Path(__file__).resolve().parent
 # Hangs are detected within 1.2 s, and every kill restarts at once (never a crash loop).
 FAST = {
     "o_supervisor": {"heartbeat_interval": 200, "heartbeat_timeout": 1000},
@@ -65,19 +65,8 @@ def log_counts(log: str) -> dict[str, int]:
     return {what: len(re.findall(pattern, log)) for what, pattern in lines.items()}
 
 
-def pipelined(end: Client | DirectAgent, total: int) -> float:
-    """Requests/s with ``WINDOW`` in flight: then one answer received, one request sent."""
-    t0 = time.perf_counter()
-    for i in range(total + WINDOW):
-        if i >= WINDOW and not end.receive()["ok"]:
-            raise h.BenchError("a pipelined request failed")
-        if i < total:
-            end.send("request", data=REQUEST)
-    return total / (time.perf_counter() - t0)
-
-
 def requests(
-    tree: h.Tree, plan: h.Plan, argv: list[str], env: dict[str, str], report: h.Report
+    tree: Tree, plan: h.Plan, argv: list[str], env: dict[str, str], report: h.Report
 ) -> None:
     """Through the manager, the bare relay and the agent's own pipes, in turns."""
     path = tree.tmp / "relay.sock"
@@ -87,8 +76,7 @@ def requests(
         bare_relay(path, argv, env, tree.cfg.supervisor.busy_poll_us),
         Client(path, timeout=30.0) as relay,
     ):
-        while direct.next_message()["type"] != "ready":
-            pass
+        direct.wait_ready()
         ends: dict[str, Client | DirectAgent] = dict(direct=direct, manager=manager, relay=relay)
         rtt: dict[str, list[float]] = {name: [] for name in ends}
         rates: dict[str, list[float]] = {name: [] for name in ends}
@@ -96,12 +84,12 @@ def requests(
             for name, end in ends.items():
                 n = min(100, plan.round_trips - done)
                 rtt[name] += h.timed_us(functools.partial(end.request, "request", data=REQUEST), n)
-        for name in ends:
-            del rtt[name][:200]
         for _ in range(plan.pipelined_runs):
             for name, end in ends.items():
-                rates[name].append(pipelined(end, plan.pipelined))
-    what, relay_ = "request round trip (1 in flight)", "bare relay"
+                rates[name].append(pipelined(end, lambda _i: REQUEST, plan.pipelined, WINDOW))
+    rtt = {name: values[200:] for name, values in rtt.items()}
+    relay_ = "bare relay"
+    what = "request round trip (1 in flight)"
     report.compare(what, rtt["manager"], rtt["relay"], relay_, "ratio <= 1.2x", "us")
     what = f"pipelined requests ({WINDOW} in flight)"
     report.compare(what, rates["manager"], rates["relay"], relay_, "ratio >= 0.833", "req/s")
@@ -111,33 +99,31 @@ def requests(
     report.row(what, shown, f"manager ratios {ratios[0]:.2f};  {ratios[1]:.2f}", us=us, per_s=rs)
 
 
-def restarts(tree: h.Tree, n: int, argv: list[str], env: dict[str, str], report: h.Report) -> float:
+def restarts(tree: Tree, n: int, argv: list[str], env: dict[str, str], report: h.Report) -> float:
     """SIGKILL -> the new generation in the slot, and -> RUNNING; each followed by a baseline
     spawn: Popen, then its first frame. The median restart."""
-    ms = collections.defaultdict(list)
+    ms: dict[str, list[float]] = {"generation": [], "restart": [], "popen": [], "spawn": []}
     spawn_to_first_frame(argv, env)  # warm-up (page cache)
     for _ in range(n):
-        t0, generation = tree.kill_agent()
-        spawned, running = tree.wait_running(generation)
-        ms["restart"].append(h.since_ms(t0, running))
-        ms["new generation"].append(h.since_ms(t0, spawned))
+        _t0, spawned, running = tree.kill_agent()
         time.sleep(0.05)  # up past startsecs: the next kill restarts at once
-        for key, value in zip(("popen", "spawn"), spawn_to_first_frame(argv, env), strict=True):
+        for key, value in zip(
+            ms, (spawned, running, *spawn_to_first_frame(argv, env)), strict=True
+        ):
             ms[key].append(value)
     what, first = "agent restart (SIGKILL -> RUNNING)", "spawn -> first frame"
     report.compare(what, ms["restart"], ms["spawn"], first, "ratio <= 1.5x", "ms")
-    med = h.median
+    med = {key: h.median(values) for key, values in ms.items()}
     report.note(
         f"restart (medians): SIGKILL -> new generation in the slot (the manager reaps, Popen "
-        f"returns) {med(ms['new generation']):.1f} ms, then -> RUNNING "
-        f"{med(ms['restart']) - med(ms['new generation']):.1f} ms; the baseline's Popen "
-        f"{med(ms['popen']):.1f} ms, then -> first frame "
-        f"{med(ms['spawn']) - med(ms['popen']):.1f} ms.",
+        f"returns) {med['generation']:.1f} ms, then -> RUNNING "
+        f"{med['restart'] - med['generation']:.1f} ms; the baseline's Popen "
+        f"{med['popen']:.1f} ms, then -> first frame {med['spawn'] - med['popen']:.1f} ms.",
     )
-    return med(ms["restart"])
+    return med["restart"]
 
 
-def hangs(tree: h.Tree, n: int, startup: float, report: h.Report) -> None:
+def hangs(tree: Tree, n: int, startup: float, report: h.Report) -> None:
     """SIGSTOP the agent at a random point of its heartbeat cycle; a pidfd on it tells when
     the manager's SIGKILL landed (more precise than the slot's pid, which the manager
     clears and refills in one step), the slot when the replacement is RUNNING."""
@@ -178,43 +164,32 @@ def hangs(tree: h.Tree, n: int, startup: float, report: h.Report) -> None:
     )
 
 
-def kills(plan: h.Plan, report: h.Report, progress: h.Progress) -> dict[str, int]:
+def kills(plan: h.Plan, report: h.Report) -> dict[str, int]:
     """The tests' minimal agent under a tree with the shipped restart policy, under an OTP
     supervisor and spawned bare, killed ``plan.kills`` times ``plan.kill_pause`` s apart,
     as an operator kills: SIGKILL -> ready."""
-    progress(f"kills: {plan.kills} x {plan.kill_pause:g} s apart, minimal agent")
+    h.progress(f"kills: {plan.kills} x {plan.kill_pause:g} s apart, minimal agent")
     ms: dict[str, list[float]] = {"tree": [], "otp": [], "spawn": []}
     shipped = {"agent": {"startsecs": 1.0, "max_restarts": 5}}
-    with h.Tree(h.RESTART_FREELY, FAST, shipped, test_agent("minimal_agent.py")) as tree:
-        tree.wait_running(None)
-        argv = launch.agent_argv(tree.cfg, "main", None)
-        env = dict(os.environ, OSUP_HEARTBEAT_INTERVAL_MS="200")
-        with otp_supervisor(argv, env) as otp:
-            otp_pid = otp()[0] if otp else 0
-            spawn_to_first_frame(argv, env)  # warm-up
-
-            def kill_tree() -> None:
-                t0, generation = tree.kill_agent()
-                ms["tree"].append(h.since_ms(t0, tree.wait_running(generation)[1]))
-
-            def kill_otp() -> None:
-                nonlocal otp_pid
-                if otp:
-                    t0 = time.perf_counter_ns()
-                    os.kill(otp_pid, signal.SIGKILL)
-                    otp_pid, seen = otp()
-                    ms["otp"].append(h.since_ms(t0, seen))
-
-            def spawn() -> None:
-                ms["spawn"].append(spawn_to_first_frame(argv, env)[1])
-
-            steps = [kill_tree, kill_otp, spawn]
-            for i in range(plan.kills):
-                time.sleep(plan.kill_pause)  # up past startsecs: restarted at once
-                # The first start after the pause finds the CPUs idle and pays ~2 ms more
-                # here: each of the three goes first in turn.
-                for step in steps[i % 3 :] + steps[: i % 3]:
-                    step()
+    argv, env = minimal_agent()
+    with (
+        Tree(RESTART_FREELY, FAST, shipped, test_agent("minimal_agent.py")) as tree,
+        otp_supervisor(argv, env) as otp,
+    ):
+        spawn_to_first_frame(argv, env)  # warm-up
+        steps: list[Callable[[], None]] = [
+            lambda: ms["tree"].append(tree.kill_agent()[2]),
+            lambda: ms["spawn"].append(spawn_to_first_frame(argv, env)[1]),
+        ]
+        if otp is not None:
+            kill = otp.kill
+            steps.insert(1, lambda: ms["otp"].append(kill()))
+        for i in range(plan.kills):
+            time.sleep(plan.kill_pause)  # up past startsecs: restarted at once
+            # The first start after the pause finds the CPUs idle and pays ~2 ms more
+            # here: each goes first in turn.
+            for step in steps[i % len(steps) :] + steps[: i % len(steps)]:
+                step()
     what = f"kills {plan.kill_pause:g} s apart, minimal agent (SIGKILL -> ready)"
     report.compare(what, ms["tree"], ms["spawn"], "bare spawn", "ratio <= 1.2x", "ms")
     if ms["otp"]:
@@ -224,10 +199,10 @@ def kills(plan: h.Plan, report: h.Report, progress: h.Progress) -> dict[str, int
     return log_counts(tree.log)
 
 
-def shared_memory(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
+def shared_memory(plan: h.Plan, report: h.Report) -> None:
     """Reads of a published 1000x512 float32 matrix against the same bytes through a pipe;
     publish rates with and without the CRC."""
-    progress("shared-memory state against a pipe; publish rates")
+    h.progress("shared-memory state against a pipe; publish rates")
     rng = np.random.default_rng(7)
     big = rng.standard_normal((1000, 512), np.float32)
     small = rng.standard_normal((100, 64), np.float32)
@@ -245,7 +220,7 @@ def shared_memory(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
         cpu0 = min(os.sched_getaffinity(0))
         # A pipe's best case on a small VM, where a wake-up on another CPU is dear.
         one_cpu = h.median(pipe_transfers(big.tobytes(), plan.pipe_transfers, cpu0))
-        rates: dict[Any, float] = {}
+        rates: dict[tuple[tuple[int, ...], bool], float] = {}
         for matrix, count in ((big, plan.publishes_big), (small, plan.publishes_small)):
             for crc in (True, False):
                 shm.publish(matrix, checksum=crc)  # warm-up
@@ -256,9 +231,9 @@ def shared_memory(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
         target = ">= 10x faster" + " (reported)" * (what == "copy=True")
         shown = f"pipe {pipe:.0f} us  {speedup:.1f}x faster"
         report.row(f"shm state read 2 MB {what}", h.spread(us, "us"), shown, target, speedup >= 10)
-    for shape, matrix in (((1000, 512), big), ((100, 64), small)):
-        what = f"publish {shape[0]}x{shape[1]} ({matrix.nbytes / 1e3:g} kB)"
-        on, off = rates[shape, True], rates[shape, False]
+    for matrix in (big, small):
+        what = f"publish {matrix.shape[0]}x{matrix.shape[1]} ({matrix.nbytes / 1e3:g} kB)"
+        on, off = rates[matrix.shape, True], rates[matrix.shape, False]
         report.row(what, f"{on:.0f}/s with CRC", f"{off:.0f}/s without CRC", per_s=on, plain=off)
     report.note(
         f"shm: copy=False maps the bytes without touching them. A pipe with both ends on CPU "
@@ -267,26 +242,20 @@ def shared_memory(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
     )
 
 
-def heartbeat_flood(report: h.Report, progress: h.Progress, seconds: float = 3.0) -> None:
+def heartbeat_flood(report: h.Report, seconds: float = 3.0) -> None:
     """The manager's CPU (user + system) with the tests' flooding agent idle, then sending
     ``FLOOD_RATE`` heartbeats/s; it must not restart the agent and must answer meanwhile."""
-    progress(f"heartbeat flood: {FLOOD_RATE}/s for {seconds:g} s")
+    h.progress(f"heartbeat flood: {FLOOD_RATE}/s for {seconds:g} s")
     os.environ["FLOOD_RATE"] = "0"  # inherited by the tree, then the agent: idle at first
     try:
-        tree = h.Tree(h.RESTART_FREELY, FAST, test_agent("heartbeat_flood.py"))
+        tree = Tree(RESTART_FREELY, FAST, test_agent("heartbeat_flood.py"))
         with tree, tree.data_client() as client:
-            tree.wait_running(None)
             before, manager = tree.agent(), psutil.Process(tree.pids()["agent:main"])
-
-            def cpu_percent() -> float:
-                used = h.cpu_seconds(manager)
-                time.sleep(seconds)
-                return (h.cpu_seconds(manager) - used) / seconds * 100
-
-            idle = cpu_percent()
+            [idle] = h.cpu_percent([manager], seconds)
             client.request("request", data={"flood": FLOOD_RATE})
             time.sleep(0.5)
-            flood, t0 = cpu_percent(), time.perf_counter_ns()
+            [flood] = h.cpu_percent([manager], seconds)
+            t0 = time.perf_counter_ns()
             answered = client.request("request", data={"during": "flood"}) == {"during": "flood"}
             answer_ms = h.since_ms(t0)
             client.request("request", data={"flood": 0})
@@ -299,13 +268,12 @@ def heartbeat_flood(report: h.Report, progress: h.Progress, seconds: float = 3.0
     report.note(f"heartbeat flood: a request during it took {answer_ms:.1f} ms.")
 
 
-def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
-    progress("requests, restarts, hangs")
+def run(plan: h.Plan, report: h.Report) -> None:
+    h.progress("requests, restarts, hangs")
     with (
-        h.Tree(h.RESTART_FREELY, FAST) as tree,
+        Tree(RESTART_FREELY, FAST) as tree,
         h.segment(tree.cfg.o_supervisor.shared_memory_size) as (name, _shm),
     ):
-        tree.wait_running(None)
         # The manager's environment on a bench segment. Without OSUP_MANAGER_PID: the
         # relay spawns from a forked child, and a direct agent dies at EOF on its stdin.
         env = launch.agent_env(tree.cfg, name, "bench-direct", 1, "main")
@@ -314,11 +282,11 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
         requests(tree, plan, argv, env, report)
         startup = restarts(tree, plan.restarts, argv, env, report)
         hangs(tree, plan.hangs, startup, report)
-        reported = (tree.status().get("agents") or [{}])[0].get("restarts")
-    logs = {"tree": log_counts(tree.log), "kills tree": kills(plan, report, progress)}
+        reported = tree.main_status().get("restarts")
+    logs = {"tree": log_counts(tree.log), "kills tree": kills(plan, report)}
     report.note(f"logs: {logs}; restarts by status {reported}")
-    shared_memory(plan, report, progress)
-    heartbeat_flood(report, progress)
+    shared_memory(plan, report)
+    heartbeat_flood(report)
 
 
 if __name__ == "__main__":

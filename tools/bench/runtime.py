@@ -1,9 +1,10 @@
-"""Benchmark of the runtime: component restarts, calls between components, idle CPU.
+"""Benchmark of the runtime: component restarts against a fork's first message, calls
+between components against a raw Pipe echo, the CLI's start against a bare interpreter, and
+the shipped tree's idle CPU.
 
 ``python tools/bench/runtime.py [--quick] [--json]``. Calls are measured with both ends
-pinned, once on one CPU and once on two, each placement against its own raw-Pipe baseline:
-left to the scheduler, whether the two processes share a CPU decides the round trip, and
-an unpinned figure and its ratio would flip from run to run.
+pinned, on one CPU and on two, each against its own raw-Pipe baseline: left to the
+scheduler, a round trip depends on whether the two processes share a CPU.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout
 
 import _harness as h
+from _procs import RESTART_FREELY, Tree, in_flight
 
 from osup_mp.app.specs import child_specs
 from osup_mp.client import Client, ClientError
@@ -34,8 +35,6 @@ from osup_mp.runtime.supervisor import ChildSpec, Restart
 from osup_mp.storage.shm.segment import SharedState
 
 WINDOW = 100  # calls in flight for the pipelined figures
-
-
 # fmt: off
 PLANS = {  # name: (full, quick)
     "restarts": (50, 10), "forks": (50, 10), "round_trips": (20000, 2000),
@@ -47,12 +46,10 @@ PLANS = {  # name: (full, quick)
 
 class Bench(Component):
     """Both bench components: ``echo`` answers ``("pid", _)`` and ``("echo", x)``; ``driver``
-    times calls to ``echo`` from inside the tree."""
+    times calls to ``echo`` from inside the tree. (A list through the control socket.)"""
 
     def handle_call(self, request: Any, caller: Caller) -> Any:
-        # A list when it comes through the control socket's call door, a tuple from a peer.
-        pair = isinstance(request, tuple | list) and len(request) == 2
-        kind, arg = request if pair else (None, None)
+        kind, arg = request if isinstance(request, tuple | list) and len(request) == 2 else ("", 0)
         if kind == "echo":
             return arg
         if kind in ("round_trips", "pipelined"):
@@ -66,7 +63,7 @@ class Bench(Component):
     def pipelined(self, total: int) -> float:
         """Calls/s with ``WINDOW`` ``call_async`` in flight on the one peer connection."""
         t0, mux = time.perf_counter(), self.peer("echo").mux()
-        answers = h.in_flight(mux, WINDOW, lambda i: ("echo", i), lambda i: i < total)
+        answers = in_flight(mux, WINDOW, lambda i: ("echo", i), lambda i: i < total)
         if not all(ok for ok, _ in answers):
             raise RuntimeError("a pipelined call failed")
         return total / (time.perf_counter() - t0)
@@ -145,7 +142,7 @@ def raw_pipe(cpus: tuple[int, int], plan: h.Plan) -> tuple[list[float], list[flo
         server.kill()
 
 
-def component_restarts(tree: h.Tree, n: int) -> list[float]:
+def component_restarts(tree: Tree, n: int) -> list[float]:
     """ms from SIGKILL of ``echo`` to its replacement answering a call: the call is sent
     again at once while it fails ("not running", or "echo exited" from the dead one)."""
     out: list[float] = []
@@ -166,7 +163,7 @@ def component_restarts(tree: h.Tree, n: int) -> list[float]:
     return out
 
 
-def cli_starts(tree: h.Tree, n: int) -> tuple[str, dict[str, list[float]]]:
+def cli_starts(tree: Tree, n: int) -> tuple[str, dict[str, list[float]]]:
     """Wall time (ms) of ``osup-mp --help``, of ``osup-mp status`` against ``tree`` and of the
     bare interpreter they both start with (the baseline), in turns; and how it is installed."""
     cli = ["-m", "osup_mp", "--env", "test"]
@@ -183,10 +180,9 @@ def cli_starts(tree: h.Tree, n: int) -> tuple[str, dict[str, list[float]]]:
 
 
 def idle_cpu(plan: h.Plan, report: h.Report) -> None:
-    """Percent of one core used by the shipped tree (prod config), all its processes, over
-    a window: psutil's user+system counts 10 ms ticks, so /proc/<pid>/schedstat's on-CPU
-    nanoseconds are shown beside it."""
-    with h.Tree(env="prod") as tree:
+    """Percent of one core used by all processes of the shipped tree (prod config): psutil's
+    user+system counts 10 ms ticks, so /proc/<pid>/schedstat's on-CPU ns are shown beside."""
+    with Tree(env="prod", agent=False) as tree:
         time.sleep(plan.idle_settle)
         root, telemetry_s = psutil.Process(tree.pid), tree.cfg.telemetry.period / 1000
 
@@ -205,25 +201,25 @@ def idle_cpu(plan: h.Plan, report: h.Report) -> None:
         100 * sum(now[k] - before.get(pid, (0.0, 0.0))[k] for pid, now in after.items()) / elapsed
         for k in (0, 1)
     )
-    shown = f"schedstat {sched:.3f} %, {elapsed:.0f} s, {len(after)} processes"
-    base = f"{shown}, telemetry every {telemetry_s:g} s"
+    base = f"schedstat {sched:.3f} %, {elapsed:.0f} s, {len(after)} processes, telemetry every "
+    fig = f"{cpu:.2f} % of one core"
     report.row(
-        "idle tree CPU", f"{cpu:.2f} % of one core", base, "< 1 %", cpu < 1.0, schedstat=sched
+        "idle tree CPU", fig, f"{base}{telemetry_s:g} s", "< 1 %", cpu < 1.0, schedstat=sched
     )
 
 
-def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
+def run(plan: h.Plan, report: h.Report) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     placements = {"same CPU": (cpus[0], cpus[0])}
     if len(cpus) > 1:
         placements["two CPUs"] = (cpus[0], cpus[1])
-    progress("baselines: fork + first message, raw Pipe echo")
+    h.progress("baselines: fork + first message, raw Pipe echo")
     fork_ms = fork_first_message(plan.forks)
     raw = {label: raw_pipe(where, plan) for label, where in placements.items()}
     calls: dict[str, tuple[list[float], list[float]]] = {}
-    with h.Tree(h.RESTART_FREELY, specs=bench_specs) as tree:
+    with Tree(RESTART_FREELY, specs=bench_specs, agent=False) as tree:
         for label, (echo_cpu, driver_cpu) in placements.items():
-            progress(f"tree: calls, {label}")
+            h.progress(f"tree: calls, {label}")
             os.sched_setaffinity(tree.call("echo", ["pid", 0]), {echo_cpu})
             os.sched_setaffinity(tree.call("driver", ["pid", 0]), {driver_cpu})
             rtt = tree.call("driver", ["round_trips", plan.round_trips], timeout=120.0)
@@ -234,9 +230,9 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
             calls[label] = (rtt, rates)
         for name in ("echo", "driver"):
             os.sched_setaffinity(tree.call(name, ["pid", 0]), cpus)
-        progress("tree: restarts")
+        h.progress("tree: restarts")
         restart_ms = component_restarts(tree, plan.restarts)
-        progress("CLI start-up")
+        h.progress("CLI start-up")
         how, cli = cli_starts(tree, plan.cli_runs)
     what, fork = "component restart (SIGKILL -> answering)", "fork + first message"
     report.compare(what, restart_ms, fork_ms, fork, "median <= 50 ms", "ms")
@@ -249,7 +245,7 @@ def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
     for name in ("help", "status"):
         what = f"osup-mp {'--help' if name == 'help' else 'status'} ({how})"
         report.compare(what, cli[name], cli["python"], "python -c pass", "median < 150 ms", "ms")
-    progress("idle CPU of the shipped tree (prod config)")
+    h.progress("idle CPU of the shipped tree (prod config)")
     idle_cpu(plan, report)
 
 

@@ -1,10 +1,9 @@
-"""Benchmark of shadow experiments: what mirroring costs the main path, how fast a verdict
-comes, and how fast the reference agent's state grows (the arms' starting point).
+"""Benchmark of shadow experiments: the main path (the reference agent answering
+``memory_search``) with a mirror against without, with the splitter against a tree without
+it, time to a verdict, and the reference agent's adds as its state grows.
 
-``python tools/bench/splitter.py [--quick] [--json]``. The main path is the reference
-agent answering ``memory_search`` through the data plane. Each comparison alternates its
-two configurations in the same run (mirror on and off on one tree; a tree with and without
-the splitter, side by side), so both see the same background load.
+``python tools/bench/splitter.py [--quick] [--json]``. Each comparison alternates its two
+configurations in the same run, so both see the same background load.
 """
 
 from __future__ import annotations
@@ -16,13 +15,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout
 
 import _harness as h
+from _baselines import pipelined
+from _procs import Tree, load, memories
 
 from osup_mp.agent.reference import memory_system
 from osup_mp.app.specs import child_specs
@@ -55,31 +54,10 @@ def search(i: int) -> dict[str, Any]:
     return {"op": "memory_search", "query": f"note {i % 97} about topic {i % 13}", "k": 5}
 
 
-def load(tree: h.Tree, blocks: int) -> list[float]:
-    """Add ``blocks`` memories, 256 in flight; the rate of each tenth of the load (adds/s)."""
-    rates, done, tenth = [], 0, max(256, blocks // 10)
-    with tree.data_client() as client:
-        t0 = time.perf_counter()
-        for first in range(0, blocks, 256):
-            batch = range(first, min(blocks, first + 256))
-            for i in batch:
-                text = f"note {i % 97} about topic {i % 13} and item {i}"
-                client.send("request", data={"op": "memory_add", "id": f"b{i}", "text": text})
-            for _ in batch:
-                if not client.receive()["ok"]:
-                    raise h.BenchError("memory_add failed")
-            if batch.stop - done >= tenth or batch.stop == blocks:
-                now = time.perf_counter()
-                rates.append((batch.stop - done) / (now - t0))
-                t0, done = now, batch.stop
-    return rates
-
-
 def loading(plan: h.Plan, report: h.Report) -> None:
     """The reference agent's adds as its state grows: the last tenth against the first."""
-    with h.Tree(EXPERIMENTS) as tree:
-        tree.wait_running(None)
-        rates = load(tree, plan.load_blocks)
+    with Tree(EXPERIMENTS) as tree:
+        rates = load(tree, memories(plan.load_blocks))
     first, last = rates[0], rates[-1]
     what = f"loading {plan.load_blocks} memories, last tenth"
     shown, base = f"{last:.0f} adds/s", f"first tenth {first:.0f} adds/s  ratio {last / first:.2f}"
@@ -91,22 +69,7 @@ def round_trips(client: Client, n: int) -> list[float]:
     return h.timed_us(lambda: client.request("request", data=search(next(counter))), n)
 
 
-def throughput(client: Client, total: int) -> float:
-    t0 = time.perf_counter()
-    for i in range(total + WINDOW):
-        if i >= WINDOW and not client.receive()["ok"]:
-            raise h.BenchError("a pipelined search failed")
-        if i < total:
-            client.send("request", data=search(i))
-    return total / (time.perf_counter() - t0)
-
-
-def p99(values: list[float]) -> float:
-    ranked = sorted(values)
-    return ranked[min(len(ranked) - 1, int(len(ranked) * 0.99))]
-
-
-def shadows(tree: h.Tree, *names: str, code: str | None = None) -> None:
+def shadows(tree: Tree, *names: str, code: str | None = None) -> None:
     for name in names:
         tree.request("shadow_start", wait=120.0, id=name)
         if code is not None:
@@ -115,7 +78,7 @@ def shadows(tree: h.Tree, *names: str, code: str | None = None) -> None:
                 raise h.BenchError(f"hot reload into {name}: {answer['error']}")
 
 
-def mirror_cost(tree: h.Tree, plan: h.Plan, report: h.Report, how: str = "") -> list[float]:
+def mirror_cost(tree: Tree, plan: h.Plan, report: h.Report, how: str = "") -> list[float]:
     """Mirror on (10% to two shadows, as an experiment) and off, alternately; ``how`` names
     the tree's set-up in the rows. The round trips with the mirror off."""
     shadows(tree, "arm1", "arm2")
@@ -128,15 +91,14 @@ def mirror_cost(tree: h.Tree, plan: h.Plan, report: h.Report, how: str = "") -> 
                 if on:
                     tree.request("mirror_start", to=["arm1", "arm2"], ratio=0.1, id="bench")
                 samples[on] += round_trips(client, plan.round_trips)
-                rates[on].append(throughput(client, plan.pipelined))
+                rates[on].append(pipelined(client, search, plan.pipelined, WINDOW))
                 if on:
                     tree.request("mirror_stop", id="bench")
     mirrored, plain, label = samples[True], samples[False], "mirror off"
     what = f"main path, mirroring 10%{how} (median)"
     report.compare(what, mirrored, plain, label, "ratio <= 1.1x", "us")
-    mine, base = p99(mirrored), p99(plain)
-    shown = f"{label} {base:.0f} us  ratio {mine / base:.2f}"
-    ok = mine / base <= 1.1
+    mine, base = h.p99(mirrored), h.p99(plain)
+    shown, ok = f"{label} {base:.0f} us  ratio {mine / base:.2f}", mine / base <= 1.1
     what = f"main path, mirroring 10%{how} (p99)"
     report.row(what, f"{mine:.0f} us", shown, "ratio <= 1.1x", ok, p99=mine, baseline_p99=base)
     what = f"main throughput, mirroring 10%{how}"
@@ -156,9 +118,8 @@ def split_cpus(plan: h.Plan, report: h.Report, shared: list[float]) -> None:
         return
     main, rest = cpus[:1], cpus[1:]
     placed = {"agent": {"main_cpus": main}, "watchdog": {"shadow_cpus": rest}}
-    with h.Tree(EXPERIMENTS, placed) as tree:  # forked before this process is pinned
-        tree.wait_running(None)
-        load(tree, plan.blocks)
+    with Tree(EXPERIMENTS, placed) as tree:  # forked before this process is pinned
+        load(tree, memories(plan.blocks))
         how = f", CPUs split ({main[0]} | {cpu_ranges(set(rest))})"
         os.sched_setaffinity(0, main)
         try:
@@ -167,8 +128,8 @@ def split_cpus(plan: h.Plan, report: h.Report, shared: list[float]) -> None:
             os.sched_setaffinity(0, cpus)
     report.note(
         f"CPUs split: the main path alone on CPU {main[0]}, mirror off, median "
-        f"{median(plain):.0f} us, p99 {p99(plain):.0f} us; on all CPUs {median(shared):.0f} us, "
-        f"p99 {p99(shared):.0f} us (the same run)"
+        f"{h.median(plain):.0f} us, p99 {h.p99(plain):.0f} us; on all CPUs "
+        f"{h.median(shared):.0f} us, p99 {h.p99(shared):.0f} us (the same run)"
     )
 
 
@@ -176,11 +137,10 @@ def without_splitter(cfg: Config, shm: SharedState) -> list[ChildSpec]:
     return [s for s in child_specs(cfg, shm) if s.name not in ("splitter", "arbiter")]
 
 
-def idle_splitter(with_it: h.Tree, plan: h.Plan, report: h.Report) -> None:
+def idle_splitter(with_it: Tree, plan: h.Plan, report: h.Report) -> None:
     """The same searches on a tree with the splitter (idle) and one without, alternately."""
-    with h.Tree(EXPERIMENTS, specs=without_splitter) as bare:
-        bare.wait_running(None)
-        load(bare, plan.blocks)
+    with Tree(EXPERIMENTS, specs=without_splitter) as bare:
+        load(bare, memories(plan.blocks))
         samples: dict[str, list[float]] = {"with": [], "without": []}
         with with_it.data_client() as a, bare.data_client() as b:
             for client in (a, b):
@@ -192,7 +152,7 @@ def idle_splitter(with_it: h.Tree, plan: h.Plan, report: h.Report) -> None:
     report.compare(what, samples["with"], samples["without"], "no splitter", "ratio <= 1.02x", "us")
 
 
-def overload(tree: h.Tree, plan: h.Plan, report: h.Report) -> None:
+def overload(tree: Tree, plan: h.Plan, report: h.Report) -> None:
     """Every read mirrored to a shadow that takes 5 ms a search, the main driven flat out."""
     shadows(tree, "slow", code=SLOW_ARM)
     rates: dict[bool, list[float]] = {True: [], False: []}
@@ -200,10 +160,9 @@ def overload(tree: h.Tree, plan: h.Plan, report: h.Report) -> None:
         for on in (False, True, False, True):
             if on:
                 tree.request("mirror_start", to=["slow"], ratio=1.0, id="flood")
-            t0, done = time.perf_counter(), 0
+            t0 = time.perf_counter()
             while time.perf_counter() - t0 < plan.overload_s / 2:
-                rates[on].append(throughput(client, plan.pipelined // 2))
-                done += 1
+                rates[on].append(pipelined(client, search, plan.pipelined // 2, WINDOW))
             if on:
                 figures = tree.request("mirror_stop", id="flood")["arms"][0]
     tree.request("shadow_stop", id="slow")
@@ -215,7 +174,7 @@ def overload(tree: h.Tree, plan: h.Plan, report: h.Report) -> None:
     report.row(what, shown, base, "dropped > 0", dropped > 0, sent=sent, dropped=dropped)
 
 
-def time_to_verdict(tree: h.Tree, plan: h.Plan, report: h.Report) -> None:
+def time_to_verdict(tree: Tree, plan: h.Plan, report: h.Report) -> None:
     """``faster_search`` against the shipped search, mirrored at ``verdict_rate`` req/s."""
     stop = threading.Event()
 
@@ -251,22 +210,21 @@ def time_to_verdict(tree: h.Tree, plan: h.Plan, report: h.Report) -> None:
     report.row(what, shown, base, "< 30 s", traffic < 30, **data)
 
 
-def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
-    progress(f"loading {plan.load_blocks} memories into a fresh tree")
+def run(plan: h.Plan, report: h.Report) -> None:
+    h.progress(f"loading {plan.load_blocks} memories into a fresh tree")
     loading(plan, report)
-    with h.Tree(EXPERIMENTS) as tree:
-        tree.wait_running(None)
-        progress(f"loading {plan.blocks} memories")
-        load(tree, plan.blocks)
-        progress("main path with and without a mirror")
+    with Tree(EXPERIMENTS) as tree:
+        h.progress(f"loading {plan.blocks} memories")
+        load(tree, memories(plan.blocks))
+        h.progress("main path with and without a mirror")
         shared = mirror_cost(tree, plan, report)
-        progress("main path with and without the splitter")
+        h.progress("main path with and without the splitter")
         idle_splitter(tree, plan, report)
-        progress("a slow shadow mirrored 100%")
+        h.progress("a slow shadow mirrored 100%")
         overload(tree, plan, report)
-        progress("time to a verdict")
+        h.progress("time to a verdict")
         time_to_verdict(tree, plan, report)
-    progress("main path with and without a mirror, CPUs split")
+    h.progress("main path with and without a mirror, CPUs split")
     split_cpus(plan, report, shared)
     report.note(f"{plan.blocks} memories; searches of k=5; {WINDOW} in flight for throughput")
 

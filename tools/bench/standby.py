@@ -1,13 +1,12 @@
-"""Benchmark of the hot standby: SIGKILL -> first answered request, with and without one.
+"""Benchmark of the hot standby: SIGKILL -> first answered request with a standby against
+without one, and against an Erlang/OTP supervisor restarting the tests' minimal agent (when
+``escript`` is here); then what a standby costs, its memory and its idle CPU.
 
-``python tools/bench/standby.py [--quick] [--json]``. For three agents (the reference
-agent, a test agent that sleeps 1 s at start-up, the reference agent holding many memory
-blocks) two trees run side by side, one with ``[agent] standby`` and one without, and are
-killed in turns, so that both see the same background load. An Erlang/OTP supervisor
-restarting the tests' minimal agent is the outside baseline (when ``escript`` is here), and
-the kernel's report of every kill (SIGKILL -> the process gone, as a pidfd says, which comes
-once its memory is freed; the manager acts earlier, on the agent's life lock) is measured
-on the same kills. Then what a standby costs: its memory, and its CPU when idle.
+``python tools/bench/standby.py [--quick] [--json]``. For the reference agent, a test agent
+that sleeps 1 s at start-up and the reference agent holding many memories, a tree with
+``[agent] standby`` and one without run side by side and are killed in turns. The kernel's
+report of each kill (a pidfd readable once the process's memory is freed; the manager acts
+earlier, on the agent's life lock) is noted beside.
 """
 
 from __future__ import annotations
@@ -18,21 +17,18 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout
 
 import _harness as h
-from _baselines import otp_supervisor, spawn_to_first_frame, test_agent
-from splitter import load
+from _baselines import minimal_agent, otp_supervisor, spawn_to_first_frame, test_agent
+from _procs import Tree, load, memories
 
 from osup_mp.client import ErrorAnswer
 from osup_mp.lowlevel.proc import readable
 from osup_mp.storage.shm.segment import SlotState
-from osup_mp.wire.launch import agent_args
 
 # fmt: off
 PLANS = {  # name: (full, quick)
@@ -44,34 +40,26 @@ PLANS = {  # name: (full, quick)
 PROBE = {"op": "stats"}
 # Every kill of a main that became ready is a death after start-up (never a crash loop).
 CONFIG = {"agent": {"startsecs": 0, "max_restarts": 100000, "ready_timeout": 60000}}
-STANDBY = {True: {"agent": {"standby": True}}, False: {"agent": {"standby": False}}}
 
 
-def standby_of(tree: h.Tree) -> dict[str, Any]:
-    agents = tree.status().get("agents") or [{}]
-    return dict(agents[0].get("standby") or {})
-
-
-def settled(tree: h.Tree, standby: bool) -> None:
+def settled(tree: Tree, standby: bool) -> None:
     """Wait until the main runs and answers (and its standby, if any, is following)."""
 
     def ready() -> bool:
         if tree.slot()["state"] != SlotState.RUNNING:
             return False
-        return not standby or standby_of(tree).get("state") == "RUNNING"
+        return not standby or (tree.main_status().get("standby") or {}).get("state") == "RUNNING"
 
     tree.until(ready, 120.0, "running with its standby" if standby else "running")
     with tree.data_client() as client:
         client.request("request", data=PROBE)
 
 
-def kill_to_answer(tree: h.Tree, blocks: int) -> tuple[float, float]:
-    """SIGKILL the main agent and ask it ``PROBE`` until it answers: (ms from the kill to
-    the answer, ms from the kill to the kernel reporting the process gone). The answer must
-    show all ``blocks`` memories."""
+def kill_to_answer(tree: Tree, blocks: int) -> tuple[float, float]:
+    """SIGKILL the main agent and ask it ``PROBE`` until it answers, with all ``blocks``
+    memories: ms from the kill to the answer, and to the kernel reporting the process gone."""
     pid, _generation = tree.agent()
-    pidfd = os.pidfd_open(pid)
-    gone = [0]
+    pidfd, gone = os.pidfd_open(pid), [0]
 
     def watch() -> None:
         readable(pidfd, 60.0)
@@ -99,57 +87,37 @@ def kill_to_answer(tree: h.Tree, blocks: int) -> tuple[float, float]:
     return h.since_ms(t0, answered), h.since_ms(t0, gone[0])
 
 
-def agents(plan: h.Plan) -> list[tuple[str, h.Layers, int]]:
-    """(name, config layer, memory blocks to load) of each agent measured."""
-    return [
-        ("reference agent", {}, 0),
-        ("1 s start-up agent", test_agent("slow_start.py"), 0),
-        (f"reference agent, {plan.blocks:,} blocks", {}, plan.blocks),
-    ]
-
-
-def otp_restarts(plan: h.Plan, progress: h.Progress) -> list[float]:
+def otp_restarts(plan: h.Plan) -> list[float]:
     """An Erlang/OTP supervisor restarting the tests' minimal agent: SIGKILL -> ready, ms."""
-    progress(f"OTP supervisor: {plan.otp_kills} kills of the minimal agent")
-    minimal = test_agent("minimal_agent.py")["o_supervisor"]
-    argv = [minimal["gerbil_executable"], minimal["gerbil_main_script"], *agent_args("main")]
-    env = dict(os.environ, OSUP_HEARTBEAT_INTERVAL_MS="200")
+    h.progress(f"OTP supervisor: {plan.otp_kills} kills of the minimal agent")
+    argv, env = minimal_agent()
     ms: list[float] = []
     with otp_supervisor(argv, env) as otp:
         if otp is None:
             return ms
-        pid = otp()[0]
         spawn_to_first_frame(argv, env)  # warm-up
         for _ in range(plan.otp_kills):
             time.sleep(1.2)  # as the agent bench: past any restart intensity window
-            t0 = time.perf_counter_ns()
-            os.kill(pid, signal.SIGKILL)
-            pid, seen = otp()
-            ms.append(h.since_ms(t0, seen))
+            ms.append(otp.kill())
     return ms
 
 
 def one_agent(
-    plan: h.Plan, report: h.Report, progress: h.Progress, name: str, layer: h.Layers, blocks: int
-) -> tuple[list[float], h.Tree]:
-    progress(f"{name}: {plan.kills} kills with and without a standby")
+    plan: h.Plan, report: h.Report, name: str, layer: h.Layers, blocks: int
+) -> list[float]:
+    """Kills with and without a standby, in turns; the times to an answer with one."""
+    h.progress(f"{name}: {plan.kills} kills with and without a standby")
     ms: dict[str, list[float]] = {"with": [], "without": [], "gone": []}
-    rates: dict[bool, list[float]] = {}
-    with h.Tree(CONFIG, layer, STANDBY[True]) as hot, h.Tree(CONFIG, layer, STANDBY[False]) as cold:
+    hot_layer, cold_layer = {"agent": {"standby": True}}, {"agent": {"standby": False}}
+    with Tree(CONFIG, layer, hot_layer) as hot, Tree(CONFIG, layer, cold_layer) as cold:
+        rates = {}
         for tree, standby in ((hot, True), (cold, False)):
-            tree.wait_running(None)
-            if blocks:
-                rates[standby] = load(tree, blocks)  # the standby applies every write too
+            if blocks:  # the standby applies every write too
+                rates[standby] = load(tree, memories(blocks))
             settled(tree, standby)
         if blocks:
-            report.compare(
-                f"{name}: writes (memory_add, 256 in flight)",
-                rates[True],
-                rates[False],
-                "no standby",
-                "",
-                "adds/s",
-            )
+            what = f"{name}: writes (memory_add, 256 in flight)"
+            report.compare(what, rates[True], rates[False], "no standby", "", "adds/s")
         for _ in range(plan.kills):
             for tree, key in ((hot, "with"), (cold, "without")):
                 answer, gone = kill_to_answer(tree, blocks)
@@ -157,68 +125,44 @@ def one_agent(
                 if key == "with":
                     ms["gone"].append(gone)
                 settled(tree, key == "with")
-        cost = standby_cost(hot, plan.idle_s) if not layer and not blocks else {}
-        promotions = (hot.status().get("agents") or [{}])[0].get("promotions")
-        report.compare(
-            f"{name}: SIGKILL -> first answer",
-            ms["with"],
-            ms["without"],
-            "no standby",
-            "median <= 3",
-            "ms",
-        )
+        what, promotions = f"{name}: SIGKILL -> first answer", hot.main_status().get("promotions")
+        report.compare(what, ms["with"], ms["without"], "no standby", "median <= 3", "ms")
         report.note(
             f"{name}: SIGKILL -> the kernel reports the process gone (pidfd), median "
             f"{h.median(ms['gone']):.2f} ms of the {h.median(ms['with']):.2f} ms; "
             f"promotions by status {promotions} of {plan.kills} kills."
         )
-    if cost:
-        report.row(
-            "standby idle CPU (reference agent)",
-            f"{cost['cpu_percent']:.2f} % of a core",
-            f"main agent {cost['main_cpu_percent']:.2f} %",
-            "<= 0.5 %",
-            cost["cpu_percent"] <= 0.5,
-            **cost,
-        )
-        report.row(
-            "standby memory (reference agent)",
-            f"RSS {cost['rss_mb']:.1f} MiB, USS {cost['uss_mb']:.1f} MiB",
-            f"main agent RSS {cost['main_rss_mb']:.1f} MiB",
-        )
-    return ms["with"], hot
+        if not layer and not blocks:
+            standby_cost(hot, plan.idle_s, report)
+    return ms["with"]
 
 
-def standby_cost(tree: h.Tree, seconds: float) -> dict[str, float]:
+def standby_cost(tree: Tree, seconds: float, report: h.Report) -> None:
     """The standby's and the main's CPU over ``seconds`` of idleness, and their memory."""
-    standby = psutil.Process(int(standby_of(tree)["pid"]))
+    standby = psutil.Process(int(tree.main_status()["standby"]["pid"]))
     main = psutil.Process(tree.agent()[0])
-    before = h.cpu_seconds(standby), h.cpu_seconds(main)
-    time.sleep(seconds)  # the figure measured: nothing happens meanwhile
-    after = h.cpu_seconds(standby), h.cpu_seconds(main)
+    cpu, main_cpu = h.cpu_percent([standby, main], seconds)  # nothing happens meanwhile
     mem, main_mem = standby.memory_full_info(), main.memory_full_info()
-    return {
-        "cpu_percent": (after[0] - before[0]) / seconds * 100,
-        "main_cpu_percent": (after[1] - before[1]) / seconds * 100,
-        "rss_mb": mem.rss / 2**20,
-        "uss_mb": mem.uss / 2**20,
-        "main_rss_mb": main_mem.rss / 2**20,
-    }
+    cost = {"cpu_percent": cpu, "main_cpu_percent": main_cpu, "rss_mb": mem.rss / 2**20}
+    cost.update(uss_mb=mem.uss / 2**20, main_rss_mb=main_mem.rss / 2**20)
+    what, fig = "standby idle CPU (reference agent)", f"{cpu:.2f} % of a core"
+    report.row(what, fig, f"main agent {main_cpu:.2f} %", "<= 0.5 %", cpu <= 0.5, **cost)
+    what, fig = "standby memory (reference agent)", f"RSS {mem.rss / 2**20:.1f} MiB"
+    fig += f", USS {mem.uss / 2**20:.1f} MiB"
+    report.row(what, fig, f"main agent RSS {main_mem.rss / 2**20:.1f} MiB")
 
 
-def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
-    otp = otp_restarts(plan, progress)
-    for name, layer, blocks in agents(plan):
-        with_standby, _tree = one_agent(plan, report, progress, name, layer, blocks)
+def run(plan: h.Plan, report: h.Report) -> None:
+    otp = otp_restarts(plan)
+    for name, layer, blocks in (
+        ("reference agent", {}, 0),
+        ("1 s start-up agent", test_agent("slow_start.py"), 0),
+        (f"reference agent, {plan.blocks:,} blocks", {}, plan.blocks),
+    ):
+        with_standby = one_agent(plan, report, name, layer, blocks)
+        what = f"  {name}: against OTP restarting the minimal agent"
         if otp:
-            report.compare(
-                f"  {name}: against OTP restarting the minimal agent",
-                with_standby,
-                otp,
-                "OTP",
-                "ratio <= 0.2x",
-                "ms",
-            )
+            report.compare(what, with_standby, otp, "OTP", "ratio <= 0.2x", "ms")
     if not otp:
         report.note("OTP baseline skipped: no escript on this machine")
 

@@ -1,11 +1,10 @@
-"""Benchmark of durability: acknowledged WAL appends, the cold start of a checkpoint plus a
-long WAL, checkpoint saves.
+"""Benchmark of durability: acknowledged WAL appends against raw writes of the same records,
+the start of a checkpoint plus a long WAL against an empty one, checkpoint saves against a
+raw write + fsync.
 
 ``python tools/bench/wal.py [--quick] [--json]``. Everything is written below
-``tempfile.gettempdir()`` (set ``TMPDIR`` to measure another filesystem; its type is printed:
-on tmpfs an fsync costs nothing), each baseline in the same directory as what it is
-compared to. The cold start is timed from outside only, to the first answer of the
-restored agent, and broken down by the phase timestamps the tree logs.
+``tempfile.gettempdir()`` (``TMPDIR``; the filesystem's type is printed, on tmpfs an fsync
+costs nothing), each baseline in the same directory as what it is compared to.
 """
 
 from __future__ import annotations
@@ -28,9 +27,9 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout
 
 import _harness as h
+from _procs import RESTART_FREELY, Tree, in_flight
 
 from osup_mp.client import ClientError
 from osup_mp.components.messages import Append
@@ -110,7 +109,7 @@ class AppendDriver(Component):
         def more(_i: int) -> bool:
             return time.perf_counter() < t0 + seconds
 
-        answers = h.in_flight(self.peer("wal").mux(), window, request, more)
+        answers = in_flight(self.peer("wal").mux(), window, request, more)
         elapsed = time.perf_counter() - t0
         lsns = [lsn for ok, run in answers if ok for lsn in run]
         # Every entry acknowledged once and in order: the acknowledged log has no gap.
@@ -119,7 +118,7 @@ class AppendDriver(Component):
         return {"entries": len(lsns), "elapsed_s": elapsed}
 
 
-def wal_and_driver(cfg: Config, shm: SharedState) -> list[ChildSpec]:
+def wal_and_driver(cfg: Config, _shm: SharedState) -> list[ChildSpec]:
     wal = ChildSpec("wal", functools.partial(WALManager, cfg), Restart.PERMANENT, 5.0)
     return [wal, ChildSpec("driver", AppendDriver, Restart.PERMANENT, 2.0)]
 
@@ -145,16 +144,17 @@ def raw_appends(path: Path, payloads: list[bytes], batch: int, seconds: float, s
     return (lsn - 1) / (now - t0)
 
 
-def appends(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
+def appends(plan: h.Plan, report: h.Report) -> None:
     """A tree of the WAL and the driver per policy and shape. Baselines, in turns with the
-    appends and beside the WAL's segments: for ``always`` a raw group commit of as many
-    records as are in flight (and, reported, of one call's), else raw writes of one call's."""
+    appends and beside the WAL's segments: for ``always`` a raw group commit of the records
+    in flight (and, reported, of one call's), else raw writes of one call's."""
     payloads = [msgpack.packb(e, use_bin_type=True) for e in make_entries(4096, seed=7)]
     sizes = [len(p) for p in payloads]
     notes = [f"entry size {h.median(sizes):.0f} bytes of msgpack ({min(sizes)}-{max(sizes)})"]
     for policy, (window, batch) in itertools.product(POLICIES, SHAPES):
-        progress(f"appends, fsync {policy}: {window} calls x {batch} entries in flight")
-        with h.Tree(h.RESTART_FREELY, {"wal": {"fsync": policy}}, specs=wal_and_driver) as tree:
+        h.progress(f"appends, fsync {policy}: {window} calls x {batch} entries in flight")
+        fsync = {"wal": {"fsync": policy}}
+        with Tree(RESTART_FREELY, fsync, specs=wal_and_driver, agent=False) as tree:
             procs = [psutil.Process(tree.pids()[name]) for name in ("wal", "driver")]
             raw, always = tree.cfg.o_supervisor.wal_dir.parent / "raw", policy == "always"
             calls, seconds = (window, batch, plan.append_seconds), plan.append_seconds
@@ -164,17 +164,14 @@ def appends(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
                 before, cpu0 = tree.call("wal", ["stats"]), [h.cpu_seconds(p) for p in procs]
                 run = tree.call("driver", ["bench_append", *calls], seconds + 60)
                 after, elapsed = tree.call("wal", ["stats"]), run["elapsed_s"]
-                cpu = [
-                    c + (h.cpu_seconds(p) - c0) / elapsed
-                    for c, p, c0 in zip(cpu, procs, cpu0, strict=True)
-                ]
+                spent = [h.cpu_seconds(p) - c0 for p, c0 in zip(procs, cpu0, strict=True)]
+                cpu = [c + s / elapsed for c, s in zip(cpu, spent, strict=True)]
                 rates.append(run["entries"] / elapsed)
                 syncs, acked = syncs + after["syncs"] - before["syncs"], acked + run["entries"]
                 # Bounded disk use: every segment but the active one goes.
                 tree.call("wal", ["truncate_through", after["last_lsn"]], 60.0)
-                raws.append(
-                    raw_appends(raw, payloads, batch * window if always else batch, seconds, always)
-                )
+                group = batch * window if always else batch
+                raws.append(raw_appends(raw, payloads, group, seconds, always))
                 if always:
                     raws_call.append(raw_appends(raw, payloads, batch, seconds, True))
         what = f"acked appends, fsync {policy}, {window}x{batch} in flight"
@@ -216,10 +213,9 @@ def prepare(root: Path, cfg: Config, n: int) -> int:
         wal.close()
 
 
-def first_answer(tree: h.Tree, blocks: int, lsn: int) -> tuple[int, float]:
-    """The restored agent's ``stats``, asked as soon as the data-plane socket takes it: the
-    request queues behind the restore frames on its stdin, so the answer marks the moment
-    the restored state serves. (perf_counter_ns, wall time) of the answer, once checked."""
+def first_answer(tree: Tree, blocks: int, lsn: int) -> tuple[int, float]:
+    """(perf_counter_ns, wall time) of the restored agent's answer to ``stats``, asked as soon
+    as the data plane takes it (it queues behind the restore frames), once checked."""
     answer: list[Any] = []
 
     def answered() -> bool:
@@ -230,19 +226,19 @@ def first_answer(tree: h.Tree, blocks: int, lsn: int) -> tuple[int, float]:
 
     tree.until(answered, 120.0, "answering")
     tree.until(lambda: tree.status()["state"] == "running", 60.0, "up")
-    applied = (tree.status().get("agents") or [{}])[0].get("applied_lsn")
+    applied = tree.main_status().get("applied_lsn")
     if answer[0] != blocks or (lsn and applied != lsn):
         raise h.BenchError(f"{answer[0]} blocks, LSN {applied}; not {blocks}, {lsn}")
     return answer[1], answer[2]
 
 
-def starts(plan: h.Plan, layers: h.Layers, blocks: int, lsn: int, progress: h.Progress) -> Any:
-    """Cold starts (fork -> RUNNING, -> first answer); in the first tree, agent restarts
-    (SIGKILL -> the same; the manager replays everything again)."""
+def starts(plan: h.Plan, layers: h.Layers, blocks: int, lsn: int) -> Any:
+    """Cold starts (fork -> RUNNING, -> first answer), timed from outside; in the first tree,
+    agent restarts (SIGKILL -> the same; the manager replays everything again)."""
     out: dict[str, Any] = {k: [] for k in ("cold", "cold_running", "restart", "restart_running")}
     for i in range(plan.cold_starts):
-        progress(f"{'recovery' if lsn else 'empty tree'}: cold start {i + 1}/{plan.cold_starts}")
-        tree = h.Tree(h.RESTART_FREELY, RECOVERY, layers)
+        h.progress(f"{'recovery' if lsn else 'empty tree'}: cold start {i + 1}/{plan.cold_starts}")
+        tree = Tree(RESTART_FREELY, RECOVERY, layers)
         try:
             fork_wall = time.time()
             tree.start()
@@ -252,8 +248,8 @@ def starts(plan: h.Plan, layers: h.Layers, blocks: int, lsn: int, progress: h.Pr
             out["cold"].append(h.since_ms(tree.started_ns, served))
             for _ in range(plan.restarts if i == 0 else 0):
                 time.sleep(0.05)  # up past startsecs: each kill restarts at once
-                t0, generation = tree.kill_agent()
-                out["restart_running"].append(h.since_ms(t0, tree.wait_running(generation)[1]))
+                t0, _spawned, running_ms = tree.kill_agent()
+                out["restart_running"].append(running_ms)
                 out["restart"].append(h.since_ms(t0, first_answer(tree, blocks, lsn)[0]))
         finally:
             tree.stop()
@@ -264,7 +260,7 @@ def starts(plan: h.Plan, layers: h.Layers, blocks: int, lsn: int, progress: h.Pr
 
 
 def phases(log: str, fork: float, answer: float) -> dict[str, float]:
-    """ms between the cold start's phases: the first log line of each (ms resolution)."""
+    """ms between the cold start's phases, by the first log line of each (ms resolution)."""
     stamps = {"fork": fork}
     for line in log.splitlines():
         for name, text in PHASES.items():
@@ -275,15 +271,15 @@ def phases(log: str, fork: float, answer: float) -> dict[str, float]:
     return {f"{a}->{b}": round((tb - ta) * 1000, 1) for (a, ta), (b, tb) in pairs}
 
 
-def recovery(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
+def recovery(plan: h.Plan, report: h.Report) -> None:
     n = plan.recovery_entries
     with tempfile.TemporaryDirectory(prefix="osup_bench_") as tmp:
         data = Path(tmp)
-        empty = starts(plan, {}, 0, 0, progress)
-        progress(f"recovery: preparing a checkpoint of {CHECKPOINT_BLOCKS} blocks + {n} entries")
+        empty = starts(plan, {}, 0, 0)
+        h.progress(f"recovery: preparing a checkpoint of {CHECKPOINT_BLOCKS} blocks + {n} entries")
         last_lsn = prepare(data, load_config(None, "test", cwd=data), n)
         dirs = {"checkpoint_dir": str(data / "checkpoints"), "wal_dir": str(data / "wal")}
-        full = starts(plan, {"o_supervisor": dirs}, CHECKPOINT_BLOCKS + n, last_lsn, progress)
+        full = starts(plan, {"o_supervisor": dirs}, CHECKPOINT_BLOCKS + n, last_lsn)
     for key, base in (("cold", "empty tree"), ("restart", "empty state")):
         what = f"{'cold start' if key == 'cold' else 'agent restart'}, checkpoint + {n} entries"
         report.compare(what + " -> answers", full[key], empty[key], base, TARGET, "ms")
@@ -295,10 +291,10 @@ def recovery(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
     )
 
 
-def saves(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
+def saves(plan: h.Plan, report: h.Report) -> None:
     """``CheckpointStore.save`` of 1 MiB (file + cache row, old generations pruned as in
     the tree) against write + fsync of a new 1 MiB file in the same directory, in turns."""
-    progress(f"checkpoint saves: {plan.saves} x 1 MiB, raw write + fsync")
+    h.progress(f"checkpoint saves: {plan.saves} x 1 MiB, raw write + fsync")
     payload, save_ms, raw_ms = os.urandom(1 << 20), [], []
     with tempfile.TemporaryDirectory(prefix="osup_bench_") as tmp:
         store = CheckpointStore(Path(tmp), load_config(None, "test").vault.generations)
@@ -320,10 +316,10 @@ def saves(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
     report.compare(what, save_ms, raw_ms, "raw write+fsync", "median < 50 ms", "ms")
 
 
-def run(plan: h.Plan, report: h.Report, progress: h.Progress) -> None:
-    appends(plan, report, progress)
-    recovery(plan, report, progress)
-    saves(plan, report, progress)
+def run(plan: h.Plan, report: h.Report) -> None:
+    appends(plan, report)
+    recovery(plan, report)
+    saves(plan, report)
     where = tempfile.gettempdir()
     mounts = [p for p in psutil.disk_partitions(all=True) if where.startswith(p.mountpoint)]
     fs = max(mounts, key=lambda p: len(p.mountpoint)).fstype if mounts else "?"
