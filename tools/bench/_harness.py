@@ -178,8 +178,7 @@ class Report:
 
 def main(doc: str | None, run: Callable[[Plan, Report], None], plans: dict[str, Any]) -> int:
     """``--quick`` and ``--json``; ``run`` fills the report with ``plans``' values (name:
-    (full, quick)). Every tree and segment of the run is gone afterwards, whatever
-    happened (SIGTERM included)."""
+    (full, quick)). No tree or segment of the run outlives it (SIGTERM included)."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (CI smoke)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

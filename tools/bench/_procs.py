@@ -39,12 +39,10 @@ def _tree_main(cfg: Config, specs: Specs | None) -> None:
 
 
 class Tree:
-    """``run_tree`` in a forked process with its own directory and segment, ``env``'s config
-    with ``layers`` merged over it section by section. As a context manager it is up inside
-    the block (status running, segment mapped, and unless not ``agent`` the main agent
-    RUNNING). ``stop`` asks the control socket, then SIGTERMs, then SIGKILLs, kills what
-    outlived the tree, keeps the log, removes the directory and the segment, and says in
-    ``unclean`` what it had to do."""
+    """``run_tree`` forked with its own directory and segment, ``env``'s config with ``layers``
+    merged over it by section; up inside a ``with`` (and with ``agent``, its main RUNNING).
+    ``stop`` asks the control socket, then SIGTERMs, then SIGKILLs, kills what outlived the
+    tree, keeps the log, removes directory and segment, and says in ``unclean`` what it did."""
 
     def __init__(
         self, *layers: h.Layers, specs: Specs | None = None, env: str = "test", agent: bool = True

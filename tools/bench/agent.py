@@ -24,17 +24,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _baselines as b
 import _harness as h
-from _baselines import (
-    DirectAgent,
-    bare_relay,
-    minimal_agent,
-    otp_supervisor,
-    pipe_transfers,
-    pipelined,
-    spawn_to_first_frame,
-    test_agent,
-)
 from _procs import RESTART_FREELY, Tree
 
 from osup_mp.client import Client
@@ -71,13 +62,13 @@ def requests(
     """Through the manager, the bare relay and the agent's own pipes, in turns."""
     path = tree.tmp / "relay.sock"
     with (
-        DirectAgent(argv, env) as direct,
+        b.DirectAgent(argv, env) as direct,
         tree.data_client() as manager,
-        bare_relay(path, argv, env, tree.cfg.supervisor.busy_poll_us),
+        b.bare_relay(path, argv, env, tree.cfg.supervisor.busy_poll_us),
         Client(path, timeout=30.0) as relay,
     ):
         direct.wait_ready()
-        ends: dict[str, Client | DirectAgent] = dict(direct=direct, manager=manager, relay=relay)
+        ends: dict[str, Client | b.DirectAgent] = dict(direct=direct, manager=manager, relay=relay)
         rtt: dict[str, list[float]] = {name: [] for name in ends}
         rates: dict[str, list[float]] = {name: [] for name in ends}
         for done in range(-200, plan.round_trips, 100):  # the first 200: warm-up
@@ -86,10 +77,9 @@ def requests(
                 rtt[name] += h.timed_us(functools.partial(end.request, "request", data=REQUEST), n)
         for _ in range(plan.pipelined_runs):
             for name, end in ends.items():
-                rates[name].append(pipelined(end, lambda _i: REQUEST, plan.pipelined, WINDOW))
+                rates[name].append(b.pipelined(end, lambda _i: REQUEST, plan.pipelined, WINDOW))
     rtt = {name: values[200:] for name, values in rtt.items()}
-    relay_ = "bare relay"
-    what = "request round trip (1 in flight)"
+    what, relay_ = "request round trip (1 in flight)", "bare relay"
     report.compare(what, rtt["manager"], rtt["relay"], relay_, "ratio <= 1.2x", "us")
     what = f"pipelined requests ({WINDOW} in flight)"
     report.compare(what, rates["manager"], rates["relay"], relay_, "ratio >= 0.833", "req/s")
@@ -103,13 +93,12 @@ def restarts(tree: Tree, n: int, argv: list[str], env: dict[str, str], report: h
     """SIGKILL -> the new generation in the slot, and -> RUNNING; each followed by a baseline
     spawn: Popen, then its first frame. The median restart."""
     ms: dict[str, list[float]] = {"generation": [], "restart": [], "popen": [], "spawn": []}
-    spawn_to_first_frame(argv, env)  # warm-up (page cache)
+    b.spawn_to_first_frame(argv, env)  # warm-up (page cache)
     for _ in range(n):
         _t0, spawned, running = tree.kill_agent()
         time.sleep(0.05)  # up past startsecs: the next kill restarts at once
-        for key, value in zip(
-            ms, (spawned, running, *spawn_to_first_frame(argv, env)), strict=True
-        ):
+        popen, spawn = b.spawn_to_first_frame(argv, env)
+        for key, value in zip(ms, (spawned, running, popen, spawn), strict=True):
             ms[key].append(value)
     what, first = "agent restart (SIGKILL -> RUNNING)", "spawn -> first frame"
     report.compare(what, ms["restart"], ms["spawn"], first, "ratio <= 1.5x", "ms")
@@ -166,20 +155,19 @@ def hangs(tree: Tree, n: int, startup: float, report: h.Report) -> None:
 
 def kills(plan: h.Plan, report: h.Report) -> dict[str, int]:
     """The tests' minimal agent under a tree with the shipped restart policy, under an OTP
-    supervisor and spawned bare, killed ``plan.kills`` times ``plan.kill_pause`` s apart,
-    as an operator kills: SIGKILL -> ready."""
+    supervisor and spawned bare, killed ``plan.kill_pause`` s apart: SIGKILL -> ready."""
     h.progress(f"kills: {plan.kills} x {plan.kill_pause:g} s apart, minimal agent")
     ms: dict[str, list[float]] = {"tree": [], "otp": [], "spawn": []}
     shipped = {"agent": {"startsecs": 1.0, "max_restarts": 5}}
-    argv, env = minimal_agent()
+    argv, env = b.minimal_agent()
     with (
-        Tree(RESTART_FREELY, FAST, shipped, test_agent("minimal_agent.py")) as tree,
-        otp_supervisor(argv, env) as otp,
+        Tree(RESTART_FREELY, FAST, shipped, b.test_agent("minimal_agent.py")) as tree,
+        b.otp_supervisor(argv, env) as otp,
     ):
-        spawn_to_first_frame(argv, env)  # warm-up
+        b.spawn_to_first_frame(argv, env)  # warm-up
         steps: list[Callable[[], None]] = [
             lambda: ms["tree"].append(tree.kill_agent()[2]),
-            lambda: ms["spawn"].append(spawn_to_first_frame(argv, env)[1]),
+            lambda: ms["spawn"].append(b.spawn_to_first_frame(argv, env)[1]),
         ]
         if otp is not None:
             kill = otp.kill
@@ -216,10 +204,10 @@ def shared_memory(plan: h.Plan, report: h.Report) -> None:
             "copy=True": h.timed_us(lambda: shm.read(copy=True), plan.reads_copy),
             "copy=False": h.timed_us(lambda: shm.read(copy=False), plan.reads_view),
         }
-        pipe = h.median(pipe_transfers(big.tobytes(), plan.pipe_transfers))
+        pipe = h.median(b.pipe_transfers(big.tobytes(), plan.pipe_transfers))
         cpu0 = min(os.sched_getaffinity(0))
         # A pipe's best case on a small VM, where a wake-up on another CPU is dear.
-        one_cpu = h.median(pipe_transfers(big.tobytes(), plan.pipe_transfers, cpu0))
+        one_cpu = h.median(b.pipe_transfers(big.tobytes(), plan.pipe_transfers, cpu0))
         rates: dict[tuple[tuple[int, ...], bool], float] = {}
         for matrix, count in ((big, plan.publishes_big), (small, plan.publishes_small)):
             for crc in (True, False):
@@ -248,7 +236,7 @@ def heartbeat_flood(report: h.Report, seconds: float = 3.0) -> None:
     h.progress(f"heartbeat flood: {FLOOD_RATE}/s for {seconds:g} s")
     os.environ["FLOOD_RATE"] = "0"  # inherited by the tree, then the agent: idle at first
     try:
-        tree = Tree(RESTART_FREELY, FAST, test_agent("heartbeat_flood.py"))
+        tree = Tree(RESTART_FREELY, FAST, b.test_agent("heartbeat_flood.py"))
         with tree, tree.data_client() as client:
             before, manager = tree.agent(), psutil.Process(tree.pids()["agent:main"])
             [idle] = h.cpu_percent([manager], seconds)
