@@ -390,19 +390,24 @@ def test_inspect_watch_prints_plain_frames_into_a_pipe(shared_tree) -> None:
     cmd = [sys.executable, "-m", "osup_mp", "--config", str(tree.config_path)]
     watch = subprocess.Popen(
         [*cmd, "inspect", "shm", "--watch", "--interval", "0.1"],
-        env=tree.env,
+        env={**tree.env, "PYTHONFAULTHANDLER": "1"},  # SIGABRT: where it was stuck
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
         assert watch.stdout is not None
         frames = [watch.stdout.readline() for _ in range(40)]
-    finally:
         watch.send_signal(signal.SIGINT)
-        watch.wait(10)
-        for stream in (watch.stdout, watch.stderr):
-            if stream is not None:
-                stream.close()
+        try:
+            watch.wait(10)
+        except subprocess.TimeoutExpired:
+            watch.send_signal(signal.SIGABRT)
+            _, err = watch.communicate(timeout=10)
+            pytest.fail(f"Ctrl-C did not stop the watch within 10 s:\n{err.decode()}")
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+        watch.communicate()
     text = b"".join(frames).decode()
     assert text.count("\n--- ") + text.startswith("--- ") >= 2, text
     assert "\x1b[" not in text  # no cursor movement or colour codes

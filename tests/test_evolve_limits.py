@@ -58,16 +58,16 @@ def test_misbehaving_variants_fail_with_the_reason_and_leave_nothing(make_tree) 
     searches = [{"op": "memory_search", "query": f"note {i}", "k": 3} for i in range(5)]
     evaluator = ShadowEvaluator(
         tree.cfg, "memory_system", reference(tree.cfg, searches), workers=2,
-        cpu_seconds=3.0, wall_seconds=8.0, timeout=60.0,
+        cpu_seconds=1.5, wall_seconds=5.0, timeout=60.0,
     )  # fmt: skip
     names = list(MISBEHAVIOURS)
     measured = evaluator.evaluate([_variant(MISBEHAVIOURS[n]) for n in names])
     figures = dict(zip(names, measured, strict=True))
     assert figures["good"].failure is None and figures["good"].requests == 5
     failures = {name: str(f.failure) for name, f in figures.items() if name != "good"}
-    assert "killed: CPU-time deadline 3 s (SIGXCPU)" in failures["spin"], failures
-    assert "killed: wall-clock deadline 8 s" in failures["sleep"], failures
-    assert "killed: wall-clock deadline 8 s" in failures["fork"], failures
+    assert "killed: CPU-time deadline 1.5 s (SIGXCPU)" in failures["spin"], failures
+    assert "killed: wall-clock deadline 5 s" in failures["sleep"], failures
+    assert "killed: wall-clock deadline 5 s" in failures["fork"], failures
     assert "killed: rss" in failures["hog"], failures
     wait_for(lambda: [a["id"] for a in tree.status()["agents"]] == ["main"], what="no shadow")
     wait_for(lambda: not _daemons(), what="the forked daemon to be killed")

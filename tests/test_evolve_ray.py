@@ -64,7 +64,7 @@ def _wait_ray_stopped(before: set[int], what: str) -> None:
 
 def test_the_keeper_limits_a_variant_as_a_shadow_is_limited(make_tree) -> None:
     tree = make_tree(**LIMITS).start()
-    job = _job(tree, cpu_seconds=3.0, wall_seconds=8.0)
+    job = _job(tree, cpu_seconds=1.5, wall_seconds=5.0)
     variants = MISBEHAVIOURS | {"pinned": PINNED}
     with ThreadPoolExecutor(2) as pool:
         measured = list(pool.map(lambda body: evaluate(job, _variant(body)), variants.values()))
@@ -75,9 +75,9 @@ def test_the_keeper_limits_a_variant_as_a_shadow_is_limited(make_tree) -> None:
     assert pinned.failure is None and pinned.requests == 5, pinned
     assert good.memory_mb > 0 and all(ms > 0 for ms in good.latencies_ms)
     failures = {name: str(f.failure) for name, f in figures.items() if name != "good"}
-    assert failures["spin"] == "killed: CPU-time deadline 3 s (SIGXCPU)", failures
-    assert failures["sleep"] == "killed: wall-clock deadline 8 s", failures
-    assert failures["fork"] == "killed: wall-clock deadline 8 s", failures
+    assert failures["spin"] == "killed: CPU-time deadline 1.5 s (SIGXCPU)", failures
+    assert failures["sleep"] == "killed: wall-clock deadline 5 s", failures
+    assert failures["fork"] == "killed: wall-clock deadline 5 s", failures
     assert failures["hog"].startswith("killed: rss "), failures
     assert not _daemons()  # the keeper killed what the variant daemonised, before answering
     refused = evaluate(job, "x = (")
@@ -91,7 +91,7 @@ def test_variants_as_tasks_on_a_local_ray_instance(make_tree, tmp_path: Path) ->
     from osup_mp.evolve.on_ray import RayEvaluator
 
     tree = make_tree(**LIMITS).start()
-    job = _job(tree, cpu_seconds=3.0, wall_seconds=6.0)
+    job = _job(tree, cpu_seconds=1.5, wall_seconds=4.0)
     before = set(_ray_processes())
     evaluator = RayEvaluator(job, "local", workers=2)
     try:
@@ -103,8 +103,8 @@ def test_variants_as_tasks_on_a_local_ray_instance(make_tree, tmp_path: Path) ->
     finally:
         evaluator.close()
     assert good.failure is None and good.requests == 5 and len(seen) == 3
-    assert spin.failure == "killed: CPU-time deadline 3 s (SIGXCPU)"
-    assert fork.failure == "killed: wall-clock deadline 6 s"
+    assert spin.failure == "killed: CPU-time deadline 1.5 s (SIGXCPU)"
+    assert fork.failure == "killed: wall-clock deadline 4 s"
     assert not _daemons()
     _wait_ray_stopped(before, "the local Ray instance to stop")
 
