@@ -40,6 +40,7 @@ from osup_mp.storage.shm.segment import (
     monotonic_ns,
     shm_path,
 )
+from osup_mp.storage.shm.view import describe
 
 ROOT = Path(__file__).resolve().parent.parent
 SHM_DUMP = ROOT / "tools" / "shm_dump.py"
@@ -135,10 +136,11 @@ def test_create_writes_header_and_is_owner_only(segment: str) -> None:
 ATTACH_CHILD = """
 import json, sys
 from osup_mp.storage.shm.segment import Role, SharedState
+from osup_mp.storage.shm.view import describe
 shm = SharedState.attach(sys.argv[1])
 shm.claim_slot(5, Role.SHADOW, "shadow-1")
 shm.slot(5)["pid"] = 4242
-print(json.dumps({"epoch": shm.epoch, "slots": shm.describe()["slots"]}))
+print(json.dumps({"epoch": shm.epoch, "slots": describe(shm)["slots"]}))
 shm.close()
 """
 
@@ -161,7 +163,7 @@ def test_attach_from_another_process_and_slot_round_trip(segment: str, tag: str)
         shm.release_slot(5)
         assert not shm.slot(5)["in_use"] and int(shm.slot(5)["pid"]) == 0
         assert int(shm.slot(5)["state"]) == SlotState.FREE
-        assert [s["slot"] for s in shm.describe()["slots"]] == [3]
+        assert [s["slot"] for s in describe(shm)["slots"]] == [3]
         # A re-claim starts from zeroed counters.
         shm.slot(3)["requests"] = 17
         shm.claim_slot(3, Role.SHADOW, "x" * 40)
@@ -308,7 +310,7 @@ def test_read_only_attach_never_writes(segment: str) -> None:
             ro.claim_slot(1, Role.SHADOW, "x")
         with pytest.raises((ValueError, TypeError)):
             ro.publish(np.ones((2, 2)))
-        ro.describe()
+        describe(ro)
         ro.read(verify=True)
         ro.read(copy=False)
         ro.close()

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="shm_dump", description="Decode an osup-mp shared-memory segment (read-only)."
     )
     parser.add_argument("name", nargs="?", default=DEFAULT_NAME, help=f"default {DEFAULT_NAME}")
-    parser.add_argument("--json", action="store_true", help="print describe() as JSON")
+    parser.add_argument("--json", action="store_true", help="print the description as JSON")
     parser.add_argument("--watch", action="store_true", help="redraw until Ctrl-C")
     parser.add_argument("--interval", type=float, default=None, metavar="S", help="default 1")
     parser.add_argument("--plain", action="store_true", help="plain text even if rich is there")

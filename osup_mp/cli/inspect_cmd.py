@@ -39,7 +39,7 @@ def command() -> None:
 
 
 @command.command("shm")
-@click.option("--json", "as_json", is_flag=True, help="Print describe() as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
 @click.option("--watch", is_flag=True, help="Redraw every --interval seconds until Ctrl-C.")
 @click.option(
     "--interval",

@@ -23,7 +23,6 @@ only numpy, posix_ipc and the standard library: agents import it, and it must st
 
 from __future__ import annotations
 
-import enum
 import mmap
 import os
 import secrets
@@ -370,77 +369,9 @@ class SharedState:
     def seq(self) -> int:
         return int(self.state["seq"])
 
-    # -- decoding for humans -----------------------------------------------------------------
-
-    def describe(self) -> dict[str, Any]:
-        """Header, slots in use and the state region as plain data (``inspect shm``)."""
-        h = self.header
-        now = monotonic_ns()
-        slots = []
-        for index, s in enumerate(self.slots):
-            if not s["in_use"]:
-                continue
-            hb = max(int(s["hb_agent_ns"]), int(s["hb_frame_ns"]))
-            slots.append(
-                {
-                    "slot": index,
-                    "role": _name(Role, int(s["role"])).lower(),
-                    "id": bytes(s["instance_id"]).decode(errors="replace"),
-                    "pid": int(s["pid"]),
-                    "state": _name(SlotState, int(s["state"])),
-                    "generation": int(s["generation"]),
-                    "restarts": int(s["restarts"]),
-                    "heartbeats": int(s["hb_counter"]),
-                    "heartbeat_age_ms": round((now - hb) / 1e6, 1) if hb else None,
-                    "requests": int(s["requests"]),
-                    "errors": int(s["errors"]),
-                    "latency_us": float(s["latency_us"]),
-                    "rss_bytes": int(s["rss_bytes"]),
-                    "state_overflow_bytes": int(s["state_overflow"]),
-                    "applied_lsn": int(s["applied_lsn"]),
-                }
-            )
-        st = self.state
-        buffers = []
-        for index in (0, 1):
-            b, _ = self._buffer(index)
-            buffers.append(
-                {
-                    "version": int(b["version"]),
-                    "rows": int(b["rows"]),
-                    "dim": int(b["dim"]),
-                    "bytes": int(b["length"]),
-                    "crc32": int(b["crc32"]),
-                    "published_ns": int(b["published_ns"]),
-                }
-            )
-        return {
-            "name": self.name,
-            "header": {
-                "magic": bytes(h["magic"]).decode(errors="replace"),
-                "version": int(h["version"]),
-                "total_size": int(h["total_size"]),
-                "creator_pid": int(h["creator_pid"]),
-                "creator_alive": pid_alive(int(h["creator_pid"])),
-                "epoch": int(h["epoch"]),
-                "slot_count": int(h["slot_count"]),
-                "created_ns": int(h["created_ns"]),
-            },
-            "slots": slots,
-            "state": {
-                "seq": int(st["seq"]),
-                "active": int(st["active"]),
-                "capacity_bytes": self.capacity,
-                "buffers": buffers,
-            },
-        }
-
-
-def _name(kind: type[enum.IntEnum], value: int) -> str:
-    try:
-        return kind(value).name
-    except ValueError:
-        return f"UNKNOWN({value})"
+    def buffer_header(self, index: int) -> np.void:
+        """The header of state buffer ``index`` (0 or 1): version, shape, length, CRC, time."""
+        return self._buffer(index)[0]
 
 
 def _foreign(name: str, why: str) -> str:

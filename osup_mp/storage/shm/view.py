@@ -1,31 +1,16 @@
-"""Read and render a shared-memory segment for humans: ``SharedState.describe()`` as text.
+"""Read a shared-memory segment for humans: :func:`describe` as plain data, rendered as
+text or rich tables, once or every ``--interval`` (``osup-mp inspect shm``,
+``tools/shm_dump.py``).
 
-Used by ``osup-mp inspect shm`` (:mod:`osup_mp.cli.inspect_cmd`) and by the offline tool
-``tools/shm_dump.py``: :func:`snapshot` attaches read-only, describes and closes;
-:func:`format_text` renders the description as aligned plain text and
-:func:`rich_renderable` as rich tables; :func:`watch_json` and :func:`watch_live` are the
-``--watch`` loops, re-attaching on every tick (see :func:`samples`).
-
-Design decisions:
-
-* **One rendering for both tools.** The CLI command and the offline dump show the same
-  document (and the same ``--json``), so the decoding, the formatters and the layout live
-  here once instead of being kept in step by hand in two files.
-* **Importable without click.** ``tools/shm_dump.py`` is a forensic tool that must work when
-  the CLI package, the config or the tree is broken, so this module imports only the
-  standard library and :mod:`osup_mp.storage.shm.segment` at import time — never
-  ``osup_mp.cli``, click or the config. rich is optional: it is imported inside the functions
-  that need it, and
-  :func:`format_text` works without it.
-* **Read-only, one mapping per sample.** ``SharedState.attach(name, writable=False)`` maps
-  the segment ``PROT_READ`` (a bug here raises instead of scribbling on a running tree) and
-  the mapping is closed before :func:`snapshot` returns. Watching re-attaches every tick:
-  a restarted tree unlinks and rebuilds the segment, and a long-held mapping would keep
-  showing the dead one.
+Decision: one read-only mapping per sample. ``--watch`` re-attaches every tick, since a
+restarted tree rebuilds the segment and a long-held mapping would keep showing the dead one.
+The module imports only the standard library and the segment at import time (rich inside
+the functions that draw): the offline dump must work when the CLI or the config is broken.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import sys
@@ -34,7 +19,15 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from osup_mp.storage.shm.segment import SharedState, ShmError, shm_path
+from osup_mp.lowlevel.proc import pid_alive
+from osup_mp.storage.shm.segment import (
+    Role,
+    SharedState,
+    ShmError,
+    SlotState,
+    monotonic_ns,
+    shm_path,
+)
 
 SLOT_COLUMNS = (
     "SLOT", "ROLE", "ID", "PID", "STATE", "GEN", "RESTARTS", "BEATS", "HB AGE", "REQS", "ERRS",
@@ -44,6 +37,77 @@ BUFFER_COLUMNS = ("BUFFER", "VERSION", "SHAPE", "BYTES", "CRC32", "PUBLISHED")
 LEFT_COLUMNS = frozenset({"ROLE", "ID", "STATE"})  # the rest are right-aligned
 HB_AGE_COLUMN = SLOT_COLUMNS.index("HB AGE")
 WIDE = 200  # columns when stdout is not a terminal (rich would otherwise wrap at 80)
+
+
+def describe(shm: SharedState) -> dict[str, Any]:
+    """Header, slots in use and the state region as plain data (``inspect shm``)."""
+    h = shm.header
+    now = monotonic_ns()
+    slots = []
+    for index, s in enumerate(shm.slots):
+        if not s["in_use"]:
+            continue
+        hb = max(int(s["hb_agent_ns"]), int(s["hb_frame_ns"]))
+        slots.append(
+            {
+                "slot": index,
+                "role": _name(Role, int(s["role"])).lower(),
+                "id": bytes(s["instance_id"]).decode(errors="replace"),
+                "pid": int(s["pid"]),
+                "state": _name(SlotState, int(s["state"])),
+                "generation": int(s["generation"]),
+                "restarts": int(s["restarts"]),
+                "heartbeats": int(s["hb_counter"]),
+                "heartbeat_age_ms": round((now - hb) / 1e6, 1) if hb else None,
+                "requests": int(s["requests"]),
+                "errors": int(s["errors"]),
+                "latency_us": float(s["latency_us"]),
+                "rss_bytes": int(s["rss_bytes"]),
+                "state_overflow_bytes": int(s["state_overflow"]),
+                "applied_lsn": int(s["applied_lsn"]),
+            }
+        )
+    st = shm.state
+    buffers = []
+    for index in (0, 1):
+        b = shm.buffer_header(index)
+        buffers.append(
+            {
+                "version": int(b["version"]),
+                "rows": int(b["rows"]),
+                "dim": int(b["dim"]),
+                "bytes": int(b["length"]),
+                "crc32": int(b["crc32"]),
+                "published_ns": int(b["published_ns"]),
+            }
+        )
+    return {
+        "name": shm.name,
+        "header": {
+            "magic": bytes(h["magic"]).decode(errors="replace"),
+            "version": int(h["version"]),
+            "total_size": int(h["total_size"]),
+            "creator_pid": int(h["creator_pid"]),
+            "creator_alive": pid_alive(int(h["creator_pid"])),
+            "epoch": int(h["epoch"]),
+            "slot_count": int(h["slot_count"]),
+            "created_ns": int(h["created_ns"]),
+        },
+        "slots": slots,
+        "state": {
+            "seq": int(st["seq"]),
+            "active": int(st["active"]),
+            "capacity_bytes": shm.capacity,
+            "buffers": buffers,
+        },
+    }
+
+
+def _name(kind: type[enum.IntEnum], value: int) -> str:
+    try:
+        return kind(value).name
+    except ValueError:
+        return f"UNKNOWN({value})"
 
 
 class SegmentMissing(Exception):
@@ -61,7 +125,7 @@ def snapshot(name: str) -> dict[str, Any]:
     except (OSError, ValueError) as exc:  # a header whose offsets do not fit the segment
         raise ShmError(f"shared memory {name} cannot be decoded: {exc}") from None
     try:
-        return shm.describe()
+        return describe(shm)
     except ValueError as exc:  # e.g. an unknown role or state byte in a slot
         raise ShmError(f"shared memory {name} cannot be decoded: {exc}") from None
     finally:
