@@ -393,6 +393,9 @@ def test_inspect_watch_prints_plain_frames_into_a_pipe(shared_tree) -> None:
         env={**tree.env, "PYTHONFAULTHANDLER": "1"},  # SIGABRT: where it was stuck
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # Ctrl-C reaches it as a terminal's foreground job, even when the tests run in a
+        # background job (whose children start with SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert watch.stdout is not None
