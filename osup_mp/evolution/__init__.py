@@ -5,8 +5,8 @@ a control arm) into a :class:`Verdict` that says what to do and why. The evoluti
 component calls it every second; the simulations in ``tests/test_evolution_stats.py``
 call it the same way and assert its error rates.
 
-The names below are imported on first use (PEP 562): the fixed-horizon tests bring in
-scipy (about 0.9 s), which the genetic side (:mod:`.genetic`, :mod:`.compare`) never needs.
+The names below are imported on first use (PEP 562): the genetic side (:mod:`.genetic`,
+:mod:`.compare`) loads none of the verdict's modules.
 """
 
 from __future__ import annotations

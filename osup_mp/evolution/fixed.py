@@ -3,8 +3,9 @@
 They never decide (re-run at every look they would find differences that are not there);
 they explain a decided verdict in terms operators know from Kayenta and A/B reports:
 Mann-Whitney U with the Hodges-Lehmann shift for latency, Fisher's exact test for errors.
-The one decision: both run on bounded subsamples, so an explanation costs milliseconds
-however long the experiment ran.
+Two decisions: both run on bounded subsamples, so an explanation costs milliseconds
+however long the experiment ran; and scipy (about 0.6 s to import) is imported at the first
+explanation, not with the arbiter, so that a tree starts without it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 MW_MAX = 5000  # newest latencies per arm in the Mann-Whitney test
 HL_MAX = 400  # per arm in the Hodges-Lehmann estimate (pairwise differences: HL_MAX²)
@@ -22,6 +22,8 @@ def latency_test(candidate: Any, control: Any) -> str:
     a, b = _newest(candidate, MW_MAX), _newest(control, MW_MAX)
     if a.size < 2 or b.size < 2:
         return "too few samples for Mann-Whitney U"
+    from scipy import stats
+
     p = stats.mannwhitneyu(a, b, alternative="two-sided").pvalue
     shift = float(np.median(np.subtract.outer(_newest(a, HL_MAX), _newest(b, HL_MAX))))
     return f"Mann-Whitney U p={p:.2g}; Hodges-Lehmann shift {shift:+.3g} ms"
@@ -30,6 +32,8 @@ def latency_test(candidate: Any, control: Any) -> str:
 def rate_test(events_a: int, n_a: int, events_b: int, n_b: int) -> str:
     if n_a == 0 or n_b == 0:
         return "no samples for Fisher's exact test"
+    from scipy import stats
+
     table = [[events_a, n_a - events_a], [events_b, n_b - events_b]]
     return f"Fisher exact p={stats.fisher_exact(table).pvalue:.2g}"
 
