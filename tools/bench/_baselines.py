@@ -3,8 +3,6 @@ pipes, a bare relay (the manager's hops without the manager), an Erlang/OTP supe
 same agent, and raw pipe transfers. Each agent is started with the manager's own launch
 contract (executable, arguments, ``OSUP_*`` environment, Popen options)."""
 
-from __future__ import annotations
-
 import collections
 import contextlib
 import itertools
@@ -19,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import _harness as h
 
@@ -34,24 +32,31 @@ HERE = Path(__file__).resolve().parent
 STAMP = struct.Struct("<Q")
 
 
+class Launch(NamedTuple):
+    """An agent's argv and environment, as the manager starts it."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
 def test_agent(name: str) -> h.Layers:  # the main agent: one of the tests' agents
     script = str(HERE.parents[1] / "tests" / "support" / "agents" / name)
     return {"o_supervisor": {"gerbil_executable": sys.executable, "gerbil_main_script": script}}
 
 
-def minimal_agent() -> tuple[list[str], dict[str, str]]:
-    """argv and environment of the tests' minimal agent as the main, beating every 200 ms."""
+def minimal_agent() -> Launch:
+    """The tests' minimal agent as the main, beating every 200 ms."""
     script = test_agent("minimal_agent.py")["o_supervisor"]["gerbil_main_script"]
     env = dict(os.environ, OSUP_HEARTBEAT_INTERVAL_MS="200")
-    return [sys.executable, script, *agent_args("main")], env
+    return Launch([sys.executable, script, *agent_args("main")], env)
 
 
 class DirectAgent(contextlib.AbstractContextManager["DirectAgent"]):
     """The agent spawned by the bench on its pipes, spoken to as a data-plane client speaks
     to the manager (``send``, ``receive``, ``request``)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.proc = spawn_piped(argv, env, stderr=subprocess.DEVNULL)
+    def __init__(self, agent: Launch) -> None:
+        self.proc = spawn_piped(agent.argv, agent.env, stderr=subprocess.DEVNULL)
         self.popen_ns = time.perf_counter_ns()
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.in_fd, self.out_fd = self.proc.stdin.fileno(), self.proc.stdout.fileno()
@@ -109,15 +114,13 @@ def pipelined(end: Client | DirectAgent, data: Callable[[int], Any], n: int, win
 
 
 @contextlib.contextmanager
-def bare_relay(
-    path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int
-) -> Iterator[None]:
+def bare_relay(path: Path, agent: Launch, busy_poll_us: int) -> Iterator[None]:
     """The baseline of requests through the manager: a forked relay between one client on
     ``path`` and an agent, in the manager's three-process shape with the project's codec and
     busy polling and no supervision at all (no deadlines, states, WAL, metrics or logging),
     so that what the manager adds is told apart from what a third process costs here."""
     ready = h.FORK.Event()
-    relay = h.FORK.Process(target=_relay, args=(path, argv, env, busy_poll_us, ready))
+    relay = h.FORK.Process(target=_relay, args=(path, agent, busy_poll_us, ready))
     relay.start()
     try:
         if not ready.wait(30.0):
@@ -128,9 +131,9 @@ def bare_relay(
         relay.kill()
 
 
-def _relay(path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int, ready: Any) -> None:
+def _relay(path: Path, launch: Launch, busy_poll_us: int, ready: Any) -> None:
     set_parent_death_signal(signal.SIGKILL)
-    with DirectAgent(argv, env) as agent, socket.socket(socket.AF_UNIX) as listener:
+    with DirectAgent(launch) as agent, socket.socket(socket.AF_UNIX) as listener:
         agent.wait_ready()
         listener.bind(str(path))
         listener.listen(1)
@@ -159,12 +162,8 @@ def _relay(path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int, 
                 for msg in agent.decoder.feed(agent.buf[:size]):
                     if msg["type"] == "response":  # not heartbeats, metrics
                         key = "error" if "error" in msg else "data"
-                        answer = {
-                            "id": waiting.pop(msg["id"]),
-                            "ok": key == "data",
-                            key: msg.get(key),
-                        }
-                        to_client += pack(answer, strict=False)
+                        answer = {"id": waiting.pop(msg["id"]), "ok": key == "data"}
+                        to_client += pack({**answer, key: msg.get(key)}, strict=False)
             if to_agent:
                 write_all(agent.in_fd, to_agent)
             if to_client:
@@ -172,12 +171,12 @@ def _relay(path: Path, argv: list[str], env: dict[str, str], busy_poll_us: int, 
             del to_agent[:], to_client[:]
 
 
-def spawn_to_first_frame(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+def spawn_to_first_frame(agent: Launch) -> tuple[float, float]:
     """ms from Popen to its return, and to the agent's ``ready`` frame decoded."""
     t0 = time.perf_counter_ns()
-    with DirectAgent(argv, env) as agent:
-        agent.wait_ready()
-        return h.since_ms(t0, agent.popen_ns), h.since_ms(t0)
+    with DirectAgent(agent) as direct:
+        direct.wait_ready()
+        return h.since_ms(t0, direct.popen_ns), h.since_ms(t0)
 
 
 class Otp:
@@ -204,15 +203,21 @@ class Otp:
 
 
 @contextlib.contextmanager
-def otp_supervisor(argv: list[str], env: dict[str, str]) -> Iterator[Otp | None]:
-    """An OTP supervisor of ``argv``, its first agent ready; None without ``escript``."""
+def otp_supervisor(agent: Launch) -> Iterator[Otp | None]:
+    """An OTP supervisor of ``agent``, its first agent ready; None without ``escript``."""
     if not (escript := shutil.which("escript")):
         yield None
         return
-    cmd, pipe = [escript, str(HERE / "_otp_supervisor.escript"), *argv], subprocess.PIPE
+    cmd, pipe = [escript, str(HERE / "_otp_supervisor.escript"), *agent.argv], subprocess.PIPE
     # Unbuffered (bufsize 0): a line is read only once poll says it is there.
     proc = subprocess.Popen(
-        cmd, 0, stdin=pipe, stdout=pipe, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+        cmd,
+        0,
+        stdin=pipe,
+        stdout=pipe,
+        stderr=subprocess.DEVNULL,
+        env=agent.env,
+        start_new_session=True,
     )
     otp = Otp(proc)
     try:
@@ -239,28 +244,26 @@ def pipe_transfers(payload: bytes, n: int, cpu: int | None = None) -> list[float
     """µs to move ``payload`` through an os.pipe (default size, as on the agent's stdio)
     from a forked writer: its first byte written -> the last byte read into a buffer. With
     ``cpu``, the writer and the reader both run on it."""
-    saved = os.sched_getaffinity(0)
     (go_r, go_w), (data_r, data_w) = os.pipe(), os.pipe()
     writer = h.FORK.Process(target=_pipe_writer, args=(go_r, data_w, payload, cpu))
     writer.start()
     os.close(go_r)
     os.close(data_w)
     try:
-        os.sched_setaffinity(0, saved if cpu is None else {cpu})
         buf, out = memoryview(bytearray(STAMP.size + len(payload))), []
-        for _ in range(n + 5):  # the first 5: warm-up
-            os.write(go_w, b"g")
-            got = 0
-            while got < len(buf):
-                if not (k := os.readv(data_r, [buf[got:]])):
-                    raise h.BenchError("the pipe writer exited early")
-                got += k
-            out.append((time.monotonic_ns() - STAMP.unpack_from(buf)[0]) / 1000)
+        with h.pinned(os.sched_getaffinity(0) if cpu is None else {cpu}):
+            for _ in range(n + 5):  # the first 5: warm-up
+                os.write(go_w, b"g")
+                got = 0
+                while got < len(buf):
+                    if not (k := os.readv(data_r, [buf[got:]])):
+                        raise h.BenchError("the pipe writer exited early")
+                    got += k
+                out.append((time.monotonic_ns() - STAMP.unpack_from(buf)[0]) / 1000)
         if buf[STAMP.size :] != payload:
             raise h.BenchError("a pipe transfer corrupted the payload")
         return out[5:]
     finally:
-        os.sched_setaffinity(0, saved)
         os.close(go_w)  # EOF: the writer leaves its loop
         os.close(data_r)
         writer.join(5.0)

@@ -1,12 +1,7 @@
 """The harness of the benchmarks in ``tools/bench``: sampling, bench-owned segments, quick
 and full plans, the command line, and the one table that prints each figure beside its
-same-run baseline and its target (the trees a benchmark starts are in ``_procs.py``).
-
-Benchmarks report, they do not gate: missed targets exit 0, a measurement that could not be
-taken exits 2.
-"""
-
-from __future__ import annotations
+same-run baseline and its target. Benchmarks report, they do not gate: missed targets exit 0,
+a measurement that could not be taken exits 2."""
 
 import argparse
 import contextlib
@@ -15,15 +10,15 @@ import multiprocessing
 import operator
 import os
 import signal
-import statistics
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import psutil
 from rich.console import Console
 from rich.table import Table
@@ -38,7 +33,9 @@ Plan = SimpleNamespace  # a benchmark's counts and durations, full or quick
 Layers = dict[str, dict[str, Any]]
 SEGMENTS: list[str] = []  # every segment name this run made: none may be left
 STOPS: list[Callable[[], list[str]]] = []  # each stops a tree of this run: what was unclean
+T = TypeVar("T")
 _QUIET = [False]  # --json: no progress lines
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
 class BenchError(RuntimeError):
@@ -51,13 +48,11 @@ def progress(text: str) -> None:
 
 
 def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))
+    return float(np.median(values))
 
 
 def p90(values: Sequence[float]) -> float:
-    if len(values) < 2:
-        return float(values[0])
-    return float(statistics.quantiles(values, n=10, method="inclusive")[-1])
+    return float(np.percentile(values, 90))  # linear, as statistics.quantiles "inclusive"
 
 
 def p99(values: Sequence[float]) -> float:
@@ -70,7 +65,6 @@ def spread(values: Sequence[float], unit: str, fmt: str = ".1f") -> str:
 
 
 def timed_us(fn: Callable[[], object], n: int) -> list[float]:
-    """µs of each of ``n`` calls of ``fn``."""
     clock, out = time.perf_counter_ns, []
     for _ in range(n):
         t0 = clock()
@@ -95,8 +89,31 @@ def cpu_percent(procs: Sequence[psutil.Process], seconds: float) -> list[float]:
     return [(cpu_seconds(p) - b) / seconds * 100 for p, b in zip(procs, before, strict=True)]
 
 
+def in_turns(
+    rounds: int, subjects: dict[str, T], measure: Callable[[T], float | list[float]]
+) -> dict[str, list[float]]:
+    """``measure`` each of ``subjects`` in turns, so that all see the same background load."""
+    out: dict[str, list[float]] = {name: [] for name in subjects}
+    for _ in range(rounds):
+        for name, subject in subjects.items():
+            got = measure(subject)
+            out[name] += got if isinstance(got, list) else [got]
+    return out
+
+
+@contextlib.contextmanager
+def pinned(cpus: set[int]) -> Iterator[None]:
+    """This process on ``cpus`` until the block ends."""
+    saved = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, cpus)
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
 def unlink_segment(name: str) -> bool:
-    """Remove a segment; True when it was still there."""
+    """True when it was still there."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(f"/dev/shm/{name.lstrip('/')}")
         return True
@@ -110,7 +127,6 @@ def new_segment_name() -> str:
 
 @contextlib.contextmanager
 def segment(size: int) -> Iterator[tuple[str, SharedState]]:
-    """A bench-owned segment: (name, mapping)."""
     name = new_segment_name()
     shm, _note = SharedState.create(name, size)
     try:
@@ -120,12 +136,9 @@ def segment(size: int) -> Iterator[tuple[str, SharedState]]:
         unlink_segment(name)
 
 
-_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-
-
 class Report:
-    """Rows of (figure, same-run baseline, target, verdict), notes under the table, and for
-    ``--json`` the numbers behind each row (keyed by the row's name)."""
+    """Rows of (figure, same-run baseline, target, verdict), notes, and for ``--json`` the
+    numbers behind each row (keyed by the row's name)."""
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, str, str, bool | None]] = []
@@ -135,16 +148,14 @@ class Report:
     def row(
         self, what: str, fig: str, base: str, target: str = "", ok: bool | None = None, **data: Any
     ) -> None:
-        """``ok`` None: reported, without a target."""
         self.rows.append((what, fig, base, target or "(reported)", ok))
         self.data[what] = {"target": target or None, "pass": ok, **data}
 
     def compare(
         self, what: str, xs: list[float], base: list[float], label: str, target: str, unit: str
-    ) -> float:
-        """A row of samples ``xs`` in ``unit`` against the same run's ``base``; their ratio.
-        ``target`` reads "ratio|median OP LIMIT ..." (empty: reported only). Rates (a unit in
-        "/s") show their median, times their p90 too."""
+    ) -> None:
+        """``xs`` against the same run's ``base``; ``target`` reads "ratio|median OP LIMIT ..."
+        (empty: reported only). Rates (a unit in "/s") show their median, times their p90 too."""
         mx, mb = median(xs), median(base)
         ratio, ok, fmt = mx / mb, None, ".0f" if min(mx, mb) >= 100 else ".1f"
         if target:
@@ -157,7 +168,6 @@ class Report:
         if len(xs) <= 100:
             data.update(runs=xs, baseline_runs=base)
         self.row(what, fig, shown, target, ok, **data)
-        return ratio
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -177,8 +187,8 @@ class Report:
 
 
 def main(doc: str | None, run: Callable[[Plan, Report], None], plans: dict[str, Any]) -> int:
-    """``--quick`` and ``--json``; ``run`` fills the report with ``plans``' values (name:
-    (full, quick)). No tree or segment of the run outlives it (SIGTERM included)."""
+    """``run`` fills the report with ``plans``' values (name: (full, quick)). No tree or
+    segment of the run outlives it (SIGTERM included)."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (CI smoke)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

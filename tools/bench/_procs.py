@@ -1,8 +1,6 @@
 """The trees a benchmark starts: ``run_tree`` in a forked process with its own directory and
 segment, driven through its control socket, its data plane and the main agent's slot."""
 
-from __future__ import annotations
-
 import contextlib
 import os
 import select
@@ -13,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import _harness as h
 import psutil
@@ -47,22 +45,20 @@ class Tree:
     def __init__(
         self, *layers: h.Layers, specs: Specs | None = None, env: str = "test", agent: bool = True
     ) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="osup_bench_"))
-        shm_name = h.new_segment_name()
-        merged: h.Layers = {"o_supervisor": {"shared_memory_name": shm_name}}
+        self.tmp, self.shm_name = Path(tempfile.mkdtemp(prefix="osup_bench_")), h.new_segment_name()
+        merged: h.Layers = {"o_supervisor": {"shared_memory_name": self.shm_name}}
         for layer in layers:
             for section, values in layer.items():
                 merged.setdefault(section, {}).update(values)
         self.cfg = load_config(None, env, cwd=self.tmp, overrides=merged)
         self.proc = h.FORK.Process(target=_tree_main, args=(self.cfg, specs), name="osup-bench")
-        self.shm_name, self.wait_agent = shm_name, agent
         self.shm: SharedState | None = None
         self.seen: dict[int, psutil.Process] = {}
         self.started_ns = self.pid = 0
-        self.log, self.unclean, self.stopped = "", list[str](), False
+        self.wait_agent, self.log, self.unclean, self.stopped = agent, "", list[str](), False
         h.STOPS.append(self.stop)
 
-    def __enter__(self) -> Tree:
+    def __enter__(self) -> Self:
         self.start()
         self.until(lambda: self.attach() and self.status()["state"] == "running", 60.0, "up")
         self.remember()
@@ -74,7 +70,6 @@ class Tree:
         self.stop()
 
     def start(self) -> None:
-        """Fork the tree; ``started_ns`` is the perf_counter_ns just before."""
         self.started_ns = time.perf_counter_ns()
         self.proc.start()
         self.pid = self.proc.pid or 0
@@ -89,7 +84,6 @@ class Tree:
             time.sleep(POLL)
 
     def request(self, command: str, /, wait: float = 10.0, **args: Any) -> Any:
-        """``command`` on the control socket, its answer waited for ``wait`` s."""
         with Client.for_config(self.cfg, timeout=wait) as client:
             return client.request(command, **args)
 
@@ -99,20 +93,17 @@ class Tree:
         return {"state": "unreachable"}
 
     def main_status(self) -> dict[str, Any]:
-        """The main agent's entry in ``status``."""
         return dict((self.status().get("agents") or [{}])[0])
 
     def pids(self) -> dict[str, int]:
         return {c["name"]: c["pid"] for c in self.status()["components"] if c["pid"]}
 
     def call(self, name: str, request: list[Any], timeout: float = 10.0) -> Any:
-        """``request`` to component ``name`` through the control socket."""
         return self.request("call", wait=timeout + 5.0, name=name, request=request, timeout=timeout)
 
     def data_client(self, timeout: float = 30.0) -> Client:
-        return Client(
-            self.cfg.data_socket("main"), timeout=timeout, max_frame=self.cfg.agent.max_frame
-        )
+        max_frame = self.cfg.agent.max_frame
+        return Client(self.cfg.data_socket("main"), timeout=timeout, max_frame=max_frame)
 
     def attach(self) -> bool:
         """Map the segment read-only the moment it exists (a mapping outlives an unlink by
@@ -127,7 +118,6 @@ class Tree:
         return self.shm.slot(MAIN_SLOT)
 
     def agent(self) -> tuple[int, int]:
-        """(pid, generation) of the main agent."""
         return int(self.slot()["pid"]), int(self.slot()["generation"])
 
     def kill_agent(self) -> tuple[int, float, float]:
@@ -142,9 +132,8 @@ class Tree:
         return t0, h.since_ms(t0, spawned), h.since_ms(t0, running)
 
     def wait_running(self, old_generation: int | None, timeout: float = 120.0) -> tuple[int, int]:
-        """Poll the main agent's slot until RUNNING in a generation other than
-        ``old_generation``; the perf_counter_ns at which the new generation (written right
-        after the manager's Popen) and RUNNING (its ready frame) were first seen."""
+        """The perf_counter_ns at which a generation other than ``old_generation`` (written
+        right after the manager's Popen) and it RUNNING (its ready frame) were first seen."""
         spawned = running = 0
 
         def seen() -> bool:
@@ -164,7 +153,7 @@ class Tree:
         return spawned, running
 
     def remember(self, pid: int = 0) -> None:
-        """Note ``pid`` (default: every descendant) to kill it if it outlives the tree."""
+        """Note ``pid`` (0: every descendant) to kill it if it outlives the tree."""
         with contextlib.suppress(psutil.Error):
             procs = [psutil.Process(pid)] if pid else psutil.Process(self.pid).children(True)
             for proc in procs:
@@ -258,6 +247,5 @@ def load(tree: Tree, adds: Sequence[dict[str, Any]]) -> list[float]:
 
 
 def memories(n: int) -> list[dict[str, Any]]:
-    """``memory_add`` requests of ``n`` memories for the reference agent."""
     texts = (f"note {i % 97} about topic {i % 13} and item {i}" for i in range(n))
     return [{"op": "memory_add", "id": f"b{i}", "text": text} for i, text in enumerate(texts)]

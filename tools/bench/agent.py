@@ -1,12 +1,8 @@
 """Benchmark of the agent layer: requests against a bare relay and the agent's own pipes,
 restarts and kills against a bare spawn and an OTP supervisor, hangs against the heartbeat
 budget, shared-memory state against a pipe, and the manager's CPU under a heartbeat flood.
-
-``python tools/bench/agent.py [--quick] [--json]``. Each baseline runs in turns with the
-figure it is compared to, so that both see the same background load.
+Each baseline runs in turns with its figure, so that both see the same background load.
 """
-
-from __future__ import annotations
 
 import contextlib
 import functools
@@ -17,15 +13,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-
-import numpy as np
-import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _baselines as b
 import _harness as h
+import numpy as np
+import psutil
 from _procs import RESTART_FREELY, Tree
 
 from osup_mp.client import Client
@@ -40,45 +32,41 @@ FAST = {
     "agent": {"startsecs": 0, "max_restarts": 100000},
 }
 FLOOD_RATE = 325_000  # heartbeat frames/s, the rate the fault review measured
-# fmt: off
+LOG_LINES = {"backoff": r"agent \S+: restart \d+ in ", "fatal": "FATAL"}
+LOG_LINES["hang"] = "heartbeat timeout.*restarting"
 PLANS = {  # name: (full, quick)
     "round_trips": (2000, 300), "pipelined": (20000, 3000), "pipelined_runs": (3, 3),
     "restarts": (20, 5), "hangs": (5, 2), "kills": (5, 3), "kill_pause": (3.0, 1.2),
     "reads_copy": (300, 50), "reads_view": (3000, 500), "pipe_transfers": (200, 50),
     "publishes_big": (300, 50), "publishes_small": (3000, 500),
-}
-# fmt: on
+}  # fmt: skip
 
 
 def log_counts(log: str) -> dict[str, int]:
-    lines = {"backoff": r"agent \S+: restart \d+ in ", "fatal": "FATAL"}
-    lines["hang"] = "heartbeat timeout.*restarting"
-    return {what: len(re.findall(pattern, log)) for what, pattern in lines.items()}
+    return {what: len(re.findall(pattern, log)) for what, pattern in LOG_LINES.items()}
 
 
-def requests(
-    tree: Tree, plan: h.Plan, argv: list[str], env: dict[str, str], report: h.Report
-) -> None:
+def requests(tree: Tree, plan: h.Plan, agent: b.Launch, report: h.Report) -> None:
     """Through the manager, the bare relay and the agent's own pipes, in turns."""
     path = tree.tmp / "relay.sock"
     with (
-        b.DirectAgent(argv, env) as direct,
+        b.DirectAgent(agent) as direct,
         tree.data_client() as manager,
-        b.bare_relay(path, argv, env, tree.cfg.supervisor.busy_poll_us),
+        b.bare_relay(path, agent, tree.cfg.supervisor.busy_poll_us),
         Client(path, timeout=30.0) as relay,
     ):
         direct.wait_ready()
         ends: dict[str, Client | b.DirectAgent] = dict(direct=direct, manager=manager, relay=relay)
-        rtt: dict[str, list[float]] = {name: [] for name in ends}
-        rates: dict[str, list[float]] = {name: [] for name in ends}
-        for done in range(-200, plan.round_trips, 100):  # the first 200: warm-up
-            for name, end in ends.items():
-                n = min(100, plan.round_trips - done)
-                rtt[name] += h.timed_us(functools.partial(end.request, "request", data=REQUEST), n)
-        for _ in range(plan.pipelined_runs):
-            for name, end in ends.items():
-                rates[name].append(b.pipelined(end, lambda _i: REQUEST, plan.pipelined, WINDOW))
-    rtt = {name: values[200:] for name, values in rtt.items()}
+
+        def round_trips(end: Client | b.DirectAgent) -> list[float]:
+            return h.timed_us(functools.partial(end.request, "request", data=REQUEST), 100)
+
+        def rate(end: Client | b.DirectAgent) -> float:
+            return b.pipelined(end, lambda _i: REQUEST, plan.pipelined, WINDOW)
+
+        rtt = h.in_turns(plan.round_trips // 100 + 2, ends, round_trips)
+        rtt = {name: values[200:] for name, values in rtt.items()}  # 2 turns of warm-up
+        rates = h.in_turns(plan.pipelined_runs, ends, rate)
     what, relay_ = "request round trip (1 in flight)", "bare relay"
     report.compare(what, rtt["manager"], rtt["relay"], relay_, "ratio <= 1.2x", "us")
     what = f"pipelined requests ({WINDOW} in flight)"
@@ -89,16 +77,15 @@ def requests(
     report.row(what, shown, f"manager ratios {ratios[0]:.2f};  {ratios[1]:.2f}", us=us, per_s=rs)
 
 
-def restarts(tree: Tree, n: int, argv: list[str], env: dict[str, str], report: h.Report) -> float:
+def restarts(tree: Tree, n: int, agent: b.Launch, report: h.Report) -> float:
     """SIGKILL -> the new generation in the slot, and -> RUNNING; each followed by a baseline
     spawn: Popen, then its first frame. The median restart."""
     ms: dict[str, list[float]] = {"generation": [], "restart": [], "popen": [], "spawn": []}
-    b.spawn_to_first_frame(argv, env)  # warm-up (page cache)
+    b.spawn_to_first_frame(agent)  # warm-up (page cache)
     for _ in range(n):
         _t0, spawned, running = tree.kill_agent()
         time.sleep(0.05)  # up past startsecs: the next kill restarts at once
-        popen, spawn = b.spawn_to_first_frame(argv, env)
-        for key, value in zip(ms, (spawned, running, popen, spawn), strict=True):
+        for key, value in zip(ms, (spawned, running, *b.spawn_to_first_frame(agent)), strict=True):
             ms[key].append(value)
     what, first = "agent restart (SIGKILL -> RUNNING)", "spawn -> first frame"
     report.compare(what, ms["restart"], ms["spawn"], first, "ratio <= 1.5x", "ms")
@@ -158,20 +145,18 @@ def kills(plan: h.Plan, report: h.Report) -> dict[str, int]:
     supervisor and spawned bare, killed ``plan.kill_pause`` s apart: SIGKILL -> ready."""
     h.progress(f"kills: {plan.kills} x {plan.kill_pause:g} s apart, minimal agent")
     ms: dict[str, list[float]] = {"tree": [], "otp": [], "spawn": []}
-    shipped = {"agent": {"startsecs": 1.0, "max_restarts": 5}}
-    argv, env = b.minimal_agent()
+    shipped, agent = {"agent": {"startsecs": 1.0, "max_restarts": 5}}, b.minimal_agent()
     with (
         Tree(RESTART_FREELY, FAST, shipped, b.test_agent("minimal_agent.py")) as tree,
-        b.otp_supervisor(argv, env) as otp,
+        b.otp_supervisor(agent) as otp,
     ):
-        b.spawn_to_first_frame(argv, env)  # warm-up
+        b.spawn_to_first_frame(agent)  # warm-up
         steps: list[Callable[[], None]] = [
             lambda: ms["tree"].append(tree.kill_agent()[2]),
-            lambda: ms["spawn"].append(b.spawn_to_first_frame(argv, env)[1]),
+            lambda: ms["spawn"].append(b.spawn_to_first_frame(agent)[1]),
         ]
         if otp is not None:
-            kill = otp.kill
-            steps.insert(1, lambda: ms["otp"].append(kill()))
+            steps.insert(1, lambda: ms["otp"].append(otp.kill()))
         for i in range(plan.kills):
             time.sleep(plan.kill_pause)  # up past startsecs: restarted at once
             # The first start after the pause finds the CPUs idle and pays ~2 ms more
@@ -266,10 +251,9 @@ def run(plan: h.Plan, report: h.Report) -> None:
         # relay spawns from a forked child, and a direct agent dies at EOF on its stdin.
         env = launch.agent_env(tree.cfg, name, "bench-direct", 1, "main")
         env.pop("OSUP_MANAGER_PID", None)
-        argv = launch.agent_argv(tree.cfg, "main", None)
-        requests(tree, plan, argv, env, report)
-        startup = restarts(tree, plan.restarts, argv, env, report)
-        hangs(tree, plan.hangs, startup, report)
+        agent = b.Launch(launch.agent_argv(tree.cfg, "main", None), env)
+        requests(tree, plan, agent, report)
+        hangs(tree, plan.hangs, restarts(tree, plan.restarts, agent, report), report)
         reported = tree.main_status().get("restarts")
     logs = {"tree": log_counts(tree.log), "kills tree": kills(plan, report)}
     report.note(f"logs: {logs}; restarts by status {reported}")

@@ -6,8 +6,6 @@ standalone keeper against the same workload run in this process.
 ``python tools/bench/evolve.py [--quick] [--json]``
 """
 
-from __future__ import annotations
-
 import json
 import random
 import sys

@@ -1,13 +1,9 @@
 """Benchmark of the runtime: component restarts against a fork's first message, calls
 between components against a raw Pipe echo, the CLI's start against a bare interpreter, and
-the shipped tree's idle CPU.
-
-``python tools/bench/runtime.py [--quick] [--json]``. Calls are measured with both ends
-pinned, on one CPU and on two, each against its own raw-Pipe baseline: left to the
-scheduler, a round trip depends on whether the two processes share a CPU.
+the shipped tree's idle CPU. Calls are measured with both ends pinned, on one CPU and on two,
+each against its own raw-Pipe baseline: left to the scheduler, a round trip depends on
+whether the two processes share a CPU.
 """
-
-from __future__ import annotations
 
 import contextlib
 import os
@@ -20,28 +16,21 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import _harness as h
+import psutil
 from _procs import RESTART_FREELY, Tree, in_flight
 
 from osup_mp.app.specs import child_specs
 from osup_mp.client import Client, ClientError
-from osup_mp.config import Config
 from osup_mp.runtime.component import Caller, Component
 from osup_mp.runtime.supervisor import ChildSpec, Restart
-from osup_mp.storage.shm.segment import SharedState
 
 WINDOW = 100  # calls in flight for the pipelined figures
-# fmt: off
 PLANS = {  # name: (full, quick)
     "restarts": (50, 10), "forks": (50, 10), "round_trips": (20000, 2000),
     "pipelined": (100000, 10000), "pipelined_runs": (5, 5),
     "idle_settle": (2.0, 2.0), "idle_window": (10.0, 3.0), "cli_runs": (20, 5),
-}
-# fmt: on
+}  # fmt: skip
 
 
 class Bench(Component):
@@ -52,26 +41,16 @@ class Bench(Component):
         kind, arg = request if isinstance(request, tuple | list) and len(request) == 2 else ("", 0)
         if kind == "echo":
             return arg
-        if kind in ("round_trips", "pipelined"):
-            return getattr(self, kind)(arg)
+        if kind == "round_trips":
+            echo = self.peer("echo")
+            return round_trips(lambda i: echo.call(("echo", i)), arg)
+        if kind == "pipelined":  # calls/s, WINDOW call_async in flight on one connection
+            t0, mux = time.perf_counter(), self.peer("echo").mux()
+            answers = in_flight(mux, WINDOW, lambda i: ("echo", i), lambda i: i < arg)
+            if not all(ok for ok, _ in answers):
+                raise RuntimeError("a pipelined call failed")
+            return arg / (time.perf_counter() - t0)
         return os.getpid() if kind == "pid" else super().handle_call(request, caller)
-
-    def round_trips(self, n: int) -> list[float]:
-        echo = self.peer("echo")
-        return round_trips(lambda i: echo.call(("echo", i)), n)
-
-    def pipelined(self, total: int) -> float:
-        """Calls/s with ``WINDOW`` ``call_async`` in flight on the one peer connection."""
-        t0, mux = time.perf_counter(), self.peer("echo").mux()
-        answers = in_flight(mux, WINDOW, lambda i: ("echo", i), lambda i: i < total)
-        if not all(ok for ok, _ in answers):
-            raise RuntimeError("a pipelined call failed")
-        return total / (time.perf_counter() - t0)
-
-
-def bench_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
-    bench = [ChildSpec(name, Bench, Restart.PERMANENT, 2.0) for name in ("echo", "driver")]
-    return [*child_specs(cfg, shm), *bench]
 
 
 def round_trips(call: Callable[[int], object], n: int) -> list[float]:
@@ -117,26 +96,24 @@ def raw_pipe(cpus: tuple[int, int], plan: h.Plan) -> tuple[list[float], list[flo
     server = h.FORK.Process(target=_raw_echo, args=(far, conn, cpus[0]))
     server.start()
     far.close()
-    saved = os.sched_getaffinity(0)
     try:
-        os.sched_setaffinity(0, {cpus[1]})
+        with h.pinned({cpus[1]}):
 
-        def call(i: int) -> object:
-            conn.send(("call", i, ("echo", i)))
-            return conn.recv()[2][1]
+            def call(i: int) -> object:
+                conn.send(("call", i, ("echo", i)))
+                return conn.recv()[2][1]
 
-        rtt, rates, total = round_trips(call, plan.round_trips), [], plan.pipelined
-        for _ in range(plan.pipelined_runs):
-            t0 = time.perf_counter()
-            for i in range(total + WINDOW):  # WINDOW in flight: an answer, then a request
-                if i >= WINDOW:
-                    conn.recv()
-                if i < total:
-                    conn.send(("call", i, ("echo", i)))
-            rates.append(total / (time.perf_counter() - t0))
+            rtt, rates, total = round_trips(call, plan.round_trips), [], plan.pipelined
+            for _ in range(plan.pipelined_runs):
+                t0 = time.perf_counter()
+                for i in range(total + WINDOW):  # WINDOW in flight: an answer, then a request
+                    if i >= WINDOW:
+                        conn.recv()
+                    if i < total:
+                        conn.send(("call", i, ("echo", i)))
+                rates.append(total / (time.perf_counter() - t0))
         return rtt, rates
     finally:
-        os.sched_setaffinity(0, saved)
         conn.close()
         server.join(5.0)
         server.kill()
@@ -164,19 +141,20 @@ def component_restarts(tree: Tree, n: int) -> list[float]:
 
 
 def cli_starts(tree: Tree, n: int) -> tuple[str, dict[str, list[float]]]:
-    """Wall time (ms) of ``osup-mp --help``, of ``osup-mp status`` against ``tree`` and of the
-    bare interpreter they both start with (the baseline), in turns; and how it is installed."""
+    """ms of ``osup-mp --help``, of ``osup-mp status`` against ``tree`` and of the bare
+    interpreter they both start with (the baseline), in turns; and how it is installed."""
     cli = ["-m", "osup_mp", "--env", "test"]
     runs = {"python": ["-c", "pass"], "help": [*cli, "--help"], "status": [*cli, "status"]}
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(n):
-        for name, args in runs.items():
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, *args], cwd=tree.tmp, capture_output=True, check=True)
-            times[name].append((time.perf_counter() - t0) * 1000)
+
+    def wall_ms(args: list[str]) -> float:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, *args], cwd=tree.tmp, capture_output=True, check=True)
+        return (time.perf_counter() - t0) * 1000
+
     where = [sys.executable, "-c", "import osup_mp; print(osup_mp.__file__)"]
     found = subprocess.run(where, cwd=tree.tmp, capture_output=True, text=True).stdout
-    return ("installed" if "site-packages" in found else "editable install"), times
+    how = "installed" if "site-packages" in found else "editable install"
+    return how, h.in_turns(n, runs, wall_ms)
 
 
 def idle_cpu(plan: h.Plan, report: h.Report) -> None:
@@ -202,10 +180,8 @@ def idle_cpu(plan: h.Plan, report: h.Report) -> None:
         for k in (0, 1)
     )
     base = f"schedstat {sched:.3f} %, {elapsed:.0f} s, {len(after)} processes, telemetry every "
-    fig = f"{cpu:.2f} % of one core"
-    report.row(
-        "idle tree CPU", fig, f"{base}{telemetry_s:g} s", "< 1 %", cpu < 1.0, schedstat=sched
-    )
+    fig, base = f"{cpu:.2f} % of one core", f"{base}{telemetry_s:g} s"
+    report.row("idle tree CPU", fig, base, "< 1 %", cpu < 1.0, schedstat=sched)
 
 
 def run(plan: h.Plan, report: h.Report) -> None:
@@ -217,16 +193,17 @@ def run(plan: h.Plan, report: h.Report) -> None:
     fork_ms = fork_first_message(plan.forks)
     raw = {label: raw_pipe(where, plan) for label, where in placements.items()}
     calls: dict[str, tuple[list[float], list[float]]] = {}
-    with Tree(RESTART_FREELY, specs=bench_specs, agent=False) as tree:
+    bench = [ChildSpec(name, Bench, Restart.PERMANENT, 2.0) for name in ("echo", "driver")]
+    with Tree(
+        RESTART_FREELY, specs=lambda c, shm: [*child_specs(c, shm), *bench], agent=False
+    ) as tree:
         for label, (echo_cpu, driver_cpu) in placements.items():
             h.progress(f"tree: calls, {label}")
             os.sched_setaffinity(tree.call("echo", ["pid", 0]), {echo_cpu})
             os.sched_setaffinity(tree.call("driver", ["pid", 0]), {driver_cpu})
             rtt = tree.call("driver", ["round_trips", plan.round_trips], timeout=120.0)
-            rates = [
-                tree.call("driver", ["pipelined", plan.pipelined], timeout=120.0)
-                for _ in range(plan.pipelined_runs)
-            ]
+            pipelined = ["pipelined", plan.pipelined]
+            rates = [tree.call("driver", pipelined, 120.0) for _ in range(plan.pipelined_runs)]
             calls[label] = (rtt, rates)
         for name in ("echo", "driver"):
             os.sched_setaffinity(tree.call(name, ["pid", 0]), cpus)

@@ -6,8 +6,6 @@ it, time to a verdict, and the reference agent's adds as its state grows.
 configurations in the same run, so both see the same background load.
 """
 
-from __future__ import annotations
-
 import inspect
 import itertools
 import os

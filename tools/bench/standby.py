@@ -9,8 +9,6 @@ report of each kill (a pidfd readable once the process's memory is freed; the ma
 earlier, on the agent's life lock) is noted beside.
 """
 
-from __future__ import annotations
-
 import os
 import signal
 import sys
@@ -90,12 +88,11 @@ def kill_to_answer(tree: Tree, blocks: int) -> tuple[float, float]:
 def otp_restarts(plan: h.Plan) -> list[float]:
     """An Erlang/OTP supervisor restarting the tests' minimal agent: SIGKILL -> ready, ms."""
     h.progress(f"OTP supervisor: {plan.otp_kills} kills of the minimal agent")
-    argv, env = minimal_agent()
-    ms: list[float] = []
-    with otp_supervisor(argv, env) as otp:
+    agent, ms = minimal_agent(), list[float]()
+    with otp_supervisor(agent) as otp:
         if otp is None:
             return ms
-        spawn_to_first_frame(argv, env)  # warm-up
+        spawn_to_first_frame(agent)  # warm-up
         for _ in range(plan.otp_kills):
             time.sleep(1.2)  # as the agent bench: past any restart intensity window
             ms.append(otp.kill())

@@ -7,8 +7,6 @@ raw write + fsync.
 costs nothing), each baseline in the same directory as what it is compared to.
 """
 
-from __future__ import annotations
-
 import contextlib
 import functools
 import itertools
