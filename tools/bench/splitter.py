@@ -1,9 +1,7 @@
 """Benchmark of shadow experiments: the main path (the reference agent answering
 ``memory_search``) with a mirror against without, with the splitter against a tree without
-it, time to a verdict, and the reference agent's adds as its state grows.
-
-``python tools/bench/splitter.py [--quick] [--json]``. Each comparison alternates its two
-configurations in the same run, so both see the same background load.
+it, time to a verdict, and the reference agent's adds as its state grows. Each comparison
+alternates its two configurations in the same run, so both see the same background load.
 """
 
 import inspect
@@ -14,8 +12,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness as h
 from _baselines import pipelined
@@ -39,27 +35,15 @@ EXPERIMENTS = {
     "watchdog": {"shadow_rss_mb": 2048},
 }
 WINDOW = 32  # requests in flight for throughput
-# fmt: off
 PLANS = {  # name: (full, quick)
     "blocks": (20000, 5000), "rounds": (8, 3), "round_trips": (500, 200),
     "pipelined": (3000, 1000), "overload_s": (5.0, 2.0), "verdict_rate": (100, 100),
     "load_blocks": (50000, 10000),
-}
-# fmt: on
+}  # fmt: skip
 
 
 def search(i: int) -> dict[str, Any]:
     return {"op": "memory_search", "query": f"note {i % 97} about topic {i % 13}", "k": 5}
-
-
-def loading(plan: h.Plan, report: h.Report) -> None:
-    """The reference agent's adds as its state grows: the last tenth against the first."""
-    with Tree(EXPERIMENTS) as tree:
-        rates = load(tree, memories(plan.load_blocks))
-    first, last = rates[0], rates[-1]
-    what = f"loading {plan.load_blocks} memories, last tenth"
-    shown, base = f"{last:.0f} adds/s", f"first tenth {first:.0f} adds/s  ratio {last / first:.2f}"
-    report.row(what, shown, base, ">= 5000 adds/s", last >= 5000, rates=rates)
 
 
 def round_trips(client: Client, n: int) -> list[float]:
@@ -67,19 +51,12 @@ def round_trips(client: Client, n: int) -> list[float]:
     return h.timed_us(lambda: client.request("request", data=search(next(counter))), n)
 
 
-def shadows(tree: Tree, *names: str, code: str | None = None) -> None:
-    for name in names:
-        tree.request("shadow_start", wait=120.0, id=name)
-        if code is not None:
-            answer = tree.request("hot_reload", id=name, code=code, module="memory_system")
-            if not answer["ok"]:
-                raise h.BenchError(f"hot reload into {name}: {answer['error']}")
-
-
 def mirror_cost(tree: Tree, plan: h.Plan, report: h.Report, how: str = "") -> list[float]:
     """Mirror on (10% to two shadows, as an experiment) and off, alternately; ``how`` names
     the tree's set-up in the rows. The round trips with the mirror off."""
-    shadows(tree, "arm1", "arm2")
+    arms = ["arm1", "arm2"]
+    for arm in arms:
+        tree.request("shadow_start", wait=120.0, id=arm)
     samples: dict[bool, list[float]] = {True: [], False: []}
     rates: dict[bool, list[float]] = {True: [], False: []}
     with tree.data_client() as client:
@@ -87,22 +64,22 @@ def mirror_cost(tree: Tree, plan: h.Plan, report: h.Report, how: str = "") -> li
         for _ in range(plan.rounds):
             for on in (False, True):
                 if on:
-                    tree.request("mirror_start", to=["arm1", "arm2"], ratio=0.1, id="bench")
+                    tree.request("mirror_start", to=arms, ratio=0.1, id="bench")
                 samples[on] += round_trips(client, plan.round_trips)
                 rates[on].append(pipelined(client, search, plan.pipelined, WINDOW))
                 if on:
                     tree.request("mirror_stop", id="bench")
+    for arm in arms:
+        tree.request("shadow_stop", id=arm)
     mirrored, plain, label = samples[True], samples[False], "mirror off"
-    what = f"main path, mirroring 10%{how} (median)"
-    report.compare(what, mirrored, plain, label, "ratio <= 1.1x", "us")
+    what = f"main path, mirroring 10%{how}"
+    report.compare(f"{what} (median)", mirrored, plain, label, "ratio <= 1.1x", "us")
     mine, base = h.p99(mirrored), h.p99(plain)
     shown, ok = f"{label} {base:.0f} us  ratio {mine / base:.2f}", mine / base <= 1.1
-    what = f"main path, mirroring 10%{how} (p99)"
-    report.row(what, f"{mine:.0f} us", shown, "ratio <= 1.1x", ok, p99=mine, baseline_p99=base)
+    fig, target = f"{mine:.0f} us", "ratio <= 1.1x"
+    report.row(f"{what} (p99)", fig, shown, target, ok, p99=mine, baseline_p99=base)
     what = f"main throughput, mirroring 10%{how}"
     report.compare(what, rates[True], rates[False], label, "ratio >= 0.9", "req/s")
-    tree.request("shadow_stop", id="arm1")
-    tree.request("shadow_stop", id="arm2")
     return plain
 
 
@@ -116,14 +93,11 @@ def split_cpus(plan: h.Plan, report: h.Report, shared: list[float]) -> None:
         return
     main, rest = cpus[:1], cpus[1:]
     placed = {"agent": {"main_cpus": main}, "watchdog": {"shadow_cpus": rest}}
+    how = f", CPUs split ({main[0]} | {cpu_ranges(set(rest))})"
     with Tree(EXPERIMENTS, placed) as tree:  # forked before this process is pinned
         load(tree, memories(plan.blocks))
-        how = f", CPUs split ({main[0]} | {cpu_ranges(set(rest))})"
-        os.sched_setaffinity(0, main)
-        try:
+        with h.pinned(set(main)):
             plain = mirror_cost(tree, plan, report, how)
-        finally:
-            os.sched_setaffinity(0, cpus)
     report.note(
         f"CPUs split: the main path alone on CPU {main[0]}, mirror off, median "
         f"{h.median(plain):.0f} us, p99 {h.p99(plain):.0f} us; on all CPUs "
@@ -135,24 +109,12 @@ def without_splitter(cfg: Config, shm: SharedState) -> list[ChildSpec]:
     return [s for s in child_specs(cfg, shm) if s.name not in ("splitter", "arbiter")]
 
 
-def idle_splitter(with_it: Tree, plan: h.Plan, report: h.Report) -> None:
-    """The same searches on a tree with the splitter (idle) and one without, alternately."""
-    with Tree(EXPERIMENTS, specs=without_splitter) as bare:
-        load(bare, memories(plan.blocks))
-        samples: dict[str, list[float]] = {"with": [], "without": []}
-        with with_it.data_client() as a, bare.data_client() as b:
-            for client in (a, b):
-                round_trips(client, 200)  # warm-up
-            for _ in range(plan.rounds * 2):
-                samples["with"] += round_trips(a, plan.round_trips)
-                samples["without"] += round_trips(b, plan.round_trips)
-    what = "main path, splitter idle (median)"
-    report.compare(what, samples["with"], samples["without"], "no splitter", "ratio <= 1.02x", "us")
-
-
 def overload(tree: Tree, plan: h.Plan, report: h.Report) -> None:
     """Every read mirrored to a shadow that takes 5 ms a search, the main driven flat out."""
-    shadows(tree, "slow", code=SLOW_ARM)
+    tree.request("shadow_start", wait=120.0, id="slow")
+    answer = tree.request("hot_reload", id="slow", code=SLOW_ARM, module="memory_system")
+    if not answer["ok"]:
+        raise h.BenchError(f"hot reload into the slow shadow: {answer['error']}")
     rates: dict[bool, list[float]] = {True: [], False: []}
     with tree.data_client() as client:
         for on in (False, True, False, True):
@@ -210,14 +172,25 @@ def time_to_verdict(tree: Tree, plan: h.Plan, report: h.Report) -> None:
 
 def run(plan: h.Plan, report: h.Report) -> None:
     h.progress(f"loading {plan.load_blocks} memories into a fresh tree")
-    loading(plan, report)
+    with Tree(EXPERIMENTS) as tree:
+        adds = load(tree, memories(plan.load_blocks))
+    what, shown = f"loading {plan.load_blocks} memories, last tenth", f"{adds[-1]:.0f} adds/s"
+    base = f"first tenth {adds[0]:.0f} adds/s  ratio {adds[-1] / adds[0]:.2f}"
+    report.row(what, shown, base, ">= 5000 adds/s", adds[-1] >= 5000, rates=adds)
     with Tree(EXPERIMENTS) as tree:
         h.progress(f"loading {plan.blocks} memories")
         load(tree, memories(plan.blocks))
         h.progress("main path with and without a mirror")
         shared = mirror_cost(tree, plan, report)
-        h.progress("main path with and without the splitter")
-        idle_splitter(tree, plan, report)
+        h.progress("main path with and without the splitter (idle), alternately")
+        with Tree(EXPERIMENTS, specs=without_splitter) as bare:
+            load(bare, memories(plan.blocks))
+            with tree.data_client() as with_it, bare.data_client() as without:
+                clients, n = {"with": with_it, "without": without}, plan.round_trips
+                h.in_turns(1, clients, lambda client: round_trips(client, 200))  # warm-up
+                rtt = h.in_turns(plan.rounds * 2, clients, lambda client: round_trips(client, n))
+        what, base = "main path, splitter idle (median)", "no splitter"
+        report.compare(what, rtt["with"], rtt["without"], base, "ratio <= 1.02x", "us")
         h.progress("a slow shadow mirrored 100%")
         overload(tree, plan, report)
         h.progress("time to a verdict")
