@@ -2,11 +2,10 @@
 without one, and against an Erlang/OTP supervisor restarting the tests' minimal agent (when
 ``escript`` is here); then what a standby costs, its memory and its idle CPU.
 
-``python tools/bench/standby.py [--quick] [--json]``. For the reference agent, a test agent
-that sleeps 1 s at start-up and the reference agent holding many memories, a tree with
-``[agent] standby`` and one without run side by side and are killed in turns. The kernel's
-report of each kill (a pidfd readable once the process's memory is freed; the manager acts
-earlier, on the agent's life lock) is noted beside.
+For the reference agent, a test agent that sleeps 1 s at start-up and the reference agent
+holding many memories, a tree with ``[agent] standby`` and one without run side by side and
+are killed in turns. The kernel's report of each kill (a pidfd readable once the process's
+memory is freed; the manager acts earlier, on the agent's life lock) is noted beside.
 """
 
 import os
@@ -14,13 +13,9 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
-
-import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness as h
+import psutil
 from _baselines import minimal_agent, otp_supervisor, spawn_to_first_frame, test_agent
 from _procs import Tree, load, memories
 
@@ -28,11 +23,9 @@ from osup_mp.client import ErrorAnswer
 from osup_mp.lowlevel.proc import readable
 from osup_mp.storage.shm.segment import SlotState
 
-# fmt: off
 PLANS = {  # name: (full, quick)
     "kills": (10, 3), "blocks": (100_000, 10_000), "idle_s": (10.0, 3.0), "otp_kills": (5, 3),
-}
-# fmt: on
+}  # fmt: skip
 # The first request after a kill: one that costs the agent nothing, so that what is timed is
 # the recovery; each answer says how many memories the agent holds (its state is intact).
 PROBE = {"op": "stats"}
@@ -85,72 +78,60 @@ def kill_to_answer(tree: Tree, blocks: int) -> tuple[float, float]:
     return h.since_ms(t0, answered), h.since_ms(t0, gone[0])
 
 
-def otp_restarts(plan: h.Plan) -> list[float]:
-    """An Erlang/OTP supervisor restarting the tests' minimal agent: SIGKILL -> ready, ms."""
-    h.progress(f"OTP supervisor: {plan.otp_kills} kills of the minimal agent")
-    agent, ms = minimal_agent(), list[float]()
-    with otp_supervisor(agent) as otp:
-        if otp is None:
-            return ms
-        spawn_to_first_frame(agent)  # warm-up
-        for _ in range(plan.otp_kills):
-            time.sleep(1.2)  # as the agent bench: past any restart intensity window
-            ms.append(otp.kill())
-    return ms
-
-
 def one_agent(
     plan: h.Plan, report: h.Report, name: str, layer: h.Layers, blocks: int
 ) -> list[float]:
     """Kills with and without a standby, in turns; the times to an answer with one."""
     h.progress(f"{name}: {plan.kills} kills with and without a standby")
-    ms: dict[str, list[float]] = {"with": [], "without": [], "gone": []}
     hot_layer, cold_layer = {"agent": {"standby": True}}, {"agent": {"standby": False}}
     with Tree(CONFIG, layer, hot_layer) as hot, Tree(CONFIG, layer, cold_layer) as cold:
-        rates = {}
-        for tree, standby in ((hot, True), (cold, False)):
+        trees, rates = {"with": hot, "without": cold}, {}
+        for key, tree in trees.items():
             if blocks:  # the standby applies every write too
-                rates[standby] = load(tree, memories(blocks))
-            settled(tree, standby)
+                rates[key] = load(tree, memories(blocks))
+            settled(tree, key == "with")
         if blocks:
             what = f"{name}: writes (memory_add, 256 in flight)"
-            report.compare(what, rates[True], rates[False], "no standby", "", "adds/s")
+            report.compare(what, rates["with"], rates["without"], "no standby", "", "adds/s")
+        ms: dict[str, list[float]] = {"with": [], "without": [], "gone": []}
         for _ in range(plan.kills):
-            for tree, key in ((hot, "with"), (cold, "without")):
+            for key, tree in trees.items():
                 answer, gone = kill_to_answer(tree, blocks)
                 ms[key].append(answer)
-                if key == "with":
-                    ms["gone"].append(gone)
+                ms["gone"] += [gone] if key == "with" else []
                 settled(tree, key == "with")
+        with_, without = ms["with"], ms["without"]
         what, promotions = f"{name}: SIGKILL -> first answer", hot.main_status().get("promotions")
-        report.compare(what, ms["with"], ms["without"], "no standby", "median <= 3", "ms")
+        report.compare(what, with_, without, "no standby", "median <= 3", "ms")
         report.note(
             f"{name}: SIGKILL -> the kernel reports the process gone (pidfd), median "
-            f"{h.median(ms['gone']):.2f} ms of the {h.median(ms['with']):.2f} ms; "
+            f"{h.median(ms['gone']):.2f} ms of the {h.median(with_):.2f} ms; "
             f"promotions by status {promotions} of {plan.kills} kills."
         )
-        if not layer and not blocks:
-            standby_cost(hot, plan.idle_s, report)
-    return ms["with"]
-
-
-def standby_cost(tree: Tree, seconds: float, report: h.Report) -> None:
-    """The standby's and the main's CPU over ``seconds`` of idleness, and their memory."""
-    standby = psutil.Process(int(tree.main_status()["standby"]["pid"]))
-    main = psutil.Process(tree.agent()[0])
-    cpu, main_cpu = h.cpu_percent([standby, main], seconds)  # nothing happens meanwhile
-    mem, main_mem = standby.memory_full_info(), main.memory_full_info()
-    cost = {"cpu_percent": cpu, "main_cpu_percent": main_cpu, "rss_mb": mem.rss / 2**20}
-    cost.update(uss_mb=mem.uss / 2**20, main_rss_mb=main_mem.rss / 2**20)
-    what, fig = "standby idle CPU (reference agent)", f"{cpu:.2f} % of a core"
-    report.row(what, fig, f"main agent {main_cpu:.2f} %", "<= 0.5 %", cpu <= 0.5, **cost)
-    what, fig = "standby memory (reference agent)", f"RSS {mem.rss / 2**20:.1f} MiB"
-    fig += f", USS {mem.uss / 2**20:.1f} MiB"
-    report.row(what, fig, f"main agent RSS {main_mem.rss / 2**20:.1f} MiB")
+        if not layer and not blocks:  # what a standby costs: its and the main's idle CPU, memory
+            standby = psutil.Process(int(hot.main_status()["standby"]["pid"]))
+            main = psutil.Process(hot.agent()[0])
+            cpu, main_cpu = h.cpu_percent([standby, main], plan.idle_s)  # nothing happens meanwhile
+            mem, main_mem = standby.memory_full_info(), main.memory_full_info()
+            cost = {"cpu_percent": cpu, "main_cpu_percent": main_cpu, "rss_mb": mem.rss / 2**20}
+            cost.update(uss_mb=mem.uss / 2**20, main_rss_mb=main_mem.rss / 2**20)
+            what, fig = "standby idle CPU (reference agent)", f"{cpu:.2f} % of a core"
+            report.row(what, fig, f"main agent {main_cpu:.2f} %", "<= 0.5 %", cpu <= 0.5, **cost)
+            what, fig = "standby memory (reference agent)", f"RSS {mem.rss / 2**20:.1f} MiB"
+            fig += f", USS {mem.uss / 2**20:.1f} MiB"
+            report.row(what, fig, f"main agent RSS {main_mem.rss / 2**20:.1f} MiB")
+    return with_
 
 
 def run(plan: h.Plan, report: h.Report) -> None:
-    otp = otp_restarts(plan)
+    h.progress(f"OTP supervisor: {plan.otp_kills} kills of the minimal agent")
+    agent, otp_ms = minimal_agent(), list[float]()
+    with otp_supervisor(agent) as otp:
+        if otp is not None:
+            spawn_to_first_frame(agent)  # warm-up
+            for _ in range(plan.otp_kills):
+                time.sleep(1.2)  # as the agent bench: past any restart intensity window
+                otp_ms.append(otp.kill())
     for name, layer, blocks in (
         ("reference agent", {}, 0),
         ("1 s start-up agent", test_agent("slow_start.py"), 0),
@@ -158,9 +139,9 @@ def run(plan: h.Plan, report: h.Report) -> None:
     ):
         with_standby = one_agent(plan, report, name, layer, blocks)
         what = f"  {name}: against OTP restarting the minimal agent"
-        if otp:
-            report.compare(what, with_standby, otp, "OTP", "ratio <= 0.2x", "ms")
-    if not otp:
+        if otp_ms:
+            report.compare(what, with_standby, otp_ms, "OTP", "ratio <= 0.2x", "ms")
+    if not otp_ms:
         report.note("OTP baseline skipped: no escript on this machine")
 
 
