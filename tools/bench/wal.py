@@ -1,10 +1,8 @@
 """Benchmark of durability: acknowledged WAL appends against raw writes of the same records,
 the start of a checkpoint plus a long WAL against an empty one, checkpoint saves against a
-raw write + fsync.
-
-``python tools/bench/wal.py [--quick] [--json]``. Everything is written below
-``tempfile.gettempdir()`` (``TMPDIR``; the filesystem's type is printed, on tmpfs an fsync
-costs nothing), each baseline in the same directory as what it is compared to.
+raw write + fsync. Everything is written below ``tempfile.gettempdir()`` (``TMPDIR``; the
+filesystem's type is printed, on tmpfs an fsync costs nothing), each baseline in the same
+directory as what it is compared to.
 """
 
 import contextlib
@@ -20,13 +18,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import _harness as h
 import msgpack
 import numpy as np
 import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _harness as h
 from _procs import RESTART_FREELY, Tree, in_flight
 
 from osup_mp.client import ClientError
@@ -61,16 +56,14 @@ PHASES = {
 }
 TARGET = "median < 1000 ms"  # checkpoint + 100,000 entries (the full plan) to an answer
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
-# fmt: off
 PLANS = {  # name: (full, quick)
     "append_seconds": (1.5, 0.5), "append_runs": (5, 3), "recovery_entries": (100_000, 20_000),
     "cold_starts": (3, 2), "restarts": (5, 3), "saves": (30, 10),
-}
-# fmt: on
+}  # fmt: skip
 
 
 def make_entries(n: int, seed: int, prefix: str = "memory") -> list[dict[str, Any]]:
-    """``memory_add`` WAL entries as the reference agent logs them (~375 bytes of msgpack)."""
+    """``memory_add`` entries as the reference agent logs them (~375 bytes of msgpack)."""
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((n, DIM)).astype(np.float32)
     ids = [str(uuid.UUID(int=int(rng.integers(1 << 62)) << 64 | i, version=4)) for i in range(n)]
@@ -82,9 +75,9 @@ def make_entries(n: int, seed: int, prefix: str = "memory") -> list[dict[str, An
 
 
 class AppendDriver(Component):
-    """Keeps W ``append`` calls of B entries in flight to the ``wal`` peer for a while (each
-    answer, sent only after the sync the policy requires, releases the next call), each
-    entry encoded as the call is made, as an agent manager forwards them."""
+    """Keeps W ``append`` calls of B entries in flight to the ``wal`` peer (each answer, sent
+    after the sync the policy requires, releases the next), each entry encoded as the call is
+    made, as an agent manager forwards them."""
 
     def __init__(self) -> None:
         self.pools: dict[int, list[list[dict[str, Any]]]] = {}
@@ -99,15 +92,12 @@ class AppendDriver(Component):
             pool = make_entries(4096, seed=batch)
             self.pools[batch] = [pool[i : i + batch] for i in range(0, 4096, batch)]
         calls, pack = self.pools[batch], msgpack.Packer(use_bin_type=True).pack
-        t0 = time.perf_counter()
+        t0, mux = time.perf_counter(), self.peer("wal").mux()
 
         def request(i: int) -> Append:
             return Append([pack(e) for e in calls[i % len(calls)]])
 
-        def more(_i: int) -> bool:
-            return time.perf_counter() < t0 + seconds
-
-        answers = in_flight(self.peer("wal").mux(), window, request, more)
+        answers = in_flight(mux, window, request, lambda _i: time.perf_counter() < t0 + seconds)
         elapsed = time.perf_counter() - t0
         lsns = [lsn for ok, run in answers if ok for lsn in run]
         # Every entry acknowledged once and in order: the acknowledged log has no gap.
@@ -231,8 +221,8 @@ def first_answer(tree: Tree, blocks: int, lsn: int) -> tuple[int, float]:
 
 
 def starts(plan: h.Plan, layers: h.Layers, blocks: int, lsn: int) -> Any:
-    """Cold starts (fork -> RUNNING, -> first answer), timed from outside; in the first tree,
-    agent restarts (SIGKILL -> the same; the manager replays everything again)."""
+    """Cold starts (fork -> RUNNING, -> first answer); in the first tree, agent restarts
+    (SIGKILL -> the same; the manager replays everything again)."""
     out: dict[str, Any] = {k: [] for k in ("cold", "cold_running", "restart", "restart_running")}
     for i in range(plan.cold_starts):
         h.progress(f"{'recovery' if lsn else 'empty tree'}: cold start {i + 1}/{plan.cold_starts}")
@@ -253,20 +243,15 @@ def starts(plan: h.Plan, layers: h.Layers, blocks: int, lsn: int) -> Any:
             tree.stop()
         pattern = r"agent main: restoring checkpoint \S+ \(LSN \d+\) \+ (\d+) WAL"
         out.setdefault("replayed", []).extend(int(n) for n in re.findall(pattern, tree.log))
-        out.setdefault("phases", []).append(phases(tree.log, fork_wall, served_wall))
+        stamps = {"fork": fork_wall}  # ms between the phases, by each one's first log line
+        for line in tree.log.splitlines():
+            for name, text in PHASES.items():
+                if name not in stamps and text in line and (m := LOG_TIME.match(line)):
+                    stamps[name] = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        pairs = itertools.pairwise([*stamps.items(), ("first_answer", served_wall)])
+        phases = {f"{a}->{b}": round((tb - ta) * 1000, 1) for (a, ta), (b, tb) in pairs}
+        out.setdefault("phases", []).append(phases)
     return out
-
-
-def phases(log: str, fork: float, answer: float) -> dict[str, float]:
-    """ms between the cold start's phases, by the first log line of each (ms resolution)."""
-    stamps = {"fork": fork}
-    for line in log.splitlines():
-        for name, text in PHASES.items():
-            if name not in stamps and text in line and (m := LOG_TIME.match(line)):
-                stamps[name] = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S.%f").timestamp()
-    stamps["first_answer"] = answer
-    pairs = itertools.pairwise(stamps.items())
-    return {f"{a}->{b}": round((tb - ta) * 1000, 1) for (a, ta), (b, tb) in pairs}
 
 
 def recovery(plan: h.Plan, report: h.Report) -> None:
