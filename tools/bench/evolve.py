@@ -2,8 +2,6 @@
 ``examples/evolve/memory_system.py`` evaluated per minute in shadows with 2 and with
 ``max_concurrent_shadows`` workers against 1 worker; one evaluation in a shadow and in a
 standalone keeper against the same workload run in this process.
-
-``python tools/bench/evolve.py [--quick] [--json]``
 """
 
 import json
@@ -15,11 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import _harness as h
+import numpy as np
 from _procs import Tree, load
 
 from osup_mp.evolution.genetic import mutate
@@ -28,12 +23,10 @@ from osup_mp.evolve.shadows import ShadowEvaluator, reference
 from osup_mp.evolve.standalone import Job, evaluate
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "evolve" / "memory_system.py"
-# fmt: off
-PLANS = {  # name: (full, quick)
+PLANS = {  # name: (full, quick); "ray": a local Ray instance too (when installed)
     "blocks": (20000, 3000), "searches": (50, 20), "variants": (8, 4), "shadows": (4, 3),
-    "ray": (1, 0),  # a local Ray instance too (when Ray is installed): full runs only
-}
-# fmt: on
+    "ray": (1, 0),
+}  # fmt: skip
 
 
 def in_process(code: str, memories: list[str], searches: list[dict[str, Any]]) -> float:
@@ -53,8 +46,7 @@ def per_minute(evaluate: Callable[[list[str]], list[Any]], variants: list[str]) 
     started = time.perf_counter()
     figures = evaluate(variants)
     elapsed = time.perf_counter() - started
-    failed = [f.failure for f in figures if f.failure and "differ" not in f.failure]
-    if failed:
+    if failed := [f.failure for f in figures if f.failure and "differ" not in f.failure]:
         raise h.BenchError(f"evaluations failed: {failed[:2]}")
     return len(variants) / elapsed * 60
 
@@ -77,18 +69,6 @@ def ray_per_minute(job: Job, variants: list[str]) -> float | None:
         evaluator.close()
 
 
-def standalone_seconds(job: Job, variants: list[str]) -> float:
-    """The median seconds of one variant evaluated away from the tree, from a checkpoint."""
-    seconds = []
-    for code in variants:
-        started = time.perf_counter()
-        figures = evaluate(job, code)
-        seconds.append(time.perf_counter() - started)
-        if figures.failure and "differ" not in figures.failure:
-            raise h.BenchError(f"a standalone evaluation failed: {figures.failure}")
-    return h.median(seconds)
-
-
 def run(plan: h.Plan, report: h.Report) -> None:
     rng, words = random.Random(7), [f"w{i}" for i in range(500)]
     memories = [" ".join(rng.choice(words) for _ in range(8)) for _ in range(plan.blocks)]
@@ -109,7 +89,11 @@ def run(plan: h.Plan, report: h.Report) -> None:
             rates[workers] = [per_minute(evaluator.evaluate, variants)]
         h.progress(f"{len(variants)} variants in standalone keepers (what a Ray task runs)")
         job = Job.for_tree(tree.cfg, "memory_system", workload, Judge())
-        keeper_s = standalone_seconds(job, variants)
+
+        def keepers(codes: list[str]) -> list[Any]:  # each evaluated away from the tree
+            return [evaluate(job, code) for code in codes]
+
+        keeper_s = h.median([60 / per_minute(keepers, [code]) for code in variants])
         on_ray = ray_per_minute(job, variants) if plan.ray else None
         left = [a["id"] for a in tree.status()["agents"] if a["id"] != "main"]
     if left:
