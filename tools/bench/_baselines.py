@@ -52,8 +52,7 @@ def minimal_agent() -> Launch:
 
 
 class DirectAgent(contextlib.AbstractContextManager["DirectAgent"]):
-    """The agent spawned by the bench on its pipes, spoken to as a data-plane client speaks
-    to the manager (``send``, ``receive``, ``request``)."""
+    """The agent on the bench's pipes, spoken to as a data-plane client speaks to the manager."""
 
     def __init__(self, agent: Launch) -> None:
         self.proc = spawn_piped(agent.argv, agent.env, stderr=subprocess.DEVNULL)
@@ -102,8 +101,7 @@ class DirectAgent(contextlib.AbstractContextManager["DirectAgent"]):
 
 
 def pipelined(end: Client | DirectAgent, data: Callable[[int], Any], n: int, window: int) -> float:
-    """Requests/s through ``end`` with ``window`` in flight: each answer releases the next
-    request, of ``data(i)``."""
+    """Requests/s of ``data(i)`` through ``end``, each answer releasing the next of ``window``."""
     t0 = time.perf_counter()
     for i in range(n + window):
         if i >= window and not end.receive()["ok"]:
@@ -241,9 +239,8 @@ def _pipe_writer(go_r: int, data_w: int, payload: bytes, cpu: int | None) -> Non
 
 
 def pipe_transfers(payload: bytes, n: int, cpu: int | None = None) -> list[float]:
-    """µs to move ``payload`` through an os.pipe (default size, as on the agent's stdio)
-    from a forked writer: its first byte written -> the last byte read into a buffer. With
-    ``cpu``, the writer and the reader both run on it."""
+    """µs from a forked writer's first byte of ``payload`` to the last read, through an os.pipe
+    of default size (as the agent's stdio); with ``cpu``, both ends on it."""
     (go_r, go_w), (data_r, data_w) = os.pipe(), os.pipe()
     writer = h.FORK.Process(target=_pipe_writer, args=(go_r, data_w, payload, cpu))
     writer.start()

@@ -121,8 +121,7 @@ class Tree:
         return int(self.slot()["pid"]), int(self.slot()["generation"])
 
     def kill_agent(self) -> tuple[int, float, float]:
-        """SIGKILL the main agent and wait for the next: the perf_counter_ns just before the
-        kill, then ms to the new generation in the slot, and to RUNNING."""
+        """SIGKILL the main: perf_counter_ns before, ms to a new generation, and to RUNNING."""
         pid, generation = self.agent()
         if pid <= 0:  # os.kill(0) would signal the bench's own process group
             raise h.BenchError("the main agent's slot has no pid")
@@ -197,8 +196,7 @@ class Tree:
 def in_flight(
     mux: CallMux, window: int, request: Callable[[int], Any], more: Callable[[int], bool]
 ) -> list[tuple[bool, Any]]:
-    """Inside a component: keep ``window`` calls ``request(i)`` in flight to ``mux``'s peer
-    while ``more(i)``, each answer releasing the next; the answers, in order received."""
+    """Inside a component: ``window`` calls ``request(i)`` in flight while ``more(i)``."""
     answers: list[tuple[bool, Any]] = []
     sent = 0
 

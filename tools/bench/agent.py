@@ -78,8 +78,7 @@ def requests(tree: Tree, plan: h.Plan, agent: b.Launch, report: h.Report) -> Non
 
 
 def restarts(tree: Tree, n: int, agent: b.Launch, report: h.Report) -> float:
-    """SIGKILL -> the new generation in the slot, and -> RUNNING; each followed by a baseline
-    spawn: Popen, then its first frame. The median restart."""
+    """SIGKILL -> a new generation, -> RUNNING, each then a bare spawn; the median restart."""
     ms: dict[str, list[float]] = {"generation": [], "restart": [], "popen": [], "spawn": []}
     b.spawn_to_first_frame(agent)  # warm-up (page cache)
     for _ in range(n):
@@ -141,8 +140,7 @@ def hangs(tree: Tree, n: int, startup: float, report: h.Report) -> None:
 
 
 def kills(plan: h.Plan, report: h.Report) -> dict[str, int]:
-    """The tests' minimal agent under a tree with the shipped restart policy, under an OTP
-    supervisor and spawned bare, killed ``plan.kill_pause`` s apart: SIGKILL -> ready."""
+    """The minimal agent in a tree (shipped restart policy), under OTP and bare, in turns."""
     h.progress(f"kills: {plan.kills} x {plan.kill_pause:g} s apart, minimal agent")
     ms: dict[str, list[float]] = {"tree": [], "otp": [], "spawn": []}
     shipped, agent = {"agent": {"startsecs": 1.0, "max_restarts": 5}}, b.minimal_agent()
@@ -173,8 +171,7 @@ def kills(plan: h.Plan, report: h.Report) -> dict[str, int]:
 
 
 def shared_memory(plan: h.Plan, report: h.Report) -> None:
-    """Reads of a published 1000x512 float32 matrix against the same bytes through a pipe;
-    publish rates with and without the CRC."""
+    """Reads of a published matrix against a pipe; publishes with and without the CRC."""
     h.progress("shared-memory state against a pipe; publish rates")
     rng = np.random.default_rng(7)
     big = rng.standard_normal((1000, 512), np.float32)
@@ -216,8 +213,7 @@ def shared_memory(plan: h.Plan, report: h.Report) -> None:
 
 
 def heartbeat_flood(report: h.Report, seconds: float = 3.0) -> None:
-    """The manager's CPU (user + system) with the tests' flooding agent idle, then sending
-    ``FLOOD_RATE`` heartbeats/s; it must not restart the agent and must answer meanwhile."""
+    """The manager's CPU with the flooding test agent idle, then flooding; it must answer."""
     h.progress(f"heartbeat flood: {FLOOD_RATE}/s for {seconds:g} s")
     os.environ["FLOOD_RATE"] = "0"  # inherited by the tree, then the agent: idle at first
     try:

@@ -90,8 +90,7 @@ def _raw_echo(conn: Connection, other: Connection, cpu: int) -> None:
 
 
 def raw_pipe(cpus: tuple[int, int], plan: h.Plan) -> tuple[list[float], list[float]]:
-    """The driver's two figures on a bare Pipe echo between a fork on ``cpus[0]`` and the
-    bench on ``cpus[1]``, with the driver's payload shape: ``("call", id, request)``."""
+    """The driver's figures on a Pipe echo (fork on ``cpus[0]``, bench on ``cpus[1]``)."""
     conn, far = h.FORK.Pipe()
     server = h.FORK.Process(target=_raw_echo, args=(far, conn, cpus[0]))
     server.start()
@@ -141,8 +140,7 @@ def component_restarts(tree: Tree, n: int) -> list[float]:
 
 
 def cli_starts(tree: Tree, n: int) -> tuple[str, dict[str, list[float]]]:
-    """ms of ``osup-mp --help``, of ``osup-mp status`` against ``tree`` and of the bare
-    interpreter they both start with (the baseline), in turns; and how it is installed."""
+    """ms of ``--help``, ``status`` and a bare interpreter, in turns; and how it is installed."""
     cli = ["-m", "osup_mp", "--env", "test"]
     runs = {"python": ["-c", "pass"], "help": [*cli, "--help"], "status": [*cli, "status"]}
 

@@ -52,8 +52,7 @@ def round_trips(client: Client, n: int) -> list[float]:
 
 
 def mirror_cost(tree: Tree, plan: h.Plan, report: h.Report, how: str = "") -> list[float]:
-    """Mirror on (10% to two shadows, as an experiment) and off, alternately; ``how`` names
-    the tree's set-up in the rows. The round trips with the mirror off."""
+    """Mirror 10% to two shadows on and off, alternately; the round trips with it off."""
     arms = ["arm1", "arm2"]
     for arm in arms:
         tree.request("shadow_start", wait=120.0, id=arm)

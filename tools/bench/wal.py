@@ -112,8 +112,7 @@ def wal_and_driver(cfg: Config, _shm: SharedState) -> list[ChildSpec]:
 
 
 def raw_appends(path: Path, payloads: list[bytes], batch: int, seconds: float, sync: bool) -> float:
-    """Entries/s of a raw loop framing ``payloads`` with the WAL's ``encode_record``,
-    ``batch`` records per ``os.write`` (and ``fdatasync`` when ``sync``)."""
+    """Entries/s framed by ``encode_record``, ``batch`` a write (and fdatasync with ``sync``)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
     lsn, clock = 1, time.perf_counter
     try:
@@ -175,8 +174,7 @@ def appends(plan: h.Plan, report: h.Report) -> None:
 
 
 def prepare(root: Path, cfg: Config, n: int) -> int:
-    """A checkpoint of 1000 memory blocks at LSN 1000, then ``n`` ``memory_add`` entries
-    with unique ids in the WAL; the last LSN."""
+    """A checkpoint of 1000 blocks at LSN 1000, then ``n`` entries in the WAL; the last LSN."""
     store = CheckpointStore(root / "checkpoints", cfg.vault.generations)
     entries = make_entries(CHECKPOINT_BLOCKS, seed=3, prefix="checkpointed memory")
     blocks = [{**e["params"], "metadata": {}} for e in entries]  # as MemoryAgent.snapshot
@@ -275,8 +273,7 @@ def recovery(plan: h.Plan, report: h.Report) -> None:
 
 
 def saves(plan: h.Plan, report: h.Report) -> None:
-    """``CheckpointStore.save`` of 1 MiB (file + cache row, old generations pruned as in
-    the tree) against write + fsync of a new 1 MiB file in the same directory, in turns."""
+    """``CheckpointStore.save`` of 1 MiB against write + fsync of a new file, in turns."""
     h.progress(f"checkpoint saves: {plan.saves} x 1 MiB, raw write + fsync")
     payload, save_ms, raw_ms = os.urandom(1 << 20), [], []
     with tempfile.TemporaryDirectory(prefix="osup_bench_") as tmp:
