@@ -32,8 +32,11 @@ FAST = {
     "agent": {"startsecs": 0, "max_restarts": 100000},
 }
 FLOOD_RATE = 325_000  # heartbeat frames/s, the rate the fault review measured
-LOG_LINES = {"backoff": r"agent \S+: restart \d+ in ", "fatal": "FATAL"}
-LOG_LINES["hang"] = "heartbeat timeout.*restarting"
+LOG_LINES = {  # what the tree's log says, counted after each part
+    "backoff": r"agent \S+: restart \d+ in ",
+    "fatal": "FATAL",
+    "hang": "heartbeat timeout.*restarting",
+}
 PLANS = {  # name: (full, quick)
     "round_trips": (2000, 300), "pipelined": (20000, 3000), "pipelined_runs": (3, 3),
     "restarts": (20, 5), "hangs": (5, 2), "kills": (5, 3), "kill_pause": (3.0, 1.2),

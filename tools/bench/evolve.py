@@ -41,14 +41,18 @@ def in_process(code: str, memories: list[str], searches: list[dict[str, Any]]) -
     return time.perf_counter() - started
 
 
-def per_minute(evaluate: Callable[[list[str]], list[Any]], variants: list[str]) -> float:
-    """Variants per minute through ``evaluate``; any failure but a differing answer fails."""
+def seconds(evaluate: Callable[[list[str]], list[Any]], variants: list[str]) -> float:
+    """Seconds ``evaluate`` takes for ``variants``; any failure but a differing answer fails."""
     started = time.perf_counter()
     figures = evaluate(variants)
     elapsed = time.perf_counter() - started
     if failed := [f.failure for f in figures if f.failure and "differ" not in f.failure]:
         raise h.BenchError(f"evaluations failed: {failed[:2]}")
-    return len(variants) / elapsed * 60
+    return elapsed
+
+
+def per_minute(evaluate: Callable[[list[str]], list[Any]], variants: list[str]) -> float:
+    return len(variants) / seconds(evaluate, variants) * 60
 
 
 def ray_per_minute(job: Job, variants: list[str]) -> float | None:
@@ -93,7 +97,7 @@ def run(plan: h.Plan, report: h.Report) -> None:
         def keepers(codes: list[str]) -> list[Any]:  # each evaluated away from the tree
             return [evaluate(job, code) for code in codes]
 
-        keeper_s = h.median([60 / per_minute(keepers, [code]) for code in variants])
+        keeper_s = h.median([seconds(keepers, [code]) for code in variants])
         on_ray = ray_per_minute(job, variants) if plan.ray else None
         left = [a["id"] for a in tree.status()["agents"] if a["id"] != "main"]
     if left:

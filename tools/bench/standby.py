@@ -98,7 +98,8 @@ def one_agent(
             for key, tree in trees.items():
                 answer, gone = kill_to_answer(tree, blocks)
                 ms[key].append(answer)
-                ms["gone"] += [gone] if key == "with" else []
+                if key == "with":
+                    ms["gone"].append(gone)
                 settled(tree, key == "with")
         with_, without = ms["with"], ms["without"]
         what, promotions = f"{name}: SIGKILL -> first answer", hot.main_status().get("promotions")
