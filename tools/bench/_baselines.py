@@ -177,50 +177,40 @@ def spawn_to_first_frame(agent: Launch) -> tuple[float, float]:
         return h.since_ms(t0, direct.popen_ns), h.since_ms(t0)
 
 
-class Otp:
-    """An Erlang/OTP ``one_for_one`` supervisor (``_otp_supervisor.escript``) owning the agent
-    through a ``{packet, 4}`` port; it prints ``ready OSPID`` at each agent's first frame."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
-        self.proc, self.out, self.pid = proc, proc.stdout, 0
-
-    def ready(self) -> int:
-        """Wait for the next agent's ready line: the perf_counter_ns it was read."""
-        while readable(self.out.fileno(), 30.0) and (line := self.out.readline()):
-            if line.startswith(b"ready "):
-                self.pid = int(line.split()[1])
-                return time.perf_counter_ns()
-        raise h.BenchError(f"the OTP supervisor reported no agent ready ({self.proc.poll()})")
-
-    def kill(self) -> float:
-        """ms from a SIGKILL of the agent to the next one ready."""
-        t0 = time.perf_counter_ns()
-        os.kill(self.pid, signal.SIGKILL)
-        return h.since_ms(t0, self.ready())
-
-
 @contextlib.contextmanager
-def otp_supervisor(agent: Launch) -> Iterator[Otp | None]:
-    """An OTP supervisor of ``agent``, its first agent ready; None without ``escript``."""
+def otp_supervisor() -> Iterator[Callable[[], float] | None]:
+    """An Erlang/OTP ``one_for_one`` supervisor (``_otp_supervisor.escript``) owning the
+    minimal agent through a ``{packet, 4}`` port, its first agent ready (None without
+    ``escript``). It yields a kill: ms from a SIGKILL of the agent to the next one ready."""
     if not (escript := shutil.which("escript")):
         yield None
         return
-    cmd, pipe = [escript, str(HERE / "_otp_supervisor.escript"), *agent.argv], subprocess.PIPE
-    # Unbuffered (bufsize 0): a line is read only once poll says it is there.
+    agent, pipe, null = minimal_agent(), subprocess.PIPE, subprocess.DEVNULL
+    spawn_to_first_frame(agent)  # warm-up (page cache)
+    # Unbuffered (bufsize 0): a line is read only once poll says it is there. It prints
+    # "ready OSPID" at each agent's first frame.
+    argv = [escript, str(HERE / "_otp_supervisor.escript"), *agent.argv]
     proc = subprocess.Popen(
-        cmd,
-        0,
-        stdin=pipe,
-        stdout=pipe,
-        stderr=subprocess.DEVNULL,
-        env=agent.env,
-        start_new_session=True,
+        argv, 0, stdin=pipe, stdout=pipe, stderr=null, env=agent.env, start_new_session=True
     )
-    otp = Otp(proc)
+    assert proc.stdout is not None
+    out, pid = proc.stdout, [0]
+
+    def ready() -> int:  # the perf_counter_ns at which the next agent's ready line was read
+        while readable(out.fileno(), 30.0) and (line := out.readline()):
+            if line.startswith(b"ready "):
+                pid[0] = int(line.split()[1])
+                return time.perf_counter_ns()
+        raise h.BenchError(f"the OTP supervisor reported no agent ready ({proc.poll()})")
+
+    def kill() -> float:
+        t0 = time.perf_counter_ns()
+        os.kill(pid[0], signal.SIGKILL)
+        return h.since_ms(t0, ready())
+
     try:
-        otp.ready()
-        yield otp
+        ready()
+        yield kill
     finally:
         try:
             proc.communicate(timeout=10.0)  # at EOF it halts; its agent's port closes

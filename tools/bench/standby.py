@@ -16,7 +16,7 @@ import time
 
 import _harness as h
 import psutil
-from _baselines import minimal_agent, otp_supervisor, spawn_to_first_frame, test_agent
+from _baselines import otp_supervisor, test_agent
 from _procs import Tree, load, memories
 
 from osup_mp.client import ErrorAnswer
@@ -126,13 +126,11 @@ def one_agent(
 
 def run(plan: h.Plan, report: h.Report) -> None:
     h.progress(f"OTP supervisor: {plan.otp_kills} kills of the minimal agent")
-    agent, otp_ms = minimal_agent(), list[float]()
-    with otp_supervisor(agent) as otp:
-        if otp is not None:
-            spawn_to_first_frame(agent)  # warm-up
-            for _ in range(plan.otp_kills):
-                time.sleep(1.2)  # as the agent bench: past any restart intensity window
-                otp_ms.append(otp.kill())
+    otp_ms = list[float]()
+    with otp_supervisor() as otp_kill:
+        while otp_kill and len(otp_ms) < plan.otp_kills:
+            time.sleep(1.2)  # as the agent bench: past any restart intensity window
+            otp_ms.append(otp_kill())
     for name, layer, blocks in (
         ("reference agent", {}, 0),
         ("1 s start-up agent", test_agent("slow_start.py"), 0),
