@@ -123,37 +123,62 @@ def descendants_of(pid: int) -> list[int]:
     return found
 
 
-def kill_descendants(*, spare: Collection[int] = (), grace: float = 0.5) -> list[int]:
-    """SIGKILL every descendant of this process, except the children in ``spare`` and
-    theirs, and reap them; returns the pids killed.
+REAP_RETRY = 0.001
+"""Seconds between two passes of :meth:`Strays.reap`: SIGKILL delivery is asynchronous, and
+a killed process is gone within microseconds unless it holds much memory."""
 
-    For an agent manager once its agent is reaped, and for the supervisor (sparing its
-    components) once a component is: the rest is what the dead left behind (orphans
-    re-parent to a subreaper). SIGKILLed, they die at once, so the reap waits at most
-    ``grace`` seconds, and only for those pids.
-    """
-    killed: list[int] = []
-    strays = [c for c in children_of(os.getpid()) if c not in spare]
-    for pid in [p for c in strays for p in (c, *descendants_of(c))]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-        except ProcessLookupError:
-            pass
-    # A killed grandchild re-parents here once its parent is reaped: wait until every pid
-    # is reaped by us or gone, for at most ``grace`` seconds.
-    pending = set(killed)
-    deadline = time.monotonic() + grace
-    while pending and time.monotonic() < deadline:
-        for pid in list(pending):
+
+class Strays:
+    """Processes SIGKILLed because the dead left them behind (orphans re-parent to a
+    subreaper), reaped as they die. For a loop: :meth:`kill`, then :meth:`reap` every
+    :data:`REAP_RETRY` seconds while it returns True, so that nothing waits in between."""
+
+    def __init__(self) -> None:
+        self._give_up: dict[int, float] = {}  # pid -> when to stop looking for it
+
+    def kill(self, *, spare: Collection[int] = (), grace: float = 0.5) -> list[int]:
+        """SIGKILL every descendant of this process, except the children in ``spare`` and
+        theirs and those killed before; each is looked for at most ``grace`` seconds.
+        Returns the pids killed."""
+        killed: list[int] = []
+        strays = [c for c in children_of(os.getpid()) if c not in spare]
+        for pid in [p for c in strays for p in (c, *descendants_of(c)) if p not in self._give_up]:
             try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    pending.discard(pid)
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
+        give_up = time.monotonic() + grace
+        for pid in killed:
+            self._give_up.setdefault(pid, give_up)
+        return killed
+
+    def reap(self) -> bool:
+        """One pass, without waiting: reap those dead here, forget those gone elsewhere or
+        looked for long enough; True while some are left (a killed grandchild re-parents here
+        only once its parent is reaped)."""
+        now = time.monotonic()
+        for pid, give_up in list(self._give_up.items()):
+            try:
+                done = os.waitpid(pid, os.WNOHANG)[0] == pid
             except ChildProcessError:  # not (yet) our child: gone, or someone's zombie
-                if not os.path.exists(f"/proc/{pid}"):
-                    pending.discard(pid)
-        if pending:
-            time.sleep(0.001)  # SIGKILL delivery is asynchronous: this is microseconds
+                done = not os.path.exists(f"/proc/{pid}")
+            if done or now >= give_up:
+                del self._give_up[pid]
+        return bool(self._give_up)
+
+    def wait(self) -> None:
+        """:meth:`reap` until none is left: for a process that has no loop to do it in (a
+        gate, a keeper) or is leaving its loop."""
+        while self.reap():
+            time.sleep(REAP_RETRY)
+
+
+def kill_descendants(*, spare: Collection[int] = (), grace: float = 0.5) -> list[int]:
+    """:meth:`Strays.kill`, then :meth:`Strays.wait` (at most ``grace`` seconds)."""
+    strays = Strays()
+    killed = strays.kill(spare=spare, grace=grace)
+    strays.wait()
     return killed
 
 

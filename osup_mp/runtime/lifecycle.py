@@ -24,8 +24,9 @@ from multiprocessing.process import BaseProcess
 from loguru import logger
 
 from osup_mp.lowlevel.proc import (
+    REAP_RETRY,
+    Strays,
     describe_exit,
-    kill_descendants,
     set_parent_death_signal,
     set_title,
 )
@@ -35,6 +36,7 @@ from osup_mp.runtime.channel import Channel, channel_pair
 from osup_mp.runtime.children import Child, ChildSpec, ChildState, Started, Stopped
 from osup_mp.runtime.loop import ComponentLoop
 from osup_mp.runtime.reactor import Reactor
+from osup_mp.runtime.timers import Timer
 
 __all__ = ["ChildLifecycle"]
 
@@ -56,6 +58,8 @@ class ChildLifecycle(Reactor):
         self._child_setup = child_setup
         self._closables: list[Callable[[], None]] = []  # what each child closes after fork
         self._stopping = False  # the tree is stopping: no start begins any more
+        self._strays = Strays()  # what dead children left, killed, reaped as it dies
+        self._reaping: Timer | None = None  # the next pass over them
 
     def close_in_children(self, close: Callable[[], None]) -> None:
         """``close()`` runs in every child right after fork (listening sockets, locks)."""
@@ -230,7 +234,8 @@ class ChildLifecycle(Reactor):
 
     def _kill_strays(self, dead: Child) -> None:
         """Kill what ``dead`` left behind: as a subreaper the supervisor inherits it."""
-        killed = kill_descendants(spare={c.pid for c in self.children if c.pid}, grace=0.2)
+        killed = self._strays.kill(spare={c.pid for c in self.children if c.pid}, grace=0.2)
+        self._reap_strays()
         if killed:
             logger.warning(
                 "{} left {} process(es) behind: killed pids {}",
@@ -238,6 +243,10 @@ class ChildLifecycle(Reactor):
                 len(killed),
                 ", ".join(map(str, killed)),
             )
+
+    def _reap_strays(self) -> None:
+        if self._strays.reap() and (self._reaping is None or self._reaping.cancelled):
+            self._reaping = self.timers.at(time.monotonic() + REAP_RETRY, self._reap_strays)
 
     # -- the children's pipes in the loop ----------------------------------------------------
 

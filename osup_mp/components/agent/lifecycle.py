@@ -28,10 +28,16 @@ from osup_mp.components.agent.requests import Requests
 from osup_mp.components.agent.restarts import RestartPolicy
 from osup_mp.components.agent.standby import Standby
 from osup_mp.components.agent.states import AgentState, check_transition
-from osup_mp.components.agent.timers import ReadyDeadline, Respawn, StopDeadline, WallDeadline
+from osup_mp.components.agent.timers import (
+    ReadyDeadline,
+    ReapStrays,
+    Respawn,
+    StopDeadline,
+    WallDeadline,
+)
 from osup_mp.components.messages import Execute, RecordTransition
 from osup_mp.config import Config
-from osup_mp.lowlevel.proc import kill_descendants, signal_group
+from osup_mp.lowlevel.proc import REAP_RETRY, Strays, signal_group
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Component, on_info
 from osup_mp.storage.shm.segment import SharedState, monotonic_ns
@@ -66,6 +72,8 @@ class AgentLifecycle(Component):
         self.notify_fd = -1  # life-lock notices are written here (lowlevel.lifelock)
         self.slot: Any = None  # its shared-memory slot (a numpy record), claimed by init()
         self.dying = Dying(self, self._bury)
+        self.strays = Strays()  # leftovers of dead agents, killed, reaped as they die
+        self._reaping = False  # a ReapStrays timer is armed
         self.generation = 0
         self.restarts = 0
         self.policy = RestartPolicy.from_config(cfg.agent)
@@ -278,11 +286,16 @@ class AgentLifecycle(Component):
         live = [a.pid for a in (self.agent, standby) if a is not None]
         return live + self.dying.pids()
 
-    def kill_leftovers(self, whose: str = "it") -> None:
-        """Kill and reap every process a dead agent (``whose``: the main, "it", or "its
-        standby") left behind, in its process group or not (this manager is their
-        subreaper): all but the live agents (a promoted standby, and the standby)."""
-        killed = kill_descendants(spare=self.live_pids())
+    def kill_leftovers(self, whose: str = "it", *, wait: bool = False) -> None:
+        """Kill every process a dead agent (``whose``: the main, "it", or "its standby")
+        left behind, in its process group or not (this manager is their subreaper): all but
+        the live agents (a promoted standby, and the standby). They are reaped as they die,
+        by timers of the loop, or before this returns with ``wait`` (the loop is ending)."""
+        killed = self.strays.kill(spare=self.live_pids())
+        if wait:
+            self.strays.wait()
+        else:
+            self._reap_strays()
         if killed:
             logger.warning(
                 "agent {}: killed {} process(es) {} left behind: pids {}",
@@ -291,6 +304,14 @@ class AgentLifecycle(Component):
                 whose,
                 ", ".join(map(str, killed)),
             )
+
+    @on_info(ReapStrays)
+    def _reap_strays(self, msg: ReapStrays | None = None) -> None:
+        if msg is not None:
+            self._reaping = False
+        if self.strays.reap() and not self._reaping:
+            self._reaping = True
+            self.send_after(REAP_RETRY, ReapStrays())
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

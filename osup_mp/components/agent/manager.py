@@ -152,7 +152,7 @@ class AgentManager(AgentRecovery):
                 agent.signal()
                 agent.proc.wait()
             agent.signal()  # what is left of its process group
-        self.kill_leftovers()
+        self.kill_leftovers(wait=True)
         self.dying.reap_all()
         self._fail_requests("agent manager stopping")
         self.requests.close()

@@ -32,6 +32,11 @@ class WallDeadline:
 
 
 @dataclass(frozen=True, slots=True)
+class ReapStrays:
+    """Time for another pass over the leftovers a dead agent left, killed but not reaped."""
+
+
+@dataclass(frozen=True, slots=True)
 class ExpireRequests:
     """The nearest request deadline has come."""
 
