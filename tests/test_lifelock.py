@@ -9,11 +9,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from osup_mp.lowlevel.lifelock import LifeLock, dying_status, read_notices
-from osup_mp.lowlevel.proc import readable
+from osup_mp.lowlevel.proc import lower_group_priority, readable
 
 HOLDER = """
 import os, sys, time
@@ -123,3 +124,49 @@ def test_a_lock_nobody_holds_is_noticed_at_once(notices) -> None:  # type: ignor
     lock.close_fd()
     lock.watch(12345, w)
     assert notice(r, 5.0) == [12345]
+
+
+def test_a_dying_holder_gives_way(holders, notices) -> None:  # type: ignore[no-untyped-def]
+    """Noticed dying, the holder's teardown runs at the lowest priority: SCHED_IDLE, and, as
+    the leader of a session of its own, the lowest weight for its autogroup."""
+    r, w = notices
+    lock = LifeLock.create()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(lock.fd), "512", "sleep"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        pass_fds=(lock.fd,),
+        start_new_session=True,
+    )
+    holders.append(proc)
+    lock.close_fd()
+    assert proc.stdout is not None and proc.stdout.readline() == b"held\n"
+    lock.watch(proc.pid, w)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert notice(r) == [proc.pid]  # sent once it has given way; not reaped before wait()
+    assert os.sched_getscheduler(proc.pid) == os.SCHED_IDLE
+    if os.path.exists("/proc/self/autogroup"):
+        autogroup = Path(f"/proc/{proc.pid}/autogroup").read_text()
+        assert autogroup.split()[-1] == "19", autogroup
+    assert proc.wait() == -signal.SIGKILL
+
+
+def test_only_a_session_leaders_autogroup_is_lowered(holders) -> None:  # type: ignore[no-untyped-def]
+    if not os.path.exists("/proc/self/autogroup"):
+        pytest.skip("no autogroups on this kernel")
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    leader = subprocess.Popen(sleeper, start_new_session=True)
+    member = subprocess.Popen(sleeper)  # in the test run's session: not its to change
+    holders.extend([leader, member])
+
+    def nice(pid: int) -> str:
+        return Path(f"/proc/{pid}/autogroup").read_text().split()[-1]
+
+    ours = nice(os.getpid())
+    assert lower_group_priority(leader.pid, 7)
+    assert lower_group_priority(leader.pid, 3)  # lower already: left at 7
+    assert lower_group_priority(member.pid, 7)
+    assert (nice(leader.pid), nice(member.pid), nice(os.getpid())) == ("7", ours, ours)
+    leader.kill()
+    leader.wait()
+    assert lower_group_priority(leader.pid, 7)  # gone: nothing to do
