@@ -5,6 +5,7 @@ go without dying is not taken for dead; a lock nobody holds is noticed at once."
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import wait_for
 
 from osup_mp.lowlevel.lifelock import LifeLock, dying_status, read_notices
 from osup_mp.lowlevel.proc import lower_group_priority, readable
@@ -170,3 +172,22 @@ def test_only_a_session_leaders_autogroup_is_lowered(holders) -> None:  # type: 
     leader.kill()
     leader.wait()
     assert lower_group_priority(leader.pid, 7)  # gone: nothing to do
+
+
+def test_the_waiting_thread_runs_first_where_allowed(holders, notices) -> None:  # type: ignore[no-untyped-def]
+    """Where real-time priority is allowed, the thread waiting on the lock has it."""
+    allowed = os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_RTPRIO)[0] >= 1
+    r, w = notices
+    lock, proc = start(holders, 0, "sleep")
+    before = set(os.listdir("/proc/self/task"))
+    lock.watch(proc.pid, w)
+
+    def fifo_threads() -> list[str]:
+        tids = set(os.listdir("/proc/self/task")) - before
+        return [t for t in tids if os.sched_getscheduler(int(t)) == os.SCHED_FIFO]
+
+    if allowed:
+        wait_for(fifo_threads, 5, what="the waiting thread at SCHED_FIFO")
+    os.kill(proc.pid, signal.SIGKILL)
+    assert notice(r) == [proc.pid]
+    assert proc.wait() == -signal.SIGKILL
