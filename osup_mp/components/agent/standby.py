@@ -5,16 +5,13 @@ frame and a pipe swap, milliseconds) instead of a start and a restore.
 Decisions:
 
 * The standby lives in the main's manager, beside the main. Entries reach it from the
-  manager in the loop step they leave for the WAL (:meth:`Standby.follow`), after its restore
-  frames and in the order the WAL numbers them: it is as far as the main, minus what is in
-  its pipe, and a promotion catches up by reading its pipe, not by asking the WAL. An entry
-  that then fails to become durable replaces the standby with the main.
+  manager in the loop step they leave for the WAL (:meth:`Standby.follow`; what it is fed and
+  how its position is checked: :mod:`.standby_feed`). An entry that then fails to become
+  durable replaces the standby with the main.
 * It is planned through the manager's loop while the main goes on writing: entries the
   main writes meanwhile are held, and those sent to the WAL after the plan's last read
   follow the restore (:meth:`Standby._on_planned`).
-* It never serves. Its frames other than ``ready``, heartbeats and metrics are ignored; an
-  agent whose ``ready`` does not say ``"role": "standby"`` cannot follow, and the manager
-  runs without a standby rather than promote a stale one.
+* It never serves (its frames: :mod:`.standby_frames`).
 * Its failures never touch the main: it is killed and restarted (a crash loop backs off with
   its own :class:`RestartPolicy`, and FATAL leaves the main without a standby until the next
   promotion or operator restart). The manager adopts its process on promotion with
@@ -24,31 +21,28 @@ Decisions:
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from osup_mp.components.agent.durability import Durability
-from osup_mp.components.agent.follow import wal_apply_frames
 from osup_mp.components.agent.launch import Launch
 from osup_mp.components.agent.planning import PlanInFlight
 from osup_mp.components.agent.process import AgentProcess
 from osup_mp.components.agent.restarts import RestartPolicy
+from osup_mp.components.agent.standby_feed import StandbyFeed
+from osup_mp.components.agent.standby_frames import ROLE, StandbyFrames
 from osup_mp.components.agent.states import AgentState, check_transition
 from osup_mp.components.agent.timers import StandbyReadyDeadline, StandbySpawn
 from osup_mp.lowlevel.proc import describe_exit
 from osup_mp.runtime.calls import CallError
 from osup_mp.storage.shm.segment import Role, monotonic_ns
-from osup_mp.wire.frames import FromAgent
 
 if TYPE_CHECKING:
     from osup_mp.components.agent.lifecycle import AgentLifecycle
 
 S = AgentState
-ROLE = "standby"
 _RESPAWN_DELAY = 0.1  # seconds
-_QUIET = frozenset({FromAgent.HEARTBEAT.value, FromAgent.METRICS.value, FromAgent.READY.value})
 
 
 class Standby:
@@ -68,17 +62,12 @@ class Standby:
         self.fail_reason: str | None = None  # why the current standby is being killed
         self.last_kill_reason: str | None = None
         self.unsupported: str | None = None  # why this agent cannot be a standby
-        self.sent_lsn = 0  # newest entry passed on (numbered as the WAL will number it)
-        self._numbering: deque[tuple[int, int]] = deque()  # (first LSN, count) passed on
+        self.feed = StandbyFeed(self)
+        self.frames = StandbyFrames(self)
         label = f"{host.instance_id} standby"
         self._planner = Durability(host, durable=False, follower=True, label=label)
         self._timer: int | None = None
-        self._ignored: set[str] = set()  # frame types already warned about
         self._planning: PlanInFlight | None = None
-        self._restored_through = 0  # the last LSN of this standby's restore
-        # Entries the main wrote while the plan was in flight, each with the number of plan
-        # calls sent before it: those after the last call are not in the plan.
-        self._held: list[tuple[list[bytes], int]] = []
 
     @property
     def ready(self) -> bool:
@@ -110,23 +99,19 @@ class Standby:
         self._transition(S.STARTING)
         self.fail_reason = None
         self._planner.new_generation()
-        self._held.clear()
+        self.feed.drop_held()
         self._planning = plan = self._planner.plan_async(self._on_planned)
         plan.start()
 
     def _on_planned(self, restore: dict[str, Any] | None, error: Exception | None) -> None:
         plan, self._planning = self._planning, None
         assert plan is not None
-        # What the main wrote after the plan's last read is not in the plan: it is numbered
-        # from the plan's end and passed on after the restore (the WAL's numbering checks it).
-        held = [entries for entries, calls in self._held if calls >= plan.calls]
-        self._held.clear()
+        held = self.feed.release_held(plan.calls)
         if error is not None:
             self._failed(f"cannot fetch the main's state: {error}")
             return
         host = self.host
-        self.sent_lsn = self._restored_through = self._planner.applied_lsn
-        self._numbering.clear()
+        self.feed.restored(self._planner.applied_lsn)
         self.slot["applied_lsn"] = 0
         launch = Launch(ROLE, host.instance_id, host.shm.name, self.slot_index, host.command)
         try:
@@ -135,7 +120,7 @@ class Standby:
             self._failed(f"cannot start: {exc}")
             return
         self.agent = agent
-        agent.watch(self._on_stdout, self._on_stderr, self._on_exit)
+        agent.watch(self.frames.on_stdout, self.frames.on_stderr, self._on_exit)
         self.generation += 1
         self.started_at = time.monotonic()
         self.slot["pid"] = agent.pid
@@ -150,13 +135,13 @@ class Standby:
                 self.kill_for(f"cannot restore: {exc}")
                 return
         for entries in held:
-            self._pass_on(entries)
+            self.feed.pass_on(entries)
 
     def _cancel_plan(self) -> None:
         if self._planning is not None:
             self._planning.cancel()
             self._planning = None
-        self._held.clear()
+        self.feed.drop_held()
 
     def on_spawn_due(self) -> None:
         self._timer = None
@@ -170,6 +155,23 @@ class Standby:
         self._timer = None
         if generation == self.generation and self.state is S.STARTING:
             self.kill_for(f"not ready within {self.cfg.agent.ready_timeout} ms")
+
+    def agent_ready(self, msg: dict[str, Any]) -> None:
+        """Its ready frame names the standby role: it runs, following the main."""
+        host = self.host
+        self._cancel_timer()
+        self._transition(S.RUNNING)
+        assert self.agent is not None
+        self.agent.watch_life(msg, host.notify_fd)
+        self.ready_at = time.monotonic()
+        self.slot["hb_frame_ns"] = monotonic_ns()
+        logger.info(
+            "agent {}: standby ready (pid {}, {:.1f} ms, following from LSN {})",
+            host.instance_id,
+            self.agent.pid,
+            (self.ready_at - self.started_at) * 1000,
+            self.feed.sent_lsn,
+        )
 
     def kill_for(self, reason: str) -> None:
         """Replace the standby (the main is not touched)."""
@@ -265,7 +267,7 @@ class Standby:
         assert agent is not None and self.ready
         self._cancel_timer()
         agent.unwatch()
-        taken = (agent, self.sent_lsn)
+        taken = (agent, self.feed.sent_lsn)
         self.agent = None
         self.policy.reset()  # the next standby starts a new count
         self._transition(S.STOPPING)
@@ -280,124 +282,26 @@ class Standby:
         """Pass on entries the main wrote (about to go to the WAL); the standby generation
         that got them, or 0."""
         if self._planning is not None:  # sorted out once the plan is in (_on_planned)
-            self._held.append((entries, self._planning.calls))
+            self.feed.hold(entries, self._planning.calls)
             return self.generation + 1
         if self.agent is None or self.state not in (S.STARTING, S.RUNNING):
             return 0  # the next standby restores them
-        return self._pass_on(entries)
-
-    def _pass_on(self, entries: list[bytes]) -> int:
-        agent = self.agent
-        assert agent is not None
-        first = self.sent_lsn + 1
-        for frame in wal_apply_frames(first, entries, self.cfg.agent.max_frame):
-            agent.pipes.out += frame
-        self.sent_lsn += len(entries)
-        self._numbering.append((first, len(entries)))
-        lag = self.sent_lsn - self.applied_lsn
-        if self.state is S.RUNNING and lag > self.cfg.agent.standby_max_lag:
-            self.kill_for(
-                f"{lag} WAL entries behind the main ([agent] standby_max_lag "
-                f"{self.cfg.agent.standby_max_lag})"
-            )
-            return 0
-        return self.generation
+        return self.feed.pass_on(entries)
 
     def numbered(self, generation: int, first_lsn: int, count: int) -> None:
         """The WAL numbered entries this standby got: they must be the LSNs it was told."""
-        if generation != self.generation or not self._numbering:
-            return
-        if first_lsn + count - 1 <= self._restored_through:
-            return  # written while its plan was made, and in it: restored, not passed on
-        told, told_count = self._numbering.popleft()
-        if (told, told_count) != (first_lsn, count):
-            self.kill_for(
-                f"the WAL numbered entries {first_lsn}..{first_lsn + count - 1}, "
-                f"not {told}..{told + told_count - 1}"
-            )
+        self.feed.numbered(generation, first_lsn, count)
 
     def flush(self) -> None:
         if self.agent is not None:
             self.agent.flush()
 
-    # -- its output --------------------------------------------------------------------------
-
-    def _on_stdout(self) -> None:
-        agent = self.agent
-        if agent is None:
-            return
-        messages, error, _eof = agent.read_frames()
-        for msg in messages:
-            self._on_message(msg)
-            if self.agent is not agent:
-                return  # stopped while reading (an agent that cannot be a standby)
-        if agent.pipes.heartbeats:
-            agent.pipes.heartbeats = 0
-            self.slot["hb_frame_ns"] = monotonic_ns()
-        if error is not None and self.fail_reason is None:
-            self.kill_for(f"malformed frame from the standby: {error}")
-
-    def _on_message(self, msg: dict[str, Any]) -> None:
-        kind = msg["type"]
-        if kind == FromAgent.READY.value:
-            self._on_ready(msg)
-        elif kind == FromAgent.HEARTBEAT.value:
-            if self.agent is not None:
-                self.agent.pipes.heartbeats += 1
-            if self.state is S.STARTING:
-                # A seed-style agent: its first heartbeat is its "ready", and it knows no
-                # standby role (it would not follow the main's writes).
-                self._refuse("it sent a heartbeat before ready (a seed-style agent)")
-        elif kind not in _QUIET and kind not in self._ignored:
-            self._ignored.add(kind)
-            logger.warning(
-                "agent {}: the standby sent {!r}: ignored (a standby serves nothing)",
-                self.host.instance_id,
-                kind,
-            )
-
-    def _on_ready(self, msg: dict[str, Any]) -> None:
-        if self.state is not S.STARTING:
-            return
-        host = self.host
-        if msg.get("role") != ROLE:
-            # It did not understand --role standby: it would not follow the main's writes.
-            self._refuse(f"its ready frame says role {msg.get('role')!r}, not 'standby'")
-            return
-        self._cancel_timer()
-        self._transition(S.RUNNING)
-        assert self.agent is not None
-        self.agent.watch_life(msg, host.notify_fd)
-        self.ready_at = time.monotonic()
-        self.slot["hb_frame_ns"] = monotonic_ns()
-        logger.info(
-            "agent {}: standby ready (pid {}, {:.1f} ms, following from LSN {})",
-            host.instance_id,
-            self.agent.pid,
-            (self.ready_at - self.started_at) * 1000,
-            self.sent_lsn,
-        )
-
-    def _refuse(self, why: str) -> None:
-        self.unsupported = why
-        logger.error(
-            "agent {}: this agent cannot be a standby ({}); running without one",
-            self.host.instance_id,
-            why,
-        )
-        self.stop()
-
-    def _on_stderr(self, final: bool = False) -> None:
-        if self.agent is not None:
-            for text in self.agent.stderr_lines(final=final):
-                logger.info("[agent {} standby] {}", self.host.instance_id, text)
-
     # -- helpers -----------------------------------------------------------------------------
 
     def _close(self, agent: AgentProcess) -> None:
         self.host.kill_leftovers("its standby")
-        self._on_stdout()
-        self._on_stderr(final=True)
+        self.frames.on_stdout()
+        self.frames.on_stderr(final=True)
         agent.close()
         self.agent = None
         if self.slot is not None:
@@ -433,7 +337,7 @@ class Standby:
             "generation": self.generation,
             "heartbeat_age_ms": age,
             "applied_lsn": self.applied_lsn,
-            "lag": self.sent_lsn - self.applied_lsn if self.ready else None,
+            "lag": self.feed.sent_lsn - self.applied_lsn if self.ready else None,
             "life_lock": self.agent is not None
             and bool(self.agent.life and self.agent.life.watching),
             "last_exit": self.last_exit,
