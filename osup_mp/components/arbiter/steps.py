@@ -1,0 +1,312 @@
+"""The course of every running experiment, as asynchronous steps.
+
+An experiment asks the tree for two shadows, loads the main's current code into both and
+the proposed code into the candidate, has the splitter mirror a share of the main's
+read-only requests to them, and every second reads the new samples from the health monitor
+and asks :func:`osup_mp.evolution.decide` for a verdict. A promoted candidate's code is
+hot-loaded into the main and watched: a crash of the main, the agent rolling the code back,
+or the main's own metrics worse than before the promotion, within ``rollback_watch``,
+reverts it. The one decision: every step is an asynchronous call answered into the one
+loop, so the arbiter keeps judging every experiment, answering the CLI and watching
+promotions while shadows start and code loads. The component (:mod:`.component`) serves
+the requests that start, stop and show experiments, on top of these steps.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+from loguru import logger
+
+from osup_mp.components.arbiter import readings
+from osup_mp.components.arbiter.experiment import OUTCOME_OF, ROLES, Experiment, ExpState, Outcome
+from osup_mp.components.arbiter.history import History, interrupted
+from osup_mp.components.messages import (
+    AgentStatus,
+    EvolutionResult,
+    Execute,
+    ExperimentSamples,
+    ExperimentStart,
+    HotReload,
+    LoadedCode,
+    MetricsHistory,
+    MirrorStart,
+    MirrorStatus,
+    MirrorStop,
+    Revert,
+    StartShadow,
+    StopShadow,
+)
+from osup_mp.config import Config
+from osup_mp.evolution import Decision, Sample, Settings, decide, watch
+from osup_mp.runtime.calls import CallError
+from osup_mp.runtime.component import Component
+
+TICK = 1.0  # s between looks at each experiment's evidence
+BASELINE_S = 60.0  # of the main's metrics before a promotion, to watch it against
+START_TIMEOUT = 60.0  # s for an arm's shadow to start and restore
+
+
+def _ignore(ok: bool, value: Any) -> None:
+    pass
+
+
+class ExperimentSteps(Component):
+    """The arbiter's running experiments and the steps of each; see the module docstring."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        e = cfg.evolution
+        self.settings = Settings(
+            alpha=1 - e.confidence,
+            min_samples=e.min_samples,
+            latency_margin=e.latency_margin,
+            min_improvement=e.min_improvement,
+            error_margin=e.error_margin,
+            mismatch_tolerance=e.mismatch_tolerance,
+            memory_margin=e.memory_margin,
+            capacity_margin=e.capacity_margin,
+        )
+        self.history = History(cfg.o_supervisor.data_dir / "evolution", e.history_size)
+        self.running: dict[str, Experiment] = {}
+        self.next_number = 1
+
+    # -- starting: shadows, code, mirror -----------------------------------------------------
+
+    def _start(self, request: ExperimentStart, ratio: float, duration: float) -> Experiment:
+        exp = Experiment(
+            f"e{self.next_number}", request.target, request.code, ratio, duration,
+            request.reason, request.origin, request.proposal, self.settings,
+        )  # fmt: skip
+        self.next_number += 1
+        self.running[exp.id] = exp
+        self._save_in_flight()
+        logger.info(
+            "arbiter: experiment {} for {} ({}): candidate {}, control {}, {:.0%} of traffic",
+            exp.id, exp.target, exp.origin, exp.arms["candidate"], exp.arms["control"], exp.ratio,
+        )  # fmt: skip
+        for role, shadow in exp.arms.items():
+            answer = functools.partial(self._arm_started, exp, role)
+            self.parent.call_async(StartShadow(shadow), answer, START_TIMEOUT)
+        return exp
+
+    def _arm_started(self, exp: Experiment, role: str, ok: bool, value: Any) -> None:
+        if exp.state is not ExpState.STARTING:
+            if ok:  # decided while this arm started: it was not there yet to be stopped
+                self.parent.call_async(StopShadow(exp.arms[role]), _ignore, 60.0)
+            return
+        if not ok:
+            self._finish(
+                exp, Outcome.INCONCLUSIVE, "arm_failed", f"the {role} shadow did not start: {value}"
+            )
+            return
+        exp.up.add(role)
+        if len(exp.up) == len(ROLES):
+            exp.move(ExpState.LOADING)
+            self.peer("agent:main").call_async(
+                LoadedCode(), functools.partial(self._load, exp), 10.0
+            )
+
+    def _load(self, exp: Experiment, ok: bool, main_code: Any) -> None:
+        if exp.state is not ExpState.LOADING:
+            return
+        if not ok:
+            why = f"the main agent's code could not be read: {main_code}"
+            self._finish(exp, Outcome.INCONCLUSIVE, "arm_failed", why)
+            return
+        loads = [
+            (role, module, source)
+            for role in ROLES
+            for module, source in main_code.items()
+            if not (role == "candidate" and module == exp.target)
+        ]
+        loads.append(("candidate", exp.target, exp.code))
+        pending = [len(loads)]
+        for role, module, source in loads:
+            answer = functools.partial(self._loaded, exp, role, module, pending)
+            try:
+                manager = self.peer(f"agent:{exp.arms[role]}")
+                manager.call_async(HotReload(source, module), answer, 30.0)
+            except CallError as exc:
+                answer(False, str(exc))
+
+    def _loaded(
+        self, exp: Experiment, role: str, module: str, pending: list[int], ok: bool, value: Any
+    ) -> None:
+        if exp.state is not ExpState.LOADING:
+            return
+        error = value if not ok else None if value.get("ok") else value.get("error")
+        if error is not None:
+            if role == "candidate" and module == exp.target:
+                why = f"the candidate code failed to load into {module}: {error}"
+                self._finish(exp, Outcome.REJECTED, "load_failed", why)
+            else:
+                why = f"the {role} could not load the main's {module}: {error}"
+                self._finish(exp, Outcome.INCONCLUSIVE, "arm_failed", why)
+            return
+        pending[0] -= 1
+        if pending[0] == 0:
+            mirror = MirrorStart(exp.id, list(exp.arms.values()), exp.ratio)
+            self.peer("splitter").call_async(mirror, functools.partial(self._mirroring, exp), 10.0)
+
+    def _mirroring(self, exp: Experiment, ok: bool, value: Any) -> None:
+        if exp.state is not ExpState.LOADING:
+            return
+        if not ok:
+            self._finish(exp, Outcome.INCONCLUSIVE, "arm_failed", f"mirroring failed: {value}")
+            return
+        exp.move(ExpState.RUNNING)
+        exp.running_since = time.monotonic()
+        exp.mirror = value
+
+    # -- judging -----------------------------------------------------------------------------
+
+    def _look(self, exp: Experiment) -> None:
+        """One look: new samples, the mirror's figures, the arms' and main's health."""
+        if exp.state is ExpState.WATCHING:
+            since = MetricsHistory("main", self.cfg.evolution.rollback_watch / 1000 + 10)
+            calls = [("agent:main", AgentStatus()), ("agent:main", LoadedCode()), ("health", since)]
+            self.gather(calls, functools.partial(self._watch, exp), TICK * 5)
+        elif exp.state is ExpState.RUNNING:
+            calls = [
+                ("health", ExperimentSamples(exp.id, after=exp.seq)),
+                ("splitter", MirrorStatus()),
+            ] + [(f"agent:{exp.arms[role]}", AgentStatus()) for role in ROLES]
+            self.gather(calls, functools.partial(self._judge, exp), TICK * 5)
+
+    def _judge(self, exp: Experiment, results: list[tuple[bool, Any]]) -> None:
+        if exp.state is not ExpState.RUNNING:
+            return
+        (ok, samples), (_, mirrors), *arms = results
+        if ok:
+            for s in samples:
+                role = exp.role_of(s["arm"])
+                if role is not None:
+                    outcome = "error" if s["error"] else s["outcome"]
+                    exp.evidence.add(
+                        Sample(role, float(s["latency_ms"]), bool(s["error"]), outcome)
+                    )
+                exp.seq = max(exp.seq, s["seq"])
+            exp.evidence.close_batch()  # a look: what came since the last one is a batch
+        for figures in mirrors if isinstance(mirrors, list) else ():
+            if figures.get("id") == exp.id:
+                readings.take_mirror(exp, figures)
+        for role, (ok, status) in zip(ROLES, arms, strict=True):
+            died = readings.died(status) if ok else f"its manager is gone ({status})"
+            if died is not None:
+                if role == "candidate":
+                    self._finish(
+                        exp, Outcome.REJECTED, "candidate_died", f"the candidate died: {died}"
+                    )
+                else:
+                    self._finish(
+                        exp, Outcome.INCONCLUSIVE, "control_died", f"the control died: {died}"
+                    )
+                return
+        cand_rss, ctrl_rss = (readings.resident(status) if ok else None for ok, status in arms)
+        if cand_rss is not None and ctrl_rss is not None:
+            exp.evidence.add_memory(cand_rss, ctrl_rss)
+        final = exp.elapsed(time.monotonic()) >= exp.duration
+        verdict = decide(exp.evidence, self.settings, final=final)
+        if verdict.decision is not Decision.CONTINUE:
+            self._finish(exp, OUTCOME_OF[verdict.decision], verdict.rule, verdict.reason)
+
+    def _finish(self, exp: Experiment, outcome: Outcome, rule: str, why: str) -> None:
+        """The verdict: stop the mirror and the arms; promote or conclude."""
+        exp.decide(outcome, rule, why, decide(exp.evidence, self.settings, final=True))
+        logger.info("arbiter: experiment {} {} ({}): {}", exp.id, outcome, rule, why)
+        self.peer("splitter").call_async(MirrorStop(exp.id), _ignore, 10.0)
+        self.peer("health").call_async(ExperimentSamples(exp.id, forget=True), _ignore, 10.0)
+        for shadow in exp.arms.values():
+            self.parent.call_async(StopShadow(shadow), _ignore, 60.0)
+        if outcome is not Outcome.PROMOTED:
+            self._conclude(exp)
+            return
+        exp.move(ExpState.PROMOTING)
+        promote = HotReload(exp.code, exp.target)
+        try:
+            self.peer("agent:main").call_async(
+                promote, functools.partial(self._promoted, exp), 30.0
+            )
+        except CallError as exc:
+            self._promoted(exp, False, str(exc))
+
+    def _promoted(self, exp: Experiment, ok: bool, value: Any) -> None:
+        error = value if not ok else None if value.get("ok") else value.get("error")
+        if error is not None:
+            why = f"{exp.explanation}; but the main agent refused the code: {error}"
+            exp.decide(Outcome.REJECTED, "promotion_failed", why)
+            self._conclude(exp)
+            return
+        exp.promoted_at = time.time()
+        watch = self.cfg.evolution.rollback_watch / 1000
+        if not watch:
+            self._conclude(exp)
+            return
+        exp.move(ExpState.WATCHING)
+        exp.watch_until = time.monotonic() + watch
+        exp.main_generation = None
+        self._save_in_flight()
+        before = MetricsHistory("main", BASELINE_S)  # the main's figures to watch against
+        self.peer("health").call_async(before, functools.partial(self._baseline, exp), 10.0)
+
+    def _watch(self, exp: Experiment, results: list[tuple[bool, Any]]) -> None:
+        if exp.state is not ExpState.WATCHING:
+            return
+        why, revert = readings.rollback_reason(exp, results, self.cfg.evolution)
+        if why is not None:
+            if revert:
+                self.peer("agent:main").call_async(Revert(exp.target), _ignore, 30.0)
+            exp.decide(Outcome.ROLLED_BACK, "rollback", why)
+            logger.warning("arbiter: experiment {} rolled back: {}", exp.id, why)
+            self._conclude(exp)
+        elif time.monotonic() >= exp.watch_until:
+            self._conclude(exp)
+
+    def _baseline(self, exp: Experiment, ok: bool, records: Any) -> None:
+        if ok:
+            exp.baseline = watch.pool(r for r in records if r["at"] <= (exp.promoted_at or 0.0))
+
+    def _conclude(self, exp: Experiment) -> None:
+        if exp.state is not ExpState.DECIDED:
+            exp.move(ExpState.DECIDED)
+        self.running.pop(exp.id, None)
+        self._save_in_flight()
+        self.history.add(exp.record(code=True))
+        assert exp.outcome is not None
+        self.peer("telemetry").cast(
+            Execute(
+                ("osup", "evolution", "verdict"),
+                {"samples": sum(c["n"] for c in exp.evidence.counts().values())},
+                {"id": exp.id, "verdict": exp.outcome.value, "rule": exp.rule},
+            )
+        )
+        if exp.origin != "cli":
+            result = EvolutionResult(
+                exp.proposal,
+                exp.outcome is Outcome.PROMOTED,
+                exp.outcome.value,
+                exp.explanation,
+                exp.id,
+            )
+            self.peer(f"agent:{exp.origin}").cast(result)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _save_in_flight(self) -> None:
+        self.history.set_in_flight([exp.record() for exp in self.running.values()])
+
+    def _close_interrupted(self, entry: dict[str, Any]) -> None:
+        """An experiment in flight when the arbiter last stopped: stop what it left running
+        and record how it ended."""
+        arms = entry.get("arms")
+        for shadow in arms.values() if isinstance(arms, dict) else ():
+            self.parent.call_async(StopShadow(str(shadow)), _ignore, 60.0)
+        self.peer("splitter").call_async(MirrorStop(str(entry.get("id"))), _ignore, 10.0)
+        record = interrupted(entry)
+        self.history.add(record)
+        logger.warning(
+            "arbiter: experiment {} was interrupted: {}", record["id"], record["verdict"]
+        )
