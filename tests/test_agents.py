@@ -7,7 +7,6 @@ import re
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -236,15 +235,6 @@ def test_shadows_by_id(make_tree) -> None:
     nice = {name: psutil.Process(pids[name]).nice() for name in ("agent:s1", "splitter")}
     assert nice == {"agent:s1": 10, "splitter": 10}
     assert psutil.Process(pids["agent:main"]).nice() == ours
-    if os.path.exists("/proc/self/autogroup"):
-        # A shadow leads a session, hence an autogroup, of its own: the group is niced too
-        # (at spawn, or by the watchdog when the kernel made it wait), the main's is not.
-        def group_nice(pid: int) -> str:
-            return Path(f"/proc/{pid}/autogroup").read_text().split()[-1]
-
-        shadows = [agents[s]["pid"] for s in ("s1", "s2")]
-        wait_for(lambda: [group_nice(pid) for pid in shadows] == ["10", "10"], 10)
-        assert group_nice(agents["main"]["pid"]) == "0"
     assert shadow.environ()["OPENBLAS_NUM_THREADS"] == "1"
     assert (
         tree.request("call", name="agent:s1", request=["request", {"op": "stats"}])["role"]

@@ -12,8 +12,6 @@ manager to kill the shadow's process group and record the reason (``killed: rss 
 limit 512 MB``), which ``status`` (and later the evolution arbiter) shows; if the manager
 does not answer, the watchdog kills the group itself. A hot standby is sampled like a
 shadow (but for wall time); the main agent never is. ``setrlimit`` at spawn is the hard backstop.
-A shadow's autogroup gets its low CPU weight here when the shadow could not set it at
-spawn (the kernel lets an unprivileged user change one autogroup per 100 ms).
 
 Design decision: the watchdog is its own process and reads only shared memory, so a stuck
 manager or agent cannot stop it from noticing; every report carries the agent generation,
@@ -32,7 +30,7 @@ from loguru import logger
 from osup_mp.components.messages import HeartbeatTimeout, LimitExceeded, WatchdogKills
 from osup_mp.config import Config
 from osup_mp.lowlevel.limits import Sampler
-from osup_mp.lowlevel.proc import lower_group_priority, signal_group
+from osup_mp.lowlevel.proc import signal_group
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller, Component, on_call, on_info
 from osup_mp.storage.shm.segment import Role, SharedState, SlotState, monotonic_ns
@@ -58,7 +56,6 @@ class Watchdog(Component):
         self._reported: set[tuple[int, int]] = set()  # (slot, generation) already acted on
         self.limits = cfg.watchdog.limits()
         self._samplers: dict[tuple[int, int], Sampler] = {}  # per (slot, generation)
-        self._weighted: set[tuple[int, int]] = set()  # shadows whose autogroup weighs little
         self.kills: deque[dict[str, Any]] = deque(maxlen=100)  # bounded: a long-lived tree
 
     def init(self) -> None:
@@ -90,16 +87,11 @@ class Watchdog(Component):
                     self._report_hang(index, slot, (now - beat) / 1e6)
                     continue
             role = int(slot["role"])
-            if role == Role.SHADOW and key not in self._weighted:
-                nice = self.cfg.watchdog.shadow_nice
-                if lower_group_priority(int(slot["pid"]), nice):
-                    self._weighted.add(key)
             if role in _LIMITED and state in (SlotState.STARTING, SlotState.RUNNING):
                 reason = self._check_limits(key, int(slot["pid"]), role == Role.SHADOW)
                 if reason is not None:
                     self._enforce(index, slot, reason)
         self._reported &= live
-        self._weighted &= live
         for key in list(self._samplers):
             if key not in live:
                 del self._samplers[key]
