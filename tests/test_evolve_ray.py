@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ CPU = min(os.sched_getaffinity(0))
 LIMITS = {"watchdog": {"shadow_rss_mb": 250, "shadow_cpus": [CPU]}}
 # A variant whose agent dies unless it runs on the shadows' CPUs alone.
 PINNED = f"import os\n    if os.sched_getaffinity(0) != {{{CPU}}}:\n        os._exit(3)"
+ORPHAN = ["sh", "-c", "setsid sleep 60 >/dev/null 2>&1 & echo $!"]  # its pid: an orphan, alone
 SEARCHES = [{"op": "memory_search", "query": f"note {i}", "k": 3} for i in range(5)]
 
 
@@ -87,7 +89,7 @@ def test_the_keeper_limits_a_variant_as_a_shadow_is_limited(make_tree) -> None:
 
 
 def test_variants_as_tasks_on_a_local_ray_instance(make_tree, tmp_path: Path) -> None:
-    pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")
     from osup_mp.evolve.on_ray import RayEvaluator
 
     tree = make_tree(**LIMITS).start()
@@ -100,8 +102,14 @@ def test_variants_as_tasks_on_a_local_ray_instance(make_tree, tmp_path: Path) ->
         good, spin, fork = evaluator.evaluate(
             [_variant(MISBEHAVIOURS[n]) for n in ("good", "spin", "fork")]
         )
+        # What no walk of the instance's process tree finds (as a worker the raylet spawns
+        # while it shuts down): an orphan, here a task's.
+        orphan = ray.remote(num_cpus=1)(subprocess.check_output).remote(ORPHAN)
+        stray = psutil.Process(int(ray.get(orphan)))
+        assert stray.ppid() not in _ray_processes()
     finally:
         evaluator.close()
+    assert not stray.is_running() or stray.status() == psutil.STATUS_ZOMBIE
     assert good.failure is None and good.requests == 5 and len(seen) == 3
     assert spin.failure == "killed: CPU-time deadline 1.5 s (SIGXCPU)"
     assert fork.failure == "killed: wall-clock deadline 4 s"

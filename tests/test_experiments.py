@@ -333,3 +333,22 @@ def test_an_arbiter_restart_closes_its_experiment_and_stops_the_arms(
     assert again.returncode == 0 and f"e{int(exp_id[1:]) + 1} started" in again.stdout
     tree.cli("experiment", "stop", f"e{int(exp_id[1:]) + 1}")
     wait_for(lambda: tree.agents().keys() == {"main"}, what="the arms stopped")
+
+
+def test_scipy_is_imported_once_and_off_the_calling_thread() -> None:
+    """The arbiter starts importing the explanation's tests when an experiment starts, in a
+    thread: its loop goes on judging meanwhile (the import takes about 0.6 s)."""
+    code = (
+        "import sys, threading\n"
+        "from osup_mp.evolution import fixed\n"
+        "assert 'scipy' not in sys.modules\n"
+        "fixed.preload(); fixed.preload()\n"
+        "others = [t for t in threading.enumerate() if t is not threading.main_thread()]\n"
+        "assert len(others) == 1 and others[0].daemon, others\n"
+        "others[0].join(60)\n"
+        "assert 'scipy.stats' in sys.modules\n"
+        "print(fixed.latency_test([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Mann-Whitney U p=")

@@ -4,18 +4,32 @@ They never decide (re-run at every look they would find differences that are not
 they explain a decided verdict in terms operators know from Kayenta and A/B reports:
 Mann-Whitney U with the Hodges-Lehmann shift for latency, Fisher's exact test for errors.
 Two decisions: both run on bounded subsamples, so an explanation costs milliseconds
-however long the experiment ran; and scipy (about 0.6 s to import) is imported at the first
-explanation, not with the arbiter, so that a tree starts without it.
+however long the experiment ran; and scipy (about 0.6 s to import) is not imported with the
+arbiter, so that a tree starts without it, but by :func:`preload` in a thread of its own
+when an experiment starts, so that the first explanation does not stall the arbiter's loop.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
 from typing import Any
 
 import numpy as np
 
 MW_MAX = 5000  # newest latencies per arm in the Mann-Whitney test
 HL_MAX = 400  # per arm in the Hodges-Lehmann estimate (pairwise differences: HL_MAX²)
+_PRELOAD: list[threading.Thread] = []  # the one import thread, once started
+
+
+def preload() -> None:
+    """Start importing scipy's tests in a thread of this process (once). An explanation
+    that comes first waits for that import, as it would have imported scipy itself."""
+    if "scipy.stats" not in sys.modules and not _PRELOAD:
+        _PRELOAD.append(threading.Thread(target=importlib.import_module, args=("scipy.stats",)))
+        _PRELOAD[0].daemon = True
+        _PRELOAD[0].start()
 
 
 def latency_test(candidate: Any, control: Any) -> str:

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +33,10 @@ _LOCAL_ENV = {
 }
 _OBJECT_STORE = 256 << 20  # a local instance's object store: a few snapshots and workloads
 _STOP_GRACE = 10.0  # seconds a local instance's processes get to exit after its shutdown
+# In the environment of every process a local instance starts (the raylet passes it on to
+# its workers): a worker the raylet spawned as it shut down is orphaned at once, out of
+# reach of a walk of this process's descendants, but not of this mark.
+_MARK = "OSUP_RAY_INSTANCE"
 
 
 class RayUnavailable(RuntimeError):
@@ -68,11 +73,15 @@ class RayEvaluator:
                 # Its sockets and logs in a directory of its own, removed when it stops.
                 self._temp = tempfile.mkdtemp(prefix="osup-ray-")
                 self._children_before = {c.pid for c in psutil.Process().children()}
-                ray.init(
-                    num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                    object_store_memory=_OBJECT_STORE, configure_logging=False,
-                    _temp_dir=self._temp,
-                )  # fmt: skip
+                os.environ[_MARK] = self._temp  # inherited by what ray.init starts, only
+                try:
+                    ray.init(
+                        num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                        object_store_memory=_OBJECT_STORE, configure_logging=False,
+                        _temp_dir=self._temp,
+                    )  # fmt: skip
+                finally:
+                    del os.environ[_MARK]
             else:
                 _reachable(address)
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -109,15 +118,22 @@ class RayEvaluator:
         """Disconnect; a local instance stops, with every process it started. Ray's shutdown
         stops them asynchronously (a worker exits when it sees its raylet gone): they are
         waited for, and killed if they outlast the grace."""
-        started = self._started() if self._temp is not None else []
+        if self._temp is None:
+            self._ray.shutdown()
+            return
+        seen = set(self._started())
         self._ray.shutdown()
-        _, alive = psutil.wait_procs(started, timeout=_STOP_GRACE)
-        for proc in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
-        psutil.wait_procs(alive, timeout=5.0)
-        if self._temp is not None:
-            shutil.rmtree(self._temp, ignore_errors=True)
+        deadline = time.monotonic() + _STOP_GRACE
+        while alive := {p for p in seen | self._marked() if _alive(p)}:
+            seen |= alive
+            if time.monotonic() > deadline:  # they outlasted the grace
+                for proc in alive:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        proc.kill()
+                break
+            psutil.wait_procs(alive, timeout=0.2)
+        psutil.wait_procs(seen, timeout=5.0)  # and reaps this process's own children
+        shutil.rmtree(self._temp, ignore_errors=True)
 
     def _started(self) -> list[psutil.Process]:
         """The local instance's processes: the children ``ray.init`` started (GCS, raylet,
@@ -128,3 +144,18 @@ class RayEvaluator:
                 with contextlib.suppress(psutil.NoSuchProcess):  # gone: nothing to wait for
                     found += [child, *child.children(recursive=True)]
         return found
+
+    def _marked(self) -> set[psutil.Process]:
+        """Every process of this user with this instance's mark, orphans included."""
+        found = set()
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if proc.environ().get(_MARK) == self._temp:
+                    found.add(proc)
+        return found
+
+
+def _alive(proc: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+    return False

@@ -40,7 +40,7 @@ from osup_mp.components.messages import (
     StopShadow,
 )
 from osup_mp.config import Config
-from osup_mp.evolution import Decision, Sample, Settings, decide, watch
+from osup_mp.evolution import Decision, Sample, Settings, decide, fixed, watch
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Component
 
@@ -82,6 +82,7 @@ class ExperimentSteps(Component):
         )  # fmt: skip
         self.next_number += 1
         self.running[exp.id] = exp
+        fixed.preload()  # ready by the first verdict's explanation, off this loop
         self._save_in_flight()
         logger.info(
             "arbiter: experiment {} for {} ({}): candidate {}, control {}, {:.0%} of traffic",
