@@ -56,20 +56,28 @@ def holders() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def start(
-    holders: list[subprocess.Popen[bytes]], mb: int, then: str
+    holders: list[subprocess.Popen[bytes]], mb: int, then: str, *, session: bool = False
 ) -> tuple[LifeLock, subprocess.Popen[bytes]]:
+    """A holder of a new lock (``session``: leading a session of its own, as an agent)."""
     lock = LifeLock.create()
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(lock.fd), str(mb), then],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         pass_fds=(lock.fd,),
+        start_new_session=session,
     )
     holders.append(proc)
     lock.close_fd()
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"held\n"
     return lock, proc
+
+
+def group_nice(pid: int) -> str:
+    """The niceness of ``pid``'s autogroup; empty in the host's default group (a container's
+    first session often is in it): the kernel shows only the autogroups setsid() made."""
+    return (Path(f"/proc/{pid}/autogroup").read_text().split() or [""])[-1]
 
 
 def notice(fd: int, timeout: float = 30.0) -> list[int]:
@@ -132,24 +140,13 @@ def test_a_dying_holder_gives_way(holders, notices) -> None:  # type: ignore[no-
     """Noticed dying, the holder's teardown runs at the lowest priority: SCHED_IDLE, and, as
     the leader of a session of its own, the lowest weight for its autogroup."""
     r, w = notices
-    lock = LifeLock.create()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(lock.fd), "512", "sleep"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        pass_fds=(lock.fd,),
-        start_new_session=True,
-    )
-    holders.append(proc)
-    lock.close_fd()
-    assert proc.stdout is not None and proc.stdout.readline() == b"held\n"
+    lock, proc = start(holders, 512, "sleep", session=True)
     lock.watch(proc.pid, w)
     os.kill(proc.pid, signal.SIGKILL)
     assert notice(r) == [proc.pid]  # sent once it has given way; not reaped before wait()
     assert os.sched_getscheduler(proc.pid) == os.SCHED_IDLE
     if os.path.exists("/proc/self/autogroup"):
-        autogroup = Path(f"/proc/{proc.pid}/autogroup").read_text()
-        assert autogroup.split()[-1] == "19", autogroup
+        assert group_nice(proc.pid) == "19"
     assert proc.wait() == -signal.SIGKILL
 
 
@@ -161,19 +158,15 @@ def test_only_a_session_leaders_autogroup_is_lowered(holders) -> None:  # type: 
     member = subprocess.Popen(sleeper)  # in the test run's session: not its to change
     holders.extend([leader, member])
 
-    def nice(pid: int) -> str:
-        # Empty for a process in the host's default group (a container's first session
-        # often is): the kernel shows only the autogroups that setsid() created.
-        return (Path(f"/proc/{pid}/autogroup").read_text().split() or [""])[-1]
-
-    ours = nice(os.getpid())
-    assert lower_group_priority(leader.pid, 7)
-    assert lower_group_priority(leader.pid, 3)  # lower already: left at 7
-    assert lower_group_priority(member.pid, 7)
-    assert (nice(leader.pid), nice(member.pid), nice(os.getpid())) == ("7", ours, ours)
+    ours = group_nice(os.getpid())
+    lower_group_priority(leader.pid, 7)
+    lower_group_priority(leader.pid, 3)  # lower already: left at 7
+    lower_group_priority(member.pid, 7)
+    niceness = [group_nice(pid) for pid in (leader.pid, member.pid, os.getpid())]
+    assert niceness == ["7", ours, ours]
     leader.kill()
     leader.wait()
-    assert lower_group_priority(leader.pid, 7)  # gone: nothing to do
+    lower_group_priority(leader.pid, 7)  # gone: nothing to do, and no error
 
 
 def test_the_waiting_thread_runs_first_where_allowed(holders, notices) -> None:  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ when an experiment starts, so that the first explanation does not stall the arbi
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 import threading
@@ -20,16 +21,15 @@ import numpy as np
 
 MW_MAX = 5000  # newest latencies per arm in the Mann-Whitney test
 HL_MAX = 400  # per arm in the Hodges-Lehmann estimate (pairwise differences: HL_MAX²)
-_PRELOAD: list[threading.Thread] = []  # the one import thread, once started
 
 
+@functools.cache  # once per process
 def preload() -> None:
-    """Start importing scipy's tests in a thread of this process (once). An explanation
-    that comes first waits for that import, as it would have imported scipy itself."""
-    if "scipy.stats" not in sys.modules and not _PRELOAD:
-        _PRELOAD.append(threading.Thread(target=importlib.import_module, args=("scipy.stats",)))
-        _PRELOAD[0].daemon = True
-        _PRELOAD[0].start()
+    """Start importing scipy's tests in a thread of this process. An explanation that comes
+    first waits for that import, as it would have imported scipy itself."""
+    if "scipy.stats" not in sys.modules:
+        args = ("scipy.stats",)
+        threading.Thread(target=importlib.import_module, args=args, daemon=True).start()
 
 
 def latency_test(candidate: Any, control: Any) -> str:

@@ -33,9 +33,10 @@ _LOCAL_ENV = {
 }
 _OBJECT_STORE = 256 << 20  # a local instance's object store: a few snapshots and workloads
 _STOP_GRACE = 10.0  # seconds a local instance's processes get to exit after its shutdown
-# In the environment of every process a local instance starts (the raylet passes it on to
-# its workers): a worker the raylet spawned as it shut down is orphaned at once, out of
-# reach of a walk of this process's descendants, but not of this mark.
+# In the environment of a local instance's GCS, raylet and workers (not of the agents the
+# raylet starts with an environment of their own: the walk of this process's descendants
+# finds those): a worker the raylet spawned as it shut down is orphaned at once, out of
+# reach of that walk, but not of this mark.
 _MARK = "OSUP_RAY_INSTANCE"
 
 

@@ -259,35 +259,29 @@ def lower_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, 0, nice)  # on Linux, this thread's
 
 
-def lower_group_priority(pid: int, nice: int) -> bool:
-    """Give the autogroup of ``pid`` (0: this process) the CPU weight of niceness
-    ``nice``, unless it is that low already. Where the kernel groups each session for
-    scheduling (``CONFIG_SCHED_AUTOGROUP``, on by default in most distributions), a process
-    in a session of its own competes with other sessions at its group's weight, whatever
-    its own niceness. True once done, and where there is nothing to do (no autogroups, the
-    process gone, a raise that is not allowed); False when the kernel says to try again (an
-    unprivileged user may change one autogroup per 100 ms on the whole host). Only for a
-    session leader: another process's autogroup is its session's, not its own."""
-    pid = pid or os.getpid()
+def lower_group_priority(pid: int, nice: int) -> None:
+    """Give the autogroup of ``pid`` the CPU weight of niceness ``nice``, unless it is that
+    low already. Where the kernel groups each session for scheduling
+    (``CONFIG_SCHED_AUTOGROUP``, on by default in most distributions), a process in a
+    session of its own competes with other sessions at its group's weight, whatever its own
+    niceness. Only for a session leader: another process's autogroup is its session's, not
+    its own. Best effort: nothing happens without autogroups, for a process gone, or when
+    the kernel refuses (a raise; an unprivileged user changing more than one autogroup per
+    100 ms on the whole host)."""
     path = f"/proc/{pid}/autogroup"
     try:
         if os.getsid(pid) != pid:
-            return True
+            return
         with open(path, "rb") as f:
             if int(f.read().split()[-1]) >= nice:  # "/autogroup-42 nice 0"
-                return True
+                return
         fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, str(nice).encode())
+        finally:
+            os.close(fd)
     except (OSError, ValueError, IndexError):
-        return True
-    try:
-        os.write(fd, str(nice).encode())
-    except BlockingIOError:
-        return False
-    except OSError:
         pass
-    finally:
-        os.close(fd)
-    return True
 
 
 def set_title(title: str) -> None:
