@@ -289,6 +289,35 @@ def test_a_restart_plan_is_one_call_to_the_vault_and_one_to_the_wal(restore_env:
     discard(restore)
 
 
+def test_a_main_with_nothing_stored_restarts_without_asking_until_it_stores(
+    restore_env: Any,
+) -> None:
+    """Only the manager stores the main's state: once a plan found nothing, the next start
+    of a stateless agent makes no call, until an entry or a checkpoint is sent (or an
+    operator pins a checkpoint)."""
+    d, host, wal = restore_env()
+    vault, asked = host.peer("vault"), []
+    answer = vault.call
+    vault.call = lambda request, timeout: asked.append(request) or answer(request, timeout)
+    vault.call_async = wal.call_async = lambda request, callback, timeout: None
+    host.standby, host.generation = None, 1
+
+    def calls_of_a_plan() -> int:
+        before = len(asked) + len(wal.requests)
+        assert d.plan() is None
+        return len(asked) + len(wal.requests) - before
+
+    assert calls_of_a_plan() == 2  # the vault, then the WAL
+    assert calls_of_a_plan() == 0
+    d.log_entry({"op": 1}, ref=1)
+    d.flush()  # sent to be stored (this WAL drops it): ask again
+    assert [calls_of_a_plan(), calls_of_a_plan()] == [2, 0]
+    d._save(b"snapshot", 0)
+    assert [calls_of_a_plan(), calls_of_a_plan()] == [2, 0]
+    d.pinned = "c"
+    assert calls_of_a_plan() == 2 and d.pinned is None
+
+
 @pytest.mark.parametrize("follower", [False, True], ids=["restart", "standby"])
 def test_a_restore_planned_in_the_wake_up_of_an_append_covers_its_entries(
     restore_env: Any, follower: bool

@@ -77,6 +77,9 @@ class Durability(RestorePlanning):
         self._asked = 0.0
         self._since_checkpoint = 0
         self.checkpoint_soon = False  # a restore accepted a gap: checkpoint once running
+        # A plan found no checkpoint and no entry, and none was sent to be stored since: the
+        # next start restores nothing without asking (a stateless agent restarts sooner).
+        self.nothing_stored = False
 
     @property
     def settled(self) -> bool:
@@ -129,6 +132,7 @@ class Durability(RestorePlanning):
         batch = _Batch(self._refs, standby.follow(entries) if standby is not None else 0)
         self._batch, self._refs = [], []
         self._in_flight.append(batch)
+        self.nothing_stored = False
         epoch = self._epoch
         self.host.peer("wal").call_async(
             Append(entries),
@@ -269,6 +273,7 @@ class Durability(RestorePlanning):
             return
         host = self.host
         generation = host.generation
+        self.nothing_stored = False
 
         def saved(ok: bool, value: Any) -> None:
             self._asked = 0.0

@@ -275,7 +275,8 @@ class AgentLifecycle(Component):
         (once it is reaped, if it was noticed dying)."""
         if self.dying.bury_when_reaped(pid):
             return
-        signal_group(pid)
+        if pid != self.pid:  # a replacement started first may (rarely) reuse the pid
+            signal_group(pid)
         self.kill_leftovers()
         self.emit("exit", {"code": code})
 

@@ -119,6 +119,7 @@ class RestorePlanning:
     applied_lsn: int
     pinned: str | None
     checkpoint_soon: bool
+    nothing_stored: bool
     _since_checkpoint: int
 
     def planning(self) -> Steps:
@@ -139,6 +140,8 @@ class RestorePlanning:
         or :meth:`plan_async`."""
         if not (self.durable or self.follower):
             return None
+        if self.durable and self.nothing_stored and not self.pinned:
+            return None  # no call: only this manager stores, and it stored nothing since
         pinned, self.pinned = (self.pinned, None) if self.durable else (None, None)
         request = LoadCheckpoint(pinned, raw=True) if pinned else LatestCheckpoint(raw=True)
         checkpoint = yield ("vault", request, 30.0)
@@ -184,6 +187,7 @@ class RestorePlanning:
         except BaseException:
             close_spans(spans)
             raise
+        self.nothing_stored = checkpoint is None and not count and not missing
         return self._planned(checkpoint, lsn, cursor, count, spans)
 
     def plan(self) -> dict[str, Any] | None:

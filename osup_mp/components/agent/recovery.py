@@ -111,9 +111,9 @@ class AgentRecovery(AgentLifecycle):
         decision = None if first_start else self.policy.after_failure(time.monotonic(), up_since)
         if decision is not None and died is not None and self._failover(reason, died, decision):
             return
-        if died is not None:
-            self._bury(*died)
-            logger.error("agent {} (pid {}): {}", self.instance_id, died[0], reason)
+        at_once = decision is not None and not decision.fatal and not decision.delay
+        if died is not None and not at_once:
+            self._bury_logged(died, reason)
         if decision is None:
             # The very first start failed: report it (init raises) instead of looping.
             self._agent_lost()
@@ -133,6 +133,8 @@ class AgentRecovery(AgentLifecycle):
         self.slot["restarts"] = self.restarts
         if not decision.delay:
             self._spawn()  # restart latency is start-up time
+            if died is not None:  # while the vault and the WAL look the restore up
+                self._bury_logged(died, reason)
             return
         logger.warning(
             "agent {}: restart {} in {:.2f}s ({})",
@@ -142,6 +144,10 @@ class AgentRecovery(AgentLifecycle):
             decision.why,
         )
         self._timer = self.send_after(decision.delay, Respawn())
+
+    def _bury_logged(self, died: tuple[int, int], reason: str) -> None:
+        self._bury(*died)
+        logger.error("agent {} (pid {}): {}", self.instance_id, died[0], reason)
 
     def _failover(self, reason: str, died: tuple[int, int], decision: Decision) -> bool:
         """Promote the standby in place of a restart, when there is one ready and the death
