@@ -36,6 +36,21 @@ def test_the_newest_whole_windows_after_the_promotion_are_judged() -> None:
     assert [r["at"] for r in watch.since_promotion(records[:5], 20.0)] == []
 
 
+def test_a_promotion_is_watched_against_the_traffic_its_experiment_saw() -> None:
+    """A bulk load of fast writes, then 12 s of searches mirrored: the baseline is the
+    searches' (the whole windows during the experiment), never the writes'."""
+    loading = windows(0.0, 12, 0.05)  # up to 55 s
+    records = loading + windows(58.0, 3, 0.4)  # mirrored from 57 s, promoted at 69 s
+    before = watch.before_promotion(records, 57.0, 69.0)
+    assert before == watch.Figures(windows=2, requests=200, latency_ms=0.4, errors=0.0)
+    quick = watch.before_promotion(records, 62.0, 64.0)  # only a window that overlaps it
+    assert quick is not None and quick.windows == 1 and quick.latency_ms == 0.4
+    fallback = watch.before_promotion(records, 69.0, 69.0)  # none during it: all before
+    assert fallback is not None and fallback.windows == 15
+    assert watch.before_promotion(records, None, 50.0) == watch.pool(loading[:11])
+    assert watch.before_promotion([], 1.0, 2.0) is None
+
+
 def test_a_regression_rolls_back_and_noise_or_too_little_does_not() -> None:
     before = watch.pool(windows(0.0, 12, 4.0, errors=0.001))
     slower = watch.pool(windows(70.0, 3, 7.0))

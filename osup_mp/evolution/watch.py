@@ -52,6 +52,21 @@ def pool(records: Iterable[Mapping[str, Any]]) -> Figures | None:
     return Figures(windows, requests, latency / requests, errors)
 
 
+def before_promotion(
+    records: Sequence[Mapping[str, Any]], mirrored_at: float | None, promoted_at: float
+) -> Figures | None:
+    """The figures to watch a promotion against: the main's whole windows while the
+    experiment mirrored its traffic (the traffic the verdict was about: before it, the main
+    may have served other requests, a bulk load say, at another latency), else the windows
+    that overlap it, else every window before the promotion."""
+    before = [r for r in records if r["at"] <= promoted_at]
+    during = [r for r in before if mirrored_at is not None and r["at"] > mirrored_at]
+    for chosen in (during[1:], during, before):  # the first one straddles the start
+        if (figures := pool(chosen)) is not None:
+            return figures
+    return None
+
+
 def since_promotion(records: Sequence[Mapping[str, Any]], promoted_at: float) -> list[Any]:
     """The whole windows after ``promoted_at`` (the first one straddles the reload), the
     newest ``RECENT_S`` seconds of them."""

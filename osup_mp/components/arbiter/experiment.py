@@ -75,6 +75,7 @@ class Experiment:
     verdict: Verdict | None = None
     started_at: float = field(default_factory=time.time)
     running_since: float | None = None  # monotonic, when mirroring began
+    mirrored_at: float | None = None  # the same, as a wall-clock time (metrics windows')
     decided_at: float | None = None
     promoted_at: float | None = None
     seq: int = 0  # the newest health sample read

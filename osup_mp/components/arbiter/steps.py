@@ -159,7 +159,7 @@ class ExperimentSteps(Component):
             self._finish(exp, Outcome.INCONCLUSIVE, "arm_failed", f"mirroring failed: {value}")
             return
         exp.move(ExpState.RUNNING)
-        exp.running_since = time.monotonic()
+        exp.running_since, exp.mirrored_at = time.monotonic(), time.time()
         exp.mirror = value
 
     # -- judging -----------------------------------------------------------------------------
@@ -268,7 +268,7 @@ class ExperimentSteps(Component):
 
     def _baseline(self, exp: Experiment, ok: bool, records: Any) -> None:
         if ok:
-            exp.baseline = watch.pool(r for r in records if r["at"] <= (exp.promoted_at or 0.0))
+            exp.baseline = watch.before_promotion(records, exp.mirrored_at, exp.promoted_at or 0.0)
 
     def _conclude(self, exp: Experiment) -> None:
         if exp.state is not ExpState.DECIDED:
