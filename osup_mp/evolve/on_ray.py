@@ -33,6 +33,10 @@ _LOCAL_ENV = {
 }
 _OBJECT_STORE = 256 << 20  # a local instance's object store: a few snapshots and workloads
 _STOP_GRACE = 10.0  # seconds a local instance's processes get to exit after its shutdown
+# Once its GCS and raylet are gone nothing can start another process of the instance, and a
+# worker that saw them go exits within a second or two: what is left then gets this long.
+_AFTER_RAYLET = 2.0
+_SPAWNERS = {"gcs_server", "raylet"}
 # In the environment of a local instance's GCS, raylet and workers (not of the agents the
 # raylet starts with an environment of their own: the walk of this process's descendants
 # finds those): a worker the raylet spawned as it shut down is orphaned at once, out of
@@ -127,6 +131,8 @@ class RayEvaluator:
         deadline = time.monotonic() + _STOP_GRACE
         while alive := {p for p in seen | self._marked() if _alive(p)}:
             seen |= alive
+            if not any(_name(p) in _SPAWNERS for p in alive):
+                deadline = min(deadline, time.monotonic() + _AFTER_RAYLET)
             if time.monotonic() > deadline:  # they outlasted the grace
                 for proc in alive:
                     with contextlib.suppress(psutil.NoSuchProcess):
@@ -154,6 +160,12 @@ class RayEvaluator:
                 if proc.environ().get(_MARK) == self._temp:
                     found.add(proc)
         return found
+
+
+def _name(proc: psutil.Process) -> str:
+    with contextlib.suppress(psutil.Error):
+        return str(proc.name())
+    return ""
 
 
 def _alive(proc: psutil.Process) -> bool:
