@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -66,28 +65,6 @@ def test_a_hook_that_raises_compares_exactly_and_is_counted() -> None:
     assert splitter.hook_errors == 2
     splitter.hook = compare.same_ids
     assert splitter._same(copy, digest(HITS[::-1]), HITS[::-1]) and splitter.hook_errors == 2
-
-
-def test_an_arm_is_timed_by_its_own_handling_where_it_says() -> None:
-    """Its manager's figure also counts the wait in the arm's pipe and manager."""
-    from osup_mp.components.messages import Mirrored
-    from osup_mp.components.splitter import Arm, Mirror, TrafficSplitter
-    from osup_mp.wire import digest
-
-    splitter, answered = TrafficSplitter(), []
-    splitter.peer = lambda name: types.SimpleNamespace(  # type: ignore[method-assign]
-        call_async=lambda request, callback, timeout: answered.append(callback)
-    )
-    splitter.send_after = lambda delay, msg: 0  # type: ignore[method-assign]  # the flush
-    arm = Arm("candidate")
-    mirror = Mirror("m", 1.0, {"candidate": arm})
-    copy = Mirrored({"op": "memory_search"}, True, digest(HITS), 1.0, 5, HITS)
-    for handled in (2.5, None):
-        splitter._send(mirror, arm, copy, {})
-        reply = {"ok": True, "value": HITS, "latency_ms": 9.0, "lsn": 5, "handled_ms": handled}
-        answered.pop()(True, reply)
-    assert list(arm.latencies) == [2.5, 9.0] and arm.outcomes["match"] == 2
-    assert [sample.latency_ms for sample in splitter.samples] == [2.5, 9.0]
 
 
 def test_recall_90_counts_hits_as_good_as_the_mains_worst_ties_included() -> None:

@@ -4,9 +4,8 @@ the arms of an experiment, timed and compared, off the main path.
 The main agent's manager answers its caller first, then casts a copy (the request, the
 main's outcome as a digest, its latency and the WAL position its answer reflects) to the
 splitter; the main never waits for it. The splitter sends each copy to every arm of the
-mirrors that drew it, concurrently, times the arm's handling (as the agent reports it, else
-in the arm's manager), compares the answer with the main's and records a sample in the health
-monitor, keeping only counts here.
+mirrors that drew it, concurrently, times the arm's answer in the arm's manager, compares
+it with the main's and records a sample in the health monitor, keeping only counts here.
 The one decision: an answer is compared only when the arm had applied exactly the writes
 the main had when it answered; otherwise it is counted as stale, never as a mismatch. A slow
 or dead arm loses copies (counted per arm, ``ARM_WINDOW`` in flight at most) and never slows
@@ -265,12 +264,7 @@ class TrafficSplitter(Component):
             else:
                 same = copy.ok and self._same(copy, answer, value["value"])
                 outcome = "match" if same else "mismatch"
-            # The arm's own handling time where it says (an SDK agent does): a low-priority
-            # arm's answers also wait in its pipe and its manager, for both arms alike, and
-            # that wait would drown the difference in code an experiment is there to measure.
-            handled = value.get("handled_ms")
-            ms = value["latency_ms"] if handled is None else float(handled)
-            self._record(mirror, arm, outcome, ms, answer)
+            self._record(mirror, arm, outcome, value["latency_ms"], answer)
             if outcome in ("match", "mismatch") and len(mirror.examples) < MAX_EXAMPLES:
                 _example(mirror, copy, answers, arm.name, outcome, value["value"])
 
