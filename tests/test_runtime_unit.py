@@ -310,3 +310,37 @@ def test_an_event_for_a_closed_fd_never_runs_the_callback_of_its_reused_number(p
         for fd in [fd for p in pipes for fd in p] + opened:
             os.close(fd)
         loop._epoll.close()
+
+
+def test_a_wake_up_flushes_what_was_queued_and_expires_what_is_timed(pair) -> None:
+    """After a wake-up the loop flushes the channels that queued output since the last one
+    and expires the calls of the muxes that made calls with a deadline, and says when the
+    next deadline is; a channel dropped meanwhile is neither flushed nor expired."""
+    from osup_mp.runtime.component import Component
+    from osup_mp.runtime.loop import ComponentLoop
+
+    loop = ComponentLoop(Component(), "test", pair[0])
+    ours, theirs = channel_pair()
+    mux = CallMux(ours, "peer")
+    loop._add_channel(ours, mux)
+    seen: list[tuple[bool, object]] = []
+    try:
+        assert loop._service_channels() is None  # nothing queued, nothing timed
+        pair[0].send(("info", 1))
+        mux.call_async("slow", lambda ok, v: seen.append((ok, v)), timeout=0.05)
+        due = loop._service_channels()
+        assert due is not None and 0 < due <= 0.05
+        assert pair[1].receive() == [("info", 1)]
+        assert theirs.receive() == [("call", 1, "slow")]
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)  # the deadline passes; the next pass fails the call
+            loop._service_channels()
+        assert seen and seen[0][0] is False and isinstance(seen[0][1], CallTimeout)
+        assert loop._service_channels() is None  # no call in flight any more
+        mux.call_async("never", lambda ok, v: seen.append((ok, v)), timeout=0.01)
+        loop._drop_channel(ours)
+        assert loop._service_channels() is None and not loop._timed and not loop._unflushed
+    finally:
+        theirs.close()
+        loop._epoll.close()

@@ -62,6 +62,9 @@ class CallMux:
         # for a slow peer. ``interrupted`` also consumes what woke the fd.
         self.interrupt_fd: int | None = None
         self.interrupted: Callable[[], bool] = lambda: False
+        # Set by the owner's loop: told when a call with a deadline is made, so that the
+        # loop expires the calls of this mux, not of every mux, after each wake-up.
+        self.on_deadline: Callable[[CallMux], object] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -85,6 +88,8 @@ class CallMux:
         self._pending[call_id] = callback
         if timeout is not None:
             heapq.heappush(self._deadlines, (time.monotonic() + timeout, call_id))
+            if self.on_deadline is not None:
+                self.on_deadline(self)
         self._send(("call", call_id, request), fds)
         return call_id
 

@@ -31,6 +31,7 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 _HEADER = struct.Struct(">I")
@@ -66,6 +67,7 @@ class Channel:
         "_rbuf",
         "_rview",
         "closed",
+        "on_output",
         "sock",
     )
 
@@ -86,6 +88,9 @@ class Channel:
         self._rbuf = bytearray(_READ_SIZE)
         self._rview = memoryview(self._rbuf)
         self._fileno = sock.fileno()
+        # Called when output starts waiting for a flush: the owner's loop then flushes
+        # this channel, not every channel it has, after each wake-up.
+        self.on_output: Callable[[Channel], object] | None = None
 
     @classmethod
     def from_fd(cls, fd: int) -> Channel:
@@ -98,6 +103,8 @@ class Channel:
 
     def send(self, msg: Any) -> None:
         """Queue ``msg``; it leaves on the next :meth:`flush`."""
+        if not self._queued and self.on_output is not None:
+            self.on_output(self)
         self._queued.append(msg)
 
     def _frame_queued(self) -> None:
@@ -183,7 +190,8 @@ class Channel:
         copies = [os.dup(fd) for fd in fds]
         self._out_fds.append((self._out_base + len(self._out), len(frame), copies))
         self._out += frame
-        self.flush()
+        if not self.flush() and self.on_output is not None:
+            self.on_output(self)  # the rest leaves when the owner's loop flushes
         return not self.closed
 
     # -- receiving ---------------------------------------------------------------------------

@@ -100,6 +100,9 @@ class ComponentLoop:
         self._registrations = 0
         self.stop_reason: str | None = None
         self._channels: dict[int, tuple[Channel, CallMux | None]] = {}
+        # What a wake-up left to do: channels with output to flush, muxes with deadlines.
+        self._unflushed: set[Channel] = set()
+        self._timed: set[CallMux] = set()
         self._peers: dict[str, PeerRef] = {}
         self._unconfirmed: set[CallMux] = set()  # connects the parent has not answered yet
         self._timers: list[tuple[float, int, Any]] = []
@@ -168,11 +171,21 @@ class ComponentLoop:
 
     def _add_channel(self, channel: Channel, mux: CallMux | None) -> None:
         self._channels[channel.fileno()] = (channel, mux)
+        channel.on_output = self._unflushed.add
+        if channel.pending_output:
+            self._unflushed.add(channel)
+        if mux is not None:
+            mux.on_deadline = self._timed.add
+            if mux.in_flight:
+                self._timed.add(mux)
         self.set_watch(channel.fileno(), lambda: self._on_channel(channel), None)
 
     def _drop_channel(self, channel: Channel) -> None:
         fd = channel.fileno()
-        self._channels.pop(fd, None)
+        entry = self._channels.pop(fd, None)
+        self._unflushed.discard(channel)
+        if entry is not None and entry[1] is not None:
+            self._timed.discard(entry[1])
         self.set_watch(fd, None, None)
         channel.close()
 
@@ -309,19 +322,22 @@ class ComponentLoop:
                     self._dispatch(channel, msg)
 
     def _service_channels(self) -> float | None:
-        """One pass per wake-up: flush batched output, expire calls; the next deadline."""
-        timeout: float | None = None
-        waiting: list[CallMux] = []
-        for channel, mux in self._channels.values():
-            if channel.pending_output and not channel.flush():
+        """One pass per wake-up: flush what was queued, expire calls; the next deadline (0
+        when a call that expired queued output)."""
+        unflushed = self._unflushed
+        while unflushed:
+            channel = unflushed.pop()
+            if not channel.flush():
                 self._flush_when_writable(channel)
-            if mux is not None and mux.in_flight:
-                waiting.append(mux)
-        for mux in waiting:  # apart: a timed-out call's callback may connect a new peer
+        timeout: float | None = None
+        # A copy: a timed-out call's callback may connect a new peer.
+        for mux in list(self._timed):
             nxt = mux.expire()
-            if nxt is not None and (timeout is None or nxt < timeout):
+            if nxt is None:
+                self._timed.discard(mux)
+            elif timeout is None or nxt < timeout:
                 timeout = max(0.0, nxt)
-        return timeout
+        return 0.0 if unflushed else timeout
 
     def _flush_when_writable(self, channel: Channel) -> None:
         """A peer's buffer is full (a slow reader, or a peer still starting): the rest

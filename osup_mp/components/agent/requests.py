@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 Target = Respond | tuple[Connection, Any]
 MIRROR_BACKLOG = 4 << 20  # bytes queued to the splitter beyond which copies are dropped
+_PROCESS_REQUEST = ToAgent.PROCESS_REQUEST.value  # a plain str: packed without a lookup
 
 
 def deliver(target: Target, ok: bool, value: Any) -> None:
@@ -173,7 +174,7 @@ class Requests:
         req_id = self.table.add(target, deadline, data)
         if self._timer is None or deadline < self._timer_due:
             self._arm(deadline)
-        frame = {"type": ToAgent.PROCESS_REQUEST.value, "id": req_id, "data": data}
+        frame = {"type": _PROCESS_REQUEST, "id": req_id, "data": data}
         if timed:
             frame["timed"] = True
         m.pipes.queue(frame)
@@ -243,7 +244,7 @@ class Requests:
         pending = self.table.unanswered()
         queue = self.manager.pipes.queue
         for req_id, data in pending:
-            queue({"type": ToAgent.PROCESS_REQUEST.value, "id": req_id, "data": data})
+            queue({"type": _PROCESS_REQUEST, "id": req_id, "data": data})
         return len(pending)
 
     def flush(self) -> None:
