@@ -23,7 +23,8 @@ from osup_mp.runtime.channel import Channel
 from osup_mp.runtime.messages import PeerDown, Ping, from_raw
 
 if TYPE_CHECKING:
-    from osup_mp.runtime.loop import ComponentLoop, PeerRef
+    from osup_mp.runtime.loop import ComponentLoop
+    from osup_mp.runtime.peers import PeerRef
 
 NOREPLY: Any = object()
 """Returned by ``handle_call`` to answer later with :meth:`Component.reply`."""

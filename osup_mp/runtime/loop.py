@@ -5,7 +5,9 @@ the signal wakeup fd and a timer heap.
 Design decisions:
 
 * Batching: each wake-up drains every readable channel, handles all messages, then flushes
-  every channel once, so a burst of pipelined calls costs one read and one write.
+  once each channel that queued output (a channel and a mux tell the loop when they have
+  something to flush or a deadline to keep, so a wake-up costs nothing per idle peer): a
+  burst of pipelined calls costs one read and one write.
 * The wait is a bare ``epoll`` with a table of (reader, writer) callbacks per fd, not
   ``selectors``, which builds key objects and translates events on every wait (about 0.5 µs
   more here): a wake-up that carries a single message is the common case on the request
@@ -15,13 +17,6 @@ Design decisions:
   the next poll.
 * Let it crash: an exception in a callback fails the call in flight, runs ``terminate`` and
   exits non-zero; restarting is the supervisor's job, not the component's.
-* Components find each other by name through the parent (a broker, like Erlang's registered
-  names): the first use of a :class:`PeerRef` makes a socket pair, keeps one end and sends
-  the other through the parent to the callee; from then on the two talk directly, and the
-  parent is never on the path of a call between components. The caller's end is usable at
-  once: what it sends waits in the socket while the parent holds the other end for a callee
-  that is (re)starting, so a cast or an asynchronous call never waits for a peer's restart.
-  Only a blocking :meth:`PeerRef.call` waits, for the hand-over as for the answer.
 """
 
 from __future__ import annotations
@@ -42,48 +37,16 @@ from typing import Any
 from loguru import logger
 
 from osup_mp.lowlevel.spin import Spinner
-from osup_mp.runtime.calls import CallError, CallInterrupted, CallMux, ReplyCallback
+from osup_mp.runtime.calls import CallError, CallInterrupted, CallMux
 from osup_mp.runtime.channel import Channel
 from osup_mp.runtime.component import NOREPLY, NORMAL_REASONS, Caller, Component
 from osup_mp.runtime.messages import Connect, PeerDown
+from osup_mp.runtime.peers import PeerRef
 
 Callback = Callable[[], None]
 
 _READ_EVENTS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
-
-
-class PeerRef:
-    """A handle on another component, by name; connects lazily through the parent."""
-
-    def __init__(self, loop: ComponentLoop, name: str) -> None:
-        self._loop = loop
-        self.name = name
-        self._mux: CallMux | None = None
-
-    def _connected(self, *, wait: bool) -> CallMux:
-        if self._mux is None or self._mux.channel.closed:
-            self._mux = self._loop.connect(self.name, wait=wait)
-        return self._mux
-
-    def mux(self) -> CallMux:
-        """The connection's call multiplexer (connected first), for callers that keep many
-        calls in flight and flush themselves."""
-        return self._connected(wait=True)
-
-    def call(self, request: Any, timeout: float | None = 5.0) -> Any:
-        return self._connected(wait=True).call(request, timeout)
-
-    def call_async(
-        self, request: Any, callback: ReplyCallback, timeout: float | None = 5.0
-    ) -> None:
-        """Never waits: while the peer (re)starts, the call waits in the channel; if the
-        peer cannot be reached, ``callback`` gets the error."""
-        self._connected(wait=False).call_async(request, callback, timeout)
-
-    def cast(self, request: Any) -> None:
-        """Fire and forget; dropped when the peer is not running (as in OTP)."""
-        self._connected(wait=False).cast(request)
 
 
 class ComponentLoop:
