@@ -48,13 +48,12 @@ Design decisions:
 from __future__ import annotations
 
 from osup_mp.agent_check.checker import AgentChecker, run_checks
+from osup_mp.agent_check.plan import CHECKS, CheckResult
 from osup_mp.agent_check.session import (
-    CHECKS,
     AgentGone,
     AgentSession,
     AgentStartError,
     CheckFailed,
-    CheckResult,
     Frame,
     StreamBroken,
 )

@@ -15,17 +15,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from osup_mp.agent_check.session import (
+from osup_mp.agent_check.plan import (
     CHECKS,
     EMPTY_SNAPSHOT,
     HEARTBEAT_GAP_FACTOR,
     MIN_HEARTBEATS,
     RELOAD_CODE,
     REQUEST_BURST,
+    CheckResult,
+)
+from osup_mp.agent_check.session import (
     AgentGone,
     AgentSession,
     CheckFailed,
-    CheckResult,
     Frame,
     StreamBroken,
 )
