@@ -120,3 +120,29 @@ def test_every_shipped_component_request_has_a_unique_kind_per_component() -> No
         assert len(records) == len(component._kinds), sorted(t.kind for t in records)
     assert WALManager._kinds["stats"] is m.WalStats
     assert MemoryVault._kinds["latest"] is m.LatestCheckpoint
+
+
+def test_every_record_crosses_a_channel_as_its_class_and_field_values() -> None:
+    """Each shipped record pickles by its fields (no per-record walk of ``fields()``) and
+    comes back equal; a class that could not be rebuilt that way is refused at once."""
+    import dataclasses
+    import pickle
+
+    from osup_mp.runtime import messages as rm
+
+    records = [getattr(m, name) for name in m.__all__] + [Ping, PeerDown, rm.Connect]
+    for cls in records:
+        values = [f"v{i}" for i, _f in enumerate(dataclasses.fields(cls))]
+        record = cls(*values)
+        assert type(record).__reduce__(record) == (cls, tuple(values)), cls
+        assert pickle.loads(pickle.dumps(record, pickle.HIGHEST_PROTOCOL)) == record
+
+    @dataclass(frozen=True)
+    class Checked:
+        n: int
+
+        def __post_init__(self) -> None:
+            assert self.n >= 0
+
+    with pytest.raises(TypeError, match="Checked"):
+        rm.pickled_by_fields(Checked)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -57,6 +58,28 @@ def _hints(cls: type) -> dict[str, tuple[type, ...]]:
     return found
 
 
+def pickled_by_fields(*classes: type) -> None:
+    """Pickle each of ``classes`` (frozen dataclasses) as its class and its field values.
+    The dataclass default for slotted classes (``__getstate__`` / ``__setstate__``) walks
+    ``fields()`` for every record, both ends together about 1 µs more per record that
+    crosses a channel (7% of the WAL manager's time under single-entry appends)."""
+    for cls in classes:
+        if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
+            raise TypeError(f"{cls.__name__}: not a plain dataclass, cannot be rebuilt by fields")
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        if any(not f.init for f in dataclasses.fields(cls)):
+            raise TypeError(f"{cls.__name__}: a field outside __init__ cannot be rebuilt")
+        # setattr: a method assigned to a class is what mypy refuses, and this is one.
+        setattr(cls, "__reduce__", _reducer(cls, names))  # noqa: B010
+
+
+def _reducer(cls: type, names: tuple[str, ...]) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
+    def __reduce__(self: Any) -> tuple[type, tuple[Any, ...]]:
+        return cls, tuple([getattr(self, name) for name in names])
+
+    return __reduce__
+
+
 # -- what the runtime itself serves and sends ------------------------------------------------
 
 
@@ -88,3 +111,6 @@ class PeerDown:
 
     name: str
     kind: ClassVar[str] = "peer_down"
+
+
+pickled_by_fields(Ping, Connect, WhichChildren, PeerDown)

@@ -90,6 +90,7 @@ from osup_mp.components.messages.wal import (
 from osup_mp.components.messages.watchdog import (
     WatchdogKills,
 )
+from osup_mp.runtime.messages import pickled_by_fields
 
 __all__ = [
     "AgentRequest",
@@ -155,3 +156,5 @@ __all__ = [
     "WalVerify",
     "WatchdogKills",
 ]
+
+pickled_by_fields(*(globals()[name] for name in __all__))
