@@ -1,7 +1,6 @@
-"""The baselines the agent benchmarks start as processes: the agent spawned bare on its own
-pipes, a bare relay (the manager's hops without the manager), an Erlang/OTP supervisor of the
-same agent, and raw pipe transfers. Each agent is started with the manager's own launch
-contract (executable, arguments, ``OSUP_*`` environment, Popen options)."""
+"""The agent benchmarks' baselines: the agent spawned bare on its own pipes, a bare relay (the
+manager's hops without the manager), an Erlang/OTP supervisor of the same agent, raw pipe
+transfers. Agents start by the manager's launch contract (argv, ``OSUP_*`` env, Popen)."""
 
 import collections
 import contextlib

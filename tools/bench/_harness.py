@@ -1,7 +1,6 @@
-"""The harness of the benchmarks in ``tools/bench``: sampling, bench-owned segments, quick
-and full plans, the command line, and the one table that prints each figure beside its
-same-run baseline and its target. Benchmarks report, they do not gate: missed targets exit 0,
-a measurement that could not be taken exits 2."""
+"""The harness of the benchmarks in ``tools/bench``: sampling, bench-owned segments, quick and
+full plans, the command line, and the table of each figure beside its same-run baseline and
+target. Benchmarks report, they do not gate: missed targets exit 0, a failed measurement 2."""
 
 import argparse
 import contextlib
@@ -56,20 +55,21 @@ def p90(values: Sequence[float]) -> float:
 
 
 def p99(values: Sequence[float]) -> float:
-    ranked = sorted(values)
-    return ranked[min(len(ranked) - 1, int(len(ranked) * 0.99))]
+    return sorted(values)[min(len(values) - 1, int(len(values) * 0.99))]  # nearest rank
 
 
 def spread(values: Sequence[float], unit: str, fmt: str = ".1f") -> str:
     return f"median {median(values):{fmt}} {unit}  p90 {p90(values):{fmt}} {unit}"
 
 
-def timed_us(fn: Callable[[], object], n: int) -> list[float]:
+def timed_us(fn: Callable[[], object], n: int, warm_up: int = 0) -> list[float]:
+    """µs of each of ``n`` calls of ``fn``, after ``warm_up`` untimed ones."""
     clock, out = time.perf_counter_ns, []
-    for _ in range(n):
+    for i in range(-warm_up, n):
         t0 = clock()
         fn()
-        out.append((clock() - t0) / 1000)
+        if i >= 0:
+            out.append((clock() - t0) / 1000)
     return out
 
 

@@ -95,8 +95,9 @@ class Tree:
     def main_status(self) -> dict[str, Any]:
         return dict((self.status().get("agents") or [{}])[0])
 
-    def pids(self) -> dict[str, int]:
-        return {c["name"]: c["pid"] for c in self.status()["components"] if c["pid"]}
+    def process(self, component: str) -> psutil.Process:
+        pids = {c["name"]: c["pid"] for c in self.status()["components"] if c["pid"]}
+        return psutil.Process(pids[component])
 
     def call(self, name: str, request: list[Any], timeout: float = 10.0) -> Any:
         return self.request("call", wait=timeout + 5.0, name=name, request=request, timeout=timeout)
@@ -195,8 +196,9 @@ class Tree:
 
 def in_flight(
     mux: CallMux, window: int, request: Callable[[int], Any], more: Callable[[int], bool]
-) -> list[tuple[bool, Any]]:
-    """Inside a component: ``window`` calls ``request(i)`` in flight while ``more(i)``."""
+) -> list[Any]:
+    """Inside a component: ``window`` calls ``request(i)`` in flight while ``more(i)``; their
+    answers (a failed call raises)."""
     answers: list[tuple[bool, Any]] = []
     sent = 0
 
@@ -223,7 +225,9 @@ def in_flight(
         if not events or (channel.closed and len(answers) < sent):
             raise RuntimeError(f"{len(answers)} of {sent} calls answered; then nothing")
         mux.expire()
-    return answers
+    if failed := [value for ok, value in answers if not ok]:
+        raise RuntimeError(f"{len(failed)} of {sent} calls failed: {failed[0]}")
+    return [value for _ok, value in answers]
 
 
 def load(tree: Tree, adds: Sequence[dict[str, Any]]) -> list[float]:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 import _baselines as b
 import _harness as h
 import numpy as np
-import psutil
 from _procs import RESTART_FREELY, Tree
 
 from osup_mp.client import Client
@@ -183,9 +182,8 @@ def shared_memory(plan: h.Plan, report: h.Report) -> None:
         check = shm.read(copy=True, verify=True)
         if not check.crc_ok or not np.array_equal(check.matrix, big):
             raise h.BenchError("a shared-memory read does not match the published matrix")
-        h.timed_us(lambda: shm.read(copy=True), 10)
         reads = {
-            "copy=True": h.timed_us(lambda: shm.read(copy=True), plan.reads_copy),
+            "copy=True": h.timed_us(lambda: shm.read(copy=True), plan.reads_copy, 10),
             "copy=False": h.timed_us(lambda: shm.read(copy=False), plan.reads_view),
         }
         pipe = h.median(b.pipe_transfers(big.tobytes(), plan.pipe_transfers))
@@ -194,9 +192,8 @@ def shared_memory(plan: h.Plan, report: h.Report) -> None:
         one_cpu = h.median(b.pipe_transfers(big.tobytes(), plan.pipe_transfers, cpu0))
         rates: dict[tuple[tuple[int, ...], bool], float] = {}
         for matrix, count in ((big, plan.publishes_big), (small, plan.publishes_small)):
-            for crc in (True, False):
-                shm.publish(matrix, checksum=crc)  # warm-up
-                us = h.timed_us(functools.partial(shm.publish, matrix, checksum=crc), count)
+            for crc in (True, False):  # each after one warm-up
+                us = h.timed_us(functools.partial(shm.publish, matrix, checksum=crc), count, 1)
                 rates[matrix.shape, crc] = count * 1e6 / sum(us)
     for what, us in reads.items():
         speedup = pipe / h.median(us)
@@ -221,7 +218,7 @@ def heartbeat_flood(report: h.Report, seconds: float = 3.0) -> None:
     try:
         tree = Tree(RESTART_FREELY, FAST, b.test_agent("heartbeat_flood.py"))
         with tree, tree.data_client() as client:
-            before, manager = tree.agent(), psutil.Process(tree.pids()["agent:main"])
+            before, manager = tree.agent(), tree.process("agent:main")
             [idle] = h.cpu_percent([manager], seconds)
             client.request("request", data={"flood": FLOOD_RATE})
             time.sleep(0.5)

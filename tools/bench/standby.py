@@ -33,8 +33,9 @@ PROBE = {"op": "stats"}
 CONFIG = {"agent": {"startsecs": 0, "max_restarts": 100000, "ready_timeout": 60000}}
 
 
-def settled(tree: Tree, standby: bool) -> None:
+def settled(tree: Tree) -> None:
     """Wait until the main runs and answers (and its standby, if any, is following)."""
+    standby = tree.cfg.agent.standby
 
     def ready() -> bool:
         if tree.slot()["state"] != SlotState.RUNNING:
@@ -46,9 +47,10 @@ def settled(tree: Tree, standby: bool) -> None:
         client.request("request", data=PROBE)
 
 
-def kill_to_answer(tree: Tree, blocks: int) -> tuple[float, float]:
-    """SIGKILL the main agent and ask it ``PROBE`` until it answers, with all ``blocks``
-    memories: ms from the kill to the answer, and to the kernel reporting the process gone."""
+def kill_to_answer(tree: Tree, blocks: int, gone_ms: list[float]) -> float:
+    """SIGKILL the main and ask it ``PROBE`` until it answers, with all ``blocks`` memories,
+    then let it settle: ms from the kill to the answer (with a standby, also to the kernel
+    reporting the process gone, into ``gone_ms``)."""
     pid, _generation = tree.agent()
     pidfd, gone = os.pidfd_open(pid), [0]
 
@@ -75,7 +77,10 @@ def kill_to_answer(tree: Tree, blocks: int) -> tuple[float, float]:
         watcher.join(60.0)
     finally:
         os.close(pidfd)
-    return h.since_ms(t0, answered), h.since_ms(t0, gone[0])
+    if tree.cfg.agent.standby:
+        gone_ms.append(h.since_ms(t0, gone[0]))
+    settled(tree)
+    return h.since_ms(t0, answered)
 
 
 def one_agent(
@@ -85,28 +90,20 @@ def one_agent(
     h.progress(f"{name}: {plan.kills} kills with and without a standby")
     hot_layer, cold_layer = {"agent": {"standby": True}}, {"agent": {"standby": False}}
     with Tree(CONFIG, layer, hot_layer) as hot, Tree(CONFIG, layer, cold_layer) as cold:
-        trees, rates = {"with": hot, "without": cold}, {}
-        for key, tree in trees.items():
-            if blocks:  # the standby applies every write too
-                rates[key] = load(tree, memories(blocks))
-            settled(tree, key == "with")
-        if blocks:
+        trees = {"with": hot, "without": cold}
+        if blocks:  # the standby applies every write too
+            rates = {key: load(tree, memories(blocks)) for key, tree in trees.items()}
             what = f"{name}: writes (memory_add, 256 in flight)"
             report.compare(what, rates["with"], rates["without"], "no standby", "", "adds/s")
-        ms: dict[str, list[float]] = {"with": [], "without": [], "gone": []}
-        for _ in range(plan.kills):
-            for key, tree in trees.items():
-                answer, gone = kill_to_answer(tree, blocks)
-                ms[key].append(answer)
-                if key == "with":
-                    ms["gone"].append(gone)
-                settled(tree, key == "with")
-        with_, without = ms["with"], ms["without"]
+        for tree in trees.values():
+            settled(tree)
+        gone: list[float] = []
+        ms = h.in_turns(plan.kills, trees, lambda tree: kill_to_answer(tree, blocks, gone))
         what, promotions = f"{name}: SIGKILL -> first answer", hot.main_status().get("promotions")
-        report.compare(what, with_, without, "no standby", "median <= 3", "ms")
+        report.compare(what, ms["with"], ms["without"], "no standby", "median <= 3", "ms")
         report.note(
             f"{name}: SIGKILL -> the kernel reports the process gone (pidfd), median "
-            f"{h.median(ms['gone']):.2f} ms of the {h.median(with_):.2f} ms; "
+            f"{h.median(gone):.2f} ms of the {h.median(ms['with']):.2f} ms; "
             f"promotions by status {promotions} of {plan.kills} kills."
         )
         if not layer and not blocks:  # what a standby costs: its and the main's idle CPU, memory
@@ -121,7 +118,7 @@ def one_agent(
             what, fig = "standby memory (reference agent)", f"RSS {mem.rss / 2**20:.1f} MiB"
             fig += f", USS {mem.uss / 2**20:.1f} MiB"
             report.row(what, fig, f"main agent RSS {main_mem.rss / 2**20:.1f} MiB")
-    return with_
+    return ms["with"]
 
 
 def run(plan: h.Plan, report: h.Report) -> None:
