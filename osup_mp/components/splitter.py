@@ -90,9 +90,11 @@ class _CheckRecordings:
 
 
 class TrafficSplitter(Component):
-    def __init__(self, hook_path: str = "", cpus: tuple[int, ...] = (), nice: int = 0) -> None:
+    def __init__(
+        self, hook_path: str = "", cpus: tuple[int, ...] = (), nice: int = 0, idle: bool = False
+    ) -> None:
         self.cpus = cpus  # [watchdog] shadow_cpus: the mirror's work stays off the main's CPUs
-        self.nice = nice  # [watchdog] shadow_nice: and runs on the main's spare cycles
+        self.nice, self.idle = nice, idle  # shadow_nice, shadow_idle: on its spare cycles
         self.mirrors: dict[str, Mirror] = {}
         self.hook_path = hook_path  # "" or "package.module:function" ([evolution] compare)
         self.hook: Compare | None = None
@@ -104,7 +106,7 @@ class TrafficSplitter(Component):
 
     def init(self) -> None:
         pin_cpus(self.cpus)
-        lower_priority(self.nice)
+        lower_priority(self.nice, self.idle)
         if self.hook_path:
             try:
                 self.hook = compare.load(self.hook_path)
