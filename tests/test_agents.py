@@ -246,35 +246,6 @@ def test_shadows_by_id(make_tree) -> None:
     assert bad.returncode == 1 and "no shadow" in bad.stderr
 
 
-def test_idle_shadows_share_the_trees_session(make_tree) -> None:
-    """With ``[watchdog] shadow_idle`` a shadow, its manager and the splitter run at
-    ``SCHED_IDLE`` (the main's processes do not), and every agent is in the tree's session:
-    a session of its own would be a scheduling group of its own where autogroups apply,
-    and its priority would count only inside it."""
-    tree = make_tree(**{**FAST, "watchdog": {"shadow_idle": True}}).start()
-    assert tree.cli("shadow", "start", "s1").returncode == 0
-    agents, pids = tree.agents(), tree.pids()
-    policy = {
-        name: os.sched_getscheduler(pid)
-        for name, pid in [
-            ("s1", agents["s1"]["pid"]),
-            ("main", agents["main"]["pid"]),
-            *((name, pids[name]) for name in ("agent:s1", "splitter", "agent:main")),
-        ]
-    }
-    idle, other = os.SCHED_IDLE, os.SCHED_OTHER
-    assert policy == {
-        "s1": idle,
-        "agent:s1": idle,
-        "splitter": idle,
-        "main": other,
-        "agent:main": other,
-    }
-    sessions = {os.getsid(agents[i]["pid"]) for i in ("s1", "main")} | {os.getsid(pids["wal"])}
-    assert len(sessions) == 1
-    assert os.getpgid(agents["s1"]["pid"]) == agents["s1"]["pid"]  # a group of its own
-
-
 def test_hot_reload_with_rollback(make_tree, tmp_path) -> None:
     tree = make_tree(**FAST).start()
     tree.agent_request({"op": "memory_add", "text": "alpha beta", "id": "a"})

@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support import wait_for
 
 from osup_mp.lowlevel.lifelock import LifeLock, dying_status, read_notices
-from osup_mp.lowlevel.proc import lower_priority, readable, spawn_piped
+from osup_mp.lowlevel.proc import lower_group_priority, readable
 
 HOLDER = """
 import os, sys, time
@@ -55,22 +56,28 @@ def holders() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def start(
-    holders: list[subprocess.Popen[bytes]], mb: int, then: str
+    holders: list[subprocess.Popen[bytes]], mb: int, then: str, *, session: bool = False
 ) -> tuple[LifeLock, subprocess.Popen[bytes]]:
-    """A holder of a new lock, in a process group of its own (as an agent)."""
+    """A holder of a new lock (``session``: leading a session of its own, as an agent)."""
     lock = LifeLock.create()
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(lock.fd), str(mb), then],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         pass_fds=(lock.fd,),
-        process_group=0,
+        start_new_session=session,
     )
     holders.append(proc)
     lock.close_fd()
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"held\n"
     return lock, proc
+
+
+def group_nice(pid: int) -> str:
+    """The niceness of ``pid``'s autogroup; empty in the host's default group (a container's
+    first session often is in it): the kernel shows only the autogroups setsid() made."""
+    return (Path(f"/proc/{pid}/autogroup").read_text().split() or [""])[-1]
 
 
 def notice(fd: int, timeout: float = 30.0) -> list[int]:
@@ -130,36 +137,36 @@ def test_a_lock_nobody_holds_is_noticed_at_once(notices) -> None:  # type: ignor
 
 
 def test_a_dying_holder_gives_way(holders, notices) -> None:  # type: ignore[no-untyped-def]
-    """Noticed dying, the holder's teardown runs at the lowest priority: SCHED_IDLE."""
+    """Noticed dying, the holder's teardown runs at the lowest priority: SCHED_IDLE, and, as
+    the leader of a session of its own, the lowest weight for its autogroup."""
     r, w = notices
-    lock, proc = start(holders, 512, "sleep")
+    lock, proc = start(holders, 512, "sleep", session=True)
     lock.watch(proc.pid, w)
     os.kill(proc.pid, signal.SIGKILL)
     assert notice(r) == [proc.pid]  # sent once it has given way; not reaped before wait()
     assert os.sched_getscheduler(proc.pid) == os.SCHED_IDLE
+    if os.path.exists("/proc/self/autogroup"):
+        assert group_nice(proc.pid) == "19"
     assert proc.wait() == -signal.SIGKILL
 
 
-def test_an_agent_shares_its_spawners_session_in_a_group_of_its_own(holders) -> None:  # type: ignore[no-untyped-def]
-    """``spawn_piped`` puts the agent in a process group of its own (the whole of it can be
-    signalled) but not a session of its own: where sessions are scheduling groups
-    (autogroups), a shadow's ``SCHED_IDLE`` then ranks it below the main agent, not only
-    below the rest of its own session. With ``lower_priority(nice, idle=True)`` as its
-    pre-exec hook, a shadow and every thread it starts run at ``SCHED_IDLE``."""
-    code = "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start()"
-    sleeper = [sys.executable, "-c", code + "; time.sleep(60)"]
-    main = spawn_piped(sleeper, os.environ)
-    shadow = spawn_piped(sleeper, os.environ, pre_exec=lambda: lower_priority(10, idle=True))
-    holders.extend([main, shadow])
-    for proc in (main, shadow):
-        assert os.getpgid(proc.pid) == proc.pid
-        assert os.getsid(proc.pid) == os.getsid(0)
-    assert os.sched_getscheduler(main.pid) == os.SCHED_OTHER
-    tasks = f"/proc/{shadow.pid}/task"
-    wait_for(lambda: len(os.listdir(tasks)) == 2, what="the shadow's second thread")
-    threads = [int(t) for t in os.listdir(tasks)]
-    assert all(os.sched_getscheduler(t) == os.SCHED_IDLE for t in threads)
-    assert os.getpriority(os.PRIO_PROCESS, shadow.pid) == 10
+def test_only_a_session_leaders_autogroup_is_lowered(holders) -> None:  # type: ignore[no-untyped-def]
+    if not os.path.exists("/proc/self/autogroup"):
+        pytest.skip("no autogroups on this kernel")
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    leader = subprocess.Popen(sleeper, start_new_session=True)
+    member = subprocess.Popen(sleeper)  # in the test run's session: not its to change
+    holders.extend([leader, member])
+
+    ours = group_nice(os.getpid())
+    lower_group_priority(leader.pid, 7)
+    lower_group_priority(leader.pid, 3)  # lower already: left at 7
+    lower_group_priority(member.pid, 7)
+    niceness = [group_nice(pid) for pid in (leader.pid, member.pid, os.getpid())]
+    assert niceness == ["7", ours, ours]
+    leader.kill()
+    leader.wait()
+    lower_group_priority(leader.pid, 7)  # gone: nothing to do, and no error
 
 
 def test_the_waiting_thread_runs_first_where_allowed(holders, notices) -> None:  # type: ignore[no-untyped-def]

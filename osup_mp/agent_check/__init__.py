@@ -40,7 +40,7 @@ Design decisions:
   pointer to it. ``shutdown`` needs no frames and still runs.
 * A check that cannot run — the agent exited (the first check to notice records when), or
   it never started — fails with that reason instead of waiting for its timeout.
-* The agent runs in its own process group with ``PR_SET_PDEATHSIG``; :meth:`AgentSession.close`
+* The agent runs in its own session with ``PR_SET_PDEATHSIG``; :meth:`AgentSession.close`
   (called from a ``finally``) kills the whole process group and reaps the agent, so nothing
   outlives the check even if the checker itself is killed.
 """

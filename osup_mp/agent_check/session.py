@@ -6,8 +6,8 @@ stdout is decoded as it arrives and every frame is recorded with its arrival tim
 stderr is drained on every wake-up (a short tail is kept for failure reasons) so the agent
 never blocks on a full pipe; output to the agent is written only when its stdin is writable.
 A malformed frame breaks the stream for good and is kept with its byte offset. The agent
-runs in its own process group with ``PR_SET_PDEATHSIG``, and :meth:`AgentSession.close`
-kills the whole group and reaps it.
+runs in its own session with ``PR_SET_PDEATHSIG``, and :meth:`AgentSession.close` kills the
+whole process group and reaps it.
 """
 
 from __future__ import annotations

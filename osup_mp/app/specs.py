@@ -116,7 +116,6 @@ def child_specs(cfg: Config, shm: SharedState) -> list[ChildSpec]:
                 cfg.evolution.compare,
                 cfg.watchdog.shadow_cpus,
                 cfg.watchdog.shadow_nice,
-                cfg.watchdog.shadow_idle,
             ),
             Restart.PERMANENT,
             shutdown_timeout=shutdown,

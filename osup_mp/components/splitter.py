@@ -90,11 +90,9 @@ class _CheckRecordings:
 
 
 class TrafficSplitter(Component):
-    def __init__(
-        self, hook_path: str = "", cpus: tuple[int, ...] = (), nice: int = 0, idle: bool = False
-    ) -> None:
+    def __init__(self, hook_path: str = "", cpus: tuple[int, ...] = (), nice: int = 0) -> None:
         self.cpus = cpus  # [watchdog] shadow_cpus: the mirror's work stays off the main's CPUs
-        self.nice, self.idle = nice, idle  # shadow_nice, shadow_idle: on its spare cycles
+        self.nice = nice  # [watchdog] shadow_nice: and runs on the main's spare cycles
         self.mirrors: dict[str, Mirror] = {}
         self.hook_path = hook_path  # "" or "package.module:function" ([evolution] compare)
         self.hook: Compare | None = None
@@ -106,7 +104,7 @@ class TrafficSplitter(Component):
 
     def init(self) -> None:
         pin_cpus(self.cpus)
-        lower_priority(self.nice, self.idle)
+        lower_priority(self.nice)
         if self.hook_path:
             try:
                 self.hook = compare.load(self.hook_path)

@@ -154,7 +154,6 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "shadow_max_threads": _Field(64, "a positive integer", _ints(1)),
         "shadow_wall_time": _Field(600000, _MS, _ints(1)),
         "shadow_nice": _Field(10, "an integer from 0 to 19 (niceness)", _ints(0, 19)),
-        "shadow_idle": _Field(False, "true or false", _BOOL),
         "shadow_cpus": _Field([], _CPUS_EXPECTED, _CPUS),
     },
     "wal": {

@@ -115,7 +115,6 @@ class WatchdogSection:
     shadow_max_threads: int
     shadow_wall_time: int
     shadow_nice: int
-    shadow_idle: bool
     shadow_cpus: tuple[int, ...]  # shadows, their managers and the splitter; () = any
 
     def limits(self) -> Limits:

@@ -23,6 +23,8 @@ import mmap
 import os
 import threading
 
+from osup_mp.lowlevel.proc import lower_group_priority
+
 _PAGE = mmap.PAGESIZE
 _ATTR_SIZE = 16  # pthread_mutexattr_t is 4 bytes on x86-64 and 8 on arm64
 _PROCESS_SHARED = 1  # PTHREAD_PROCESS_SHARED
@@ -111,9 +113,13 @@ def give_way(pid: int) -> None:
     """Let a dying process's teardown run only when a CPU has nothing else to do: freeing a
     large process's memory takes a CPU for milliseconds, and its replacement, its manager
     and their callers must not queue behind it. ``SCHED_IDLE`` ranks it below every other
-    task of its scheduling group (an agent shares its tree's session: the tree's group)."""
-    with contextlib.suppress(OSError):  # gone already, or not ours: it only finishes sooner
+    task of its scheduling group, and the lowest weight for its autogroup (an agent runs in
+    a session, hence an autogroup, of its own) ranks it below the rest of the host."""
+    try:
         os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+    except OSError:
+        return  # gone already, or not ours to change: it only finishes sooner
+    lower_group_priority(pid, 19)
 
 
 def read_notices(fd: int) -> list[int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import math
@@ -252,16 +251,37 @@ def pin_cpus(cpus: Collection[int]) -> None:
         os.sched_setaffinity(0, cpus)
 
 
-def lower_priority(nice: int, idle: bool = False) -> None:
+def lower_priority(nice: int) -> None:
     """Run this thread, and every thread and process it starts from now on, at niceness
-    ``nice`` at least, and with ``idle`` at ``SCHED_IDLE``: on a CPU only when no other
-    task wants it, and never preempting one that runs. Never raises the priority: an
-    unprivileged process could not lower it again."""
+    ``nice`` at least. Never raises the priority: an unprivileged process could not lower
+    it again."""
     if nice > os.getpriority(os.PRIO_PROCESS, 0):
         os.setpriority(os.PRIO_PROCESS, 0, nice)  # on Linux, this thread's
-    if idle:
-        with contextlib.suppress(OSError):  # a kernel without it: niceness alone
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def lower_group_priority(pid: int, nice: int) -> None:
+    """Give the autogroup of ``pid`` the CPU weight of niceness ``nice``, unless it is that
+    low already. Where the kernel groups each session for scheduling
+    (``CONFIG_SCHED_AUTOGROUP``, on by default in most distributions), a process in a
+    session of its own competes with other sessions at its group's weight, whatever its own
+    niceness. Only for a session leader: another process's autogroup is its session's, not
+    its own. Best effort: nothing happens without autogroups, for a process gone, or when
+    the kernel refuses (a raise; an unprivileged user changing more than one autogroup per
+    100 ms on the whole host)."""
+    path = f"/proc/{pid}/autogroup"
+    try:
+        if os.getsid(pid) != pid:
+            return
+        with open(path, "rb") as f:
+            if int(f.read().split()[-1]) >= nice:  # "/autogroup-42 nice 0"
+                return
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, str(nice).encode())
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, IndexError):
+        pass
 
 
 def set_title(title: str) -> None:
@@ -296,22 +316,17 @@ def spawn_piped(
     pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """The one way an agent is started: stdin and stdout on pipes (stderr too, unless told
-    otherwise), its own process group so that all of it can be signalled, no inherited
-    descriptors but ``pass_fds``. ``pre_exec`` runs between fork and exec; leave it out
-    where start-up time counts (any hook forces a full fork instead of ``vfork``). Raises
-    ``OSError`` when the executable cannot be run.
-
-    Not a session of its own: where the kernel groups sessions for scheduling
-    (``CONFIG_SCHED_AUTOGROUP``), each session competes with the others at equal weight,
-    and a shadow's lower priority would count only inside its own session: its searches
-    took the CPU from the main agent as if they had the main's priority."""
+    otherwise), its own session so that its whole process group can be signalled, no
+    inherited descriptors but ``pass_fds``. ``pre_exec`` runs between fork and exec; leave
+    it out where start-up time counts (any hook forces a full fork instead of ``vfork``).
+    Raises ``OSError`` when the executable cannot be run."""
     return subprocess.Popen(
         list(argv),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=stderr,
         env=dict(env),
-        process_group=0,
+        start_new_session=True,
         preexec_fn=pre_exec,
         close_fds=True,
         pass_fds=tuple(pass_fds),

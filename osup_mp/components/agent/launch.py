@@ -17,12 +17,7 @@ from dataclasses import dataclass
 from osup_mp.config import Config
 from osup_mp.lowlevel.lifelock import LifeLock
 from osup_mp.lowlevel.limits import cpu_rlimit
-from osup_mp.lowlevel.proc import (
-    lower_priority,
-    resolve_executable,
-    set_parent_death_signal,
-    spawn_piped,
-)
+from osup_mp.lowlevel.proc import resolve_executable, set_parent_death_signal, spawn_piped
 from osup_mp.wire.launch import THREAD_POOL_VARS, LaunchEnv, agent_args
 
 
@@ -115,9 +110,9 @@ def pre_exec(
     their own parent-death signal (``OSUP_MANAGER_PID``), every agent sees EOF on stdin,
     and the supervisor, a subreaper, kills what a dead manager leaves behind. Shadows get
     hard rlimits — the backstop behind the watchdog's sampled limits — a lower CPU priority
-    (``[watchdog] shadow_nice`` and ``shadow_idle``: an experiment runs on the main's spare
-    cycles and never takes them from it) and a parent-death SIGKILL here, where a few
-    milliseconds do not matter.
+    (``[watchdog] shadow_nice``: an experiment runs on the main's spare cycles and never
+    takes them from it) and a parent-death SIGKILL here, where a few milliseconds do not
+    matter.
 
     A standby is limited like a shadow, but it will become the main: its limits are soft
     ones (raised back by :func:`lift_limits` on promotion) and its priority is the main's
@@ -128,7 +123,7 @@ def pre_exec(
     limits = shadow_limits(cfg)
     cpu = None if deadlines.cpu_seconds is None else cpu_rlimit(deadlines.cpu_seconds)
     standby = role == "standby"
-    nice, idle = cfg.watchdog.shadow_nice, cfg.watchdog.shadow_idle
+    nice = cfg.watchdog.shadow_nice
 
     def run() -> None:
         set_parent_death_signal(signal.SIGKILL)
@@ -138,7 +133,7 @@ def pre_exec(
         if cpu is not None:
             resource.setrlimit(resource.RLIMIT_CPU, cpu)
         if not standby:
-            lower_priority(nice, idle)
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
 
     return run
 

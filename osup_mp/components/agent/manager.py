@@ -15,8 +15,8 @@ Design decisions:
 * Requests are pipelined: each gets a manager-side id, many are in flight at once, and the
   agent's ``response`` frames are matched by id (:mod:`.requests`, which also runs the main
   agent's data-plane socket ``run_dir/agent-main.sock`` until the traffic splitter exists).
-* The agent runs in its own process group with ``PR_SET_PDEATHSIG``: killing the group takes
-  everything it spawned, and the agent dies with its manager.
+* The agent runs in its own session (process group) with ``PR_SET_PDEATHSIG``: killing the
+  group takes everything it spawned, and the agent dies with its manager.
 * Durability (WAL forwarding, response release, checkpoints, restore) is :mod:`.durability`.
 * A main agent may have a hot standby (:mod:`.standby`): on the main's death the manager
   promotes it in place of a restart, and re-sends it the requests left unanswered.
@@ -85,7 +85,7 @@ class AgentManager(AgentRecovery):
         main = self.role == "main"
         pin_cpus(self.cfg.agent.main_cpus if main else self.cfg.watchdog.shadow_cpus)
         if not main:  # a shadow's manager relays experiment work: the main's spare cycles
-            lower_priority(self.cfg.watchdog.shadow_nice, self.cfg.watchdog.shadow_idle)
+            lower_priority(self.cfg.watchdog.shadow_nice)
         # Orphans of the agent (double forks, setsid daemons) re-parent here, so each exit
         # of the agent can kill and reap everything it left behind.
         become_subreaper()
