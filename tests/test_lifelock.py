@@ -80,7 +80,7 @@ def group_nice(pid: int) -> str:
     return (Path(f"/proc/{pid}/autogroup").read_text().split() or [""])[-1]
 
 
-def notice(fd: int, timeout: float = 30.0) -> list[int]:
+def notice(fd: int, timeout: float = 30.0) -> list[tuple[int, int | None]]:
     assert readable(fd, timeout), "no notice"
     return read_notices(fd)
 
@@ -93,7 +93,7 @@ def test_a_kill_is_noticed_before_the_kernel_reports_the_death(holders, notices)
     pidfd = os.pidfd_open(proc.pid)
     try:
         os.kill(proc.pid, signal.SIGKILL)
-        assert notice(r) == [proc.pid]
+        assert notice(r) == [(proc.pid, -signal.SIGKILL)]  # with its status
         assert dying_status(proc.pid) == -signal.SIGKILL
         gone_already = readable(pidfd, 0)
     finally:
@@ -110,7 +110,7 @@ def test_an_exit_is_noticed_with_its_status(holders, notices) -> None:  # type: 
     assert proc.stdin is not None
     proc.stdin.write(b"go\n")
     proc.stdin.flush()
-    assert notice(r) == [proc.pid]
+    assert notice(r) == [(proc.pid, 3)]
     assert dying_status(proc.pid) == 3
     assert proc.wait() == 3
 
@@ -123,7 +123,7 @@ def test_a_holder_that_lets_go_is_not_dead(holders, notices) -> None:  # type: i
     proc.stdin.write(b"go\n")
     proc.stdin.flush()
     assert proc.stdout.readline() == b"unlocked\n"
-    assert notice(r) == [proc.pid]
+    assert notice(r) == [(proc.pid, None)]  # not exiting when it let go
     assert dying_status(proc.pid) is None  # a notice, but the process lives
     assert proc.poll() is None
 
@@ -133,7 +133,7 @@ def test_a_lock_nobody_holds_is_noticed_at_once(notices) -> None:  # type: ignor
     lock = LifeLock.create()
     lock.close_fd()
     lock.watch(12345, w)
-    assert notice(r, 5.0) == [12345]
+    assert notice(r, 5.0) == [(12345, None)]
 
 
 def test_a_dying_holder_gives_way(holders, notices) -> None:  # type: ignore[no-untyped-def]
@@ -143,7 +143,9 @@ def test_a_dying_holder_gives_way(holders, notices) -> None:  # type: ignore[no-
     lock, proc = start(holders, 512, "sleep", session=True)
     lock.watch(proc.pid, w)
     os.kill(proc.pid, signal.SIGKILL)
-    assert notice(r) == [proc.pid]  # sent once it has given way; not reaped before wait()
+    assert notice(r) == [
+        (proc.pid, -signal.SIGKILL)
+    ]  # sent once it has given way; not reaped before wait()
     assert os.sched_getscheduler(proc.pid) == os.SCHED_IDLE
     if os.path.exists("/proc/self/autogroup"):
         assert group_nice(proc.pid) == "19"
@@ -184,5 +186,5 @@ def test_the_waiting_thread_runs_first_where_allowed(holders, notices) -> None: 
     if allowed:
         wait_for(fifo_threads, 5, what="the waiting thread at SCHED_FIFO")
     os.kill(proc.pid, signal.SIGKILL)
-    assert notice(r) == [proc.pid]
+    assert notice(r) == [(proc.pid, -signal.SIGKILL)]
     assert proc.wait() == -signal.SIGKILL

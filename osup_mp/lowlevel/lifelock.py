@@ -30,7 +30,8 @@ _ATTR_SIZE = 16  # pthread_mutexattr_t is 4 bytes on x86-64 and 8 on arm64
 _PROCESS_SHARED = 1  # PTHREAD_PROCESS_SHARED
 _ROBUST = 1  # PTHREAD_MUTEX_ROBUST
 _PF_EXITING = 0x4  # task flag set as do_exit begins
-_PID = 8  # bytes per notice
+_NOTICE = 16  # bytes per notice: the pid, then its exit status or _LIVING
+_LIVING = -(1 << 63)  # the status of a pid whose lock was released while it lived
 
 _libc: ctypes.CDLL | None = None
 
@@ -80,7 +81,8 @@ class LifeLock:
 
     def watch(self, pid: int, notify_fd: int) -> None:
         """Wait on the lock in a daemon thread; when it is released (its holder died, or
-        never held it), write ``pid`` as 8 bytes to ``notify_fd``. Once per lock."""
+        never held it), write ``pid`` and what :func:`dying_status` then says to
+        ``notify_fd`` (see :func:`read_notices`). Once per lock."""
         if self.watching:
             return
         self.watching = True
@@ -97,10 +99,14 @@ class LifeLock:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))  # this thread only
         c, mutex = _c(), ctypes.c_void_p(self._address)
         code = c.pthread_mutex_lock(mutex)
-        if code == errno.EOWNERDEAD and dying_status(pid) is not None:
+        status = dying_status(pid) if code == errno.EOWNERDEAD else None
+        if status is not None:
             give_way(pid)  # first: the notice wakes the very processes it would slow down
+        notice = pid.to_bytes(8, "little", signed=True) + (
+            _LIVING if status is None else status
+        ).to_bytes(8, "little", signed=True)
         try:
-            os.write(notify_fd, pid.to_bytes(_PID, "little"))
+            os.write(notify_fd, notice)
         except OSError:
             pass  # the watcher is gone or its pipe full: the pidfd still reports the death
         if code == errno.EOWNERDEAD:
@@ -122,8 +128,10 @@ def give_way(pid: int) -> None:
     lower_group_priority(pid, 19)
 
 
-def read_notices(fd: int) -> list[int]:
-    """The pids written to a non-blocking notice pipe since the last call."""
+def read_notices(fd: int) -> list[tuple[int, int | None]]:
+    """``(pid, exit status)`` of each notice written to a non-blocking notice pipe since the
+    last call: the status as :func:`dying_status` gave it when the lock was released (None:
+    the pid was not exiting then), so that the watcher need not read it again."""
     data = b""
     while True:
         try:
@@ -133,7 +141,12 @@ def read_notices(fd: int) -> list[int]:
         if not chunk:
             break
         data += chunk
-    return [int.from_bytes(data[i : i + _PID], "little") for i in range(0, len(data), _PID)]
+    notices = []
+    for i in range(0, len(data) - _NOTICE + 1, _NOTICE):
+        pid = int.from_bytes(data[i : i + 8], "little", signed=True)
+        status = int.from_bytes(data[i + 8 : i + _NOTICE], "little", signed=True)
+        notices.append((pid, None if status == _LIVING else status))
+    return notices
 
 
 def hold(fd: int) -> int:

@@ -43,11 +43,12 @@ class AgentRecovery(AgentLifecycle):
         """An agent's life lock was released: if it is the running main and it is exiting,
         act on its death now; the kernel reports it only once its memory is freed (and the
         standby's death is no hurry: its pidfd reports it)."""
-        for pid in read_notices(fd):
+        for pid, code in read_notices(fd):
             agent = self.agent
             if agent is None or pid != agent.pid or self.state is not S.RUNNING:
                 continue
-            code = dying_status(pid)
+            if code is None:
+                code = dying_status(pid)  # it was not exiting when it let go: is it now?
             if code is None:
                 logger.warning(
                     "agent {}: pid {} released its life lock but is not exiting",
