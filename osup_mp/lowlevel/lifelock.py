@@ -21,6 +21,7 @@ import ctypes
 import errno
 import mmap
 import os
+import struct
 import threading
 
 from osup_mp.lowlevel.proc import lower_group_priority
@@ -30,7 +31,7 @@ _ATTR_SIZE = 16  # pthread_mutexattr_t is 4 bytes on x86-64 and 8 on arm64
 _PROCESS_SHARED = 1  # PTHREAD_PROCESS_SHARED
 _ROBUST = 1  # PTHREAD_MUTEX_ROBUST
 _PF_EXITING = 0x4  # task flag set as do_exit begins
-_NOTICE = 16  # bytes per notice: the pid, then its exit status or _LIVING
+_NOTICE = struct.Struct("<qq")  # a notice: the pid, then its exit status or _LIVING
 _LIVING = -(1 << 63)  # the status of a pid whose lock was released while it lived
 
 _libc: ctypes.CDLL | None = None
@@ -102,11 +103,8 @@ class LifeLock:
         status = dying_status(pid) if code == errno.EOWNERDEAD else None
         if status is not None:
             give_way(pid)  # first: the notice wakes the very processes it would slow down
-        notice = pid.to_bytes(8, "little", signed=True) + (
-            _LIVING if status is None else status
-        ).to_bytes(8, "little", signed=True)
         try:
-            os.write(notify_fd, notice)
+            os.write(notify_fd, _NOTICE.pack(pid, _LIVING if status is None else status))
         except OSError:
             pass  # the watcher is gone or its pipe full: the pidfd still reports the death
         if code == errno.EOWNERDEAD:
@@ -141,12 +139,9 @@ def read_notices(fd: int) -> list[tuple[int, int | None]]:
         if not chunk:
             break
         data += chunk
-    notices = []
-    for i in range(0, len(data) - _NOTICE + 1, _NOTICE):
-        pid = int.from_bytes(data[i : i + 8], "little", signed=True)
-        status = int.from_bytes(data[i + 8 : i + _NOTICE], "little", signed=True)
-        notices.append((pid, None if status == _LIVING else status))
-    return notices
+    whole = len(data) - len(data) % _NOTICE.size  # writes this small arrive whole
+    notices = _NOTICE.iter_unpack(data[:whole])
+    return [(pid, None if status == _LIVING else status) for pid, status in notices]
 
 
 def hold(fd: int) -> int:

@@ -66,9 +66,10 @@ def pickled_by_fields(*classes: type) -> None:
     for cls in classes:
         if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
             raise TypeError(f"{cls.__name__}: not a plain dataclass, cannot be rebuilt by fields")
-        names = tuple(f.name for f in dataclasses.fields(cls))
-        if any(not f.init for f in dataclasses.fields(cls)):
+        fields = dataclasses.fields(cls)
+        if any(not f.init for f in fields):
             raise TypeError(f"{cls.__name__}: a field outside __init__ cannot be rebuilt")
+        names = tuple(f.name for f in fields)
         # setattr: a method assigned to a class is what mypy refuses, and this is one.
         setattr(cls, "__reduce__", _reducer(cls, names))  # noqa: B010
 
