@@ -143,9 +143,8 @@ def test_a_dying_holder_gives_way(holders, notices) -> None:  # type: ignore[no-
     lock, proc = start(holders, 512, "sleep", session=True)
     lock.watch(proc.pid, w)
     os.kill(proc.pid, signal.SIGKILL)
-    assert notice(r) == [
-        (proc.pid, -signal.SIGKILL)
-    ]  # sent once it has given way; not reaped before wait()
+    # Sent once it has given way; not reaped before wait().
+    assert notice(r) == [(proc.pid, -signal.SIGKILL)]
     assert os.sched_getscheduler(proc.pid) == os.SCHED_IDLE
     if os.path.exists("/proc/self/autogroup"):
         assert group_nice(proc.pid) == "19"

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from support import wait_for
 
 from osup_mp.lowlevel.proc import describe_exit
 from osup_mp.runtime.calls import CallError, CallMux, CallTimeout
@@ -332,11 +333,13 @@ def test_a_wake_up_flushes_what_was_queued_and_expires_what_is_timed(pair) -> No
         assert due is not None and 0 < due <= 0.05
         assert pair[1].receive() == [("info", 1)]
         assert theirs.receive() == [("call", 1, "slow")]
-        deadline = time.monotonic() + 5
-        while not seen and time.monotonic() < deadline:
-            time.sleep(0.01)  # the deadline passes; the next pass fails the call
-            loop._service_channels()
-        assert seen and seen[0][0] is False and isinstance(seen[0][1], CallTimeout)
+
+        def expired() -> list[tuple[bool, object]]:
+            loop._service_channels()  # once the deadline has passed, a pass fails the call
+            return seen
+
+        wait_for(expired, 5, what="the call to expire")
+        assert seen[0][0] is False and isinstance(seen[0][1], CallTimeout)
         assert loop._service_channels() is None  # no call in flight any more
         mux.call_async("never", lambda ok, v: seen.append((ok, v)), timeout=0.01)
         loop._drop_channel(ours)

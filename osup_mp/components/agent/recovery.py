@@ -132,7 +132,7 @@ class AgentRecovery(AgentLifecycle):
         self._transition(S.BACKOFF)
         self.restarts += 1
         self.slot["restarts"] = self.restarts
-        if not decision.delay:
+        if at_once:
             self._spawn()  # restart latency is start-up time
             if died is not None:  # while the vault and the WAL look the restore up
                 self._bury_logged(died, reason)
