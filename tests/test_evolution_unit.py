@@ -23,6 +23,8 @@ pytestmark = pytest.mark.unit
         ({"latency_ms": -1.0}, "latency_ms must not be negative"),
         ({"latency_ms": math.nan}, "latency_ms must be a finite number"),
         ({"latency_ms": "3"}, "latency_ms must be a finite number"),
+        ({"waited_ms": -0.5}, "waited_ms must be finite and not negative"),
+        ({"waited_ms": math.inf}, "waited_ms must be finite and not negative"),
     ],
 )
 def test_a_malformed_sample_names_its_field(fields: dict[str, object], message: str) -> None:
@@ -116,6 +118,27 @@ def test_a_decided_verdict_explains_itself_and_round_trips_through_json() -> Non
     assert verdict.mismatches.outcome == "ok" and verdict.mismatches.examples[0]["got"] == "b"
     data = json.loads(json.dumps(verdict.to_dict()))
     assert Verdict.from_dict(data) == verdict
+
+
+def test_the_verdict_says_how_the_latencies_were_timed() -> None:
+    """Service times the agents measured, with the waits for a CPU taken out of them; or,
+    from an agent that gives no figures, its manager's round trips."""
+    rng = np.random.default_rng(5)
+    by_agents, by_managers = Evidence(), Evidence()
+    for _ in range(12):
+        for arm, waited in (("candidate", 0.25), ("control", 0.75)):
+            for ms in rng.lognormal(0.0, 0.2, 30):
+                by_agents.add(Sample(arm, float(ms), False, "match", waited))
+                by_managers.add(Sample(arm, float(ms), False, "match"))
+        by_agents.close_batch()
+        by_managers.close_batch()
+    latency = decide(by_agents, final=True).metrics[0]
+    assert latency.test.endswith(
+        "; service times as the agents measured them, their waits for a CPU taken out: "
+        "0.25 ms per answer (candidate), 0.75 ms (control)"
+    )
+    latency = decide(by_managers, final=True).metrics[0]
+    assert latency.test.endswith("; timed by the arms' managers (round trips)")
 
 
 def test_while_collecting_nothing_is_explained_yet() -> None:

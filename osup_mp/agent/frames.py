@@ -23,6 +23,7 @@ from osup_mp.wire.frames import FromAgent, ToAgent
 if TYPE_CHECKING:
     from osup_mp.agent.liveness import Window
     from osup_mp.agent.options import AgentOptions
+    from osup_mp.lowlevel.schedstat import RunDelay
 
 __all__ = ["FrameHandlers", "RequestError"]
 
@@ -43,6 +44,7 @@ class FrameHandlers:
     shm: Any
     _previous: dict[str, types.ModuleType]
     _window: Window
+    _run_delay: RunDelay  # the serving thread's, for timed requests
     _slot: Any
     _stop: bool
     _frames: dict[str, Callable[[dict[str, Any]], None]]  # _frame_table(), built once
@@ -121,6 +123,8 @@ class FrameHandlers:
         self.on_promote()
 
     def _on_request(self, msg: dict[str, Any]) -> None:
+        timed = msg.get("timed")
+        waits = self._run_delay.ns() if timed else None
         started = time.perf_counter()
         reply: dict[str, Any] = {"type": FromAgent.RESPONSE.value, "id": msg.get("id")}
         try:
@@ -136,8 +140,11 @@ class FrameHandlers:
         window = self._window
         window.requests += 1
         window.latency_total += took
-        if msg.get("timed"):  # the manager asks (for an evaluation): how long the handling took
+        if timed:  # the manager asks (for an evaluation): how long the handling took
             reply["took_ms"] = took * 1000
+            now = self._run_delay.ns()
+            if now is not None and waits is not None:  # of which it waited for a CPU
+                reply["waited_ms"] = (now - waits) / 1e6
         self.send(reply)
 
     def _on_restore(self, msg: dict[str, Any]) -> None:

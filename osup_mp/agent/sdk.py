@@ -50,6 +50,7 @@ from osup_mp.agent.frames import FrameHandlers, RequestError
 from osup_mp.agent.liveness import Liveness, Window
 from osup_mp.agent.options import AgentOptions
 from osup_mp.agent.process import die_with_manager, hold_life_lock
+from osup_mp.lowlevel.schedstat import RunDelay
 from osup_mp.lowlevel.spin import Spinner
 from osup_mp.wire import FrameDecoder, FrameError, FrameTooLarge, pack
 from osup_mp.wire.frames import FromAgent
@@ -78,6 +79,7 @@ class Agent(FrameHandlers, Liveness):
         self._rbuf = bytearray(_READ_SIZE)
         self._decoder = FrameDecoder(max_frame=self.options.max_frame, require_type=True)
         self._window = Window()
+        self._run_delay = RunDelay()  # this thread's; run() opens the serving thread's
         self._stop = False
         self._ready_sent = False
         self._life_lock = False  # held: ready says so (lowlevel.lifelock)
@@ -210,6 +212,8 @@ class Agent(FrameHandlers, Liveness):
         self._life_lock = hold_life_lock()
         self._in_fd = sys.stdin.fileno()
         self._out_fd = os.dup(1)
+        self._run_delay.close()
+        self._run_delay = RunDelay()  # this thread's: it serves the requests
         os.dup2(2, 1)  # stray prints go to stderr, never into the frame stream
         sys.stdout = sys.stderr
         os.set_blocking(self._in_fd, False)

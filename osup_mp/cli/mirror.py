@@ -84,14 +84,14 @@ def _render(mirrors: list[dict[str, Any]]) -> None:
         )
         click.echo(
             f"  {'SHADOW':<12} {'SENT':>7} {'DROPPED':>7} {'MATCH':>7} {'MISMATCH':>8} "
-            f"{'STALE':>7} {'ERROR':>7}  {'P50':>9} {'P99':>9}"
+            f"{'STALE':>7} {'ERROR':>7}  {'P50':>9} {'P99':>9} {'SERVICE P50':>11}"
         )
         for arm in mirror["arms"]:
-            lat = arm["latency_ms"]
+            lat, service = arm["latency_ms"], arm["service_ms"]
             click.echo(
                 f"  {arm['arm']:<12} {arm['sent']:>7} {arm['dropped']:>7} {arm['match']:>7} "
                 f"{arm['mismatch']:>8} {arm['stale']:>7} {arm['error']:>7}  "
-                f"{_ms(lat['p50']):>9} {_ms(lat['p99']):>9}"
+                f"{_ms(lat['p50']):>9} {_ms(lat['p99']):>9} {_ms(service['p50']):>11}"
             )
 
 

@@ -155,7 +155,7 @@ class HealthBook:
         chosen = (item for item in (kept or ()) if item[0] > after)
         return [
             {"seq": seq, "at": at, "arm": s.arm, "latency_ms": s.latency_ms, "error": s.error}
-            | {"digest": s.digest, "outcome": s.outcome}
+            | {"digest": s.digest, "outcome": s.outcome, "waited_ms": s.waited_ms}
             for seq, at, s in chosen
         ]
 

@@ -42,6 +42,7 @@ from osup_mp.lowlevel.proc import lower_priority, pin_cpus
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Caller, Component, on_call, on_cast, on_info
 from osup_mp.wire import digest
+from osup_mp.wire.frames import service_ms
 
 ARM_WINDOW = 64  # copies in flight per arm; more are dropped, not queued
 SAMPLE_DELAY = 0.05  # s a sample may wait to go to the health monitor with others
@@ -60,12 +61,13 @@ class Arm:
     dropped: int = 0
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCIES_KEPT))
+    service: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCIES_KEPT))
 
     def figures(self) -> dict[str, Any]:
-        latency = _percentiles(self.latencies)
         return {
             "arm": self.name, "sent": self.sent, "dropped": self.dropped,
-            "in_flight": self.in_flight, **self.outcomes, "latency_ms": latency,
+            "in_flight": self.in_flight, **self.outcomes,
+            "latency_ms": _percentiles(self.latencies), "service_ms": _percentiles(self.service),
         }  # fmt: skip
 
 
@@ -254,7 +256,7 @@ class TrafficSplitter(Component):
         def answered(ok: bool, value: Any) -> None:
             arm.in_flight -= 1
             if not ok:  # the arm's manager could not take it (not running, gone)
-                self._record(mirror, arm, "error", 0.0, None)
+                self._record(mirror, arm, "error", 0.0, None, None)
                 return
             answer = digest(value["value"]) if value["ok"] else None
             if copy.lsn is None or value["lsn"] != copy.lsn:
@@ -264,7 +266,8 @@ class TrafficSplitter(Component):
             else:
                 same = copy.ok and self._same(copy, answer, value["value"])
                 outcome = "match" if same else "mismatch"
-            self._record(mirror, arm, outcome, value["latency_ms"], answer)
+            timing = service_ms(value["handled_ms"], value["waited_ms"])
+            self._record(mirror, arm, outcome, value["latency_ms"], timing, answer)
             if outcome in ("match", "mismatch") and len(mirror.examples) < MAX_EXAMPLES:
                 _example(mirror, copy, answers, arm.name, outcome, value["value"])
 
@@ -289,12 +292,25 @@ class TrafficSplitter(Component):
         return answer == copy.digest
 
     def _record(
-        self, mirror: Mirror, arm: Arm, outcome: str, ms: float, digest: str | None
+        self,
+        mirror: Mirror,
+        arm: Arm,
+        outcome: str,
+        ms: float,
+        timing: tuple[float, float] | None,
+        digest: str | None,
     ) -> None:
+        """``ms``: the arm's round trip as its manager timed it; ``timing``: the agent's
+        service time and the waits for a CPU taken out of it (see ``service_ms``), which
+        the sample keeps instead when the agent gives them."""
         arm.outcomes[outcome] += 1
+        waited = None
         if outcome != "error":
             arm.latencies.append(ms)
-        sample = RecordSample(mirror.id, arm.name, ms, outcome == "error", digest, outcome)
+            if timing is not None:
+                ms, waited = timing
+                arm.service.append(ms)
+        sample = RecordSample(mirror.id, arm.name, ms, outcome == "error", digest, outcome, waited)
         self.samples.append(sample)
         if len(self.samples) >= SAMPLE_BATCH:
             self._flush_samples()

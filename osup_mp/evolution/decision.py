@@ -121,12 +121,31 @@ def decide(evidence: Evidence, settings: Settings | None = None, *, final: bool 
     if decision is not Decision.CONTINUE:  # explain, for the record
         drops = fixed.rate_test(cand.dropped, cand.offered, ctrl.dropped, ctrl.offered)
         metrics = (
-            _with_test(latency, fixed.latency_test(cand.kept, ctrl.kept)),
+            _with_test(latency, fixed.latency_test(cand.kept, ctrl.kept) + _timing(cand, ctrl)),
             _with_test(errors, fixed.rate_test(cand.errors, cand.n, ctrl.errors, ctrl.n)),
             _with_test(throughput, drops),
             _with_test(memory, _memory_range(evidence)),
         )
     return Verdict(decision, rule, reason, metrics, answers)
+
+
+def _timing(cand: ArmEvidence, ctrl: ArmEvidence) -> str:
+    """What the latencies are: the agents' service times, their waits for a CPU (which the
+    host's load and the scheduler's placement decide, not the code) taken out, or where an
+    agent gives no figures its manager's round trips."""
+    if not (cand.waited_n or ctrl.waited_n):
+        return "; timed by the arms' managers (round trips)"
+    text = (
+        f"; service times as the agents measured them, their waits for a CPU taken out: "
+        f"{_mean(cand.waited_sum, cand.waited_n)} ms per answer (candidate), "
+        f"{_mean(ctrl.waited_sum, ctrl.waited_n)} ms (control)"
+    )
+    by_manager = cand.timed - cand.waited_n + ctrl.timed - ctrl.waited_n
+    return text + (f"; {by_manager} round trips timed by the managers" if by_manager else "")
+
+
+def _mean(total: float, n: int) -> str:
+    return f"{total / n:.3g}" if n else "-"
 
 
 def outlook(evidence: Evidence, s: Settings) -> str:

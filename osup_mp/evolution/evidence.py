@@ -48,6 +48,8 @@ class ArmEvidence:
     offered: int = 0  # mirrored copies the splitter had for this arm (running totals)
     dropped: int = 0  # of which it could not take (its window was full)
     log_sum: float = 0.0
+    waited_sum: float = 0.0  # ms of waits for a CPU taken out of the latencies
+    waited_n: int = 0  # latencies they were taken out of
     open_sum: float = 0.0  # the batch being filled
     open_count: int = 0
     batches: int = 0
@@ -134,6 +136,9 @@ class Evidence:
             return
         arm.outcomes[sample.outcome] += 1
         arm.add_latencies(np.array([sample.latency_ms], dtype=np.float64))
+        if sample.waited_ms is not None:
+            arm.waited_sum += sample.waited_ms
+            arm.waited_n += 1
 
     def extend(self, samples: Iterable[Sample]) -> None:
         for sample in samples:

@@ -51,6 +51,9 @@ class Sample:
     latency_ms: float
     error: bool
     outcome: str  # against the main's answer: "match" | "mismatch" | "stale" | "error"
+    # The agent's waits for a CPU, taken out of ``latency_ms``, its service time; None: the
+    # agent gave no figures, and ``latency_ms`` is its manager's round trip.
+    waited_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
@@ -61,6 +64,8 @@ class Sample:
             raise ValueError(f"latency_ms must be a finite number, not {self.latency_ms!r}")
         if self.latency_ms < 0:
             raise ValueError(f"latency_ms must not be negative, not {self.latency_ms}")
+        if self.waited_ms is not None and not 0 <= self.waited_ms < math.inf:
+            raise ValueError(f"waited_ms must be finite and not negative, not {self.waited_ms}")
 
 
 class Decision(enum.StrEnum):

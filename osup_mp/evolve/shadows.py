@@ -27,6 +27,7 @@ from osup_mp.config import Config
 from osup_mp.evolution.genetic.fitness import Figures
 from osup_mp.evolve.judge import Judge, VariantDied, Workload
 from osup_mp.lowlevel.limits import rss_mb
+from osup_mp.wire.frames import service_ms
 
 
 def reference(cfg: Config, requests: Sequence[Any], timeout: float = 30.0) -> Workload:
@@ -130,8 +131,9 @@ class ShadowEvaluator:
             # limit, a deadline, a crash) it ends the variant: no figure is kept.
             if not answer["ok"] and _agent(client, shadow).get("state") != "RUNNING":
                 raise VariantDied(f"its agent died: {answer['value']}{_killed(client, shadow)}")
-            handled = answer.get("handled_ms")  # the agent's own timing, else its manager's
-            ms = float(answer["latency_ms"] if handled is None else handled)
+            # The agent's own timing, less its waits for a CPU; else its manager's
+            timing = service_ms(answer.get("handled_ms"), answer.get("waited_ms"))
+            ms = float(answer["latency_ms"]) if timing is None else timing[0]
             return bool(answer["ok"]), answer["value"], ms
 
         return self.judge.run(self.workload, ask, lambda: _memory_mb(client, shadow))

@@ -44,6 +44,7 @@ from osup_mp.lowlevel.proc import (
     resolve_executable,
 )
 from osup_mp.storage.checkpoints.store import decode
+from osup_mp.wire.frames import service_ms
 from osup_mp.wire.launch import THREAD_POOL_VARS, LaunchEnv, agent_args
 
 SAMPLE_EVERY = 0.1  # s between two samples of the agent against its limits
@@ -175,8 +176,8 @@ class _Agent:
         sent = time.monotonic()
         msg = self.wait(lambda m: m["type"] == "response" and m.get("id") == req_id,
                         self.job.timeout, send=frame)  # fmt: skip
-        took = msg.get("took_ms")
-        ms = float(took) if isinstance(took, int | float) else (time.monotonic() - sent) * 1000
+        timing = service_ms(msg.get("took_ms"), msg.get("waited_ms"))
+        ms = (time.monotonic() - sent) * 1000 if timing is None else timing[0]
         return ("error" not in msg), msg.get("error", msg.get("data")), ms
 
     def wait(self, want: Any, timeout: float, send: dict[str, Any]) -> dict[str, Any]:

@@ -181,9 +181,11 @@ class AgentManager(AgentRecovery):
 
         def answered(ok: bool, value: Any) -> None:
             latency_ms = (time.monotonic() - sent) * 1000
-            handled = self.requests.took_ms  # the agent's own figure, when it gives one
+            # The agent's own figures, when it gives them: its handling, and its waits for
+            # a CPU meanwhile
+            handled, waited = self.requests.took_ms, self.requests.waited_ms
             answer = {"ok": ok, "value": value, "latency_ms": latency_ms, "lsn": lsn}
-            self.reply(caller, answer | {"handled_ms": handled})
+            self.reply(caller, answer | {"handled_ms": handled, "waited_ms": waited})
 
         self.requests.send(request.data, answered, request.timeout, timed=True)
         return NOREPLY

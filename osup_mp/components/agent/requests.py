@@ -143,6 +143,7 @@ class Requests:
         self.mirror_ratio = 0.0  # the share of read-only requests the splitter gets a copy of
         self.mirror_dropped = 0
         self.took_ms: float | None = None  # see send(timed=True)
+        self.waited_ms: float | None = None
 
     def __len__(self) -> int:
         return len(self.table)
@@ -163,7 +164,8 @@ class Requests:
         self, data: Any, target: Target, timeout: float | None = None, timed: bool = False
     ) -> None:
         """Send one ``process_request``; the answer goes to ``target``. ``timed``: ask the
-        agent how long it took (:attr:`took_ms` holds it while ``target`` is answered)."""
+        agent how long it took (:attr:`took_ms` and :attr:`waited_ms` hold its figures while
+        ``target`` is answered)."""
         m = self.manager
         if self.mirror_ratio and self._mirrors(data):
             target = self._tap(data, target)
@@ -219,9 +221,10 @@ class Requests:
         ok = "error" not in msg
         value = msg.get("data") if ok else msg.get("error")
         if m.durability.settled:
-            self.took_ms = msg.get("took_ms")  # a timed request's own handling time
+            # A timed request's own handling time, and how much of it went waiting for a CPU
+            self.took_ms, self.waited_ms = msg.get("took_ms"), msg.get("waited_ms")
             deliver(target, ok, value)  # nothing it wrote is still on its way to the WAL
-            self.took_ms = None
+            self.took_ms = self.waited_ms = None
             return
         # Released only once every WAL entry the agent wrote before it is durable.
         gone = f"agent {m.instance_id} exited before its changes were durable"

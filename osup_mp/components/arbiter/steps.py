@@ -186,9 +186,8 @@ class ExperimentSteps(Component):
                 role = exp.role_of(s["arm"])
                 if role is not None:
                     outcome = "error" if s["error"] else s["outcome"]
-                    exp.evidence.add(
-                        Sample(role, float(s["latency_ms"]), bool(s["error"]), outcome)
-                    )
+                    latency, waited = float(s["latency_ms"]), s["waited_ms"]
+                    exp.evidence.add(Sample(role, latency, bool(s["error"]), outcome, waited))
                 exp.seq = max(exp.seq, s["seq"])
             exp.evidence.close_batch()  # a look: what came since the last one is a batch
         for figures in mirrors if isinstance(mirrors, list) else ():

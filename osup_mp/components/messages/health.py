@@ -31,7 +31,9 @@ class RecordTransition:
 @dataclass(frozen=True, slots=True)
 class RecordSample:
     """A cast: one mirrored request as an arm of an experiment answered it; ``outcome`` is
-    match, mismatch, stale (the arm had not applied the writes the main had) or error."""
+    match, mismatch, stale (the arm had not applied the writes the main had) or error.
+    ``latency_ms`` is the agent's service time, less ``waited_ms`` of waits for a CPU; when
+    the agent gives no figures (``waited_ms`` None), its manager's round trip."""
 
     experiment: str
     arm: str
@@ -39,6 +41,7 @@ class RecordSample:
     error: bool
     digest: str | None = None
     outcome: str = "match"
+    waited_ms: float | None = None
     kind: ClassVar[str] = "record_sample"
 
 
