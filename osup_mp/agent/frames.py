@@ -124,8 +124,10 @@ class FrameHandlers:
 
     def _on_request(self, msg: dict[str, Any]) -> None:
         timed = msg.get("timed")
-        waits = self._run_delay.ns() if timed else None
         started = time.perf_counter()
+        # Read inside the timed span, so that every wait counted falls in it: a preemption
+        # between the two clocks would otherwise count as waiting but not as handling.
+        waits = self._run_delay.ns() if timed else None
         reply: dict[str, Any] = {"type": FromAgent.RESPONSE.value, "id": msg.get("id")}
         try:
             reply["data"] = self.handle_request(msg.get("data"))
@@ -136,13 +138,13 @@ class FrameHandlers:
             reply["error"] = f"{type(exc).__name__}: {exc}"
             self._window.errors += 1
             self.log(f"request failed: {traceback.format_exc().rstrip()}")
+        now = self._run_delay.ns() if timed else None
         took = time.perf_counter() - started
         window = self._window
         window.requests += 1
         window.latency_total += took
         if timed:  # the manager asks (for an evaluation): how long the handling took
             reply["took_ms"] = took * 1000
-            now = self._run_delay.ns()
             if now is not None and waits is not None:  # of which it waited for a CPU
                 reply["waited_ms"] = (now - waits) / 1e6
         self.send(reply)
