@@ -22,7 +22,8 @@ def test_a_proposal_becomes_an_experiment_answered_with_its_id(make_tree) -> Non
             "gerbil_main_script": str(SCRIPTED_AGENT),
             "evolution_enabled": True,
             "max_concurrent_shadows": 2,
-        }
+        },
+        evolution={"calibration": 0},  # no traffic to calibrate on: straight to the code
     ).start()
     assert wait_for(tree.running_agent)["read_only"] == ["count", "peek"]
     proposal = tree.agent_request({"do": "propose"})

@@ -31,7 +31,12 @@ def test_experiment_moves_only_along_its_transitions() -> None:
     exp = _experiment()
     with pytest.raises(RuntimeError, match="starting -> running is not a transition"):
         exp.move(ExpState.RUNNING)
-    for state in (ExpState.LOADING, ExpState.RUNNING, ExpState.PROMOTING, ExpState.WATCHING):
+    exp.move(ExpState.LOADING)
+    with pytest.raises(RuntimeError, match="loading -> running is not a transition"):
+        exp.move(ExpState.RUNNING)  # not before the pair's own difference is measured
+    for state in (ExpState.CALIBRATING, ExpState.SWITCHING, ExpState.RUNNING):
+        exp.move(state)
+    for state in (ExpState.PROMOTING, ExpState.WATCHING):
         exp.move(state)
     exp.move(ExpState.DECIDED)
     with pytest.raises(RuntimeError):

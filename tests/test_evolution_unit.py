@@ -141,6 +141,36 @@ def test_the_verdict_says_how_the_latencies_were_timed() -> None:
     assert latency.test.endswith("; timed by the arms' managers (round trips)")
 
 
+def test_the_pairs_own_difference_is_taken_out_of_the_effect() -> None:
+    """A candidate process 8% slower whatever it runs: measured while both arms ran the
+    same code, it is no effect of the candidate's code."""
+    rng = np.random.default_rng(9)
+    calibrated, bare = Evidence(), Evidence()
+    for _ in range(15):
+        calibrated.calibrate("candidate", 1.08 * rng.lognormal(0.0, 0.1, 50))
+        calibrated.calibrate("control", rng.lognormal(0.0, 0.1, 50))
+    for _ in range(60):
+        for evidence in (calibrated, bare):
+            evidence.add_batch("candidate", 1.08 * rng.lognormal(0.0, 0.1, 50))
+            evidence.add_batch("control", rng.lognormal(0.0, 0.1, 50))
+    latency = decide(bare, final=True).metrics[0]
+    assert latency.effect is not None and latency.interval is not None
+    assert 0.06 < latency.effect < 0.10 and latency.interval[0] > 0.05  # the processes' own
+    verdict = decide(calibrated, final=True)
+    latency = verdict.metrics[0]
+    assert latency.effect is not None and latency.interval is not None
+    assert abs(latency.effect) < 0.02 and latency.interval[0] < 0 < latency.interval[1]
+    assert (verdict.decision, verdict.rule) == (Decision.INCONCLUSIVE, "no_difference")
+    assert "the arms' own difference, both on the main's code before the candidate's was " in (
+        latency.test
+    )
+    assert "over 15 looks, taken out" in latency.test
+    with pytest.raises(ValueError, match="arm must be one of"):
+        calibrated.calibrate("main", [1.0])
+    with pytest.raises(ValueError, match="finite and not negative"):
+        calibrated.calibrate("control", [-1.0])
+
+
 def test_while_collecting_nothing_is_explained_yet() -> None:
     evidence = Evidence()
     evidence.add_batch("candidate", [1.0] * 5)

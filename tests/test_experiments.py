@@ -53,7 +53,8 @@ OSUP = {
     "heartbeat_interval": 200,
     "heartbeat_timeout": 3000,
 }
-EVOLUTION = {"min_samples": 20, "rollback_watch": 3000}
+# The shortest calibration the arbiter runs: 10 looks (the default is 15 s)
+EVOLUTION = {"min_samples": 20, "rollback_watch": 3000, "calibration": 10000}
 
 
 def _tree(shared_tree: Any, **sections: dict[str, Any]) -> Any:
@@ -146,6 +147,27 @@ def test_refusals_name_the_key_and_bad_code_is_refused_before_any_shadow(
     assert tree.cli("experiment", "show", "e9").returncode == 1
     assert tree.cli("history", "--json").stdout.strip() == "[]"
     assert tree.agents().keys() == {"main"}
+
+
+def test_without_traffic_to_calibrate_on_it_is_inconclusive_once_the_code_loads(
+    shared_tree: Any, tmp_path: Path
+) -> None:
+    tree = _tree(shared_tree)
+    for code, verdict, rule in ((SOURCE, "inconclusive", "not_enough_data"),
+                                (BROKEN, "rejected", "load_failed")):  # fmt: skip
+        (tmp_path / "code.py").write_text(code)
+        done = tree.cli(
+            "experiment", "start", "--code", str(tmp_path / "code.py"), "--target",
+            "memory_system", "--duration", "1", "--wait", "--json", timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        record = json.loads(done.stdout)
+        assert (record["verdict"], record["rule"]) == (verdict, rule), record["reason"]
+        if rule == "not_enough_data":
+            assert record["reason"].startswith(
+                "too little traffic to measure the arms' own difference: 0 looks"
+            )
+        wait_for(lambda: _only_the_main(tree), what="the arms stopped")
 
 
 def test_syntax_errors_and_shadow_limits_are_refused(shared_tree: Any, tmp_path: Path) -> None:
@@ -325,7 +347,8 @@ def test_an_arbiter_restart_closes_its_experiment_and_stops_the_arms(
     def state() -> str:
         return str(_show(tree, exp_id)["state"])
 
-    wait_for(lambda: state() == "running", what="the experiment running")
+    # no traffic: the arms stay on the main's code, mirrored, waiting to measure themselves
+    wait_for(lambda: state() == "calibrating", what="the experiment mirroring")
     assert tree.agents().keys() == {"main", f"{exp_id}-cand", f"{exp_id}-cont"}
     assert tree.cli("restart", "arbiter").returncode == 0
     wait_for(lambda: _only_the_main(tree), what="the arms stopped")

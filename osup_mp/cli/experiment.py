@@ -33,7 +33,10 @@ def command() -> None:
     "--duration",
     type=click.FloatRange(min=0, min_open=True),
     metavar="SECONDS",
-    help="Undecided after this long: inconclusive (default: shadow_test_duration).",
+    help=(
+        "Undecided this long after the candidate switched to the new code: inconclusive "
+        "(default: shadow_test_duration)."
+    ),
 )
 @click.option("--reason", default="", help="Why: the hypothesis, kept in the history.")
 @click.option("--wait", is_flag=True, help="Return when decided (exit 0 whatever the verdict).")

@@ -175,6 +175,7 @@ _SCHEMA: Final[dict[str, dict[str, _Field]]] = {
         "mirror_ratio": _Field(0.1, "a number in (0, 1]", _SHARE),
         "confidence": _Field(0.98, "a number in (0, 1)", _FRACTION),
         "min_samples": _Field(30, "a positive integer (per arm)", _ints(1)),
+        "calibration": _Field(15000, "a non-negative integer (ms; 0 = off)", _ints(0)),
         "latency_margin": _Field(0.1, "a number in (0, 1) (relative)", _FRACTION),
         "min_improvement": _Field(0.05, "a number in (0, 1) (relative)", _FRACTION),
         "error_margin": _Field(0.01, "a number in (0, 1) (absolute)", _FRACTION),

@@ -167,6 +167,7 @@ class EvolutionSection:
     mirror_ratio: float
     confidence: float
     min_samples: int
+    calibration: int
     latency_margin: float
     min_improvement: float
     error_margin: float

@@ -30,6 +30,7 @@ from osup_mp.evolution.evidence import MEMORY_LOOKS, MIN_BATCHES, ArmEvidence, E
 from osup_mp.evolution.sequential import (
     TAU2_LOG_LATENCY,
     TAU2_RATE,
+    fixed_half_width,
     half_width,
     interval,
     rate_variance,
@@ -121,7 +122,7 @@ def decide(evidence: Evidence, settings: Settings | None = None, *, final: bool 
     if decision is not Decision.CONTINUE:  # explain, for the record
         drops = fixed.rate_test(cand.dropped, cand.offered, ctrl.dropped, ctrl.offered)
         metrics = (
-            _with_test(latency, fixed.latency_test(cand.kept, ctrl.kept) + _timing(cand, ctrl)),
+            _with_test(latency, fixed.latency_test(cand.kept, ctrl.kept) + _timing(evidence)),
             _with_test(errors, fixed.rate_test(cand.errors, cand.n, ctrl.errors, ctrl.n)),
             _with_test(throughput, drops),
             _with_test(memory, _memory_range(evidence)),
@@ -129,19 +130,28 @@ def decide(evidence: Evidence, settings: Settings | None = None, *, final: bool 
     return Verdict(decision, rule, reason, metrics, answers)
 
 
-def _timing(cand: ArmEvidence, ctrl: ArmEvidence) -> str:
+def _timing(evidence: Evidence) -> str:
     """What the latencies are: the agents' service times, their waits for a CPU (which the
     host's load and the scheduler's placement decide, not the code) taken out, or where an
-    agent gives no figures its manager's round trips."""
+    agent gives no figures its manager's round trips; and the pair's own difference taken
+    out of the effect."""
+    cand, ctrl = evidence.arms["candidate"], evidence.arms["control"]
+    calibration = evidence.calibration
+    own = (
+        f"; the arms' own difference, both on the main's code before the candidate's was "
+        f"loaded, {_rel(math.expm1(calibration.mean))} over {calibration.n} looks, taken out"
+        if calibration.n
+        else ""
+    )
     if not (cand.waited_n or ctrl.waited_n):
-        return "; timed by the arms' managers (round trips)"
+        return f"; timed by the arms' managers (round trips){own}"
     text = (
         f"; service times as the agents measured them, their waits for a CPU taken out: "
         f"{_mean(cand.waited_sum, cand.waited_n)} ms per answer (candidate), "
         f"{_mean(ctrl.waited_sum, ctrl.waited_n)} ms (control)"
     )
     by_manager = cand.timed - cand.waited_n + ctrl.timed - ctrl.waited_n
-    return text + (f"; {by_manager} round trips timed by the managers" if by_manager else "")
+    return text + (f"; {by_manager} round trips timed by the managers" if by_manager else "") + own
 
 
 def _mean(total: float, n: int) -> str:
@@ -152,22 +162,32 @@ def outlook(evidence: Evidence, s: Settings) -> str:
     """How much more traffic a latency decision would need, at the effect and spread seen
     so far: the smallest number of looks whose interval clears the nearer margin."""
     pairs, cand = evidence.pairs, evidence.arms["candidate"]
-    if pairs.n < MIN_BATCHES:
+    effect = latency_effect(evidence, s)
+    if effect is None:
         return f"latency needs {MIN_BATCHES} looks with both arms answering ({pairs.n} so far)"
+    estimate = effect[0]
     worse_at, better_at = math.log1p(s.latency_margin), math.log1p(-s.min_improvement)
-    if pairs.mean > worse_at:
-        room, verdict = pairs.mean - worse_at, "a rejection"
-    elif pairs.mean < better_at:
-        room, verdict = better_at - pairs.mean, "a promotion"
+    if estimate > worse_at:
+        room, verdict = estimate - worse_at, "a rejection"
+    elif estimate < better_at:
+        room, verdict = better_at - estimate, "a promotion"
     else:
         return (
-            f"latency {_rel(math.expm1(pairs.mean))} is inside the margins: more traffic "
+            f"latency {_rel(math.expm1(estimate))} is inside the margins: more traffic "
             "would show the arms alike, not decide"
         )
+    calibrated = evidence.calibration.n > 0
+    fixed_part = _half_calibration(evidence, s)  # the calibration is over: it stays as wide
+    if fixed_part >= room:
+        return (
+            f"{verdict} is out of reach: the arms' own difference, measured before the "
+            "candidate's code was loaded, is not known closely enough"
+        )
     spread = pairs.m2 / (pairs.n - 1)
+    alpha = s.alpha / 2 if calibrated else s.alpha
 
     def clears(looks: int) -> bool:
-        return half_width(spread / looks, s.alpha, TAU2_LOG_LATENCY) < room
+        return half_width(spread / looks, alpha, TAU2_LOG_LATENCY) + fixed_part < room
 
     high = pairs.n
     while not clears(high):
@@ -187,6 +207,34 @@ def outlook(evidence: Evidence, s: Settings) -> str:
     )
 
 
+def latency_effect(evidence: Evidence, s: Settings) -> tuple[float, float, float] | None:
+    """The candidate's log latency ratio to the control's, less the pair's own when it was
+    calibrated, and its always-valid interval; None until enough looks are paired."""
+    pairs, calibration = evidence.pairs, evidence.calibration
+    variance = pairs.mean_variance
+    if not math.isfinite(variance):
+        return None
+    if not calibration.n:  # no calibration: the pair's own difference counts as none
+        return pairs.mean, *interval(pairs.mean, variance, s.alpha, TAU2_LOG_LATENCY)
+    if not math.isfinite(calibration.mean_variance):
+        return None
+    # Each interval at half the error rate, so that both hold at once (Bonferroni): the
+    # judged one at every look, the calibration's (over, fixed) for good.
+    lo, hi = interval(pairs.mean, variance, s.alpha / 2, TAU2_LOG_LATENCY)
+    own = _half_calibration(evidence, s)
+    mean = calibration.mean
+    return pairs.mean - mean, lo - mean - own, hi - mean + own
+
+
+def _half_calibration(evidence: Evidence, s: Settings) -> float:
+    """Half the width of the calibration's interval (0 without one): a fixed-horizon one,
+    since the calibration's length never depended on what it measured."""
+    calibration = evidence.calibration
+    if not calibration.n:
+        return 0.0
+    return fixed_half_width(calibration.mean_variance, calibration.n, s.alpha / 2)
+
+
 def latency_row(evidence: Evidence, settings: Settings) -> MetricRow:
     """The latency question alone, as :func:`decide` asks it."""
     return _latency(evidence, settings)
@@ -200,14 +248,12 @@ def _latency(evidence: Evidence, s: Settings) -> MetricRow:
         math.exp(cand.log_mean) if cand.timed else None,
         math.exp(ctrl.log_mean) if ctrl.timed else None,
     )
-    pairs = evidence.pairs  # batch means paired by look: shared load cancels out
-    variance = pairs.mean_variance
-    if not math.isfinite(variance):
+    effect = latency_effect(evidence, s)  # batch means paired by look: shared load cancels
+    if effect is None:
         return MetricRow(
             "latency_ms", cand.timed, ctrl.timed, *geometric, None, None, threshold, "unclear", ""
         )
-    diff = pairs.mean
-    lo, hi = interval(diff, variance, s.alpha, TAU2_LOG_LATENCY)
+    diff, lo, hi = effect
     if lo > worse_at:
         outcome = "worse"
     elif hi < better_at:

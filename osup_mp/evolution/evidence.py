@@ -15,7 +15,10 @@ correlated samples as independent makes an interval too narrow, so identical arm
 different. Batch means are the standard remedy for autocorrelated measurements. The arms
 are compared look by look (:class:`Pairs`): both answer the same mirrored copies, so a
 stall of the machine slows both in the same look, and the difference of their batch means
-is left with the difference of the code.
+is left with the difference of the code — and with the pair's own: two processes of the
+same code differ by a few percent, steadily (memory layout, placement), so before the
+candidate's code is loaded both arms run the main's, and that difference (the
+*calibration*, :meth:`Evidence.calibrate`) is taken out of the judged one.
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ class Evidence:
         self.settings = settings or Settings()
         self.arms = {arm: ArmEvidence(self.settings.max_kept) for arm in ARMS}
         self.pairs = Pairs()
+        self.calibration = Pairs()  # while both arms ran the same code
         self.examples: list[dict[str, Any]] = []
         # (candidate, control) resident MiB at the newest looks, measured at the same look
         self.memory: deque[tuple[float, float]] = deque(maxlen=MEMORY_LOOKS)
@@ -156,11 +160,7 @@ class Evidence:
         """Many samples of one arm at once: the latencies of its answers (of which
         ``mismatches`` differed from the main's and ``stale`` were not comparable; the rest
         matched) and ``errors`` failed requests, as :meth:`add` would take them one by one."""
-        if arm not in self.arms:
-            raise ValueError(f"arm must be one of {', '.join(ARMS)}, not {arm!r}")
-        lat = np.asarray(latencies_ms, dtype=np.float64)
-        if lat.ndim != 1 or (lat.size and not 0 <= lat.min() <= lat.max() < math.inf):
-            raise ValueError("latency_ms must be finite and not negative")
+        lat = self._latencies(arm, latencies_ms)
         if min(errors, mismatches, stale) < 0 or mismatches + stale > lat.size:
             raise ValueError("counts must not be negative, nor exceed the answers timed")
         evidence = self.arms[arm]
@@ -171,6 +171,22 @@ class Evidence:
         evidence.outcomes["match"] += int(lat.size) - mismatches - stale
         evidence.add_latencies(lat)
         self.pairs.add(arm, evidence.close_batch())
+
+    def calibrate(self, arm: str, latencies_ms: npt.ArrayLike) -> None:
+        """One look's latencies of ``arm`` while both arms run the same code: they measure
+        the pair's own difference only, and count toward nothing else."""
+        lat = self._latencies(arm, latencies_ms)
+        if lat.size:
+            logs = float(np.log(np.maximum(lat, LOG_FLOOR_MS)).sum())
+            self.calibration.add(arm, (logs, int(lat.size)))
+
+    def _latencies(self, arm: str, latencies_ms: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        if arm not in self.arms:
+            raise ValueError(f"arm must be one of {', '.join(ARMS)}, not {arm!r}")
+        lat = np.asarray(latencies_ms, dtype=np.float64)
+        if lat.ndim != 1 or (lat.size and not 0 <= lat.min() <= lat.max() < math.inf):
+            raise ValueError("latency_ms must be finite and not negative")
+        return lat
 
     def close_batch(self) -> None:
         """End the current batch of every arm: call at each look (:meth:`add_batch` ends

@@ -241,7 +241,7 @@ EXPERIMENT_START = Command(
         Arg("code", "str", "the module's new source", required=True),
         Arg("target", "str", "the module it replaces (e.g. memory_system)", required=True),
         Arg("ratio", "number", "the share of read-only requests mirrored ([evolution])"),
-        Arg("duration", "number", "seconds before an undecided experiment is inconclusive"),
+        Arg("duration", "number", "seconds on the new code until undecided is inconclusive"),
         Arg("reason", "str", "why: the hypothesis, kept in the history"),
     ),
     timeout=15.0,

@@ -1,11 +1,13 @@
 """One shadow experiment: its life as checked states, its evidence, and the record it leaves.
 
-An experiment starts two shadows (the *candidate*, running the proposed code, and the
-*control*, running the main's current code), loads the code, mirrors a share of the main's
-read-only requests to both, is judged until decided, and, when promoted, is watched for a
-rollback. The one decision: the record (:meth:`Experiment.record`) is the whole public
-shape — what ``experiment show --json`` prints and what the history keeps — so the CLI,
-the history and the agent's ``evolution_result`` all say the same thing.
+An experiment starts two shadows (the *candidate*, to run the proposed code, and the
+*control*, running the main's current code), loads the main's code into both, mirrors a
+share of the main's read-only requests to them, measures their own difference while both
+run the same code, loads the proposed code into the candidate, is judged until decided,
+and, when promoted, is watched for a rollback. The one decision: the record
+(:meth:`Experiment.record`) is the whole public shape — what ``experiment show --json``
+prints and what the history keeps — so the CLI, the history and the agent's
+``evolution_result`` all say the same thing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from osup_mp.evolution.watch import Figures
 
 class ExpState(enum.StrEnum):
     STARTING = "starting"  # the arms' shadows are starting
-    LOADING = "loading"  # the code is being loaded into the arms
+    LOADING = "loading"  # the main's code is being loaded into the arms
+    CALIBRATING = "calibrating"  # both on the main's code, mirrored: their own difference
+    SWITCHING = "switching"  # the proposed code is being loaded into the candidate
     RUNNING = "running"  # mirrored traffic is being judged
     PROMOTING = "promoting"  # the candidate's code is being loaded into the main
     WATCHING = "watching"  # promoted; a crash of the main now rolls it back
@@ -31,7 +35,9 @@ class ExpState(enum.StrEnum):
 
 _NEXT: dict[ExpState, frozenset[ExpState]] = {
     ExpState.STARTING: frozenset({ExpState.LOADING, ExpState.DECIDED}),
-    ExpState.LOADING: frozenset({ExpState.RUNNING, ExpState.DECIDED}),
+    ExpState.LOADING: frozenset({ExpState.CALIBRATING, ExpState.DECIDED}),
+    ExpState.CALIBRATING: frozenset({ExpState.SWITCHING, ExpState.DECIDED}),
+    ExpState.SWITCHING: frozenset({ExpState.RUNNING, ExpState.DECIDED}),
     ExpState.RUNNING: frozenset({ExpState.PROMOTING, ExpState.DECIDED}),
     ExpState.PROMOTING: frozenset({ExpState.WATCHING, ExpState.DECIDED}),
     ExpState.WATCHING: frozenset({ExpState.DECIDED}),
@@ -63,7 +69,7 @@ class Experiment:
     target: str
     code: str
     ratio: float
-    duration: float  # s of mirrored traffic before an undecided experiment is inconclusive
+    duration: float  # s of the candidate's code mirrored before undecided is inconclusive
     reason: str = ""  # the hypothesis' reason, as given
     origin: str = "cli"  # who asked: "cli" or an agent id
     proposal: Any = None  # the agent's evolution_intent id
@@ -74,8 +80,11 @@ class Experiment:
     explanation: str = ""
     verdict: Verdict | None = None
     started_at: float = field(default_factory=time.time)
-    running_since: float | None = None  # monotonic, when mirroring began
+    calibrating_since: float | None = None  # monotonic, when mirroring began
     mirrored_at: float | None = None  # the same, as a wall-clock time (metrics windows')
+    running_since: float | None = None  # monotonic, when the judged traffic began
+    straddled: bool = False  # the samples of the next look straddle the switch: dropped
+    starved: str = ""  # why the calibration gave up (too little traffic), if it did
     decided_at: float | None = None
     promoted_at: float | None = None
     seq: int = 0  # the newest health sample read

@@ -1,15 +1,17 @@
 """The course of every running experiment, as asynchronous steps.
 
-An experiment asks the tree for two shadows, loads the main's current code into both and
-the proposed code into the candidate, has the splitter mirror a share of the main's
-read-only requests to them, and every second reads the new samples from the health monitor
-and asks :func:`osup_mp.evolution.decide` for a verdict. A promoted candidate's code is
-hot-loaded into the main and watched: a crash of the main, the agent rolling the code back,
-or the main's own metrics worse than before the promotion, within ``rollback_watch``,
-reverts it. The one decision: every step is an asynchronous call answered into the one
-loop, so the arbiter keeps judging every experiment, answering the CLI and watching
-promotions while shadows start and code loads. The component (:mod:`.component`) serves
-the requests that start, stop and show experiments, on top of these steps.
+An experiment asks the tree for two shadows, loads the main's current code into both, has
+the splitter mirror a share of the main's read-only requests to them, measures the pair's
+own difference for ``[evolution] calibration`` while both run the same code, loads the
+proposed code into the candidate, and from then on every second reads the new samples from
+the health monitor and asks :func:`osup_mp.evolution.decide` for a verdict. A promoted
+candidate's code is hot-loaded into the main and watched: a crash of the main, the agent
+rolling the code back, or the main's own metrics worse than before the promotion, within
+``rollback_watch``, reverts it. The one decision: every step is an asynchronous call
+answered into the one loop, so the arbiter keeps judging every experiment, answering the
+CLI and watching promotions while shadows start and code loads. The component
+(:mod:`.component`) serves the requests that start, stop and show experiments, on top of
+these steps.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from osup_mp.components.messages import (
 )
 from osup_mp.config import Config
 from osup_mp.evolution import Decision, Sample, Settings, decide, fixed, watch
+from osup_mp.evolution.evidence import MIN_BATCHES
 from osup_mp.runtime.calls import CallError
 from osup_mp.runtime.component import Component
 
@@ -117,13 +120,10 @@ class ExperimentSteps(Component):
             why = f"the main agent's code could not be read: {main_code}"
             self._finish(exp, Outcome.INCONCLUSIVE, "arm_failed", why)
             return
-        loads = [
-            (role, module, source)
-            for role in ROLES
-            for module, source in main_code.items()
-            if not (role == "candidate" and module == exp.target)
-        ]
-        loads.append(("candidate", exp.target, exp.code))
+        loads = [(role, module, source) for role in ROLES for module, source in main_code.items()]
+        if not loads:  # the main runs the code it started with: nothing to load
+            self._mirror(exp)
+            return
         pending = [len(loads)]
         for role, module, source in loads:
             answer = functools.partial(self._loaded, exp, role, module, pending)
@@ -140,17 +140,16 @@ class ExperimentSteps(Component):
             return
         error = value if not ok else None if value.get("ok") else value.get("error")
         if error is not None:
-            if role == "candidate" and module == exp.target:
-                why = f"the candidate code failed to load into {module}: {error}"
-                self._finish(exp, Outcome.REJECTED, "load_failed", why)
-            else:
-                why = f"the {role} could not load the main's {module}: {error}"
-                self._finish(exp, Outcome.INCONCLUSIVE, "arm_failed", why)
+            why = f"the {role} could not load the main's {module}: {error}"
+            self._finish(exp, Outcome.INCONCLUSIVE, "arm_failed", why)
             return
         pending[0] -= 1
         if pending[0] == 0:
-            mirror = MirrorStart(exp.id, list(exp.arms.values()), exp.ratio)
-            self.peer("splitter").call_async(mirror, functools.partial(self._mirroring, exp), 10.0)
+            self._mirror(exp)
+
+    def _mirror(self, exp: Experiment) -> None:
+        mirror = MirrorStart(exp.id, list(exp.arms.values()), exp.ratio)
+        self.peer("splitter").call_async(mirror, functools.partial(self._mirroring, exp), 10.0)
 
     def _mirroring(self, exp: Experiment, ok: bool, value: Any) -> None:
         if exp.state is not ExpState.LOADING:
@@ -158,9 +157,36 @@ class ExperimentSteps(Component):
         if not ok:
             self._finish(exp, Outcome.INCONCLUSIVE, "arm_failed", f"mirroring failed: {value}")
             return
-        exp.move(ExpState.RUNNING)
-        exp.running_since, exp.mirrored_at = time.monotonic(), time.time()
+        exp.move(ExpState.CALIBRATING)
+        exp.calibrating_since, exp.mirrored_at = time.monotonic(), time.time()
         exp.mirror = value
+        if not self.cfg.evolution.calibration:  # off: the pair's own difference counts as none
+            self._switch(exp)
+
+    def _switch(self, exp: Experiment) -> None:
+        """The pair's own difference is measured: the proposed code goes into the candidate."""
+        exp.move(ExpState.SWITCHING)
+        try:
+            manager = self.peer(f"agent:{exp.arms['candidate']}")
+            manager.call_async(
+                HotReload(exp.code, exp.target), functools.partial(self._switched, exp), 30.0
+            )
+        except CallError as exc:
+            self._switched(exp, False, str(exc))
+
+    def _switched(self, exp: Experiment, ok: bool, value: Any) -> None:
+        if exp.state is not ExpState.SWITCHING:
+            return
+        error = value if not ok else None if value.get("ok") else value.get("error")
+        if error is not None:
+            why = f"the candidate code failed to load into {exp.target}: {error}"
+            self._finish(exp, Outcome.REJECTED, "load_failed", why)
+            return
+        if exp.starved:
+            self._finish(exp, Outcome.INCONCLUSIVE, "not_enough_data", exp.starved)
+            return
+        exp.move(ExpState.RUNNING)
+        exp.running_since, exp.straddled = time.monotonic(), True
 
     # -- judging -----------------------------------------------------------------------------
 
@@ -170,7 +196,7 @@ class ExperimentSteps(Component):
             since = MetricsHistory("main", self.cfg.evolution.rollback_watch / 1000 + 10)
             calls = [("agent:main", AgentStatus()), ("agent:main", LoadedCode()), ("health", since)]
             self.gather(calls, functools.partial(self._watch, exp), TICK * 5)
-        elif exp.state is ExpState.RUNNING:
+        elif exp.state in (ExpState.CALIBRATING, ExpState.RUNNING):
             calls = [
                 ("health", ExperimentSamples(exp.id, after=exp.seq)),
                 ("splitter", MirrorStatus()),
@@ -178,33 +204,29 @@ class ExperimentSteps(Component):
             self.gather(calls, functools.partial(self._judge, exp), TICK * 5)
 
     def _judge(self, exp: Experiment, results: list[tuple[bool, Any]]) -> None:
-        if exp.state is not ExpState.RUNNING:
+        if exp.state not in (ExpState.CALIBRATING, ExpState.RUNNING):
             return
         (ok, samples), (_, mirrors), *arms = results
         if ok:
-            for s in samples:
-                role = exp.role_of(s["arm"])
-                if role is not None:
-                    outcome = "error" if s["error"] else s["outcome"]
-                    latency, waited = float(s["latency_ms"]), s["waited_ms"]
-                    exp.evidence.add(Sample(role, latency, bool(s["error"]), outcome, waited))
-                exp.seq = max(exp.seq, s["seq"])
-            exp.evidence.close_batch()  # a look: what came since the last one is a batch
+            self._take(exp, samples)
         for figures in mirrors if isinstance(mirrors, list) else ():
             if figures.get("id") == exp.id:
                 readings.take_mirror(exp, figures)
         for role, (ok, status) in zip(ROLES, arms, strict=True):
             died = readings.died(status) if ok else f"its manager is gone ({status})"
-            if died is not None:
-                if role == "candidate":
-                    self._finish(
-                        exp, Outcome.REJECTED, "candidate_died", f"the candidate died: {died}"
-                    )
-                else:
-                    self._finish(
-                        exp, Outcome.INCONCLUSIVE, "control_died", f"the control died: {died}"
-                    )
-                return
+            if died is None:
+                continue
+            if exp.state is ExpState.CALIBRATING:  # on the main's code: not the candidate's fault
+                why = f"the {role} died before the candidate's code was loaded: {died}"
+                self._finish(exp, Outcome.INCONCLUSIVE, "arm_failed", why)
+            elif role == "candidate":
+                self._finish(exp, Outcome.REJECTED, "candidate_died", f"the candidate died: {died}")
+            else:
+                self._finish(exp, Outcome.INCONCLUSIVE, "control_died", f"the control died: {died}")
+            return
+        if exp.state is ExpState.CALIBRATING:
+            self._calibrated_yet(exp)
+            return
         cand_rss, ctrl_rss = (readings.resident(status) if ok else None for ok, status in arms)
         if cand_rss is not None and ctrl_rss is not None:
             exp.evidence.add_memory(cand_rss, ctrl_rss)
@@ -212,6 +234,46 @@ class ExperimentSteps(Component):
         verdict = decide(exp.evidence, self.settings, final=final)
         if verdict.decision is not Decision.CONTINUE:
             self._finish(exp, OUTCOME_OF[verdict.decision], verdict.rule, verdict.reason)
+
+    def _take(self, exp: Experiment, samples: list[dict[str, Any]]) -> None:
+        """One look's new samples: into the calibration while both arms run the main's
+        code, into the evidence once the candidate runs its own; dropped when they
+        straddle the switch."""
+        calibrating = exp.state is ExpState.CALIBRATING
+        looks: dict[str, list[float]] = {role: [] for role in ROLES}
+        for s in samples:
+            exp.seq = max(exp.seq, s["seq"])
+            role = exp.role_of(s["arm"])
+            if role is None or exp.straddled:
+                continue
+            outcome = "error" if s["error"] else s["outcome"]
+            latency, waited = float(s["latency_ms"]), s["waited_ms"]
+            if not calibrating:
+                exp.evidence.add(Sample(role, latency, bool(s["error"]), outcome, waited))
+            elif outcome != "error":
+                looks[role].append(latency)
+        if calibrating:
+            for role, latencies in looks.items():
+                exp.evidence.calibrate(role, latencies)
+        elif not exp.straddled:
+            exp.evidence.close_batch()  # a look: what came since the last one is a batch
+        exp.straddled = False
+
+    def _calibrated_yet(self, exp: Experiment) -> None:
+        """Switch to the proposed code once the pair's own difference is measured; give up
+        when the experiment's window passed on top of the calibration's without enough
+        traffic for it."""
+        elapsed = time.monotonic() - (exp.calibrating_since or 0.0)
+        looks, calibration = exp.evidence.calibration.n, self.cfg.evolution.calibration / 1000
+        if elapsed >= calibration and looks >= MIN_BATCHES:
+            self._switch(exp)
+        elif elapsed >= calibration + exp.duration:
+            # Still loaded, to tell a proposal whether its code would run at all
+            exp.starved = (
+                f"too little traffic to measure the arms' own difference: {looks} looks "
+                f"with both arms answering in {elapsed:.0f} s, {MIN_BATCHES} needed"
+            )
+            self._switch(exp)
 
     def _finish(self, exp: Experiment, outcome: Outcome, rule: str, why: str) -> None:
         """The verdict: stop the mirror and the arms; promote or conclude."""
