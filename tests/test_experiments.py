@@ -55,6 +55,8 @@ OSUP = {
 }
 # The shortest calibration the arbiter runs: 10 looks (the default is 15 s)
 EVOLUTION = {"min_samples": 20, "rollback_watch": 3000, "calibration": 10000}
+# Where latency does not decide (answers, memory, loading, the watch): straight to the code
+UNCALIBRATED = EVOLUTION | {"calibration": 0}
 
 
 def _tree(shared_tree: Any, **sections: dict[str, Any]) -> Any:
@@ -189,7 +191,7 @@ def test_syntax_errors_and_shadow_limits_are_refused(shared_tree: Any, tmp_path:
 
 
 def test_a_wrong_candidate_is_vetoed_with_examples(shared_tree: Any, tmp_path: Path) -> None:
-    tree = _tree(shared_tree)
+    tree = _tree(shared_tree, evolution=UNCALIBRATED)
     before = _search_answers(tree)
     record = _experiment(tree, tmp_path, WRONG)
     assert record["verdict"] == "rejected" and record["rule"] == "mismatch_veto", record
@@ -205,7 +207,7 @@ def test_a_wrong_candidate_is_vetoed_with_examples(shared_tree: Any, tmp_path: P
 def test_a_candidate_that_fails_to_load_is_rejected_and_the_main_untouched(
     shared_tree: Any, tmp_path: Path
 ) -> None:
-    tree = _tree(shared_tree)
+    tree = _tree(shared_tree, evolution=UNCALIBRATED)
     record = _experiment(tree, tmp_path, BROKEN, seconds=10)
     assert record["verdict"] == "rejected" and record["rule"] == "load_failed"
     assert "this module cannot load" in record["reason"]
@@ -216,7 +218,7 @@ def test_a_candidate_that_fails_to_load_is_rejected_and_the_main_untouched(
 def test_a_leaking_candidate_is_killed_by_its_limit_and_rejected(
     shared_tree: Any, tmp_path: Path
 ) -> None:
-    tree = _tree(shared_tree, watchdog={"shadow_rss_mb": 200})
+    tree = _tree(shared_tree, watchdog={"shadow_rss_mb": 200}, evolution=UNCALIBRATED)
     record = _experiment(tree, tmp_path, LEAKY)
     assert record["verdict"] == "rejected" and record["rule"] == "candidate_died", record
     assert "rss" in record["reason"].lower()
@@ -258,7 +260,7 @@ def test_an_identical_candidate_is_never_promoted(shared_tree: Any, tmp_path: Pa
 def test_faster_code_is_promoted_then_rolled_back_when_it_fails_in_the_main(
     make_tree: Any, tmp_path: Path
 ) -> None:
-    tree = make_tree(o_supervisor=OSUP, evolution=EVOLUTION | {"rollback_watch": 60000}).start()
+    tree = make_tree(o_supervisor=OSUP, evolution=UNCALIBRATED | {"rollback_watch": 60000}).start()
     _load_blocks(tree)
     slow = tmp_path / "slow.py"
     slow.write_text(SLOW)
