@@ -5,7 +5,8 @@ Three questions, each an always-valid interval (:mod:`.sequential`) held to a ma
 * answers: does the candidate disagree with the main more often than the control does (the
   control's rate is the noise floor: nondeterminism, races with writes)?
 * errors: does the candidate fail more often than the control?
-* latency: is the candidate slower or faster than the control (ratio of geometric means)?
+* latency: is the candidate slower or faster than the control (ratio of geometric means,
+  less the pair's own ratio while both ran the same code, when that was measured)?
 
 * throughput: does the candidate take a smaller share of the mirrored copies offered to it
   (the splitter drops a copy when an arm still has a full window in flight)?
