@@ -52,6 +52,7 @@ def test_record_carries_the_documented_schema_and_the_evidence() -> None:
     exp.decide(Outcome.INCONCLUSIVE, "stopped", "stopped by the operator", verdict)
     record = exp.record()
     assert record.keys() >= RECORD_KEYS and "code" not in record
+    assert record["calibration"] == {"looks": 0, "own_difference": None}
     assert record["verdict"] == "inconclusive" and record["rule"] == "stopped"
     names = {m["name"] for m in record["metrics"]}
     assert names == {"latency_ms", "error_rate", "throughput", "memory_mb"}

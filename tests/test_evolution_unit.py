@@ -165,6 +165,8 @@ def test_the_pairs_own_difference_is_taken_out_of_the_effect() -> None:
         latency.test
     )
     assert "over 15 looks, taken out" in latency.test
+    assert calibrated.calibrated()["looks"] == 15
+    assert 0.06 < calibrated.calibrated()["own_difference"] < 0.10
     with pytest.raises(ValueError, match="arm must be one of"):
         calibrated.calibrate("main", [1.0])
     with pytest.raises(ValueError, match="finite and not negative"):

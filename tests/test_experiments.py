@@ -254,6 +254,7 @@ def test_an_identical_candidate_is_never_promoted(shared_tree: Any, tmp_path: Pa
         summary
     )
     assert all(r["metrics"][0]["interval"] is not None for r in records), summary
+    assert all(r["calibration"]["looks"] >= 10 for r in records), summary  # measured first
     wait_for(lambda: _only_the_main(tree), what="every arm stopped")
 
 

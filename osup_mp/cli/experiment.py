@@ -130,11 +130,11 @@ def history(ctx: click.Context, count: int, as_json: bool) -> None:
 def _table(records: list[dict[str, Any]]) -> str:
     if not records:
         return "no experiments"
-    lines = [f"{'ID':<6} {'STATE':<9} {'VERDICT':<12} {'TARGET':<16} {'STARTED':<19} REASON"]
+    lines = [f"{'ID':<6} {'STATE':<11} {'VERDICT':<12} {'TARGET':<16} {'STARTED':<19} REASON"]
     for r in records:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"]))
         lines.append(
-            f"{r['id']:<6} {r['state']:<9} {r['verdict'] or '-':<12} {r['target'][:16]:<16} "
+            f"{r['id']:<6} {r['state']:<11} {r['verdict'] or '-':<12} {r['target'][:16]:<16} "
             f"{started:<19} {r['reason'] or r['hypothesis'] or ''}"
         )
     return "\n".join(lines)

@@ -214,5 +214,11 @@ class Evidence:
         if len(self.examples) < self.settings.max_examples:
             self.examples.append(example)
 
+    def calibrated(self) -> dict[str, Any]:
+        """The calibration so far: looks paired, and the candidate's own latency relative
+        to the control's then (None before a look)."""
+        pairs = self.calibration
+        return {"looks": pairs.n, "own_difference": math.expm1(pairs.mean) if pairs.n else None}
+
     def counts(self) -> dict[str, dict[str, int]]:
         return {name: {"n": a.n, "errors": a.errors, **a.outcomes} for name, a in self.arms.items()}

@@ -146,6 +146,7 @@ class Experiment:
             "promoted_at": self.promoted_at,
             "arms": self.arms,
             "samples": self.evidence.counts(),
+            "calibration": self.evidence.calibrated(),
             "metrics": verdict["metrics"] if verdict else [],
             "mismatches": verdict["mismatches"] if verdict else None,
             "mirror": self.mirror,
