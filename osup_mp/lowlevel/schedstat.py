@@ -15,10 +15,9 @@ import os
 class RunDelay:
     """The run delay of one task, ``pid``'s main thread or (``None``) the calling thread."""
 
-    __slots__ = ("_fd", "pid")
+    __slots__ = ("_fd",)
 
     def __init__(self, pid: int | None = None) -> None:
-        self.pid = pid
         path = "/proc/thread-self/schedstat" if pid is None else f"/proc/{pid}/schedstat"
         try:
             self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
