@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
@@ -127,18 +128,27 @@ class ExperimentSteps(Component):
         pending = [len(loads)]
         for role, module, source in loads:
             answer = functools.partial(self._loaded, exp, role, module, pending)
-            try:
-                manager = self.peer(f"agent:{exp.arms[role]}")
-                manager.call_async(HotReload(source, module), answer, 30.0)
-            except CallError as exc:
-                answer(False, str(exc))
+            self._hot_reload(f"agent:{exp.arms[role]}", source, module, answer)
+
+    def _hot_reload(
+        self, manager: str, source: str, module: str, then: Callable[[str | None], None]
+    ) -> None:
+        """Load ``source`` as ``module`` into the agent of ``manager``; ``then(error)``, with
+        None once it loaded."""
+
+        def answered(ok: bool, value: Any) -> None:
+            then(value if not ok else None if value.get("ok") else value.get("error"))
+
+        try:
+            self.peer(manager).call_async(HotReload(source, module), answered, 30.0)
+        except CallError as exc:
+            answered(False, str(exc))
 
     def _loaded(
-        self, exp: Experiment, role: str, module: str, pending: list[int], ok: bool, value: Any
+        self, exp: Experiment, role: str, module: str, pending: list[int], error: str | None
     ) -> None:
         if exp.state is not ExpState.LOADING:
             return
-        error = value if not ok else None if value.get("ok") else value.get("error")
         if error is not None:
             why = f"the {role} could not load the main's {module}: {error}"
             self._finish(exp, Outcome.INCONCLUSIVE, "arm_failed", why)
@@ -166,18 +176,12 @@ class ExperimentSteps(Component):
     def _switch(self, exp: Experiment) -> None:
         """The pair's own difference is measured: the proposed code goes into the candidate."""
         exp.move(ExpState.SWITCHING)
-        try:
-            manager = self.peer(f"agent:{exp.arms['candidate']}")
-            manager.call_async(
-                HotReload(exp.code, exp.target), functools.partial(self._switched, exp), 30.0
-            )
-        except CallError as exc:
-            self._switched(exp, False, str(exc))
+        candidate = f"agent:{exp.arms['candidate']}"
+        self._hot_reload(candidate, exp.code, exp.target, functools.partial(self._switched, exp))
 
-    def _switched(self, exp: Experiment, ok: bool, value: Any) -> None:
+    def _switched(self, exp: Experiment, error: str | None) -> None:
         if exp.state is not ExpState.SWITCHING:
             return
-        error = value if not ok else None if value.get("ok") else value.get("error")
         if error is not None:
             why = f"the candidate code failed to load into {exp.target}: {error}"
             self._finish(exp, Outcome.REJECTED, "load_failed", why)
@@ -287,16 +291,10 @@ class ExperimentSteps(Component):
             self._conclude(exp)
             return
         exp.move(ExpState.PROMOTING)
-        promote = HotReload(exp.code, exp.target)
-        try:
-            self.peer("agent:main").call_async(
-                promote, functools.partial(self._promoted, exp), 30.0
-            )
-        except CallError as exc:
-            self._promoted(exp, False, str(exc))
+        promoted = functools.partial(self._promoted, exp)
+        self._hot_reload("agent:main", exp.code, exp.target, promoted)
 
-    def _promoted(self, exp: Experiment, ok: bool, value: Any) -> None:
-        error = value if not ok else None if value.get("ok") else value.get("error")
+    def _promoted(self, exp: Experiment, error: str | None) -> None:
         if error is not None:
             why = f"{exp.explanation}; but the main agent refused the code: {error}"
             exp.decide(Outcome.REJECTED, "promotion_failed", why)
